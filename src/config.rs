@@ -1,0 +1,201 @@
+//! Configuration: the policy plus what differs per environment (origin URLs, signing keys).
+//!
+//! Per region `R` (id upper-cased, `-` as `_`) the environment provides:
+//! - `HARBOUR_ORIGINS_R`: one or more origin base URLs, primary first, separated by spaces or
+//!   commas (a `wrangler.toml` var);
+//! - `HARBOUR_KEY_R`: the region's signing secret, at least 32 bytes (`wrangler secret put`, or
+//!   `.dev.vars` locally).
+//!
+//! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
+//! answers every request with 500 `config_invalid` and forwards nothing.
+
+use crate::policy::{Policy, PolicyError, PolicyIssue, RegionIndex};
+use crate::signature::{SigningKey, MIN_KEY_BYTES};
+
+/// Where submissions are stored, relative to an origin's base URL.
+pub const SUBMISSIONS_PATH: &str = "/v1/submissions";
+
+/// An origin of one region. Only `Config` builds these, from that region's own variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub region: RegionIndex,
+    /// Full URL of the submissions endpoint.
+    pub url: String,
+    /// The path part of `url`, which the signature covers.
+    pub path: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RegionSetup {
+    pub origins: Vec<Origin>,
+    pub key: SigningKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub policy: Policy,
+    /// Indexed like `policy.regions`.
+    pub regions: Vec<RegionSetup>,
+}
+
+pub fn origins_var(region_id: &str) -> String {
+    format!("HARBOUR_ORIGINS_{}", env_suffix(region_id))
+}
+
+pub fn key_var(region_id: &str) -> String {
+    format!("HARBOUR_KEY_{}", env_suffix(region_id))
+}
+
+fn env_suffix(region_id: &str) -> String {
+    region_id.to_ascii_uppercase().replace('-', "_")
+}
+
+/// Splits `scheme://host[:port][/base]` into the endpoint URL and its path.
+fn endpoint(base: &str) -> Option<(String, String)> {
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))?;
+    let (host, base_path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let path_ok = !base_path.contains(['?', '#'])
+        && base_path.bytes().all(|b| b.is_ascii_graphic());
+    if !host_ok || !path_ok {
+        return None;
+    }
+    let path = format!("{}{SUBMISSIONS_PATH}", base_path.trim_end_matches('/'));
+    let scheme_len = base.len() - rest.len();
+    Some((format!("{}{host}{path}", &base[..scheme_len]), path))
+}
+
+impl Config {
+    pub fn assemble(
+        policy_json: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, PolicyError> {
+        let policy = Policy::parse(policy_json)?;
+        let mut issues = Vec::new();
+        let mut regions = Vec::new();
+        for (index, region) in policy.regions.iter().enumerate() {
+            let origins_name = origins_var(&region.id);
+            let mut origins = Vec::new();
+            for base in env(&origins_name)
+                .unwrap_or_default()
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+            {
+                match endpoint(base) {
+                    Some((url, path)) => origins.push(Origin {
+                        region: RegionIndex(index),
+                        url,
+                        path,
+                    }),
+                    None => issues.push(PolicyIssue {
+                        path: origins_name.clone(),
+                        message: format!("{base:?} is not an http(s) base URL"),
+                    }),
+                }
+            }
+            if origins.is_empty() {
+                issues.push(PolicyIssue {
+                    path: origins_name,
+                    message: format!("region {:?} has no origin", region.id),
+                });
+            }
+            let key_name = key_var(&region.id);
+            let key = env(&key_name).and_then(|secret| SigningKey::new(secret.as_bytes()));
+            if key.is_none() {
+                issues.push(PolicyIssue {
+                    path: key_name,
+                    message: format!(
+                        "region {:?} needs a signing secret of at least {MIN_KEY_BYTES} bytes",
+                        region.id
+                    ),
+                });
+            }
+            if let Some(key) = key {
+                regions.push(RegionSetup { origins, key });
+            }
+        }
+        if issues.is_empty() {
+            Ok(Config { policy, regions })
+        } else {
+            Err(PolicyError(issues))
+        }
+    }
+
+    pub fn origins(&self, region: RegionIndex) -> &[Origin] {
+        self.regions
+            .get(region.0)
+            .map(|r| r.origins.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::policy::SHIPPED_POLICY;
+    use std::collections::HashMap;
+
+    /// Every shipped region with two local origins and a key.
+    pub fn local_env() -> HashMap<String, String> {
+        let policy = Policy::shipped().unwrap();
+        let mut env = HashMap::new();
+        for (i, region) in policy.regions.iter().enumerate() {
+            env.insert(
+                origins_var(&region.id),
+                format!("http://127.0.0.1:{} http://127.0.0.1:{}", 9100 + i, 9200 + i),
+            );
+            env.insert(key_var(&region.id), format!("{}-secret-0123456789abcdefghijklmnop", region.id));
+        }
+        env
+    }
+
+    pub fn local_config() -> Config {
+        let env = local_env();
+        Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap()
+    }
+
+    #[test]
+    fn assembles_with_every_region_set() {
+        let config = local_config();
+        let eu = config.policy.region_index("eu").unwrap();
+        let urls: Vec<_> = config.origins(eu).iter().map(|o| o.url.as_str()).collect();
+        assert_eq!(urls, ["http://127.0.0.1:9102/v1/submissions", "http://127.0.0.1:9202/v1/submissions"]);
+    }
+
+    #[test]
+    fn names_every_missing_or_bad_entry() {
+        let mut env = local_env();
+        env.remove("HARBOUR_ORIGINS_RU");
+        env.insert("HARBOUR_KEY_CN".into(), "short".into());
+        env.insert("HARBOUR_ORIGINS_AU".into(), "ftp://x".into());
+        let error = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap_err();
+        let paths: Vec<_> = error.0.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["HARBOUR_KEY_CN", "HARBOUR_ORIGINS_RU", "HARBOUR_ORIGINS_AU", "HARBOUR_ORIGINS_AU"]
+        );
+    }
+
+    #[test]
+    fn endpoints_keep_a_base_path() {
+        assert_eq!(
+            endpoint("https://eu.example.com/harbour/"),
+            Some((
+                "https://eu.example.com/harbour/v1/submissions".into(),
+                "/harbour/v1/submissions".into()
+            ))
+        );
+        assert_eq!(
+            endpoint("http://[::1]:8080"),
+            Some(("http://[::1]:8080/v1/submissions".into(), "/v1/submissions".into()))
+        );
+        for bad in ["", "eu.example.com", "https://", "https://a b", "https://x/?q", "mailto:x"] {
+            assert_eq!(endpoint(bad), None, "{bad}");
+        }
+    }
+}

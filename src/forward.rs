@@ -1,0 +1,373 @@
+//! Routing and forwarding: which origins may receive a submission, what is sent, and what the
+//! visitor is told once the origins have answered.
+//!
+//! Rules:
+//! - A route lists only the origins of the submission's own region, primary first. Failover walks
+//!   that list and nothing else: not on error, not on timeout, never to another region.
+//! - An attempt is retried on the next origin only after a connection failure, a timeout, or
+//!   502/503/504; any other answer is final (RFC 9110 does not make POST safe to repeat, and only
+//!   the idempotency key makes these retries harmless).
+//! - Each attempt has its own timeout and all of them share one deadline counted from receipt.
+//! - The forwarded request is built from nothing: only harbour's own headers, never a copy of
+//!   the client's, so client-sent `X-Harbour-*`, hop-by-hop or spoofable headers cannot pass.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, Origin};
+use crate::policy::RegionIndex;
+use crate::reply::{problem, retry_after_seconds, Reply};
+use crate::residency::Residency;
+use crate::signature::{sha256_hex, Signed};
+use crate::validate::{CleanValue, Submission};
+
+pub const ATTEMPT_TIMEOUT_MS: u64 = 3_000;
+pub const DEADLINE_MS: u64 = 8_000;
+/// An attempt with less time than this left is not started.
+pub const MIN_ATTEMPT_MS: u64 = 200;
+/// What a visitor is asked to wait when every origin of the region failed.
+pub const UNAVAILABLE_RETRY_MS: u64 = 5_000;
+
+pub const HEADER_REGION: &str = "x-harbour-region";
+pub const HEADER_CAMPAIGN: &str = "x-harbour-campaign";
+pub const HEADER_REQUEST_ID: &str = "x-harbour-request-id";
+pub const HEADER_RECEIVED_AT: &str = "x-harbour-received-at";
+pub const HEADER_TIMESTAMP: &str = "x-harbour-timestamp";
+pub const HEADER_CONTENT_SHA256: &str = "x-harbour-content-sha256";
+pub const HEADER_SIGNATURE: &str = "x-harbour-signature";
+pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A client's key is used as is when it has this shape; otherwise one is derived.
+pub fn is_well_formed_key(key: &str) -> bool {
+    (16..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The same campaign and the same cleaned content give the same key, so a resubmission that lost
+/// its key still cannot create a second row.
+pub fn derive_key(campaign: &str, canonical_fields: &str) -> String {
+    let digest = sha256_hex(format!("{campaign}\n{canonical_fields}").as_bytes());
+    format!("h-{}", &digest[..32])
+}
+
+/// The time an attempt may take, or `None` when the deadline leaves too little.
+pub fn attempt_budget_ms(received_ms: u64, now_ms: u64) -> Option<u64> {
+    let deadline = received_ms.saturating_add(DEADLINE_MS);
+    let left = deadline.saturating_sub(now_ms);
+    (left >= MIN_ATTEMPT_MS).then(|| left.min(ATTEMPT_TIMEOUT_MS))
+}
+
+/// The origins a submission of `region` may be sent to, in order.
+pub fn route(config: &Config, region: RegionIndex) -> &[Origin] {
+    config.origins(region)
+}
+
+/// State carried through the edge shell between attempts. It names a region, and every origin
+/// is looked up from that region's list again, so nothing in it can point elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub region: usize,
+    pub campaign: String,
+    pub key: String,
+    pub request_id: String,
+    pub received_ms: u64,
+    /// Index into the region's origins of the attempt under way.
+    pub attempt: usize,
+    pub rate_headers: Vec<(String, String)>,
+    pub cors_origin: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub url: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardPlan {
+    pub region: RegionIndex,
+    pub first: Attempt,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub ticket: Ticket,
+}
+
+/// The forwarded body: the cleaned fields with the region tag and both country signals.
+pub fn forward_body(
+    campaign: &str,
+    region_id: &str,
+    residency: &Residency,
+    submission: &Submission,
+    request_id: &str,
+    received_ms: u64,
+) -> String {
+    json!({
+        "campaign": campaign,
+        "region": region_id,
+        "request_id": request_id,
+        "received_at_ms": received_ms,
+        "signals": {
+            "platform_country": residency.platform.code(),
+            "declared_country": residency.declared.map(|c| c.to_string()),
+            "basis": residency.basis.as_str(),
+        },
+        "fields": fields_object(submission),
+    })
+    .to_string()
+}
+
+pub fn fields_object(submission: &Submission) -> Value {
+    let mut fields = Map::new();
+    for (name, value) in &submission.fields {
+        let value = match value {
+            CleanValue::Text(t) => Value::from(t.as_str()),
+            CleanValue::Bool(b) => Value::from(*b),
+            CleanValue::Integer(n) => Value::from(*n),
+        };
+        fields.insert(name.clone(), value);
+    }
+    Value::Object(fields)
+}
+
+pub struct PlanInput<'a> {
+    pub config: &'a Config,
+    pub residency: &'a Residency,
+    pub campaign: &'a str,
+    pub submission: &'a Submission,
+    pub client_key: Option<&'a str>,
+    pub request_id: String,
+    pub now_ms: u64,
+    pub rate_headers: Vec<(String, String)>,
+    pub cors_origin: Option<String>,
+}
+
+/// Builds the signed request for the region's primary origin; `None` when the region has no
+/// origin (configuration forbids that) so the caller answers 503 rather than guessing.
+pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
+    let PlanInput {
+        config,
+        residency,
+        campaign,
+        submission,
+        client_key,
+        request_id,
+        now_ms,
+        rate_headers,
+        cors_origin,
+    } = input;
+    let region = residency.region;
+    let region_id = config.policy.region(region).id.as_str();
+    let first_origin = route(config, region).first()?;
+    let setup = config.regions.get(region.get())?;
+    let key = match client_key.filter(|k| is_well_formed_key(k)) {
+        Some(k) => k.to_owned(),
+        None => derive_key(campaign, &fields_object(submission).to_string()),
+    };
+    let body = forward_body(campaign, region_id, residency, submission, &request_id, now_ms);
+    let body_hash = sha256_hex(body.as_bytes());
+    let signature = setup.key.sign(&Signed {
+        method: "POST",
+        path: &first_origin.path,
+        timestamp_ms: now_ms,
+        region: region_id,
+        idempotency_key: &key,
+        body_sha256_hex: &body_hash,
+    });
+    let headers = vec![
+        ("content-type", "application/json".to_owned()),
+        (HEADER_IDEMPOTENCY_KEY, key.clone()),
+        (HEADER_REGION, region_id.to_owned()),
+        (HEADER_CAMPAIGN, campaign.to_owned()),
+        (HEADER_REQUEST_ID, request_id.clone()),
+        (HEADER_RECEIVED_AT, now_ms.to_string()),
+        (HEADER_TIMESTAMP, now_ms.to_string()),
+        (HEADER_CONTENT_SHA256, body_hash),
+        (HEADER_SIGNATURE, signature),
+    ];
+    Some(ForwardPlan {
+        region,
+        first: Attempt {
+            url: first_origin.url.clone(),
+            timeout_ms: ATTEMPT_TIMEOUT_MS.min(DEADLINE_MS),
+        },
+        headers,
+        body,
+        ticket: Ticket {
+            region: region.get(),
+            campaign: campaign.to_owned(),
+            key,
+            request_id,
+            received_ms: now_ms,
+            attempt: 0,
+            rate_headers,
+            cors_origin,
+        },
+    })
+}
+
+/// How one attempt ended, as the shell saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Answered { status: u16, body: &'a str },
+    /// Connection refused or reset, DNS failure, or the attempt's timeout.
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    Retry { attempt: Attempt, ticket: Ticket },
+    Done { reply: Reply, outcome: &'static str },
+}
+
+/// Decides what follows an attempt: the next origin of the same region, or the visitor's answer.
+pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: u64) -> Next {
+    let region = RegionIndex(ticket.region);
+    let retryable = match outcome {
+        Outcome::Failed => true,
+        Outcome::Answered { status, .. } => matches!(status, 502..=504),
+    };
+    if retryable {
+        let next_index = ticket.attempt + 1;
+        let next_origin = route(config, region).get(next_index);
+        let budget = attempt_budget_ms(ticket.received_ms, now_ms);
+        if let (Some(origin), Some(timeout_ms)) = (next_origin, budget) {
+            return Next::Retry {
+                attempt: Attempt {
+                    url: origin.url.clone(),
+                    timeout_ms,
+                },
+                ticket: Ticket {
+                    attempt: next_index,
+                    ..ticket
+                },
+            };
+        }
+        let reply = problem(
+            503,
+            "region_unavailable",
+            "Your entry could not be stored right now",
+            "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+            Some(json!({ "idempotency_key": ticket.key })),
+        )
+        .with_header("retry-after", retry_after_seconds(UNAVAILABLE_RETRY_MS).to_string())
+        .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
+        return finish(reply, &ticket, "origins_unavailable");
+    }
+    let Outcome::Answered { status, body } = outcome else {
+        // Unreachable by construction (failures are retryable), kept total for safety.
+        return finish(bad_gateway(&ticket), &ticket, "origin_bad_answer");
+    };
+    match status {
+        200 | 201 => match receipt(body, &config.policy.region(region).id) {
+            Some(receipt) => {
+                let reply = Reply::json(
+                    202,
+                    &json!({
+                        "status": "accepted",
+                        "receipt": receipt,
+                        "idempotency_key": ticket.key,
+                    }),
+                )
+                .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
+                let (reply, outcome) = if status == 200 {
+                    (reply.with_header("idempotent-replayed", "true"), "replayed")
+                } else {
+                    (reply, "stored")
+                };
+                finish(reply, &ticket, outcome)
+            }
+            None => finish(bad_gateway(&ticket), &ticket, "origin_bad_answer"),
+        },
+        409 => finish(
+            problem(
+                409,
+                "idempotency_key_reused",
+                "This key was already used for a different entry",
+                "Start a new entry; the key belongs to an earlier, different submission.",
+                None,
+            ),
+            &ticket,
+            "origin_conflict",
+        ),
+        _ => finish(bad_gateway(&ticket), &ticket, "origin_refused"),
+    }
+}
+
+fn bad_gateway(ticket: &Ticket) -> Reply {
+    problem(
+        502,
+        "origin_error",
+        "Your entry could not be stored",
+        "The storage service did not accept it. Please try again later with the same Idempotency-Key.",
+        Some(json!({ "idempotency_key": ticket.key })),
+    )
+    .with_header("retry-after", retry_after_seconds(UNAVAILABLE_RETRY_MS).to_string())
+    .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone())
+}
+
+fn finish(mut reply: Reply, ticket: &Ticket, outcome: &'static str) -> Next {
+    for (name, value) in &ticket.rate_headers {
+        // Names come from a fixed set in the pipeline; anything else is dropped.
+        if let Some(name) = crate::pipeline::RATE_HEADER_NAMES
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(name))
+        {
+            reply.headers.push((name, value.clone()));
+        }
+    }
+    if let Some(origin) = &ticket.cors_origin {
+        reply = crate::pipeline::with_cors(reply, origin);
+    }
+    Next::Done { reply, outcome }
+}
+
+/// The receipt as the visitor sees it: the origin's id, and the region the origin claims, which
+/// must be the ticket's region.
+fn receipt(body: &str, region_id: &str) -> Option<Value> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let receipt = value.get("receipt")?;
+    let id = receipt.get("id")?.as_str()?;
+    let region = receipt.get("region")?.as_str()?;
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    };
+    (region == region_id && plain(id)).then(|| json!({ "id": id, "region": region }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_arithmetic() {
+        assert_eq!(attempt_budget_ms(1_000, 1_000), Some(ATTEMPT_TIMEOUT_MS));
+        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - 1_000), Some(1_000));
+        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS), Some(MIN_ATTEMPT_MS));
+        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS + 1), None);
+        assert_eq!(attempt_budget_ms(1_000, u64::MAX), None);
+        // A clock that went backwards never grants more than one attempt's timeout.
+        assert_eq!(attempt_budget_ms(10_000, 0), Some(ATTEMPT_TIMEOUT_MS));
+    }
+
+    #[test]
+    fn key_shapes() {
+        assert!(is_well_formed_key("0b6a3c0e-5f55-4c1e-9b1a-2f1d3c4b5a69"));
+        assert!(!is_well_formed_key("short"));
+        assert!(!is_well_formed_key("has space in it 1234"));
+        assert!(!is_well_formed_key(&"a".repeat(65)));
+        assert_eq!(derive_key("c", "{}"), derive_key("c", "{}"));
+        assert_ne!(derive_key("c", "{}"), derive_key("d", "{}"));
+        assert!(is_well_formed_key(&derive_key("c", "{}")));
+    }
+
+    #[test]
+    fn receipts_must_name_the_ticket_region() {
+        let ok = r#"{"receipt":{"id":"eu-000001","region":"eu"}}"#;
+        assert!(receipt(ok, "eu").is_some());
+        assert!(receipt(ok, "cn").is_none());
+        assert!(receipt(r#"{"receipt":{"id":"a\"b","region":"eu"}}"#, "eu").is_none());
+        assert!(receipt("not json", "eu").is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! harbour: validates, rate-limits, tags with a data-residency region and forwards campaign
+//! submissions at the edge.
+//!
+//! Everything but `edge` is plain Rust over plain data, tested natively. `edge` is the only
+//! module that knows it runs in a Workers isolate.
+
+pub mod config;
+pub mod country;
+pub mod forward;
+pub mod limit;
+pub mod pipeline;
+pub mod policy;
+pub mod reply;
+pub mod residency;
+pub mod signature;
+pub mod validate;
+
+#[cfg(target_arch = "wasm32")]
+pub mod edge;

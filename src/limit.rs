@@ -1,0 +1,325 @@
+//! Rate limits as values: the generic cell rate algorithm (GCRA), with time passed in.
+//!
+//! A `Quota` admits `burst` requests at once and `burst` per `window_ms` sustained. The state per
+//! key is one number, the theoretical arrival time (TAT). To stay exact for any window and burst,
+//! time is counted in units of `1/burst` ms, so the emission interval is exactly `window_ms` units
+//! and no rounding creeps in. A refusal carries the exact wait, which becomes `Retry-After`.
+//! The clock is an argument: `Instant::now()` panics on wasm32, and tests need a fake clock.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroU64};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    burst: NonZeroU32,
+    window_ms: NonZeroU64,
+}
+
+impl Quota {
+    /// Zero limits and zero windows cannot be expressed, so they cannot be configured.
+    pub fn new(burst: NonZeroU32, window_ms: NonZeroU64) -> Quota {
+        Quota { burst, window_ms }
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms.get()
+    }
+
+    fn units(&self, ms: u64) -> u128 {
+        u128::from(ms) * u128::from(self.burst.get())
+    }
+
+    /// The most a key may be "ahead" of now: a full burst of emission intervals.
+    fn tolerance(&self) -> u128 {
+        u128::from(self.window_ms.get()) * u128::from(self.burst.get())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Admit {
+        /// Requests that could still be admitted right now.
+        remaining: u32,
+        /// Until the bucket is full again.
+        reset_ms: u64,
+    },
+    Refuse {
+        /// The exact wait until one more request would be admitted.
+        retry_after_ms: u64,
+    },
+}
+
+impl Decision {
+    pub fn admitted(&self) -> bool {
+        matches!(self, Decision::Admit { .. })
+    }
+}
+
+fn ceil_div(numerator: u128, denominator: u128) -> u64 {
+    u64::try_from(numerator.div_ceil(denominator)).unwrap_or(u64::MAX)
+}
+
+/// Decides one request against a key's state; `tat` is in the quota's units.
+/// Returns the decision and, when admitted, the state to store.
+pub fn decide(quota: &Quota, tat: Option<u128>, now_ms: u64) -> (Decision, Option<u128>) {
+    let now = quota.units(now_ms);
+    let burst = u128::from(quota.burst.get());
+    let interval = u128::from(quota.window_ms.get());
+    let next_tat = tat.unwrap_or(now).max(now) + interval;
+    let ahead = next_tat - now;
+    if ahead > quota.tolerance() {
+        let retry_after_ms = ceil_div(ahead - quota.tolerance(), burst);
+        return (Decision::Refuse { retry_after_ms }, None);
+    }
+    let spare = quota.tolerance() - ahead;
+    let remaining = u32::try_from(spare / interval).unwrap_or(u32::MAX);
+    let reset_ms = ceil_div(ahead, burst);
+    (
+        Decision::Admit {
+            remaining,
+            reset_ms,
+        },
+        Some(next_tat),
+    )
+}
+
+/// A client as rate limits see it: an IPv4 address, or an IPv6 /64 (one subscriber's usual
+/// allocation, so rotating through a prefix buys nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4(u32),
+    V6Prefix(u64),
+    /// No usable address: such requests share one bucket.
+    Unknown,
+}
+
+impl ClientKey {
+    pub fn from_ip(text: Option<&str>) -> ClientKey {
+        match text.map(str::trim).map(str::parse::<IpAddr>) {
+            Some(Ok(IpAddr::V4(v4))) => ClientKey::V4(u32::from(v4)),
+            Some(Ok(IpAddr::V6(v6))) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(u32::from(v4)),
+                None => ClientKey::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+            _ => ClientKey::Unknown,
+        }
+    }
+}
+
+/// Per-key GCRA state with a bound on memory. An entry whose TAT has passed carries no
+/// information (the key is back to a full burst), so it can be dropped at any time.
+pub struct Limiter<K> {
+    tats: HashMap<K, (u128, u64)>,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Copy> Limiter<K> {
+    pub fn new(max_keys: usize) -> Limiter<K> {
+        Limiter {
+            tats: HashMap::new(),
+            max_keys: max_keys.max(2),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tats.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tats.is_empty()
+    }
+
+    /// Decides without changing anything, so several layers can be asked before any commits.
+    pub fn peek(&self, key: &K, quota: &Quota, now_ms: u64) -> (Decision, Option<u128>) {
+        decide(quota, self.tats.get(key).map(|(tat, _)| *tat), now_ms)
+    }
+
+    pub fn commit(&mut self, key: K, tat: u128, expires_ms: u64, now_ms: u64) {
+        if self.tats.len() >= self.max_keys && !self.tats.contains_key(&key) {
+            self.make_room(now_ms);
+        }
+        self.tats.insert(key, (tat, expires_ms));
+    }
+
+    fn make_room(&mut self, now_ms: u64) {
+        self.tats.retain(|_, (_, expires_ms)| *expires_ms > now_ms);
+        if self.tats.len() >= self.max_keys {
+            // Still full of live keys: forget the half closest to full recovery. Those keys get
+            // their burst back early; the alternative, growing without bound, takes the isolate.
+            let mut expiries: Vec<u64> = self.tats.values().map(|(_, e)| *e).collect();
+            let middle = expiries.len() / 2;
+            let (_, cut, _) = expiries.select_nth_unstable(middle);
+            let cut = *cut;
+            self.tats.retain(|_, (_, expires_ms)| *expires_ms > cut);
+        }
+    }
+
+    /// Decides and commits one key alone.
+    pub fn check(&mut self, key: K, quota: &Quota, now_ms: u64) -> Decision {
+        let (decision, tat) = self.peek(&key, quota, now_ms);
+        if let (Decision::Admit { reset_ms, .. }, Some(tat)) = (decision, tat) {
+            self.commit(key, tat, now_ms.saturating_add(reset_ms), now_ms);
+        }
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(burst: u32, window_ms: u64) -> Quota {
+        Quota::new(
+            NonZeroU32::new(burst).unwrap(),
+            NonZeroU64::new(window_ms).unwrap(),
+        )
+    }
+
+    #[test]
+    fn admits_a_burst_then_refuses_with_the_exact_wait() {
+        let q = quota(5, 60_000);
+        let mut limiter = Limiter::new(100);
+        let remaining: Vec<_> = (0..5)
+            .map(|_| match limiter.check(1, &q, 1_000) {
+                Decision::Admit { remaining, .. } => remaining,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(remaining, [4, 3, 2, 1, 0]);
+        assert_eq!(
+            limiter.check(1, &q, 1_000),
+            Decision::Refuse {
+                retry_after_ms: 12_000
+            }
+        );
+        assert!(!limiter.check(1, &q, 12_999).admitted());
+        assert!(limiter.check(1, &q, 13_000).admitted());
+    }
+
+    #[test]
+    fn other_keys_are_independent() {
+        let q = quota(1, 1_000);
+        let mut limiter = Limiter::new(100);
+        assert!(limiter.check(1, &q, 0).admitted());
+        assert!(!limiter.check(1, &q, 0).admitted());
+        assert!(limiter.check(2, &q, 0).admitted());
+    }
+
+    #[test]
+    fn sub_millisecond_spacing_is_exact() {
+        // 2,000 per second is one admission every 0.5 ms: no rounding to whole ms.
+        let q = quota(2_000, 1_000);
+        let mut limiter = Limiter::new(10);
+        let admitted = (0..10_000).filter(|i| limiter.check(0u8, &q, i / 10).admitted()).count();
+        // 2,000 at once, then 2 per ms over the remaining 999 ms.
+        assert_eq!(admitted, 2_000 + 2 * 999);
+    }
+
+    #[test]
+    fn clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
+        let a = ClientKey::from_ip(Some("2001:db8:1:2:aaaa::1"));
+        let b = ClientKey::from_ip(Some("2001:db8:1:2:ffff:1:2:3"));
+        let c = ClientKey::from_ip(Some("2001:db8:1:3::1"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            ClientKey::from_ip(Some("::ffff:192.0.2.1")),
+            ClientKey::from_ip(Some("192.0.2.1"))
+        );
+        assert_ne!(
+            ClientKey::from_ip(Some("192.0.2.1")),
+            ClientKey::from_ip(Some("192.0.2.2"))
+        );
+        assert_eq!(ClientKey::from_ip(Some("not an ip")), ClientKey::Unknown);
+        assert_eq!(ClientKey::from_ip(None), ClientKey::Unknown);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_many_live_keys() {
+        let q = quota(1, 60_000);
+        let mut limiter = Limiter::new(1_000);
+        for key in 0..10_000u32 {
+            limiter.check(key, &q, u64::from(key));
+        }
+        assert!(limiter.len() <= 1_000);
+    }
+
+    #[test]
+    fn expired_keys_are_swept_first() {
+        let q = quota(1, 1_000);
+        let mut limiter = Limiter::new(4);
+        for key in 0..4u32 {
+            limiter.check(key, &q, 0);
+        }
+        // Everyone has recovered by t=5000: room is made by dropping them all.
+        limiter.check(99, &q, 5_000);
+        assert_eq!(limiter.len(), 1);
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// GCRA admits at most `burst + floor(d / interval)` requests in any span of d ms.
+        #[test]
+        fn never_admits_more_than_the_quota_in_any_window(
+            burst in 1u32..20,
+            window_ms in 20u64..5_000,
+            gaps in proptest::collection::vec(0u64..400, 1..300),
+        ) {
+            let q = Quota::new(NonZeroU32::new(burst).unwrap(), NonZeroU64::new(window_ms).unwrap());
+            let mut limiter = Limiter::new(10);
+            let mut now = 0u64;
+            let mut admitted = Vec::new();
+            for gap in gaps {
+                now += gap;
+                if limiter.check(0u8, &q, now).admitted() {
+                    admitted.push(now);
+                }
+            }
+            for (i, start) in admitted.iter().enumerate() {
+                for (j, end) in admitted.iter().enumerate().skip(i) {
+                    let span = u128::from(end - start);
+                    let count = (j - i + 1) as u128;
+                    // In units of 1/burst ms the interval is window_ms.
+                    let allowed = u128::from(burst) + span * u128::from(burst) / u128::from(window_ms);
+                    prop_assert!(count <= allowed, "{count} admitted within {span} ms");
+                }
+            }
+        }
+
+        /// The wait in a refusal is exact: one ms earlier is still refused, at the wait it passes.
+        #[test]
+        fn retry_after_is_exact(
+            burst in 1u32..20,
+            window_ms in 20u64..100_000,
+            extra in 1usize..5,
+            start in 0u64..1_000_000_000_000,
+        ) {
+            let q = Quota::new(NonZeroU32::new(burst).unwrap(), NonZeroU64::new(window_ms).unwrap());
+            let mut limiter = Limiter::new(10);
+            for _ in 0..burst {
+                prop_assert!(limiter.check(0u8, &q, start).admitted());
+            }
+            for _ in 0..extra {
+                let Decision::Refuse { retry_after_ms } = limiter.check(0u8, &q, start) else {
+                    return Err(TestCaseError::fail("admitted past the burst"));
+                };
+                prop_assert!(retry_after_ms >= 1);
+                let (early, _) = limiter.peek(&0u8, &q, start + retry_after_ms - 1);
+                prop_assert!(!early.admitted());
+                let (on_time, _) = limiter.peek(&0u8, &q, start + retry_after_ms);
+                prop_assert!(on_time.admitted());
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The policy: regions, campaigns, limits and what to do with doubtful country signals.
+//!
+//! A policy is version-controlled JSON (`policy/harbour.json`), parsed and checked as a whole
+//! before anything is served. `Policy::parse` reports every problem it finds at once, each naming
+//! the entry at fault (`regions[2].countries[4]: ...`), so a bad policy fails `cargo test` with a
+//! message a person can act on. Per-environment parts (origin URLs, signing keys) are not here:
+//! they come from the environment, see `config`.
+
+use std::collections::HashMap;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use serde::Deserialize;
+
+use crate::country::Country;
+use crate::limit::Quota;
+
+/// The policy that ships with harbour.
+pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
+
+/// Position of a region in `Policy::regions`; only `Policy` hands these out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionIndex(pub(crate) usize);
+
+impl RegionIndex {
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub id: String,
+    /// Higher is stricter; when two signals disagree the stricter region wins.
+    pub strictness: u32,
+    pub countries: Vec<Country>,
+    /// Admissions per isolate that protect this region's origin capacity.
+    pub budget: Option<Quota>,
+}
+
+/// What to do with a request whose country signal cannot place it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    Refuse,
+    RouteTo(RegionIndex),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalPolicy {
+    /// `XX` or any code that is not an assigned ISO 3166-1 country.
+    pub unknown: SignalAction,
+    /// `T1`: the platform saw a Tor exit node.
+    pub tor: SignalAction,
+    /// No country at all.
+    pub missing: SignalAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    String,
+    Email,
+    Enum(Vec<String>),
+    Bool,
+    Integer { min: Option<i64>, max: Option<i64> },
+    Country,
+}
+
+impl FieldKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FieldKind::String => "string",
+            FieldKind::Email => "email",
+            FieldKind::Enum(_) => "enum",
+            FieldKind::Bool => "bool",
+            FieldKind::Integer { .. } => "integer",
+            FieldKind::Country => "country",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub label: String,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// In characters (Unicode scalar values), after trimming.
+    pub max_length: u32,
+    /// For consent boxes: only `true` is acceptable.
+    pub must_be_true: bool,
+    /// The visitor's declared country, a second residency signal.
+    pub residency_signal: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Campaign {
+    pub id: String,
+    pub title: String,
+    pub fields: Vec<Field>,
+    /// A field bots fill and people never see; a filled one is accepted and dropped.
+    pub honeypot: Option<String>,
+    /// Browser origins allowed to post cross-origin (CORS); same-origin needs no entry.
+    pub allowed_origins: Vec<String>,
+    pub per_client: Quota,
+    pub campaign: Quota,
+}
+
+impl Campaign {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub regions: Vec<Region>,
+    pub rest_of_world: RegionIndex,
+    pub signals: SignalPolicy,
+    pub max_body_bytes: u32,
+    pub campaigns: Vec<Campaign>,
+    by_country: HashMap<Country, RegionIndex>,
+}
+
+/// One problem in a policy, with the path of the entry at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError(pub Vec<PolicyIssue>);
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid policy ({} problem(s))", self.0.len())?;
+        for issue in &self.0 {
+            write!(f, "\n  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl Policy {
+    pub fn shipped() -> Result<Policy, PolicyError> {
+        Policy::parse(SHIPPED_POLICY)
+    }
+
+    pub fn parse(json: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = serde_json::from_str(json).map_err(|e| {
+            PolicyError(vec![PolicyIssue {
+                path: format!("line {} column {}", e.line(), e.column()),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut checker = Checker::default();
+        let policy = checker.policy(raw);
+        match policy {
+            Some(policy) if checker.issues.is_empty() => Ok(policy),
+            _ => Err(PolicyError(checker.issues)),
+        }
+    }
+
+    pub fn region(&self, index: RegionIndex) -> &Region {
+        &self.regions[index.0]
+    }
+
+    pub fn region_index(&self, id: &str) -> Option<RegionIndex> {
+        self.regions.iter().position(|r| r.id == id).map(RegionIndex)
+    }
+
+    /// Every assigned country maps to exactly one region: its own, or the rest-of-world region.
+    pub fn region_of(&self, country: Country) -> RegionIndex {
+        self.by_country
+            .get(&country)
+            .copied()
+            .unwrap_or(self.rest_of_world)
+    }
+
+    pub fn campaign(&self, id: &str) -> Option<&Campaign> {
+        self.campaigns.iter().find(|c| c.id == id)
+    }
+}
+
+// ---- raw, as written -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    regions: Vec<RawRegion>,
+    rest_of_world: String,
+    signals: RawSignals,
+    max_body_bytes: u32,
+    campaigns: Vec<RawCampaign>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    id: String,
+    strictness: u32,
+    #[serde(default)]
+    countries: Vec<String>,
+    budget: Option<RawQuota>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignals {
+    unknown: String,
+    tor: String,
+    missing: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    burst: u32,
+    window_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: String,
+    title: String,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    honeypot: Option<String>,
+    limits: RawCampaignLimits,
+    fields: Vec<RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaignLimits {
+    per_client: RawQuota,
+    campaign: RawQuota,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: bool,
+    max_length: Option<u32>,
+    values: Option<Vec<String>>,
+    min: Option<i64>,
+    max: Option<i64>,
+    #[serde(default)]
+    must_be_true: bool,
+    #[serde(default)]
+    residency_signal: bool,
+}
+
+// ---- checking --------------------------------------------------------------------------------
+
+/// Field and campaign ids appear in URLs, JSON keys and logs: keep them plain.
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+const DEFAULT_MAX_LENGTH: u32 = 200;
+const MAX_FIELD_LENGTH: u32 = 10_000;
+
+#[derive(Default)]
+struct Checker {
+    issues: Vec<PolicyIssue>,
+}
+
+impl Checker {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(PolicyIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn quota(&mut self, path: &str, raw: RawQuota) -> Option<Quota> {
+        let burst = NonZeroU32::new(raw.burst);
+        let window = NonZeroU64::new(raw.window_ms);
+        if burst.is_none() {
+            self.fail(format!("{path}.burst"), "limit must be at least 1");
+        }
+        if window.is_none() {
+            self.fail(format!("{path}.window_ms"), "window must be at least 1 ms");
+        }
+        Some(Quota::new(burst?, window?))
+    }
+
+    fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
+        let mut regions = Vec::new();
+        let mut by_country: HashMap<Country, RegionIndex> = HashMap::new();
+        let mut country_path: HashMap<Country, String> = HashMap::new();
+        if raw.regions.is_empty() {
+            self.fail("regions", "at least one region is required");
+        }
+        for (i, r) in raw.regions.into_iter().enumerate() {
+            let path = format!("regions[{i}]");
+            if !is_plain_id(&r.id) {
+                self.fail(
+                    format!("{path}.id"),
+                    format!("region id {:?} must be 1-64 of a-z 0-9 - _", r.id),
+                );
+            }
+            if regions.iter().any(|other: &Region| other.id == r.id) {
+                self.fail(format!("{path}.id"), format!("duplicate region {:?}", r.id));
+            }
+            if let Some(other) = regions
+                .iter()
+                .find(|other: &&Region| other.strictness == r.strictness)
+            {
+                self.fail(
+                    format!("{path}.strictness"),
+                    format!(
+                        "strictness {} is also region {:?}'s; ranks must differ so conflicts have one answer",
+                        r.strictness, other.id
+                    ),
+                );
+            }
+            let mut countries = Vec::new();
+            for (j, code) in r.countries.iter().enumerate() {
+                let cpath = format!("{path}.countries[{j}]");
+                match Country::parse(code) {
+                    Some(c) if code.bytes().all(|b| b.is_ascii_uppercase()) => {
+                        if let Some(first) = country_path.get(&c) {
+                            self.fail(
+                                cpath,
+                                format!("country {c} is in two regions (also at {first})"),
+                            );
+                        } else {
+                            country_path.insert(c, cpath);
+                            by_country.insert(c, RegionIndex(i));
+                            countries.push(c);
+                        }
+                    }
+                    _ => self.fail(
+                        cpath,
+                        format!("{code:?} is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
+                    ),
+                }
+            }
+            let budget = r
+                .budget
+                .and_then(|q| self.quota(&format!("{path}.budget"), q));
+            regions.push(Region {
+                id: r.id,
+                strictness: r.strictness,
+                countries,
+                budget,
+            });
+        }
+        let find = |id: &str| regions.iter().position(|r| r.id == id).map(RegionIndex);
+
+        let rest_of_world = find(&raw.rest_of_world);
+        if rest_of_world.is_none() {
+            self.fail(
+                "rest_of_world",
+                format!("unknown region {:?}", raw.rest_of_world),
+            );
+        }
+        let mut action = |path: &str, text: &str| -> Option<SignalAction> {
+            if text == "refuse" {
+                return Some(SignalAction::Refuse);
+            }
+            match text.strip_prefix("region:").map(find) {
+                Some(Some(index)) => Some(SignalAction::RouteTo(index)),
+                Some(None) => {
+                    self.fail(path, format!("unknown region in {text:?}"));
+                    None
+                }
+                None => {
+                    self.fail(
+                        path,
+                        format!("{text:?} must be \"refuse\" or \"region:<id>\""),
+                    );
+                    None
+                }
+            }
+        };
+        let signals = (
+            action("signals.unknown", &raw.signals.unknown),
+            action("signals.tor", &raw.signals.tor),
+            action("signals.missing", &raw.signals.missing),
+        );
+
+        if raw.max_body_bytes < 256 || raw.max_body_bytes > 1_048_576 {
+            self.fail(
+                "max_body_bytes",
+                format!(
+                    "{} is outside 256..=1048576 bytes",
+                    raw.max_body_bytes
+                ),
+            );
+        }
+
+        let mut campaigns: Vec<Campaign> = Vec::new();
+        if raw.campaigns.is_empty() {
+            self.fail("campaigns", "at least one campaign is required");
+        }
+        for (i, c) in raw.campaigns.into_iter().enumerate() {
+            let path = format!("campaigns[{i}]");
+            if let Some(campaign) = self.campaign(&path, c) {
+                if campaigns.iter().any(|other| other.id == campaign.id) {
+                    self.fail(
+                        format!("{path}.id"),
+                        format!("duplicate campaign {:?}", campaign.id),
+                    );
+                }
+                campaigns.push(campaign);
+            }
+        }
+
+        let (Some(unknown), Some(tor), Some(missing)) = signals else {
+            return None;
+        };
+        Some(Policy {
+            regions,
+            rest_of_world: rest_of_world?,
+            signals: SignalPolicy {
+                unknown,
+                tor,
+                missing,
+            },
+            max_body_bytes: raw.max_body_bytes,
+            campaigns,
+            by_country,
+        })
+    }
+
+    fn campaign(&mut self, path: &str, c: RawCampaign) -> Option<Campaign> {
+        if !is_plain_id(&c.id) {
+            self.fail(
+                format!("{path}.id"),
+                format!("campaign id {:?} must be 1-64 of a-z 0-9 - _", c.id),
+            );
+        }
+        for (j, origin) in c.allowed_origins.iter().enumerate() {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && !origin.contains(char::is_whitespace);
+            if !ok {
+                self.fail(
+                    format!("{path}.allowed_origins[{j}]"),
+                    format!("{origin:?} must be a scheme://host[:port] origin without a path"),
+                );
+            }
+        }
+        let per_client = self.quota(&format!("{path}.limits.per_client"), c.limits.per_client);
+        let campaign = self.quota(&format!("{path}.limits.campaign"), c.limits.campaign);
+        let mut fields: Vec<Field> = Vec::new();
+        if c.fields.is_empty() {
+            self.fail(format!("{path}.fields"), "a campaign needs at least one field");
+        }
+        for (j, f) in c.fields.into_iter().enumerate() {
+            let fpath = format!("{path}.fields[{j}]");
+            if fields.iter().any(|other| other.name == f.name) {
+                self.fail(
+                    format!("{fpath}.name"),
+                    format!("duplicate field {:?}", f.name),
+                );
+            }
+            if let Some(field) = self.field(&fpath, f) {
+                fields.push(field);
+            }
+        }
+        let signals = fields.iter().filter(|f| f.residency_signal).count();
+        if signals > 1 {
+            self.fail(
+                format!("{path}.fields"),
+                "at most one field can be the residency signal",
+            );
+        }
+        if let Some(honeypot) = &c.honeypot {
+            if !is_plain_id(honeypot) || fields.iter().any(|f| &f.name == honeypot) {
+                self.fail(
+                    format!("{path}.honeypot"),
+                    format!("{honeypot:?} must be a plain name that is not a real field"),
+                );
+            }
+        }
+        Some(Campaign {
+            id: c.id,
+            title: c.title,
+            fields,
+            honeypot: c.honeypot,
+            allowed_origins: c.allowed_origins,
+            per_client: per_client?,
+            campaign: campaign?,
+        })
+    }
+
+    fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
+        if !is_plain_id(&f.name) {
+            self.fail(
+                format!("{path}.name"),
+                format!("field name {:?} must be 1-64 of a-z 0-9 - _", f.name),
+            );
+        }
+        let kind = match f.kind.as_str() {
+            "string" => FieldKind::String,
+            "email" => FieldKind::Email,
+            "bool" => FieldKind::Bool,
+            "country" => FieldKind::Country,
+            "integer" => {
+                if let (Some(min), Some(max)) = (f.min, f.max) {
+                    if min > max {
+                        self.fail(path, format!("min {min} is above max {max}"));
+                    }
+                }
+                FieldKind::Integer {
+                    min: f.min,
+                    max: f.max,
+                }
+            }
+            "enum" => match &f.values {
+                Some(values) if !values.is_empty() => FieldKind::Enum(values.clone()),
+                _ => {
+                    self.fail(
+                        format!("{path}.values"),
+                        "an enum field needs a non-empty list of values",
+                    );
+                    return None;
+                }
+            },
+            other => {
+                self.fail(
+                    format!("{path}.type"),
+                    format!(
+                        "unknown field type {other:?} (expected string, email, enum, bool, integer or country)"
+                    ),
+                );
+                return None;
+            }
+        };
+        if f.values.is_some() && !matches!(kind, FieldKind::Enum(_)) {
+            self.fail(format!("{path}.values"), "only enum fields take values");
+        }
+        if (f.min.is_some() || f.max.is_some()) && !matches!(kind, FieldKind::Integer { .. }) {
+            self.fail(path, "only integer fields take min/max");
+        }
+        if f.must_be_true && kind != FieldKind::Bool {
+            self.fail(
+                format!("{path}.must_be_true"),
+                "only bool fields can be required to be true",
+            );
+        }
+        if f.residency_signal && kind != FieldKind::Country {
+            self.fail(
+                format!("{path}.residency_signal"),
+                "only a country field can be a residency signal",
+            );
+        }
+        let max_length = f.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
+        if max_length == 0 || max_length > MAX_FIELD_LENGTH {
+            self.fail(
+                format!("{path}.max_length"),
+                format!("{max_length} is outside 1..={MAX_FIELD_LENGTH}"),
+            );
+        }
+        Some(Field {
+            name: f.name,
+            label: f.label,
+            kind,
+            required: f.required,
+            max_length,
+            must_be_true: f.must_be_true,
+            residency_signal: f.residency_signal,
+        })
+    }
+}

@@ -1,0 +1,606 @@
+//! Validation: from body bytes to a clean submission, or one report of every field error.
+//!
+//! Two encodings are accepted, JSON and `application/x-www-form-urlencoded`, both as one flat
+//! object of field → value. Keys must be unique (a duplicate is ambiguous, so it is refused rather
+//! than guessed at), fields not in the campaign are refused, the honeypot is noted and dropped.
+//! Every field is checked and every failure reported with a stable machine code (`required`,
+//! `invalid_email`, `too_long`, ...), which is what the campaign page shows next to the field.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::country::Country;
+use crate::policy::{Campaign, Field, FieldKind};
+
+/// Beyond this many keys a body is not a form submission.
+const MAX_KEYS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Form,
+}
+
+/// A value as it arrived, before the campaign's schema is applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawValue {
+    Text(String),
+    Bool(bool),
+    Integer(i64),
+    /// A number that is not a 64-bit integer.
+    OtherNumber,
+    Null,
+    /// An array or object, which no field accepts.
+    Nested,
+}
+
+/// Why a body could not be read as a submission at all (400), as opposed to field errors (422).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    InvalidUtf8,
+    /// Not a JSON object, or broken JSON or form encoding; the text is safe to show.
+    Malformed(String),
+    DuplicateKey(String),
+    TooManyKeys,
+}
+
+impl BodyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BodyError::InvalidUtf8 => "invalid_utf8",
+            BodyError::Malformed(_) => "malformed_body",
+            BodyError::DuplicateKey(_) => "duplicate_key",
+            BodyError::TooManyKeys => "too_many_keys",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            BodyError::InvalidUtf8 => "the body is not valid UTF-8".into(),
+            BodyError::Malformed(why) => why.clone(),
+            BodyError::DuplicateKey(key) => format!("the key {key:?} appears more than once"),
+            BodyError::TooManyKeys => format!("a submission has at most {MAX_KEYS} keys"),
+        }
+    }
+}
+
+pub fn parse_body(encoding: Encoding, bytes: &[u8]) -> Result<Vec<(String, RawValue)>, BodyError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| BodyError::InvalidUtf8)?;
+    let pairs = match encoding {
+        Encoding::Json => parse_json(text)?,
+        Encoding::Form => parse_form(text)?,
+    };
+    for (i, (key, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(earlier, _)| earlier == key) {
+            return Err(BodyError::DuplicateKey(truncate(key, 64)));
+        }
+    }
+    Ok(pairs)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
+    match serde_json::from_str::<FlatObject>(text) {
+        Ok(FlatObject(pairs)) => Ok(pairs),
+        Err(e) if e.to_string().starts_with(TOO_MANY_KEYS) => Err(BodyError::TooManyKeys),
+        Err(e) => Err(BodyError::Malformed(match e.classify() {
+            serde_json::error::Category::Data => "the body must be one JSON object".into(),
+            _ => format!(
+                "the body is not valid JSON (line {} column {})",
+                e.line(),
+                e.column()
+            ),
+        })),
+    }
+}
+
+const TOO_MANY_KEYS: &str = "too many keys";
+
+/// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible.
+struct FlatObject(Vec<(String, RawValue)>);
+
+impl<'de> Deserialize<'de> for FlatObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = FlatObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatObject, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, RawValue>()? {
+                    if pairs.len() == MAX_KEYS {
+                        return Err(de::Error::custom(TOO_MANY_KEYS));
+                    }
+                    pairs.push((key, value));
+                }
+                Ok(FlatObject(pairs))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+                Ok(RawValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Integer(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
+                Ok(i64::try_from(v).map_or(RawValue::OtherNumber, RawValue::Integer))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RawValue, E> {
+                Ok(RawValue::OtherNumber)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+                Ok(RawValue::Text(v))
+            }
+            fn visit_unit<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawValue::Nested)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RawValue::Nested)
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+/// `application/x-www-form-urlencoded` as the WHATWG URL standard parses it: `&`-separated,
+/// `+` is a space, percent escapes decode to bytes that must form UTF-8.
+fn parse_form(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
+    let mut pairs = Vec::new();
+    for part in text.split('&').filter(|p| !p.is_empty()) {
+        if pairs.len() == MAX_KEYS {
+            return Err(BodyError::TooManyKeys);
+        }
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        pairs.push((
+            percent_decode(key)?,
+            RawValue::Text(percent_decode(value)?),
+        ));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(text: &str) -> Result<String, BodyError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                    let h = std::str::from_utf8(h).ok()?;
+                    u8::from_str_radix(h, 16).ok()
+                });
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => {
+                        return Err(BodyError::Malformed(
+                            "the form encoding has a broken percent escape".into(),
+                        ))
+                    }
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| BodyError::InvalidUtf8)
+}
+
+/// A checked value, in the form it is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanValue {
+    Text(String),
+    Bool(bool),
+    Integer(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// In the campaign's field order; optional fields left empty are absent.
+    pub fields: Vec<(String, CleanValue)>,
+    /// The visitor's own statement of country, a second residency signal.
+    pub declared_country: Option<Country>,
+    /// The honeypot was filled: accept quietly, forward nothing.
+    pub honeypot_filled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+fn error(field: &str, code: &'static str, detail: impl Into<String>) -> FieldError {
+    FieldError {
+        field: truncate(field, 64),
+        code,
+        detail: detail.into(),
+    }
+}
+
+pub fn validate(
+    campaign: &Campaign,
+    pairs: Vec<(String, RawValue)>,
+) -> Result<Submission, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut honeypot_filled = false;
+    let mut values: Vec<Option<RawValue>> = vec![None; campaign.fields.len()];
+    for (key, value) in pairs {
+        if campaign.honeypot.as_deref() == Some(key.as_str()) {
+            honeypot_filled |= !is_blank(&value);
+            continue;
+        }
+        match campaign.fields.iter().position(|f| f.name == key) {
+            Some(index) => values[index] = Some(value),
+            None => errors.push(error(&key, "unknown_field", "this field is not part of the form")),
+        }
+    }
+    let mut fields = Vec::new();
+    let mut declared_country = None;
+    for (field, value) in campaign.fields.iter().zip(values) {
+        match check_field(field, value) {
+            Ok(Some(clean)) => {
+                if field.residency_signal {
+                    if let CleanValue::Text(code) = &clean {
+                        declared_country = Country::parse(code);
+                    }
+                }
+                fields.push((field.name.clone(), clean));
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Submission {
+            fields,
+            declared_country,
+            honeypot_filled,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_blank(value: &RawValue) -> bool {
+    match value {
+        RawValue::Null => true,
+        RawValue::Text(text) => text.trim().is_empty(),
+        _ => false,
+    }
+}
+
+fn check_field(field: &Field, value: Option<RawValue>) -> Result<Option<CleanValue>, FieldError> {
+    let name = field.name.as_str();
+    let value = match value {
+        Some(v) if !is_blank(&v) => v,
+        _ if field.required => return Err(error(name, "required", "this field is required")),
+        _ => return Ok(None),
+    };
+    let wrong_type = || {
+        error(
+            name,
+            "invalid_type",
+            format!("expected a {} value", field.kind.name()),
+        )
+    };
+    match &field.kind {
+        FieldKind::String => {
+            let RawValue::Text(text) = value else {
+                return Err(wrong_type());
+            };
+            clean_text(field, &text).map(|t| Some(CleanValue::Text(t)))
+        }
+        FieldKind::Email => {
+            let RawValue::Text(text) = value else {
+                return Err(wrong_type());
+            };
+            let text = clean_text(field, &text)?;
+            normalise_email(&text)
+                .map(|e| Some(CleanValue::Text(e)))
+                .ok_or_else(|| error(name, "invalid_email", "enter an address like name@example.com"))
+        }
+        FieldKind::Enum(allowed) => {
+            let RawValue::Text(text) = value else {
+                return Err(wrong_type());
+            };
+            let text = text.trim();
+            if allowed.iter().any(|a| a == text) {
+                Ok(Some(CleanValue::Text(text.to_owned())))
+            } else {
+                Err(error(
+                    name,
+                    "not_allowed",
+                    format!("choose one of: {}", allowed.join(", ")),
+                ))
+            }
+        }
+        FieldKind::Bool => {
+            let flag = match &value {
+                RawValue::Bool(b) => Some(*b),
+                RawValue::Text(text) => match text.trim() {
+                    "true" | "on" | "1" | "yes" => Some(true),
+                    "false" | "off" | "0" | "no" => Some(false),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match flag {
+                None => Err(wrong_type()),
+                Some(false) if field.must_be_true => {
+                    Err(error(name, "must_be_true", "this box must be ticked to take part"))
+                }
+                Some(flag) => Ok(Some(CleanValue::Bool(flag))),
+            }
+        }
+        FieldKind::Integer { min, max } => {
+            let number = match &value {
+                RawValue::Integer(n) => Some(*n),
+                RawValue::Text(text) => text.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            let number = number.ok_or_else(wrong_type)?;
+            if min.is_some_and(|min| number < min) || max.is_some_and(|max| number > max) {
+                let range = match (min, max) {
+                    (Some(a), Some(b)) => format!("between {a} and {b}"),
+                    (Some(a), None) => format!("at least {a}"),
+                    (None, Some(b)) => format!("at most {b}"),
+                    (None, None) => String::new(),
+                };
+                return Err(error(name, "out_of_range", format!("enter a number {range}")));
+            }
+            Ok(Some(CleanValue::Integer(number)))
+        }
+        FieldKind::Country => {
+            let RawValue::Text(text) = value else {
+                return Err(wrong_type());
+            };
+            Country::parse(text.trim())
+                .map(|c| Some(CleanValue::Text(c.to_string())))
+                .ok_or_else(|| {
+                    error(
+                        name,
+                        "invalid_country",
+                        "choose a country (ISO 3166-1 alpha-2 code)",
+                    )
+                })
+        }
+    }
+}
+
+/// Trims, refuses control and invisible formatting characters (which have no place in a form
+/// field and are a favourite of log and header injection), and enforces the length in
+/// characters rather than bytes, so a name in Chinese has the same room as one in Latin script.
+fn clean_text(field: &Field, text: &str) -> Result<String, FieldError> {
+    let text = text.trim();
+    if text.chars().any(is_forbidden_char) {
+        return Err(error(
+            &field.name,
+            "invalid_characters",
+            "remove control or invisible formatting characters",
+        ));
+    }
+    let length = text.chars().count();
+    if length > field.max_length as usize {
+        return Err(error(
+            &field.name,
+            "too_long",
+            format!("use at most {} characters", field.max_length),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' // zero-width and direction marks
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A pragmatic check of the address shape (RFC 5321 sizes, a dotted domain of letters, digits
+/// and hyphens, IDN in its A-label form or as Unicode letters). The domain is lower-cased; the
+/// local part is left as typed since some mail systems treat it case-sensitively.
+fn normalise_email(text: &str) -> Option<String> {
+    let (local, domain) = text.rsplit_once('@')?;
+    if local.is_empty() || local.len() > 64 || domain.len() > 253 || text.len() > 254 {
+        return None;
+    }
+    let local_ok = local.chars().all(|c| {
+        c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+    }) && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()));
+    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn campaign() -> Campaign {
+        Policy::shipped().unwrap().campaigns[0].clone()
+    }
+
+    fn json(body: &str) -> Result<Submission, Vec<(String, &'static str)>> {
+        let pairs = parse_body(Encoding::Json, body.as_bytes()).expect("parses");
+        validate(&campaign(), pairs)
+            .map_err(|errors| errors.into_iter().map(|e| (e.field, e.code)).collect())
+    }
+
+    const VALID: &str = r#"{"name":"  Ada Lovelace ","email":"Ada@Example.ORG","country":"it","consent":true}"#;
+
+    #[test]
+    fn a_valid_submission_is_cleaned() {
+        let s = json(VALID).unwrap();
+        assert_eq!(
+            s.fields,
+            vec![
+                ("name".into(), CleanValue::Text("Ada Lovelace".into())),
+                ("email".into(), CleanValue::Text("Ada@example.org".into())),
+                ("country".into(), CleanValue::Text("IT".into())),
+                ("consent".into(), CleanValue::Bool(true)),
+            ]
+        );
+        assert_eq!(s.declared_country, Country::parse("IT"));
+        assert!(!s.honeypot_filled);
+    }
+
+    #[test]
+    fn every_field_error_is_reported_at_once() {
+        let errors = json(r#"{"name":"","email":"nope","country":"ZZ","consent":false,"extra":1}"#)
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                ("extra".into(), "unknown_field"),
+                ("name".into(), "required"),
+                ("email".into(), "invalid_email"),
+                ("country".into(), "invalid_country"),
+                ("consent".into(), "must_be_true"),
+            ]
+        );
+    }
+
+    #[test]
+    fn field_rules_table() {
+        let long_name = "é".repeat(101);
+        let cases: Vec<(String, Vec<(String, &str)>)> = vec![
+            (format!(r#"{{"name":"{long_name}","email":"a@b.co","country":"IT","consent":true}}"#), vec![("name".into(), "too_long")]),
+            (r#"{"name":"A","email":"a@b.co","country":"IT"}"#.into(), vec![("consent".into(), "required")]),
+            (r#"{"name":"A","email":"a@b.co","country":"IT","consent":"yes please"}"#.into(), vec![("consent".into(), "invalid_type")]),
+            (r#"{"name":7,"email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_type")]),
+            (r#"{"name":["A"],"email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_type")]),
+            (r#"{"name":"A\u0000B","email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_characters")]),
+            (r#"{"name":"A\u202eB","email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_characters")]),
+            (r#"{"name":null,"email":"a@b.co","country":"T1","consent":true}"#.into(), vec![("name".into(), "required"), ("country".into(), "invalid_country")]),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(json(&body).unwrap_err(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn email_shapes() {
+        for good in ["a@b.co", "first.last+tag@sub.example.com", "x@xn--bcher-kva.example", "用户@例子.中国"] {
+            assert!(normalise_email(good).is_some(), "{good}");
+        }
+        for bad in ["", "a", "a@", "@b.co", "a@b", "a@b.", "a@.b.co", "a..b@c.co", "a b@c.co", "a@b_c.co", "a@-b.co", "a@b.123", "a@@b.co"] {
+            assert!(normalise_email(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn honeypot_is_noted_and_dropped() {
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":"http://spam"}"#).unwrap();
+        assert!(s.honeypot_filled);
+        assert!(s.fields.iter().all(|(name, _)| name != "website"));
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":""}"#).unwrap();
+        assert!(!s.honeypot_filled);
+    }
+
+    #[test]
+    fn form_encoding_decodes_like_browsers() {
+        let body = "name=Zo%C3%AB+Smith&email=zoe%40example.com&country=DE&consent=on";
+        let pairs = parse_body(Encoding::Form, body.as_bytes()).unwrap();
+        let s = validate(&campaign(), pairs).unwrap();
+        assert_eq!(s.fields[0].1, CleanValue::Text("Zoë Smith".into()));
+        assert_eq!(s.fields[1].1, CleanValue::Text("zoe@example.com".into()));
+        assert_eq!(s.fields[3].1, CleanValue::Bool(true));
+    }
+
+    #[test]
+    fn unreadable_bodies_are_body_errors() {
+        let cases: Vec<(Encoding, &[u8], &str)> = vec![
+            (Encoding::Json, b"\xff\xfe", "invalid_utf8"),
+            (Encoding::Json, b"{\"name\":", "malformed_body"),
+            (Encoding::Json, b"[1,2]", "malformed_body"),
+            (Encoding::Json, b"\"text\"", "malformed_body"),
+            (Encoding::Json, b"{\"a\":1,\"a\":2}", "duplicate_key"),
+            (Encoding::Form, b"a=1&a=2", "duplicate_key"),
+            (Encoding::Form, b"a=%zz", "malformed_body"),
+            (Encoding::Form, b"a=%ff", "invalid_utf8"),
+        ];
+        for (encoding, body, code) in cases {
+            assert_eq!(parse_body(encoding, body).unwrap_err().code(), code, "{body:?}");
+        }
+        // Deep nesting is skipped without recursion and then refused as a value no field takes.
+        let deep = format!("{{\"name\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
+        let pairs = parse_body(Encoding::Json, deep.as_bytes()).unwrap();
+        assert_eq!(pairs, vec![("name".to_string(), RawValue::Nested)]);
+        let deep_top = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(parse_body(Encoding::Json, deep_top.as_bytes()).unwrap_err().code(), "malformed_body");
+        let many: String = (0..100).map(|i| format!("k{i}=v&")).collect();
+        assert_eq!(parse_body(Encoding::Form, many.as_bytes()).unwrap_err().code(), "too_many_keys");
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use super::*;
+    use crate::policy::Policy;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), json in any::<bool>()) {
+            let campaign = Policy::shipped().unwrap().campaigns[0].clone();
+            let encoding = if json { Encoding::Json } else { Encoding::Form };
+            if let Ok(pairs) = parse_body(encoding, &bytes) {
+                let _ = validate(&campaign, pairs);
+            }
+        }
+    }
+}
