@@ -48,6 +48,8 @@ pub enum Body<'a> {
     Bytes(&'a [u8]),
     /// Declared or found to exceed the cap; the shell stopped reading.
     TooLarge,
+    /// The client stopped sending before the body was complete.
+    Incomplete,
 }
 
 /// The log record of one decision. It carries no personal data: no field values, no address.
@@ -313,6 +315,15 @@ impl Edge {
                 )))
             }
             Body::Unread => b"",
+            Body::Incomplete => {
+                return Err(cors(problem(
+                    400,
+                    "body_incomplete",
+                    "Incomplete submission",
+                    "the body ended early; please send it again",
+                    None,
+                )))
+            }
         };
 
         // validate

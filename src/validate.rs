@@ -445,9 +445,12 @@ fn normalise_email(text: &str) -> Option<String> {
     if local.is_empty() || local.len() > 64 || domain.len() > 253 || text.len() > 254 {
         return None;
     }
-    let local_ok = local.chars().all(|c| {
-        c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
-    }) && !local.starts_with('.')
+    // Non-ASCII is allowed as is (RFC 6531); Unicode tables to classify it would cost wasm size.
+    let local_ok = local
+        .chars()
+        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && !local.chars().any(is_forbidden_char)
+        && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
     let labels: Vec<&str> = domain.split('.').collect();
@@ -457,12 +460,14 @@ fn normalise_email(text: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace()))
         })
         && labels
             .last()
             .is_some_and(|tld| tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()));
-    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_lowercase()))
+    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+// harbour's entry module, bundled by worker-build (CUSTOM_SHIM). It moves bytes between the
+// platform and the Rust decision functions in ./index_bg.js and decides nothing itself: one
+// synchronous call per request (`decide`) and one per origin attempt (`conclude`).
+import * as harbour from "./index_bg.js";
+import wasmModule from "./index.wasm";
+$SNIPPET_JS_IMPORTS
+
+const instance = new WebAssembly.Instance(wasmModule, {
+  "./index_bg.js": harbour,
+  $SNIPPET_WASM_IMPORTS
+});
+harbour.__wbg_set_wasm(instance.exports);
+instance.exports.__wbindgen_start?.();
+
+// Must match src/edge/mod.rs.
+const BODY_UNREAD = 0;
+const BODY_BYTES = 1;
+const BODY_TOO_LARGE = 2;
+const BODY_INCOMPLETE = 3;
+const EMPTY = new Uint8Array(0);
+
+let maxBodyBytes = -1; // -1 until this isolate has read its environment
+// Set after a WebAssembly trap: the module's state can no longer be trusted.
+let poisoned = false;
+
+function configure(env) {
+  const seed = crypto.getRandomValues(new Uint32Array(2));
+  const answer = JSON.parse(harbour.configure(env, seed[0] * 2097152 + (seed[1] >>> 11)));
+  maxBodyBytes = answer.ok ? answer.max_body_bytes : 0;
+  if (!answer.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: answer.error }));
+}
+
+// Reads at most `max` bytes; never buffers a body that declares or turns out to be larger.
+async function readBody(request, max) {
+  if (request.body === null) return [BODY_BYTES, EMPTY];
+  const declared = request.headers.get("content-length");
+  try {
+    if (declared !== null) {
+      if (!(Number(declared) <= max)) return [BODY_TOO_LARGE, EMPTY];
+      const bytes = new Uint8Array(await request.arrayBuffer());
+      return bytes.length > max ? [BODY_TOO_LARGE, EMPTY] : [BODY_BYTES, bytes];
+    }
+    const reader = request.body.getReader();
+    const chunks = [];
+    let total = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > max) {
+        reader.cancel().catch(() => {});
+        return [BODY_TOO_LARGE, EMPTY];
+      }
+      chunks.push(value);
+    }
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return [BODY_BYTES, bytes];
+  } catch {
+    return [BODY_INCOMPLETE, EMPTY];
+  }
+}
+
+// One origin attempt. Status 0 reports a connection failure or the attempt's timeout.
+async function attempt(url, timeoutMs, headers, body) {
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return [response.status, await response.text()];
+  } catch {
+    return [0, ""];
+  }
+}
+
+function respond(decision) {
+  if (decision.log) console.log(decision.log);
+  const { status, headers, body } = decision.reply;
+  return new Response(status === 204 || body === "" ? null : body, { status, headers });
+}
+
+function emergency(status, code) {
+  return new Response(
+    JSON.stringify({ type: `urn:harbour:problem:${code}`, title: "Service unavailable", status, code }),
+    { status, headers: { "content-type": "application/problem+json", "retry-after": "1" } },
+  );
+}
+
+async function handle(request, env) {
+  if (maxBodyBytes < 0) configure(env);
+  const headers = request.headers;
+  const [bodyState, body] =
+    request.method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
+  let decision = JSON.parse(
+    harbour.decide(
+      request.method,
+      request.url,
+      headers.get("content-type") ?? undefined,
+      bodyState,
+      body,
+      request.cf?.country ?? undefined,
+      headers.get("cf-connecting-ip") ?? undefined,
+      headers.get("idempotency-key") ?? undefined,
+      headers.get("origin") ?? undefined,
+      Date.now(),
+    ),
+  );
+  if (decision.reply) return respond(decision);
+  const forward = decision.forward;
+  let { url, timeout_ms: timeoutMs, ticket } = forward;
+  for (;;) {
+    const [status, text] = await attempt(url, timeoutMs, forward.headers, forward.body);
+    decision = JSON.parse(harbour.conclude(ticket, status, text, Date.now()));
+    if (decision.reply) return respond(decision);
+    ({ url, timeout_ms: timeoutMs, ticket } = decision.retry);
+  }
+}
+
+export default {
+  async fetch(request, env) {
+    if (poisoned) return emergency(503, "edge_restarting");
+    try {
+      return await handle(request, env);
+    } catch (error) {
+      if (error instanceof WebAssembly.RuntimeError) poisoned = true;
+      console.error(JSON.stringify({ msg: "harbour.edge_failure", error: String(error) }));
+      return emergency(poisoned ? 503 : 500, poisoned ? "edge_restarting" : "internal_error");
+    }
+  },
+};
