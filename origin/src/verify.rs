@@ -1,0 +1,206 @@
+//! Checks of an incoming submission, in order: region tag, timestamp window, body digest,
+//! signature, then the body's own region field. Pure, so each refusal is unit-tested.
+
+use harbour::signature::{sha256_hex, Signed, SigningKey};
+
+/// How far a submission's timestamp may be from the origin's clock (RFC 9421 style replay
+/// window; harbour's retries stay well within it).
+pub const MAX_SKEW_MS: u64 = 300_000;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 421: the submission is tagged for another region.
+    WrongRegion,
+    /// 401: signature missing, malformed or wrong.
+    BadSignature,
+    /// 401: timestamp missing or outside the window.
+    Stale,
+    /// 400: the body is not what the digest says, or not a submission.
+    BadBody(&'static str),
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::WrongRegion => 421,
+            Refusal::BadSignature | Refusal::Stale => 401,
+            Refusal::BadBody(_) => 400,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::WrongRegion => "wrong_region",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Stale => "stale_timestamp",
+            Refusal::BadBody(code) => code,
+        }
+    }
+}
+
+/// The headers harbour sets, as received.
+#[derive(Debug, Default, Clone)]
+pub struct Received<'a> {
+    pub region: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub content_sha256: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub campaign: Option<&'a str>,
+}
+
+/// A verified submission, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub campaign: String,
+    pub idempotency_key: String,
+    /// Digest of the canonical `fields` object: what a replay must match.
+    pub fields_sha256: String,
+    pub platform_country: String,
+    pub declared_country: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+pub fn verify(
+    region: &str,
+    key: &SigningKey,
+    path: &str,
+    received: &Received,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<Verified, Refusal> {
+    if received.region != Some(region) {
+        return Err(Refusal::WrongRegion);
+    }
+    let timestamp_ms: u64 = received
+        .timestamp
+        .and_then(|t| t.parse().ok())
+        .ok_or(Refusal::Stale)?;
+    if timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+        return Err(Refusal::Stale);
+    }
+    let body_hash = sha256_hex(body);
+    if received.content_sha256 != Some(body_hash.as_str()) {
+        return Err(Refusal::BadBody("digest_mismatch"));
+    }
+    let idempotency_key = received.idempotency_key.ok_or(Refusal::BadSignature)?;
+    let signed = Signed {
+        method: "POST",
+        path,
+        timestamp_ms,
+        region,
+        idempotency_key,
+        body_sha256_hex: &body_hash,
+    };
+    if !key.verify(&signed, received.signature.unwrap_or("")) {
+        return Err(Refusal::BadSignature);
+    }
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| Refusal::BadBody("malformed_body"))?;
+    if payload.get("region").and_then(|r| r.as_str()) != Some(region) {
+        return Err(Refusal::WrongRegion);
+    }
+    let campaign = payload
+        .get("campaign")
+        .and_then(|c| c.as_str())
+        .filter(|c| Some(*c) == received.campaign)
+        .ok_or(Refusal::BadBody("campaign_mismatch"))?
+        .to_owned();
+    let fields = payload
+        .get("fields")
+        .filter(|f| f.is_object())
+        .ok_or(Refusal::BadBody("missing_fields"))?;
+    let signals = payload.get("signals");
+    let text = |name: &str| {
+        signals
+            .and_then(|s| s.get(name))
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    Ok(Verified {
+        campaign,
+        idempotency_key: idempotency_key.to_owned(),
+        fields_sha256: sha256_hex(fields.to_string().as_bytes()),
+        platform_country: text("platform_country").unwrap_or_default(),
+        declared_country: text("declared_country"),
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"eu-secret-0123456789abcdefghijklmnop";
+    const PATH: &str = "/v1/submissions";
+    const NOW: u64 = 1_764_000_000_000;
+
+    fn body(region: &str) -> Vec<u8> {
+        format!(r#"{{"campaign":"c1","region":"{region}","signals":{{"platform_country":"IT","declared_country":"IT"}},"fields":{{"name":"A"}}}}"#).into_bytes()
+    }
+
+    fn signed_headers(key: &SigningKey, region: &str, ts: u64, body: &[u8]) -> (String, String, String) {
+        let hash = sha256_hex(body);
+        let sig = key.sign(&Signed {
+            method: "POST",
+            path: PATH,
+            timestamp_ms: ts,
+            region,
+            idempotency_key: "key-0123456789abcdef",
+            body_sha256_hex: &hash,
+        });
+        (hash, sig, ts.to_string())
+    }
+
+    fn check(region_tag: &str, ts: u64, body: &[u8], tamper: Option<&[u8]>) -> Result<Verified, Refusal> {
+        let key = SigningKey::new(KEY).unwrap();
+        let (hash, sig, ts) = signed_headers(&key, region_tag, ts, body);
+        let received = Received {
+            region: Some(region_tag),
+            timestamp: Some(&ts),
+            content_sha256: Some(&hash),
+            signature: Some(&sig),
+            idempotency_key: Some("key-0123456789abcdef"),
+            campaign: Some("c1"),
+        };
+        verify("eu", &key, PATH, &received, tamper.unwrap_or(body), NOW)
+    }
+
+    #[test]
+    fn accepts_a_good_submission() {
+        let v = check("eu", NOW, &body("eu"), None).unwrap();
+        assert_eq!(v.campaign, "c1");
+        assert_eq!(v.platform_country, "IT");
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(check("cn", NOW, &body("cn"), None), Err(Refusal::WrongRegion));
+        assert_eq!(check("eu", NOW, &body("cn"), None), Err(Refusal::WrongRegion));
+        assert_eq!(check("eu", NOW - MAX_SKEW_MS - 1, &body("eu"), None), Err(Refusal::Stale));
+        assert_eq!(check("eu", NOW + MAX_SKEW_MS + 1, &body("eu"), None), Err(Refusal::Stale));
+        assert_eq!(
+            check("eu", NOW, &body("eu"), Some(&body("eu")[1..])),
+            Err(Refusal::BadBody("digest_mismatch"))
+        );
+    }
+
+    #[test]
+    fn forged_signature_is_refused() {
+        let key = SigningKey::new(KEY).unwrap();
+        let forger = SigningKey::new(b"not-the-region-key-but-long-enough!!").unwrap();
+        let b = body("eu");
+        let (hash, sig, ts) = signed_headers(&forger, "eu", NOW, &b);
+        let received = Received {
+            region: Some("eu"),
+            timestamp: Some(&ts),
+            content_sha256: Some(&hash),
+            signature: Some(&sig),
+            idempotency_key: Some("key-0123456789abcdef"),
+            campaign: Some("c1"),
+        };
+        assert_eq!(verify("eu", &key, PATH, &received, &b, NOW), Err(Refusal::BadSignature));
+        let unsigned = Received { signature: None, ..received };
+        assert_eq!(verify("eu", &key, PATH, &unsigned, &b, NOW), Err(Refusal::BadSignature));
+    }
+}
