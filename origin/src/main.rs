@@ -23,6 +23,8 @@ use harbour_origin::verify::{verify, Received};
 
 struct Origin {
     region: String,
+    /// Every submission POST that arrived, stored or not: what tests check "nothing reached".
+    received: std::sync::atomic::AtomicU64,
     key: SigningKey,
     store: Mutex<Store>,
 }
@@ -83,6 +85,7 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Bytes) -> Response {
+    origin.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
         region: header("x-harbour-region"),
@@ -133,7 +136,14 @@ async fn health(State(origin): State<Arc<Origin>>) -> Response {
 async fn count(State(origin): State<Arc<Origin>>) -> Response {
     let counted = origin.store.lock().map_err(|_| ()).and_then(|s| s.count().map_err(|_| ()));
     match counted {
-        Ok(count) => answer(StatusCode::OK, json!({"region": origin.region, "count": count})),
+        Ok(count) => answer(
+            StatusCode::OK,
+            json!({
+                "region": origin.region,
+                "count": count,
+                "received": origin.received.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        ),
         Err(()) => answer(StatusCode::SERVICE_UNAVAILABLE, json!({"code": "storage_unavailable"})),
     }
 }
@@ -147,6 +157,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", args.db.display()))?;
     let origin = Arc::new(Origin {
         region: args.region.clone(),
+        received: std::sync::atomic::AtomicU64::new(0),
         key,
         store: Mutex::new(store),
     });

@@ -48,7 +48,7 @@ async function readBody(request, max) {
       if (done) break;
       total += value.byteLength;
       if (total > max) {
-        reader.cancel().catch(() => {});
+        await drain(reader, total);
         return [BODY_TOO_LARGE, EMPTY];
       }
       chunks.push(value);
@@ -63,6 +63,18 @@ async function readBody(request, max) {
   } catch {
     return [BODY_INCOMPLETE, EMPTY];
   }
+}
+
+// Reads and drops the rest of an oversize streamed body, up to a bound, so the connection it
+// came on stays usable (a half-read body stalls the next request on it); past the bound, cancel.
+const DRAIN_LIMIT_BYTES = 1 << 20;
+async function drain(reader, seen) {
+  while (seen <= DRAIN_LIMIT_BYTES) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    seen += value.byteLength;
+  }
+  await reader.cancel().catch(() => {});
 }
 
 // One origin attempt. Status 0 reports a connection failure or the attempt's timeout.
