@@ -60,8 +60,8 @@ fn endpoint(base: &str) -> Option<(String, String)> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    let path_ok = !base_path.contains(['?', '#'])
-        && base_path.bytes().all(|b| b.is_ascii_graphic());
+    let path_ok =
+        !base_path.contains(['?', '#']) && base_path.bytes().all(|b| b.is_ascii_graphic());
     if !host_ok || !path_ok {
         return None;
     }
@@ -147,9 +147,16 @@ pub(crate) mod tests {
         for (i, region) in policy.regions.iter().enumerate() {
             env.insert(
                 origins_var(&region.id),
-                format!("http://127.0.0.1:{} http://127.0.0.1:{}", 9100 + i, 9200 + i),
+                format!(
+                    "http://127.0.0.1:{} http://127.0.0.1:{}",
+                    9100 + i,
+                    9200 + i
+                ),
             );
-            env.insert(key_var(&region.id), format!("{}-secret-0123456789abcdefghijklmnop", region.id));
+            env.insert(
+                key_var(&region.id),
+                format!("{}-secret-0123456789abcdefghijklmnop", region.id),
+            );
         }
         env
     }
@@ -164,7 +171,13 @@ pub(crate) mod tests {
         let config = local_config();
         let eu = config.policy.region_index("eu").unwrap();
         let urls: Vec<_> = config.origins(eu).iter().map(|o| o.url.as_str()).collect();
-        assert_eq!(urls, ["http://127.0.0.1:9102/v1/submissions", "http://127.0.0.1:9202/v1/submissions"]);
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:9102/v1/submissions",
+                "http://127.0.0.1:9202/v1/submissions"
+            ]
+        );
     }
 
     #[test]
@@ -177,7 +190,12 @@ pub(crate) mod tests {
         let paths: Vec<_> = error.0.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["HARBOUR_KEY_CN", "HARBOUR_ORIGINS_RU", "HARBOUR_ORIGINS_AU", "HARBOUR_ORIGINS_AU"]
+            [
+                "HARBOUR_KEY_CN",
+                "HARBOUR_ORIGINS_RU",
+                "HARBOUR_ORIGINS_AU",
+                "HARBOUR_ORIGINS_AU"
+            ]
         );
     }
 
@@ -192,9 +210,19 @@ pub(crate) mod tests {
         );
         assert_eq!(
             endpoint("http://[::1]:8080"),
-            Some(("http://[::1]:8080/v1/submissions".into(), "/v1/submissions".into()))
+            Some((
+                "http://[::1]:8080/v1/submissions".into(),
+                "/v1/submissions".into()
+            ))
         );
-        for bad in ["", "eu.example.com", "https://", "https://a b", "https://x/?q", "mailto:x"] {
+        for bad in [
+            "",
+            "eu.example.com",
+            "https://",
+            "https://a b",
+            "https://x/?q",
+            "mailto:x",
+        ] {
             assert_eq!(endpoint(bad), None, "{bad}");
         }
     }

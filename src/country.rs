@@ -5,7 +5,8 @@
 //! and are kept out of this list on purpose so that policy and field validation reject them.
 
 /// Every officially assigned ISO 3166-1 alpha-2 code, sorted, two ASCII letters each.
-const ASSIGNED: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ \
+const ASSIGNED: &str =
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ \
 BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ \
 DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT \
 GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY \
@@ -47,6 +48,14 @@ impl Country {
         std::str::from_utf8(&self.0).unwrap_or("XX")
     }
 
+    /// The code as a slice of the static list, for callers that outlive `self`.
+    pub fn as_str_static(&self) -> &'static str {
+        ASSIGNED
+            .split(' ')
+            .find(|code| code.as_bytes() == self.0)
+            .unwrap_or("XX")
+    }
+
     /// Every assigned code, for exhaustive tests and policy checks.
     pub fn all() -> impl Iterator<Item = Country> {
         ASSIGNED
@@ -76,7 +85,10 @@ mod tests {
     #[test]
     fn parses_assigned_codes_in_any_case() {
         for (input, expected) in [("CN", Some("CN")), ("it", Some("IT")), ("Ru", Some("RU"))] {
-            assert_eq!(Country::parse(input).map(|c| c.to_string()), expected.map(String::from));
+            assert_eq!(
+                Country::parse(input).map(|c| c.to_string()),
+                expected.map(String::from)
+            );
         }
         assert_eq!(Country::all().count(), 249);
         assert!(Country::all().all(|c| Country::parse(c.as_str()) == Some(c)));

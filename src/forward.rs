@@ -165,7 +165,14 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
         Some(k) => k.to_owned(),
         None => derive_key(campaign, &fields_object(submission).to_string()),
     };
-    let body = forward_body(campaign, region_id, residency, submission, &request_id, now_ms);
+    let body = forward_body(
+        campaign,
+        region_id,
+        residency,
+        submission,
+        &request_id,
+        now_ms,
+    );
     let body_hash = sha256_hex(body.as_bytes());
     let signature = setup.key.sign(&Signed {
         method: "POST",
@@ -210,7 +217,10 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
 /// How one attempt ended, as the shell saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome<'a> {
-    Answered { status: u16, body: &'a str },
+    Answered {
+        status: u16,
+        body: &'a str,
+    },
     /// Connection refused or reset, DNS failure, or the attempt's timeout.
     Failed,
 }
@@ -251,7 +261,10 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
             "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
             Some(json!({ "idempotency_key": ticket.key })),
         )
-        .with_header("retry-after", retry_after_seconds(UNAVAILABLE_RETRY_MS).to_string())
+        .with_header(
+            "retry-after",
+            retry_after_seconds(UNAVAILABLE_RETRY_MS).to_string(),
+        )
         .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
         return finish(reply, &ticket, "origins_unavailable");
     }
@@ -331,7 +344,10 @@ fn receipt(body: &str, region_id: &str) -> Option<Value> {
     let id = receipt.get("id")?.as_str()?;
     let region = receipt.get("region")?.as_str()?;
     let plain = |s: &str| {
-        !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        !s.is_empty()
+            && s.len() <= 100
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
     };
     (region == region_id && plain(id)).then(|| json!({ "id": id, "region": region }))
 }
@@ -343,9 +359,18 @@ mod tests {
     #[test]
     fn deadline_arithmetic() {
         assert_eq!(attempt_budget_ms(1_000, 1_000), Some(ATTEMPT_TIMEOUT_MS));
-        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - 1_000), Some(1_000));
-        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS), Some(MIN_ATTEMPT_MS));
-        assert_eq!(attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS + 1), None);
+        assert_eq!(
+            attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - 1_000),
+            Some(1_000)
+        );
+        assert_eq!(
+            attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS),
+            Some(MIN_ATTEMPT_MS)
+        );
+        assert_eq!(
+            attempt_budget_ms(1_000, 1_000 + DEADLINE_MS - MIN_ATTEMPT_MS + 1),
+            None
+        );
         assert_eq!(attempt_budget_ms(1_000, u64::MAX), None);
         // A clock that went backwards never grants more than one attempt's timeout.
         assert_eq!(attempt_budget_ms(10_000, 0), Some(ATTEMPT_TIMEOUT_MS));

@@ -216,7 +216,9 @@ mod tests {
         // 2,000 per second is one admission every 0.5 ms: no rounding to whole ms.
         let q = quota(2_000, 1_000);
         let mut limiter = Limiter::new(10);
-        let admitted = (0..10_000).filter(|i| limiter.check(0u8, &q, i / 10).admitted()).count();
+        let admitted = (0..10_000)
+            .filter(|i| limiter.check(0u8, &q, i / 10).admitted())
+            .count();
         // 2,000 at once, then 2 per ms over the remaining 999 ms.
         assert_eq!(admitted, 2_000 + 2 * 999);
     }

@@ -168,14 +168,16 @@ impl Edge {
 
     /// The most body the shell should read; the shell stops at one byte more.
     pub fn max_body_bytes(&self) -> u32 {
-        self.config
-            .as_ref()
-            .map_or(0, |c| c.policy.max_body_bytes)
+        self.config.as_ref().map_or(0, |c| c.policy.max_body_bytes)
     }
 
     fn next_request_id(&mut self, now_ms: u64) -> String {
         self.counter = self.counter.wrapping_add(1);
-        format!("{:011x}{:016x}", now_ms & 0xFFF_FFFF_FFFF, mix(self.seed ^ self.counter))
+        format!(
+            "{:011x}{:016x}",
+            now_ms & 0xFFF_FFFF_FFFF,
+            mix(self.seed ^ self.counter)
+        )
     }
 
     pub fn decide(&mut self, facts: &Facts) -> Step {
@@ -191,7 +193,9 @@ impl Edge {
         };
         let result = self.run(facts, request_id, &mut log);
         match result {
-            Ok(plan) => Step::Forward { plan: Box::new(plan) },
+            Ok(plan) => Step::Forward {
+                plan: Box::new(plan),
+            },
             Err(reply) => {
                 log.status = reply.status;
                 if log.outcome.is_empty() {
@@ -202,7 +206,12 @@ impl Edge {
         }
     }
 
-    fn run(&mut self, facts: &Facts, request_id: String, log: &mut LogRecord) -> Result<ForwardPlan, Reply> {
+    fn run(
+        &mut self,
+        facts: &Facts,
+        request_id: String,
+        log: &mut LogRecord,
+    ) -> Result<ForwardPlan, Reply> {
         let config = match &self.config {
             Ok(config) => config,
             Err(_) => {
@@ -222,7 +231,11 @@ impl Edge {
             Route::CampaignForm(id) => (id, true),
             Route::Unknown => return Err(not_found("no such resource")),
         };
-        let allowed = if wants_form { "GET, HEAD" } else { "POST, OPTIONS" };
+        let allowed = if wants_form {
+            "GET, HEAD"
+        } else {
+            "POST, OPTIONS"
+        };
         let method_ok = if wants_form {
             matches!(facts.method, "GET" | "HEAD")
         } else {
@@ -293,14 +306,19 @@ impl Edge {
             Some(("application/json", true)) => Encoding::Json,
             Some(("application/x-www-form-urlencoded", true)) => Encoding::Form,
             _ => {
-                return Err(cors(problem(
-                    415,
-                    "unsupported_media_type",
-                    "Unsupported content type",
-                    "send application/json or application/x-www-form-urlencoded (UTF-8)",
-                    None,
-                )
-                .with_header("accept-post", "application/json, application/x-www-form-urlencoded")))
+                return Err(cors(
+                    problem(
+                        415,
+                        "unsupported_media_type",
+                        "Unsupported content type",
+                        "send application/json or application/x-www-form-urlencoded (UTF-8)",
+                        None,
+                    )
+                    .with_header(
+                        "accept-post",
+                        "application/json, application/x-www-form-urlencoded",
+                    ),
+                ))
             }
         };
         let bytes = match facts.body {
@@ -310,7 +328,10 @@ impl Edge {
                     413,
                     "body_too_large",
                     "Submission too large",
-                    &format!("a submission is at most {} bytes", config.policy.max_body_bytes),
+                    &format!(
+                        "a submission is at most {} bytes",
+                        config.policy.max_body_bytes
+                    ),
                     None,
                 )))
             }
@@ -329,7 +350,13 @@ impl Edge {
         // validate
         log.phase = "validate";
         let pairs = parse_body(encoding, bytes).map_err(|e| {
-            cors(problem(400, e.code(), "Unreadable submission", &e.detail(), None))
+            cors(problem(
+                400,
+                e.code(),
+                "Unreadable submission",
+                &e.detail(),
+                None,
+            ))
         })?;
         let submission = validate(campaign, pairs).map_err(|errors| {
             let detail = format!("{} field(s) need attention", errors.len());
@@ -349,8 +376,8 @@ impl Edge {
         // classify
         log.phase = "classify";
         let platform = PlatformCountry::read(facts.country);
-        let residency = classify(&config.policy, platform, submission.declared_country)
-            .map_err(|refusal| {
+        let residency =
+            classify(&config.policy, platform, submission.declared_country).map_err(|refusal| {
                 cors(problem(
                     403,
                     refusal.code(),
@@ -366,8 +393,16 @@ impl Edge {
         log.phase = "rate_limit";
         let client = ClientKey::from_ip(facts.client_ip);
         let mut layers: Vec<(LimitKey, &Quota, &'static str)> = vec![
-            (LimitKey::Client(campaign_index, client), &campaign.per_client, "client"),
-            (LimitKey::Campaign(campaign_index), &campaign.campaign, "campaign"),
+            (
+                LimitKey::Client(campaign_index, client),
+                &campaign.per_client,
+                "client",
+            ),
+            (
+                LimitKey::Campaign(campaign_index),
+                &campaign.campaign,
+                "campaign",
+            ),
         ];
         if let Some(budget) = &region.budget {
             layers.push((LimitKey::Region(residency.region.get()), budget, "region"));
@@ -404,18 +439,29 @@ impl Edge {
         }
         let mut client_remaining = (0, 0);
         for ((decision, tat), (key, _, _)) in decisions.into_iter().zip(&layers) {
-            if let (Decision::Admit { remaining, reset_ms }, Some(tat)) = (decision, tat) {
+            if let (
+                Decision::Admit {
+                    remaining,
+                    reset_ms,
+                },
+                Some(tat),
+            ) = (decision, tat)
+            {
                 if matches!(key, LimitKey::Client(..)) {
                     client_remaining = (remaining, retry_after_seconds(reset_ms));
                 }
-                self.limiter.commit(*key, tat, now.saturating_add(reset_ms), now);
+                self.limiter
+                    .commit(*key, tat, now.saturating_add(reset_ms), now);
             }
         }
         let rate_headers = vec![
             ("ratelimit-policy".to_owned(), policy_header(client_quota)),
             (
                 "ratelimit".to_owned(),
-                format!("\"client\";r={};t={}", client_remaining.0, client_remaining.1),
+                format!(
+                    "\"client\";r={};t={}",
+                    client_remaining.0, client_remaining.1
+                ),
             ),
         ];
 
@@ -452,15 +498,27 @@ impl Edge {
         });
         plan.ok_or_else(|| {
             log.outcome = "no_origin".into();
-            problem(503, "region_unavailable", "Your entry could not be stored right now", "please try again shortly", None)
-                .with_header("retry-after", "5")
+            problem(
+                503,
+                "region_unavailable",
+                "Your entry could not be stored right now",
+                "please try again shortly",
+                None,
+            )
+            .with_header("retry-after", "5")
         })
     }
 
     /// After an attempt: the next origin of the same region, or the final reply and its log.
     pub fn conclude(&self, ticket: Ticket, outcome: Outcome, now_ms: u64) -> Result<Next, Reply> {
         let config = self.config.as_ref().map_err(|_| {
-            problem(500, "config_invalid", "Service misconfigured", "This service cannot accept entries right now.", None)
+            problem(
+                500,
+                "config_invalid",
+                "Service misconfigured",
+                "This service cannot accept entries right now.",
+                None,
+            )
         })?;
         Ok(forward::after_attempt(config, ticket, outcome, now_ms))
     }
@@ -534,6 +592,12 @@ pub fn form_description(campaign: &Campaign) -> Value {
                     field["min"] = json!(min);
                     field["max"] = json!(max);
                 }
+                FieldKind::Country => {
+                    let codes: Vec<&str> = crate::country::Country::all()
+                        .map(|c| c.as_str_static())
+                        .collect();
+                    field["values"] = json!(codes);
+                }
                 _ => {}
             }
             field
@@ -556,17 +620,35 @@ mod tests {
     fn paths_and_origins() {
         assert_eq!(path_of("https://a.example/api/x?y=1#z"), "/api/x");
         assert_eq!(path_of("https://a.example"), "/");
-        assert_eq!(origin_of("http://127.0.0.1:8787/api/x"), "http://127.0.0.1:8787");
-        assert!(matches!(route("/api/campaigns/abc/submissions"), Route::Submissions("abc")));
-        assert!(matches!(route("/api/campaigns/abc"), Route::CampaignForm("abc")));
-        assert!(matches!(route("/api/campaigns//submissions"), Route::Unknown));
+        assert_eq!(
+            origin_of("http://127.0.0.1:8787/api/x"),
+            "http://127.0.0.1:8787"
+        );
+        assert!(matches!(
+            route("/api/campaigns/abc/submissions"),
+            Route::Submissions("abc")
+        ));
+        assert!(matches!(
+            route("/api/campaigns/abc"),
+            Route::CampaignForm("abc")
+        ));
+        assert!(matches!(
+            route("/api/campaigns//submissions"),
+            Route::Unknown
+        ));
         assert!(matches!(route("/api/campaigns/abc/other"), Route::Unknown));
     }
 
     #[test]
     fn media_types() {
-        assert_eq!(media_type(Some("Application/JSON; charset=UTF-8")), Some(("application/json".into(), true)));
-        assert_eq!(media_type(Some("application/json;charset=latin1")), Some(("application/json".into(), false)));
+        assert_eq!(
+            media_type(Some("Application/JSON; charset=UTF-8")),
+            Some(("application/json".into(), true))
+        );
+        assert_eq!(
+            media_type(Some("application/json;charset=latin1")),
+            Some(("application/json".into(), false))
+        );
         assert_eq!(media_type(None), None);
     }
 }

@@ -174,7 +174,10 @@ impl Policy {
     }
 
     pub fn region_index(&self, id: &str) -> Option<RegionIndex> {
-        self.regions.iter().position(|r| r.id == id).map(RegionIndex)
+        self.regions
+            .iter()
+            .position(|r| r.id == id)
+            .map(RegionIndex)
     }
 
     /// Every assigned country maps to exactly one region: its own, or the rest-of-world region.
@@ -403,10 +406,7 @@ impl Checker {
         if raw.max_body_bytes < 256 || raw.max_body_bytes > 1_048_576 {
             self.fail(
                 "max_body_bytes",
-                format!(
-                    "{} is outside 256..=1048576 bytes",
-                    raw.max_body_bytes
-                ),
+                format!("{} is outside 256..=1048576 bytes", raw.max_body_bytes),
             );
         }
 
@@ -466,7 +466,10 @@ impl Checker {
         let campaign = self.quota(&format!("{path}.limits.campaign"), c.limits.campaign);
         let mut fields: Vec<Field> = Vec::new();
         if c.fields.is_empty() {
-            self.fail(format!("{path}.fields"), "a campaign needs at least one field");
+            self.fail(
+                format!("{path}.fields"),
+                "a campaign needs at least one field",
+            );
         }
         for (j, f) in c.fields.into_iter().enumerate() {
             let fpath = format!("{path}.fields[{j}]");

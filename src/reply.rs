@@ -22,7 +22,10 @@ impl Reply {
     pub fn json(status: u16, body: &Value) -> Reply {
         Reply {
             status,
-            headers: vec![("content-type", JSON.into()), ("cache-control", "no-store".into())],
+            headers: vec![
+                ("content-type", JSON.into()),
+                ("cache-control", "no-store".into()),
+            ],
             body: body.to_string(),
         }
     }

@@ -142,7 +142,11 @@ mod tests {
         Policy::shipped().unwrap()
     }
 
-    fn region_id(policy: &Policy, platform: &str, declared: Option<&str>) -> Result<String, &'static str> {
+    fn region_id(
+        policy: &Policy,
+        platform: &str,
+        declared: Option<&str>,
+    ) -> Result<String, &'static str> {
         classify(
             policy,
             PlatformCountry::read(Some(platform)),
@@ -189,12 +193,7 @@ mod tests {
     #[test]
     fn records_both_signals_and_the_basis() {
         let p = policy();
-        let r = classify(
-            &p,
-            PlatformCountry::read(Some("IT")),
-            Country::parse("CN"),
-        )
-        .unwrap();
+        let r = classify(&p, PlatformCountry::read(Some("IT")), Country::parse("CN")).unwrap();
         assert_eq!(r.platform.code(), "IT");
         assert_eq!(r.declared.map(|c| c.to_string()).as_deref(), Some("CN"));
         assert_eq!(r.basis, Basis::DeclaredStricter);

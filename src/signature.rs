@@ -176,11 +176,26 @@ mod tests {
         let signature = key.sign(&sample(&body_hash));
         let other_hash = sha256_hex(b"body2");
         let variants = [
-            Signed { region: "cn", ..sample(&body_hash) },
-            Signed { path: "/v1/other", ..sample(&body_hash) },
-            Signed { timestamp_ms: 1, ..sample(&body_hash) },
-            Signed { idempotency_key: "k-124", ..sample(&body_hash) },
-            Signed { method: "PUT", ..sample(&body_hash) },
+            Signed {
+                region: "cn",
+                ..sample(&body_hash)
+            },
+            Signed {
+                path: "/v1/other",
+                ..sample(&body_hash)
+            },
+            Signed {
+                timestamp_ms: 1,
+                ..sample(&body_hash)
+            },
+            Signed {
+                idempotency_key: "k-124",
+                ..sample(&body_hash)
+            },
+            Signed {
+                method: "PUT",
+                ..sample(&body_hash)
+            },
             sample(&other_hash),
         ];
         for variant in variants {

@@ -181,10 +181,7 @@ fn parse_form(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
             return Err(BodyError::TooManyKeys);
         }
         let (key, value) = part.split_once('=').unwrap_or((part, ""));
-        pairs.push((
-            percent_decode(key)?,
-            RawValue::Text(percent_decode(value)?),
-        ));
+        pairs.push((percent_decode(key)?, RawValue::Text(percent_decode(value)?)));
     }
     Ok(pairs)
 }
@@ -267,7 +264,11 @@ pub fn validate(
         }
         match campaign.fields.iter().position(|f| f.name == key) {
             Some(index) => values[index] = Some(value),
-            None => errors.push(error(&key, "unknown_field", "this field is not part of the form")),
+            None => errors.push(error(
+                &key,
+                "unknown_field",
+                "this field is not part of the form",
+            )),
         }
     }
     let mut fields = Vec::new();
@@ -333,7 +334,13 @@ fn check_field(field: &Field, value: Option<RawValue>) -> Result<Option<CleanVal
             let text = clean_text(field, &text)?;
             normalise_email(&text)
                 .map(|e| Some(CleanValue::Text(e)))
-                .ok_or_else(|| error(name, "invalid_email", "enter an address like name@example.com"))
+                .ok_or_else(|| {
+                    error(
+                        name,
+                        "invalid_email",
+                        "enter an address like name@example.com",
+                    )
+                })
         }
         FieldKind::Enum(allowed) => {
             let RawValue::Text(text) = value else {
@@ -362,9 +369,11 @@ fn check_field(field: &Field, value: Option<RawValue>) -> Result<Option<CleanVal
             };
             match flag {
                 None => Err(wrong_type()),
-                Some(false) if field.must_be_true => {
-                    Err(error(name, "must_be_true", "this box must be ticked to take part"))
-                }
+                Some(false) if field.must_be_true => Err(error(
+                    name,
+                    "must_be_true",
+                    "this box must be ticked to take part",
+                )),
                 Some(flag) => Ok(Some(CleanValue::Bool(flag))),
             }
         }
@@ -382,7 +391,11 @@ fn check_field(field: &Field, value: Option<RawValue>) -> Result<Option<CleanVal
                     (None, Some(b)) => format!("at most {b}"),
                     (None, None) => String::new(),
                 };
-                return Err(error(name, "out_of_range", format!("enter a number {range}")));
+                return Err(error(
+                    name,
+                    "out_of_range",
+                    format!("enter a number {range}"),
+                ));
             }
             Ok(Some(CleanValue::Integer(number)))
         }
@@ -460,13 +473,13 @@ fn normalise_email(text: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace()))
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace())
+                })
         })
-        && labels
-            .last()
-            .is_some_and(|tld| tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit()));
+        && labels.last().is_some_and(|tld| {
+            tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
+        });
     (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
@@ -485,7 +498,8 @@ mod tests {
             .map_err(|errors| errors.into_iter().map(|e| (e.field, e.code)).collect())
     }
 
-    const VALID: &str = r#"{"name":"  Ada Lovelace ","email":"Ada@Example.ORG","country":"it","consent":true}"#;
+    const VALID: &str =
+        r#"{"name":"  Ada Lovelace ","email":"Ada@Example.ORG","country":"it","consent":true}"#;
 
     #[test]
     fn a_valid_submission_is_cleaned() {
@@ -523,14 +537,43 @@ mod tests {
     fn field_rules_table() {
         let long_name = "é".repeat(101);
         let cases: Vec<(String, Vec<(String, &str)>)> = vec![
-            (format!(r#"{{"name":"{long_name}","email":"a@b.co","country":"IT","consent":true}}"#), vec![("name".into(), "too_long")]),
-            (r#"{"name":"A","email":"a@b.co","country":"IT"}"#.into(), vec![("consent".into(), "required")]),
-            (r#"{"name":"A","email":"a@b.co","country":"IT","consent":"yes please"}"#.into(), vec![("consent".into(), "invalid_type")]),
-            (r#"{"name":7,"email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_type")]),
-            (r#"{"name":["A"],"email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_type")]),
-            (r#"{"name":"A\u0000B","email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_characters")]),
-            (r#"{"name":"A\u202eB","email":"a@b.co","country":"IT","consent":true}"#.into(), vec![("name".into(), "invalid_characters")]),
-            (r#"{"name":null,"email":"a@b.co","country":"T1","consent":true}"#.into(), vec![("name".into(), "required"), ("country".into(), "invalid_country")]),
+            (
+                format!(
+                    r#"{{"name":"{long_name}","email":"a@b.co","country":"IT","consent":true}}"#
+                ),
+                vec![("name".into(), "too_long")],
+            ),
+            (
+                r#"{"name":"A","email":"a@b.co","country":"IT"}"#.into(),
+                vec![("consent".into(), "required")],
+            ),
+            (
+                r#"{"name":"A","email":"a@b.co","country":"IT","consent":"yes please"}"#.into(),
+                vec![("consent".into(), "invalid_type")],
+            ),
+            (
+                r#"{"name":7,"email":"a@b.co","country":"IT","consent":true}"#.into(),
+                vec![("name".into(), "invalid_type")],
+            ),
+            (
+                r#"{"name":["A"],"email":"a@b.co","country":"IT","consent":true}"#.into(),
+                vec![("name".into(), "invalid_type")],
+            ),
+            (
+                r#"{"name":"A\u0000B","email":"a@b.co","country":"IT","consent":true}"#.into(),
+                vec![("name".into(), "invalid_characters")],
+            ),
+            (
+                r#"{"name":"A\u202eB","email":"a@b.co","country":"IT","consent":true}"#.into(),
+                vec![("name".into(), "invalid_characters")],
+            ),
+            (
+                r#"{"name":null,"email":"a@b.co","country":"T1","consent":true}"#.into(),
+                vec![
+                    ("name".into(), "required"),
+                    ("country".into(), "invalid_country"),
+                ],
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(json(&body).unwrap_err(), expected, "{body}");
@@ -539,10 +582,29 @@ mod tests {
 
     #[test]
     fn email_shapes() {
-        for good in ["a@b.co", "first.last+tag@sub.example.com", "x@xn--bcher-kva.example", "用户@例子.中国"] {
+        for good in [
+            "a@b.co",
+            "first.last+tag@sub.example.com",
+            "x@xn--bcher-kva.example",
+            "用户@例子.中国",
+        ] {
             assert!(normalise_email(good).is_some(), "{good}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a@b.", "a@.b.co", "a..b@c.co", "a b@c.co", "a@b_c.co", "a@-b.co", "a@b.123", "a@@b.co"] {
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a@b.",
+            "a@.b.co",
+            "a..b@c.co",
+            "a b@c.co",
+            "a@b_c.co",
+            "a@-b.co",
+            "a@b.123",
+            "a@@b.co",
+        ] {
             assert!(normalise_email(bad).is_none(), "{bad}");
         }
     }
@@ -552,7 +614,8 @@ mod tests {
         let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":"http://spam"}"#).unwrap();
         assert!(s.honeypot_filled);
         assert!(s.fields.iter().all(|(name, _)| name != "website"));
-        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":""}"#).unwrap();
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":""}"#)
+            .unwrap();
         assert!(!s.honeypot_filled);
     }
 
@@ -579,16 +642,30 @@ mod tests {
             (Encoding::Form, b"a=%ff", "invalid_utf8"),
         ];
         for (encoding, body, code) in cases {
-            assert_eq!(parse_body(encoding, body).unwrap_err().code(), code, "{body:?}");
+            assert_eq!(
+                parse_body(encoding, body).unwrap_err().code(),
+                code,
+                "{body:?}"
+            );
         }
         // Deep nesting is skipped without recursion and then refused as a value no field takes.
         let deep = format!("{{\"name\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
         let pairs = parse_body(Encoding::Json, deep.as_bytes()).unwrap();
         assert_eq!(pairs, vec![("name".to_string(), RawValue::Nested)]);
         let deep_top = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-        assert_eq!(parse_body(Encoding::Json, deep_top.as_bytes()).unwrap_err().code(), "malformed_body");
+        assert_eq!(
+            parse_body(Encoding::Json, deep_top.as_bytes())
+                .unwrap_err()
+                .code(),
+            "malformed_body"
+        );
         let many: String = (0..100).map(|i| format!("k{i}=v&")).collect();
-        assert_eq!(parse_body(Encoding::Form, many.as_bytes()).unwrap_err().code(), "too_many_keys");
+        assert_eq!(
+            parse_body(Encoding::Form, many.as_bytes())
+                .unwrap_err()
+                .code(),
+            "too_many_keys"
+        );
     }
 }
 

@@ -15,11 +15,18 @@ use std::time::{Duration, Instant};
 pub const REGIONS: [&str; 5] = ["cn", "ru", "eu", "au", "global"];
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +65,10 @@ pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Response> {
         let n = stream.read(&mut buffer)?;
         if n == 0 {
             return parse_response(&bytes).ok_or_else(|| {
-                std::io::Error::other(format!("unparseable response: {:?}", String::from_utf8_lossy(&bytes)))
+                std::io::Error::other(format!(
+                    "unparseable response: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
             });
         }
         bytes.extend_from_slice(&buffer[..n]);
@@ -124,7 +134,13 @@ fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A request with the usual framing; `headers` are added as given.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut text = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\naccept-encoding: identity\r\n"
     );
@@ -149,14 +165,22 @@ pub struct Process {
 impl Process {
     pub fn spawn(name: &str, command: &mut Command) -> Process {
         command.process_group(0);
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Process { child, name: name.to_owned() }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process {
+            child,
+            name: name.to_owned(),
+        }
     }
 
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let group = format!("-{}", self.child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -164,7 +188,10 @@ impl Process {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let _ = self.child.wait();
         }
     }
@@ -261,17 +288,27 @@ impl Stack {
 
     pub fn start_origin(&mut self, port: u16) {
         let spec = self.spec_for_port(port);
-        let log = std::fs::File::create(self.dir.join(format!("origin-{}-{port}.log", spec.region))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.join(format!("origin-{}-{port}.log", spec.region)))
+                .unwrap();
         let mut command = Command::new(origin_binary());
         command
-            .args(["--region", spec.region, "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .args([
+                "--region",
+                spec.region,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+            ])
             .arg(&spec.db)
             .env(harbour::config::key_var(spec.region), &spec.key)
             .stdout(Stdio::null())
             .stderr(log);
         let process = Process::spawn(&format!("origin {} :{port}", spec.region), &mut command);
         self.origin_processes.insert(port, process);
-        wait_until(&format!("origin :{port}"), Duration::from_secs(20), || responds(port, "/health"));
+        wait_until(&format!("origin :{port}"), Duration::from_secs(20), || {
+            responds(port, "/health")
+        });
     }
 
     pub fn stop_origin(&mut self, port: u16) {
@@ -293,7 +330,11 @@ impl Stack {
                 o.primary,
                 o.secondary
             ));
-            secrets.push_str(&format!("{}={}\n", harbour::config::key_var(o.region), o.key));
+            secrets.push_str(&format!(
+                "{}={}\n",
+                harbour::config::key_var(o.region),
+                o.key
+            ));
         }
         let config = format!(
             "name = \"harbour-e2e\"\nmain = \"{main}\"\ncompatibility_date = \"2025-09-01\"\n\n\
@@ -324,14 +365,29 @@ impl Stack {
 
     /// A submission as the campaign page would send it, from `country` (via the platform's
     /// `request.cf`, which `wrangler dev` takes from `MF-CF-Blob`) and client address `ip`.
-    pub fn submit(&self, country: Option<&str>, ip: &str, body: &str, extra: &[(&str, &str)]) -> Response {
+    pub fn submit(
+        &self,
+        country: Option<&str>,
+        ip: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
         let blob = country.map(|c| format!("{{\"country\":\"{c}\"}}"));
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("cf-connecting-ip", ip)];
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("content-type", "application/json"),
+            ("cf-connecting-ip", ip),
+        ];
         if let Some(blob) = &blob {
             headers.push(("mf-cf-blob", blob));
         }
         headers.extend_from_slice(extra);
-        request(self.port, "POST", "/api/campaigns/spring-launch/submissions", &headers, body.as_bytes())
+        request(
+            self.port,
+            "POST",
+            "/api/campaigns/spring-launch/submissions",
+            &headers,
+            body.as_bytes(),
+        )
     }
 
     /// Rows stored per region, read from the SQLite files themselves.
@@ -386,7 +442,9 @@ pub struct StoredRow {
 }
 
 pub fn read_rows(db: &Path) -> Vec<StoredRow> {
-    let Ok(connection) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+    let Ok(connection) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return Vec::new();
     };
     let Ok(mut statement) = connection.prepare(

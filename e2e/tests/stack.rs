@@ -27,7 +27,9 @@ fn client() -> String {
 
 fn entry(country: &str) -> String {
     let n = unique();
-    format!(r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{country}","consent":true}}"#)
+    format!(
+        r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{country}","consent":true}}"#
+    )
 }
 
 fn counts(stack: &Stack) -> Vec<(&'static str, usize)> {
@@ -38,7 +40,10 @@ fn counts(stack: &Stack) -> Vec<(&'static str, usize)> {
 fn page_and_form_description(stack: &Stack) {
     let page = request(stack.port, "GET", "/", &[], b"");
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap_or("").starts_with("text/html"));
+    assert!(page
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
     let form = request(stack.port, "GET", "/api/campaigns/spring-launch", &[], b"");
     assert_eq!(form.status, 200, "{}", form.body);
     let names: Vec<String> = form.json()["fields"]
@@ -52,7 +57,13 @@ fn page_and_form_description(stack: &Stack) {
 }
 
 fn each_country_lands_in_its_region_only(stack: &Stack) {
-    for (country, region) in [("CN", "cn"), ("RU", "ru"), ("AU", "au"), ("IT", "eu"), ("US", "global")] {
+    for (country, region) in [
+        ("CN", "cn"),
+        ("RU", "ru"),
+        ("AU", "au"),
+        ("IT", "eu"),
+        ("US", "global"),
+    ] {
         let before = stack.stored();
         let reply = stack.submit(Some(country), &client(), &entry(country), &[]);
         assert_eq!(reply.status, 202, "{country}: {}", reply.body);
@@ -61,7 +72,11 @@ fn each_country_lands_in_its_region_only(stack: &Stack) {
         let after = stack.stored();
         for r in REGIONS {
             let added = after[r].len() - before[r].len();
-            assert_eq!(added, usize::from(r == region), "{country} added {added} row(s) to {r}");
+            assert_eq!(
+                added,
+                usize::from(r == region),
+                "{country} added {added} row(s) to {r}"
+            );
         }
         let row = after[region].last().unwrap();
         assert_eq!(row.receipt_id, receipt["id"].as_str().unwrap());
@@ -89,22 +104,50 @@ fn refusals_reach_no_origin(stack: &Stack) {
     let json = ("content-type", "application/json");
     let it = ("mf-cf-blob", r#"{"country":"IT"}"#);
 
-    let invalid = stack.submit(Some("IT"), &client(), r#"{"name":"","email":"nope","country":"ZZ","consent":false,"coupon":"x"}"#, &[]);
+    let invalid = stack.submit(
+        Some("IT"),
+        &client(),
+        r#"{"name":"","email":"nope","country":"ZZ","consent":false,"coupon":"x"}"#,
+        &[],
+    );
     assert_eq!(invalid.status, 422);
-    assert_eq!(invalid.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        invalid.header("content-type"),
+        Some("application/problem+json")
+    );
     let codes: Vec<(String, String)> = invalid.json()["errors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["field"].as_str().unwrap().into(), e["code"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().into(),
+                e["code"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    let expected = [("coupon", "unknown_field"), ("name", "required"), ("email", "invalid_email"), ("country", "invalid_country"), ("consent", "must_be_true")];
+    let expected = [
+        ("coupon", "unknown_field"),
+        ("name", "required"),
+        ("email", "invalid_email"),
+        ("country", "invalid_country"),
+        ("consent", "must_be_true"),
+    ];
     assert_eq!(codes, expected.map(|(f, c)| (f.to_owned(), c.to_owned())));
 
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(20_000));
     let ip = client();
-    let oversize = request(stack.port, "POST", path, &[json, it, ("cf-connecting-ip", &ip)], big.as_bytes());
-    assert_eq!((oversize.status, oversize.json()["code"].as_str()), (413, Some("body_too_large")));
+    let oversize = request(
+        stack.port,
+        "POST",
+        path,
+        &[json, it, ("cf-connecting-ip", &ip)],
+        big.as_bytes(),
+    );
+    assert_eq!(
+        (oversize.status, oversize.json()["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
 
     // No Content-Length: the cap is enforced while streaming.
     let mut chunked = format!(
@@ -119,20 +162,50 @@ fn refusals_reach_no_origin(stack: &Stack) {
     assert_eq!(streamed.status, 413, "{}", streamed.body);
 
     let get = request(stack.port, "GET", path, &[], b"");
-    assert_eq!((get.status, get.header("allow")), (405, Some("POST, OPTIONS")));
+    assert_eq!(
+        (get.status, get.header("allow")),
+        (405, Some("POST, OPTIONS"))
+    );
     let put = request(stack.port, "PUT", path, &[json, it], entry("IT").as_bytes());
     assert_eq!(put.status, 405);
 
-    let text = request(stack.port, "POST", path, &[("content-type", "text/plain"), it], entry("IT").as_bytes());
-    assert_eq!((text.status, text.json()["code"].as_str()), (415, Some("unsupported_media_type")));
-    let latin1 = request(stack.port, "POST", path, &[("content-type", "application/json; charset=iso-8859-1"), it], entry("IT").as_bytes());
+    let text = request(
+        stack.port,
+        "POST",
+        path,
+        &[("content-type", "text/plain"), it],
+        entry("IT").as_bytes(),
+    );
+    assert_eq!(
+        (text.status, text.json()["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let latin1 = request(
+        stack.port,
+        "POST",
+        path,
+        &[("content-type", "application/json; charset=iso-8859-1"), it],
+        entry("IT").as_bytes(),
+    );
     assert_eq!(latin1.status, 415);
 
-    let unknown = request(stack.port, "POST", "/api/campaigns/no-such-campaign/submissions", &[json, it], entry("IT").as_bytes());
-    assert_eq!((unknown.status, unknown.json()["code"].as_str()), (404, Some("not_found")));
+    let unknown = request(
+        stack.port,
+        "POST",
+        "/api/campaigns/no-such-campaign/submissions",
+        &[json, it],
+        entry("IT").as_bytes(),
+    );
+    assert_eq!(
+        (unknown.status, unknown.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
     let broken = stack.submit(Some("IT"), &client(), r#"{"name":"#, &[]);
-    assert_eq!((broken.status, broken.json()["code"].as_str()), (400, Some("malformed_body")));
+    assert_eq!(
+        (broken.status, broken.json()["code"].as_str()),
+        (400, Some("malformed_body"))
+    );
 
     for (blob, code) in [
         (r#"{"country":"XX"}"#, "country_unknown"),
@@ -140,15 +213,29 @@ fn refusals_reach_no_origin(stack: &Stack) {
         (r#"{"asn":64500}"#, "country_missing"),
     ] {
         let ip = client();
-        let reply = request(stack.port, "POST", path, &[json, ("mf-cf-blob", blob), ("cf-connecting-ip", &ip)], entry("US").as_bytes());
-        assert_eq!((reply.status, reply.json()["code"].as_str()), (403, Some(code)), "{blob}");
+        let reply = request(
+            stack.port,
+            "POST",
+            path,
+            &[json, ("mf-cf-blob", blob), ("cf-connecting-ip", &ip)],
+            entry("US").as_bytes(),
+        );
+        assert_eq!(
+            (reply.status, reply.json()["code"].as_str()),
+            (403, Some(code)),
+            "{blob}"
+        );
     }
 
     // A filled honeypot looks accepted and goes nowhere.
     let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"http://spam.example"}"#, &[]);
     assert_eq!(bot.status, 202);
 
-    assert_eq!(stack.received(), received_before, "a refused request reached an origin");
+    assert_eq!(
+        stack.received(),
+        received_before,
+        "a refused request reached an origin"
+    );
     assert_eq!(counts(stack), stored_before);
 }
 
@@ -163,14 +250,34 @@ fn nth_plus_one_submission_is_limited_per_client(stack: &Stack) {
     assert_eq!(limited.status, 429, "{}", limited.body);
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=12).contains(&retry_after), "retry-after {retry_after}");
-    assert_eq!(limited.header("ratelimit-policy"), Some("\"client\";q=5;w=60"));
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"client\";q=5;w=60")
+    );
     assert!(limited.header("ratelimit").unwrap().contains("r=0"));
     // Rotating spoofable headers does not make a new client.
-    let spoofed = stack.submit(Some("US"), &busy, &entry("US"), &[("x-forwarded-for", "192.0.2.200"), ("x-real-ip", "192.0.2.201"), ("true-client-ip", "192.0.2.202")]);
+    let spoofed = stack.submit(
+        Some("US"),
+        &busy,
+        &entry("US"),
+        &[
+            ("x-forwarded-for", "192.0.2.200"),
+            ("x-real-ip", "192.0.2.201"),
+            ("true-client-ip", "192.0.2.202"),
+        ],
+    );
     assert_eq!(spoofed.status, 429);
-    assert_eq!(stack.received(), before, "a limited request reached an origin");
+    assert_eq!(
+        stack.received(),
+        before,
+        "a limited request reached an origin"
+    );
     let fine = stack.submit(Some("US"), &other, &entry("US"), &[]);
-    assert_eq!(fine.status, 202, "another client is not limited: {}", fine.body);
+    assert_eq!(
+        fine.status, 202,
+        "another client is not limited: {}",
+        fine.body
+    );
 }
 
 fn client_country_headers_change_nothing(stack: &Stack) {
@@ -178,7 +285,12 @@ fn client_country_headers_change_nothing(stack: &Stack) {
         Some("CN"),
         &client(),
         &entry("CN"),
-        &[("cf-ipcountry", "US"), ("x-forwarded-for", "8.8.8.8"), ("x-harbour-region", "global"), ("x-harbour-signature", "v1=00")],
+        &[
+            ("cf-ipcountry", "US"),
+            ("x-forwarded-for", "8.8.8.8"),
+            ("x-harbour-region", "global"),
+            ("x-harbour-signature", "v1=00"),
+        ],
     );
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "cn");
@@ -192,16 +304,30 @@ fn same_key_twice_gives_one_row_and_one_receipt(stack: &Stack) {
     let ip = client();
     let first = stack.submit(Some("AU"), &ip, &body, &[("idempotency-key", &key)]);
     let second = stack.submit(Some("AU"), &ip, &body, &[("idempotency-key", &key)]);
-    assert_eq!((first.status, second.status), (202, 202), "{} / {}", first.body, second.body);
+    assert_eq!(
+        (first.status, second.status),
+        (202, 202),
+        "{} / {}",
+        first.body,
+        second.body
+    );
     assert_eq!(first.body, second.body);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
-    let rows: Vec<_> = stack.stored()["au"].iter().filter(|r| r.idempotency_key == key).cloned().collect();
+    let rows: Vec<_> = stack.stored()["au"]
+        .iter()
+        .filter(|r| r.idempotency_key == key)
+        .cloned()
+        .collect();
     assert_eq!(rows.len(), 1);
 }
 
 fn failover_stays_in_region_and_retry_lands_once(stack: &mut Stack) {
     let eu = (stack.origin("eu").primary, stack.origin("eu").secondary);
-    let others_before: BTreeMap<_, _> = stack.received().into_iter().filter(|(r, _)| *r != "eu").collect();
+    let others_before: BTreeMap<_, _> = stack
+        .received()
+        .into_iter()
+        .filter(|(r, _)| *r != "eu")
+        .collect();
     stack.stop_origin(eu.0);
     let reply = stack.submit(Some("IT"), &client(), &entry("IT"), &[]);
     assert_eq!(reply.status, 202, "secondary takes over: {}", reply.body);
@@ -215,7 +341,11 @@ fn failover_stays_in_region_and_retry_lands_once(stack: &mut Stack) {
     assert_eq!(down.status, 503, "{}", down.body);
     assert!(down.header("retry-after").is_some());
     assert_eq!(down.json()["idempotency_key"], key.as_str());
-    let others_after: BTreeMap<_, _> = stack.received().into_iter().filter(|(r, _)| *r != "eu").collect();
+    let others_after: BTreeMap<_, _> = stack
+        .received()
+        .into_iter()
+        .filter(|(r, _)| *r != "eu")
+        .collect();
     assert_eq!(others_after, others_before, "failover left the region");
 
     stack.start_origin(eu.0);
@@ -224,16 +354,24 @@ fn failover_stays_in_region_and_retry_lands_once(stack: &mut Stack) {
     assert_eq!(retried.status, 202, "{}", retried.body);
     let again = stack.submit(Some("DE"), &ip, &body, &[("idempotency-key", &key)]);
     assert_eq!(again.body, retried.body);
-    let rows = stack.stored()["eu"].iter().filter(|r| r.idempotency_key == key).count();
+    let rows = stack.stored()["eu"]
+        .iter()
+        .filter(|r| r.idempotency_key == key)
+        .count();
     assert_eq!(rows, 1);
 }
 
 fn origin_refuses_forged_stale_and_misdirected(stack: &Stack) {
     let eu = stack.origin("eu");
     let before = stack.stored()["eu"].len();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let send = |region_tag: &str, key: &[u8], ts: u64| {
-        let body = format!(r#"{{"campaign":"spring-launch","region":"{region_tag}","signals":{{"platform_country":"IT"}},"fields":{{"name":"Mallory"}}}}"#);
+        let body = format!(
+            r#"{{"campaign":"spring-launch","region":"{region_tag}","signals":{{"platform_country":"IT"}},"fields":{{"name":"Mallory"}}}}"#
+        );
         let hash = sha256_hex(body.as_bytes());
         let signature = SigningKey::new(key).unwrap().sign(&Signed {
             method: "POST",
@@ -244,17 +382,26 @@ fn origin_refuses_forged_stale_and_misdirected(stack: &Stack) {
             body_sha256_hex: &hash,
         });
         let ts = ts.to_string();
-        request(eu.primary, "POST", "/v1/submissions", &[
-            ("content-type", "application/json"),
-            ("idempotency-key", "forged-key-0123456789"),
-            ("x-harbour-region", region_tag),
-            ("x-harbour-campaign", "spring-launch"),
-            ("x-harbour-timestamp", &ts),
-            ("x-harbour-content-sha256", &hash),
-            ("x-harbour-signature", &signature),
-        ], body.as_bytes())
+        request(
+            eu.primary,
+            "POST",
+            "/v1/submissions",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "forged-key-0123456789"),
+                ("x-harbour-region", region_tag),
+                ("x-harbour-campaign", "spring-launch"),
+                ("x-harbour-timestamp", &ts),
+                ("x-harbour-content-sha256", &hash),
+                ("x-harbour-signature", &signature),
+            ],
+            body.as_bytes(),
+        )
     };
-    assert_eq!(send("eu", b"a key the attacker made up, 32+ bytes", now).status, 401);
+    assert_eq!(
+        send("eu", b"a key the attacker made up, 32+ bytes", now).status,
+        401
+    );
     assert_eq!(send("eu", eu.key.as_bytes(), now - 3_600_000).status, 401);
     assert_eq!(send("cn", eu.key.as_bytes(), now).status, 421);
     assert_eq!(stack.stored()["eu"].len(), before);
@@ -264,20 +411,45 @@ type Scenario = (&'static str, fn(&mut Stack));
 
 fn main() {
     let scenarios: Vec<Scenario> = vec![
-        ("page_and_form_description", |s| page_and_form_description(s)),
-        ("each_country_lands_in_its_region_only", |s| each_country_lands_in_its_region_only(s)),
-        ("stricter_declared_region_wins_and_both_signals_are_kept", |s| stricter_declared_region_wins_and_both_signals_are_kept(s)),
+        ("page_and_form_description", |s| {
+            page_and_form_description(s)
+        }),
+        ("each_country_lands_in_its_region_only", |s| {
+            each_country_lands_in_its_region_only(s)
+        }),
+        (
+            "stricter_declared_region_wins_and_both_signals_are_kept",
+            |s| stricter_declared_region_wins_and_both_signals_are_kept(s),
+        ),
         ("refusals_reach_no_origin", |s| refusals_reach_no_origin(s)),
-        ("nth_plus_one_submission_is_limited_per_client", |s| nth_plus_one_submission_is_limited_per_client(s)),
-        ("client_country_headers_change_nothing", |s| client_country_headers_change_nothing(s)),
-        ("same_key_twice_gives_one_row_and_one_receipt", |s| same_key_twice_gives_one_row_and_one_receipt(s)),
-        ("origin_refuses_forged_stale_and_misdirected", |s| origin_refuses_forged_stale_and_misdirected(s)),
-        ("failover_stays_in_region_and_retry_lands_once", failover_stays_in_region_and_retry_lands_once),
+        ("nth_plus_one_submission_is_limited_per_client", |s| {
+            nth_plus_one_submission_is_limited_per_client(s)
+        }),
+        ("client_country_headers_change_nothing", |s| {
+            client_country_headers_change_nothing(s)
+        }),
+        ("same_key_twice_gives_one_row_and_one_receipt", |s| {
+            same_key_twice_gives_one_row_and_one_receipt(s)
+        }),
+        ("origin_refuses_forged_stale_and_misdirected", |s| {
+            origin_refuses_forged_stale_and_misdirected(s)
+        }),
+        (
+            "failover_stays_in_region_and_retry_lands_once",
+            failover_stays_in_region_and_retry_lands_once,
+        ),
     ];
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let started = Instant::now();
     let mut stack = Stack::start("stack");
-    println!("e2e: stack up in {:.1} s (worker on 127.0.0.1:{})", started.elapsed().as_secs_f64(), stack.port);
+    println!(
+        "e2e: stack up in {:.1} s (worker on 127.0.0.1:{})",
+        started.elapsed().as_secs_f64(),
+        stack.port
+    );
     let (mut passed, mut failed) = (0, 0);
     for (name, run) in scenarios {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {

@@ -48,9 +48,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--region" => region = Some(value()?),
-            "--listen" => {
-                listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?)
-            }
+            "--listen" => listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?),
             "--db" => db = Some(PathBuf::from(value()?)),
             "--key-env" => key_env = Some(value()?),
             "--durability" => {
@@ -85,7 +83,9 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Bytes) -> Response {
-    origin.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    origin
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
         region: header("x-harbour-region"),
@@ -95,17 +95,30 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         idempotency_key: header("idempotency-key"),
         campaign: header("x-harbour-campaign"),
     };
-    let verified = match verify(&origin.region, &origin.key, SUBMISSIONS_PATH, &received, &body, now_ms()) {
+    let verified = match verify(
+        &origin.region,
+        &origin.key,
+        SUBMISSIONS_PATH,
+        &received,
+        &body,
+        now_ms(),
+    ) {
         Ok(v) => v,
         Err(refusal) => {
-            eprintln!("{}", json!({"msg": "origin.refused", "region": origin.region, "code": refusal.code()}));
+            eprintln!(
+                "{}",
+                json!({"msg": "origin.refused", "region": origin.region, "code": refusal.code()})
+            );
             let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
             return answer(status, json!({ "code": refusal.code() }));
         }
     };
     let shared = origin.clone();
     let stored = tokio::task::spawn_blocking(move || {
-        let mut store = shared.store.lock().map_err(|_| "store lock poisoned".to_owned())?;
+        let mut store = shared
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_owned())?;
         store.store(&verified, now_ms()).map_err(|e| e.to_string())
     })
     .await
@@ -120,21 +133,37 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
             StatusCode::OK,
             json!({"receipt": {"id": r.id, "region": r.region, "stored_at_ms": r.stored_at_ms}, "replayed": true}),
         ),
-        Ok(Stored::Conflict) => answer(StatusCode::CONFLICT, json!({"code": "idempotency_key_reused"})),
+        Ok(Stored::Conflict) => answer(
+            StatusCode::CONFLICT,
+            json!({"code": "idempotency_key_reused"}),
+        ),
         Err(error) => {
             // 503 so harbour tries the region's next origin; the key makes that safe.
-            eprintln!("{}", json!({"msg": "origin.storage_error", "region": origin.region, "error": error}));
-            answer(StatusCode::SERVICE_UNAVAILABLE, json!({"code": "storage_unavailable"}))
+            eprintln!(
+                "{}",
+                json!({"msg": "origin.storage_error", "region": origin.region, "error": error})
+            );
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": "storage_unavailable"}),
+            )
         }
     }
 }
 
 async fn health(State(origin): State<Arc<Origin>>) -> Response {
-    answer(StatusCode::OK, json!({"status": "ok", "region": origin.region}))
+    answer(
+        StatusCode::OK,
+        json!({"status": "ok", "region": origin.region}),
+    )
 }
 
 async fn count(State(origin): State<Arc<Origin>>) -> Response {
-    let counted = origin.store.lock().map_err(|_| ()).and_then(|s| s.count().map_err(|_| ()));
+    let counted = origin
+        .store
+        .lock()
+        .map_err(|_| ())
+        .and_then(|s| s.count().map_err(|_| ()));
     match counted {
         Ok(count) => answer(
             StatusCode::OK,
@@ -144,12 +173,18 @@ async fn count(State(origin): State<Arc<Origin>>) -> Response {
                 "received": origin.received.load(std::sync::atomic::Ordering::Relaxed),
             }),
         ),
-        Err(()) => answer(StatusCode::SERVICE_UNAVAILABLE, json!({"code": "storage_unavailable"})),
+        Err(()) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"code": "storage_unavailable"}),
+        ),
     }
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let key_name = args.key_env.clone().unwrap_or_else(|| key_var(&args.region));
+    let key_name = args
+        .key_env
+        .clone()
+        .unwrap_or_else(|| key_var(&args.region));
     let secret = std::env::var(&key_name).map_err(|_| format!("{key_name} is not set"))?;
     let key = SigningKey::new(secret.as_bytes())
         .ok_or(format!("{key_name} must be at least 32 bytes"))?;

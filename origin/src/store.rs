@@ -50,7 +50,11 @@ impl Store {
         Store::prepare(Connection::open_in_memory()?, region, Durability::Normal)
     }
 
-    fn prepare(connection: Connection, region: &str, durability: Durability) -> rusqlite::Result<Store> {
+    fn prepare(
+        connection: Connection,
+        region: &str,
+        durability: Durability,
+    ) -> rusqlite::Result<Store> {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(
@@ -83,13 +87,21 @@ impl Store {
     }
 
     pub fn store(&mut self, submission: &Verified, now_ms: u64) -> rusqlite::Result<Stored> {
-        let tx = self.connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing = tx
             .query_row(
                 "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
                  WHERE campaign = ?1 AND idempotency_key = ?2",
                 params![submission.campaign, submission.idempotency_key],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)),
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
             )
             .optional()?;
         if let Some((id, fields_sha256, stored_at_ms)) = existing {
@@ -135,7 +147,9 @@ impl Store {
 
     pub fn count(&self) -> rusqlite::Result<u64> {
         self.connection
-            .query_row("SELECT COUNT(*) FROM submissions", [], |row| row.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM submissions", [], |row| {
+                row.get::<_, i64>(0)
+            })
             .map(|n| u64::try_from(n).unwrap_or(0))
     }
 }
@@ -159,11 +173,22 @@ mod tests {
     fn stores_once_and_replays_the_first_receipt() {
         let mut store = Store::in_memory("eu").unwrap();
         let first = store.store(&submission("k1", "h1"), 10).unwrap();
-        let Stored::New(receipt) = first else { panic!("{first:?}") };
+        let Stored::New(receipt) = first else {
+            panic!("{first:?}")
+        };
         assert_eq!(receipt.id, "eu-0000000001");
-        assert_eq!(store.store(&submission("k1", "h1"), 20).unwrap(), Stored::Replay(receipt));
-        assert_eq!(store.store(&submission("k1", "other"), 30).unwrap(), Stored::Conflict);
-        assert!(matches!(store.store(&submission("k2", "h1"), 40).unwrap(), Stored::New(_)));
+        assert_eq!(
+            store.store(&submission("k1", "h1"), 20).unwrap(),
+            Stored::Replay(receipt)
+        );
+        assert_eq!(
+            store.store(&submission("k1", "other"), 30).unwrap(),
+            Stored::Conflict
+        );
+        assert!(matches!(
+            store.store(&submission("k2", "h1"), 40).unwrap(),
+            Stored::New(_)
+        ));
         assert_eq!(store.count().unwrap(), 2);
     }
 }

@@ -139,7 +139,12 @@ mod tests {
         format!(r#"{{"campaign":"c1","region":"{region}","signals":{{"platform_country":"IT","declared_country":"IT"}},"fields":{{"name":"A"}}}}"#).into_bytes()
     }
 
-    fn signed_headers(key: &SigningKey, region: &str, ts: u64, body: &[u8]) -> (String, String, String) {
+    fn signed_headers(
+        key: &SigningKey,
+        region: &str,
+        ts: u64,
+        body: &[u8],
+    ) -> (String, String, String) {
         let hash = sha256_hex(body);
         let sig = key.sign(&Signed {
             method: "POST",
@@ -152,7 +157,12 @@ mod tests {
         (hash, sig, ts.to_string())
     }
 
-    fn check(region_tag: &str, ts: u64, body: &[u8], tamper: Option<&[u8]>) -> Result<Verified, Refusal> {
+    fn check(
+        region_tag: &str,
+        ts: u64,
+        body: &[u8],
+        tamper: Option<&[u8]>,
+    ) -> Result<Verified, Refusal> {
         let key = SigningKey::new(KEY).unwrap();
         let (hash, sig, ts) = signed_headers(&key, region_tag, ts, body);
         let received = Received {
@@ -175,10 +185,22 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(check("cn", NOW, &body("cn"), None), Err(Refusal::WrongRegion));
-        assert_eq!(check("eu", NOW, &body("cn"), None), Err(Refusal::WrongRegion));
-        assert_eq!(check("eu", NOW - MAX_SKEW_MS - 1, &body("eu"), None), Err(Refusal::Stale));
-        assert_eq!(check("eu", NOW + MAX_SKEW_MS + 1, &body("eu"), None), Err(Refusal::Stale));
+        assert_eq!(
+            check("cn", NOW, &body("cn"), None),
+            Err(Refusal::WrongRegion)
+        );
+        assert_eq!(
+            check("eu", NOW, &body("cn"), None),
+            Err(Refusal::WrongRegion)
+        );
+        assert_eq!(
+            check("eu", NOW - MAX_SKEW_MS - 1, &body("eu"), None),
+            Err(Refusal::Stale)
+        );
+        assert_eq!(
+            check("eu", NOW + MAX_SKEW_MS + 1, &body("eu"), None),
+            Err(Refusal::Stale)
+        );
         assert_eq!(
             check("eu", NOW, &body("eu"), Some(&body("eu")[1..])),
             Err(Refusal::BadBody("digest_mismatch"))
@@ -199,8 +221,17 @@ mod tests {
             idempotency_key: Some("key-0123456789abcdef"),
             campaign: Some("c1"),
         };
-        assert_eq!(verify("eu", &key, PATH, &received, &b, NOW), Err(Refusal::BadSignature));
-        let unsigned = Received { signature: None, ..received };
-        assert_eq!(verify("eu", &key, PATH, &unsigned, &b, NOW), Err(Refusal::BadSignature));
+        assert_eq!(
+            verify("eu", &key, PATH, &received, &b, NOW),
+            Err(Refusal::BadSignature)
+        );
+        let unsigned = Received {
+            signature: None,
+            ..received
+        };
+        assert_eq!(
+            verify("eu", &key, PATH, &unsigned, &b, NOW),
+            Err(Refusal::BadSignature)
+        );
     }
 }

@@ -142,7 +142,8 @@ pub fn conclude(ticket: &str, status: u16, body: &str, now_ms: f64) -> String {
     };
     let next = EDGE.with(|cell| match cell.try_borrow() {
         Ok(slot) => slot.as_ref().map(|edge| {
-            let log_for = |reply: &Reply, outcome: &str| edge.forward_log(&ticket, reply.status, outcome);
+            let log_for =
+                |reply: &Reply, outcome: &str| edge.forward_log(&ticket, reply.status, outcome);
             match edge.conclude(ticket.clone(), outcome, now_ms) {
                 Ok(Next::Retry { attempt, ticket }) => json!({
                     "retry": {
@@ -185,7 +186,13 @@ fn reply_json(reply: &Reply, log: &LogRecord, now_ms: u64) -> String {
 }
 
 fn internal(code: &str, now_ms: u64) -> String {
-    let reply = problem(500, code, "Internal error", "This service cannot accept entries right now.", None);
+    let reply = problem(
+        500,
+        code,
+        "Internal error",
+        "This service cannot accept entries right now.",
+        None,
+    );
     let log = LogRecord {
         request_id: String::new(),
         campaign: None,

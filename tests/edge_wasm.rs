@@ -1,0 +1,188 @@
+//! The edge shell's conversions, run as wasm under Node: the JS-facing functions take what the
+//! shim passes (strings, optional strings, a byte array, an `env` object) and give back the JSON
+//! the shim reads.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use harbour::edge::{
+    conclude, configure, decide, expected_variables, parse_decision, BODY_BYTES, BODY_TOO_LARGE,
+    BODY_UNREAD,
+};
+use js_sys::{Object, Reflect};
+use serde_json::Value;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
+const VALID: &[u8] = br#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
+
+fn env_object() -> JsValue {
+    let env = Object::new();
+    for (i, region) in ["CN", "RU", "EU", "AU", "GLOBAL"].iter().enumerate() {
+        Reflect::set(
+            &env,
+            &format!("HARBOUR_ORIGINS_{region}").into(),
+            &format!(
+                "http://127.0.0.1:{} http://127.0.0.1:{}",
+                9000 + i,
+                9100 + i
+            )
+            .into(),
+        )
+        .unwrap();
+        Reflect::set(
+            &env,
+            &format!("HARBOUR_KEY_{region}").into(),
+            &format!("{region}-0123456789abcdef0123456789abcdef").into(),
+        )
+        .unwrap();
+    }
+    env.into()
+}
+
+fn setup() {
+    let answer = parse_decision(&configure(&env_object(), 42.0));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["max_body_bytes"], 8192);
+}
+
+fn call(
+    method: &str,
+    content_type: Option<&str>,
+    state: u8,
+    body: &[u8],
+    country: Option<&str>,
+    ip: &str,
+) -> Value {
+    parse_decision(&decide(
+        method,
+        URL,
+        content_type.map(String::from),
+        state,
+        body,
+        country.map(String::from),
+        Some(ip.to_owned()),
+        None,
+        None,
+        1_764_000_000_000.0,
+    ))
+}
+
+#[wasm_bindgen_test]
+fn env_object_is_read_and_a_valid_submission_becomes_a_forward() {
+    setup();
+    let decision = call(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        VALID,
+        Some("IT"),
+        "192.0.2.1",
+    );
+    let forward = &decision["forward"];
+    assert_eq!(forward["url"], "http://127.0.0.1:9002/v1/submissions");
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(forward["headers"].clone()).unwrap();
+    let region = headers
+        .iter()
+        .find(|(n, _)| n == "x-harbour-region")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(region, Some("eu"));
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n == "x-harbour-signature" && v.starts_with("v1=")));
+    let body: Value = serde_json::from_str(forward["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["fields"]["name"], "Ada");
+    assert!(forward["ticket"].as_str().unwrap().contains("\"region\":2"));
+}
+
+#[wasm_bindgen_test]
+fn refusals_come_back_as_replies_with_a_log_line() {
+    setup();
+    let too_large = call(
+        "POST",
+        Some("application/json"),
+        BODY_TOO_LARGE,
+        b"",
+        Some("IT"),
+        "192.0.2.2",
+    );
+    assert_eq!(too_large["reply"]["status"], 413);
+    let log: Value = serde_json::from_str(too_large["log"].as_str().unwrap()).unwrap();
+    assert_eq!(log["outcome"], "body_too_large");
+    assert!(
+        !too_large["log"].as_str().unwrap().contains("192.0.2.2"),
+        "the log carries no address"
+    );
+    let get = call("GET", None, BODY_UNREAD, b"", None, "192.0.2.2");
+    assert_eq!(get["reply"]["status"], 405);
+    let headers = get["reply"]["headers"].as_array().unwrap();
+    assert!(headers
+        .iter()
+        .any(|h| h[0] == "allow" && h[1] == "POST, OPTIONS"));
+    let no_country = call(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        VALID,
+        None,
+        "192.0.2.3",
+    );
+    assert_eq!(no_country["reply"]["status"], 403);
+}
+
+#[wasm_bindgen_test]
+fn conclude_walks_the_region_then_answers() {
+    setup();
+    let body = br#"{"name":"Bo","email":"bo@example.com.au","country":"AU","consent":true}"#;
+    let decision = call(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        body,
+        Some("AU"),
+        "192.0.2.4",
+    );
+    let ticket = decision["forward"]["ticket"].as_str().unwrap().to_owned();
+    let retry = parse_decision(&conclude(&ticket, 0, "", 1_764_000_000_100.0));
+    assert_eq!(
+        retry["retry"]["url"],
+        "http://127.0.0.1:9103/v1/submissions"
+    );
+    let ticket = retry["retry"]["ticket"].as_str().unwrap();
+    let done = parse_decision(&conclude(
+        ticket,
+        201,
+        r#"{"receipt":{"id":"au-1","region":"au"}}"#,
+        1_764_000_000_200.0,
+    ));
+    assert_eq!(done["reply"]["status"], 202);
+    let receipt: Value = serde_json::from_str(done["reply"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(receipt["receipt"]["region"], "au");
+    let broken = parse_decision(&conclude("not a ticket", 201, "", 0.0));
+    assert_eq!(broken["reply"]["status"], 500);
+}
+
+#[wasm_bindgen_test]
+fn a_missing_secret_makes_every_request_a_config_error() {
+    let env = env_object();
+    Reflect::delete_property(env.unchecked_ref::<Object>(), &"HARBOUR_KEY_CN".into()).unwrap();
+    let answer = parse_decision(&configure(&env, 1.0));
+    assert_eq!(answer["ok"], false);
+    assert!(answer["error"].as_str().unwrap().contains("HARBOUR_KEY_CN"));
+    let decision = call(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        VALID,
+        Some("IT"),
+        "192.0.2.5",
+    );
+    assert_eq!(decision["reply"]["status"], 500);
+    assert!(decision["reply"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("config_invalid"));
+    let names: Vec<String> = serde_json::from_str(&expected_variables()).unwrap();
+    assert!(names.contains(&"HARBOUR_KEY_CN".to_owned()));
+}

@@ -1,0 +1,181 @@
+// The campaign form. It draws itself from the campaign's description served by harbour (so the
+// form and the validator cannot disagree), sends JSON with an Idempotency-Key made once per
+// entry and kept across retries, and follows harbour's answers: field errors next to their
+// fields (422), a visible countdown before retrying (429), backoff with jitter (503, network).
+"use strict";
+(() => {
+  const campaign = document.documentElement.dataset.campaign;
+  const form = document.getElementById("entry");
+  const fieldsBox = document.getElementById("fields");
+  const button = document.getElementById("submit");
+  const status = document.getElementById("form-status");
+  const MAX_OUTAGE_RETRIES = 6;
+  let description = null;
+  let key = newKey();
+  let busy = false;
+
+  function newKey() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  const el = (tag, attrs = {}, text) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function say(text, kind = "") {
+    status.className = "status" + (kind ? " " + kind : "");
+    status.textContent = text;
+  }
+
+  function countryNames(codes) {
+    let names = null;
+    try { names = new Intl.DisplayNames([navigator.language || "en"], { type: "region" }); } catch { /* old browser */ }
+    return codes.map((c) => [c, names ? names.of(c) || c : c]).sort((a, b) => a[1].localeCompare(b[1]));
+  }
+
+  function renderField(f) {
+    const id = "f-" + f.name;
+    const box = el("div", { class: "field" + (f.type === "bool" ? " check" : "") });
+    const error = el("p", { id: id + "-error", class: "error-text" });
+    const common = { id, name: f.name, "aria-describedby": id + "-error", required: f.required };
+    let input;
+    if (f.type === "bool") {
+      input = el("input", { ...common, type: "checkbox", value: "true" });
+    } else if (f.type === "country" || f.type === "enum") {
+      input = el("select", { ...common, autocomplete: f.type === "country" ? "country" : undefined });
+      input.append(el("option", { value: "" }, "Choose…"));
+      const options = f.type === "country" ? countryNames(f.values) : f.values.map((v) => [v, v]);
+      for (const [value, label] of options) input.append(el("option", { value }, label));
+    } else {
+      const type = f.type === "email" ? "email" : f.type === "integer" ? "number" : "text";
+      const auto = f.type === "email" ? "email" : f.name === "name" ? "name" : undefined;
+      input = el("input", { ...common, type, maxlength: f.type === "integer" ? undefined : f.max_length, autocomplete: auto, min: f.min ?? undefined, max: f.max ?? undefined });
+    }
+    const label = el("label", { for: id }, f.label + (f.required ? "" : " (optional)"));
+    if (f.type === "bool") box.append(input, label); else box.append(label, input);
+    const wrap = f.type === "bool" ? el("div", { class: "field" }) : box;
+    if (f.type === "bool") wrap.append(box);
+    wrap.append(error);
+    return wrap;
+  }
+
+  function values() {
+    const out = {};
+    for (const f of description.fields) {
+      const input = form.elements[f.name];
+      if (f.type === "bool") out[f.name] = input.checked;
+      else if (f.type === "integer") { if (input.value !== "") out[f.name] = Number(input.value); }
+      else if (input.value.trim() !== "") out[f.name] = input.value;
+    }
+    const honeypot = form.elements[description.honeypot];
+    if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
+    return out;
+  }
+
+  function clearErrors() {
+    for (const node of form.querySelectorAll(".error-text")) node.textContent = "";
+    for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
+  }
+
+  function showErrors(errors) {
+    let first = null;
+    const loose = [];
+    for (const e of errors) {
+      const input = form.elements[e.field];
+      const slot = document.getElementById("f-" + e.field + "-error");
+      if (!input || !slot) { loose.push(e.detail); continue; }
+      input.setAttribute("aria-invalid", "true");
+      slot.textContent = e.detail;
+      slot.dataset.code = e.code;
+      first = first || input;
+    }
+    say(loose.length ? loose.join(" ") : "Please correct the highlighted fields.", "error");
+    if (first) first.focus();
+  }
+
+  async function countdown(seconds, text) {
+    for (let left = seconds; left > 0; left--) {
+      say(`${text} Retrying in ${left} s…`);
+      await sleep(1000);
+    }
+  }
+
+  async function send(body) {
+    let outages = 0;
+    for (;;) {
+      let response = null;
+      try {
+        response = await fetch(description.submit, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": key },
+          body,
+        });
+      } catch { /* network: retried below like an outage */ }
+      const answer = response ? await response.json().catch(() => ({})) : {};
+      const code = response ? response.status : 0;
+      if (code === 202) return { ok: true, answer };
+      if (code === 422) return { ok: false, errors: answer.errors || [] };
+      if (code === 429) {
+        const wait = Number(response.headers.get("retry-after")) || answer.retry_after_s || 5;
+        await countdown(Math.min(wait, 120), "Lots of entries right now.");
+        continue;
+      }
+      if (code === 0 || code === 502 || code === 503 || code === 504) {
+        if (++outages > MAX_OUTAGE_RETRIES) return { ok: false, message: "We could not save your entry. Please try again in a few minutes; your entry will not be counted twice." };
+        const hinted = response && Number(response.headers.get("retry-after"));
+        const backoff = Math.min(30, 2 ** outages) * (0.5 + Math.random() / 2);
+        await countdown(Math.max(1, Math.round(hinted || backoff)), "Saving is taking longer than usual.");
+        continue;
+      }
+      if (code === 409) { key = newKey(); return { ok: false, message: "This entry changed after it was first sent. Please submit again." }; }
+      return { ok: false, message: answer.detail || "Something went wrong. Please try again." };
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (busy || !description) return;
+    busy = true;
+    button.disabled = true;
+    clearErrors();
+    say("Sending…");
+    try {
+      const result = await send(JSON.stringify(values()));
+      if (result.ok) {
+        const { receipt } = result.answer;
+        form.reset();
+        key = newKey();
+        status.className = "status ok";
+        status.replaceChildren(el("div", { class: "receipt" }));
+        status.firstChild.append(el("strong", {}, "Thank you, you are in the draw. "), "Your receipt: ", el("code", { id: "receipt-id" }, receipt.id));
+        status.firstChild.dataset.region = receipt.region;
+      } else if (result.errors) {
+        showErrors(result.errors);
+      } else {
+        say(result.message, "error");
+      }
+    } finally {
+      busy = false;
+      button.disabled = false;
+    }
+  });
+
+  async function load() {
+    try {
+      const response = await fetch(`/api/campaigns/${encodeURIComponent(campaign)}`);
+      if (!response.ok) throw new Error(String(response.status));
+      description = await response.json();
+    } catch {
+      fieldsBox.replaceChildren(el("p", { class: "status error" }, "The form could not be loaded. Please reload the page."));
+      return;
+    }
+    document.getElementById("title").textContent = description.title;
+    fieldsBox.replaceChildren(...description.fields.map(renderField));
+    button.disabled = false;
+  }
+  load();
+})();
