@@ -452,9 +452,12 @@ impl Checker {
             );
         }
         for (j, origin) in c.allowed_origins.iter().enumerate() {
-            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.ends_with('/')
-                && !origin.contains(char::is_whitespace);
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let ok = host.is_some_and(|h| {
+                !h.is_empty() && !h.contains(['/', '?', '#']) && !h.contains(char::is_whitespace)
+            });
             if !ok {
                 self.fail(
                     format!("{path}.allowed_origins[{j}]"),
@@ -586,5 +589,109 @@ impl Checker {
             must_be_true: f.must_be_true,
             residency_signal: f.residency_signal,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_json() -> serde_json::Value {
+        serde_json::from_str(SHIPPED_POLICY).unwrap()
+    }
+
+    fn problems(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<String> {
+        let mut policy = shipped_json();
+        edit(&mut policy);
+        match Policy::parse(&policy.to_string()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_policy_is_valid() {
+        let policy = Policy::shipped().unwrap();
+        let ids: Vec<_> = policy.regions.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["cn", "ru", "eu", "au", "global"]);
+        assert_eq!(policy.region(policy.rest_of_world).id, "global");
+        assert_eq!(policy.signals.unknown, SignalAction::Refuse);
+        assert_eq!(policy.signals.tor, SignalAction::Refuse);
+        assert_eq!(policy.signals.missing, SignalAction::Refuse);
+        let eu = &policy.regions[policy.region_index("eu").unwrap().get()];
+        assert_eq!(eu.countries.len(), 30, "EU 27 + EEA 3");
+        let campaign = policy.campaign("spring-launch").unwrap();
+        let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["name", "email", "country", "consent"]);
+        assert!(campaign.field("consent").unwrap().must_be_true);
+    }
+
+    #[test]
+    fn every_country_maps_to_exactly_one_region() {
+        let policy = Policy::shipped().unwrap();
+        for country in Country::all() {
+            let region = policy.region_of(country);
+            let listed: Vec<_> = policy
+                .regions
+                .iter()
+                .filter(|r| r.countries.contains(&country))
+                .collect();
+            assert!(listed.len() <= 1, "{country} listed twice");
+            match listed.first() {
+                Some(r) => assert_eq!(policy.region(region).id, r.id),
+                None => assert_eq!(region, policy.rest_of_world),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_policies_name_the_bad_entry() {
+        let table: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+            ("unknown rest-of-world region", Box::new(|p| p["rest_of_world"] = "mars".into()), "rest_of_world: unknown region \"mars\""),
+            ("signal to unknown region", Box::new(|p| p["signals"]["tor"] = "region:mars".into()), "signals.tor: unknown region in \"region:mars\""),
+            ("bad signal action", Box::new(|p| p["signals"]["missing"] = "allow".into()), "signals.missing: \"allow\" must be \"refuse\" or \"region:<id>\""),
+            ("country in two regions", Box::new(|p| p["regions"][3]["countries"] = serde_json::json!(["AU", "IT"])), "regions[3].countries[1]: country IT is in two regions (also at regions[2].countries[14])"),
+            ("not a country", Box::new(|p| p["regions"][0]["countries"] = serde_json::json!(["CN", "XX"])), "regions[0].countries[1]: \"XX\" is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
+            ("lower-case country", Box::new(|p| p["regions"][1]["countries"] = serde_json::json!(["ru"])), "regions[1].countries[0]: \"ru\" is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
+            ("duplicate region", Box::new(|p| p["regions"][1]["id"] = "cn".into()), "regions[1].id: duplicate region \"cn\""),
+            ("tied strictness", Box::new(|p| p["regions"][1]["strictness"] = 40.into()), "regions[1].strictness: strictness 40 is also region \"cn\"'s; ranks must differ so conflicts have one answer"),
+            ("zero limit", Box::new(|p| p["campaigns"][0]["limits"]["per_client"]["burst"] = 0.into()), "campaigns[0].limits.per_client.burst: limit must be at least 1"),
+            ("zero window", Box::new(|p| p["regions"][2]["budget"]["window_ms"] = 0.into()), "regions[2].budget.window_ms: window must be at least 1 ms"),
+            ("unknown field type", Box::new(|p| p["campaigns"][0]["fields"][1]["type"] = "emial".into()), "campaigns[0].fields[1].type: unknown field type \"emial\" (expected string, email, enum, bool, integer or country)"),
+            ("enum without values", Box::new(|p| p["campaigns"][0]["fields"][0]["type"] = "enum".into()), "campaigns[0].fields[0].values: an enum field needs a non-empty list of values"),
+            ("consent on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["must_be_true"] = true.into()), "campaigns[0].fields[0].must_be_true: only bool fields can be required to be true"),
+            ("signal on a string", Box::new(|p| {
+                p["campaigns"][0]["fields"][0]["residency_signal"] = true.into();
+                p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
+            }), "campaigns[0].fields[0].residency_signal: only a country field can be a residency signal"),
+            ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
+            ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][1]["name"] = "name".into()), "campaigns[0].fields[1].name: duplicate field \"name\""),
+            ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
+            ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
+            ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
+        ];
+        for (what, edit, expected) in table {
+            let found = problems(edit);
+            assert_eq!(found, vec![expected.to_owned()], "{what}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let found = problems(|p| {
+            p["rest_of_world"] = "mars".into();
+            p["campaigns"][0]["fields"][1]["type"] = "emial".into();
+            p["campaigns"][0]["limits"]["campaign"]["burst"] = 0.into();
+        });
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn typos_in_keys_and_broken_json_are_refused_with_a_position() {
+        let found = problems(|p| p["campaigns"][0]["fields"][0]["requird"] = true.into());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("unknown field `requird`"), "{found:?}");
+        let error = Policy::parse("{\"regions\": [").unwrap_err();
+        assert!(error.0[0].path.starts_with("line 1 column"), "{error}");
     }
 }
