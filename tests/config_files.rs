@@ -1,5 +1,6 @@
 //! The files that configure a deployment parse and agree with each other.
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::config::{key_var, origins_var, Config};
 use harbour::policy::{Policy, SHIPPED_POLICY};

@@ -2,6 +2,7 @@
 //! tagged region R is only ever planned to origins of R, on the first attempt and on every
 //! failover, and R is the stricter of the regions its two country signals map to.
 #![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
