@@ -646,7 +646,8 @@ mod tests {
 
     #[test]
     fn bad_policies_name_the_bad_entry() {
-        let table: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let table: Vec<(&str, Edit, &str)> = vec![
             ("unknown rest-of-world region", Box::new(|p| p["rest_of_world"] = "mars".into()), "rest_of_world: unknown region \"mars\""),
             ("signal to unknown region", Box::new(|p| p["signals"]["tor"] = "region:mars".into()), "signals.tor: unknown region in \"region:mars\""),
             ("bad signal action", Box::new(|p| p["signals"]["missing"] = "allow".into()), "signals.missing: \"allow\" must be \"refuse\" or \"region:<id>\""),
