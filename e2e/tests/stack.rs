@@ -407,6 +407,25 @@ fn origin_refuses_forged_stale_and_misdirected(stack: &Stack) {
     assert_eq!(stack.stored()["eu"].len(), before);
 }
 
+fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
+    let au = (stack.origin("au").primary, stack.origin("au").secondary);
+    stack.stop_origin(au.0);
+    let hole = harbour_e2e::Blackhole::bind(au.0);
+    let started = Instant::now();
+    let reply = stack.submit(Some("AU"), &client(), &entry("AU"), &[]);
+    let waited = started.elapsed();
+    drop(hole);
+    stack.start_origin(au.0);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["receipt"]["region"], "au");
+    let timeout = std::time::Duration::from_millis(harbour::forward::ATTEMPT_TIMEOUT_MS);
+    assert!(
+        waited >= timeout,
+        "answered after {waited:?}, before the attempt timeout"
+    );
+    assert!(waited < timeout * 2, "took {waited:?}");
+}
+
 type Scenario = (&'static str, fn(&mut Stack));
 
 fn main() {
@@ -437,6 +456,10 @@ fn main() {
         (
             "failover_stays_in_region_and_retry_lands_once",
             failover_stays_in_region_and_retry_lands_once,
+        ),
+        (
+            "a_hanging_primary_times_out_and_the_secondary_stores",
+            a_hanging_primary_times_out_and_the_secondary_stores,
         ),
     ];
     let filter: Vec<String> = std::env::args()

@@ -1,0 +1,401 @@
+//! The pipeline as a black box, natively: request facts in, a reply or a forward plan out.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use harbour::config::{key_var, origins_var, Config};
+use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_REGION, HEADER_SIGNATURE};
+use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::policy::{Policy, SHIPPED_POLICY};
+use harbour::reply::Reply;
+
+const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
+const VALID: &str = r#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
+
+fn config() -> Config {
+    let policy = Policy::shipped().unwrap();
+    let mut env = HashMap::new();
+    for (i, r) in policy.regions.iter().enumerate() {
+        env.insert(
+            origins_var(&r.id),
+            format!(
+                "http://127.0.0.1:{} http://127.0.0.1:{}",
+                7000 + i,
+                7100 + i
+            ),
+        );
+        env.insert(
+            key_var(&r.id),
+            format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id),
+        );
+    }
+    Config::assemble(SHIPPED_POLICY, &|n| env.get(n).cloned()).unwrap()
+}
+
+fn facts<'a>(
+    method: &'a str,
+    content_type: Option<&'a str>,
+    body: Body<'a>,
+    country: Option<&'a str>,
+    ip: &'a str,
+) -> Facts<'a> {
+    Facts {
+        method,
+        url: URL,
+        content_type,
+        body,
+        country,
+        client_ip: Some(ip),
+        idempotency_key: None,
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    }
+}
+
+fn reply(step: Step) -> Reply {
+    match step {
+        Step::Reply { reply, .. } => reply,
+        Step::Forward { plan } => panic!("forwarded to {}", plan.first.url),
+    }
+}
+
+fn code(reply: &Reply) -> String {
+    reply.code().unwrap_or_default()
+}
+
+#[test]
+fn request_check_table() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let json = Some("application/json");
+    let body = Body::Bytes(VALID.as_bytes());
+    let cases: Vec<(Facts, u16, &str)> = vec![
+        (
+            facts("GET", None, Body::Unread, Some("IT"), "192.0.2.1"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            facts("DELETE", None, Body::Unread, Some("IT"), "192.0.2.1"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            facts("POST", Some("text/plain"), body, Some("IT"), "192.0.2.1"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            facts("POST", None, body, Some("IT"), "192.0.2.1"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            facts(
+                "POST",
+                Some("application/json; charset=utf-16"),
+                body,
+                Some("IT"),
+                "192.0.2.1",
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            facts("POST", json, Body::TooLarge, Some("IT"), "192.0.2.1"),
+            413,
+            "body_too_large",
+        ),
+        (
+            facts(
+                "POST",
+                json,
+                Body::Bytes(&[b' '; 9000]),
+                Some("IT"),
+                "192.0.2.1",
+            ),
+            413,
+            "body_too_large",
+        ),
+        (
+            facts("POST", json, Body::Incomplete, Some("IT"), "192.0.2.1"),
+            400,
+            "body_incomplete",
+        ),
+        (
+            facts("POST", json, Body::Bytes(b"\xff"), Some("IT"), "192.0.2.1"),
+            400,
+            "invalid_utf8",
+        ),
+        (
+            facts("POST", json, Body::Bytes(b"{}"), Some("IT"), "192.0.2.1"),
+            422,
+            "validation_failed",
+        ),
+        (
+            facts("POST", json, body, Some("XX"), "192.0.2.1"),
+            403,
+            "country_unknown",
+        ),
+        (
+            facts("POST", json, body, Some("T1"), "192.0.2.1"),
+            403,
+            "country_anonymised",
+        ),
+        (
+            facts("POST", json, body, None, "192.0.2.1"),
+            403,
+            "country_missing",
+        ),
+    ];
+    for (f, status, expected) in cases {
+        let r = reply(edge.decide(&f));
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (status, expected),
+            "{} {:?}",
+            f.method,
+            f.content_type
+        );
+    }
+    let allow = reply(edge.decide(&facts("GET", None, Body::Unread, None, "192.0.2.1")));
+    assert_eq!(allow.header("allow"), Some("POST, OPTIONS"));
+    let unknown = Facts {
+        url: "https://campaign.example/api/campaigns/nope/submissions",
+        ..facts("POST", json, body, Some("IT"), "192.0.2.1")
+    };
+    assert_eq!(reply(edge.decide(&unknown)).status, 404);
+    let elsewhere = Facts {
+        url: "https://campaign.example/admin",
+        ..facts("GET", None, Body::Unread, None, "192.0.2.1")
+    };
+    assert_eq!(reply(edge.decide(&elsewhere)).status, 404);
+}
+
+#[test]
+fn an_invalid_policy_environment_answers_config_invalid_to_everything() {
+    let broken = Config::assemble(SHIPPED_POLICY, &|_| None);
+    let mut edge = Edge::new(broken, 1);
+    let r = reply(edge.decide(&facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(VALID.as_bytes()),
+        Some("IT"),
+        "192.0.2.1",
+    )));
+    assert_eq!((r.status, code(&r).as_str()), (500, "config_invalid"));
+    assert!(
+        !r.body.contains("HARBOUR_"),
+        "no internals in the reply: {}",
+        r.body
+    );
+}
+
+#[test]
+fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let json = Some("application/json");
+    // Refused requests (here: invalid) cost the client nothing.
+    for _ in 0..10 {
+        let r = reply(edge.decide(&facts(
+            "POST",
+            json,
+            Body::Bytes(b"{}"),
+            Some("IT"),
+            "192.0.2.9",
+        )));
+        assert_eq!(r.status, 422);
+    }
+    for i in 0..5 {
+        let body =
+            format!(r#"{{"name":"A","email":"a{i}@example.org","country":"IT","consent":true}}"#);
+        let step = edge.decide(&facts(
+            "POST",
+            json,
+            Body::Bytes(body.as_bytes()),
+            Some("IT"),
+            "192.0.2.9",
+        ));
+        assert!(matches!(step, Step::Forward { .. }), "submission {i}");
+    }
+    let limited = reply(edge.decide(&facts(
+        "POST",
+        json,
+        Body::Bytes(VALID.as_bytes()),
+        Some("IT"),
+        "192.0.2.9",
+    )));
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("12"));
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"client\";q=5;w=60")
+    );
+    // The same /64 is the same client; another /64 is not.
+    let mut v6 = |ip| edge_forwards(&mut edge, ip);
+    assert!(v6("2001:db8:0:1::1"));
+    for _ in 0..4 {
+        assert!(v6("2001:db8:0:1::2"));
+    }
+    assert!(!v6("2001:db8:0:1:ffff::3"));
+    assert!(v6("2001:db8:0:2::1"));
+}
+
+fn edge_forwards(edge: &mut Edge, ip: &str) -> bool {
+    let n = ip.len() + ip.bytes().map(usize::from).sum::<usize>();
+    let body =
+        format!(r#"{{"name":"B","email":"b{n}@example.org","country":"DE","consent":true}}"#);
+    let f = facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(body.as_bytes()),
+        Some("DE"),
+        ip,
+    );
+    let f = Facts {
+        now_ms: 1_764_000_000_000 + n as u64,
+        ..f
+    };
+    matches!(edge.decide(&f), Step::Forward { .. })
+}
+
+#[test]
+fn the_forward_request_carries_only_harbours_own_headers() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let f = Facts {
+        idempotency_key: Some("client-key-0123456789abcdef"),
+        ..facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(VALID.as_bytes()),
+            Some("IT"),
+            "192.0.2.20",
+        )
+    };
+    let Step::Forward { plan } = edge.decide(&f) else {
+        panic!("not forwarded")
+    };
+    let names: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "idempotency-key",
+            "x-harbour-region",
+            "x-harbour-campaign",
+            "x-harbour-request-id",
+            "x-harbour-received-at",
+            "x-harbour-timestamp",
+            "x-harbour-content-sha256",
+            "x-harbour-signature",
+        ]
+    );
+    let get = |name: &str| {
+        plan.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get(HEADER_REGION), Some("eu"));
+    assert_eq!(
+        get(HEADER_IDEMPOTENCY_KEY),
+        Some("client-key-0123456789abcdef")
+    );
+    assert!(get(HEADER_SIGNATURE).unwrap().starts_with("v1="));
+    let body: serde_json::Value = serde_json::from_str(&plan.body).unwrap();
+    assert_eq!(body["fields"]["email"], "ada@example.org");
+    assert_eq!(body["signals"]["platform_country"], "IT");
+    // A malformed client key is replaced by one derived from the content.
+    let f = Facts {
+        idempotency_key: Some("bad key\r\nx-injected: 1"),
+        client_ip: Some("192.0.2.21"),
+        ..f
+    };
+    let Step::Forward { plan } = edge.decide(&f) else {
+        panic!("not forwarded")
+    };
+    let key = plan
+        .headers
+        .iter()
+        .find(|(n, _)| *n == HEADER_IDEMPOTENCY_KEY)
+        .unwrap()
+        .1
+        .clone();
+    assert!(key.starts_with("h-") && key.len() == 34, "{key}");
+}
+
+#[test]
+fn cors_allows_listed_origins_and_refuses_others() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let base = facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(VALID.as_bytes()),
+        Some("IT"),
+        "192.0.2.30",
+    );
+    let preflight = reply(edge.decide(&Facts {
+        method: "OPTIONS",
+        origin: Some("http://127.0.0.1:8787"),
+        ..base
+    }));
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("http://127.0.0.1:8787")
+    );
+    let foreign = reply(edge.decide(&Facts {
+        origin: Some("https://evil.example"),
+        ..base
+    }));
+    assert_eq!(
+        (foreign.status, code(&foreign).as_str()),
+        (403, "origin_not_allowed")
+    );
+    let same_origin = edge.decide(&Facts {
+        origin: Some("https://campaign.example"),
+        ..base
+    });
+    assert!(matches!(same_origin, Step::Forward { .. }));
+}
+
+#[test]
+fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let body =
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+    let r = reply(edge.decide(&facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(body.as_bytes()),
+        Some("IT"),
+        "192.0.2.40",
+    )));
+    assert_eq!(r.status, 202);
+    let receipt: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(receipt["receipt"]["region"], "eu");
+}
+
+#[test]
+fn decision_logs_carry_no_personal_data() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let body =
+        r#"{"name":"Secret Name","email":"secret@example.org","country":"IT","consent":"maybe"}"#;
+    let Step::Reply { log, .. } = edge.decide(&facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(body.as_bytes()),
+        Some("IT"),
+        "203.0.113.77",
+    )) else {
+        panic!("forwarded")
+    };
+    let line = log.to_json(1_764_000_000_005);
+    for secret in ["Secret", "secret@", "203.0.113.77"] {
+        assert!(!line.contains(secret), "{line}");
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed["phase"], "validate");
+    assert_eq!(parsed["outcome"], "validation_failed");
+    assert_eq!(parsed["latency_ms"], 5);
+}
