@@ -10,6 +10,7 @@
   const button = document.getElementById("submit");
   const status = document.getElementById("form-status");
   const MAX_OUTAGE_RETRIES = 6;
+  const REQUEST_TIMEOUT_MS = 10_000;
   let description = null;
   let key = newKey();
   let busy = false;
@@ -108,14 +109,19 @@
     let outages = 0;
     for (;;) {
       let response = null;
+      let answer = {};
       try {
         response = await fetch(description.submit, {
           method: "POST",
           headers: { "content-type": "application/json", "idempotency-key": key },
           body,
+          // A hung answer is retried like an outage; the key makes the retry harmless.
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
-      } catch { /* network: retried below like an outage */ }
-      const answer = response ? await response.json().catch(() => ({})) : {};
+        const parsed = await response.json().catch(() => null);
+        if (parsed === null && response.status === 202) response = null; // a receipt we could not read
+        answer = parsed || {};
+      } catch { response = null; /* network or timeout: retried below like an outage */ }
       const code = response ? response.status : 0;
       if (code === 202) return { ok: true, answer };
       if (code === 422) return { ok: false, errors: answer.errors || [] };

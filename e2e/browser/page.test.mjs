@@ -1,0 +1,227 @@
+// The campaign page in a real browser (Debian's chromium, driven by playwright-core) against the
+// real local stack: reference origins with their SQLite files and the built worker under
+// `wrangler dev`, all on 127.0.0.1 and stopped when the tests end. Run by scripts/test.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync, statSync, readdirSync, createWriteStream } from "node:fs";
+import { createServer } from "node:net";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const work = join(root, "target", "e2e", "browser");
+const artifacts = join(root, "target", "test-artifacts");
+const REGIONS = ["cn", "ru", "eu", "au", "global"];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const running = new Map(); // port -> child process
+let origins = {};
+let worker;
+let base;
+let browser;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function waitFor(what, check, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch { /* not up yet */ }
+    await sleep(100);
+  }
+  throw new Error(`${what} not ready after ${timeoutMs} ms`);
+}
+
+function spawnLogged(name, command, args, options) {
+  const log = createWriteStream(join(work, `${name}.log`));
+  const child = spawn(command, args, { ...options, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  return child;
+}
+
+function stopProcess(child) {
+  if (!child || child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once("exit", resolve);
+    try { process.kill(-child.pid, "SIGTERM"); } catch { resolve(); }
+    setTimeout(() => { try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ } }, 5000).unref();
+  });
+}
+
+async function startOrigin(region, port) {
+  const o = origins[region];
+  const child = spawnLogged(`origin-${region}-${port}`, join(root, "target", "debug", "harbour-origin"),
+    ["--region", region, "--listen", `127.0.0.1:${port}`, "--db", o.db],
+    { env: { ...process.env, [`HARBOUR_KEY_${region.toUpperCase()}`]: o.key } });
+  running.set(port, child);
+  await waitFor(`origin ${region}:${port}`, async () => (await fetch(`http://127.0.0.1:${port}/health`)).ok);
+}
+
+async function stopOrigin(port) {
+  await stopProcess(running.get(port));
+  running.delete(port);
+}
+
+async function count(region) {
+  const response = await fetch(`http://127.0.0.1:${origins[region].primary}/v1/count`);
+  return (await response.json()).count;
+}
+
+async function counts() {
+  return Object.fromEntries(await Promise.all(REGIONS.map(async (r) => [r, await count(r)])));
+}
+
+before(async () => {
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  mkdirSync(artifacts, { recursive: true });
+  for (const [i, region] of REGIONS.entries()) {
+    origins[region] = {
+      primary: await freePort(),
+      secondary: await freePort(),
+      db: join(work, `${region}.sqlite`),
+      key: `browser-${region}-${i}-0123456789abcdefghijklmnopqrstuvwxyz`,
+    };
+  }
+  for (const region of REGIONS) {
+    await startOrigin(region, origins[region].primary);
+    await startOrigin(region, origins[region].secondary);
+  }
+  const port = await freePort();
+  const vars = REGIONS.map((r) => `HARBOUR_ORIGINS_${r.toUpperCase()} = "http://127.0.0.1:${origins[r].primary} http://127.0.0.1:${origins[r].secondary}"`);
+  writeFileSync(join(work, "wrangler.toml"), [
+    'name = "harbour-browser"',
+    `main = "${join(root, "build", "worker", "shim.mjs")}"`,
+    'compatibility_date = "2025-09-01"',
+    "[assets]",
+    `directory = "${join(root, "www")}"`,
+    'not_found_handling = "none"',
+    "[vars]",
+    ...vars,
+  ].join("\n"));
+  writeFileSync(join(work, ".dev.vars"), REGIONS.map((r) => `HARBOUR_KEY_${r.toUpperCase()}=${origins[r].key}`).join("\n"));
+  worker = spawnLogged("wrangler", join(root, "node_modules", ".bin", "wrangler"),
+    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false"],
+    { cwd: work, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" } });
+  base = `http://127.0.0.1:${port}`;
+  await waitFor("wrangler dev", async () => (await fetch(`${base}/api/campaigns/spring-launch`)).ok, 120_000);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const bytes = readdirSync(join(root, "www")).reduce((sum, f) => sum + statSync(join(root, "www", f)).size, 0);
+  console.log(`# campaign page: ${bytes} bytes of HTML+CSS+JS (uncompressed)`);
+});
+
+after(async () => {
+  await browser?.close();
+  await stopProcess(worker);
+  for (const port of [...running.keys()]) await stopOrigin(port);
+});
+
+let clientNumber = 0;
+async function visit(country) {
+  const context = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    // The platform's signals, as wrangler dev takes them: request.cf and the client address.
+    extraHTTPHeaders: { "mf-cf-blob": JSON.stringify({ country }), "cf-connecting-ip": `203.0.113.${++clientNumber}` },
+  });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => console.log(`# page error: ${error.message}`));
+  await page.goto(base + "/");
+  await page.getByLabel("Full name").waitFor();
+  return page;
+}
+
+async function fill(page, { name = "Ada Lovelace", email, country = "IT", consent = true }) {
+  await page.getByLabel("Full name").fill(name);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Country").selectOption(country);
+  await page.getByLabel(/I agree/).setChecked(consent);
+}
+
+test("fill and submit: the receipt shows and the row is in the region's database", async () => {
+  const page = await visit("IT");
+  await page.screenshot({ path: join(artifacts, "page.png"), fullPage: true });
+  const before = await counts();
+  await fill(page, { email: "ada.browser@example.org" });
+  // A double click must not send two different submissions.
+  await page.getByRole("button", { name: "Enter the draw" }).dblclick();
+  await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  const receipt = await page.locator("#receipt-id").textContent();
+  assert.match(receipt, /^eu-\d+$/);
+  const after = await counts();
+  for (const r of REGIONS) assert.equal(after[r] - before[r], r === "eu" ? 1 : 0, `rows added to ${r}`);
+  await page.context().close();
+});
+
+test("empty and invalid fields: each error shows next to its field and nothing is stored", async () => {
+  const page = await visit("DE");
+  const before = await counts();
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#f-name-error", { hasText: "required" }).waitFor();
+  for (const field of ["name", "email", "country", "consent"]) {
+    assert.equal(await page.locator(`#f-${field}`).getAttribute("aria-invalid"), "true", field);
+    assert.notEqual((await page.locator(`#f-${field}-error`).textContent()).trim(), "", field);
+    assert.equal(await page.locator(`#f-${field}`).getAttribute("aria-describedby"), `f-${field}-error`);
+  }
+  assert.equal(await page.evaluate(() => document.activeElement.id), "f-name", "focus moves to the first error");
+  await fill(page, { email: "not-an-address", consent: false, country: "DE" });
+  await page.locator("#f-email").evaluate((e) => e.setAttribute("type", "text")); // let the invalid address through the browser
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#f-email-error[data-code=invalid_email]").waitFor();
+  assert.equal(await page.locator("#f-consent-error").getAttribute("data-code"), "must_be_true");
+  assert.equal(await page.locator("#f-name").getAttribute("aria-invalid"), null, "a fixed field is no longer marked");
+  await page.screenshot({ path: join(artifacts, "errors.png"), fullPage: true });
+  assert.deepEqual(await counts(), before);
+  await page.context().close();
+});
+
+test("a forced 429 shows a countdown, then the entry goes through", async () => {
+  const page = await visit("US");
+  // Spend this client's burst (5 per minute), then one more submission meets the limit.
+  for (let i = 0; i < 5; i++) {
+    await fill(page, { email: `burst${i}@example.org`, country: "US" });
+    await page.getByRole("button", { name: "Enter the draw" }).click();
+    await page.locator("#receipt-id").waitFor();
+    await page.evaluate(() => { document.getElementById("form-status").textContent = ""; });
+  }
+  const before = await count("global");
+  await fill(page, { email: "patient@example.org", country: "US" });
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#form-status", { hasText: /Retrying in \d+ s/ }).waitFor({ timeout: 5_000 });
+  const shown = await page.locator("#form-status").textContent();
+  await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  assert.match(shown, /Lots of entries right now\. Retrying in \d+ s/);
+  assert.equal(await count("global"), before + 1);
+  await page.context().close();
+});
+
+test("origins down then up: the page retries with the same key and exactly one row lands", async () => {
+  const page = await visit("FR");
+  const eu = origins.eu;
+  const before = await count("eu");
+  await stopOrigin(eu.primary);
+  await stopOrigin(eu.secondary);
+  await fill(page, { email: "resilient@example.org", country: "FR" });
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#form-status", { hasText: /Saving is taking longer than usual\. Retrying in/ }).waitFor({ timeout: 30_000 });
+  await startOrigin("eu", eu.primary);
+  await startOrigin("eu", eu.secondary);
+  await page.locator("#receipt-id").waitFor({ timeout: 60_000 });
+  assert.equal(await count("eu"), before + 1);
+  await page.context().close();
+});
