@@ -70,7 +70,7 @@
       const input = form.elements[f.name];
       if (f.type === "bool") out[f.name] = input.checked;
       else if (f.type === "integer") { if (input.value !== "") out[f.name] = Number(input.value); }
-      else if (input.value.trim() !== "") out[f.name] = input.value;
+      else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
     const honeypot = form.elements[description.honeypot];
     if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
