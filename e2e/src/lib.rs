@@ -174,6 +174,10 @@ impl Process {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let group = format!("-{}", self.child.id());
