@@ -1,0 +1,92 @@
+//! Native cost of the pure core's phases, per submission (`scripts/bench` prints these).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use harbour::config::{key_var, origins_var, Config};
+use harbour::forward::{after_attempt, Outcome};
+use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::policy::{Policy, SHIPPED_POLICY};
+use harbour::residency::{classify, PlatformCountry};
+use harbour::signature::{sha256_hex, Signed, SigningKey};
+use harbour::validate::{parse_body, validate, Encoding};
+
+const BODY: &[u8] = br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
+
+fn config() -> Config {
+    let policy = Policy::shipped().unwrap();
+    let mut env = HashMap::new();
+    for (i, r) in policy.regions.iter().enumerate() {
+        env.insert(origins_var(&r.id), format!("http://127.0.0.1:{} http://127.0.0.1:{}", 7000 + i, 7100 + i));
+        env.insert(key_var(&r.id), format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id));
+    }
+    Config::assemble(SHIPPED_POLICY, &|n| env.get(n).cloned()).unwrap()
+}
+
+fn phases(c: &mut Criterion) {
+    let config = config();
+    let campaign = config.policy.campaign("spring-launch").unwrap().clone();
+    c.bench_function("validate (parse + check)", |b| {
+        b.iter(|| validate(&campaign, parse_body(Encoding::Json, black_box(BODY)).unwrap()).unwrap())
+    });
+    let declared = harbour::country::Country::parse("IT");
+    c.bench_function("classify", |b| {
+        b.iter(|| classify(&config.policy, PlatformCountry::read(black_box(Some("IT"))), declared).unwrap())
+    });
+    let key = SigningKey::new(b"eu-key-0123456789abcdefghijklmnopqrstuv").unwrap();
+    c.bench_function("sign (sha256 of body + hmac)", |b| {
+        b.iter(|| {
+            let hash = sha256_hex(black_box(BODY));
+            key.sign(&Signed { method: "POST", path: "/v1/submissions", timestamp_ms: 1, region: "eu", idempotency_key: "k-0123456789abcdef", body_sha256_hex: &hash })
+        })
+    });
+    let mut edge = Edge::new(Ok(config.clone()), 3);
+    let mut n = 0u32;
+    c.bench_function("decide (whole pipeline to a signed plan)", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let ip = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+            let facts = Facts {
+                method: "POST",
+                url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+                content_type: Some("application/json"),
+                body: Body::Bytes(BODY),
+                country: Some("IT"),
+                client_ip: Some(&ip),
+                idempotency_key: None,
+                origin: None,
+                now_ms: 1_764_000_000_000 + u64::from(n),
+            };
+            match edge.decide(&facts) {
+                Step::Forward { plan } => plan,
+                Step::Reply { reply, .. } => panic!("{}", reply.body),
+            }
+        })
+    });
+    let Step::Forward { plan } = Edge::new(Ok(config.clone()), 4).decide(&Facts {
+        method: "POST",
+        url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+        content_type: Some("application/json"),
+        body: Body::Bytes(BODY),
+        country: Some("IT"),
+        client_ip: Some("192.0.2.1"),
+        idempotency_key: None,
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    }) else {
+        panic!("not forwarded")
+    };
+    let ticket_json = serde_json::to_string(&plan.ticket).unwrap();
+    let receipt = r#"{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}"#;
+    c.bench_function("conclude (ticket + origin receipt to the 202)", |b| {
+        b.iter(|| {
+            let ticket = serde_json::from_str(black_box(&ticket_json)).unwrap();
+            after_attempt(&config, ticket, Outcome::Answered { status: 201, body: receipt }, 1_764_000_000_010)
+        })
+    });
+}
+
+criterion_group!(benches, phases);
+criterion_main!(benches);
