@@ -13,14 +13,25 @@ use harbour::residency::{classify, PlatformCountry};
 use harbour::signature::{sha256_hex, Signed, SigningKey};
 use harbour::validate::{parse_body, validate, Encoding};
 
-const BODY: &[u8] = br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
+const BODY: &[u8] =
+    br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
 
 fn config() -> Config {
     let policy = Policy::shipped().unwrap();
     let mut env = HashMap::new();
     for (i, r) in policy.regions.iter().enumerate() {
-        env.insert(origins_var(&r.id), format!("http://127.0.0.1:{} http://127.0.0.1:{}", 7000 + i, 7100 + i));
-        env.insert(key_var(&r.id), format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id));
+        env.insert(
+            origins_var(&r.id),
+            format!(
+                "http://127.0.0.1:{} http://127.0.0.1:{}",
+                7000 + i,
+                7100 + i
+            ),
+        );
+        env.insert(
+            key_var(&r.id),
+            format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id),
+        );
     }
     Config::assemble(SHIPPED_POLICY, &|n| env.get(n).cloned()).unwrap()
 }
@@ -29,17 +40,37 @@ fn phases(c: &mut Criterion) {
     let config = config();
     let campaign = config.policy.campaign("spring-launch").unwrap().clone();
     c.bench_function("validate (parse + check)", |b| {
-        b.iter(|| validate(&campaign, parse_body(Encoding::Json, black_box(BODY)).unwrap()).unwrap())
+        b.iter(|| {
+            validate(
+                &campaign,
+                parse_body(Encoding::Json, black_box(BODY)).unwrap(),
+            )
+            .unwrap()
+        })
     });
     let declared = harbour::country::Country::parse("IT");
     c.bench_function("classify", |b| {
-        b.iter(|| classify(&config.policy, PlatformCountry::read(black_box(Some("IT"))), declared).unwrap())
+        b.iter(|| {
+            classify(
+                &config.policy,
+                PlatformCountry::read(black_box(Some("IT"))),
+                declared,
+            )
+            .unwrap()
+        })
     });
     let key = SigningKey::new(b"eu-key-0123456789abcdefghijklmnopqrstuv").unwrap();
     c.bench_function("sign (sha256 of body + hmac)", |b| {
         b.iter(|| {
             let hash = sha256_hex(black_box(BODY));
-            key.sign(&Signed { method: "POST", path: "/v1/submissions", timestamp_ms: 1, region: "eu", idempotency_key: "k-0123456789abcdef", body_sha256_hex: &hash })
+            key.sign(&Signed {
+                method: "POST",
+                path: "/v1/submissions",
+                timestamp_ms: 1,
+                region: "eu",
+                idempotency_key: "k-0123456789abcdef",
+                body_sha256_hex: &hash,
+            })
         })
     });
     let mut edge = Edge::new(Ok(config.clone()), 3);
@@ -83,7 +114,15 @@ fn phases(c: &mut Criterion) {
     c.bench_function("conclude (ticket + origin receipt to the 202)", |b| {
         b.iter(|| {
             let ticket = serde_json::from_str(black_box(&ticket_json)).unwrap();
-            after_attempt(&config, ticket, Outcome::Answered { status: 201, body: receipt }, 1_764_000_000_010)
+            after_attempt(
+                &config,
+                ticket,
+                Outcome::Answered {
+                    status: 201,
+                    body: receipt,
+                },
+                1_764_000_000_010,
+            )
         })
     });
 }

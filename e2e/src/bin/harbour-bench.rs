@@ -64,13 +64,28 @@ fn plan(mix: Mix, run: u32, n: u64) -> Planned {
     let ip = match kind {
         2 | 3 => format!("198.18.0.{}", n % 10),
         _ => {
-            let i = if mix == Mix::ValidOnly { n } else { n % 400_000 };
+            let i = if mix == Mix::ValidOnly {
+                n
+            } else {
+                n % 400_000
+            };
             format!("100.{}.{}.{}", 64 + (i >> 16) % 64, (i >> 8) & 255, i & 255)
         }
     };
-    let email = if kind < 2 { format!("load{run}-{n}-at-example.org") } else { format!("load{run}-{n}@example.org") };
-    let body = format!(r#"{{"name":"Load Visitor {n}","email":"{email}","country":"{country}","consent":true}}"#);
-    Planned { country, ip, body, valid: kind >= 2 }
+    let email = if kind < 2 {
+        format!("load{run}-{n}-at-example.org")
+    } else {
+        format!("load{run}-{n}@example.org")
+    };
+    let body = format!(
+        r#"{{"name":"Load Visitor {n}","email":"{email}","country":"{country}","consent":true}}"#
+    );
+    Planned {
+        country,
+        ip,
+        body,
+        valid: kind >= 2,
+    }
 }
 
 fn request_bytes(p: &Planned) -> Vec<u8> {
@@ -91,17 +106,29 @@ fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Resul
     loop {
         if let Some(split) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..split]).to_ascii_lowercase();
-            let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
             if let Some(length) = length {
                 if buffer.len() >= split + 4 + length {
-                    let body = String::from_utf8_lossy(&buffer[split + 4..split + 4 + length]).into_owned();
+                    let body = String::from_utf8_lossy(&buffer[split + 4..split + 4 + length])
+                        .into_owned();
                     buffer.drain(..split + 4 + length);
                     return Ok((status, body));
                 }
             } else if head.contains("transfer-encoding: chunked") {
-                if let Some(end) = buffer[split + 4..].windows(5).position(|w| w == b"0\r\n\r\n") {
-                    let body = String::from_utf8_lossy(&buffer[split + 4..split + 4 + end]).into_owned();
+                if let Some(end) = buffer[split + 4..]
+                    .windows(5)
+                    .position(|w| w == b"0\r\n\r\n")
+                {
+                    let body =
+                        String::from_utf8_lossy(&buffer[split + 4..split + 4 + end]).into_owned();
                     buffer.drain(..split + 4 + end + 5);
                     return Ok((status, body));
                 }
@@ -118,7 +145,10 @@ fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Resul
 }
 
 fn outcome_label(status: u16, body: &str) -> String {
-    let code = body.split("\"code\":\"").nth(1).and_then(|rest| rest.split('"').next());
+    let code = body
+        .split("\"code\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next());
     match code {
         Some(code) => format!("{status} {code}"),
         None => status.to_string(),
@@ -166,7 +196,9 @@ fn run_load(load: &Load) -> Stats {
     let merged = Arc::new(Mutex::new(Stats::default()));
     let started = Instant::now();
     let deadline = started + load.duration;
-    let per_connection_interval = load.rate.map(|r| Duration::from_secs_f64(load.connections as f64 / r));
+    let per_connection_interval = load
+        .rate
+        .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
     let threads: Vec<_> = (0..load.connections)
         .map(|c| {
             let next = next.clone();
@@ -177,7 +209,8 @@ fn run_load(load: &Load) -> Stats {
                 let mut stream: Option<TcpStream> = None;
                 let mut buffer = Vec::new();
                 // Spread the connections' schedules over one interval.
-                let offset = per_connection_interval.map(|i| i.mul_f64(c as f64 / 64.0_f64.max(1.0)).min(i));
+                let offset =
+                    per_connection_interval.map(|i| i.mul_f64(c as f64 / 64.0_f64.max(1.0)).min(i));
                 let mut scheduled = started + offset.unwrap_or_default();
                 loop {
                     if let Some(interval) = per_connection_interval {
@@ -196,7 +229,13 @@ fn run_load(load: &Load) -> Stats {
                     let bytes = request_bytes(&planned);
                     // Latency from the scheduled send time at a fixed rate, so a stall is not hidden
                     // by sending late (coordinated omission).
-                    let from = if per_connection_interval.is_some() { scheduled.checked_sub(per_connection_interval.unwrap_or_default()).unwrap_or(now) } else { now };
+                    let from = if per_connection_interval.is_some() {
+                        scheduled
+                            .checked_sub(per_connection_interval.unwrap_or_default())
+                            .unwrap_or(now)
+                    } else {
+                        now
+                    };
                     local.sent += 1;
                     let mut answer = None;
                     for _attempt in 0..2 {
@@ -223,7 +262,10 @@ fn run_load(load: &Load) -> Stats {
                         Some((status, body)) => {
                             local.answered += 1;
                             local.latencies_us.push(from.elapsed().as_micros() as u64);
-                            *local.outcomes.entry(outcome_label(status, &body)).or_default() += 1;
+                            *local
+                                .outcomes
+                                .entry(outcome_label(status, &body))
+                                .or_default() += 1;
                             local.per_request.push((n, status));
                         }
                         None => {
@@ -257,7 +299,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -275,7 +318,9 @@ fn start() -> Bench {
     let dir = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let origin_bin = std::env::var_os("HARBOUR_ORIGIN_BIN").map(PathBuf::from).unwrap_or_else(|| root.join("target/release/harbour-origin"));
+    let origin_bin = std::env::var_os("HARBOUR_ORIGIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/harbour-origin"));
     let mut origins = Vec::new();
     let mut bindings = String::new();
     let mut dbs = Vec::new();
@@ -286,15 +331,29 @@ fn start() -> Bench {
         let log = std::fs::File::create(dir.join(format!("origin-{region}.log"))).unwrap();
         let mut command = Command::new(&origin_bin);
         command
-            .args(["--region", region, "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .args([
+                "--region",
+                region,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--db",
+            ])
             .arg(&db)
             .env(key_var(region), &key)
             .stdout(Stdio::null())
             .stderr(log);
         origins.push(Process::spawn(&format!("origin {region}"), &mut command));
-        wait_until(&format!("origin {region}"), Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        bindings.push_str(&format!("(name = \"{}\", text = \"http://127.0.0.1:{port}\"),\n", origins_var(region)));
-        bindings.push_str(&format!("(name = \"{}\", text = \"{key}\"),\n", key_var(region)));
+        wait_until(&format!("origin {region}"), Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        bindings.push_str(&format!(
+            "(name = \"{}\", text = \"http://127.0.0.1:{port}\"),\n",
+            origins_var(region)
+        ));
+        bindings.push_str(&format!(
+            "(name = \"{}\", text = \"{key}\"),\n",
+            key_var(region)
+        ));
         dbs.push((region, db));
     }
     let (harbour_port, baseline_port) = (free_port(), free_port());
@@ -339,13 +398,26 @@ const baseline :Workerd.Worker = (
     let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
     let workerd_bin = root.join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
     let mut command = Command::new(workerd_bin);
-    command.arg("serve").arg(&config_path).stdout(log.try_clone().unwrap()).stderr(log);
+    command
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
     let workerd = Process::spawn("workerd", &mut command);
-    let probe = format!("GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let probe = "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     wait_until("workerd", Duration::from_secs(30), || {
-        harbour_e2e::raw(harbour_port, probe.as_bytes()).map(|r| r.status == 200).unwrap_or(false)
+        harbour_e2e::raw(harbour_port, probe.as_bytes())
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
     });
-    Bench { dir, harbour_port, baseline_port, workerd, _origins: origins, dbs }
+    Bench {
+        dir,
+        harbour_port,
+        baseline_port,
+        workerd,
+        _origins: origins,
+        dbs,
+    }
 }
 
 fn measure(bench: &Bench, load: &Load) -> (Stats, f64) {
@@ -362,14 +434,32 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn compare(bench: &Bench, short: bool) {
-    let (rounds, seconds, fixed_rate) = if short { (2, 3, 1000.0) } else { (4, 8, 2000.0) };
+    let (rounds, seconds, fixed_rate) = if short {
+        (2, 3, 1000.0)
+    } else {
+        (4, 8, 2000.0)
+    };
     let mut first = 0u64;
-    let mut results: HashMap<(&str, &str), Vec<(f64, f64, f64, f64)>> = HashMap::new();
+    // (throughput, CPU µs per request, p50 ms, p99 ms) per (worker, phase)
+    type Sample = (f64, f64, f64, f64);
+    type Row<'a> = (&'a str, &'a str, fn(&Sample) -> f64);
+    let mut results: HashMap<(&str, &str), Vec<Sample>> = HashMap::new();
     println!("comparison: {rounds} interleaved rounds of {seconds} s per phase, valid submissions only, 32 connections");
     for round in 0..rounds {
-        for (name, port) in [("harbour", bench.harbour_port), ("baseline", bench.baseline_port)] {
+        for (name, port) in [
+            ("harbour", bench.harbour_port),
+            ("baseline", bench.baseline_port),
+        ] {
             for (phase, rate) in [("max", None), ("fixed", Some(fixed_rate))] {
-                let load = Load { port, connections: 32, duration: Duration::from_secs(seconds), rate, mix: Mix::ValidOnly, run: 1, first };
+                let load = Load {
+                    port,
+                    connections: 32,
+                    duration: Duration::from_secs(seconds),
+                    rate,
+                    mix: Mix::ValidOnly,
+                    run: 1,
+                    first,
+                };
                 let (stats, cpu) = measure(bench, &load);
                 first += stats.sent + 1;
                 let cpu_us = cpu * 1e6 / stats.answered.max(1) as f64;
@@ -377,16 +467,21 @@ fn compare(bench: &Bench, short: bool) {
                     "  round {round} {name:8} {phase:5}: {:7.0} req/s, CPU {:6.1} us/req, p50 {:6.2} ms, p99 {:6.2} ms, outcomes {:?}",
                     stats.throughput(), cpu_us, stats.percentile_ms(0.5), stats.percentile_ms(0.99), stats.outcomes
                 );
-                results.entry((name, phase)).or_default().push((stats.throughput(), cpu_us, stats.percentile_ms(0.5), stats.percentile_ms(0.99)));
+                results.entry((name, phase)).or_default().push((
+                    stats.throughput(),
+                    cpu_us,
+                    stats.percentile_ms(0.5),
+                    stats.percentile_ms(0.99),
+                ));
             }
         }
     }
-    let summary = |name, phase, pick: fn(&(f64, f64, f64, f64)) -> f64| {
+    let summary = |name, phase, pick: fn(&Sample) -> f64| {
         let mut v: Vec<f64> = results[&(name, phase)].iter().map(pick).collect();
         median(&mut v)
     };
     println!("medians (harbour / baseline = ratio):");
-    let rows: [(&str, &str, fn(&(f64, f64, f64, f64)) -> f64); 5] = [
+    let rows: [Row; 5] = [
         ("throughput req/s (max)", "max", |r| r.0),
         ("CPU us/req (max)", "max", |r| r.1),
         ("CPU us/req (fixed rate)", "fixed", |r| r.1),
@@ -396,19 +491,33 @@ fn compare(bench: &Bench, short: bool) {
     for (label, phase, pick) in rows {
         let h = summary("harbour", phase, pick);
         let b = summary("baseline", phase, pick);
-        println!("  {label:26} harbour {h:9.2}   baseline {b:9.2}   ratio {:5.2}", h / b);
+        println!(
+            "  {label:26} harbour {h:9.2}   baseline {b:9.2}   ratio {:5.2}",
+            h / b
+        );
     }
     println!("  (fixed rate = {fixed_rate:.0} req/s offered)");
 }
 
 fn expected_region(policy: &Policy, country: &str) -> String {
-    policy.region(policy.region_of(Country::parse(country).unwrap())).id.clone()
+    policy
+        .region(policy.region_of(Country::parse(country).unwrap()))
+        .id
+        .clone()
 }
 
 fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
     let policy = Policy::shipped().unwrap();
     println!("rehearsal: {rate:.0} req/s offered for {duration_s} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients)");
-    let load = Load { port: bench.harbour_port, connections: 256, duration: Duration::from_secs(duration_s), rate: Some(rate), mix: Mix::Realistic, run: 2, first: 0 };
+    let load = Load {
+        port: bench.harbour_port,
+        connections: 256,
+        duration: Duration::from_secs(duration_s),
+        rate: Some(rate),
+        mix: Mix::Realistic,
+        run: 2,
+        first: 0,
+    };
     let (stats, cpu) = measure(bench, &load);
     // Audit against the databases.
     let mut stored: HashMap<u64, String> = HashMap::new();
@@ -416,7 +525,13 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
     for (region, db) in &bench.dbs {
         for row in read_rows(db) {
             let email = row.payload["fields"]["email"].as_str().unwrap_or("");
-            let Some(n) = email.strip_prefix("load2-").and_then(|r| r.split('@').next()).and_then(|n| n.parse::<u64>().ok()) else { continue };
+            let Some(n) = email
+                .strip_prefix("load2-")
+                .and_then(|r| r.split('@').next())
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
             let expected = expected_region(&policy, plan(Mix::Realistic, 2, n).country);
             if row.region != *region || expected != *region {
                 cross_region += 1;
@@ -436,34 +551,69 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
         let is_stored = stored.contains_key(n);
         // Lost: sent, and neither stored nor told to retry (a 202 without a row, or no answer
         // for something that was not stored).
-        if (*status == 202 && !is_stored) || (*status == 0 && !is_stored && planned_valid) || (!refused && !told_to_retry && *status != 202 && !is_stored && planned_valid) {
+        if (*status == 202 && !is_stored)
+            || (*status == 0 && !is_stored && planned_valid)
+            || (!refused && !told_to_retry && *status != 202 && !is_stored && planned_valid)
+        {
             lost += 1;
         }
     }
     let mut outcomes: Vec<_> = stats.outcomes.iter().collect();
     outcomes.sort();
-    println!("  sent {}, answered {}, achieved {:.0} req/s", stats.sent, stats.answered, stats.answered as f64 / stats.elapsed.as_secs_f64());
+    println!(
+        "  sent {}, answered {}, achieved {:.0} req/s",
+        stats.sent,
+        stats.answered,
+        stats.answered as f64 / stats.elapsed.as_secs_f64()
+    );
     println!("  accepted (202) {accepted}, rows stored {}", stored.len());
     for (label, count) in outcomes {
         println!("    {label:40} {count}");
     }
     println!("  lost {lost}, cross-region deliveries {cross_region}");
-    println!("  latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms", stats.percentile_ms(0.5), stats.percentile_ms(0.95), stats.percentile_ms(0.99));
-    println!("  workerd CPU {:.1} us per request ({:.2} cores at the achieved rate)", cpu * 1e6 / stats.answered.max(1) as f64, cpu / stats.elapsed.as_secs_f64());
+    println!(
+        "  latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        stats.percentile_ms(0.5),
+        stats.percentile_ms(0.95),
+        stats.percentile_ms(0.99)
+    );
+    println!(
+        "  workerd CPU {:.1} us per request ({:.2} cores at the achieved rate)",
+        cpu * 1e6 / stats.answered.max(1) as f64,
+        cpu / stats.elapsed.as_secs_f64()
+    );
     lost == 0 && cross_region == 0
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<f64>().ok());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
     let bench = start();
-    println!("workerd on 127.0.0.1 (harbour :{}, baseline :{}), files in {}", bench.harbour_port, bench.baseline_port, bench.dir.display());
+    println!(
+        "workerd on 127.0.0.1 (harbour :{}, baseline :{}), files in {}",
+        bench.harbour_port,
+        bench.baseline_port,
+        bench.dir.display()
+    );
     let ok = if args.iter().any(|a| a == "--rehearsal") {
-        rehearse(&bench, value("--rate").unwrap_or(5000.0), value("--duration").unwrap_or(300.0) as u64)
+        rehearse(
+            &bench,
+            value("--rate").unwrap_or(5000.0),
+            value("--duration").unwrap_or(300.0) as u64,
+        )
     } else {
         let short = args.iter().any(|a| a == "--short");
         compare(&bench, short);
-        if short { rehearse(&bench, 1000.0, 5) } else { true }
+        if short {
+            rehearse(&bench, 1000.0, 5)
+        } else {
+            true
+        }
     };
     drop(bench);
     std::process::exit(if ok { 0 } else { 1 });
