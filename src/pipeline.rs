@@ -14,10 +14,51 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::forward::{self, ForwardPlan, Next, Outcome, PlanInput, Ticket};
 use crate::limit::{ClientKey, Decision, Limiter, Quota};
+use crate::policy::FORM_TOKEN_KEY;
 use crate::policy::{Campaign, FieldKind, PolicyError};
 use crate::reply::{problem, retry_after_seconds, Reply};
 use crate::residency::{classify, PlatformCountry};
-use crate::validate::{parse_body, validate, Encoding};
+use crate::validate::{parse_body, validate, Encoding, RawValue};
+
+/// Forms older than this are refused as too fast too: a token is not a lasting pass.
+const FORM_TOKEN_MAX_AGE_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn form_token_mac(config: &Config, campaign: &str, issued_ms: u64) -> String {
+    // Keyed with the rest-of-world region's signing key under a message prefix of its own.
+    let key = &config.regions[config.policy.rest_of_world.get()].key;
+    let mac = key.mac_hex(&format!("harbour-form-v1\n{campaign}\n{issued_ms}"));
+    mac[..32].to_owned()
+}
+
+/// `{issued_ms}.{mac}`: when the form was handed out, vouched for by harbour.
+pub fn form_token(config: &Config, campaign: &str, now_ms: u64) -> String {
+    format!("{now_ms}.{}", form_token_mac(config, campaign, now_ms))
+}
+
+fn form_token_ok(
+    config: &Config,
+    campaign: &str,
+    token: &str,
+    min_fill_ms: u64,
+    now_ms: u64,
+) -> bool {
+    let Some((issued, mac)) = token.split_once('.') else {
+        return false;
+    };
+    let Ok(issued_ms) = issued.parse::<u64>() else {
+        return false;
+    };
+    let age = now_ms.saturating_sub(issued_ms);
+    let expected = form_token_mac(config, campaign, issued_ms);
+    // Constant time, so response timing says nothing about how much of a forgery matched.
+    let same = mac.len() == expected.len()
+        && mac
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    same && issued_ms <= now_ms && age >= min_fill_ms && age <= FORM_TOKEN_MAX_AGE_MS
+}
 
 /// Keys the limiter may hold per isolate before it sheds recovered and near-recovered ones.
 const MAX_LIMITER_KEYS: usize = 200_000;
@@ -262,8 +303,13 @@ impl Edge {
         };
         log.campaign = Some(campaign.id.clone());
         if wants_form {
-            return Err(Reply::json(200, &form_description(campaign))
-                .with_header("cache-control", "public, max-age=60"));
+            let mut description = form_description(campaign);
+            if campaign.min_fill_ms.is_some() {
+                description["form_token"] =
+                    Value::from(form_token(config, &campaign.id, facts.now_ms));
+            }
+            // Not shared by caches: the token carries the time the form was handed out.
+            return Err(Reply::json(200, &description));
         }
         let cors_origin = match facts.origin {
             None => None,
@@ -349,7 +395,7 @@ impl Edge {
 
         // validate
         log.phase = "validate";
-        let pairs = parse_body(encoding, bytes).map_err(|e| {
+        let mut pairs = parse_body(encoding, bytes).map_err(|e| {
             cors(problem(
                 400,
                 e.code(),
@@ -358,6 +404,18 @@ impl Edge {
                 None,
             ))
         })?;
+        let token = pairs
+            .iter()
+            .position(|(key, _)| key == FORM_TOKEN_KEY)
+            .map(|i| pairs.remove(i).1);
+        let too_fast = match (campaign.min_fill_ms, token) {
+            (Some(min_fill_ms), Some(RawValue::Text(token))) => {
+                !form_token_ok(config, &campaign.id, &token, min_fill_ms, facts.now_ms)
+            }
+            (Some(_), Some(_)) => true,
+            // API clients without the page send none; the honeypot and limits still apply.
+            _ => false,
+        };
         let submission = validate(campaign, pairs).map_err(|errors| {
             let detail = format!("{} field(s) need attention", errors.len());
             let errors: Vec<Value> = errors
@@ -465,9 +523,10 @@ impl Edge {
             ),
         ];
 
-        // A filled honeypot looks accepted and goes nowhere.
-        if submission.honeypot_filled {
-            log.outcome = "honeypot".into();
+        // A filled honeypot, or a form sent faster than a person fills it, looks accepted and
+        // goes nowhere.
+        if submission.honeypot_filled || too_fast {
+            log.outcome = if too_fast { "too_fast" } else { "honeypot" }.into();
             let mut reply = Reply::json(
                 202,
                 &json!({

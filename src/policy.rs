@@ -102,7 +102,13 @@ pub struct Campaign {
     pub allowed_origins: Vec<String>,
     pub per_client: Quota,
     pub campaign: Quota,
+    /// A form filled faster than this is a bot's: accepted quietly, forwarded nowhere. Needs the
+    /// form token the campaign page carries (see `pipeline`).
+    pub min_fill_ms: Option<u64>,
 }
+
+/// The body key under which the campaign page sends its form token; no field may use it.
+pub const FORM_TOKEN_KEY: &str = "_form";
 
 impl Campaign {
     pub fn field(&self, name: &str) -> Option<&Field> {
@@ -238,6 +244,7 @@ struct RawCampaign {
     #[serde(default)]
     allowed_origins: Vec<String>,
     honeypot: Option<String>,
+    min_fill_ms: Option<u64>,
     limits: RawCampaignLimits,
     fields: Vec<RawField>,
 }
@@ -482,6 +489,12 @@ impl Checker {
                     format!("duplicate field {:?}", f.name),
                 );
             }
+            if f.name == FORM_TOKEN_KEY {
+                self.fail(
+                    format!("{fpath}.name"),
+                    format!("{FORM_TOKEN_KEY:?} is reserved for the form token"),
+                );
+            }
             if let Some(field) = self.field(&fpath, f) {
                 fields.push(field);
             }
@@ -501,7 +514,16 @@ impl Checker {
                 );
             }
         }
+        if let Some(ms) = c.min_fill_ms {
+            if ms > 600_000 {
+                self.fail(
+                    format!("{path}.min_fill_ms"),
+                    format!("{ms} is over 600000 ms"),
+                );
+            }
+        }
         Some(Campaign {
+            min_fill_ms: c.min_fill_ms,
             id: c.id,
             title: c.title,
             fields,

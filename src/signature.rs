@@ -86,6 +86,14 @@ impl SigningKey {
         format!("v1={}", hex(&mac.finalize().into_bytes()))
     }
 
+    /// HMAC of a message in hex, for harbour's own tokens (a different message prefix than the
+    /// forward signature, so one can never stand in for the other).
+    pub fn mac_hex(&self, message: &str) -> String {
+        let mut mac = self.prepared.clone();
+        mac.update(message.as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
     /// Constant-time comparison of a received header value.
     pub fn verify(&self, signed: &Signed, header: &str) -> bool {
         let Some(hex_mac) = header.trim().strip_prefix("v1=") else {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use harbour::config::{key_var, origins_var, Config};
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_REGION, HEADER_SIGNATURE};
-use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::pipeline::{form_token, Body, Edge, Facts, Step};
 use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::reply::Reply;
 
@@ -398,4 +398,65 @@ fn decision_logs_carry_no_personal_data() {
     assert_eq!(parsed["phase"], "validate");
     assert_eq!(parsed["outcome"], "validation_failed");
     assert_eq!(parsed["latency_ms"], 5);
+}
+
+#[test]
+fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
+    let config = config();
+    let mut edge = Edge::new(Ok(config.clone()), 1);
+    let description = reply(edge.decide(&Facts {
+        url: "https://campaign.example/api/campaigns/spring-launch",
+        ..facts("GET", None, Body::Unread, None, "192.0.2.50")
+    }));
+    let description: serde_json::Value = serde_json::from_str(&description.body).unwrap();
+    let token = description["form_token"].as_str().unwrap().to_owned();
+    let issued: u64 = token.split('.').next().unwrap().parse().unwrap();
+    let submit = |edge: &mut Edge, token: &str, after_ms: u64, ip: &str| {
+        let body = format!(
+            r#"{{"name":"Ada","email":"ada{after_ms}@example.org","country":"IT","consent":true,"_form":"{token}"}}"#
+        );
+        let f = Facts {
+            now_ms: issued + after_ms,
+            ..facts(
+                "POST",
+                Some("application/json"),
+                Body::Bytes(body.as_bytes()),
+                Some("IT"),
+                ip,
+            )
+        };
+        edge.decide(&f)
+    };
+    // Too fast: answered like success, not forwarded.
+    let fast = reply(submit(&mut edge, &token, 300, "192.0.2.51"));
+    assert_eq!(fast.status, 202);
+    // After the policy's minimum fill time: forwarded.
+    assert!(matches!(
+        submit(&mut edge, &token, 1_500, "192.0.2.52"),
+        Step::Forward { .. }
+    ));
+    // A forged or altered token is treated as a bot's, however old it claims to be.
+    let forged = format!("{}.{}", issued - 60_000, "0".repeat(32));
+    assert_eq!(
+        reply(submit(&mut edge, &forged, 1_500, "192.0.2.53")).status,
+        202
+    );
+    let stale = form_token(&config, "spring-launch", issued - 25 * 60 * 60 * 1000);
+    assert_eq!(
+        reply(submit(&mut edge, &stale, 1_500, "192.0.2.54")).status,
+        202
+    );
+    // Without a token (an API client), the submission is judged on its content alone.
+    let plain = facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(VALID.as_bytes()),
+        Some("IT"),
+        "192.0.2.55",
+    );
+    let step = edge.decide(&Facts {
+        now_ms: issued + 2_000,
+        ..plain
+    });
+    assert!(matches!(step, Step::Forward { .. }));
 }

@@ -72,6 +72,7 @@
       else if (f.type === "integer") { if (input.value !== "") out[f.name] = Number(input.value); }
       else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
+    if (description.form_token) out._form = description.form_token;
     const honeypot = form.elements[description.honeypot];
     if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
     return out;

@@ -143,6 +143,8 @@ async function visit(country) {
   page.on("pageerror", (error) => console.log(`# page error: ${error.message}`));
   await page.goto(base + "/");
   await page.getByLabel("Full name").waitFor();
+  // The policy's minimum fill time: a form sent sooner is taken for a bot's.
+  await page.waitForTimeout(1600);
   return page;
 }
 
