@@ -1,14 +1,13 @@
 //! Native cost of the pure core's phases, per submission (`scripts/bench` prints these).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use harbour::config::{key_var, origins_var, Config};
+use harbour::config::Config;
 use harbour::forward::{after_attempt, Outcome};
 use harbour::pipeline::{Body, Edge, Facts, Step};
-use harbour::policy::{Policy, SHIPPED_POLICY};
+use harbour::policy::SHIPPED_POLICY;
 use harbour::residency::{classify, PlatformCountry};
 use harbour::signature::{sha256_hex, Signed, SigningKey};
 use harbour::validate::{parse_body, validate, Encoding};
@@ -17,23 +16,7 @@ const BODY: &[u8] =
     br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
 
 fn config() -> Config {
-    let policy = Policy::shipped().unwrap();
-    let mut env = HashMap::new();
-    for (i, r) in policy.regions.iter().enumerate() {
-        env.insert(
-            origins_var(&r.id),
-            format!(
-                "http://127.0.0.1:{} http://127.0.0.1:{}",
-                7000 + i,
-                7100 + i
-            ),
-        );
-        env.insert(
-            key_var(&r.id),
-            format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id),
-        );
-    }
-    Config::assemble(SHIPPED_POLICY, &|n| env.get(n).cloned()).unwrap()
+    Config::local(SHIPPED_POLICY, 7000).unwrap()
 }
 
 fn phases(c: &mut Criterion) {

@@ -126,6 +126,38 @@ impl Config {
         }
     }
 
+    /// The environment of a local stack: every region of `policy_json` on two origins at
+    /// 127.0.0.1 (`base_port + i` primary, `base_port + 100 + i` secondary) with fixed keys.
+    /// For tests, benches and tools; a deployment reads its own environment.
+    pub fn local_env(
+        policy_json: &str,
+        base_port: u16,
+    ) -> Result<Vec<(String, String)>, PolicyError> {
+        let policy = Policy::parse(policy_json)?;
+        let mut env = Vec::new();
+        for (i, region) in policy.regions.iter().enumerate() {
+            let (primary, secondary) =
+                (usize::from(base_port) + i, usize::from(base_port) + 100 + i);
+            env.push((
+                origins_var(&region.id),
+                format!("http://127.0.0.1:{primary} http://127.0.0.1:{secondary}"),
+            ));
+            env.push((
+                key_var(&region.id),
+                format!("{}-secret-0123456789abcdefghijklmnop", region.id),
+            ));
+        }
+        Ok(env)
+    }
+
+    /// `assemble` over `local_env`.
+    pub fn local(policy_json: &str, base_port: u16) -> Result<Config, PolicyError> {
+        let env = Config::local_env(policy_json, base_port)?;
+        Config::assemble(policy_json, &|name| {
+            env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        })
+    }
+
     pub fn origins(&self, region: RegionIndex) -> &[Origin] {
         self.regions
             .get(region.0)
@@ -140,30 +172,15 @@ pub(crate) mod tests {
     use crate::policy::SHIPPED_POLICY;
     use std::collections::HashMap;
 
-    /// Every shipped region with two local origins and a key.
     pub fn local_env() -> HashMap<String, String> {
-        let policy = Policy::shipped().unwrap();
-        let mut env = HashMap::new();
-        for (i, region) in policy.regions.iter().enumerate() {
-            env.insert(
-                origins_var(&region.id),
-                format!(
-                    "http://127.0.0.1:{} http://127.0.0.1:{}",
-                    9100 + i,
-                    9200 + i
-                ),
-            );
-            env.insert(
-                key_var(&region.id),
-                format!("{}-secret-0123456789abcdefghijklmnop", region.id),
-            );
-        }
-        env
+        Config::local_env(SHIPPED_POLICY, 9100)
+            .unwrap()
+            .into_iter()
+            .collect()
     }
 
     pub fn local_config() -> Config {
-        let env = local_env();
-        Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap()
+        Config::local(SHIPPED_POLICY, 9100).unwrap()
     }
 
     #[test]

@@ -2,35 +2,17 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-
-use harbour::config::{key_var, origins_var, Config};
+use harbour::config::Config;
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_REGION, HEADER_SIGNATURE};
 use harbour::pipeline::{form_token, Body, Edge, Facts, Step};
-use harbour::policy::{Policy, SHIPPED_POLICY};
+use harbour::policy::SHIPPED_POLICY;
 use harbour::reply::Reply;
 
 const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const VALID: &str = r#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
 
 fn config() -> Config {
-    let policy = Policy::shipped().unwrap();
-    let mut env = HashMap::new();
-    for (i, r) in policy.regions.iter().enumerate() {
-        env.insert(
-            origins_var(&r.id),
-            format!(
-                "http://127.0.0.1:{} http://127.0.0.1:{}",
-                7000 + i,
-                7100 + i
-            ),
-        );
-        env.insert(
-            key_var(&r.id),
-            format!("{}-key-0123456789abcdefghijklmnopqrstuv", r.id),
-        );
-    }
-    Config::assemble(SHIPPED_POLICY, &|n| env.get(n).cloned()).unwrap()
+    Config::local(SHIPPED_POLICY, 7000).unwrap()
 }
 
 fn facts<'a>(
