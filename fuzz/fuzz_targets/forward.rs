@@ -1,0 +1,55 @@
+//! The forward plan, signature and the walk over origin answers, on arbitrary answers: no
+//! panic, every retry stays in the ticket's region, and the signature verifies.
+#![no_main]
+
+use harbour::config::Config;
+use harbour::forward::{after_attempt, Next, Outcome};
+use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::policy::SHIPPED_POLICY;
+use harbour::signature::{sha256_hex, Signed};
+use libfuzzer_sys::fuzz_target;
+
+const COUNTRIES: [&str; 8] = ["CN", "RU", "IT", "DE", "AU", "US", "BR", "NO"];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, answers)) = data.split_first() else { return };
+    let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    let country = COUNTRIES[usize::from(selector) % COUNTRIES.len()];
+    let declared = COUNTRIES[usize::from(selector >> 3) % COUNTRIES.len()];
+    let body = format!(r#"{{"name":"F","email":"f@example.org","country":"{declared}","consent":true}}"#);
+    let mut edge = Edge::new(Ok(config.clone()), 1);
+    let facts = Facts {
+        method: "POST",
+        url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+        content_type: Some("application/json"),
+        body: Body::Bytes(body.as_bytes()),
+        country: Some(country),
+        client_ip: Some("192.0.2.1"),
+        idempotency_key: None,
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    };
+    let Step::Forward { plan } = edge.decide(&facts) else { panic!("a valid submission was not forwarded") };
+    let header = |name: &str| plan.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    let region = config.policy.regions[plan.ticket.region].id.clone();
+    let hash = sha256_hex(plan.body.as_bytes());
+    let signed = Signed { method: "POST", path: "/v1/submissions", timestamp_ms: facts.now_ms, region: &region, idempotency_key: header("idempotency-key"), body_sha256_hex: &hash };
+    assert!(config.regions[plan.region.get()].key.verify(&signed, header("x-harbour-signature")));
+    // Walk arbitrary origin answers: (status byte pair, body chunk) per attempt.
+    let mut ticket = plan.ticket.clone();
+    for chunk in answers.chunks(24) {
+        let status = chunk.first().map_or(0, |b| u16::from(*b) * 3);
+        let text = String::from_utf8_lossy(chunk.get(1..).unwrap_or(&[]));
+        let outcome = if status == 0 { Outcome::Failed } else { Outcome::Answered { status, body: &text } };
+        match after_attempt(&config, ticket, outcome, facts.now_ms + 100) {
+            Next::Retry { attempt, ticket: next } => {
+                assert!(config.origins(plan.region).iter().any(|o| o.url == attempt.url), "left the region");
+                ticket = next;
+            }
+            Next::Done { reply, .. } => {
+                assert!((200..600).contains(&reply.status));
+                return;
+            }
+        }
+    }
+});

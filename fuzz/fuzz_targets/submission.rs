@@ -1,0 +1,42 @@
+//! The whole request path on arbitrary bodies and headers: no panic, and a body the pipeline
+//! accepts is only ever planned to its region's origins.
+#![no_main]
+
+use harbour::config::Config;
+use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::policy::SHIPPED_POLICY;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    let mut edge = Edge::new(Ok(config), u64::from(selector));
+    let content_type = match selector % 4 {
+        0 => "application/json",
+        1 => "application/x-www-form-urlencoded",
+        2 => "application/json; charset=utf-8",
+        _ => "text/plain",
+    };
+    // Part of the input becomes the country and the key, so odd header values are covered too.
+    let split = rest.len().min(usize::from(selector >> 2) % 8);
+    let (head, body) = rest.split_at(split);
+    let head = String::from_utf8_lossy(head);
+    let facts = Facts {
+        method: "POST",
+        url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+        content_type: Some(content_type),
+        body: Body::Bytes(body),
+        country: Some(if selector & 0x80 == 0 { "IT" } else { &head }),
+        client_ip: Some("192.0.2.1"),
+        idempotency_key: Some(&head),
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    };
+    if let Step::Forward { plan } = edge.decide(&facts) {
+        let config = edge.config().ok().expect("configured");
+        let region = &config.policy.regions[plan.ticket.region].id;
+        assert!(config.origins(plan.region).iter().any(|o| o.url == plan.first.url));
+        assert!(plan.headers.iter().any(|(n, v)| *n == "x-harbour-region" && v == region));
+        assert!(plan.headers.iter().all(|(_, v)| !v.contains(['\r', '\n'])), "header injection");
+    }
+});
