@@ -272,6 +272,16 @@ impl Edge {
             Route::CampaignForm(id) => (id, true),
             Route::Unknown => return Err(not_found("no such resource")),
         };
+        // An unknown campaign is 404 whatever the method.
+        let Some((campaign_index, campaign)) = config
+            .policy
+            .campaigns
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.id == campaign_id)
+        else {
+            return Err(not_found("no such campaign"));
+        };
         let allowed = if wants_form {
             "GET, HEAD"
         } else {
@@ -292,15 +302,6 @@ impl Edge {
             )
             .with_header("allow", allowed));
         }
-        let Some((campaign_index, campaign)) = config
-            .policy
-            .campaigns
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.id == campaign_id)
-        else {
-            return Err(not_found("no such campaign"));
-        };
         log.campaign = Some(campaign.id.clone());
         if wants_form {
             let mut description = form_description(campaign);
