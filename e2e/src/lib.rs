@@ -174,6 +174,16 @@ impl Process {
         }
     }
 
+    /// SIGKILL, as a crash would: no graceful shutdown.
+    pub fn kill_hard(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -7,6 +7,8 @@
 //! harbour-bench --short              the same, shorter phases (seconds)
 //! harbour-bench --rehearsal [--rate 5000] [--duration 300]
 //!                                    the peak: fixed rate, realistic mix, loss and residency audit
+//! harbour-bench --faults [--rate 1000] [--duration 40]
+//!                                    the same audit while the EU origins are killed and restarted
 //!
 //! Numbers are printed, not asserted, except the audit of a rehearsal (lost and cross-region
 //! deliveries must be 0), which sets the exit code.
@@ -203,14 +205,14 @@ fn run_load(load: &Load) -> Stats {
         .map(|c| {
             let next = next.clone();
             let merged = merged.clone();
-            let (port, mix, run) = (load.port, load.mix, load.run);
+            let (port, mix, run, connections) = (load.port, load.mix, load.run, load.connections);
             std::thread::spawn(move || {
                 let mut local = Stats::default();
                 let mut stream: Option<TcpStream> = None;
                 let mut buffer = Vec::new();
                 // Spread the connections' schedules over one interval.
                 let offset =
-                    per_connection_interval.map(|i| i.mul_f64(c as f64 / 64.0_f64.max(1.0)).min(i));
+                    per_connection_interval.map(|i| i.mul_f64(c as f64 / connections as f64));
                 let mut scheduled = started + offset.unwrap_or_default();
                 loop {
                     if let Some(interval) = per_connection_interval {
@@ -304,12 +306,54 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+struct OriginSlot {
+    region: &'static str,
+    port: u16,
+    key: String,
+    db: PathBuf,
+    process: Option<Process>,
+}
+
+fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
+    let origin_bin = std::env::var_os("HARBOUR_ORIGIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/harbour-origin"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("origin-{}-{}.log", slot.region, slot.port)))
+        .unwrap();
+    let mut command = Command::new(origin_bin);
+    command
+        .args([
+            "--region",
+            slot.region,
+            "--listen",
+            &format!("127.0.0.1:{}", slot.port),
+            "--db",
+        ])
+        .arg(&slot.db)
+        .env(key_var(slot.region), &slot.key)
+        .stdout(Stdio::null())
+        .stderr(log);
+    slot.process = Some(Process::spawn(
+        &format!("origin {}", slot.region),
+        &mut command,
+    ));
+    let port = slot.port;
+    wait_until(
+        &format!("origin {}", slot.region),
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
 struct Bench {
     dir: PathBuf,
     harbour_port: u16,
     baseline_port: u16,
     workerd: Process,
-    _origins: Vec<Process>,
+    origins: Arc<Mutex<Vec<OriginSlot>>>,
     dbs: Vec<(&'static str, PathBuf)>,
 }
 
@@ -318,37 +362,30 @@ fn start() -> Bench {
     let dir = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let origin_bin = std::env::var_os("HARBOUR_ORIGIN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/harbour-origin"));
     let mut origins = Vec::new();
     let mut bindings = String::new();
     let mut dbs = Vec::new();
     for region in REGIONS {
-        let port = free_port();
         let key = format!("bench-{region}-0123456789abcdefghijklmnopqrstuvwxyz");
         let db = dir.join(format!("{region}.sqlite"));
-        let log = std::fs::File::create(dir.join(format!("origin-{region}.log"))).unwrap();
-        let mut command = Command::new(&origin_bin);
-        command
-            .args([
-                "--region",
+        let mut ports = Vec::new();
+        // Primary and secondary share the region's database.
+        for _ in 0..2 {
+            let mut slot = OriginSlot {
                 region,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--db",
-            ])
-            .arg(&db)
-            .env(key_var(region), &key)
-            .stdout(Stdio::null())
-            .stderr(log);
-        origins.push(Process::spawn(&format!("origin {region}"), &mut command));
-        wait_until(&format!("origin {region}"), Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+                port: free_port(),
+                key: key.clone(),
+                db: db.clone(),
+                process: None,
+            };
+            spawn_origin(&dir, &mut slot);
+            ports.push(format!("http://127.0.0.1:{}", slot.port));
+            origins.push(slot);
+        }
         bindings.push_str(&format!(
-            "(name = \"{}\", text = \"http://127.0.0.1:{port}\"),\n",
-            origins_var(region)
+            "(name = \"{}\", text = \"{}\"),\n",
+            origins_var(region),
+            ports.join(" ")
         ));
         bindings.push_str(&format!(
             "(name = \"{}\", text = \"{key}\"),\n",
@@ -415,7 +452,7 @@ const baseline :Workerd.Worker = (
         harbour_port,
         baseline_port,
         workerd,
-        _origins: origins,
+        origins: Arc::new(Mutex::new(origins)),
         dbs,
     }
 }
@@ -585,6 +622,43 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
     lost == 0 && cross_region == 0
 }
 
+/// Kills the EU primary, then the EU secondary, then restarts both, while load runs.
+fn inject_faults(bench: &Bench, duration_s: u64) -> std::thread::JoinHandle<()> {
+    let origins = bench.origins.clone();
+    let dir = bench.dir.clone();
+    let step = Duration::from_secs_f64(duration_s as f64 / 4.0);
+    std::thread::spawn(move || {
+        let (primary, secondary) = {
+            let o = origins.lock().unwrap();
+            let eu: Vec<usize> = o
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.region == "eu")
+                .map(|(i, _)| i)
+                .collect();
+            (eu[0], eu[1])
+        };
+        std::thread::sleep(step);
+        println!("  t+{:.0}s: fault: EU primary killed", step.as_secs_f64());
+        if let Some(mut p) = origins.lock().unwrap()[primary].process.take() {
+            p.kill_hard();
+        }
+        std::thread::sleep(step);
+        println!(
+            "  t+{:.0}s: fault: EU secondary killed (the region has no origin)",
+            2.0 * step.as_secs_f64()
+        );
+        if let Some(mut p) = origins.lock().unwrap()[secondary].process.take() {
+            p.kill_hard();
+        }
+        std::thread::sleep(step);
+        println!("  t+{:.0}s: EU origins restarted", 3.0 * step.as_secs_f64());
+        let mut o = origins.lock().unwrap();
+        spawn_origin(&dir, &mut o[primary]);
+        spawn_origin(&dir, &mut o[secondary]);
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
@@ -600,7 +674,14 @@ fn main() {
         bench.baseline_port,
         bench.dir.display()
     );
-    let ok = if args.iter().any(|a| a == "--rehearsal") {
+    let ok = if args.iter().any(|a| a == "--faults") {
+        let duration = value("--duration").unwrap_or(40.0) as u64;
+        println!("faults under load: the EU primary, then the EU secondary, die and come back");
+        let faults = inject_faults(&bench, duration);
+        let ok = rehearse(&bench, value("--rate").unwrap_or(1000.0), duration);
+        faults.join().unwrap();
+        ok
+    } else if args.iter().any(|a| a == "--rehearsal") {
         rehearse(
             &bench,
             value("--rate").unwrap_or(5000.0),
