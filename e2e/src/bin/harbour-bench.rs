@@ -42,6 +42,8 @@ enum Mix {
 
 /// The n-th request of a run, deterministic so the audit can recompute what was sent.
 struct Planned {
+    /// One key per submission, kept across retries, as the campaign page does.
+    key: String,
     country: &'static str,
     ip: String,
     body: String,
@@ -83,6 +85,7 @@ fn plan(mix: Mix, run: u32, n: u64) -> Planned {
         r#"{{"name":"Load Visitor {n}","email":"{email}","country":"{country}","consent":true}}"#
     );
     Planned {
+        key: format!("bench-{run}-{n:012}"),
         country,
         ip,
         body,
@@ -93,7 +96,8 @@ fn plan(mix: Mix, run: u32, n: u64) -> Planned {
 fn request_bytes(p: &Planned) -> Vec<u8> {
     format!(
         "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept-encoding: identity\r\n\
-         cf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
+         idempotency-key: {}\r\ncf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
+        p.key,
         p.ip,
         p.country,
         p.body.len(),
@@ -166,7 +170,13 @@ struct Load {
     mix: Mix,
     run: u32,
     first: u64,
+    /// Retry no-answer and 502/503/504 with the same key after the advised wait, as the page
+    /// does, for up to a minute past the end of the load.
+    retry: bool,
 }
+
+const RETRY_WAIT: Duration = Duration::from_secs(5);
+const MAX_ATTEMPTS: u32 = 8;
 
 #[derive(Default)]
 struct Stats {
@@ -205,7 +215,8 @@ fn run_load(load: &Load) -> Stats {
         .map(|c| {
             let next = next.clone();
             let merged = merged.clone();
-            let (port, mix, run, connections) = (load.port, load.mix, load.run, load.connections);
+            let (port, mix, run, connections, retry) =
+                (load.port, load.mix, load.run, load.connections, load.retry);
             std::thread::spawn(move || {
                 let mut local = Stats::default();
                 let mut stream: Option<TcpStream> = None;
@@ -214,24 +225,50 @@ fn run_load(load: &Load) -> Stats {
                 let offset =
                     per_connection_interval.map(|i| i.mul_f64(c as f64 / connections as f64));
                 let mut scheduled = started + offset.unwrap_or_default();
+                let mut retries: std::collections::VecDeque<(Instant, u64, u32)> =
+                    Default::default();
                 loop {
-                    if let Some(interval) = per_connection_interval {
-                        let now = Instant::now();
-                        if scheduled > now {
-                            std::thread::sleep(scheduled - now);
+                    let mut attempt_of = 1;
+                    let n = if Instant::now() < deadline {
+                        if let Some(interval) = per_connection_interval {
+                            let now = Instant::now();
+                            if scheduled > now {
+                                std::thread::sleep(scheduled - now);
+                            }
+                            scheduled += interval;
                         }
-                        scheduled += interval;
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    let n = next.fetch_add(1, Ordering::Relaxed);
+                        if Instant::now() >= deadline {
+                            continue;
+                        }
+                        match retries.front() {
+                            Some(&(due, n, attempts)) if due <= Instant::now() => {
+                                retries.pop_front();
+                                attempt_of = attempts + 1;
+                                n
+                            }
+                            _ => next.fetch_add(1, Ordering::Relaxed),
+                        }
+                    } else {
+                        // Past the load: finish the retries, then stop.
+                        let Some((due, n, attempts)) = retries.pop_front() else {
+                            break;
+                        };
+                        if Instant::now() > deadline + Duration::from_secs(60) {
+                            break;
+                        }
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        attempt_of = attempts + 1;
+                        n
+                    };
                     let planned = plan(mix, run, n);
                     let bytes = request_bytes(&planned);
                     // Latency from the scheduled send time at a fixed rate, so a stall is not hidden
                     // by sending late (coordinated omission).
-                    let from = if per_connection_interval.is_some() {
+                    let now = Instant::now();
+                    let from = if per_connection_interval.is_some() && attempt_of == 1 {
                         scheduled
                             .checked_sub(per_connection_interval.unwrap_or_default())
                             .unwrap_or(now)
@@ -259,6 +296,10 @@ fn run_load(load: &Load) -> Stats {
                         // A kept-alive connection closed under us before the request was read:
                         // reconnect once. A second failure counts as no answer.
                         stream = None;
+                    }
+                    let status = answer.as_ref().map_or(0, |(status, _)| *status);
+                    if retry && matches!(status, 0 | 502..=504) && attempt_of < MAX_ATTEMPTS {
+                        retries.push_back((Instant::now() + RETRY_WAIT, n, attempt_of));
                     }
                     match answer {
                         Some((status, body)) => {
@@ -291,7 +332,7 @@ fn run_load(load: &Load) -> Stats {
         t.join().unwrap();
     }
     let mut stats = std::mem::take(&mut *merged.lock().unwrap());
-    stats.elapsed = started.elapsed().min(load.duration);
+    stats.elapsed = load.duration;
     stats.latencies_us.sort_unstable();
     stats
 }
@@ -496,6 +537,7 @@ fn compare(bench: &Bench, short: bool) {
                     mix: Mix::ValidOnly,
                     run: 1,
                     first,
+                    retry: false,
                 };
                 let (stats, cpu) = measure(bench, &load);
                 first += stats.sent + 1;
@@ -543,9 +585,10 @@ fn expected_region(policy: &Policy, country: &str) -> String {
         .clone()
 }
 
-fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
+fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> bool {
     let policy = Policy::shipped().unwrap();
-    println!("rehearsal: {rate:.0} req/s offered for {duration_s} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients)");
+    println!("rehearsal: {rate:.0} req/s offered for {duration_s} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients){}",
+        if retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" });
     let load = Load {
         port: bench.harbour_port,
         connections: 256,
@@ -554,10 +597,11 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
         mix: Mix::Realistic,
         run: 2,
         first: 0,
+        retry,
     };
     let (stats, cpu) = measure(bench, &load);
-    // Audit against the databases.
-    let mut stored: HashMap<u64, String> = HashMap::new();
+    // Audit against the origins' own databases.
+    let mut rows_per_request: HashMap<u64, u64> = HashMap::new();
     let mut cross_region = 0u64;
     for (region, db) in &bench.dbs {
         for row in read_rows(db) {
@@ -573,41 +617,75 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
             if row.region != *region || expected != *region {
                 cross_region += 1;
             }
-            stored.insert(n, row.region.clone());
+            *rows_per_request.entry(n).or_default() += 1;
         }
     }
-    let mut lost = 0u64;
-    let mut accepted = 0u64;
+    // The last answer each submission got (retries of one submission run on one connection, in order).
+    let mut last: HashMap<u64, u16> = HashMap::new();
     for (n, status) in &stats.per_request {
-        let told_to_retry = matches!(status, 429 | 502 | 503 | 504);
-        let refused = matches!(status, 400..=499) && !told_to_retry;
+        last.insert(*n, *status);
+    }
+    // Every attempt that met an origin problem, by the region it was for: only a faulted region
+    // should appear.
+    let mut trouble_by_region: HashMap<String, u64> = HashMap::new();
+    for (n, status) in &stats.per_request {
+        if matches!(status, 0 | 502..=504) {
+            let country = plan(Mix::Realistic, 2, *n).country;
+            *trouble_by_region
+                .entry(expected_region(&policy, country))
+                .or_default() += 1;
+        }
+    }
+    let duplicates: u64 = rows_per_request.values().map(|c| c.saturating_sub(1)).sum();
+    let (mut accepted, mut lost, mut not_told_to_retry, mut unstored_after_retries) =
+        (0u64, 0u64, 0u64, 0u64);
+    for (n, status) in &last {
+        let planned = plan(Mix::Realistic, 2, *n);
+        let stored = rows_per_request.contains_key(n);
+        let told_to_retry = matches!(status, 429 | 502..=504);
         if *status == 202 {
             accepted += 1;
         }
-        let planned_valid = plan(Mix::Realistic, 2, *n).valid;
-        let is_stored = stored.contains_key(n);
-        // Lost: sent, and neither stored nor told to retry (a 202 without a row, or no answer
-        // for something that was not stored).
-        if (*status == 202 && !is_stored)
-            || (*status == 0 && !is_stored && planned_valid)
-            || (!refused && !told_to_retry && *status != 202 && !is_stored && planned_valid)
+        // Lost: neither stored nor told to retry.
+        if !stored
+            && !told_to_retry
+            && (*status == 202
+                || (planned.valid && *status == 0)
+                || (planned.valid && !(400..500).contains(status)))
         {
             lost += 1;
+        }
+        if planned.valid && *status != 202 && !told_to_retry {
+            not_told_to_retry += 1;
+        }
+        let hot_client = planned.ip.starts_with("198.18.");
+        if retry && planned.valid && !hot_client && !stored {
+            unstored_after_retries += 1;
         }
     }
     let mut outcomes: Vec<_> = stats.outcomes.iter().collect();
     outcomes.sort();
     println!(
-        "  sent {}, answered {}, achieved {:.0} req/s",
+        "  submissions {}, attempts sent {}, answered {}",
+        last.len(),
         stats.sent,
-        stats.answered,
-        stats.answered as f64 / stats.elapsed.as_secs_f64()
+        stats.answered
     );
-    println!("  accepted (202) {accepted}, rows stored {}", stored.len());
+    println!(
+        "  receipts (202) {accepted}, rows stored {}, duplicate rows {duplicates}",
+        rows_per_request.len()
+    );
+    println!("  answers by outcome (all attempts):");
     for (label, count) in outcomes {
         println!("    {label:40} {count}");
     }
-    println!("  lost {lost}, cross-region deliveries {cross_region}");
+    let mut trouble: Vec<_> = trouble_by_region.into_iter().collect();
+    trouble.sort();
+    println!("  attempts answered 502/503/504 or not at all, by region: {trouble:?}");
+    println!("  lost {lost}, cross-region deliveries {cross_region}, valid non-202 without retry advice {not_told_to_retry}");
+    if retry {
+        println!("  valid submissions (clients within their limit) not stored after retrying: {unstored_after_retries}");
+    }
     println!(
         "  latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
         stats.percentile_ms(0.5),
@@ -615,18 +693,23 @@ fn rehearse(bench: &Bench, rate: f64, duration_s: u64) -> bool {
         stats.percentile_ms(0.99)
     );
     println!(
-        "  workerd CPU {:.1} us per request ({:.2} cores at the achieved rate)",
+        "  workerd CPU {:.1} us per attempt ({:.2} cores over the run)",
         cpu * 1e6 / stats.answered.max(1) as f64,
         cpu / stats.elapsed.as_secs_f64()
     );
-    lost == 0 && cross_region == 0
+    lost == 0
+        && cross_region == 0
+        && duplicates == 0
+        && not_told_to_retry == 0
+        && (!retry || unstored_after_retries == 0)
 }
 
-/// Kills the EU primary, then the EU secondary, then restarts both, while load runs.
+/// While load runs, in five equal steps: kill the EU primary; kill the EU secondary too; restart
+/// both; stall the EU primary (it accepts and never answers); restore it.
 fn inject_faults(bench: &Bench, duration_s: u64) -> std::thread::JoinHandle<()> {
     let origins = bench.origins.clone();
     let dir = bench.dir.clone();
-    let step = Duration::from_secs_f64(duration_s as f64 / 4.0);
+    let step = Duration::from_secs_f64(duration_s as f64 / 5.0);
     std::thread::spawn(move || {
         let (primary, secondary) = {
             let o = origins.lock().unwrap();
@@ -638,24 +721,38 @@ fn inject_faults(bench: &Bench, duration_s: u64) -> std::thread::JoinHandle<()> 
                 .collect();
             (eu[0], eu[1])
         };
+        let at = |k: f64| println!("  t+{:.0}s:", k * step.as_secs_f64());
+        let kill = |i: usize| {
+            if let Some(mut p) = origins.lock().unwrap()[i].process.take() {
+                p.kill_hard();
+            }
+        };
         std::thread::sleep(step);
-        println!("  t+{:.0}s: fault: EU primary killed", step.as_secs_f64());
-        if let Some(mut p) = origins.lock().unwrap()[primary].process.take() {
-            p.kill_hard();
+        at(1.0);
+        println!("    EU primary killed");
+        kill(primary);
+        std::thread::sleep(step);
+        at(2.0);
+        println!("    EU secondary killed: the region has no origin");
+        kill(secondary);
+        std::thread::sleep(step);
+        at(3.0);
+        println!("    EU origins restarted");
+        {
+            let mut o = origins.lock().unwrap();
+            spawn_origin(&dir, &mut o[primary]);
+            spawn_origin(&dir, &mut o[secondary]);
         }
         std::thread::sleep(step);
-        println!(
-            "  t+{:.0}s: fault: EU secondary killed (the region has no origin)",
-            2.0 * step.as_secs_f64()
-        );
-        if let Some(mut p) = origins.lock().unwrap()[secondary].process.take() {
-            p.kill_hard();
-        }
+        at(4.0);
+        println!("    EU primary stalled (accepts, never answers)");
+        kill(primary);
+        let port = origins.lock().unwrap()[primary].port;
+        let hole = harbour_e2e::Blackhole::bind(port);
         std::thread::sleep(step);
-        println!("  t+{:.0}s: EU origins restarted", 3.0 * step.as_secs_f64());
-        let mut o = origins.lock().unwrap();
-        spawn_origin(&dir, &mut o[primary]);
-        spawn_origin(&dir, &mut o[secondary]);
+        drop(hole);
+        println!("    EU primary restored");
+        spawn_origin(&dir, &mut origins.lock().unwrap()[primary]);
     })
 }
 
@@ -675,10 +772,10 @@ fn main() {
         bench.dir.display()
     );
     let ok = if args.iter().any(|a| a == "--faults") {
-        let duration = value("--duration").unwrap_or(40.0) as u64;
-        println!("faults under load: the EU primary, then the EU secondary, die and come back");
+        let duration = value("--duration").unwrap_or(50.0) as u64;
+        println!("faults under load: EU origins killed, restarted and stalled");
         let faults = inject_faults(&bench, duration);
-        let ok = rehearse(&bench, value("--rate").unwrap_or(1000.0), duration);
+        let ok = rehearse(&bench, value("--rate").unwrap_or(1000.0), duration, true);
         faults.join().unwrap();
         ok
     } else if args.iter().any(|a| a == "--rehearsal") {
@@ -686,12 +783,13 @@ fn main() {
             &bench,
             value("--rate").unwrap_or(5000.0),
             value("--duration").unwrap_or(300.0) as u64,
+            false,
         )
     } else {
         let short = args.iter().any(|a| a == "--short");
         compare(&bench, short);
         if short {
-            rehearse(&bench, 1000.0, 5)
+            rehearse(&bench, 1000.0, 5, false)
         } else {
             true
         }
