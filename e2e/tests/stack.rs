@@ -499,6 +499,43 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
         "unsupported_media_type",
     );
 
+    let ip = client();
+    let untyped = request(
+        stack.port,
+        "POST",
+        path,
+        &[
+            ("mf-cf-blob", r#"{"country":"IT"}"#),
+            ("cf-connecting-ip", &ip),
+        ],
+        entry("IT").as_bytes(),
+    );
+    expect(untyped, 415, "unsupported_media_type");
+
+    // Bare CR or LF inside a header value: refused by the HTTP layer, or at most an ignored
+    // header; never a second header that harbour would read.
+    let mut accepted_injections = 0;
+    for separator in ["\r", "\n"] {
+        let body = entry("IT");
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\nidempotency-key: injected-key-{}{separator}x-harbour-region: cn\r\ncontent-length: {}\r\n\r\n{body}",
+            unique() + 1_000_000_000,
+            body.len()
+        );
+        match harbour_e2e::raw(stack.port, raw.as_bytes()) {
+            Ok(r) if r.status == 202 => {
+                assert_eq!(r.json()["receipt"]["region"], "eu", "{separator:?}");
+                accepted_injections += 1;
+            }
+            Ok(r) => assert!(
+                (400..500).contains(&r.status),
+                "{separator:?}: {}",
+                r.status
+            ),
+            Err(_) => {} // connection closed by the HTTP layer
+        }
+    }
+
     // A header value trying to smuggle harbour's own header is just one more ignored header.
     let smuggled = send(
         &[("idempotency-key", "abc x-harbour-region: cn")],
@@ -569,12 +606,16 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
 
     assert_eq!(
         counts(stack).iter().map(|(_, n)| n).sum::<usize>(),
-        stored_before.iter().map(|(_, n)| n).sum::<usize>() + 1,
-        "only the smuggling attempt, a valid entry, was stored"
+        stored_before.iter().map(|(_, n)| n).sum::<usize>() + 1 + accepted_injections,
+        "only valid entries were stored"
     );
     let after = stack.received();
     let extra: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
-    assert_eq!(extra, 1, "only the valid entry reached an origin");
+    assert_eq!(
+        extra as usize,
+        1 + accepted_injections,
+        "only valid entries reached an origin"
+    );
 
     // A slow body (sent in two parts a second apart) is still read and the worker keeps serving.
     let body = entry("AU");
