@@ -139,6 +139,9 @@ pub struct Edge {
     limiter: Limiter<LimitKey>,
     seed: u64,
     counter: u64,
+    /// The latest time seen: limits never see the clock go backwards (a wall clock can step back,
+    /// and GCRA would then refuse until it caught up).
+    latest_ms: u64,
 }
 
 /// splitmix64: spreads a counter into well-mixed bits for request ids.
@@ -200,6 +203,7 @@ impl Edge {
             limiter: Limiter::new(MAX_LIMITER_KEYS),
             seed,
             counter: 0,
+            latest_ms: 0,
         }
     }
 
@@ -222,6 +226,11 @@ impl Edge {
     }
 
     pub fn decide(&mut self, facts: &Facts) -> Step {
+        self.latest_ms = self.latest_ms.max(facts.now_ms);
+        let facts = &Facts {
+            now_ms: self.latest_ms,
+            ..*facts
+        };
         let request_id = self.next_request_id(facts.now_ms);
         let mut log = LogRecord {
             request_id: request_id.clone(),

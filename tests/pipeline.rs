@@ -442,3 +442,35 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
     });
     assert!(matches!(step, Step::Forward { .. }));
 }
+
+#[test]
+fn regression_a_clock_stepping_back_does_not_trip_the_limits() {
+    let mut edge = Edge::new(Ok(config()), 1);
+    let at = |ms: u64, ip: &'static str, n: u32| {
+        let body =
+            format!(r#"{{"name":"C","email":"c{n}@example.org","country":"IT","consent":true}}"#);
+        (body, ms, ip)
+    };
+    for (i, (body, ms, ip)) in [
+        at(1_764_000_010_000, "192.0.2.60", 1),
+        at(1_764_000_000_000, "192.0.2.61", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = Facts {
+            now_ms: ms,
+            ..facts(
+                "POST",
+                Some("application/json"),
+                Body::Bytes(body.as_bytes()),
+                Some("IT"),
+                ip,
+            )
+        };
+        assert!(
+            matches!(edge.decide(&f), Step::Forward { .. }),
+            "request {i}"
+        );
+    }
+}
