@@ -12,7 +12,7 @@
 //!   the client's, so client-sent `X-Harbour-*`, hop-by-hop or spoofable headers cannot pass.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::config::{Config, Origin};
 use crate::policy::RegionIndex;
@@ -94,41 +94,55 @@ pub struct ForwardPlan {
     pub ticket: Ticket,
 }
 
-/// The forwarded body: the cleaned fields with the region tag and both country signals.
+/// A JSON string literal (quoted and escaped).
+pub(crate) fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// The forwarded body: the cleaned fields with the region tag and both country signals. Written
+/// directly rather than through a `serde_json::Value` tree: this is the hot path, and building
+/// the tree costs more in wasm than everything else the edge decides.
 pub fn forward_body(
     campaign: &str,
     region_id: &str,
     residency: &Residency,
-    submission: &Submission,
+    fields_json: &str,
     request_id: &str,
     received_ms: u64,
 ) -> String {
-    json!({
-        "campaign": campaign,
-        "region": region_id,
-        "request_id": request_id,
-        "received_at_ms": received_ms,
-        "signals": {
-            "platform_country": residency.platform.code(),
-            "declared_country": residency.declared.map(|c| c.to_string()),
-            "basis": residency.basis.as_str(),
-        },
-        "fields": fields_object(submission),
-    })
-    .to_string()
+    let declared = residency
+        .declared
+        .map_or_else(|| "null".to_owned(), |c| quoted(c.as_str()));
+    format!(
+        "{{\"campaign\":{},\"fields\":{fields_json},\"received_at_ms\":{received_ms},\"region\":{},\"request_id\":{},\"signals\":{{\"basis\":{},\"declared_country\":{declared},\"platform_country\":{}}}}}",
+        quoted(campaign),
+        quoted(region_id),
+        quoted(request_id),
+        quoted(residency.basis.as_str()),
+        quoted(residency.platform.code()),
+    )
 }
 
-pub fn fields_object(submission: &Submission) -> Value {
-    let mut fields = Map::new();
-    for (name, value) in &submission.fields {
-        let value = match value {
-            CleanValue::Text(t) => Value::from(t.as_str()),
-            CleanValue::Bool(b) => Value::from(*b),
-            CleanValue::Integer(n) => Value::from(*n),
-        };
-        fields.insert(name.clone(), value);
+/// The cleaned fields as a JSON object with keys in sorted order: a canonical form, so the
+/// same content always gives the same derived key.
+pub fn fields_json(submission: &Submission) -> String {
+    let mut fields: Vec<&(String, CleanValue)> = submission.fields.iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::from("{");
+    for (i, (name, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(name));
+        out.push(':');
+        match value {
+            CleanValue::Text(t) => out.push_str(&quoted(t)),
+            CleanValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            CleanValue::Integer(n) => out.push_str(&n.to_string()),
+        }
     }
-    Value::Object(fields)
+    out.push('}');
+    out
 }
 
 pub struct PlanInput<'a> {
@@ -161,18 +175,12 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
     let region_id = config.policy.region(region).id.as_str();
     let first_origin = route(config, region).first()?;
     let setup = config.regions.get(region.get())?;
+    let fields = fields_json(submission);
     let key = match client_key.filter(|k| is_well_formed_key(k)) {
         Some(k) => k.to_owned(),
-        None => derive_key(campaign, &fields_object(submission).to_string()),
+        None => derive_key(campaign, &fields),
     };
-    let body = forward_body(
-        campaign,
-        region_id,
-        residency,
-        submission,
-        &request_id,
-        now_ms,
-    );
+    let body = forward_body(campaign, region_id, residency, &fields, &request_id, now_ms);
     let body_hash = sha256_hex(body.as_bytes());
     let signature = setup.key.sign(&Signed {
         method: "POST",
@@ -274,15 +282,21 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
     };
     match status {
         200 | 201 => match receipt(body, &config.policy.region(region).id) {
-            Some(receipt) => {
-                let reply = Reply::json(
-                    202,
-                    &json!({
-                        "status": "accepted",
-                        "receipt": receipt,
-                        "idempotency_key": ticket.key,
-                    }),
-                )
+            Some((id, region)) => {
+                let body = format!(
+                    "{{\"status\":\"accepted\",\"receipt\":{{\"id\":{},\"region\":{}}},\"idempotency_key\":{}}}",
+                    quoted(&id),
+                    quoted(&region),
+                    quoted(&ticket.key)
+                );
+                let reply = Reply {
+                    status: 202,
+                    headers: vec![
+                        ("content-type", crate::reply::JSON.into()),
+                        ("cache-control", "no-store".into()),
+                    ],
+                    body,
+                }
                 .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
                 let (reply, outcome) = if status == 200 {
                     (reply.with_header("idempotent-replayed", "true"), "replayed")
@@ -338,7 +352,7 @@ fn finish(mut reply: Reply, ticket: &Ticket, outcome: &'static str) -> Next {
 
 /// The receipt as the visitor sees it: the origin's id, and the region the origin claims, which
 /// must be the ticket's region.
-fn receipt(body: &str, region_id: &str) -> Option<Value> {
+fn receipt(body: &str, region_id: &str) -> Option<(String, String)> {
     let value: Value = serde_json::from_str(body).ok()?;
     let receipt = value.get("receipt")?;
     let id = receipt.get("id")?.as_str()?;
@@ -349,7 +363,7 @@ fn receipt(body: &str, region_id: &str) -> Option<Value> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
     };
-    (region == region_id && plain(id)).then(|| json!({ "id": id, "region": region }))
+    (region == region_id && plain(id)).then(|| (id.to_owned(), region.to_owned()))
 }
 
 #[cfg(test)]
@@ -385,6 +399,45 @@ mod tests {
         assert_eq!(derive_key("c", "{}"), derive_key("c", "{}"));
         assert_ne!(derive_key("c", "{}"), derive_key("d", "{}"));
         assert!(is_well_formed_key(&derive_key("c", "{}")));
+    }
+
+    #[test]
+    fn written_json_matches_what_serde_json_makes() {
+        let submission = Submission {
+            fields: vec![
+                (
+                    "name".into(),
+                    CleanValue::Text("Zoë \"Z\" \\ <b>\u{7}".into()),
+                ),
+                ("consent".into(), CleanValue::Bool(true)),
+                ("age".into(), CleanValue::Integer(-42)),
+            ],
+            declared_country: None,
+            honeypot_filled: false,
+        };
+        let written = fields_json(&submission);
+        let parsed: Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42})
+        );
+        // Sorted keys: the same canonical text serde_json's map would give.
+        assert_eq!(written, parsed.to_string());
+        let residency = crate::residency::Residency {
+            region: crate::policy::RegionIndex(0),
+            platform: crate::residency::PlatformCountry::read(Some("IT")),
+            declared: crate::country::Country::parse("CN"),
+            basis: crate::residency::Basis::DeclaredStricter,
+        };
+        let body = forward_body("c\"1", "cn", &residency, &written, "r1", 7);
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"campaign": "c\"1", "region": "cn", "request_id": "r1", "received_at_ms": 7,
+                   "signals": {"platform_country": "IT", "declared_country": "CN", "basis": "declared_stricter"},
+                   "fields": {"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42}})
+        );
+        assert_eq!(body, parsed.to_string());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::forward::{self, ForwardPlan, Next, Outcome, PlanInput, Ticket};
+use crate::forward::{self, quoted, ForwardPlan, Next, Outcome, PlanInput, Ticket};
 use crate::limit::{ClientKey, Decision, Limiter, Quota};
 use crate::policy::FORM_TOKEN_KEY;
 use crate::policy::{Campaign, FieldKind, PolicyError};
@@ -107,17 +107,18 @@ pub struct LogRecord {
 
 impl LogRecord {
     pub fn to_json(&self, now_ms: u64) -> String {
-        json!({
-            "msg": "harbour.decision",
-            "request_id": self.request_id,
-            "campaign": self.campaign,
-            "region": self.region,
-            "phase": self.phase,
-            "outcome": self.outcome,
-            "status": self.status,
-            "latency_ms": now_ms.saturating_sub(self.received_ms),
-        })
-        .to_string()
+        // Written directly: one line per request, on the hot path.
+        let optional = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_owned(), quoted);
+        format!(
+            "{{\"msg\":\"harbour.decision\",\"request_id\":{},\"campaign\":{},\"region\":{},\"phase\":{},\"outcome\":{},\"status\":{},\"latency_ms\":{}}}",
+            quoted(&self.request_id),
+            optional(&self.campaign),
+            optional(&self.region),
+            quoted(self.phase),
+            quoted(&self.outcome),
+            self.status,
+            now_ms.saturating_sub(self.received_ms),
+        )
     }
 }
 
