@@ -94,9 +94,31 @@ pub struct ForwardPlan {
     pub ticket: Ticket,
 }
 
-/// A JSON string literal (quoted and escaped).
+/// A JSON string literal (RFC 8259 §7), escaped exactly as serde_json escapes: `"`, `\\` and
+/// control characters; everything else as is.
 pub(crate) fn quoted(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(c as usize) >> 4]));
+                out.push(char::from(HEX[(c as usize) & 0xf]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The forwarded body: the cleaned fields with the region tag and both country signals. Written
@@ -126,8 +148,15 @@ pub fn forward_body(
 /// The cleaned fields as a JSON object with keys in sorted order: a canonical form, so the
 /// same content always gives the same derived key.
 pub fn fields_json(submission: &Submission) -> String {
-    let mut fields: Vec<&(String, CleanValue)> = submission.fields.iter().collect();
-    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    // A handful of fields: an insertion sort keeps a general sort out of the wasm.
+    let mut fields: Vec<&(String, CleanValue)> = Vec::with_capacity(submission.fields.len());
+    for field in &submission.fields {
+        let at = fields
+            .iter()
+            .position(|f| f.0 > field.0)
+            .unwrap_or(fields.len());
+        fields.insert(at, field);
+    }
     let mut out = String::from("{");
     for (i, (name, value)) in fields.into_iter().enumerate() {
         if i > 0 {
@@ -399,6 +428,16 @@ mod tests {
         assert_eq!(derive_key("c", "{}"), derive_key("c", "{}"));
         assert_ne!(derive_key("c", "{}"), derive_key("d", "{}"));
         assert!(is_well_formed_key(&derive_key("c", "{}")));
+    }
+
+    #[test]
+    fn quoting_matches_serde_json_for_every_control_and_special_character() {
+        let all: String = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .chain(['é', '中', '\u{2028}', '😀'])
+            .collect();
+        assert_eq!(quoted(&all), serde_json::to_string(&all).unwrap());
+        assert_eq!(quoted(""), "\"\"");
     }
 
     #[test]
