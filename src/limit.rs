@@ -4,7 +4,7 @@
 //! key is one number, the theoretical arrival time (TAT). To stay exact for any window and burst,
 //! time is counted in units of `1/burst` ms, so the emission interval is exactly `window_ms` units
 //! and no rounding creeps in. A refusal carries the exact wait, which becomes `Retry-After`.
-//! The clock is an argument: `Instant::now()` panics on wasm32, and tests need a fake clock.
+//! The clock is an argument: std's clock panics on wasm32, and tests need a fake clock.
 
 use std::collections::HashMap;
 use std::hash::Hash;
