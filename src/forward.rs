@@ -325,6 +325,7 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
                         ("cache-control", "no-store".into()),
                     ],
                     body,
+                    code: None,
                 }
                 .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
                 let (reply, outcome) = if status == 200 {

@@ -212,11 +212,6 @@ impl Edge {
         self.config.as_ref()
     }
 
-    /// The most body the shell should read; the shell stops at one byte more.
-    pub fn max_body_bytes(&self) -> u32 {
-        self.config.as_ref().map_or(0, |c| c.policy.max_body_bytes)
-    }
-
     fn next_request_id(&mut self, now_ms: u64) -> String {
         self.counter = self.counter.wrapping_add(1);
         format!(
@@ -250,7 +245,7 @@ impl Edge {
             Err(reply) => {
                 log.status = reply.status;
                 if log.outcome.is_empty() {
-                    log.outcome = reply.code().unwrap_or_else(|| "ok".into());
+                    log.outcome = reply.code().unwrap_or("ok").to_owned();
                 }
                 Step::Reply { reply, log }
             }
@@ -354,6 +349,7 @@ impl Edge {
                     ("access-control-max-age", "600".into()),
                 ],
                 body: String::new(),
+                code: None,
             }));
         }
 
@@ -523,10 +519,10 @@ impl Edge {
                     .commit(*key, tat, now.saturating_add(reset_ms), now);
             }
         }
-        let rate_headers = vec![
-            ("ratelimit-policy".to_owned(), policy_header(client_quota)),
+        let rate_headers: Vec<(&'static str, String)> = vec![
+            ("ratelimit-policy", policy_header(client_quota)),
             (
-                "ratelimit".to_owned(),
+                "ratelimit",
                 format!(
                     "\"client\";r={};t={}",
                     client_remaining.0, client_remaining.1
@@ -542,14 +538,10 @@ impl Edge {
                 202,
                 &json!({
                     "status": "accepted",
-                    "receipt": { "id": format!("{}-{}", region.id, &request_id[11..]), "region": region.id },
+                    "receipt": { "id": format!("{}-{}", region.id, request_id.get(11..).unwrap_or(&request_id)), "region": region.id },
                 }),
             );
-            for (name, value) in rate_headers {
-                if let Some(name) = RATE_HEADER_NAMES.iter().find(|n| **n == name) {
-                    reply.headers.push((name, value));
-                }
-            }
+            reply.headers.extend(rate_headers);
             return Err(cors(reply));
         }
 
@@ -563,7 +555,10 @@ impl Edge {
             client_key: facts.idempotency_key,
             request_id,
             now_ms: now,
-            rate_headers,
+            rate_headers: rate_headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
             cors_origin,
         });
         plan.ok_or_else(|| {

@@ -16,6 +16,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+    /// The problem's machine code, kept beside the body so logs need not parse it back.
+    #[serde(skip)]
+    pub code: Option<&'static str>,
 }
 
 impl Reply {
@@ -27,6 +30,7 @@ impl Reply {
                 ("cache-control", "no-store".into()),
             ],
             body: body.to_string(),
+            code: None,
         }
     }
 
@@ -43,17 +47,19 @@ impl Reply {
     }
 
     /// The problem's machine code, for logs.
-    pub fn code(&self) -> Option<String> {
-        serde_json::from_str::<Value>(&self.body)
-            .ok()?
-            .get("code")?
-            .as_str()
-            .map(String::from)
+    pub fn code(&self) -> Option<&'static str> {
+        self.code
     }
 }
 
 /// A problem detail; `extra` members are merged into the object.
-pub fn problem(status: u16, code: &str, title: &str, detail: &str, extra: Option<Value>) -> Reply {
+pub fn problem(
+    status: u16,
+    code: &'static str,
+    title: &str,
+    detail: &str,
+    extra: Option<Value>,
+) -> Reply {
     let mut body = json!({
         "type": format!("urn:harbour:problem:{code}"),
         "title": title,
@@ -71,6 +77,7 @@ pub fn problem(status: u16, code: &str, title: &str, detail: &str, extra: Option
             ("cache-control", "no-store".into()),
         ],
         body: body.to_string(),
+        code: Some(code),
     }
 }
 
@@ -98,7 +105,7 @@ mod tests {
             reply.body,
             r#"{"code":"validation_failed","detail":"1 field needs attention","errors":[{"code":"invalid_email","field":"email"}],"status":422,"title":"The submission has errors","type":"urn:harbour:problem:validation_failed"}"#
         );
-        assert_eq!(reply.code().as_deref(), Some("validation_failed"));
+        assert_eq!(reply.code(), Some("validation_failed"));
     }
 
     #[test]

@@ -43,7 +43,7 @@ fn reply(step: Step) -> Reply {
 }
 
 fn code(reply: &Reply) -> String {
-    reply.code().unwrap_or_default()
+    reply.code().unwrap_or_default().to_owned()
 }
 
 #[test]

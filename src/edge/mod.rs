@@ -199,7 +199,7 @@ fn reply_json(reply: &Reply, log: &LogRecord, now_ms: u64) -> String {
     )
 }
 
-fn internal(code: &str, now_ms: u64) -> String {
+fn internal(code: &'static str, now_ms: u64) -> String {
     let reply = problem(
         500,
         code,
