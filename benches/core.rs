@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use harbour::config::Config;
-use harbour::forward::{after_attempt, Outcome};
+use harbour::forward::{after_attempt, Outcome, TicketBook};
 use harbour::pipeline::{Body, Edge, Facts, Step};
 use harbour::policy::SHIPPED_POLICY;
 use harbour::residency::{classify, PlatformCountry};
@@ -92,11 +92,12 @@ fn phases(c: &mut Criterion) {
     }) else {
         panic!("not forwarded")
     };
-    let ticket_json = serde_json::to_string(&plan.ticket).unwrap();
     let receipt = r#"{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}"#;
+    let mut book = TicketBook::default();
     c.bench_function("conclude (ticket + origin receipt to the 202)", |b| {
         b.iter(|| {
-            let ticket = serde_json::from_str(black_box(&ticket_json)).unwrap();
+            let id = book.file(plan.ticket.clone(), 1_764_000_000_000);
+            let ticket = book.take(black_box(id)).unwrap();
             after_attempt(
                 &config,
                 ticket,

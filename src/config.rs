@@ -6,9 +6,12 @@
 //! - `HARBOUR_KEY_R`: the region's signing secret, at least 32 bytes (`wrangler secret put`, or
 //!   `.dev.vars` locally).
 //!
+//! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`).
+//!
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
 //! answers every request with 500 `config_invalid` and forwards nothing.
 
+use crate::journal::LogMode;
 use crate::policy::{Policy, PolicyError, PolicyIssue, RegionIndex};
 use crate::signature::{SigningKey, MIN_KEY_BYTES};
 
@@ -36,6 +39,7 @@ pub struct Config {
     pub policy: Policy,
     /// Indexed like `policy.regions`.
     pub regions: Vec<RegionSetup>,
+    pub log: LogMode,
 }
 
 pub fn origins_var(region_id: &str) -> String {
@@ -119,8 +123,23 @@ impl Config {
                 regions.push(RegionSetup { origins, key });
             }
         }
+        let log_value = env(LogMode::VARIABLE);
+        let log = LogMode::parse(log_value.as_deref()).unwrap_or_else(|| {
+            issues.push(PolicyIssue {
+                path: LogMode::VARIABLE.into(),
+                message: format!(
+                    "{:?} is not a log mode (summary or decisions)",
+                    log_value.unwrap_or_default()
+                ),
+            });
+            LogMode::default()
+        });
         if issues.is_empty() {
-            Ok(Config { policy, regions })
+            Ok(Config {
+                policy,
+                regions,
+                log,
+            })
         } else {
             Err(PolicyError(issues))
         }
@@ -203,6 +222,7 @@ pub(crate) mod tests {
         env.remove("HARBOUR_ORIGINS_RU");
         env.insert("HARBOUR_KEY_CN".into(), "short".into());
         env.insert("HARBOUR_ORIGINS_AU".into(), "ftp://x".into());
+        env.insert("HARBOUR_LOG".into(), "verbose".into());
         let error = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap_err();
         let paths: Vec<_> = error.0.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(
@@ -211,9 +231,12 @@ pub(crate) mod tests {
                 "HARBOUR_KEY_CN",
                 "HARBOUR_ORIGINS_RU",
                 "HARBOUR_ORIGINS_AU",
-                "HARBOUR_ORIGINS_AU"
+                "HARBOUR_ORIGINS_AU",
+                "HARBOUR_LOG"
             ]
         );
+        env.insert("HARBOUR_LOG".into(), "decisions".into());
+        assert!(error.to_string().contains("\"verbose\" is not a log mode"));
     }
 
     #[test]

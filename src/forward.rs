@@ -11,7 +11,6 @@
 //! - The forwarded request is built from nothing: only harbour's own headers, never a copy of
 //!   the client's, so client-sent `X-Harbour-*`, hop-by-hop or spoofable headers cannot pass.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{Config, Origin};
@@ -66,7 +65,7 @@ pub fn route(config: &Config, region: RegionIndex) -> &[Origin] {
 
 /// State carried through the edge shell between attempts. It names a region, and every origin
 /// is looked up from that region's list again, so nothing in it can point elsewhere.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     pub region: usize,
     pub campaign: String,
@@ -75,8 +74,71 @@ pub struct Ticket {
     pub received_ms: u64,
     /// Index into the region's origins of the attempt under way.
     pub attempt: usize,
-    pub rate_headers: Vec<(String, String)>,
+    pub rate_headers: Vec<(&'static str, String)>,
     pub cors_origin: Option<String>,
+}
+
+/// How long after its deadline a ticket is kept for an attempt still reporting back.
+const TICKET_GRACE_MS: u64 = 2_000;
+/// More tickets than this (a flood of requests whose handlers never report back) evicts the
+/// oldest; a report for an evicted ticket is answered 503 with retry advice.
+pub const MAX_TICKETS: usize = 100_000;
+
+/// Tickets of forwards under way, held where they were made so the shell passes only a number
+/// between attempts. A ticket whose request never reports back (the visitor went away and the
+/// handler was cancelled) is dropped once its deadline has passed.
+#[derive(Debug, Default)]
+pub struct TicketBook {
+    /// Id of `entries[0]`; ids grow by one per ticket.
+    first_id: u64,
+    /// `(dropped after, ticket)`; `None` once taken.
+    entries: std::collections::VecDeque<Option<(u64, Ticket)>>,
+}
+
+impl TicketBook {
+    /// Files a ticket and returns its id. Drops what has expired at `now_ms` first.
+    pub fn file(&mut self, ticket: Ticket, now_ms: u64) -> u64 {
+        self.expire(now_ms);
+        let drop_after = ticket
+            .received_ms
+            .saturating_add(DEADLINE_MS + TICKET_GRACE_MS);
+        self.entries.push_back(Some((drop_after, ticket)));
+        self.first_id + self.entries.len() as u64 - 1
+    }
+
+    /// Takes the ticket filed under `id`, once.
+    pub fn take(&mut self, id: u64) -> Option<Ticket> {
+        let index = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
+        let ticket = self.entries.get_mut(index)?.take().map(|(_, t)| t);
+        self.trim();
+        ticket
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        while let Some(front) = self.entries.front() {
+            let expired = front.as_ref().is_none_or(|(after, _)| *after <= now_ms);
+            if !expired && self.entries.len() < MAX_TICKETS {
+                break;
+            }
+            self.entries.pop_front();
+            self.first_id += 1;
+        }
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.entries.front(), Some(None)) {
+            self.entries.pop_front();
+            self.first_id += 1;
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,28 +159,44 @@ pub struct ForwardPlan {
 /// A JSON string literal (RFC 8259 §7), escaped exactly as serde_json escapes: `"`, `\\` and
 /// control characters; everything else as is.
 pub(crate) fn quoted(text: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(text.len() + 2);
+    push_quoted(&mut out, text);
+    out
+}
+
+/// [`quoted`], appended to `out`. Runs of bytes that need no escape are copied whole: every
+/// byte that needs one is ASCII, so a run always ends on a character boundary. Copying per
+/// character was the dearest single function of a decision in wasm.
+pub(crate) fn push_quoted(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(text.len() + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                out.push_str("\\u00");
-                out.push(char::from(HEX[(c as usize) >> 4]));
-                out.push(char::from(HEX[(c as usize) & 0xf]));
-            }
-            c => out.push(c),
+    let bytes = text.as_bytes();
+    let mut run_start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &str = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(text.get(run_start..at).unwrap_or_default());
+        run_start = at + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(escape);
         }
     }
+    out.push_str(text.get(run_start..).unwrap_or_default());
     out.push('"');
-    out
 }
 
 /// The forwarded body: the cleaned fields with the region tag and both country signals. Written
@@ -182,7 +260,7 @@ pub struct PlanInput<'a> {
     pub client_key: Option<&'a str>,
     pub request_id: String,
     pub now_ms: u64,
-    pub rate_headers: Vec<(String, String)>,
+    pub rate_headers: Vec<(&'static str, String)>,
     pub cors_origin: Option<String>,
 }
 
@@ -365,15 +443,7 @@ fn bad_gateway(ticket: &Ticket) -> Reply {
 }
 
 fn finish(mut reply: Reply, ticket: &Ticket, outcome: &'static str) -> Next {
-    for (name, value) in &ticket.rate_headers {
-        // Names come from a fixed set in the pipeline; anything else is dropped.
-        if let Some(name) = crate::pipeline::RATE_HEADER_NAMES
-            .iter()
-            .find(|n| n.eq_ignore_ascii_case(name))
-        {
-            reply.headers.push((name, value.clone()));
-        }
-    }
+    reply.headers.extend(ticket.rate_headers.iter().cloned());
     if let Some(origin) = &ticket.cors_origin {
         reply = crate::pipeline::with_cors(reply, origin);
     }
@@ -439,6 +509,61 @@ mod tests {
             .collect();
         assert_eq!(quoted(&all), serde_json::to_string(&all).unwrap());
         assert_eq!(quoted(""), "\"\"");
+    }
+
+    fn ticket(received_ms: u64) -> Ticket {
+        Ticket {
+            region: 0,
+            campaign: "c".into(),
+            key: "k".into(),
+            request_id: "r".into(),
+            received_ms,
+            attempt: 0,
+            rate_headers: Vec::new(),
+            cors_origin: None,
+        }
+    }
+
+    #[test]
+    fn tickets_are_taken_once_and_dropped_after_their_deadline() {
+        let mut book = TicketBook::default();
+        let a = book.file(ticket(1_000), 1_000);
+        let b = book.file(ticket(1_001), 1_001);
+        assert_ne!(a, b);
+        assert_eq!(book.take(b).map(|t| t.received_ms), Some(1_001));
+        assert_eq!(book.take(b), None, "taken once");
+        assert_eq!(book.take(b + 1), None, "never filed");
+        assert_eq!(book.len(), 1);
+        // A retry files the ticket again under a new id.
+        let a_ticket = book.take(a).unwrap();
+        let a2 = book.file(a_ticket, 1_500);
+        assert!(a2 > b);
+        assert!(book.take(a).is_none());
+        // A request that never reports back is dropped once its deadline and grace have passed.
+        book.file(ticket(2_000), 2_000);
+        assert_eq!(book.len(), 2);
+        book.file(ticket(20_000), 2_000 + DEADLINE_MS + TICKET_GRACE_MS);
+        assert_eq!(book.len(), 1);
+        assert!(book.take(a2).is_none());
+    }
+
+    #[test]
+    fn the_ticket_book_is_bounded() {
+        let mut book = TicketBook::default();
+        for _ in 0..MAX_TICKETS + 10 {
+            book.file(ticket(5), 5);
+        }
+        assert_eq!(book.len(), MAX_TICKETS);
+        assert!(book.take(0).is_none(), "the oldest went first");
+        assert!(book.take(10).is_some());
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    proptest::proptest! {
+        #[test]
+        fn quoting_matches_serde_json_for_any_text(text in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            proptest::prop_assert_eq!(quoted(&text), serde_json::to_string(&text).unwrap());
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod country;
 pub mod forward;
+pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod policy;

@@ -63,8 +63,6 @@ fn form_token_ok(
 /// Keys the limiter may hold per isolate before it sheds recovered and near-recovered ones.
 const MAX_LIMITER_KEYS: usize = 200_000;
 
-pub const RATE_HEADER_NAMES: [&str; 2] = ["ratelimit", "ratelimit-policy"];
-
 /// The request as the platform delivered it; every field is as read, unchecked.
 #[derive(Clone, Copy, Debug)]
 pub struct Facts<'a> {
@@ -102,6 +100,8 @@ pub struct LogRecord {
     pub phase: &'static str,
     pub outcome: String,
     pub status: u16,
+    /// Origin attempts made: 0 when nothing was forwarded.
+    pub attempts: u32,
     pub received_ms: u64,
 }
 
@@ -110,13 +110,14 @@ impl LogRecord {
         // Written directly: one line per request, on the hot path.
         let optional = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_owned(), quoted);
         format!(
-            "{{\"msg\":\"harbour.decision\",\"request_id\":{},\"campaign\":{},\"region\":{},\"phase\":{},\"outcome\":{},\"status\":{},\"latency_ms\":{}}}",
+            "{{\"msg\":\"harbour.decision\",\"request_id\":{},\"campaign\":{},\"region\":{},\"phase\":{},\"outcome\":{},\"status\":{},\"attempts\":{},\"latency_ms\":{}}}",
             quoted(&self.request_id),
             optional(&self.campaign),
             optional(&self.region),
             quoted(self.phase),
             quoted(&self.outcome),
             self.status,
+            self.attempts,
             now_ms.saturating_sub(self.received_ms),
         )
     }
@@ -235,6 +236,7 @@ impl Edge {
             phase: "request_check",
             outcome: String::new(),
             status: 0,
+            attempts: 0,
             received_ms: facts.now_ms,
         };
         let result = self.run(facts, request_id, &mut log);
@@ -555,10 +557,7 @@ impl Edge {
             client_key: facts.idempotency_key,
             request_id,
             now_ms: now,
-            rate_headers: rate_headers
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
+            rate_headers,
             cors_origin,
         });
         plan.ok_or_else(|| {
@@ -603,6 +602,7 @@ impl Edge {
             phase: "forward",
             outcome: outcome.to_owned(),
             status,
+            attempts: u32::try_from(ticket.attempt + 1).unwrap_or(u32::MAX),
             received_ms: ticket.received_ms,
         }
     }

@@ -37,6 +37,7 @@ fn env_object() -> JsValue {
         )
         .unwrap();
     }
+    Reflect::set(&env, &"HARBOUR_LOG".into(), &"decisions".into()).unwrap();
     env.into()
 }
 
@@ -93,7 +94,7 @@ fn env_object_is_read_and_a_valid_submission_becomes_a_forward() {
         .any(|(n, v)| n == "x-harbour-signature" && v.starts_with("v1=")));
     let body: Value = serde_json::from_str(forward["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["fields"]["name"], "Ada");
-    assert!(forward["ticket"].as_str().unwrap().contains("\"region\":2"));
+    assert!(forward["ticket"].is_u64());
 }
 
 #[wasm_bindgen_test]
@@ -143,15 +144,15 @@ fn conclude_walks_the_region_then_answers() {
         Some("AU"),
         "192.0.2.4",
     );
-    let ticket = decision["forward"]["ticket"].as_str().unwrap().to_owned();
-    let retry = parse_decision(&conclude(&ticket, 0, "", 1_764_000_000_100.0));
+    let ticket = decision["forward"]["ticket"].as_f64().unwrap();
+    let retry = parse_decision(&conclude(ticket, 0, "", 1_764_000_000_100.0));
     assert_eq!(
         retry["retry"]["url"],
         "http://127.0.0.1:9103/v1/submissions"
     );
-    let ticket = retry["retry"]["ticket"].as_str().unwrap();
+    let next_ticket = retry["retry"]["ticket"].as_f64().unwrap();
     let done = parse_decision(&conclude(
-        ticket,
+        next_ticket,
         201,
         r#"{"receipt":{"id":"au-1","region":"au"}}"#,
         1_764_000_000_200.0,
@@ -159,8 +160,12 @@ fn conclude_walks_the_region_then_answers() {
     assert_eq!(done["reply"]["status"], 202);
     let receipt: Value = serde_json::from_str(done["reply"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(receipt["receipt"]["region"], "au");
-    let broken = parse_decision(&conclude("not a ticket", 201, "", 0.0));
-    assert_eq!(broken["reply"]["status"], 500);
+    assert!(done["log"].as_str().unwrap().contains("\"attempts\":2"));
+    // A ticket is concluded once; a stale or unknown one is answered with retry advice.
+    for stale in [ticket, next_ticket, 1e9] {
+        let again = parse_decision(&conclude(stale, 201, "", 1_764_000_000_300.0));
+        assert_eq!(again["reply"]["status"], 503);
+    }
 }
 
 #[wasm_bindgen_test]

@@ -19,13 +19,21 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::config::{key_var, origins_var, Config};
-use crate::forward::{quoted, Next, Outcome, Ticket};
+use crate::forward::{push_quoted, Next, Outcome, TicketBook};
+use crate::journal::{Journal, Lines};
 use crate::pipeline::{Body, Edge, Facts, LogRecord, Step};
 use crate::policy::{Policy, SHIPPED_POLICY};
 use crate::reply::{problem, Reply};
 
+/// Everything an isolate keeps between requests.
+struct Shell {
+    edge: Edge,
+    tickets: TicketBook,
+    journal: Journal,
+}
+
 thread_local! {
-    static EDGE: RefCell<Option<Edge>> = const { RefCell::new(None) };
+    static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
 }
 
 /// Reads the environment for the shipped policy's regions. Returns
@@ -50,8 +58,13 @@ pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, seed: f64) -> Str
         Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
         Err(error) => json!({ "ok": false, "error": error.to_string() }),
     };
-    let edge = Edge::new(config, seed.to_bits());
-    EDGE.with(|cell| *cell.borrow_mut() = Some(edge));
+    let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
+    let shell = Shell {
+        edge: Edge::new(config, seed.to_bits()),
+        tickets: TicketBook::default(),
+        journal,
+    };
+    SHELL.with(|cell| *cell.borrow_mut() = Some(shell));
     answer.to_string()
 }
 
@@ -74,6 +87,16 @@ pub const BODY_BYTES: u8 = 1;
 pub const BODY_TOO_LARGE: u8 = 2;
 pub const BODY_INCOMPLETE: u8 = 3;
 
+/// Every answer to the shim is `META \n LOG \n BODY`: META a one-line JSON object, LOG the
+/// decision's log line or nothing, BODY the rest verbatim. Neither META nor LOG can hold a raw
+/// newline (both are JSON), and the bodies, the largest parts, are never escaped into JSON only
+/// to be parsed back out. META is one of
+/// - a reply: `{"status":N,"headers":[[name,value],...]}`, BODY its body;
+/// - the first attempt of a forward: `{"url":..,"timeout_ms":..,"ticket":N,"headers":[...]}`,
+///   BODY the request body to send;
+/// - a further attempt: `{"url":..,"timeout_ms":..,"ticket":N}`, same headers and body;
+///
+/// and may carry `"summary"`, a log line of its own.
 #[allow(clippy::too_many_arguments)]
 #[wasm_bindgen]
 pub fn decide(
@@ -105,61 +128,86 @@ pub fn decide(
         origin: origin.as_deref(),
         now_ms,
     };
-    let step = EDGE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut slot) => slot.as_mut().map(|edge| edge.decide(&facts)),
-        Err(_) => None,
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        Some(match shell.edge.decide(&facts) {
+            Step::Reply { reply, log } => {
+                let lines = shell.journal.record(&log, now_ms);
+                reply_text(&reply, lines)
+            }
+            Step::Forward { plan } => {
+                let ticket = shell.tickets.file(plan.ticket, now_ms);
+                let mut out = String::with_capacity(512 + plan.body.len());
+                out.push_str("{\"url\":");
+                push_quoted(&mut out, &plan.first.url);
+                out.push_str(&format!(
+                    ",\"timeout_ms\":{},\"ticket\":{ticket},\"headers\":",
+                    plan.first.timeout_ms
+                ));
+                push_header_pairs(&mut out, &plan.headers);
+                out.push_str("}\n\n");
+                out.push_str(&plan.body);
+                out
+            }
+        })
     });
-    match step {
-        Some(Step::Reply { reply, log }) => reply_json(&reply, &log, now_ms),
-        Some(Step::Forward { plan }) => {
-            let ticket = serde_json::to_string(&plan.ticket).unwrap_or_default();
-            format!(
-                "{{\"forward\":{{\"url\":{},\"timeout_ms\":{},\"headers\":{},\"body\":{},\"ticket\":{}}}}}",
-                quoted(&plan.first.url),
-                plan.first.timeout_ms,
-                header_pairs(&plan.headers),
-                quoted(&plan.body),
-                quoted(&ticket),
-            )
-        }
-        None => unconfigured(now_ms),
-    }
+    answer.unwrap_or_else(|| unconfigured(now_ms))
 }
 
-/// `status` 0 means the attempt failed without an answer (connection error or timeout).
+/// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
+/// without an answer (connection error or timeout).
 #[wasm_bindgen]
-pub fn conclude(ticket: &str, status: u16, body: &str, now_ms: f64) -> String {
+pub fn conclude(ticket: f64, status: u16, body: &str, now_ms: f64) -> String {
     let now_ms = clock(now_ms);
-    let Ok(ticket) = serde_json::from_str::<Ticket>(ticket) else {
-        return internal_error(now_ms);
-    };
     let outcome = if status == 0 {
         Outcome::Failed
     } else {
         Outcome::Answered { status, body }
     };
-    let next = EDGE.with(|cell| match cell.try_borrow() {
-        Ok(slot) => slot.as_ref().map(|edge| {
-            let log_for =
-                |reply: &Reply, outcome: &str| edge.forward_log(&ticket, reply.status, outcome);
-            match edge.conclude(ticket.clone(), outcome, now_ms) {
-                Ok(Next::Retry { attempt, ticket }) => json!({
-                    "retry": {
-                        "url": attempt.url,
-                        "timeout_ms": attempt.timeout_ms,
-                        "ticket": serde_json::to_string(&ticket).unwrap_or_default(),
-                    }
-                })
-                .to_string(),
-                Ok(Next::Done { reply, outcome }) => {
-                    reply_json(&reply, &log_for(&reply, outcome), now_ms)
-                }
-                Err(reply) => reply_json(&reply, &log_for(&reply, "config_invalid"), now_ms),
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        // Ids are whole numbers below 2^53, exact in an f64.
+        let Some(ticket) = shell.tickets.take(ticket as u64) else {
+            let reply = problem(
+                503,
+                "forward_expired",
+                "Your entry could not be stored right now",
+                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+                None,
+            )
+            .with_header("retry-after", "1");
+            let log = bare_log("forward_expired", 503, now_ms);
+            let lines = shell.journal.record(&log, now_ms);
+            return Some(reply_text(&reply, lines));
+        };
+        let log_for = |edge: &Edge, reply: &Reply, outcome: &str| {
+            edge.forward_log(&ticket, reply.status, outcome)
+        };
+        Some(match shell.edge.conclude(ticket.clone(), outcome, now_ms) {
+            Ok(Next::Retry { attempt, ticket }) => {
+                let id = shell.tickets.file(ticket, now_ms);
+                let mut out = String::with_capacity(128);
+                out.push_str("{\"url\":");
+                push_quoted(&mut out, &attempt.url);
+                out.push_str(&format!(
+                    ",\"timeout_ms\":{},\"ticket\":{id}}}\n\n",
+                    attempt.timeout_ms
+                ));
+                out
             }
-        }),
-        Err(_) => None,
+            Ok(Next::Done { reply, outcome }) => {
+                let log = log_for(&shell.edge, &reply, outcome);
+                reply_text(&reply, shell.journal.record(&log, now_ms))
+            }
+            Err(reply) => {
+                let log = log_for(&shell.edge, &reply, "config_invalid");
+                reply_text(&reply, shell.journal.record(&log, now_ms))
+            }
+        })
     });
-    next.unwrap_or_else(|| unconfigured(now_ms))
+    answer.unwrap_or_else(|| unconfigured(now_ms))
 }
 
 /// `Date.now()` as whole ms; a nonsense value becomes 0 rather than a panic.
@@ -171,63 +219,92 @@ fn clock(now_ms: f64) -> u64 {
     }
 }
 
-/// `[["name","value"],...]`. The decisions are written directly, not through a
-/// `serde_json::Value` tree: building the tree was the dearest part of a decision in wasm.
-fn header_pairs(headers: &[(&'static str, String)]) -> String {
-    let mut out = String::from("[");
+/// `[["name","value"],...]`, written directly: building a `serde_json::Value` tree was the
+/// dearest part of a decision in wasm.
+fn push_header_pairs(out: &mut String, headers: &[(&'static str, String)]) {
+    out.push('[');
     for (i, (name, value)) in headers.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push('[');
-        out.push_str(&quoted(name));
+        push_quoted(out, name);
         out.push(',');
-        out.push_str(&quoted(value));
+        push_quoted(out, value);
         out.push(']');
     }
     out.push(']');
+}
+
+fn reply_text(reply: &Reply, lines: Lines) -> String {
+    let log = lines.decision.unwrap_or_default();
+    let mut out = String::with_capacity(256 + log.len() + reply.body.len());
+    out.push_str("{\"status\":");
+    out.push_str(&reply.status.to_string());
+    out.push_str(",\"headers\":");
+    push_header_pairs(&mut out, &reply.headers);
+    if let Some(summary) = lines.summary {
+        out.push_str(",\"summary\":");
+        push_quoted(&mut out, &summary);
+    }
+    out.push_str("}\n");
+    out.push_str(&log);
+    out.push('\n');
+    out.push_str(&reply.body);
     out
 }
 
-fn reply_json(reply: &Reply, log: &LogRecord, now_ms: u64) -> String {
-    format!(
-        "{{\"reply\":{{\"status\":{},\"headers\":{},\"body\":{}}},\"log\":{}}}",
-        reply.status,
-        header_pairs(&reply.headers),
-        quoted(&reply.body),
-        quoted(&log.to_json(now_ms)),
-    )
-}
-
-fn internal(code: &'static str, now_ms: u64) -> String {
-    let reply = problem(
-        500,
-        code,
-        "Internal error",
-        "This service cannot accept entries right now.",
-        None,
-    );
-    let log = LogRecord {
+fn bare_log(code: &str, status: u16, now_ms: u64) -> LogRecord {
+    LogRecord {
         request_id: String::new(),
         campaign: None,
         region: None,
         phase: "edge",
         outcome: code.to_owned(),
-        status: 500,
+        status,
+        attempts: 0,
         received_ms: now_ms,
-    };
-    reply_json(&reply, &log, now_ms)
+    }
 }
 
+/// The answer when the isolate has no configuration (or its state is in use, which cannot
+/// happen in one thread): 500, always with its own log line.
 fn unconfigured(now_ms: u64) -> String {
-    internal("config_invalid", now_ms)
+    let reply = problem(
+        500,
+        "config_invalid",
+        "Internal error",
+        "This service cannot accept entries right now.",
+        None,
+    );
+    let lines = Lines {
+        decision: Some(bare_log("config_invalid", 500, now_ms).to_json(now_ms)),
+        summary: None,
+    };
+    reply_text(&reply, lines)
 }
 
-fn internal_error(now_ms: u64) -> String {
-    internal("internal_error", now_ms)
-}
-
-/// Parses a decision string, for tests of the shell's conversions.
+/// Reads an answer back into one JSON value, for tests of the shell's conversions:
+/// `{"reply":{status,headers,body},"log":..,"summary":..}`, `{"forward":{url,timeout_ms,ticket,
+/// headers,body}}` or `{"retry":{url,timeout_ms,ticket}}`; `null` if it is malformed.
 pub fn parse_decision(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
+    let mut parts = text.splitn(3, '\n');
+    let (Some(meta), Some(log), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        // `configure` answers with plain JSON.
+        return serde_json::from_str(text).unwrap_or(Value::Null);
+    };
+    let Ok(Value::Object(mut meta)) = serde_json::from_str::<Value>(meta) else {
+        return Value::Null;
+    };
+    let summary = meta.remove("summary");
+    if !meta.contains_key("url") {
+        meta.insert("body".into(), body.into());
+        return json!({ "reply": meta, "log": log, "summary": summary });
+    }
+    if meta.contains_key("headers") {
+        meta.insert("body".into(), body.into());
+        json!({ "forward": meta })
+    } else {
+        json!({ "retry": meta })
+    }
 }

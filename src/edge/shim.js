@@ -93,9 +93,18 @@ async function attempt(url, timeoutMs, headers, body) {
   }
 }
 
-function respond(decision) {
-  if (decision.log) console.log(decision.log);
-  const { status, headers, body } = decision.reply;
+// An answer is `META \n LOG \n BODY` (see `decide` in src/edge/mod.rs).
+function read(answer) {
+  const metaEnd = answer.indexOf("\n");
+  const logEnd = answer.indexOf("\n", metaEnd + 1);
+  if (metaEnd < 0 || logEnd < 0) throw new Error("malformed decision");
+  return [JSON.parse(answer.slice(0, metaEnd)), answer.slice(metaEnd + 1, logEnd), answer.slice(logEnd + 1)];
+}
+
+function respond(meta, log, body) {
+  if (log !== "") console.log(log);
+  if (meta.summary !== undefined) console.log(meta.summary);
+  const { status, headers } = meta;
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 
@@ -109,15 +118,15 @@ function emergency(status, code) {
 async function handle(request, env) {
   if (maxBodyBytes < 0) configure(env);
   const headers = request.headers;
-  const [bodyState, body] =
+  const [bodyState, bodyBytes] =
     request.method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
-  let decision = JSON.parse(
+  let [meta, log, body] = read(
     harbour.decide(
       request.method,
       request.url,
       headers.get("content-type") ?? undefined,
       bodyState,
-      body,
+      bodyBytes,
       request.cf?.country ?? undefined,
       headers.get("cf-connecting-ip") ?? undefined,
       headers.get("idempotency-key") ?? undefined,
@@ -125,14 +134,14 @@ async function handle(request, env) {
       Date.now(),
     ),
   );
-  if (decision.reply) return respond(decision);
-  const forward = decision.forward;
-  let { url, timeout_ms: timeoutMs, ticket } = forward;
+  if (meta.url === undefined) return respond(meta, log, body);
+  // The headers and body of the first attempt serve every attempt.
+  const forwardHeaders = meta.headers;
+  const forwardBody = body;
   for (;;) {
-    const [status, text] = await attempt(url, timeoutMs, forward.headers, forward.body);
-    decision = JSON.parse(harbour.conclude(ticket, status, text, Date.now()));
-    if (decision.reply) return respond(decision);
-    ({ url, timeout_ms: timeoutMs, ticket } = decision.retry);
+    const [status, text] = await attempt(meta.url, meta.timeout_ms, forwardHeaders, forwardBody);
+    [meta, log, body] = read(harbour.conclude(meta.ticket, status, text, Date.now()));
+    if (meta.url === undefined) return respond(meta, log, body);
   }
 }
 

@@ -5,6 +5,9 @@
 //!
 //! harbour-bench                      interleaved comparison with the baseline (about 2 minutes)
 //! harbour-bench --short              the same, shorter phases (seconds)
+//!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
+//!                                    override rounds, seconds per phase, the fixed rate; or
+//!                                    measure only the cost at maximum rate
 //! harbour-bench --rehearsal [--rate 5000] [--duration 300]
 //!                                    the peak: fixed rate, realistic mix, loss and residency audit
 //! harbour-bench --faults [--rate 1000] [--duration 40]
@@ -476,11 +479,12 @@ const baseline :Workerd.Worker = (
     let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
     let workerd_bin = root.join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
     let mut command = Command::new(workerd_bin);
-    command
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+    command.arg("serve").arg(&config_path);
+    // For profiling with the V8 inspector (Chrome DevTools or a CDP client).
+    if let Some(address) = std::env::var_os("HARBOUR_BENCH_INSPECTOR") {
+        command.arg("--inspector-addr").arg(address);
+    }
+    command.stdout(log.try_clone().unwrap()).stderr(log);
     let workerd = Process::spawn("workerd", &mut command);
     let probe = "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     wait_until("workerd", Duration::from_secs(30), || {
@@ -511,11 +515,20 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn compare(bench: &Bench, short: bool) {
-    let (rounds, seconds, fixed_rate) = if short {
-        (2, 3, 1000.0)
+struct Comparison {
+    rounds: u32,
+    seconds: u64,
+    fixed_rate: f64,
+    /// Whether to run the fixed-rate phase (latency) besides the maximum-rate one (cost).
+    fixed: bool,
+}
+
+fn compare(bench: &Bench, plan: &Comparison) {
+    let (rounds, seconds, fixed_rate) = (plan.rounds, plan.seconds, plan.fixed_rate);
+    let phases: &[(&str, Option<f64>)] = if plan.fixed {
+        &[("max", None), ("fixed", Some(fixed_rate))]
     } else {
-        (4, 8, 2000.0)
+        &[("max", None)]
     };
     let mut first = 0u64;
     // (throughput, CPU µs per request, p50 ms, p99 ms) per (worker, phase)
@@ -528,7 +541,7 @@ fn compare(bench: &Bench, short: bool) {
             ("harbour", bench.harbour_port),
             ("baseline", bench.baseline_port),
         ] {
-            for (phase, rate) in [("max", None), ("fixed", Some(fixed_rate))] {
+            for &(phase, rate) in phases {
                 let load = Load {
                     port,
                     connections: 32,
@@ -568,6 +581,9 @@ fn compare(bench: &Bench, short: bool) {
         ("p99 ms (fixed rate)", "fixed", |r| r.3),
     ];
     for (label, phase, pick) in rows {
+        if !results.contains_key(&("harbour", phase)) {
+            continue;
+        }
         let h = summary("harbour", phase, pick);
         let b = summary("baseline", phase, pick);
         println!(
@@ -787,8 +803,21 @@ fn main() {
         )
     } else {
         let short = args.iter().any(|a| a == "--short");
-        compare(&bench, short);
-        if short {
+        let (rounds, seconds, fixed_rate) = if short {
+            (2, 3, 1000.0)
+        } else {
+            (4, 8, 2000.0)
+        };
+        compare(
+            &bench,
+            &Comparison {
+                rounds: value("--rounds").map_or(rounds, |v| v as u32),
+                seconds: value("--seconds").map_or(seconds, |v| v as u64),
+                fixed_rate: value("--fixed-rate").unwrap_or(fixed_rate),
+                fixed: !args.iter().any(|a| a == "--cost-only"),
+            },
+        );
+        if short && !args.iter().any(|a| a == "--cost-only") {
             rehearse(&bench, 1000.0, 5, false)
         } else {
             true

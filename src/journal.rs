@@ -1,0 +1,255 @@
+//! What the edge writes to the log.
+//!
+//! At a broadcast peak a line per accepted submission is millions of lines that repeat what the
+//! origins already store (each row carries its request id), and writing one costs about as much
+//! CPU as everything harbour decides. So by default (`HARBOUR_LOG=summary`) outcomes a visitor
+//! caused (accepted, replayed, refused with a 4xx) are counted per campaign, region and outcome
+//! and written as one `harbour.summary` line per isolate at most every [`SUMMARY_WINDOW_MS`],
+//! while everything an operator must look at is written at once, one line each: every 5xx, and
+//! every forward that needed more than one attempt. `HARBOUR_LOG=decisions` writes every decision
+//! on its own line. No line carries personal data.
+
+use crate::forward::push_quoted;
+use crate::pipeline::LogRecord;
+
+/// The longest a summary covers.
+pub const SUMMARY_WINDOW_MS: u64 = 10_000;
+/// Distinct (campaign, region, outcome, status) rows a summary holds before it is written early.
+const MAX_SUMMARY_ROWS: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogMode {
+    /// Visitor outcomes counted, operator matters one line each.
+    #[default]
+    Summary,
+    /// One line per decision.
+    Decisions,
+}
+
+impl LogMode {
+    pub const VARIABLE: &'static str = "HARBOUR_LOG";
+
+    /// Unset or empty is the default; anything else must be one of the two names.
+    pub fn parse(value: Option<&str>) -> Option<LogMode> {
+        match value.map(str::trim) {
+            None | Some("") | Some("summary") => Some(LogMode::Summary),
+            Some("decisions") => Some(LogMode::Decisions),
+            Some(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    campaign: Option<String>,
+    region: Option<String>,
+    outcome: String,
+    status: u16,
+    count: u64,
+    latency_ms_max: u64,
+    latency_ms_total: u64,
+}
+
+/// The lines one decision produces: its own, and a summary when one is due.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lines {
+    pub decision: Option<String>,
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Journal {
+    mode: LogMode,
+    window_start_ms: Option<u64>,
+    rows: Vec<Row>,
+}
+
+impl Journal {
+    pub fn new(mode: LogMode) -> Journal {
+        Journal {
+            mode,
+            ..Journal::default()
+        }
+    }
+
+    /// Whether a decision gets a line of its own.
+    pub fn stands_alone(&self, record: &LogRecord) -> bool {
+        self.mode == LogMode::Decisions || record.status >= 500 || record.attempts > 1
+    }
+
+    pub fn record(&mut self, record: &LogRecord, now_ms: u64) -> Lines {
+        if self.stands_alone(record) {
+            return Lines {
+                decision: Some(record.to_json(now_ms)),
+                summary: self.due(now_ms, false),
+            };
+        }
+        let latency = now_ms.saturating_sub(record.received_ms);
+        self.window_start_ms.get_or_insert(now_ms);
+        let same = |row: &&mut Row| {
+            row.status == record.status
+                && row.outcome == record.outcome
+                && row.region == record.region
+                && row.campaign == record.campaign
+        };
+        match self.rows.iter_mut().find(same) {
+            Some(row) => {
+                row.count += 1;
+                row.latency_ms_total = row.latency_ms_total.saturating_add(latency);
+                row.latency_ms_max = row.latency_ms_max.max(latency);
+            }
+            None => self.rows.push(Row {
+                campaign: record.campaign.clone(),
+                region: record.region.clone(),
+                outcome: record.outcome.clone(),
+                status: record.status,
+                count: 1,
+                latency_ms_max: latency,
+                latency_ms_total: latency,
+            }),
+        }
+        Lines {
+            decision: None,
+            summary: self.due(now_ms, self.rows.len() >= MAX_SUMMARY_ROWS),
+        }
+    }
+
+    /// The summary line, if the window has run its length (or `force`), and a fresh window.
+    fn due(&mut self, now_ms: u64, force: bool) -> Option<String> {
+        let start = self.window_start_ms?;
+        if !force && now_ms.saturating_sub(start) < SUMMARY_WINDOW_MS {
+            return None;
+        }
+        self.window_start_ms = None;
+        if self.rows.is_empty() {
+            return None;
+        }
+        let mut line = String::with_capacity(64 + 128 * self.rows.len());
+        line.push_str("{\"msg\":\"harbour.summary\",\"from_ms\":");
+        line.push_str(&start.to_string());
+        line.push_str(",\"to_ms\":");
+        line.push_str(&now_ms.to_string());
+        line.push_str(",\"outcomes\":[");
+        for (i, row) in self.rows.drain(..).enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str("{\"campaign\":");
+            push_optional(&mut line, row.campaign.as_deref());
+            line.push_str(",\"region\":");
+            push_optional(&mut line, row.region.as_deref());
+            line.push_str(",\"outcome\":");
+            push_quoted(&mut line, &row.outcome);
+            line.push_str(&format!(
+                ",\"status\":{},\"count\":{},\"latency_ms_mean\":{},\"latency_ms_max\":{}}}",
+                row.status,
+                row.count,
+                row.latency_ms_total / row.count.max(1),
+                row.latency_ms_max
+            ));
+        }
+        line.push_str("]}");
+        Some(line)
+    }
+}
+
+fn push_optional(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(value) => push_quoted(out, value),
+        None => out.push_str("null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn record(outcome: &str, status: u16, attempts: u32, received_ms: u64) -> LogRecord {
+        LogRecord {
+            request_id: "r1".into(),
+            campaign: Some("spring-launch".into()),
+            region: Some("eu".into()),
+            phase: "forward",
+            outcome: outcome.into(),
+            status,
+            attempts,
+            received_ms,
+        }
+    }
+
+    #[test]
+    fn modes_parse_and_refuse_anything_else() {
+        assert_eq!(LogMode::parse(None), Some(LogMode::Summary));
+        assert_eq!(LogMode::parse(Some(" ")), Some(LogMode::Summary));
+        assert_eq!(LogMode::parse(Some("decisions")), Some(LogMode::Decisions));
+        assert_eq!(LogMode::parse(Some("all")), None);
+    }
+
+    #[test]
+    fn visitor_outcomes_are_counted_and_written_once_per_window() {
+        let mut journal = Journal::new(LogMode::Summary);
+        let t0 = 1_000_000;
+        for i in 0..5 {
+            let lines = journal.record(&record("stored", 202, 1, t0 + i), t0 + i + 3 + i);
+            assert_eq!(lines, Lines::default(), "nothing written inside the window");
+        }
+        journal.record(&record("validation_failed", 422, 0, t0 + 10), t0 + 10);
+        let lines = journal.record(
+            &record("stored", 202, 1, t0 + SUMMARY_WINDOW_MS),
+            t0 + 3 + SUMMARY_WINDOW_MS,
+        );
+        assert_eq!(lines.decision, None);
+        let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
+        assert_eq!(summary["msg"], "harbour.summary");
+        assert_eq!(summary["from_ms"], t0 + 3);
+        let rows = summary["outcomes"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["outcome"], "stored");
+        assert_eq!(rows[0]["count"], 6);
+        assert_eq!(rows[0]["latency_ms_max"], 7);
+        assert_eq!(rows[1]["status"], 422);
+        assert_eq!(rows[1]["count"], 1);
+        // A fresh window starts empty.
+        let next = journal.record(
+            &record("stored", 202, 1, t0 + SUMMARY_WINDOW_MS + 4),
+            t0 + SUMMARY_WINDOW_MS + 4,
+        );
+        assert_eq!(next, Lines::default());
+    }
+
+    #[test]
+    fn operator_matters_stand_alone_and_carry_no_personal_data() {
+        let mut journal = Journal::new(LogMode::Summary);
+        let failover = journal.record(&record("stored", 202, 2, 10), 20);
+        let line: Value = serde_json::from_str(&failover.decision.unwrap()).unwrap();
+        assert_eq!(line["attempts"], 2);
+        assert_eq!(line["latency_ms"], 10);
+        let unavailable = journal.record(&record("origins_unavailable", 503, 2, 10), 20);
+        assert!(unavailable.decision.is_some());
+        let config = journal.record(&record("config_invalid", 500, 0, 10), 20);
+        assert!(config.decision.is_some());
+    }
+
+    #[test]
+    fn decisions_mode_writes_every_decision() {
+        let mut journal = Journal::new(LogMode::Decisions);
+        let lines = journal.record(&record("stored", 202, 1, 10), 12);
+        assert!(lines.decision.unwrap().contains("\"outcome\":\"stored\""));
+    }
+
+    #[test]
+    fn many_distinct_outcomes_write_the_summary_early() {
+        let mut journal = Journal::new(LogMode::Summary);
+        let mut written = None;
+        for i in 0..MAX_SUMMARY_ROWS {
+            let mut r = record("stored", 202, 1, 10);
+            r.campaign = Some(format!("campaign-{i}"));
+            let lines = journal.record(&r, 11);
+            if lines.summary.is_some() {
+                written = Some(i);
+            }
+        }
+        assert_eq!(written, Some(MAX_SUMMARY_ROWS - 1));
+    }
+}
