@@ -102,6 +102,16 @@ impl Config {
                     }),
                 }
             }
+            // The signature covers the path, and every attempt sends the same signed request.
+            if origins.iter().any(|o| o.path != origins[0].path) {
+                issues.push(PolicyIssue {
+                    path: origins_name.clone(),
+                    message: format!(
+                        "the origins of region {:?} must share one base path (the signature covers it)",
+                        region.id
+                    ),
+                });
+            }
             if origins.is_empty() {
                 issues.push(PolicyIssue {
                     path: origins_name,
@@ -223,6 +233,10 @@ pub(crate) mod tests {
         env.insert("HARBOUR_KEY_CN".into(), "short".into());
         env.insert("HARBOUR_ORIGINS_AU".into(), "ftp://x".into());
         env.insert("HARBOUR_LOG".into(), "verbose".into());
+        env.insert(
+            "HARBOUR_ORIGINS_EU".into(),
+            "https://eu1.example/a https://eu2.example/b".into(),
+        );
         let error = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap_err();
         let paths: Vec<_> = error.0.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(
@@ -230,6 +244,7 @@ pub(crate) mod tests {
             [
                 "HARBOUR_KEY_CN",
                 "HARBOUR_ORIGINS_RU",
+                "HARBOUR_ORIGINS_EU",
                 "HARBOUR_ORIGINS_AU",
                 "HARBOUR_ORIGINS_AU",
                 "HARBOUR_LOG"

@@ -9,8 +9,8 @@
 //! every forward that needed more than one attempt. `HARBOUR_LOG=decisions` writes every decision
 //! on its own line. No line carries personal data.
 
-use crate::forward::push_quoted;
 use crate::pipeline::LogRecord;
+use crate::text::{push_quoted, push_u64};
 
 /// The longest a summary covers.
 pub const SUMMARY_WINDOW_MS: u64 = 10_000;
@@ -126,9 +126,9 @@ impl Journal {
         }
         let mut line = String::with_capacity(64 + 128 * self.rows.len());
         line.push_str("{\"msg\":\"harbour.summary\",\"from_ms\":");
-        line.push_str(&start.to_string());
+        push_u64(&mut line, start);
         line.push_str(",\"to_ms\":");
-        line.push_str(&now_ms.to_string());
+        push_u64(&mut line, now_ms);
         line.push_str(",\"outcomes\":[");
         for (i, row) in self.rows.drain(..).enumerate() {
             if i > 0 {
@@ -140,13 +140,19 @@ impl Journal {
             push_optional(&mut line, row.region.as_deref());
             line.push_str(",\"outcome\":");
             push_quoted(&mut line, &row.outcome);
-            line.push_str(&format!(
-                ",\"status\":{},\"count\":{},\"latency_ms_mean\":{},\"latency_ms_max\":{}}}",
-                row.status,
-                row.count,
-                row.latency_ms_total / row.count.max(1),
-                row.latency_ms_max
-            ));
+            for (name, value) in [
+                (",\"status\":", u64::from(row.status)),
+                (",\"count\":", row.count),
+                (
+                    ",\"latency_ms_mean\":",
+                    row.latency_ms_total / row.count.max(1),
+                ),
+                (",\"latency_ms_max\":", row.latency_ms_max),
+            ] {
+                line.push_str(name);
+                push_u64(&mut line, value);
+            }
+            line.push('}');
         }
         line.push_str("]}");
         Some(line)

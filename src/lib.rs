@@ -14,6 +14,7 @@ pub mod policy;
 pub mod reply;
 pub mod residency;
 pub mod signature;
+pub mod text;
 pub mod validate;
 
 #[cfg(target_arch = "wasm32")]

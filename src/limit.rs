@@ -7,7 +7,7 @@
 //! The clock is an argument: std's clock panics on wasm32, and tests need a fake clock.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 
@@ -112,17 +112,39 @@ impl ClientKey {
     }
 }
 
+/// std's SipHash with a per-isolate secret absorbed before each key. On wasm32-unknown-unknown
+/// std has no entropy, so `RandomState` keys are the same in every isolate; the limiter's keys
+/// are client addresses, which clients choose, and known hash keys would let crafted addresses
+/// pile into one bucket.
+#[derive(Clone, Debug)]
+pub struct SeededState(u64);
+
+impl BuildHasher for SeededState {
+    type Hasher = DefaultHasher;
+
+    fn build_hasher(&self) -> DefaultHasher {
+        let mut hasher = DefaultHasher::new();
+        hasher.write_u64(self.0);
+        hasher
+    }
+}
+
 /// Per-key GCRA state with a bound on memory. An entry whose TAT has passed carries no
 /// information (the key is back to a full burst), so it can be dropped at any time.
 pub struct Limiter<K> {
-    tats: HashMap<K, (u128, u64)>,
+    tats: HashMap<K, (u128, u64), SeededState>,
     max_keys: usize,
 }
 
 impl<K: Hash + Eq + Copy> Limiter<K> {
     pub fn new(max_keys: usize) -> Limiter<K> {
+        Limiter::seeded(max_keys, 0)
+    }
+
+    /// With a secret seed for the table's hash (see [`SeededState`]).
+    pub fn seeded(max_keys: usize, seed: u64) -> Limiter<K> {
         Limiter {
-            tats: HashMap::new(),
+            tats: HashMap::with_hasher(SeededState(seed)),
             max_keys: max_keys.max(2),
         }
     }
@@ -173,6 +195,13 @@ impl<K: Hash + Eq + Copy> Limiter<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_hash_depends_on_the_isolate_seed() {
+        let key = ClientKey::V4(0x6440_0001);
+        assert_ne!(SeededState(1).hash_one(key), SeededState(2).hash_one(key));
+        assert_eq!(SeededState(7).hash_one(key), SeededState(7).hash_one(key));
+    }
 
     fn quota(burst: u32, window_ms: u64) -> Quota {
         Quota::new(

@@ -12,12 +12,13 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::forward::{self, quoted, ForwardPlan, Next, Outcome, PlanInput, Ticket};
+use crate::forward::{self, ForwardPlan, Next, Outcome, PlanInput, Ticket};
 use crate::limit::{ClientKey, Decision, Limiter, Quota};
 use crate::policy::FORM_TOKEN_KEY;
 use crate::policy::{Campaign, FieldKind, PolicyError};
 use crate::reply::{problem, retry_after_seconds, Reply};
 use crate::residency::{classify, PlatformCountry};
+use crate::text::{push_hex_u64, push_quoted, push_u64};
 use crate::validate::{parse_body, validate, Encoding, RawValue};
 
 /// Forms older than this are refused as too fast too: a token is not a lasting pass.
@@ -107,19 +108,32 @@ pub struct LogRecord {
 
 impl LogRecord {
     pub fn to_json(&self, now_ms: u64) -> String {
-        // Written directly: one line per request, on the hot path.
-        let optional = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_owned(), quoted);
-        format!(
-            "{{\"msg\":\"harbour.decision\",\"request_id\":{},\"campaign\":{},\"region\":{},\"phase\":{},\"outcome\":{},\"status\":{},\"attempts\":{},\"latency_ms\":{}}}",
-            quoted(&self.request_id),
-            optional(&self.campaign),
-            optional(&self.region),
-            quoted(self.phase),
-            quoted(&self.outcome),
-            self.status,
-            self.attempts,
-            now_ms.saturating_sub(self.received_ms),
-        )
+        // Written directly: a line per decision, on the hot path.
+        let mut line = String::with_capacity(192);
+        line.push_str("{\"msg\":\"harbour.decision\",\"request_id\":");
+        push_quoted(&mut line, &self.request_id);
+        for (name, value) in [
+            (",\"campaign\":", &self.campaign),
+            (",\"region\":", &self.region),
+        ] {
+            line.push_str(name);
+            match value {
+                Some(value) => push_quoted(&mut line, value),
+                None => line.push_str("null"),
+            }
+        }
+        line.push_str(",\"phase\":");
+        push_quoted(&mut line, self.phase);
+        line.push_str(",\"outcome\":");
+        push_quoted(&mut line, &self.outcome);
+        line.push_str(",\"status\":");
+        push_u64(&mut line, u64::from(self.status));
+        line.push_str(",\"attempts\":");
+        push_u64(&mut line, u64::from(self.attempts));
+        line.push_str(",\"latency_ms\":");
+        push_u64(&mut line, now_ms.saturating_sub(self.received_ms));
+        line.push('}');
+        line
     }
 }
 
@@ -202,7 +216,7 @@ impl Edge {
     pub fn new(config: Result<Config, PolicyError>, seed: u64) -> Edge {
         Edge {
             config,
-            limiter: Limiter::new(MAX_LIMITER_KEYS),
+            limiter: Limiter::seeded(MAX_LIMITER_KEYS, mix(seed ^ 0x5EED_0F_11A1_7E25)),
             seed,
             counter: 0,
             latest_ms: 0,
@@ -215,11 +229,10 @@ impl Edge {
 
     fn next_request_id(&mut self, now_ms: u64) -> String {
         self.counter = self.counter.wrapping_add(1);
-        format!(
-            "{:011x}{:016x}",
-            now_ms & 0xFFF_FFFF_FFFF,
-            mix(self.seed ^ self.counter)
-        )
+        let mut id = String::with_capacity(27);
+        push_hex_u64(&mut id, now_ms, 11);
+        push_hex_u64(&mut id, mix(self.seed ^ self.counter), 16);
+        id
     }
 
     pub fn decide(&mut self, facts: &Facts) -> Step {
@@ -523,13 +536,14 @@ impl Edge {
         }
         let rate_headers: Vec<(&'static str, String)> = vec![
             ("ratelimit-policy", policy_header(client_quota)),
-            (
-                "ratelimit",
-                format!(
-                    "\"client\";r={};t={}",
-                    client_remaining.0, client_remaining.1
-                ),
-            ),
+            ("ratelimit", {
+                let mut value = String::with_capacity(32);
+                value.push_str("\"client\";r=");
+                push_u64(&mut value, u64::from(client_remaining.0));
+                value.push_str(";t=");
+                push_u64(&mut value, client_remaining.1);
+                value
+            }),
         ];
 
         // A filled honeypot, or a form sent faster than a person fills it, looks accepted and
@@ -614,11 +628,12 @@ fn not_found(detail: &str) -> Reply {
 
 /// `RateLimit-Policy` as in the IETF httpapi draft: quota `q` per window `w` seconds.
 fn policy_header(quota: &Quota) -> String {
-    format!(
-        "\"client\";q={};w={}",
-        quota.burst(),
-        retry_after_seconds(quota.window_ms())
-    )
+    let mut value = String::with_capacity(32);
+    value.push_str("\"client\";q=");
+    push_u64(&mut value, u64::from(quota.burst()));
+    value.push_str(";w=");
+    push_u64(&mut value, retry_after_seconds(quota.window_ms()));
+    value
 }
 
 /// The media type in lower case and whether its charset, if any, is UTF-8.

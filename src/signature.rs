@@ -12,6 +12,8 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::text::{push_hex, push_u64};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Keys shorter than this are refused by configuration.
@@ -22,12 +24,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
+    push_hex(&mut out, bytes);
     out
 }
 
@@ -44,15 +42,19 @@ pub struct Signed<'a> {
 
 impl Signed<'_> {
     pub fn canonical(&self) -> String {
-        format!(
-            "harbour-v1\n{}\n{}\n{}\n{}\n{}\n{}",
-            self.method,
-            self.path,
-            self.timestamp_ms,
-            self.region,
-            self.idempotency_key,
-            self.body_sha256_hex
-        )
+        let mut text = String::with_capacity(
+            48 + self.path.len() + self.idempotency_key.len() + self.body_sha256_hex.len(),
+        );
+        for part in ["harbour-v1", self.method, self.path] {
+            text.push_str(part);
+            text.push('\n');
+        }
+        push_u64(&mut text, self.timestamp_ms);
+        for part in [self.region, self.idempotency_key, self.body_sha256_hex] {
+            text.push('\n');
+            text.push_str(part);
+        }
+        text
     }
 }
 
@@ -83,7 +85,10 @@ impl SigningKey {
     pub fn sign(&self, signed: &Signed) -> String {
         let mut mac = self.prepared.clone();
         mac.update(signed.canonical().as_bytes());
-        format!("v1={}", hex(&mac.finalize().into_bytes()))
+        let mut header = String::with_capacity(67);
+        header.push_str("v1=");
+        push_hex(&mut header, &mac.finalize().into_bytes());
+        header
     }
 
     /// HMAC of a message in hex, for harbour's own tokens (a different message prefix than the

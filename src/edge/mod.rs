@@ -19,11 +19,12 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::config::{key_var, origins_var, Config};
-use crate::forward::{push_quoted, Next, Outcome, TicketBook};
+use crate::forward::{Next, Outcome, TicketBook};
 use crate::journal::{Journal, Lines};
 use crate::pipeline::{Body, Edge, Facts, LogRecord, Step};
 use crate::policy::{Policy, SHIPPED_POLICY};
 use crate::reply::{problem, Reply};
+use crate::text::{push_quoted, push_u64};
 
 /// Everything an isolate keeps between requests.
 struct Shell {
@@ -141,10 +142,11 @@ pub fn decide(
                 let mut out = String::with_capacity(512 + plan.body.len());
                 out.push_str("{\"url\":");
                 push_quoted(&mut out, &plan.first.url);
-                out.push_str(&format!(
-                    ",\"timeout_ms\":{},\"ticket\":{ticket},\"headers\":",
-                    plan.first.timeout_ms
-                ));
+                out.push_str(",\"timeout_ms\":");
+                push_u64(&mut out, plan.first.timeout_ms);
+                out.push_str(",\"ticket\":");
+                push_u64(&mut out, ticket);
+                out.push_str(",\"headers\":");
                 push_header_pairs(&mut out, &plan.headers);
                 out.push_str("}\n\n");
                 out.push_str(&plan.body);
@@ -191,10 +193,11 @@ pub fn conclude(ticket: f64, status: u16, body: &str, now_ms: f64) -> String {
                 let mut out = String::with_capacity(128);
                 out.push_str("{\"url\":");
                 push_quoted(&mut out, &attempt.url);
-                out.push_str(&format!(
-                    ",\"timeout_ms\":{},\"ticket\":{id}}}\n\n",
-                    attempt.timeout_ms
-                ));
+                out.push_str(",\"timeout_ms\":");
+                push_u64(&mut out, attempt.timeout_ms);
+                out.push_str(",\"ticket\":");
+                push_u64(&mut out, id);
+                out.push_str("}\n\n");
                 out
             }
             Ok(Next::Done { reply, outcome }) => {
@@ -240,7 +243,7 @@ fn reply_text(reply: &Reply, lines: Lines) -> String {
     let log = lines.decision.unwrap_or_default();
     let mut out = String::with_capacity(256 + log.len() + reply.body.len());
     out.push_str("{\"status\":");
-    out.push_str(&reply.status.to_string());
+    push_u64(&mut out, u64::from(reply.status));
     out.push_str(",\"headers\":");
     push_header_pairs(&mut out, &reply.headers);
     if let Some(summary) = lines.summary {
