@@ -216,7 +216,7 @@ impl Edge {
     pub fn new(config: Result<Config, PolicyError>, seed: u64) -> Edge {
         Edge {
             config,
-            limiter: Limiter::seeded(MAX_LIMITER_KEYS, mix(seed ^ 0x5EED_0F_11A1_7E25)),
+            limiter: Limiter::seeded(MAX_LIMITER_KEYS, mix(seed ^ 0x5EED_0F11_A17E_2500)),
             seed,
             counter: 0,
             latest_ms: 0,
