@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use harbour::signature::{sha256_hex, Signed, SigningKey};
-use harbour_e2e::{request, Stack, REGIONS};
+use harbour_e2e::{request, wait_until, Stack, REGIONS};
 
 static UNIQUE: AtomicU32 = AtomicU32::new(1);
 
@@ -359,6 +359,24 @@ fn failover_stays_in_region_and_retry_lands_once(stack: &mut Stack) {
         .filter(|r| r.idempotency_key == key)
         .count();
     assert_eq!(rows, 1);
+
+    // Operator matters get a log line each (the default log mode counts the rest): the
+    // failover that stored, and the answer that no origin of the region could take it.
+    let logged = |outcome: &str| {
+        stack.worker_log().lines().any(|line| {
+            line.contains("\"msg\":\"harbour.decision\"")
+                && line.contains(&format!("\"outcome\":\"{outcome}\""))
+                && line.contains("\"region\":\"eu\"")
+                && line.contains("\"attempts\":2")
+        })
+    };
+    wait_until("failover log lines", Duration::from_secs(10), || {
+        logged("stored") && logged("origins_unavailable")
+    });
+    assert!(
+        !stack.worker_log().contains("@example"),
+        "the log carries no field values"
+    );
 }
 
 fn origin_refuses_forged_stale_and_misdirected(stack: &Stack) {
