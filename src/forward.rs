@@ -18,7 +18,7 @@ use crate::policy::RegionIndex;
 use crate::reply::{problem, retry_after_seconds, Reply};
 use crate::residency::Residency;
 use crate::signature::{sha256_hex, Signed};
-use crate::text::{decimal, push_quoted, push_u64, quoted};
+use crate::text::{push_quoted, push_u64, quoted};
 use crate::validate::{CleanValue, Submission};
 
 pub const ATTEMPT_TIMEOUT_MS: u64 = 3_000;
@@ -28,12 +28,7 @@ pub const MIN_ATTEMPT_MS: u64 = 200;
 /// What a visitor is asked to wait when every origin of the region failed.
 pub const UNAVAILABLE_RETRY_MS: u64 = 5_000;
 
-pub const HEADER_REGION: &str = "x-harbour-region";
-pub const HEADER_CAMPAIGN: &str = "x-harbour-campaign";
-pub const HEADER_REQUEST_ID: &str = "x-harbour-request-id";
-pub const HEADER_RECEIVED_AT: &str = "x-harbour-received-at";
-pub const HEADER_TIMESTAMP: &str = "x-harbour-timestamp";
-pub const HEADER_CONTENT_SHA256: &str = "x-harbour-content-sha256";
+/// `t=<timestamp ms>,r=<region>,v1=<HMAC>`: see `signature`.
 pub const HEADER_SIGNATURE: &str = "x-harbour-signature";
 pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -271,15 +266,10 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
         idempotency_key: &key,
         body_sha256_hex: &body_hash,
     });
+    // Campaign, request id and receipt time are in the body, which the signature covers.
     let headers = vec![
         ("content-type", "application/json".to_owned()),
         (HEADER_IDEMPOTENCY_KEY, key.clone()),
-        (HEADER_REGION, region_id.to_owned()),
-        (HEADER_CAMPAIGN, campaign.to_owned()),
-        (HEADER_REQUEST_ID, request_id.clone()),
-        (HEADER_RECEIVED_AT, decimal(now_ms)),
-        (HEADER_TIMESTAMP, decimal(now_ms)),
-        (HEADER_CONTENT_SHA256, body_hash),
         (HEADER_SIGNATURE, signature),
     ];
     Some(ForwardPlan {

@@ -6,8 +6,11 @@
 //! harbour-v1\n{METHOD}\n{path}\n{timestamp_ms}\n{region}\n{idempotency_key}\n{hex sha256(body)}
 //! ```
 //!
-//! sent as `X-Harbour-Signature: v1={hex}`. Binding the region into the MAC, and keying each
-//! region separately, means a submission signed for one region verifies nowhere else.
+//! sent as one header, `X-Harbour-Signature: t={timestamp_ms},r={region},v1={hex}`, beside
+//! `Idempotency-Key`; the origin computes the body digest itself. Binding the region into the
+//! MAC, and keying each region separately, means a submission signed for one region verifies
+//! nowhere else. (One header rather than one per value: each header is a cost per request at the
+//! edge, and campaign, request id and receipt time travel, signed, in the body.)
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -81,12 +84,16 @@ impl SigningKey {
             .map(|prepared| SigningKey { prepared })
     }
 
-    /// The header value, `v1=` followed by 64 hex digits.
+    /// The `X-Harbour-Signature` value: `t=<timestamp ms>,r=<region>,v1=<64 hex digits>`.
     pub fn sign(&self, signed: &Signed) -> String {
         let mut mac = self.prepared.clone();
         mac.update(signed.canonical().as_bytes());
-        let mut header = String::with_capacity(67);
-        header.push_str("v1=");
+        let mut header = String::with_capacity(96);
+        header.push_str("t=");
+        push_u64(&mut header, signed.timestamp_ms);
+        header.push_str(",r=");
+        header.push_str(signed.region);
+        header.push_str(",v1=");
         push_hex(&mut header, &mac.finalize().into_bytes());
         header
     }
@@ -99,17 +106,53 @@ impl SigningKey {
         hex(&mac.finalize().into_bytes())
     }
 
-    /// Constant-time comparison of a received header value.
+    /// Whether a received header value signs exactly `signed`: its timestamp and region must be
+    /// `signed`'s, and the MAC is compared in constant time.
     pub fn verify(&self, signed: &Signed, header: &str) -> bool {
-        let Some(hex_mac) = header.trim().strip_prefix("v1=") else {
+        let Some(parsed) = SignatureHeader::parse(header) else {
             return false;
         };
-        let Some(received) = unhex(hex_mac) else {
+        if parsed.timestamp_ms != signed.timestamp_ms || parsed.region != signed.region {
+            return false;
+        }
+        let Some(received) = unhex(parsed.mac_hex) else {
             return false;
         };
         let mut mac = self.prepared.clone();
         mac.update(signed.canonical().as_bytes());
         mac.verify_slice(&received).is_ok()
+    }
+}
+
+/// A parsed `X-Harbour-Signature` value. Parameters are comma-separated `name=value` pairs in
+/// any order (spaces around them ignored); each of `t`, `r`, `v1` exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureHeader<'a> {
+    pub timestamp_ms: u64,
+    pub region: &'a str,
+    pub mac_hex: &'a str,
+}
+
+impl<'a> SignatureHeader<'a> {
+    pub fn parse(value: &'a str) -> Option<SignatureHeader<'a>> {
+        let (mut timestamp_ms, mut region, mut mac_hex) = (None, None, None);
+        for part in value.split(',') {
+            let (name, content) = part.trim().split_once('=')?;
+            let slot_was_empty = match name {
+                "t" => timestamp_ms.replace(content.parse::<u64>().ok()?).is_none(),
+                "r" => region.replace(content).is_none(),
+                "v1" => mac_hex.replace(content).is_none(),
+                _ => return None,
+            };
+            if !slot_was_empty {
+                return None;
+            }
+        }
+        Some(SignatureHeader {
+            timestamp_ms: timestamp_ms?,
+            region: region.filter(|r| !r.is_empty())?,
+            mac_hex: mac_hex?,
+        })
     }
 }
 
@@ -177,9 +220,13 @@ mod tests {
         // Computed independently: printf '%s' "$canonical" | openssl dgst -sha256 -hmac "$KEY"
         assert_eq!(
             signature,
-            "v1=3bb73e3f109bd6f849c99093f7a003d29c2faa8f8b24d39713fd4fc5d0a81de0"
+            "t=1764000000000,r=eu,v1=3bb73e3f109bd6f849c99093f7a003d29c2faa8f8b24d39713fd4fc5d0a81de0"
         );
         assert!(key.verify(&signed, &signature));
+        // Parameter order and spacing do not matter.
+        let reordered =
+            "v1=3bb73e3f109bd6f849c99093f7a003d29c2faa8f8b24d39713fd4fc5d0a81de0, r=eu, t=1764000000000";
+        assert!(key.verify(&signed, reordered));
     }
 
     #[test]
@@ -216,8 +263,21 @@ mod tests {
         }
         let other_key = SigningKey::new(b"another key that is long enough!!").unwrap();
         assert!(!other_key.verify(&sample(&body_hash), &signature));
-        for junk in ["", "v1=", "v1=zz", "v2=00", &signature[3..]] {
-            assert!(!key.verify(&sample(&body_hash), junk), "{junk}");
+        let mac = signature.rsplit_once("v1=").unwrap().1;
+        let junk = [
+            String::new(),
+            format!("v1={mac}"),
+            format!("t=1764000000000,v1={mac}"),
+            format!("t=1764000000000,r=,v1={mac}"),
+            format!("t=1764000000000,r=eu,r=eu,v1={mac}"),
+            format!("t=1764000000000,r=eu,v1={mac},x=1"),
+            format!("t=x,r=eu,v1={mac}"),
+            "t=1764000000000,r=eu,v1=zz".to_owned(),
+            format!("t=1764000000000,r=eu,v2={mac}"),
+            signature[1..].to_owned(),
+        ];
+        for junk in junk {
+            assert!(!key.verify(&sample(&body_hash), &junk), "{junk}");
         }
     }
 

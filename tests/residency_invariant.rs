@@ -10,6 +10,7 @@ use harbour::config::Config;
 use harbour::country::Country;
 use harbour::forward::{after_attempt, Next, Outcome};
 use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::signature::SignatureHeader;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -173,8 +174,12 @@ proptest! {
             match edge.decide(&facts) {
                 Step::Forward { plan } => {
                     let region = expected.ok_or_else(|| TestCaseError::fail(format!("forwarded a refusal: {platform:?}")))?;
-                    let tag = plan.headers.iter().find(|(n, _)| *n == "x-harbour-region").map(|(_, v)| v.clone());
+                    let signature = plan.headers.iter().find(|(n, _)| *n == "x-harbour-signature").map(|(_, v)| v.as_str()).unwrap_or("");
+                    let tag = SignatureHeader::parse(signature).map(|s| s.region.to_owned());
                     prop_assert_eq!(tag, Some(format!("r{region}")));
+                    let body: serde_json::Value = serde_json::from_str(&plan.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let expected_tag = format!("r{region}");
+                    prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
                     prop_assert_eq!(plan.ticket.region, region);
                     prop_assert_eq!(region_of_url(&plan.first.url), region);
                     let mut ticket = plan.ticket.clone();

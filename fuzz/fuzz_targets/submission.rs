@@ -4,6 +4,7 @@
 
 use harbour::config::Config;
 use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::signature::SignatureHeader;
 use harbour::policy::SHIPPED_POLICY;
 use libfuzzer_sys::fuzz_target;
 
@@ -36,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
         let config = edge.config().ok().expect("configured");
         let region = &config.policy.regions[plan.ticket.region].id;
         assert!(config.origins(plan.region).iter().any(|o| o.url == plan.first.url));
-        assert!(plan.headers.iter().any(|(n, v)| *n == "x-harbour-region" && v == region));
+        assert!(plan.headers.iter().any(|(n, v)| *n == "x-harbour-signature"
+            && SignatureHeader::parse(v).is_some_and(|s| s.region == region.as_str())));
         assert!(plan.headers.iter().all(|(_, v)| !v.contains(['\r', '\n'])), "header injection");
     }
 });

@@ -88,12 +88,8 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
-        region: header("x-harbour-region"),
-        timestamp: header("x-harbour-timestamp"),
-        content_sha256: header("x-harbour-content-sha256"),
         signature: header("x-harbour-signature"),
         idempotency_key: header("idempotency-key"),
-        campaign: header("x-harbour-campaign"),
     };
     let verified = match verify(
         &origin.region,
