@@ -38,7 +38,7 @@ const bodies = Array.from({ length: 64 }, (_, i) =>
     `{"name":"Load Visitor ${i}","email":"load-${i}@example.org","country":"IT","consent":true}`,
   ),
 );
-const receipt = '{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}';
+const receipt = encoder.encode('{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}');
 let now = 1_764_000_000_000;
 let n = 0;
 function one() {

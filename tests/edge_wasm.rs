@@ -144,7 +144,7 @@ fn conclude_walks_the_region_then_answers() {
         "192.0.2.4",
     );
     let ticket = decision["forward"]["ticket"].as_f64().unwrap();
-    let retry = parse_decision(&conclude(ticket, 0, "", 1_764_000_000_100.0));
+    let retry = parse_decision(&conclude(ticket, 0, b"", 1_764_000_000_100.0));
     assert_eq!(
         retry["retry"]["url"],
         "http://127.0.0.1:9103/v1/submissions"
@@ -153,7 +153,7 @@ fn conclude_walks_the_region_then_answers() {
     let done = parse_decision(&conclude(
         next_ticket,
         201,
-        r#"{"receipt":{"id":"au-1","region":"au"}}"#,
+        br#"{"receipt":{"id":"au-1","region":"au"}}"#,
         1_764_000_000_200.0,
     ));
     assert_eq!(done["reply"]["status"], 202);
@@ -162,7 +162,7 @@ fn conclude_walks_the_region_then_answers() {
     assert!(done["log"].as_str().unwrap().contains("\"attempts\":2"));
     // A ticket is concluded once; a stale or unknown one is answered with retry advice.
     for stale in [ticket, next_ticket, 1e9] {
-        let again = parse_decision(&conclude(stale, 201, "", 1_764_000_000_300.0));
+        let again = parse_decision(&conclude(stale, 201, b"", 1_764_000_000_300.0));
         assert_eq!(again["reply"]["status"], 503);
     }
 }

@@ -32,14 +32,15 @@ function configure(env) {
 
 // Reads at most `max` bytes; never buffers a body that declares or turns out to be larger.
 async function readBody(request, max) {
-  if (request.body === null) return [BODY_BYTES, EMPTY];
   const declared = request.headers.get("content-length");
   try {
+    // The usual case first: `request.body` is not touched (its getter makes a stream object).
     if (declared !== null) {
       if (!(Number(declared) <= max)) return [BODY_TOO_LARGE, EMPTY];
       const bytes = new Uint8Array(await request.arrayBuffer());
       return bytes.length > max ? [BODY_TOO_LARGE, EMPTY] : [BODY_BYTES, bytes];
     }
+    if (request.body === null) return [BODY_BYTES, EMPTY];
     const reader = request.body.getReader();
     const chunks = [];
     let total = 0;
@@ -77,7 +78,9 @@ async function drain(reader, seen) {
   await reader.cancel().catch(() => {});
 }
 
-// One origin attempt. Status 0 reports a connection failure or the attempt's timeout.
+// One origin attempt. Status 0 reports a connection failure or the attempt's timeout. The answer
+// is read as bytes: `conclude` takes bytes, so it is never decoded to a string and encoded back.
+const NO_ANSWER = [0, EMPTY];
 async function attempt(url, timeoutMs, headers, body) {
   try {
     const response = await fetch(url, {
@@ -87,9 +90,9 @@ async function attempt(url, timeoutMs, headers, body) {
       redirect: "manual",
       signal: AbortSignal.timeout(timeoutMs),
     });
-    return [response.status, await response.text()];
+    return [response.status, new Uint8Array(await response.arrayBuffer())];
   } catch {
-    return [0, ""];
+    return NO_ANSWER;
   }
 }
 
@@ -118,11 +121,12 @@ function emergency(status, code) {
 async function handle(request, env) {
   if (maxBodyBytes < 0) configure(env);
   const headers = request.headers;
+  const method = request.method;
   const [bodyState, bodyBytes] =
-    request.method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
+    method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
   let [meta, log, body] = read(
     harbour.decide(
-      request.method,
+      method,
       request.url,
       headers.get("content-type") ?? undefined,
       bodyState,
@@ -139,8 +143,8 @@ async function handle(request, env) {
   const forwardHeaders = meta.headers;
   const forwardBody = body;
   for (;;) {
-    const [status, text] = await attempt(meta.url, meta.timeout_ms, forwardHeaders, forwardBody);
-    [meta, log, body] = read(harbour.conclude(meta.ticket, status, text, Date.now()));
+    const [status, answer] = await attempt(meta.url, meta.timeout_ms, forwardHeaders, forwardBody);
+    [meta, log, body] = read(harbour.conclude(meta.ticket, status, answer, Date.now()));
     if (meta.url === undefined) return respond(meta, log, body);
   }
 }
