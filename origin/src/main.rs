@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -205,6 +206,10 @@ async fn serve(args: Args) -> Result<(), String> {
         "{}",
         json!({"msg": "origin.listening", "region": args.region, "listen": args.listen.to_string(), "db": args.db.display().to_string()})
     );
+    // Answers are small: send each at once instead of letting Nagle wait for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

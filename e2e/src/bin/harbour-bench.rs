@@ -537,11 +537,18 @@ fn compare(bench: &Bench, plan: &Comparison) {
     let mut results: HashMap<(&str, &str), Vec<Sample>> = HashMap::new();
     println!("comparison: {rounds} interleaved rounds of {seconds} s per phase, valid submissions only, 32 connections");
     for round in 0..rounds {
+        // "origin": the same fixed-rate load straight at a reference origin (no workerd), which
+        // answers 404 at once: the latency floor of this machine, load generator and loopback.
+        let floor_port = bench.origins.lock().unwrap()[0].port;
         for (name, port) in [
             ("harbour", bench.harbour_port),
             ("baseline", bench.baseline_port),
+            ("origin", floor_port),
         ] {
             for &(phase, rate) in phases {
+                if name == "origin" && phase != "fixed" {
+                    continue;
+                }
                 let load = Load {
                     port,
                     connections: 32,
@@ -589,6 +596,13 @@ fn compare(bench: &Bench, plan: &Comparison) {
         println!(
             "  {label:26} harbour {h:9.2}   baseline {b:9.2}   ratio {:5.2}",
             h / b
+        );
+    }
+    if results.contains_key(&("origin", "fixed")) {
+        println!(
+            "  floor at the fixed rate, straight to an origin (no workerd): p50 {:.2} ms, p99 {:.2} ms",
+            summary("origin", "fixed", |r| r.2),
+            summary("origin", "fixed", |r| r.3)
         );
     }
     println!("  (fixed rate = {fixed_rate:.0} req/s offered)");
