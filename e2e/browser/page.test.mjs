@@ -21,7 +21,7 @@ let worker;
 let base;
 let browser;
 
-function freePort() {
+function anyFreePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, "127.0.0.1", () => {
@@ -30,6 +30,20 @@ function freePort() {
     });
     server.on("error", reject);
   });
+}
+
+// Ports are picked before the servers start, and the system may hand a just-closed one out
+// again: never give the same one twice.
+const handedOut = new Set();
+async function freePort() {
+  for (let i = 0; i < 1000; i++) {
+    const port = await anyFreePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no fresh port after 1000 tries");
 }
 
 async function waitFor(what, check, timeoutMs = 60_000) {
@@ -66,7 +80,12 @@ async function startOrigin(region, port) {
     ["--region", region, "--listen", `127.0.0.1:${port}`, "--db", o.db],
     { env: { ...process.env, [`HARBOUR_KEY_${region.toUpperCase()}`]: o.key } });
   running.set(port, child);
-  await waitFor(`origin ${region}:${port}`, async () => (await fetch(`http://127.0.0.1:${port}/health`)).ok);
+  // The answer must come from this region's origin, not from anything else on the port.
+  await waitFor(`origin ${region}:${port}`, async () => {
+    if (child.exitCode !== null) throw new Error(`origin ${region}:${port} exited; see its log`);
+    const health = await fetch(`http://127.0.0.1:${port}/health`);
+    return health.ok && (await health.json()).region === region;
+  });
 }
 
 async function stopOrigin(port) {

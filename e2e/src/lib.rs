@@ -21,12 +21,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A port nothing listens on, never the same twice in one process: ports are picked before the
+/// servers start, and the system may hand a just-closed one out again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("no fresh port after 1000 tries");
 }
 
 #[derive(Debug, Clone)]
