@@ -100,7 +100,7 @@ fn phases(c: &mut Criterion) {
             let ticket = book.take(black_box(id)).unwrap();
             after_attempt(
                 &config,
-                ticket,
+                &ticket,
                 Outcome::Answered {
                     status: 201,
                     body: receipt,

@@ -311,7 +311,7 @@ pub enum Next {
 }
 
 /// Decides what follows an attempt: the next origin of the same region, or the visitor's answer.
-pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: u64) -> Next {
+pub fn after_attempt(config: &Config, ticket: &Ticket, outcome: Outcome, now_ms: u64) -> Next {
     let region = RegionIndex(ticket.region);
     let retryable = match outcome {
         Outcome::Failed => true,
@@ -329,7 +329,7 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
                 },
                 ticket: Ticket {
                     attempt: next_index,
-                    ..ticket
+                    ..ticket.clone()
                 },
             };
         }
@@ -345,11 +345,11 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
             retry_after_seconds(UNAVAILABLE_RETRY_MS).to_string(),
         )
         .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
-        return finish(reply, &ticket, "origins_unavailable");
+        return finish(reply, ticket, "origins_unavailable");
     }
     let Outcome::Answered { status, body } = outcome else {
         // Unreachable by construction (failures are retryable), kept total for safety.
-        return finish(bad_gateway(&ticket), &ticket, "origin_bad_answer");
+        return finish(bad_gateway(ticket), ticket, "origin_bad_answer");
     };
     match status {
         200 | 201 => match receipt(body, &config.policy.region(region).id) {
@@ -375,9 +375,9 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
                 } else {
                     (reply, "stored")
                 };
-                finish(reply, &ticket, outcome)
+                finish(reply, ticket, outcome)
             }
-            None => finish(bad_gateway(&ticket), &ticket, "origin_bad_answer"),
+            None => finish(bad_gateway(ticket), ticket, "origin_bad_answer"),
         },
         409 => finish(
             problem(
@@ -387,10 +387,10 @@ pub fn after_attempt(config: &Config, ticket: Ticket, outcome: Outcome, now_ms: 
                 "Start a new entry; the key belongs to an earlier, different submission.",
                 None,
             ),
-            &ticket,
+            ticket,
             "origin_conflict",
         ),
-        _ => finish(bad_gateway(&ticket), &ticket, "origin_refused"),
+        _ => finish(bad_gateway(ticket), ticket, "origin_refused"),
     }
 }
 

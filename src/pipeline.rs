@@ -588,7 +588,7 @@ impl Edge {
     }
 
     /// After an attempt: the next origin of the same region, or the final reply and its log.
-    pub fn conclude(&self, ticket: Ticket, outcome: Outcome, now_ms: u64) -> Result<Next, Reply> {
+    pub fn conclude(&self, ticket: &Ticket, outcome: Outcome, now_ms: u64) -> Result<Next, Reply> {
         let config = self.config.as_ref().map_err(|_| {
             problem(
                 500,

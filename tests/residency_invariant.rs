@@ -185,7 +185,7 @@ proptest! {
                     let mut ticket = plan.ticket.clone();
                     let mut tried = 1;
                     loop {
-                        match after_attempt(&config, ticket, Outcome::Failed, facts.now_ms + 10) {
+                        match after_attempt(&config, &ticket, Outcome::Failed, facts.now_ms + 10) {
                             Next::Retry { attempt, ticket: next } => {
                                 prop_assert_eq!(region_of_url(&attempt.url), region);
                                 prop_assert_eq!(next.region, region);

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         let status = chunk.first().map_or(0, |b| u16::from(*b) * 3);
         let text = String::from_utf8_lossy(chunk.get(1..).unwrap_or(&[]));
         let outcome = if status == 0 { Outcome::Failed } else { Outcome::Answered { status, body: &text } };
-        match after_attempt(&config, ticket, outcome, facts.now_ms + 100) {
+        match after_attempt(&config, &ticket, outcome, facts.now_ms + 100) {
             Next::Retry { attempt, ticket: next } => {
                 assert!(config.origins(plan.region).iter().any(|o| o.url == attempt.url), "left the region");
                 ticket = next;

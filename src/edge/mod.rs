@@ -190,7 +190,7 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
         let log_for = |edge: &Edge, reply: &Reply, outcome: &str| {
             edge.forward_log(&ticket, reply.status, outcome)
         };
-        Some(match shell.edge.conclude(ticket.clone(), outcome, now_ms) {
+        Some(match shell.edge.conclude(&ticket, outcome, now_ms) {
             Ok(Next::Retry { attempt, ticket }) => {
                 let id = shell.tickets.file(ticket, now_ms);
                 let mut out = String::with_capacity(128);
