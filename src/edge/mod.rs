@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::config::{key_var, origins_var, Config};
-use crate::forward::{Next, Outcome, TicketBook};
+use crate::forward::{Attempt, Next, Outcome, TicketBook};
 use crate::journal::{Journal, Lines};
 use crate::pipeline::{Body, Edge, Facts, LogRecord, Step};
 use crate::policy::{Policy, SHIPPED_POLICY};
@@ -140,12 +140,7 @@ pub fn decide(
             Step::Forward { plan } => {
                 let ticket = shell.tickets.file(plan.ticket, now_ms);
                 let mut out = String::with_capacity(512 + plan.body.len());
-                out.push_str("{\"url\":");
-                push_quoted(&mut out, &plan.first.url);
-                out.push_str(",\"timeout_ms\":");
-                push_u64(&mut out, plan.first.timeout_ms);
-                out.push_str(",\"ticket\":");
-                push_u64(&mut out, ticket);
+                push_attempt(&mut out, &plan.first, ticket);
                 out.push_str(",\"headers\":");
                 push_header_pairs(&mut out, &plan.headers);
                 out.push_str("}\n\n");
@@ -187,31 +182,19 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
             let lines = shell.journal.record(&log, now_ms);
             return Some(reply_text(&reply, lines));
         };
-        let log_for = |edge: &Edge, reply: &Reply, outcome: &str| {
-            edge.forward_log(&ticket, reply.status, outcome)
-        };
-        Some(match shell.edge.conclude(&ticket, outcome, now_ms) {
+        let (reply, outcome) = match shell.edge.conclude(&ticket, outcome, now_ms) {
             Ok(Next::Retry { attempt, ticket }) => {
                 let id = shell.tickets.file(ticket, now_ms);
                 let mut out = String::with_capacity(128);
-                out.push_str("{\"url\":");
-                push_quoted(&mut out, &attempt.url);
-                out.push_str(",\"timeout_ms\":");
-                push_u64(&mut out, attempt.timeout_ms);
-                out.push_str(",\"ticket\":");
-                push_u64(&mut out, id);
+                push_attempt(&mut out, &attempt, id);
                 out.push_str("}\n\n");
-                out
+                return Some(out);
             }
-            Ok(Next::Done { reply, outcome }) => {
-                let log = log_for(&shell.edge, &reply, outcome);
-                reply_text(&reply, shell.journal.record(&log, now_ms))
-            }
-            Err(reply) => {
-                let log = log_for(&shell.edge, &reply, "config_invalid");
-                reply_text(&reply, shell.journal.record(&log, now_ms))
-            }
-        })
+            Ok(Next::Done { reply, outcome }) => (reply, outcome),
+            Err(reply) => (reply, "config_invalid"),
+        };
+        let log = shell.edge.forward_log(&ticket, reply.status, outcome);
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
 }
@@ -223,6 +206,16 @@ fn clock(now_ms: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// `{"url":..,"timeout_ms":..,"ticket":N` of an attempt's META, left open for more.
+fn push_attempt(out: &mut String, attempt: &Attempt, ticket: u64) {
+    out.push_str("{\"url\":");
+    push_quoted(out, &attempt.url);
+    out.push_str(",\"timeout_ms\":");
+    push_u64(out, attempt.timeout_ms);
+    out.push_str(",\"ticket\":");
+    push_u64(out, ticket);
 }
 
 /// `[["name","value"],...]`, written directly: building a `serde_json::Value` tree was the
