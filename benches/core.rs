@@ -5,12 +5,18 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use harbour::config::Config;
-use harbour::forward::{after_attempt, Outcome, TicketBook};
-use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::forward::{after_attempt, AttemptResult, TicketBook};
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::SHIPPED_POLICY;
-use harbour::residency::{classify, PlatformCountry};
+use harbour::request::{Body, Facts};
+use harbour::residency::{place, PlatformCountry};
 use harbour::signature::{sha256_hex, Signed, SigningKey};
-use harbour::validate::{parse_body, validate, Encoding};
+use harbour::validate::{check, parse_body, Encoding};
+
+const SEEDS: Seeds = Seeds {
+    limiter: 3,
+    request_ids: 4,
+};
 
 const BODY: &[u8] =
     br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
@@ -24,7 +30,7 @@ fn phases(c: &mut Criterion) {
     let campaign = config.policy.campaign("spring-launch").unwrap().clone();
     c.bench_function("validate (parse + check)", |b| {
         b.iter(|| {
-            validate(
+            check(
                 &campaign,
                 parse_body(Encoding::Json, black_box(BODY)).unwrap(),
             )
@@ -34,7 +40,7 @@ fn phases(c: &mut Criterion) {
     let declared = harbour::country::Country::parse("IT");
     c.bench_function("classify", |b| {
         b.iter(|| {
-            classify(
+            place(
                 &config.policy,
                 PlatformCountry::read(black_box(Some("IT"))),
                 declared,
@@ -56,9 +62,9 @@ fn phases(c: &mut Criterion) {
             })
         })
     });
-    let mut edge = Edge::new(Ok(config.clone()), 3);
+    let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
     let mut n = 0u32;
-    c.bench_function("decide (whole pipeline to a signed plan)", |b| {
+    c.bench_function("request (whole pipeline to a signed plan)", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
             let ip = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
@@ -73,13 +79,13 @@ fn phases(c: &mut Criterion) {
                 origin: None,
                 now_ms: 1_764_000_000_000 + u64::from(n),
             };
-            match edge.decide(&facts) {
-                Step::Forward { plan } => plan,
-                Step::Reply { reply, .. } => panic!("{}", reply.body),
+            match pipeline.request(&facts) {
+                Verdict::Forward { plan } => plan,
+                Verdict::Answer { reply, .. } => panic!("{}", reply.body),
             }
         })
     });
-    let Step::Forward { plan } = Edge::new(Ok(config.clone()), 4).decide(&Facts {
+    let Verdict::Forward { plan } = Pipeline::new(Ok(config.clone()), SEEDS).request(&Facts {
         method: "POST",
         url: "https://campaign.example/api/campaigns/spring-launch/submissions",
         content_type: Some("application/json"),
@@ -94,14 +100,14 @@ fn phases(c: &mut Criterion) {
     };
     let receipt = r#"{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}"#;
     let mut book = TicketBook::default();
-    c.bench_function("conclude (ticket + origin receipt to the 202)", |b| {
+    c.bench_function("after_attempt (ticket + origin receipt to the 202)", |b| {
         b.iter(|| {
             let id = book.file(plan.ticket.clone(), 1_764_000_000_000);
             let ticket = book.take(black_box(id)).unwrap();
             after_attempt(
                 &config,
                 &ticket,
-                Outcome::Answered {
+                AttemptResult::Answered {
                     status: 201,
                     body: receipt,
                 },

@@ -13,13 +13,14 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, Origin};
+use crate::config::Config;
+use crate::field::CleanValue;
 use crate::policy::RegionIndex;
-use crate::reply::{problem, retry_after_seconds, Reply};
+use crate::reply::{accepted, problem, retry_after_seconds, Answer, Cors, Flow, Phase, Reply};
 use crate::residency::Residency;
 use crate::signature::{sha256_hex, Signed};
-use crate::text::{push_quoted, push_u64, quoted};
-use crate::validate::{CleanValue, Submission};
+use crate::text::{push_quoted, push_u64};
+use crate::validate::Submission;
 
 pub const ATTEMPT_TIMEOUT_MS: u64 = 3_000;
 pub const DEADLINE_MS: u64 = 8_000;
@@ -54,16 +55,11 @@ pub fn attempt_budget_ms(received_ms: u64, now_ms: u64) -> Option<u64> {
     (left >= MIN_ATTEMPT_MS).then(|| left.min(ATTEMPT_TIMEOUT_MS))
 }
 
-/// The origins a submission of `region` may be sent to, in order.
-pub fn route(config: &Config, region: RegionIndex) -> &[Origin] {
-    config.origins(region)
-}
-
 /// State carried through the edge shell between attempts. It names a region, and every origin
 /// is looked up from that region's list again, so nothing in it can point elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
-    pub region: usize,
+    pub region: RegionIndex,
     pub campaign: String,
     pub key: String,
     pub request_id: String,
@@ -71,7 +67,7 @@ pub struct Ticket {
     /// Index into the region's origins of the attempt under way.
     pub attempt: usize,
     pub rate_headers: Vec<(&'static str, String)>,
-    pub cors_origin: Option<String>,
+    pub cors: Cors,
 }
 
 /// How long after its deadline a ticket is kept for an attempt still reporting back.
@@ -191,8 +187,8 @@ pub fn forward_body(
 /// same content always gives the same derived key.
 pub fn fields_json(submission: &Submission) -> String {
     // A handful of fields: an insertion sort keeps a general sort out of the wasm.
-    let mut fields: Vec<&(String, CleanValue)> = Vec::with_capacity(submission.fields.len());
-    for field in &submission.fields {
+    let mut fields: Vec<&(String, CleanValue)> = Vec::with_capacity(submission.fields().len());
+    for field in submission.fields() {
         let at = fields
             .iter()
             .position(|f| f.0 > field.0)
@@ -221,42 +217,72 @@ pub fn fields_json(submission: &Submission) -> String {
     out
 }
 
+/// A submission in the form it is forwarded and stored under: its canonical fields and its
+/// idempotency key (the client's when well formed, else one derived from the content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub fields_json: String,
+    pub key: String,
+}
+
+impl Entry {
+    pub fn new(campaign: &str, submission: &Submission, client_key: Option<&str>) -> Entry {
+        let fields_json = fields_json(submission);
+        let key = match client_key.filter(|k| is_well_formed_key(k)) {
+            Some(k) => k.to_owned(),
+            None => derive_key(campaign, &fields_json),
+        };
+        Entry { fields_json, key }
+    }
+}
+
 pub struct PlanInput<'a> {
-    pub config: &'a Config,
     pub residency: &'a Residency,
     pub campaign: &'a str,
-    pub submission: &'a Submission,
-    pub client_key: Option<&'a str>,
+    pub entry: Entry,
     pub request_id: String,
     pub now_ms: u64,
     pub rate_headers: Vec<(&'static str, String)>,
-    pub cors_origin: Option<String>,
+    pub cors: Cors,
 }
 
-/// Builds the signed request for the region's primary origin; `None` when the region has no
-/// origin (configuration forbids that) so the caller answers 503 rather than guessing.
-pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
+/// The plan phase: the signed request for the region's primary origin. A region without an
+/// origin (configuration forbids that) is answered 503 rather than guessed at.
+pub fn plan(config: &Config, input: PlanInput) -> Flow<ForwardPlan> {
     let PlanInput {
-        config,
         residency,
         campaign,
-        submission,
-        client_key,
+        entry,
         request_id,
         now_ms,
         rate_headers,
-        cors_origin,
+        cors,
     } = input;
     let region = residency.region;
     let region_id = config.policy.region(region).id.as_str();
-    let first_origin = route(config, region).first()?;
-    let setup = config.regions.get(region.get())?;
-    let fields = fields_json(submission);
-    let key = match client_key.filter(|k| is_well_formed_key(k)) {
-        Some(k) => k.to_owned(),
-        None => derive_key(campaign, &fields),
+    let (Some(first_origin), Some(setup)) = (
+        config.origins(region).first(),
+        config.regions.get(region.get()),
+    ) else {
+        let reply = problem(
+            503,
+            "region_unavailable",
+            "Your entry could not be stored right now",
+            "please try again shortly",
+            None,
+        )
+        .with_header("retry-after", "5");
+        return Flow::Break(Answer::new(Phase::Plan, reply).counted_as("no_origin"));
     };
-    let body = forward_body(campaign, region_id, residency, &fields, &request_id, now_ms);
+    let Entry { fields_json, key } = entry;
+    let body = forward_body(
+        campaign,
+        region_id,
+        residency,
+        &fields_json,
+        &request_id,
+        now_ms,
+    );
     let body_hash = sha256_hex(body.as_bytes());
     let signature = setup.key.sign(&Signed {
         method: "POST",
@@ -272,7 +298,7 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
         (HEADER_IDEMPOTENCY_KEY, key.clone()),
         (HEADER_SIGNATURE, signature),
     ];
-    Some(ForwardPlan {
+    Flow::Continue(ForwardPlan {
         region,
         first: Attempt {
             url: first_origin.url.clone(),
@@ -281,21 +307,21 @@ pub fn plan(input: PlanInput) -> Option<ForwardPlan> {
         headers,
         body,
         ticket: Ticket {
-            region: region.get(),
+            region,
             campaign: campaign.to_owned(),
             key,
             request_id,
             received_ms: now_ms,
             attempt: 0,
             rate_headers,
-            cors_origin,
+            cors,
         },
     })
 }
 
 /// How one attempt ended, as the shell saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome<'a> {
+pub enum AttemptResult<'a> {
     Answered {
         status: u16,
         body: &'a str,
@@ -311,15 +337,15 @@ pub enum Next {
 }
 
 /// Decides what follows an attempt: the next origin of the same region, or the visitor's answer.
-pub fn after_attempt(config: &Config, ticket: &Ticket, outcome: Outcome, now_ms: u64) -> Next {
-    let region = RegionIndex(ticket.region);
-    let retryable = match outcome {
-        Outcome::Failed => true,
-        Outcome::Answered { status, .. } => matches!(status, 502..=504),
+pub fn after_attempt(config: &Config, ticket: &Ticket, result: AttemptResult, now_ms: u64) -> Next {
+    let region = ticket.region;
+    let retryable = match result {
+        AttemptResult::Failed => true,
+        AttemptResult::Answered { status, .. } => matches!(status, 502..=504),
     };
     if retryable {
         let next_index = ticket.attempt + 1;
-        let next_origin = route(config, region).get(next_index);
+        let next_origin = config.origins(region).get(next_index);
         let budget = attempt_budget_ms(ticket.received_ms, now_ms);
         if let (Some(origin), Some(timeout_ms)) = (next_origin, budget) {
             return Next::Retry {
@@ -347,35 +373,16 @@ pub fn after_attempt(config: &Config, ticket: &Ticket, outcome: Outcome, now_ms:
         .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
         return finish(reply, ticket, "origins_unavailable");
     }
-    let Outcome::Answered { status, body } = outcome else {
+    let AttemptResult::Answered { status, body } = result else {
         // Unreachable by construction (failures are retryable), kept total for safety.
         return finish(bad_gateway(ticket), ticket, "origin_bad_answer");
     };
     match status {
         200 | 201 => match receipt(body, &config.policy.region(region).id) {
-            Some((id, region)) => {
-                let body = format!(
-                    "{{\"status\":\"accepted\",\"receipt\":{{\"id\":{},\"region\":{}}},\"idempotency_key\":{}}}",
-                    quoted(&id),
-                    quoted(&region),
-                    quoted(&ticket.key)
-                );
-                let reply = Reply {
-                    status: 202,
-                    headers: vec![
-                        ("content-type", crate::reply::JSON.into()),
-                        ("cache-control", "no-store".into()),
-                    ],
-                    body,
-                    code: None,
-                }
-                .with_header(HEADER_IDEMPOTENCY_KEY, ticket.key.clone());
-                let (reply, outcome) = if status == 200 {
-                    (reply.with_header("idempotent-replayed", "true"), "replayed")
-                } else {
-                    (reply, "stored")
-                };
-                finish(reply, ticket, outcome)
+            Some((id, region_id)) => {
+                let replayed = status == 200;
+                let reply = accepted(&id, &region_id, &ticket.key, replayed);
+                finish(reply, ticket, if replayed { "replayed" } else { "stored" })
             }
             None => finish(bad_gateway(ticket), ticket, "origin_bad_answer"),
         },
@@ -408,10 +415,10 @@ fn bad_gateway(ticket: &Ticket) -> Reply {
 
 fn finish(mut reply: Reply, ticket: &Ticket, outcome: &'static str) -> Next {
     reply.headers.extend(ticket.rate_headers.iter().cloned());
-    if let Some(origin) = &ticket.cors_origin {
-        reply = crate::pipeline::with_cors(reply, origin);
+    Next::Done {
+        reply: ticket.cors.apply(reply),
+        outcome,
     }
-    Next::Done { reply, outcome }
 }
 
 /// The receipt as the visitor sees it: the origin's id, and the region the origin claims, which
@@ -467,14 +474,14 @@ mod tests {
 
     fn ticket(received_ms: u64) -> Ticket {
         Ticket {
-            region: 0,
+            region: RegionIndex(0),
             campaign: "c".into(),
             key: "k".into(),
             request_id: "r".into(),
             received_ms,
             attempt: 0,
             rate_headers: Vec::new(),
-            cors_origin: None,
+            cors: Cors::default(),
         }
     }
 
@@ -514,23 +521,33 @@ mod tests {
 
     #[test]
     fn written_json_matches_what_serde_json_makes() {
-        let submission = Submission {
-            fields: vec![
-                (
-                    "name".into(),
-                    CleanValue::Text("Zoë \"Z\" \\ <b>\u{7}".into()),
-                ),
-                ("consent".into(), CleanValue::Bool(true)),
-                ("age".into(), CleanValue::Integer(-42)),
-            ],
-            declared_country: None,
-            honeypot_filled: false,
-        };
+        let mut raw: Value = serde_json::from_str(crate::policy::SHIPPED_POLICY).unwrap();
+        raw["campaigns"][0]["fields"] = json!([
+            {"name": "name", "label": "N", "type": "string"},
+            {"name": "consent", "label": "C", "type": "bool"},
+            {"name": "age", "label": "A", "type": "integer"},
+        ]);
+        let policy = crate::policy::Policy::parse(&raw.to_string()).unwrap();
+        let body = json!({"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42});
+        let pairs = crate::validate::parse_body(
+            crate::validate::Encoding::Json,
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        // The control character is refused by validation; the writer must still escape it.
+        assert!(crate::validate::check(&policy.campaigns[0], pairs).is_err());
+        let body = json!({"name": "Zoë \"Z\" \\ <b>", "consent": true, "age": -42});
+        let pairs = crate::validate::parse_body(
+            crate::validate::Encoding::Json,
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        let submission = crate::validate::check(&policy.campaigns[0], pairs).unwrap();
         let written = fields_json(&submission);
         let parsed: Value = serde_json::from_str(&written).unwrap();
         assert_eq!(
             parsed,
-            json!({"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42})
+            json!({"name": "Zoë \"Z\" \\ <b>", "consent": true, "age": -42})
         );
         // Sorted keys: the same canonical text serde_json's map would give.
         assert_eq!(written, parsed.to_string());
@@ -546,7 +563,7 @@ mod tests {
             parsed,
             json!({"campaign": "c\"1", "region": "cn", "request_id": "r1", "received_at_ms": 7,
                    "signals": {"platform_country": "IT", "declared_country": "CN", "basis": "declared_stricter"},
-                   "fields": {"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42}})
+                   "fields": {"name": "Zoë \"Z\" \\ <b>", "consent": true, "age": -42}})
         );
         assert_eq!(body, parsed.to_string());
     }

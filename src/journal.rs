@@ -9,8 +9,47 @@
 //! every forward that needed more than one attempt. `HARBOUR_LOG=decisions` writes every decision
 //! on its own line. No line carries personal data.
 
-use crate::pipeline::LogRecord;
+use crate::reply::Phase;
 use crate::text::{push_quoted, push_u64};
+
+/// The log record of one decision. It carries no personal data: no field values, no address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub request_id: String,
+    pub campaign: Option<String>,
+    pub region: Option<String>,
+    pub phase: Phase,
+    pub outcome: &'static str,
+    pub status: u16,
+    /// Origin attempts made: 0 when nothing was forwarded.
+    pub attempts: u32,
+    pub received_ms: u64,
+}
+
+impl LogRecord {
+    pub fn to_json(&self, now_ms: u64) -> String {
+        // Written directly: a line per decision, on the hot path.
+        let mut line = String::with_capacity(192);
+        line.push_str("{\"msg\":\"harbour.decision\",\"request_id\":");
+        push_quoted(&mut line, &self.request_id);
+        line.push_str(",\"campaign\":");
+        push_optional(&mut line, self.campaign.as_deref());
+        line.push_str(",\"region\":");
+        push_optional(&mut line, self.region.as_deref());
+        line.push_str(",\"phase\":");
+        push_quoted(&mut line, self.phase.as_str());
+        line.push_str(",\"outcome\":");
+        push_quoted(&mut line, self.outcome);
+        line.push_str(",\"status\":");
+        push_u64(&mut line, u64::from(self.status));
+        line.push_str(",\"attempts\":");
+        push_u64(&mut line, u64::from(self.attempts));
+        line.push_str(",\"latency_ms\":");
+        push_u64(&mut line, now_ms.saturating_sub(self.received_ms));
+        line.push('}');
+        line
+    }
+}
 
 /// The longest a summary covers.
 pub const SUMMARY_WINDOW_MS: u64 = 10_000;
@@ -43,7 +82,7 @@ impl LogMode {
 struct Row {
     campaign: Option<String>,
     region: Option<String>,
-    outcome: String,
+    outcome: &'static str,
     status: u16,
     count: u64,
     latency_ms_max: u64,
@@ -101,7 +140,7 @@ impl Journal {
             None => self.rows.push(Row {
                 campaign: record.campaign.clone(),
                 region: record.region.clone(),
-                outcome: record.outcome.clone(),
+                outcome: record.outcome,
                 status: record.status,
                 count: 1,
                 latency_ms_max: latency,
@@ -139,7 +178,7 @@ impl Journal {
             line.push_str(",\"region\":");
             push_optional(&mut line, row.region.as_deref());
             line.push_str(",\"outcome\":");
-            push_quoted(&mut line, &row.outcome);
+            push_quoted(&mut line, row.outcome);
             for (name, value) in [
                 (",\"status\":", u64::from(row.status)),
                 (",\"count\":", row.count),
@@ -171,13 +210,13 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn record(outcome: &str, status: u16, attempts: u32, received_ms: u64) -> LogRecord {
+    fn record(outcome: &'static str, status: u16, attempts: u32, received_ms: u64) -> LogRecord {
         LogRecord {
             request_id: "r1".into(),
             campaign: Some("spring-launch".into()),
             region: Some("eu".into()),
-            phase: "forward",
-            outcome: outcome.into(),
+            phase: Phase::Forward,
+            outcome,
             status,
             attempts,
             received_ms,

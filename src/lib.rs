@@ -4,15 +4,19 @@
 //! Everything but `edge` is plain Rust over plain data, tested natively. `edge` is the only
 //! module that knows it runs in a Workers isolate.
 
+pub mod admission;
 pub mod config;
 pub mod country;
+pub mod field;
 pub mod forward;
 pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod policy;
 pub mod reply;
+pub mod request;
 pub mod residency;
+pub mod screen;
 pub mod signature;
 pub mod text;
 pub mod validate;

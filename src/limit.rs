@@ -65,28 +65,68 @@ fn ceil_div(numerator: u128, denominator: u128) -> u64 {
     u64::try_from(numerator.div_ceil(denominator)).unwrap_or(u64::MAX)
 }
 
-/// Decides one request against a key's state; `tat` is in the quota's units.
-/// Returns the decision and, when admitted, the state to store.
-pub fn decide(quota: &Quota, tat: Option<u128>, now_ms: u64) -> (Decision, Option<u128>) {
+/// A key's GCRA state: its theoretical arrival time, in the units of the quota that made it.
+/// Opaque: only this module reads or makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tat(u128);
+
+/// A decision not yet applied: commit `next` to admit, or drop it to leave the state as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub decision: Decision,
+    next: Option<Tat>,
+    /// When the state committed by `next` carries no information any more.
+    expires_ms: u64,
+}
+
+impl Check {
+    pub fn admitted(&self) -> bool {
+        self.decision.admitted()
+    }
+}
+
+/// The generic cell rate algorithm for one request against a key's state.
+pub fn gcra(quota: &Quota, tat: Option<Tat>, now_ms: u64) -> Check {
     let now = quota.units(now_ms);
     let burst = u128::from(quota.burst.get());
     let interval = u128::from(quota.window_ms.get());
-    let next_tat = tat.unwrap_or(now).max(now) + interval;
+    let next_tat = tat.map_or(now, |Tat(t)| t).max(now) + interval;
     let ahead = next_tat - now;
     if ahead > quota.tolerance() {
         let retry_after_ms = ceil_div(ahead - quota.tolerance(), burst);
-        return (Decision::Refuse { retry_after_ms }, None);
+        return Check {
+            decision: Decision::Refuse { retry_after_ms },
+            next: None,
+            expires_ms: now_ms,
+        };
     }
     let spare = quota.tolerance() - ahead;
     let remaining = u32::try_from(spare / interval).unwrap_or(u32::MAX);
     let reset_ms = ceil_div(ahead, burst);
-    (
-        Decision::Admit {
+    Check {
+        decision: Decision::Admit {
             remaining,
             reset_ms,
         },
-        Some(next_tat),
-    )
+        next: Some(Tat(next_tat)),
+        expires_ms: now_ms.saturating_add(reset_ms),
+    }
+}
+
+/// One key's state held on its own, never evicted: a budget shared by everyone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cell(Option<Tat>);
+
+impl Cell {
+    pub fn peek(&self, quota: &Quota, now_ms: u64) -> Check {
+        gcra(quota, self.0, now_ms)
+    }
+
+    pub fn commit(&mut self, check: &Check) {
+        if let Some(next) = check.next {
+            self.0 = Some(next);
+        }
+    }
 }
 
 /// A client as rate limits see it: an IPv4 address, or an IPv6 /64 (one subscriber's usual
@@ -132,7 +172,7 @@ impl BuildHasher for SeededState {
 /// Per-key GCRA state with a bound on memory. An entry whose TAT has passed carries no
 /// information (the key is back to a full burst), so it can be dropped at any time.
 pub struct Limiter<K> {
-    tats: HashMap<K, (u128, u64), SeededState>,
+    tats: HashMap<K, (Tat, u64), SeededState>,
     max_keys: usize,
 }
 
@@ -158,15 +198,19 @@ impl<K: Hash + Eq + Copy> Limiter<K> {
     }
 
     /// Decides without changing anything, so several layers can be asked before any commits.
-    pub fn peek(&self, key: &K, quota: &Quota, now_ms: u64) -> (Decision, Option<u128>) {
-        decide(quota, self.tats.get(key).map(|(tat, _)| *tat), now_ms)
+    pub fn peek(&self, key: &K, quota: &Quota, now_ms: u64) -> Check {
+        gcra(quota, self.tats.get(key).map(|(tat, _)| *tat), now_ms)
     }
 
-    pub fn commit(&mut self, key: K, tat: u128, expires_ms: u64, now_ms: u64) {
+    /// Applies a check made by `peek` for `key`; a refusal changes nothing.
+    pub fn commit(&mut self, key: K, check: &Check, now_ms: u64) {
+        let Some(next) = check.next else {
+            return;
+        };
         if self.tats.len() >= self.max_keys && !self.tats.contains_key(&key) {
             self.make_room(now_ms);
         }
-        self.tats.insert(key, (tat, expires_ms));
+        self.tats.insert(key, (next, check.expires_ms));
     }
 
     fn make_room(&mut self, now_ms: u64) {
@@ -184,11 +228,9 @@ impl<K: Hash + Eq + Copy> Limiter<K> {
 
     /// Decides and commits one key alone.
     pub fn check(&mut self, key: K, quota: &Quota, now_ms: u64) -> Decision {
-        let (decision, tat) = self.peek(&key, quota, now_ms);
-        if let (Decision::Admit { reset_ms, .. }, Some(tat)) = (decision, tat) {
-            self.commit(key, tat, now_ms.saturating_add(reset_ms), now_ms);
-        }
-        decision
+        let check = self.peek(&key, quota, now_ms);
+        self.commit(key, &check, now_ms);
+        check.decision
     }
 }
 
@@ -282,6 +324,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cell_admits_like_a_keyed_limiter_and_a_peek_alone_changes_nothing() {
+        let q = quota(2, 1_000);
+        let mut cell = Cell::default();
+        for _ in 0..5 {
+            assert!(cell.peek(&q, 0).admitted(), "peeking charges nothing");
+        }
+        for expected in [true, true, false] {
+            let check = cell.peek(&q, 0);
+            assert_eq!(check.admitted(), expected);
+            cell.commit(&check);
+        }
+        assert!(cell.peek(&q, 500).admitted());
+    }
+
+    #[test]
     fn expired_keys_are_swept_first() {
         let q = quota(1, 1_000);
         let mut limiter = Limiter::new(4);
@@ -346,10 +403,8 @@ mod properties {
                     return Err(TestCaseError::fail("admitted past the burst"));
                 };
                 prop_assert!(retry_after_ms >= 1);
-                let (early, _) = limiter.peek(&0u8, &q, start + retry_after_ms - 1);
-                prop_assert!(!early.admitted());
-                let (on_time, _) = limiter.peek(&0u8, &q, start + retry_after_ms);
-                prop_assert!(on_time.admitted());
+                prop_assert!(!limiter.peek(&0u8, &q, start + retry_after_ms - 1).admitted());
+                prop_assert!(limiter.peek(&0u8, &q, start + retry_after_ms).admitted());
             }
         }
     }

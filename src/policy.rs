@@ -12,6 +12,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use serde::Deserialize;
 
 use crate::country::Country;
+use crate::field::{Field, FieldKind, Options};
 use crate::limit::Quota;
 
 /// The policy that ships with harbour.
@@ -22,6 +23,16 @@ pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
 pub struct RegionIndex(pub(crate) usize);
 
 impl RegionIndex {
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// Position of a campaign in `Policy::campaigns`; only `Policy` hands these out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignIndex(pub(crate) usize);
+
+impl CampaignIndex {
     pub fn get(self) -> usize {
         self.0
     }
@@ -52,43 +63,6 @@ pub struct SignalPolicy {
     pub tor: SignalAction,
     /// No country at all.
     pub missing: SignalAction,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FieldKind {
-    String,
-    Email,
-    Enum(Vec<String>),
-    Bool,
-    Integer { min: Option<i64>, max: Option<i64> },
-    Country,
-}
-
-impl FieldKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            FieldKind::String => "string",
-            FieldKind::Email => "email",
-            FieldKind::Enum(_) => "enum",
-            FieldKind::Bool => "bool",
-            FieldKind::Integer { .. } => "integer",
-            FieldKind::Country => "country",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
-    pub name: String,
-    pub label: String,
-    pub kind: FieldKind,
-    pub required: bool,
-    /// In characters (Unicode scalar values), after trimming.
-    pub max_length: u32,
-    /// For consent boxes: only `true` is acceptable.
-    pub must_be_true: bool,
-    /// The visitor's declared country, a second residency signal.
-    pub residency_signal: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +170,14 @@ impl Policy {
 
     pub fn campaign(&self, id: &str) -> Option<&Campaign> {
         self.campaigns.iter().find(|c| c.id == id)
+    }
+
+    pub fn find_campaign(&self, id: &str) -> Option<(CampaignIndex, &Campaign)> {
+        self.campaigns
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.id == id)
+            .map(|(i, c)| (CampaignIndex(i), c))
     }
 }
 
@@ -541,58 +523,45 @@ impl Checker {
                 format!("field name {:?} must be 1-64 of a-z 0-9 - _", f.name),
             );
         }
-        let kind = match f.kind.as_str() {
-            "string" => FieldKind::String,
-            "email" => FieldKind::Email,
-            "bool" => FieldKind::Bool,
-            "country" => FieldKind::Country,
-            "integer" => {
-                if let (Some(min), Some(max)) = (f.min, f.max) {
-                    if min > max {
-                        self.fail(path, format!("min {min} is above max {max}"));
-                    }
-                }
-                FieldKind::Integer {
-                    min: f.min,
-                    max: f.max,
-                }
-            }
-            "enum" => match &f.values {
-                Some(values) if !values.is_empty() => FieldKind::Enum(values.clone()),
-                _ => {
-                    self.fail(
-                        format!("{path}.values"),
-                        "an enum field needs a non-empty list of values",
-                    );
-                    return None;
-                }
-            },
-            other => {
-                self.fail(
-                    format!("{path}.type"),
-                    format!(
-                        "unknown field type {other:?} (expected string, email, enum, bool, integer or country)"
-                    ),
-                );
+        let kind = match FieldKind::parse(&f.kind) {
+            Ok(kind) => kind,
+            Err(why) => {
+                self.fail(format!("{path}.type"), format!("unknown field type: {why}"));
                 return None;
             }
         };
-        if f.values.is_some() && !matches!(kind, FieldKind::Enum(_)) {
-            self.fail(format!("{path}.values"), "only enum fields take values");
+        // Each option only where the type's spec takes it.
+        let spec = kind.spec();
+        match (spec.options, &f.values) {
+            (Options::Listed, Some(values)) if !values.is_empty() => {}
+            (Options::Listed, _) => self.fail(
+                format!("{path}.values"),
+                format!("{} fields need a non-empty list of values", kind.name()),
+            ),
+            (_, Some(_)) => self.fail(
+                format!("{path}.values"),
+                format!("{} fields take no values", kind.name()),
+            ),
+            (_, None) => {}
         }
-        if (f.min.is_some() || f.max.is_some()) && !matches!(kind, FieldKind::Integer { .. }) {
-            self.fail(path, "only integer fields take min/max");
+        if (f.min.is_some() || f.max.is_some()) && !spec.range {
+            self.fail(path, format!("{} fields take no min/max", kind.name()));
         }
-        if f.must_be_true && kind != FieldKind::Bool {
+        if let (Some(min), Some(max)) = (f.min, f.max) {
+            if min > max {
+                self.fail(path, format!("min {min} is above max {max}"));
+            }
+        }
+        if f.must_be_true && !spec.consent {
             self.fail(
                 format!("{path}.must_be_true"),
-                "only bool fields can be required to be true",
+                format!("{} fields cannot be required to be true", kind.name()),
             );
         }
-        if f.residency_signal && kind != FieldKind::Country {
+        if f.residency_signal && !spec.residency_signal {
             self.fail(
                 format!("{path}.residency_signal"),
-                "only a country field can be a residency signal",
+                format!("{} fields cannot be a residency signal", kind.name()),
             );
         }
         let max_length = f.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
@@ -608,6 +577,9 @@ impl Checker {
             kind,
             required: f.required,
             max_length,
+            values: f.values.unwrap_or_default(),
+            min: f.min,
+            max: f.max,
             must_be_true: f.must_be_true,
             residency_signal: f.residency_signal,
         })
@@ -680,13 +652,15 @@ mod tests {
             ("tied strictness", Box::new(|p| p["regions"][1]["strictness"] = 40.into()), "regions[1].strictness: strictness 40 is also region \"cn\"'s; ranks must differ so conflicts have one answer"),
             ("zero limit", Box::new(|p| p["campaigns"][0]["limits"]["per_client"]["burst"] = 0.into()), "campaigns[0].limits.per_client.burst: limit must be at least 1"),
             ("zero window", Box::new(|p| p["regions"][2]["budget"]["window_ms"] = 0.into()), "regions[2].budget.window_ms: window must be at least 1 ms"),
-            ("unknown field type", Box::new(|p| p["campaigns"][0]["fields"][1]["type"] = "emial".into()), "campaigns[0].fields[1].type: unknown field type \"emial\" (expected string, email, enum, bool, integer or country)"),
-            ("enum without values", Box::new(|p| p["campaigns"][0]["fields"][0]["type"] = "enum".into()), "campaigns[0].fields[0].values: an enum field needs a non-empty list of values"),
-            ("consent on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["must_be_true"] = true.into()), "campaigns[0].fields[0].must_be_true: only bool fields can be required to be true"),
+            ("unknown field type", Box::new(|p| p["campaigns"][0]["fields"][1]["type"] = "emial".into()), "campaigns[0].fields[1].type: unknown field type: unknown variant `emial`, expected one of `string`, `email`, `enum`, `bool`, `integer`, `country`"),
+            ("enum without values", Box::new(|p| p["campaigns"][0]["fields"][0]["type"] = "enum".into()), "campaigns[0].fields[0].values: enum fields need a non-empty list of values"),
+            ("values on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["values"] = serde_json::json!(["a"])), "campaigns[0].fields[0].values: string fields take no values"),
+            ("range on an email", Box::new(|p| p["campaigns"][0]["fields"][1]["min"] = 1.into()), "campaigns[0].fields[1]: email fields take no min/max"),
+            ("consent on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["must_be_true"] = true.into()), "campaigns[0].fields[0].must_be_true: string fields cannot be required to be true"),
             ("signal on a string", Box::new(|p| {
                 p["campaigns"][0]["fields"][0]["residency_signal"] = true.into();
                 p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
-            }), "campaigns[0].fields[0].residency_signal: only a country field can be a residency signal"),
+            }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
             ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][1]["name"] = "name".into()), "campaigns[0].fields[1].name: duplicate field \"name\""),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),

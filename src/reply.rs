@@ -1,12 +1,18 @@
-//! Replies to the visitor, built as plain data for the edge shell to send.
+//! Replies to the visitor, built as plain data for the edge shell to send, and the pipeline's
+//! early answers.
 //!
 //! Refusals are RFC 9457 problem details (`application/problem+json`) with a stable `code` a
 //! page can act on. The detail never carries internal error text: configuration and origin
 //! trouble are logged, the visitor gets a generic sentence and, where retrying helps, a
-//! `Retry-After`.
+//! `Retry-After`. An accepted submission is answered by [`accepted`] alone, whether an origin
+//! stored it or it was quietly dropped as a bot's, so the two cannot differ in shape.
+
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::text::push_quoted;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const JSON: &str = "application/json";
@@ -81,6 +87,114 @@ pub fn problem(
     }
 }
 
+/// The pipeline's phases, in the order a request meets them (see `pipeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The isolate's configuration could not be assembled.
+    Configure,
+    Route,
+    RequestCheck,
+    Validate,
+    Classify,
+    Admit,
+    Screen,
+    Plan,
+    Forward,
+}
+
+impl Phase {
+    /// The name logs carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Configure => "configure",
+            Phase::Route => "route",
+            Phase::RequestCheck => "request_check",
+            Phase::Validate => "validate",
+            Phase::Classify => "classify",
+            Phase::Admit => "admit",
+            Phase::Screen => "screen",
+            Phase::Plan => "plan",
+            Phase::Forward => "forward",
+        }
+    }
+}
+
+/// A phase's early answer: the reply, the phase that gave it and the outcome logs count it under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub phase: Phase,
+    pub outcome: &'static str,
+    pub reply: Reply,
+}
+
+impl Answer {
+    /// Answered with `reply`, counted under its problem code (or `ok`).
+    pub fn new(phase: Phase, reply: Reply) -> Answer {
+        Answer {
+            phase,
+            outcome: reply.code.unwrap_or("ok"),
+            reply,
+        }
+    }
+
+    /// Counted under an outcome of its own, for answers whose reply does not tell (a decoy
+    /// receipt must not).
+    pub fn counted_as(mut self, outcome: &'static str) -> Answer {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// What a phase returns: go on with a value, or answer now.
+pub type Flow<T> = ControlFlow<Answer, T>;
+
+/// The browser origin a cross-origin reply is addressed to, when the campaign allows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cors(pub Option<String>);
+
+impl Cors {
+    pub fn apply(&self, reply: Reply) -> Reply {
+        let Some(origin) = &self.0 else {
+            return reply;
+        };
+        reply
+            .with_header("access-control-allow-origin", origin.clone())
+            .with_header(
+                "access-control-expose-headers",
+                "retry-after, ratelimit, ratelimit-policy, idempotency-key, idempotent-replayed",
+            )
+            .with_header("vary", "origin")
+    }
+}
+
+/// The one receipt for an accepted submission (202): `{"status":"accepted","receipt":{"id",
+/// "region"},"idempotency_key"}` with the key also as a header; `replayed` adds
+/// `Idempotent-Replayed: true`.
+pub fn accepted(receipt_id: &str, region_id: &str, key: &str, replayed: bool) -> Reply {
+    let mut body = String::with_capacity(80 + receipt_id.len() + key.len());
+    body.push_str("{\"status\":\"accepted\",\"receipt\":{\"id\":");
+    push_quoted(&mut body, receipt_id);
+    body.push_str(",\"region\":");
+    push_quoted(&mut body, region_id);
+    body.push_str("},\"idempotency_key\":");
+    push_quoted(&mut body, key);
+    body.push('}');
+    let mut headers = vec![
+        ("content-type", JSON.into()),
+        ("cache-control", "no-store".into()),
+        ("idempotency-key", key.to_owned()),
+    ];
+    if replayed {
+        headers.push(("idempotent-replayed", "true".into()));
+    }
+    Reply {
+        status: 202,
+        headers,
+        body,
+        code: None,
+    }
+}
+
 /// Seconds for `Retry-After` (RFC 9110 §10.2.3): whole seconds, rounded up, at least one.
 pub fn retry_after_seconds(wait_ms: u64) -> u64 {
     wait_ms.div_ceil(1000).max(1)
@@ -106,6 +220,36 @@ mod tests {
             r#"{"code":"validation_failed","detail":"1 field needs attention","errors":[{"code":"invalid_email","field":"email"}],"status":422,"title":"The submission has errors","type":"urn:harbour:problem:validation_failed"}"#
         );
         assert_eq!(reply.code(), Some("validation_failed"));
+    }
+
+    #[test]
+    fn the_accepted_receipt_snapshot() {
+        let reply = accepted("eu-1", "eu", "k\"1", true);
+        assert_eq!(reply.status, 202);
+        assert_eq!(
+            reply.body,
+            r#"{"status":"accepted","receipt":{"id":"eu-1","region":"eu"},"idempotency_key":"k\"1"}"#
+        );
+        let parsed: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(parsed["idempotency_key"], "k\"1");
+        assert_eq!(reply.header("idempotency-key"), Some("k\"1"));
+        assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+        assert_eq!(
+            accepted("eu-1", "eu", "k", false).header("idempotent-replayed"),
+            None
+        );
+    }
+
+    #[test]
+    fn cors_headers_only_for_an_allowed_origin() {
+        let plain = Reply::json(200, &json!({}));
+        assert_eq!(Cors::default().apply(plain.clone()), plain);
+        let crossed = Cors(Some("https://a.example".into())).apply(plain);
+        assert_eq!(
+            crossed.header("access-control-allow-origin"),
+            Some("https://a.example")
+        );
+        assert_eq!(crossed.header("vary"), Some("origin"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use crate::country::Country;
 use crate::policy::{Policy, RegionIndex, SignalAction};
+use crate::reply::{problem, Answer, Flow, Phase};
 
 /// What the platform said about the visitor's country.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,30 @@ impl Unplaceable {
     }
 }
 
+/// The classify phase: the submission's region from the platform's country and the declared
+/// one, or 403 when the policy refuses to guess.
 pub fn classify(
+    policy: &Policy,
+    platform_country: Option<&str>,
+    declared: Option<Country>,
+) -> Flow<Residency> {
+    match place(policy, PlatformCountry::read(platform_country), declared) {
+        Ok(residency) => Flow::Continue(residency),
+        Err(refusal) => Flow::Break(Answer::new(
+            Phase::Classify,
+            problem(
+                403,
+                refusal.code(),
+                "Entries cannot be accepted from here",
+                "this campaign cannot determine where your entry may be stored",
+                None,
+            ),
+        )),
+    }
+}
+
+/// The region whose law a submission falls under, by the rules above.
+pub fn place(
     policy: &Policy,
     platform: PlatformCountry,
     declared: Option<Country>,
@@ -147,7 +171,7 @@ mod tests {
         platform: &str,
         declared: Option<&str>,
     ) -> Result<String, &'static str> {
-        classify(
+        place(
             policy,
             PlatformCountry::read(Some(platform)),
             declared.and_then(Country::parse),
@@ -193,9 +217,25 @@ mod tests {
     #[test]
     fn records_both_signals_and_the_basis() {
         let p = policy();
-        let r = classify(&p, PlatformCountry::read(Some("IT")), Country::parse("CN")).unwrap();
+        let r = place(&p, PlatformCountry::read(Some("IT")), Country::parse("CN")).unwrap();
         assert_eq!(r.platform.code(), "IT");
         assert_eq!(r.declared.map(|c| c.to_string()).as_deref(), Some("CN"));
         assert_eq!(r.basis, Basis::DeclaredStricter);
+    }
+
+    #[test]
+    fn the_phase_answers_403_with_the_refusal_code() {
+        let p = policy();
+        let Flow::Break(answer) = classify(&p, Some("T1"), None) else {
+            panic!("a Tor visitor was placed")
+        };
+        assert_eq!(
+            (answer.phase, answer.reply.status, answer.outcome),
+            (Phase::Classify, 403, "country_anonymised")
+        );
+        let Flow::Continue(r) = classify(&p, Some("US"), Country::parse("DE")) else {
+            panic!("a US visitor was refused")
+        };
+        assert_eq!(p.region(r.region).id, "eu");
     }
 }

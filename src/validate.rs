@@ -3,16 +3,22 @@
 //! Two encodings are accepted, JSON and `application/x-www-form-urlencoded`, both as one flat
 //! object of field → value. Keys must be unique (a duplicate is ambiguous, so it is refused rather
 //! than guessed at), fields not in the campaign are refused, the honeypot is noted and dropped.
-//! Every field is checked and every failure reported with a stable machine code (`required`,
-//! `invalid_email`, `too_long`, ...), which is what the campaign page shows next to the field.
+//! Every field is checked (see `field`) and every failure reported at once (422). A body that
+//! cannot be read as such an object at all is a 400.
+//!
+//! A [`Submission`] can only be made here, so every later phase sees checked input only.
 
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::country::Country;
-use crate::policy::{Campaign, Field, FieldKind};
+use crate::field::{truncate, CleanValue, FieldError, RawValue};
+use crate::policy::{Campaign, FORM_TOKEN_KEY};
+use crate::reply::{problem, Answer, Flow, Phase};
+use crate::request::Payload;
 
 /// Beyond this many keys a body is not a form submission.
 const MAX_KEYS: usize = 64;
@@ -21,19 +27,6 @@ const MAX_KEYS: usize = 64;
 pub enum Encoding {
     Json,
     Form,
-}
-
-/// A value as it arrived, before the campaign's schema is applied.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RawValue {
-    Text(String),
-    Bool(bool),
-    Integer(i64),
-    /// A number that is not a 64-bit integer.
-    OtherNumber,
-    Null,
-    /// An array or object, which no field accepts.
-    Nested,
 }
 
 /// Why a body could not be read as a submission at all (400), as opposed to field errors (422).
@@ -78,10 +71,6 @@ pub fn parse_body(encoding: Encoding, bytes: &[u8]) -> Result<Vec<(String, RawVa
         }
     }
     Ok(pairs)
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
@@ -217,54 +206,98 @@ fn percent_decode(text: &str) -> Result<String, BodyError> {
     String::from_utf8(out).map_err(|_| BodyError::InvalidUtf8)
 }
 
-/// A checked value, in the form it is forwarded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CleanValue {
-    Text(String),
-    Bool(bool),
-    Integer(i64),
-}
-
+/// A submission that passed validation. Its fields are private and only this module makes one,
+/// so no later phase can see unchecked input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submission {
+    fields: Vec<(String, CleanValue)>,
+    declared_country: Option<Country>,
+    honeypot_filled: bool,
+    form_token: Option<String>,
+}
+
+impl Submission {
     /// In the campaign's field order; optional fields left empty are absent.
-    pub fields: Vec<(String, CleanValue)>,
+    pub fn fields(&self) -> &[(String, CleanValue)] {
+        &self.fields
+    }
+
     /// The visitor's own statement of country, a second residency signal.
-    pub declared_country: Option<Country>,
+    pub fn declared_country(&self) -> Option<Country> {
+        self.declared_country
+    }
+
     /// The honeypot was filled: accept quietly, forward nothing.
-    pub honeypot_filled: bool,
-}
+    pub fn honeypot_filled(&self) -> bool {
+        self.honeypot_filled
+    }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub code: &'static str,
-    pub detail: String,
-}
-
-fn error(field: &str, code: &'static str, detail: impl Into<String>) -> FieldError {
-    FieldError {
-        field: truncate(field, 64),
-        code,
-        detail: detail.into(),
+    /// The form token the campaign page sent, if it sent a text one; `Some("")` for a token
+    /// of another type, which no form sends.
+    pub fn form_token(&self) -> Option<&str> {
+        self.form_token.as_deref()
     }
 }
 
-pub fn validate(
+/// The validate phase: a readable body (400 otherwise) whose every field passes (422 with every
+/// field error otherwise).
+pub fn validate(campaign: &Campaign, payload: Payload) -> Flow<Submission> {
+    let refuse = |reply| Flow::Break(Answer::new(Phase::Validate, reply));
+    let pairs = match parse_body(payload.encoding, payload.bytes) {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            return refuse(problem(
+                400,
+                e.code(),
+                "Unreadable submission",
+                &e.detail(),
+                None,
+            ))
+        }
+    };
+    match check(campaign, pairs) {
+        Ok(submission) => Flow::Continue(submission),
+        Err(errors) => {
+            let detail = format!("{} field(s) need attention", errors.len());
+            let errors: Vec<Value> = errors
+                .into_iter()
+                .map(|e| json!({"field": e.field, "code": e.code, "detail": e.detail}))
+                .collect();
+            refuse(problem(
+                422,
+                "validation_failed",
+                "The submission has errors",
+                &detail,
+                Some(json!({ "errors": errors })),
+            ))
+        }
+    }
+}
+
+/// Applies the campaign's schema to the pairs of a readable body.
+pub fn check(
     campaign: &Campaign,
     pairs: Vec<(String, RawValue)>,
 ) -> Result<Submission, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut honeypot_filled = false;
+    let mut form_token = None;
     let mut values: Vec<Option<RawValue>> = vec![None; campaign.fields.len()];
     for (key, value) in pairs {
         if campaign.honeypot.as_deref() == Some(key.as_str()) {
-            honeypot_filled |= !is_blank(&value);
+            honeypot_filled |= !value.is_blank();
+            continue;
+        }
+        if key == FORM_TOKEN_KEY {
+            form_token = Some(match value {
+                RawValue::Text(token) => token,
+                _ => String::new(),
+            });
             continue;
         }
         match campaign.fields.iter().position(|f| f.name == key) {
             Some(index) => values[index] = Some(value),
-            None => errors.push(error(
+            None => errors.push(crate::field::error(
                 &key,
                 "unknown_field",
                 "this field is not part of the form",
@@ -274,7 +307,7 @@ pub fn validate(
     let mut fields = Vec::new();
     let mut declared_country = None;
     for (field, value) in campaign.fields.iter().zip(values) {
-        match check_field(field, value) {
+        match field.check(value) {
             Ok(Some(clean)) => {
                 if field.residency_signal {
                     if let CleanValue::Text(code) = &clean {
@@ -292,195 +325,11 @@ pub fn validate(
             fields,
             declared_country,
             honeypot_filled,
+            form_token,
         })
     } else {
         Err(errors)
     }
-}
-
-fn is_blank(value: &RawValue) -> bool {
-    match value {
-        RawValue::Null => true,
-        RawValue::Text(text) => text.trim().is_empty(),
-        _ => false,
-    }
-}
-
-fn check_field(field: &Field, value: Option<RawValue>) -> Result<Option<CleanValue>, FieldError> {
-    let name = field.name.as_str();
-    let value = match value {
-        Some(v) if !is_blank(&v) => v,
-        _ if field.required => return Err(error(name, "required", "this field is required")),
-        _ => return Ok(None),
-    };
-    let wrong_type = || {
-        error(
-            name,
-            "invalid_type",
-            format!("expected a {} value", field.kind.name()),
-        )
-    };
-    match &field.kind {
-        FieldKind::String => {
-            let RawValue::Text(text) = value else {
-                return Err(wrong_type());
-            };
-            clean_text(field, &text).map(|t| Some(CleanValue::Text(t)))
-        }
-        FieldKind::Email => {
-            let RawValue::Text(text) = value else {
-                return Err(wrong_type());
-            };
-            let text = clean_text(field, &text)?;
-            normalise_email(&text)
-                .map(|e| Some(CleanValue::Text(e)))
-                .ok_or_else(|| {
-                    error(
-                        name,
-                        "invalid_email",
-                        "enter an address like name@example.com",
-                    )
-                })
-        }
-        FieldKind::Enum(allowed) => {
-            let RawValue::Text(text) = value else {
-                return Err(wrong_type());
-            };
-            let text = text.trim();
-            if allowed.iter().any(|a| a == text) {
-                Ok(Some(CleanValue::Text(text.to_owned())))
-            } else {
-                Err(error(
-                    name,
-                    "not_allowed",
-                    format!("choose one of: {}", allowed.join(", ")),
-                ))
-            }
-        }
-        FieldKind::Bool => {
-            let flag = match &value {
-                RawValue::Bool(b) => Some(*b),
-                RawValue::Text(text) => match text.trim() {
-                    "true" | "on" | "1" | "yes" => Some(true),
-                    "false" | "off" | "0" | "no" => Some(false),
-                    _ => None,
-                },
-                _ => None,
-            };
-            match flag {
-                None => Err(wrong_type()),
-                Some(false) if field.must_be_true => Err(error(
-                    name,
-                    "must_be_true",
-                    "this box must be ticked to take part",
-                )),
-                Some(flag) => Ok(Some(CleanValue::Bool(flag))),
-            }
-        }
-        FieldKind::Integer { min, max } => {
-            let number = match &value {
-                RawValue::Integer(n) => Some(*n),
-                RawValue::Text(text) => text.trim().parse::<i64>().ok(),
-                _ => None,
-            };
-            let number = number.ok_or_else(wrong_type)?;
-            if min.is_some_and(|min| number < min) || max.is_some_and(|max| number > max) {
-                let range = match (min, max) {
-                    (Some(a), Some(b)) => format!("between {a} and {b}"),
-                    (Some(a), None) => format!("at least {a}"),
-                    (None, Some(b)) => format!("at most {b}"),
-                    (None, None) => String::new(),
-                };
-                return Err(error(
-                    name,
-                    "out_of_range",
-                    format!("enter a number {range}"),
-                ));
-            }
-            Ok(Some(CleanValue::Integer(number)))
-        }
-        FieldKind::Country => {
-            let RawValue::Text(text) = value else {
-                return Err(wrong_type());
-            };
-            Country::parse(text.trim())
-                .map(|c| Some(CleanValue::Text(c.to_string())))
-                .ok_or_else(|| {
-                    error(
-                        name,
-                        "invalid_country",
-                        "choose a country (ISO 3166-1 alpha-2 code)",
-                    )
-                })
-        }
-    }
-}
-
-/// Trims, refuses control and invisible formatting characters (which have no place in a form
-/// field and are a favourite of log and header injection), and enforces the length in
-/// characters rather than bytes, so a name in Chinese has the same room as one in Latin script.
-fn clean_text(field: &Field, text: &str) -> Result<String, FieldError> {
-    let text = text.trim();
-    if text.chars().any(is_forbidden_char) {
-        return Err(error(
-            &field.name,
-            "invalid_characters",
-            "remove control or invisible formatting characters",
-        ));
-    }
-    let length = text.chars().count();
-    if length > field.max_length as usize {
-        return Err(error(
-            &field.name,
-            "too_long",
-            format!("use at most {} characters", field.max_length),
-        ));
-    }
-    Ok(text.to_owned())
-}
-
-fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}' // zero-width and direction marks
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}')
-}
-
-/// A pragmatic check of the address shape (RFC 5321 sizes, a dotted domain of letters, digits
-/// and hyphens, IDN in its A-label form or as Unicode letters). The domain is lower-cased; the
-/// local part is left as typed since some mail systems treat it case-sensitively.
-fn normalise_email(text: &str) -> Option<String> {
-    let (local, domain) = text.rsplit_once('@')?;
-    if local.is_empty() || local.len() > 64 || domain.len() > 253 || text.len() > 254 {
-        return None;
-    }
-    // Non-ASCII is allowed as is (RFC 6531); Unicode tables to classify it would cost wasm size.
-    let local_ok = local
-        .chars()
-        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
-        && !local.chars().any(is_forbidden_char)
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..");
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace())
-                })
-        })
-        && labels.last().is_some_and(|tld| {
-            tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
-        });
-    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
@@ -494,7 +343,7 @@ mod tests {
 
     fn json(body: &str) -> Result<Submission, Vec<(String, &'static str)>> {
         let pairs = parse_body(Encoding::Json, body.as_bytes()).expect("parses");
-        validate(&campaign(), pairs)
+        check(&campaign(), pairs)
             .map_err(|errors| errors.into_iter().map(|e| (e.field, e.code)).collect())
     }
 
@@ -505,7 +354,7 @@ mod tests {
     fn a_valid_submission_is_cleaned() {
         let s = json(VALID).unwrap();
         assert_eq!(
-            s.fields,
+            s.fields(),
             vec![
                 ("name".into(), CleanValue::Text("Ada Lovelace".into())),
                 ("email".into(), CleanValue::Text("Ada@example.org".into())),
@@ -513,8 +362,8 @@ mod tests {
                 ("consent".into(), CleanValue::Bool(true)),
             ]
         );
-        assert_eq!(s.declared_country, Country::parse("IT"));
-        assert!(!s.honeypot_filled);
+        assert_eq!(s.declared_country(), Country::parse("IT"));
+        assert!(!s.honeypot_filled());
     }
 
     #[test]
@@ -581,49 +430,71 @@ mod tests {
     }
 
     #[test]
-    fn email_shapes() {
-        for good in [
-            "a@b.co",
-            "first.last+tag@sub.example.com",
-            "x@xn--bcher-kva.example",
-            "用户@例子.中国",
-        ] {
-            assert!(normalise_email(good).is_some(), "{good}");
-        }
-        for bad in [
-            "",
-            "a",
-            "a@",
-            "@b.co",
-            "a@b",
-            "a@b.",
-            "a@.b.co",
-            "a..b@c.co",
-            "a b@c.co",
-            "a@b_c.co",
-            "a@-b.co",
-            "a@b.123",
-            "a@@b.co",
-        ] {
-            assert!(normalise_email(bad).is_none(), "{bad}");
-        }
+    fn the_phase_answers_400_for_an_unreadable_body_and_422_with_every_field_error() {
+        let campaign = campaign();
+        let phase = |bytes: &'static [u8]| {
+            validate(
+                &campaign,
+                Payload {
+                    encoding: Encoding::Json,
+                    bytes,
+                },
+            )
+        };
+        let Flow::Break(unreadable) = phase(b"[1]") else {
+            panic!("an array was validated")
+        };
+        assert_eq!(
+            (
+                unreadable.phase,
+                unreadable.reply.status,
+                unreadable.outcome
+            ),
+            (Phase::Validate, 400, "malformed_body")
+        );
+        let Flow::Break(invalid) = phase(br#"{"name":"","email":"x"}"#) else {
+            panic!("an invalid body was validated")
+        };
+        assert_eq!(invalid.reply.status, 422);
+        let body: Value = serde_json::from_str(&invalid.reply.body).unwrap();
+        let fields: Vec<_> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["name", "email", "country", "consent"]);
+        assert!(matches!(phase(VALID.as_bytes()), Flow::Continue(_)));
+    }
+
+    #[test]
+    fn the_form_token_is_kept_apart_from_the_fields() {
+        let s =
+            json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"_form":"1.ab"}"#)
+                .unwrap();
+        assert_eq!(s.form_token(), Some("1.ab"));
+        assert!(s.fields().iter().all(|(name, _)| name != "_form"));
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"_form":7}"#)
+            .unwrap();
+        assert_eq!(s.form_token(), Some(""));
+        assert_eq!(json(VALID).unwrap().form_token(), None);
     }
 
     #[test]
     fn honeypot_is_noted_and_dropped() {
         let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":"http://spam"}"#).unwrap();
-        assert!(s.honeypot_filled);
-        assert!(s.fields.iter().all(|(name, _)| name != "website"));
+        assert!(s.honeypot_filled());
+        assert!(s.fields().iter().all(|(name, _)| name != "website"));
         let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":""}"#)
             .unwrap();
-        assert!(!s.honeypot_filled);
+        assert!(!s.honeypot_filled());
     }
 
     #[test]
     fn form_encoding_decodes_like_browsers() {
         let body = "name=Zo%C3%AB+Smith&email=zoe%40example.com&country=DE&consent=on";
         let pairs = parse_body(Encoding::Form, body.as_bytes()).unwrap();
-        let s = validate(&campaign(), pairs).unwrap();
+        let s = check(&campaign(), pairs).unwrap();
         assert_eq!(s.fields[0].1, CleanValue::Text("Zoë Smith".into()));
         assert_eq!(s.fields[1].1, CleanValue::Text("zoe@example.com".into()));
         assert_eq!(s.fields[3].1, CleanValue::Bool(true));
@@ -681,7 +552,7 @@ mod properties {
             let campaign = Policy::shipped().unwrap().campaigns[0].clone();
             let encoding = if json { Encoding::Json } else { Encoding::Form };
             if let Ok(pairs) = parse_body(encoding, &bytes) {
-                let _ = validate(&campaign, pairs);
+                let _ = check(&campaign, pairs);
             }
         }
     }

@@ -4,10 +4,12 @@
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use harbour::config::{key_var, origins_var};
 use harbour::edge::{
     conclude, configure, decide, expected_variables, parse_decision, BODY_BYTES, BODY_TOO_LARGE,
     BODY_UNREAD,
 };
+use harbour::policy::Policy;
 use harbour::signature::SignatureHeader;
 use js_sys::{Object, Reflect};
 use serde_json::Value;
@@ -19,10 +21,11 @@ const VALID: &[u8] = br#"{"name":"Ada","email":"ada@example.org","country":"IT",
 
 fn env_object() -> JsValue {
     let env = Object::new();
-    for (i, region) in ["CN", "RU", "EU", "AU", "GLOBAL"].iter().enumerate() {
+    let policy = Policy::shipped().unwrap();
+    for (i, region) in policy.regions.iter().enumerate() {
         Reflect::set(
             &env,
-            &format!("HARBOUR_ORIGINS_{region}").into(),
+            &origins_var(&region.id).into(),
             &format!(
                 "http://127.0.0.1:{} http://127.0.0.1:{}",
                 9000 + i,
@@ -33,8 +36,8 @@ fn env_object() -> JsValue {
         .unwrap();
         Reflect::set(
             &env,
-            &format!("HARBOUR_KEY_{region}").into(),
-            &format!("{region}-0123456789abcdef0123456789abcdef").into(),
+            &key_var(&region.id).into(),
+            &format!("{}-0123456789abcdef0123456789abcdef", region.id).into(),
         )
         .unwrap();
     }
@@ -43,7 +46,7 @@ fn env_object() -> JsValue {
 }
 
 fn setup() {
-    let answer = parse_decision(&configure(&env_object(), 42.0));
+    let answer = parse_decision(&configure(&env_object(), &[42; 16]));
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["max_body_bytes"], 8192);
 }
@@ -171,7 +174,7 @@ fn conclude_walks_the_region_then_answers() {
 fn a_missing_secret_makes_every_request_a_config_error() {
     let env = env_object();
     Reflect::delete_property(env.unchecked_ref::<Object>(), &"HARBOUR_KEY_CN".into()).unwrap();
-    let answer = parse_decision(&configure(&env, 1.0));
+    let answer = parse_decision(&configure(&env, &[1; 16]));
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("HARBOUR_KEY_CN"));
     let decision = call(

@@ -3,12 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::config::Config;
+use harbour::forward::{after_attempt, AttemptResult, Next};
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
-use harbour::pipeline::{form_token, Body, Edge, Facts, Step};
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::SHIPPED_POLICY;
 use harbour::reply::Reply;
+use harbour::request::{Body, Facts};
+use harbour::screen::form_token;
 use harbour::signature::SignatureHeader;
 
+const SEEDS: Seeds = Seeds {
+    limiter: 1,
+    request_ids: 2,
+};
 const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const VALID: &str = r#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
 
@@ -36,10 +43,10 @@ fn facts<'a>(
     }
 }
 
-fn reply(step: Step) -> Reply {
+fn reply(step: Verdict) -> Reply {
     match step {
-        Step::Reply { reply, .. } => reply,
-        Step::Forward { plan } => panic!("forwarded to {}", plan.first.url),
+        Verdict::Answer { reply, .. } => reply,
+        Verdict::Forward { plan } => panic!("forwarded to {}", plan.first.url),
     }
 }
 
@@ -49,7 +56,7 @@ fn code(reply: &Reply) -> String {
 
 #[test]
 fn request_check_table() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let json = Some("application/json");
     let body = Body::Bytes(VALID.as_bytes());
     let cases: Vec<(Facts, u16, &str)> = vec![
@@ -132,7 +139,7 @@ fn request_check_table() {
         ),
     ];
     for (f, status, expected) in cases {
-        let r = reply(edge.decide(&f));
+        let r = reply(pipeline.request(&f));
         assert_eq!(
             (r.status, code(&r).as_str()),
             (status, expected),
@@ -141,25 +148,25 @@ fn request_check_table() {
             f.content_type
         );
     }
-    let allow = reply(edge.decide(&facts("GET", None, Body::Unread, None, "192.0.2.1")));
+    let allow = reply(pipeline.request(&facts("GET", None, Body::Unread, None, "192.0.2.1")));
     assert_eq!(allow.header("allow"), Some("POST, OPTIONS"));
     let unknown = Facts {
         url: "https://campaign.example/api/campaigns/nope/submissions",
         ..facts("POST", json, body, Some("IT"), "192.0.2.1")
     };
-    assert_eq!(reply(edge.decide(&unknown)).status, 404);
+    assert_eq!(reply(pipeline.request(&unknown)).status, 404);
     let elsewhere = Facts {
         url: "https://campaign.example/admin",
         ..facts("GET", None, Body::Unread, None, "192.0.2.1")
     };
-    assert_eq!(reply(edge.decide(&elsewhere)).status, 404);
+    assert_eq!(reply(pipeline.request(&elsewhere)).status, 404);
 }
 
 #[test]
 fn an_invalid_policy_environment_answers_config_invalid_to_everything() {
     let broken = Config::assemble(SHIPPED_POLICY, &|_| None);
-    let mut edge = Edge::new(broken, 1);
-    let r = reply(edge.decide(&facts(
+    let mut pipeline = Pipeline::new(broken, SEEDS);
+    let r = reply(pipeline.request(&facts(
         "POST",
         Some("application/json"),
         Body::Bytes(VALID.as_bytes()),
@@ -176,11 +183,11 @@ fn an_invalid_policy_environment_answers_config_invalid_to_everything() {
 
 #[test]
 fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let json = Some("application/json");
     // Refused requests (here: invalid) cost the client nothing.
     for _ in 0..10 {
-        let r = reply(edge.decide(&facts(
+        let r = reply(pipeline.request(&facts(
             "POST",
             json,
             Body::Bytes(b"{}"),
@@ -192,16 +199,16 @@ fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
     for i in 0..5 {
         let body =
             format!(r#"{{"name":"A","email":"a{i}@example.org","country":"IT","consent":true}}"#);
-        let step = edge.decide(&facts(
+        let step = pipeline.request(&facts(
             "POST",
             json,
             Body::Bytes(body.as_bytes()),
             Some("IT"),
             "192.0.2.9",
         ));
-        assert!(matches!(step, Step::Forward { .. }), "submission {i}");
+        assert!(matches!(step, Verdict::Forward { .. }), "submission {i}");
     }
-    let limited = reply(edge.decide(&facts(
+    let limited = reply(pipeline.request(&facts(
         "POST",
         json,
         Body::Bytes(VALID.as_bytes()),
@@ -215,7 +222,7 @@ fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
         Some("\"client\";q=5;w=60")
     );
     // The same /64 is the same client; another /64 is not.
-    let mut v6 = |ip| edge_forwards(&mut edge, ip);
+    let mut v6 = |ip| forwards(&mut pipeline, ip);
     assert!(v6("2001:db8:0:1::1"));
     for _ in 0..4 {
         assert!(v6("2001:db8:0:1::2"));
@@ -224,7 +231,7 @@ fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
     assert!(v6("2001:db8:0:2::1"));
 }
 
-fn edge_forwards(edge: &mut Edge, ip: &str) -> bool {
+fn forwards(pipeline: &mut Pipeline, ip: &str) -> bool {
     let n = ip.len() + ip.bytes().map(usize::from).sum::<usize>();
     let body =
         format!(r#"{{"name":"B","email":"b{n}@example.org","country":"DE","consent":true}}"#);
@@ -239,12 +246,12 @@ fn edge_forwards(edge: &mut Edge, ip: &str) -> bool {
         now_ms: 1_764_000_000_000 + n as u64,
         ..f
     };
-    matches!(edge.decide(&f), Step::Forward { .. })
+    matches!(pipeline.request(&f), Verdict::Forward { .. })
 }
 
 #[test]
 fn the_forward_request_carries_only_harbours_own_headers() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let f = Facts {
         idempotency_key: Some("client-key-0123456789abcdef"),
         ..facts(
@@ -255,7 +262,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
             "192.0.2.20",
         )
     };
-    let Step::Forward { plan } = edge.decide(&f) else {
+    let Verdict::Forward { plan } = pipeline.request(&f) else {
         panic!("not forwarded")
     };
     let names: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
@@ -286,7 +293,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
         client_ip: Some("192.0.2.21"),
         ..f
     };
-    let Step::Forward { plan } = edge.decide(&f) else {
+    let Verdict::Forward { plan } = pipeline.request(&f) else {
         panic!("not forwarded")
     };
     let key = plan
@@ -301,7 +308,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
 
 #[test]
 fn cors_allows_listed_origins_and_refuses_others() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let base = facts(
         "POST",
         Some("application/json"),
@@ -309,7 +316,7 @@ fn cors_allows_listed_origins_and_refuses_others() {
         Some("IT"),
         "192.0.2.30",
     );
-    let preflight = reply(edge.decide(&Facts {
+    let preflight = reply(pipeline.request(&Facts {
         method: "OPTIONS",
         origin: Some("http://127.0.0.1:8787"),
         ..base
@@ -319,7 +326,7 @@ fn cors_allows_listed_origins_and_refuses_others() {
         preflight.header("access-control-allow-origin"),
         Some("http://127.0.0.1:8787")
     );
-    let foreign = reply(edge.decide(&Facts {
+    let foreign = reply(pipeline.request(&Facts {
         origin: Some("https://evil.example"),
         ..base
     }));
@@ -327,19 +334,19 @@ fn cors_allows_listed_origins_and_refuses_others() {
         (foreign.status, code(&foreign).as_str()),
         (403, "origin_not_allowed")
     );
-    let same_origin = edge.decide(&Facts {
+    let same_origin = pipeline.request(&Facts {
         origin: Some("https://campaign.example"),
         ..base
     });
-    assert!(matches!(same_origin, Step::Forward { .. }));
+    assert!(matches!(same_origin, Verdict::Forward { .. }));
 }
 
 #[test]
 fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
         r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
-    let r = reply(edge.decide(&facts(
+    let r = reply(pipeline.request(&facts(
         "POST",
         Some("application/json"),
         Body::Bytes(body.as_bytes()),
@@ -349,14 +356,65 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
     assert_eq!(r.status, 202);
     let receipt: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(receipt["receipt"]["region"], "eu");
+
+    // The same submission without the honeypot, stored by an origin: the visitor's receipt.
+    let real_body = r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true}"#;
+    let Verdict::Forward { plan } = pipeline.request(&facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(real_body.as_bytes()),
+        Some("IT"),
+        "192.0.2.41",
+    )) else {
+        panic!("not forwarded")
+    };
+    let origin_answer = r#"{"receipt":{"id":"eu-5f0c1d2e3a4b6978","region":"eu"}}"#;
+    let Next::Done { reply: real, .. } = after_attempt(
+        &config(),
+        &plan.ticket,
+        AttemptResult::Answered {
+            status: 201,
+            body: origin_answer,
+        },
+        plan.ticket.received_ms + 5,
+    ) else {
+        panic!("not done")
+    };
+    // Indistinguishable by shape: status, header names, JSON keys, id format.
+    assert_eq!(r.status, real.status);
+    let names = |reply: &Reply| reply.headers.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    assert_eq!(names(&r), names(&real));
+    let real_receipt: serde_json::Value = serde_json::from_str(&real.body).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.extend(v["receipt"].as_object().unwrap().keys().cloned());
+        keys
+    };
+    assert_eq!(keys(&receipt), keys(&real_receipt));
+    let id_shape = |id: &str| {
+        let (region, rest) = id.split_once('-').unwrap();
+        (
+            region.to_owned(),
+            rest.len(),
+            rest.bytes().all(|b| b.is_ascii_hexdigit()),
+        )
+    };
+    assert_eq!(
+        id_shape(receipt["receipt"]["id"].as_str().unwrap()),
+        id_shape(real_receipt["receipt"]["id"].as_str().unwrap())
+    );
+    assert!(receipt["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("h-"));
 }
 
 #[test]
 fn decision_logs_carry_no_personal_data() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
         r#"{"name":"Secret Name","email":"secret@example.org","country":"IT","consent":"maybe"}"#;
-    let Step::Reply { log, .. } = edge.decide(&facts(
+    let Verdict::Answer { log, .. } = pipeline.request(&facts(
         "POST",
         Some("application/json"),
         Body::Bytes(body.as_bytes()),
@@ -378,15 +436,15 @@ fn decision_logs_carry_no_personal_data() {
 #[test]
 fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
     let config = config();
-    let mut edge = Edge::new(Ok(config.clone()), 1);
-    let description = reply(edge.decide(&Facts {
+    let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
+    let description = reply(pipeline.request(&Facts {
         url: "https://campaign.example/api/campaigns/spring-launch",
         ..facts("GET", None, Body::Unread, None, "192.0.2.50")
     }));
     let description: serde_json::Value = serde_json::from_str(&description.body).unwrap();
     let token = description["form_token"].as_str().unwrap().to_owned();
     let issued: u64 = token.split('.').next().unwrap().parse().unwrap();
-    let submit = |edge: &mut Edge, token: &str, after_ms: u64, ip: &str| {
+    let submit = |pipeline: &mut Pipeline, token: &str, after_ms: u64, ip: &str| {
         let body = format!(
             r#"{{"name":"Ada","email":"ada{after_ms}@example.org","country":"IT","consent":true,"_form":"{token}"}}"#
         );
@@ -400,25 +458,25 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
                 ip,
             )
         };
-        edge.decide(&f)
+        pipeline.request(&f)
     };
     // Too fast: answered like success, not forwarded.
-    let fast = reply(submit(&mut edge, &token, 300, "192.0.2.51"));
+    let fast = reply(submit(&mut pipeline, &token, 300, "192.0.2.51"));
     assert_eq!(fast.status, 202);
     // After the policy's minimum fill time: forwarded.
     assert!(matches!(
-        submit(&mut edge, &token, 1_500, "192.0.2.52"),
-        Step::Forward { .. }
+        submit(&mut pipeline, &token, 1_500, "192.0.2.52"),
+        Verdict::Forward { .. }
     ));
     // A forged or altered token is treated as a bot's, however old it claims to be.
     let forged = format!("{}.{}", issued - 60_000, "0".repeat(32));
     assert_eq!(
-        reply(submit(&mut edge, &forged, 1_500, "192.0.2.53")).status,
+        reply(submit(&mut pipeline, &forged, 1_500, "192.0.2.53")).status,
         202
     );
     let stale = form_token(&config, "spring-launch", issued - 25 * 60 * 60 * 1000);
     assert_eq!(
-        reply(submit(&mut edge, &stale, 1_500, "192.0.2.54")).status,
+        reply(submit(&mut pipeline, &stale, 1_500, "192.0.2.54")).status,
         202
     );
     // Without a token (an API client), the submission is judged on its content alone.
@@ -429,16 +487,16 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
         Some("IT"),
         "192.0.2.55",
     );
-    let step = edge.decide(&Facts {
+    let step = pipeline.request(&Facts {
         now_ms: issued + 2_000,
         ..plain
     });
-    assert!(matches!(step, Step::Forward { .. }));
+    assert!(matches!(step, Verdict::Forward { .. }));
 }
 
 #[test]
 fn regression_a_clock_stepping_back_does_not_trip_the_limits() {
-    let mut edge = Edge::new(Ok(config()), 1);
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let at = |ms: u64, ip: &'static str, n: u32| {
         let body =
             format!(r#"{{"name":"C","email":"c{n}@example.org","country":"IT","consent":true}}"#);
@@ -462,7 +520,7 @@ fn regression_a_clock_stepping_back_does_not_trip_the_limits() {
             )
         };
         assert!(
-            matches!(edge.decide(&f), Step::Forward { .. }),
+            matches!(pipeline.request(&f), Verdict::Forward { .. }),
             "request {i}"
         );
     }

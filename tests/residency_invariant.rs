@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use harbour::config::Config;
 use harbour::country::Country;
-use harbour::forward::{after_attempt, Next, Outcome};
-use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
+use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
 use proptest::prelude::*;
 use serde_json::json;
@@ -153,7 +154,7 @@ proptest! {
         requests in proptest::collection::vec((platform_value(), proptest::option::of(0usize..249)), 1..12),
     ) {
         let config = config(&spec);
-        let mut edge = Edge::new(Ok(config.clone()), 7);
+        let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 7, request_ids: 8 });
         for (i, (platform, declared)) in requests.into_iter().enumerate() {
             let body = match declared {
                 Some(c) => format!(r#"{{"email":"v{i}@example.org","country":"{}"}}"#, countries()[c]),
@@ -171,8 +172,8 @@ proptest! {
                 now_ms: 1_000_000 + i as u64,
             };
             let expected = expected_region(&spec, &platform, declared);
-            match edge.decide(&facts) {
-                Step::Forward { plan } => {
+            match pipeline.request(&facts) {
+                Verdict::Forward { plan } => {
                     let region = expected.ok_or_else(|| TestCaseError::fail(format!("forwarded a refusal: {platform:?}")))?;
                     let signature = plan.headers.iter().find(|(n, _)| *n == "x-harbour-signature").map(|(_, v)| v.as_str()).unwrap_or("");
                     let tag = SignatureHeader::parse(signature).map(|s| s.region.to_owned());
@@ -180,15 +181,15 @@ proptest! {
                     let body: serde_json::Value = serde_json::from_str(&plan.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     let expected_tag = format!("r{region}");
                     prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
-                    prop_assert_eq!(plan.ticket.region, region);
+                    prop_assert_eq!(plan.ticket.region.get(), region);
                     prop_assert_eq!(region_of_url(&plan.first.url), region);
                     let mut ticket = plan.ticket.clone();
                     let mut tried = 1;
                     loop {
-                        match after_attempt(&config, &ticket, Outcome::Failed, facts.now_ms + 10) {
+                        match after_attempt(&config, &ticket, AttemptResult::Failed, facts.now_ms + 10) {
                             Next::Retry { attempt, ticket: next } => {
                                 prop_assert_eq!(region_of_url(&attempt.url), region);
-                                prop_assert_eq!(next.region, region);
+                                prop_assert_eq!(next.region.get(), region);
                                 tried += 1;
                                 ticket = next;
                             }
@@ -200,7 +201,7 @@ proptest! {
                     }
                     prop_assert_eq!(tried, spec.origins_per_region[region]);
                 }
-                Step::Reply { reply, .. } => {
+                Verdict::Answer { reply, .. } => {
                     prop_assert!(expected.is_none(), "refused {:?} / {:?} with {}: {}", platform, declared, reply.status, reply.body);
                     prop_assert_eq!(reply.status, 403);
                 }

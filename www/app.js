@@ -32,34 +32,40 @@
     status.textContent = text;
   }
 
-  function countryNames(codes) {
+  // Option labels: a select's values as they are, or their names in the visitor's language
+  // when the description says what the codes are (`value_names`, an Intl.DisplayNames type).
+  function optionLabels(f) {
     let names = null;
-    try { names = new Intl.DisplayNames([navigator.language || "en"], { type: "region" }); } catch { /* old browser */ }
-    return codes.map((c) => [c, names ? names.of(c) || c : c]).sort((a, b) => a[1].localeCompare(b[1]));
+    if (f.value_names) {
+      try { names = new Intl.DisplayNames([navigator.language || "en"], { type: f.value_names }); } catch { /* old browser */ }
+    }
+    const labelled = f.values.map((v) => [v, names ? names.of(v) || v : v]);
+    return names ? labelled.sort((a, b) => a[1].localeCompare(b[1])) : labelled;
   }
 
+  // Draws a field from its description: the control is `input`, never the field type, so a new
+  // type that reuses a control needs nothing here.
   function renderField(f) {
     const id = "f-" + f.name;
-    const box = el("div", { class: "field" + (f.type === "bool" ? " check" : "") });
+    const check = f.input === "checkbox";
+    const box = el("div", { class: "field" + (check ? " check" : "") });
     const error = el("p", { id: id + "-error", class: "error-text" });
-    const common = { id, name: f.name, "aria-describedby": id + "-error", required: f.required };
+    const common = { id, name: f.name, "aria-describedby": id + "-error", required: f.required, autocomplete: f.autocomplete };
     let input;
-    if (f.type === "bool") {
+    if (check) {
       input = el("input", { ...common, type: "checkbox", value: "true" });
-    } else if (f.type === "country" || f.type === "enum") {
-      input = el("select", { ...common, autocomplete: f.type === "country" ? "country" : undefined });
+    } else if (f.input === "select") {
+      input = el("select", common);
       input.append(el("option", { value: "" }, "Choose…"));
-      const options = f.type === "country" ? countryNames(f.values) : f.values.map((v) => [v, v]);
-      for (const [value, label] of options) input.append(el("option", { value }, label));
+      for (const [value, label] of optionLabels(f)) input.append(el("option", { value }, label));
     } else {
-      const type = f.type === "email" ? "email" : f.type === "integer" ? "number" : "text";
-      const auto = f.type === "email" ? "email" : f.name === "name" ? "name" : undefined;
-      input = el("input", { ...common, type, maxlength: f.type === "integer" ? undefined : f.max_length, autocomplete: auto, min: f.min ?? undefined, max: f.max ?? undefined });
+      const autocomplete = f.autocomplete ?? (f.name === "name" ? "name" : undefined);
+      input = el("input", { ...common, type: f.input, autocomplete, maxlength: f.max_length, min: f.min ?? undefined, max: f.max ?? undefined });
     }
     const label = el("label", { for: id }, f.label + (f.required ? "" : " (optional)"));
-    if (f.type === "bool") box.append(input, label); else box.append(label, input);
-    const wrap = f.type === "bool" ? el("div", { class: "field" }) : box;
-    if (f.type === "bool") wrap.append(box);
+    if (check) box.append(input, label); else box.append(label, input);
+    const wrap = check ? el("div", { class: "field" }) : box;
+    if (check) wrap.append(box);
     wrap.append(error);
     return wrap;
   }
@@ -68,8 +74,8 @@
     const out = {};
     for (const f of description.fields) {
       const input = form.elements[f.name];
-      if (f.type === "bool") out[f.name] = input.checked;
-      else if (f.type === "integer") { if (input.value !== "") out[f.name] = Number(input.value); }
+      if (f.input === "checkbox") out[f.name] = input.checked;
+      else if (f.input === "number") { if (input.value !== "") out[f.name] = Number(input.value); }
       else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
     if (description.form_token) out._form = description.form_token;

@@ -3,8 +3,9 @@
 #![no_main]
 
 use harbour::config::Config;
-use harbour::forward::{after_attempt, Next, Outcome};
-use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
+use harbour::request::{Body, Facts};
 use harbour::policy::SHIPPED_POLICY;
 use harbour::signature::{sha256_hex, Signed};
 use libfuzzer_sys::fuzz_target;
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let country = COUNTRIES[usize::from(selector) % COUNTRIES.len()];
     let declared = COUNTRIES[usize::from(selector >> 3) % COUNTRIES.len()];
     let body = format!(r#"{{"name":"F","email":"f@example.org","country":"{declared}","consent":true}}"#);
-    let mut edge = Edge::new(Ok(config.clone()), 1);
+    let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 1, request_ids: 2 });
     let facts = Facts {
         method: "POST",
         url: "https://campaign.example/api/campaigns/spring-launch/submissions",
@@ -29,9 +30,9 @@ fuzz_target!(|data: &[u8]| {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    let Step::Forward { plan } = edge.decide(&facts) else { panic!("a valid submission was not forwarded") };
+    let Verdict::Forward { plan } = pipeline.request(&facts) else { panic!("a valid submission was not forwarded") };
     let header = |name: &str| plan.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
-    let region = config.policy.regions[plan.ticket.region].id.clone();
+    let region = config.policy.regions[plan.ticket.region.get()].id.clone();
     let hash = sha256_hex(plan.body.as_bytes());
     let signed = Signed { method: "POST", path: "/v1/submissions", timestamp_ms: facts.now_ms, region: &region, idempotency_key: header("idempotency-key"), body_sha256_hex: &hash };
     assert!(config.regions[plan.region.get()].key.verify(&signed, header("x-harbour-signature")));
@@ -40,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     for chunk in answers.chunks(24) {
         let status = chunk.first().map_or(0, |b| u16::from(*b) * 3);
         let text = String::from_utf8_lossy(chunk.get(1..).unwrap_or(&[]));
-        let outcome = if status == 0 { Outcome::Failed } else { Outcome::Answered { status, body: &text } };
+        let outcome = if status == 0 { AttemptResult::Failed } else { AttemptResult::Answered { status, body: &text } };
         match after_attempt(&config, &ticket, outcome, facts.now_ms + 100) {
             Next::Retry { attempt, ticket: next } => {
                 assert!(config.origins(plan.region).iter().any(|o| o.url == attempt.url), "left the region");

@@ -3,7 +3,8 @@
 #![no_main]
 
 use harbour::config::Config;
-use harbour::pipeline::{Body, Edge, Facts, Step};
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
+use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
 use harbour::policy::SHIPPED_POLICY;
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
-    let mut edge = Edge::new(Ok(config), u64::from(selector));
+    let mut pipeline = Pipeline::new(Ok(config), Seeds { limiter: u64::from(selector), request_ids: 2 });
     let content_type = match selector % 4 {
         0 => "application/json",
         1 => "application/x-www-form-urlencoded",
@@ -33,9 +34,9 @@ fuzz_target!(|data: &[u8]| {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    if let Step::Forward { plan } = edge.decide(&facts) {
-        let config = edge.config().ok().expect("configured");
-        let region = &config.policy.regions[plan.ticket.region].id;
+    if let Verdict::Forward { plan } = pipeline.request(&facts) {
+        let config = pipeline.config().ok().expect("configured");
+        let region = &config.policy.regions[plan.ticket.region.get()].id;
         assert!(config.origins(plan.region).iter().any(|o| o.url == plan.first.url));
         assert!(plan.headers.iter().any(|(n, v)| *n == "x-harbour-signature"
             && SignatureHeader::parse(v).is_some_and(|s| s.region == region.as_str())));

@@ -19,16 +19,17 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::config::{key_var, origins_var, Config};
-use crate::forward::{Attempt, Next, Outcome, TicketBook};
-use crate::journal::{Journal, Lines};
-use crate::pipeline::{Body, Edge, Facts, LogRecord, Step};
+use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
+use crate::journal::{Journal, Lines, LogRecord};
+use crate::pipeline::{Pipeline, Seeds, Verdict};
 use crate::policy::{Policy, SHIPPED_POLICY};
-use crate::reply::{problem, Reply};
+use crate::reply::{problem, Phase, Reply};
+use crate::request::{Body, Facts};
 use crate::text::{push_quoted, push_u64};
 
 /// Everything an isolate keeps between requests.
 struct Shell {
-    edge: Edge,
+    pipeline: Pipeline,
     tickets: TicketBook,
     journal: Journal,
 }
@@ -37,23 +38,39 @@ thread_local! {
     static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
 }
 
-/// Reads the environment for the shipped policy's regions. Returns
+/// Reads the environment for the shipped policy's regions. `random` is 16 bytes from the
+/// platform's CSPRNG: two independent seeds (the limiter's hash key, request ids). Returns
 /// `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case every
 /// request is answered 500 `config_invalid`, and the error (which names the bad entries, never a
 /// secret's value) is for the log.
 #[wasm_bindgen]
-pub fn configure(env: &JsValue, seed: f64) -> String {
+pub fn configure(env: &JsValue, random: &[u8]) -> String {
     // Vars and secrets are both plain string properties of `env`.
     let lookup = |name: &str| -> Option<String> {
         js_sys::Reflect::get(env, &JsValue::from_str(name))
             .ok()
             .and_then(|value| value.as_string())
     };
-    configure_with(&lookup, seed)
+    configure_with(&lookup, random)
+}
+
+/// Two independent seeds from 16 random bytes (fewer bytes leave the rest zero).
+fn seeds(random: &[u8]) -> Seeds {
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = random.get(at + i).copied().unwrap_or(0);
+        }
+        u64::from_le_bytes(bytes)
+    };
+    Seeds {
+        limiter: word(0),
+        request_ids: word(8),
+    }
 }
 
 /// `configure` with the environment as a plain lookup, for tests.
-pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, seed: f64) -> String {
+pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, random: &[u8]) -> String {
     let config = Config::assemble(SHIPPED_POLICY, lookup);
     let answer = match &config {
         Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
@@ -61,7 +78,7 @@ pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, seed: f64) -> Str
     };
     let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
     let shell = Shell {
-        edge: Edge::new(config, seed.to_bits()),
+        pipeline: Pipeline::new(config, seeds(random)),
         tickets: TicketBook::default(),
         journal,
     };
@@ -132,12 +149,12 @@ pub fn decide(
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let shell = slot.as_mut()?;
-        Some(match shell.edge.decide(&facts) {
-            Step::Reply { reply, log } => {
+        Some(match shell.pipeline.request(&facts) {
+            Verdict::Answer { reply, log } => {
                 let lines = shell.journal.record(&log, now_ms);
                 reply_text(&reply, lines)
             }
-            Step::Forward { plan } => {
+            Verdict::Forward { plan } => {
                 let ticket = shell.tickets.file(plan.ticket, now_ms);
                 let mut out = String::with_capacity(512 + plan.body.len());
                 push_attempt(&mut out, &plan.first, ticket);
@@ -160,10 +177,10 @@ pub fn decide(
 pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
     let now_ms = clock(now_ms);
     let body = std::str::from_utf8(body).unwrap_or_default();
-    let outcome = if status == 0 {
-        Outcome::Failed
+    let result = if status == 0 {
+        AttemptResult::Failed
     } else {
-        Outcome::Answered { status, body }
+        AttemptResult::Answered { status, body }
     };
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
@@ -178,22 +195,21 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
                 None,
             )
             .with_header("retry-after", "1");
-            let log = bare_log("forward_expired", 503, now_ms);
+            let log = bare_log(Phase::Forward, "forward_expired", 503, now_ms);
             let lines = shell.journal.record(&log, now_ms);
             return Some(reply_text(&reply, lines));
         };
-        let (reply, outcome) = match shell.edge.conclude(&ticket, outcome, now_ms) {
-            Ok(Next::Retry { attempt, ticket }) => {
+        let (reply, outcome) = match shell.pipeline.after_attempt(&ticket, result, now_ms) {
+            Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
                 let mut out = String::with_capacity(128);
                 push_attempt(&mut out, &attempt, id);
                 out.push_str("}\n\n");
                 return Some(out);
             }
-            Ok(Next::Done { reply, outcome }) => (reply, outcome),
-            Err(reply) => (reply, "config_invalid"),
+            Next::Done { reply, outcome } => (reply, outcome),
         };
-        let log = shell.edge.forward_log(&ticket, reply.status, outcome);
+        let log = shell.pipeline.forward_log(&ticket, reply.status, outcome);
         Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
@@ -253,13 +269,13 @@ fn reply_text(reply: &Reply, lines: Lines) -> String {
     out
 }
 
-fn bare_log(code: &str, status: u16, now_ms: u64) -> LogRecord {
+fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
     LogRecord {
         request_id: String::new(),
         campaign: None,
         region: None,
-        phase: "edge",
-        outcome: code.to_owned(),
+        phase,
+        outcome: code,
         status,
         attempts: 0,
         received_ms: now_ms,
@@ -277,7 +293,7 @@ fn unconfigured(now_ms: u64) -> String {
         None,
     );
     let lines = Lines {
-        decision: Some(bare_log("config_invalid", 500, now_ms).to_json(now_ms)),
+        decision: Some(bare_log(Phase::Configure, "config_invalid", 500, now_ms).to_json(now_ms)),
         summary: None,
     };
     reply_text(&reply, lines)

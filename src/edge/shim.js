@@ -24,8 +24,8 @@ let maxBodyBytes = -1; // -1 until this isolate has read its environment
 let poisoned = false;
 
 function configure(env) {
-  const seed = crypto.getRandomValues(new Uint32Array(2));
-  const answer = JSON.parse(harbour.configure(env, seed[0] * 2097152 + (seed[1] >>> 11)));
+  // Two independent seeds (the limiter's hash key, request ids) from the platform's CSPRNG.
+  const answer = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(16))));
   maxBodyBytes = answer.ok ? answer.max_body_bytes : 0;
   if (!answer.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: answer.error }));
 }
