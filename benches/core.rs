@@ -8,10 +8,11 @@ use harbour::config::Config;
 use harbour::forward::{after_attempt, AttemptResult, TicketBook};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::SHIPPED_POLICY;
+use harbour::request::Encoding;
 use harbour::request::{Body, Facts};
 use harbour::residency::{place, PlatformCountry};
 use harbour::signature::{sha256_hex, Signed, SigningKey};
-use harbour::validate::{check, parse_body, Encoding};
+use harbour::validate::{check, parse_body};
 
 const SEEDS: Seeds = Seeds {
     limiter: 3,

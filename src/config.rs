@@ -11,9 +11,31 @@
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
 //! answers every request with 500 `config_invalid` and forwards nothing.
 
-use crate::journal::LogMode;
 use crate::policy::{Policy, PolicyError, PolicyIssue, RegionIndex};
 use crate::signature::{SigningKey, MIN_KEY_BYTES};
+
+/// How much the edge logs (`HARBOUR_LOG`); see `journal`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogMode {
+    /// Visitor outcomes counted, operator matters one line each.
+    #[default]
+    Summary,
+    /// One line per decision.
+    Decisions,
+}
+
+impl LogMode {
+    pub const VARIABLE: &'static str = "HARBOUR_LOG";
+
+    /// Unset or empty is the default; anything else must be one of the two names.
+    pub fn parse(value: Option<&str>) -> Option<LogMode> {
+        match value.map(str::trim) {
+            None | Some("") | Some("summary") => Some(LogMode::Summary),
+            Some("decisions") => Some(LogMode::Decisions),
+            Some(_) => None,
+        }
+    }
+}
 
 /// Where submissions are stored, relative to an origin's base URL.
 pub const SUBMISSIONS_PATH: &str = "/v1/submissions";
@@ -210,6 +232,14 @@ pub(crate) mod tests {
 
     pub fn local_config() -> Config {
         Config::local(SHIPPED_POLICY, 9100).unwrap()
+    }
+
+    #[test]
+    fn modes_parse_and_refuse_anything_else() {
+        assert_eq!(LogMode::parse(None), Some(LogMode::Summary));
+        assert_eq!(LogMode::parse(Some(" ")), Some(LogMode::Summary));
+        assert_eq!(LogMode::parse(Some("decisions")), Some(LogMode::Decisions));
+        assert_eq!(LogMode::parse(Some("all")), None);
     }
 
     #[test]

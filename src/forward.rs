@@ -530,7 +530,7 @@ mod tests {
         let policy = crate::policy::Policy::parse(&raw.to_string()).unwrap();
         let body = json!({"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42});
         let pairs = crate::validate::parse_body(
-            crate::validate::Encoding::Json,
+            crate::request::Encoding::Json,
             body.to_string().as_bytes(),
         )
         .unwrap();
@@ -538,7 +538,7 @@ mod tests {
         assert!(crate::validate::check(&policy.campaigns[0], pairs).is_err());
         let body = json!({"name": "Zoë \"Z\" \\ <b>", "consent": true, "age": -42});
         let pairs = crate::validate::parse_body(
-            crate::validate::Encoding::Json,
+            crate::request::Encoding::Json,
             body.to_string().as_bytes(),
         )
         .unwrap();

@@ -9,6 +9,7 @@
 //! every forward that needed more than one attempt. `HARBOUR_LOG=decisions` writes every decision
 //! on its own line. No line carries personal data.
 
+use crate::config::LogMode;
 use crate::reply::Phase;
 use crate::text::{push_quoted, push_u64};
 
@@ -55,28 +56,6 @@ impl LogRecord {
 pub const SUMMARY_WINDOW_MS: u64 = 10_000;
 /// Distinct (campaign, region, outcome, status) rows a summary holds before it is written early.
 const MAX_SUMMARY_ROWS: usize = 64;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogMode {
-    /// Visitor outcomes counted, operator matters one line each.
-    #[default]
-    Summary,
-    /// One line per decision.
-    Decisions,
-}
-
-impl LogMode {
-    pub const VARIABLE: &'static str = "HARBOUR_LOG";
-
-    /// Unset or empty is the default; anything else must be one of the two names.
-    pub fn parse(value: Option<&str>) -> Option<LogMode> {
-        match value.map(str::trim) {
-            None | Some("") | Some("summary") => Some(LogMode::Summary),
-            Some("decisions") => Some(LogMode::Decisions),
-            Some(_) => None,
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Row {
@@ -221,14 +200,6 @@ mod tests {
             attempts,
             received_ms,
         }
-    }
-
-    #[test]
-    fn modes_parse_and_refuse_anything_else() {
-        assert_eq!(LogMode::parse(None), Some(LogMode::Summary));
-        assert_eq!(LogMode::parse(Some(" ")), Some(LogMode::Summary));
-        assert_eq!(LogMode::parse(Some("decisions")), Some(LogMode::Decisions));
-        assert_eq!(LogMode::parse(Some("all")), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod config;
 pub mod country;
 pub mod field;
+pub mod form_token;
 pub mod forward;
 pub mod journal;
 pub mod limit;

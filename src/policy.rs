@@ -296,14 +296,15 @@ impl Checker {
         Some(Quota::new(burst?, window?))
     }
 
-    fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
+    /// Regions, and the region of every country one of them lists.
+    fn regions(&mut self, raw: Vec<RawRegion>) -> (Vec<Region>, HashMap<Country, RegionIndex>) {
         let mut regions = Vec::new();
         let mut by_country: HashMap<Country, RegionIndex> = HashMap::new();
         let mut country_path: HashMap<Country, String> = HashMap::new();
-        if raw.regions.is_empty() {
+        if raw.is_empty() {
             self.fail("regions", "at least one region is required");
         }
-        for (i, r) in raw.regions.into_iter().enumerate() {
+        for (i, r) in raw.into_iter().enumerate() {
             let path = format!("regions[{i}]");
             if !is_plain_id(&r.id) {
                 self.fail(
@@ -358,6 +359,11 @@ impl Checker {
                 budget,
             });
         }
+        (regions, by_country)
+    }
+
+    fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
+        let (regions, by_country) = self.regions(raw.regions);
         let find = |id: &str| regions.iter().position(|r| r.id == id).map(RegionIndex);
 
         let rest_of_world = find(&raw.rest_of_world);

@@ -11,10 +11,9 @@
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::form_token;
 use crate::policy::{Campaign, CampaignIndex, Policy};
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
-use crate::screen;
-use crate::validate::Encoding;
 
 /// The request as the platform delivered it; every field is as read, unchecked.
 #[derive(Clone, Copy, Debug)]
@@ -177,9 +176,16 @@ pub fn form_description(config: &Config, campaign: &Campaign, now_ms: u64) -> Va
         "submit": format!("/api/campaigns/{}/submissions", campaign.id),
     });
     if campaign.min_fill_ms.is_some() {
-        description["form_token"] = Value::from(screen::form_token(config, &campaign.id, now_ms));
+        description["form_token"] = Value::from(form_token::mint(config, &campaign.id, now_ms));
     }
     description
+}
+
+/// How a submission's body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Form,
 }
 
 /// A body that may be read as a submission.

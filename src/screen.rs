@@ -8,50 +8,11 @@
 
 use crate::admission::Grant;
 use crate::config::Config;
+use crate::form_token;
 use crate::policy::Campaign;
 use crate::reply::{accepted, Answer, Flow, Phase};
 use crate::text::push_hex_u64;
 use crate::validate::Submission;
-
-/// Forms older than this are refused as too fast too: a token is not a lasting pass.
-const FORM_TOKEN_MAX_AGE_MS: u64 = 24 * 60 * 60 * 1000;
-
-fn form_token_mac(config: &Config, campaign: &str, issued_ms: u64) -> String {
-    // Keyed with the rest-of-world region's signing key under a message prefix of its own.
-    let key = &config.regions[config.policy.rest_of_world.get()].key;
-    let mac = key.mac_hex(&format!("harbour-form-v1\n{campaign}\n{issued_ms}"));
-    mac[..32].to_owned()
-}
-
-/// `{issued_ms}.{mac}`: when the form was handed out, vouched for by harbour.
-pub fn form_token(config: &Config, campaign: &str, now_ms: u64) -> String {
-    format!("{now_ms}.{}", form_token_mac(config, campaign, now_ms))
-}
-
-fn form_token_ok(
-    config: &Config,
-    campaign: &str,
-    token: &str,
-    min_fill_ms: u64,
-    now_ms: u64,
-) -> bool {
-    let Some((issued, mac)) = token.split_once('.') else {
-        return false;
-    };
-    let Ok(issued_ms) = issued.parse::<u64>() else {
-        return false;
-    };
-    let age = now_ms.saturating_sub(issued_ms);
-    let expected = form_token_mac(config, campaign, issued_ms);
-    // Constant time, so response timing says nothing about how much of a forgery matched.
-    let same = mac.len() == expected.len()
-        && mac
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    same && issued_ms <= now_ms && age >= min_fill_ms && age <= FORM_TOKEN_MAX_AGE_MS
-}
 
 /// Why a submission was taken for a bot's, if it was.
 pub fn bot_sign(
@@ -65,7 +26,7 @@ pub fn bot_sign(
     }
     match (campaign.min_fill_ms, submission.form_token()) {
         (Some(min_fill_ms), Some(token))
-            if !form_token_ok(config, &campaign.id, token, min_fill_ms, now_ms) =>
+            if !form_token::is_valid(config, &campaign.id, token, min_fill_ms, now_ms) =>
         {
             Some("too_fast")
         }
@@ -117,7 +78,8 @@ mod tests {
     use super::*;
     use crate::config::tests::local_config;
     use crate::limit::Quota;
-    use crate::validate::{check, parse_body, Encoding};
+    use crate::request::Encoding;
+    use crate::validate::{check, parse_body};
     use std::num::{NonZeroU32, NonZeroU64};
 
     fn submission(body: &str) -> Submission {
@@ -136,14 +98,14 @@ mod tests {
         let config = local_config();
         let campaign = &config.policy.campaigns[0];
         let issued = 1_000_000;
-        let token = form_token(&config, &campaign.id, issued);
+        let token = form_token::mint(&config, &campaign.id, issued);
         let min = campaign.min_fill_ms.unwrap();
         let with = |token: &str| submission(&format!(r#"{{{ENTRY},"_form":"{token}"}}"#));
         let sign = |s: &Submission, now| bot_sign(&config, campaign, s, now);
         assert_eq!(sign(&with(&token), issued + min), None);
         assert_eq!(sign(&with(&token), issued + min - 1), Some("too_fast"));
         assert_eq!(
-            sign(&with(&token), issued + FORM_TOKEN_MAX_AGE_MS + 1),
+            sign(&with(&token), issued + form_token::MAX_AGE_MS + 1),
             Some("too_fast")
         );
         let forged = format!("{issued}.{}", "0".repeat(32));

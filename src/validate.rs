@@ -18,16 +18,10 @@ use crate::country::Country;
 use crate::field::{truncate, CleanValue, FieldError, RawValue};
 use crate::policy::{Campaign, FORM_TOKEN_KEY};
 use crate::reply::{problem, Answer, Flow, Phase};
-use crate::request::Payload;
+use crate::request::{Encoding, Payload};
 
 /// Beyond this many keys a body is not a form submission.
 const MAX_KEYS: usize = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    Json,
-    Form,
-}
 
 /// Why a body could not be read as a submission at all (400), as opposed to field errors (422).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,13 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::config::Config;
+use harbour::form_token;
 use harbour::forward::{after_attempt, AttemptResult, Next};
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::SHIPPED_POLICY;
 use harbour::reply::Reply;
 use harbour::request::{Body, Facts};
-use harbour::screen::form_token;
 use harbour::signature::SignatureHeader;
 
 const SEEDS: Seeds = Seeds {
@@ -474,7 +474,7 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
         reply(submit(&mut pipeline, &forged, 1_500, "192.0.2.53")).status,
         202
     );
-    let stale = form_token(&config, "spring-launch", issued - 25 * 60 * 60 * 1000);
+    let stale = form_token::mint(&config, "spring-launch", issued - 25 * 60 * 60 * 1000);
     assert_eq!(
         reply(submit(&mut pipeline, &stale, 1_500, "192.0.2.54")).status,
         202
