@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use harbour::config::{key_var, origins_var};
 use harbour::country::Country;
 use harbour::policy::Policy;
-use harbour_e2e::{free_port, read_rows, wait_until, workspace_root, Process, REGIONS};
+use harbour_e2e::{free_port, read_rows, regions, wait_until, workspace_root, Process};
 
 const PATH: &str = "/api/campaigns/spring-launch/submissions";
 
@@ -351,7 +351,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 struct OriginSlot {
-    region: &'static str,
+    region: String,
     port: u16,
     key: String,
     db: PathBuf,
@@ -371,13 +371,13 @@ fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
     command
         .args([
             "--region",
-            slot.region,
+            &slot.region,
             "--listen",
             &format!("127.0.0.1:{}", slot.port),
             "--db",
         ])
         .arg(&slot.db)
-        .env(key_var(slot.region), &slot.key)
+        .env(key_var(&slot.region), &slot.key)
         .stdout(Stdio::null())
         .stderr(log);
     slot.process = Some(Process::spawn(
@@ -398,7 +398,7 @@ struct Bench {
     baseline_port: u16,
     workerd: Process,
     origins: Arc<Mutex<Vec<OriginSlot>>>,
-    dbs: Vec<(&'static str, PathBuf)>,
+    dbs: Vec<(String, PathBuf)>,
 }
 
 fn start() -> Bench {
@@ -409,14 +409,14 @@ fn start() -> Bench {
     let mut origins = Vec::new();
     let mut bindings = String::new();
     let mut dbs = Vec::new();
-    for region in REGIONS {
+    for region in regions() {
         let key = format!("bench-{region}-0123456789abcdefghijklmnopqrstuvwxyz");
         let db = dir.join(format!("{region}.sqlite"));
         let mut ports = Vec::new();
         // Primary and secondary share the region's database.
         for _ in 0..2 {
             let mut slot = OriginSlot {
-                region,
+                region: region.clone(),
                 port: free_port(),
                 key: key.clone(),
                 db: db.clone(),
@@ -428,12 +428,12 @@ fn start() -> Bench {
         }
         bindings.push_str(&format!(
             "(name = \"{}\", text = \"{}\"),\n",
-            origins_var(region),
+            origins_var(&region),
             ports.join(" ")
         ));
         bindings.push_str(&format!(
             "(name = \"{}\", text = \"{key}\"),\n",
-            key_var(region)
+            key_var(&region)
         ));
         dbs.push((region, db));
     }
