@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync, statSync, readdirSync, createWriteStream } from "node:fs";
+import { mkdirSync, rmSync, readFileSync, writeFileSync, statSync, readdirSync, createWriteStream } from "node:fs";
 import { createServer } from "node:net";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +13,12 @@ import { chromium } from "playwright-core";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const work = join(root, "target", "e2e", "browser");
 const artifacts = join(root, "target", "test-artifacts");
-const REGIONS = ["cn", "ru", "eu", "au", "global"];
+// The regions come from the shipped policy, the only list of them.
+const REGIONS = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "utf8")).regions.map((r) => r.id);
+// Variable names per region, as harbour::config::{origins_var, key_var} spell them.
+const envSuffix = (region) => region.toUpperCase().replaceAll("-", "_");
+const originsVar = (region) => `HARBOUR_ORIGINS_${envSuffix(region)}`;
+const keyVar = (region) => `HARBOUR_KEY_${envSuffix(region)}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const running = new Map(); // port -> child process
 let origins = {};
@@ -78,7 +83,7 @@ async function startOrigin(region, port) {
   const o = origins[region];
   const child = spawnLogged(`origin-${region}-${port}`, join(root, "target", "debug", "harbour-origin"),
     ["--region", region, "--listen", `127.0.0.1:${port}`, "--db", o.db],
-    { env: { ...process.env, [`HARBOUR_KEY_${region.toUpperCase()}`]: o.key } });
+    { env: { ...process.env, [keyVar(region)]: o.key } });
   running.set(port, child);
   // The answer must come from this region's origin, not from anything else on the port.
   await waitFor(`origin ${region}:${port}`, async () => {
@@ -119,7 +124,7 @@ before(async () => {
     await startOrigin(region, origins[region].secondary);
   }
   const port = await freePort();
-  const vars = REGIONS.map((r) => `HARBOUR_ORIGINS_${r.toUpperCase()} = "http://127.0.0.1:${origins[r].primary} http://127.0.0.1:${origins[r].secondary}"`);
+  const vars = REGIONS.map((r) => `${originsVar(r)} = "http://127.0.0.1:${origins[r].primary} http://127.0.0.1:${origins[r].secondary}"`);
   writeFileSync(join(work, "wrangler.toml"), [
     'name = "harbour-browser"',
     `main = "${join(root, "build", "worker", "shim.mjs")}"`,
@@ -130,7 +135,7 @@ before(async () => {
     "[vars]",
     ...vars,
   ].join("\n"));
-  writeFileSync(join(work, ".dev.vars"), REGIONS.map((r) => `HARBOUR_KEY_${r.toUpperCase()}=${origins[r].key}`).join("\n"));
+  writeFileSync(join(work, ".dev.vars"), REGIONS.map((r) => `${keyVar(r)}=${origins[r].key}`).join("\n"));
   worker = spawnLogged("wrangler", join(root, "node_modules", ".bin", "wrangler"),
     ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false"],
     { cwd: work, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" } });

@@ -12,7 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const REGIONS: [&str; 5] = ["cn", "ru", "eu", "au", "global"];
+/// The shipped policy's region ids, in its order. The policy is the only list of regions:
+/// everything here that starts one origin per region iterates this.
+pub fn regions() -> Vec<String> {
+    harbour::policy::Policy::shipped()
+        .expect("the shipped policy passes its checks")
+        .regions
+        .into_iter()
+        .map(|region| region.id)
+        .collect()
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -244,7 +253,7 @@ fn responds(port: u16, path: &str) -> bool {
 }
 
 pub struct OriginSpec {
-    pub region: &'static str,
+    pub region: String,
     pub primary: u16,
     pub secondary: u16,
     pub db: PathBuf,
@@ -272,15 +281,15 @@ impl Stack {
         let dir = root.join("target/e2e").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let origins: Vec<OriginSpec> = REGIONS
-            .iter()
+        let origins: Vec<OriginSpec> = regions()
+            .into_iter()
             .enumerate()
             .map(|(i, region)| OriginSpec {
-                region,
                 primary: free_port(),
                 secondary: free_port(),
                 db: dir.join(format!("{region}.sqlite")),
                 key: format!("e2e-{region}-{i}-0123456789abcdefghijklmnopqrstuvwxyz"),
+                region,
             })
             .collect();
         let mut stack = Stack {
@@ -319,13 +328,13 @@ impl Stack {
         command
             .args([
                 "--region",
-                spec.region,
+                &spec.region,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--db",
             ])
             .arg(&spec.db)
-            .env(harbour::config::key_var(spec.region), &spec.key)
+            .env(harbour::config::key_var(&spec.region), &spec.key)
             .stdout(Stdio::null())
             .stderr(log);
         let process = Process::spawn(&format!("origin {} :{port}", spec.region), &mut command);
@@ -350,13 +359,13 @@ impl Stack {
         for o in &self.origins {
             vars.push_str(&format!(
                 "{} = \"http://127.0.0.1:{} http://127.0.0.1:{}\"\n",
-                harbour::config::origins_var(o.region),
+                harbour::config::origins_var(&o.region),
                 o.primary,
                 o.secondary
             ));
             secrets.push_str(&format!(
                 "{}={}\n",
-                harbour::config::key_var(o.region),
+                harbour::config::key_var(&o.region),
                 o.key
             ));
         }
@@ -415,15 +424,15 @@ impl Stack {
     }
 
     /// Rows stored per region, read from the SQLite files themselves.
-    pub fn stored(&self) -> HashMap<&'static str, Vec<StoredRow>> {
+    pub fn stored(&self) -> HashMap<String, Vec<StoredRow>> {
         self.origins
             .iter()
-            .map(|o| (o.region, read_rows(&o.db)))
+            .map(|o| (o.region.clone(), read_rows(&o.db)))
             .collect()
     }
 
     /// Submission POSTs each region's origins received, stored or not.
-    pub fn received(&self) -> HashMap<&'static str, u64> {
+    pub fn received(&self) -> HashMap<String, u64> {
         self.origins
             .iter()
             .map(|o| {
@@ -434,7 +443,7 @@ impl Stack {
                         total += r.json()["received"].as_u64().unwrap_or(0);
                     }
                 }
-                (o.region, total)
+                (o.region.clone(), total)
             })
             .collect()
     }

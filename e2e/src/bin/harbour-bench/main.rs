@@ -1,0 +1,83 @@
+//! Peak rehearsal and cost benchmark. Runs the release worker under `workerd serve` directly
+//! (wrangler dev's proxy would be what is measured otherwise) beside a plain-JS pass-through
+//! baseline in the same workerd process, with release reference origins, and drives load from
+//! this process over loopback.
+//!
+//! harbour-bench                      interleaved comparison with the baseline (about 2 minutes)
+//! harbour-bench --short              the same, shorter phases (seconds)
+//!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
+//!                                    override rounds, seconds per phase, the fixed rate; or
+//!                                    measure only the cost at maximum rate
+//! harbour-bench --rehearsal [--rate 5000] [--duration 300]
+//!                                    the peak: fixed rate, realistic mix, loss and residency audit
+//! harbour-bench --faults [--rate 1000] [--duration 50]
+//!                                    the same audit while the EU origins are killed and restarted
+//!
+//! Numbers are printed, not asserted, except the audit of a rehearsal (lost and cross-region
+//! deliveries must be 0), which sets the exit code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod compare;
+mod faults;
+mod load;
+mod mix;
+mod workerd;
+
+use compare::{compare, Comparison};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let bench = workerd::start();
+    println!(
+        "workerd on 127.0.0.1 (harbour :{}, baseline :{}), files in {}",
+        bench.harbour_port,
+        bench.baseline_port,
+        bench.dir.display()
+    );
+    let ok = if args.iter().any(|a| a == "--faults") {
+        let duration = value("--duration").unwrap_or(50.0) as u64;
+        println!("faults under load: EU origins killed, restarted and stalled");
+        let faults = faults::inject_faults(&bench, duration);
+        let ok = audit::rehearse(&bench, value("--rate").unwrap_or(1000.0), duration, true);
+        faults.join().unwrap();
+        ok
+    } else if args.iter().any(|a| a == "--rehearsal") {
+        audit::rehearse(
+            &bench,
+            value("--rate").unwrap_or(5000.0),
+            value("--duration").unwrap_or(300.0) as u64,
+            false,
+        )
+    } else {
+        let short = args.iter().any(|a| a == "--short");
+        let (rounds, seconds, fixed_rate) = if short {
+            (2, 3, 1000.0)
+        } else {
+            (4, 8, 2000.0)
+        };
+        compare(
+            &bench,
+            &Comparison {
+                rounds: value("--rounds").map_or(rounds, |v| v as u32),
+                seconds: value("--seconds").map_or(seconds, |v| v as u64),
+                fixed_rate: value("--fixed-rate").unwrap_or(fixed_rate),
+                fixed: !args.iter().any(|a| a == "--cost-only"),
+            },
+        );
+        if short && !args.iter().any(|a| a == "--cost-only") {
+            audit::rehearse(&bench, 1000.0, 5, false)
+        } else {
+            true
+        }
+    };
+    drop(bench);
+    std::process::exit(if ok { 0 } else { 1 });
+}

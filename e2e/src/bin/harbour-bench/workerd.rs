@@ -1,0 +1,183 @@
+//! The system under test: release reference origins (two per policy region) and one
+//! `workerd serve` running harbour beside the pass-through baseline, from a config written here.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harbour::config::{key_var, origins_var};
+use harbour_e2e::{free_port, regions, wait_until, workspace_root, Process};
+
+use crate::load::{run_load, Load, Stats};
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+pub struct OriginSlot {
+    pub region: String,
+    pub port: u16,
+    pub key: String,
+    pub db: PathBuf,
+    pub process: Option<Process>,
+}
+
+pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
+    let origin_bin = std::env::var_os("HARBOUR_ORIGIN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/harbour-origin"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("origin-{}-{}.log", slot.region, slot.port)))
+        .unwrap();
+    let mut command = Command::new(origin_bin);
+    command
+        .args([
+            "--region",
+            &slot.region,
+            "--listen",
+            &format!("127.0.0.1:{}", slot.port),
+            "--db",
+        ])
+        .arg(&slot.db)
+        .env(key_var(&slot.region), &slot.key)
+        .stdout(Stdio::null())
+        .stderr(log);
+    slot.process = Some(Process::spawn(
+        &format!("origin {}", slot.region),
+        &mut command,
+    ));
+    let port = slot.port;
+    wait_until(
+        &format!("origin {}", slot.region),
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+pub struct Bench {
+    pub dir: PathBuf,
+    pub harbour_port: u16,
+    pub baseline_port: u16,
+    pub workerd: Process,
+    pub origins: Arc<Mutex<Vec<OriginSlot>>>,
+    pub dbs: Vec<(String, PathBuf)>,
+}
+
+pub fn start() -> Bench {
+    let root = workspace_root();
+    let dir = root.join("target/bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut origins = Vec::new();
+    let mut bindings = String::new();
+    let mut dbs = Vec::new();
+    for region in regions() {
+        let key = format!("bench-{region}-0123456789abcdefghijklmnopqrstuvwxyz");
+        let db = dir.join(format!("{region}.sqlite"));
+        let mut ports = Vec::new();
+        // Primary and secondary share the region's database.
+        for _ in 0..2 {
+            let mut slot = OriginSlot {
+                region: region.clone(),
+                port: free_port(),
+                key: key.clone(),
+                db: db.clone(),
+                process: None,
+            };
+            spawn_origin(&dir, &mut slot);
+            ports.push(format!("http://127.0.0.1:{}", slot.port));
+            origins.push(slot);
+        }
+        bindings.push_str(&format!(
+            "(name = \"{}\", text = \"{}\"),\n",
+            origins_var(&region),
+            ports.join(" ")
+        ));
+        bindings.push_str(&format!(
+            "(name = \"{}\", text = \"{key}\"),\n",
+            key_var(&region)
+        ));
+        dbs.push((region, db));
+    }
+    let (harbour_port, baseline_port) = (free_port(), free_port());
+    let config = format!(
+        r#"using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "harbour", worker = .harbour),
+    (name = "baseline", worker = .baseline),
+    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
+  ],
+  sockets = [
+    (name = "harbour", address = "127.0.0.1:{harbour_port}", http = (cfBlobHeader = "x-bench-cf"), service = "harbour"),
+    (name = "baseline", address = "127.0.0.1:{baseline_port}", http = (cfBlobHeader = "x-bench-cf"), service = "baseline"),
+  ],
+);
+const harbour :Workerd.Worker = (
+  modules = [
+    (name = "shim.mjs", esModule = embed "{shim}"),
+    (name = "index.wasm", wasm = embed "{wasm}"),
+  ],
+  compatibilityDate = "2025-09-01",
+  bindings = [
+{bindings}  ],
+  globalOutbound = "loopback",
+);
+const baseline :Workerd.Worker = (
+  modules = [(name = "passthrough.js", esModule = embed "{baseline}")],
+  compatibilityDate = "2025-09-01",
+  bindings = [
+{bindings}  ],
+  globalOutbound = "loopback",
+);
+"#,
+        // capnp `embed` paths are relative to the config file, which sits in target/bench.
+        shim = "../../build/worker/shim.mjs",
+        wasm = "../../build/worker/index.wasm",
+        baseline = "../../bench/passthrough.js",
+    );
+    let config_path = dir.join("workerd.capnp");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
+    let workerd_bin = root.join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+    let mut command = Command::new(workerd_bin);
+    command.arg("serve").arg(&config_path);
+    // For profiling with the V8 inspector (Chrome DevTools or a CDP client).
+    if let Some(address) = std::env::var_os("HARBOUR_BENCH_INSPECTOR") {
+        command.arg("--inspector-addr").arg(address);
+    }
+    command.stdout(log.try_clone().unwrap()).stderr(log);
+    let workerd = Process::spawn("workerd", &mut command);
+    let probe = "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    wait_until("workerd", Duration::from_secs(30), || {
+        harbour_e2e::raw(harbour_port, probe.as_bytes())
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    });
+    Bench {
+        dir,
+        harbour_port,
+        baseline_port,
+        workerd,
+        origins: Arc::new(Mutex::new(origins)),
+        dbs,
+    }
+}
+
+pub fn measure(bench: &Bench, load: &Load) -> (Stats, f64) {
+    let pid = bench.workerd.pid();
+    let before = cpu_seconds(pid);
+    let stats = run_load(load);
+    let cpu = cpu_seconds(pid) - before;
+    (stats, cpu)
+}
