@@ -41,8 +41,8 @@ fn wrangler_vars_give_every_policy_region_its_origins_and_no_secrets() {
     }
     // With keys supplied as secrets, the vars assemble into a valid configuration.
     let assembled = Config::assemble(SHIPPED_POLICY, &|name| {
-        if name.starts_with("HARBOUR_KEY_") {
-            return Some("k".repeat(32));
+        if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
+            return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
         }
         vars.get(name).and_then(|v| v.as_str()).map(String::from)
     });
