@@ -10,6 +10,12 @@
 //!
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
 //! answers every request with 500 `config_invalid` and forwards nothing.
+//!
+//! Beyond the form of each entry, assembly refuses what would weaken residency or the signature:
+//! plain `http://` to anything but a loopback address (the submission and its signature would
+//! cross the network in clear), one origin host (`host:port`) in two regions (one server would
+//! hold two regions' data), and one signing secret in two regions (an origin would accept another
+//! region's signatures).
 
 use crate::policy::{Policy, PolicyError, PolicyIssue, RegionIndex};
 use crate::signature::{SigningKey, MIN_KEY_BYTES};
@@ -96,6 +102,65 @@ fn endpoint(base: &str) -> Option<(String, String)> {
     Some((format!("{}{host}{path}", &base[..scheme_len]), path))
 }
 
+/// `host:port` of a base URL, lower case, with the scheme's default port made explicit, so that
+/// `https://A.example` and `https://a.example:443` are one origin host. Meaningful only for a URL
+/// `endpoint` accepts; `None` for another scheme.
+fn origin_host(base: &str) -> Option<String> {
+    let (rest, default_port) = match base.strip_prefix("https://") {
+        Some(rest) => (rest, "443"),
+        None => (base.strip_prefix("http://")?, "80"),
+    };
+    let authority = rest[..rest.find('/').unwrap_or(rest.len())].to_ascii_lowercase();
+    // A port follows the last `:`, unless that `:` is inside an IPv6 literal's brackets.
+    let has_port = authority
+        .rfind(':')
+        .is_some_and(|colon| !authority[colon..].contains(']'));
+    Some(if has_port {
+        authority
+    } else {
+        format!("{authority}:{default_port}")
+    })
+}
+
+/// Whether `host_port` (from `origin_host`) names this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.rfind(':') {
+        Some(colon) => &host_port[..colon],
+        None => host_port,
+    };
+    if host == "localhost" {
+        return true;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What is wrong with an origin whose host is `host` (from `origin_host`) in `var`, given the hosts
+/// earlier entries took: plain http off this machine, or a host another region already uses.
+fn host_issue(
+    base: &str,
+    host: &str,
+    var: &str,
+    hosts_seen: &[(String, String)],
+) -> Option<String> {
+    if base.starts_with("http://") && !is_loopback(host) {
+        return Some(format!(
+            "{base:?} uses http://, allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://"
+        ));
+    }
+    let (_, other) = hosts_seen
+        .iter()
+        .find(|(seen, other)| seen == host && other != var)?;
+    Some(format!(
+        "origin host {host} is also in {other}; each region needs origins of its own"
+    ))
+}
+
 impl Config {
     pub fn assemble(
         policy_json: &str,
@@ -104,6 +169,9 @@ impl Config {
         let policy = Policy::parse(policy_json)?;
         let mut issues = Vec::new();
         let mut regions = Vec::new();
+        // Origin hosts and secrets already taken, with the variable that took them.
+        let mut hosts_seen: Vec<(String, String)> = Vec::new();
+        let mut secrets_seen: Vec<(String, String)> = Vec::new();
         for (index, region) in policy.regions.iter().enumerate() {
             let origins_name = origins_var(&region.id);
             let mut origins = Vec::new();
@@ -112,12 +180,23 @@ impl Config {
                 .split([' ', ','])
                 .filter(|s| !s.is_empty())
             {
-                match endpoint(base) {
-                    Some((url, path)) => origins.push(Origin {
-                        region: RegionIndex(index),
-                        url,
-                        path,
-                    }),
+                match endpoint(base).zip(origin_host(base)) {
+                    Some(((url, path), host)) => {
+                        if let Some(message) = host_issue(base, &host, &origins_name, &hosts_seen) {
+                            issues.push(PolicyIssue {
+                                path: origins_name.clone(),
+                                message,
+                            });
+                        }
+                        origins.push(Origin {
+                            region: RegionIndex(index),
+                            url,
+                            path,
+                        });
+                        if !hosts_seen.iter().any(|(seen, _)| *seen == host) {
+                            hosts_seen.push((host, origins_name.clone()));
+                        }
+                    }
                     None => issues.push(PolicyIssue {
                         path: origins_name.clone(),
                         message: format!("{base:?} is not an http(s) base URL"),
@@ -141,7 +220,20 @@ impl Config {
                 });
             }
             let key_name = key_var(&region.id);
-            let key = env(&key_name).and_then(|secret| SigningKey::new(secret.as_bytes()));
+            let secret = env(&key_name);
+            let key = secret
+                .as_deref()
+                .and_then(|secret| SigningKey::new(secret.as_bytes()));
+            if let (Some(secret), Some(_)) = (secret, &key) {
+                match secrets_seen.iter().find(|(seen, _)| *seen == secret) {
+                    // Names the other variable, never the secret.
+                    Some((_, other)) => issues.push(PolicyIssue {
+                        message: format!("region {:?} has the same signing secret as {other}; each region needs its own, or one region's origin accepts another's signatures", region.id),
+                        path: key_name.clone(),
+                    }),
+                    None => secrets_seen.push((secret, key_name.clone())),
+                }
+            }
             if key.is_none() {
                 issues.push(PolicyIssue {
                     path: key_name,
@@ -282,6 +374,101 @@ pub(crate) mod tests {
         );
         env.insert("HARBOUR_LOG".into(), "decisions".into());
         assert!(error.to_string().contains("\"verbose\" is not a log mode"));
+    }
+
+    fn issues_with(changes: &[(&str, &str)]) -> Vec<String> {
+        let mut env = local_env();
+        for (name, value) in changes {
+            env.insert((*name).into(), (*value).into());
+        }
+        match Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_this_machine() {
+        assert_eq!(
+            issues_with(&[("HARBOUR_ORIGINS_RU", "https://ru1.example/x http://ru2.example:8080/x")]),
+            ["HARBOUR_ORIGINS_RU: \"http://ru2.example:8080/x\" uses http://, allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://"]
+        );
+        // Addresses that look local but are not loopback.
+        for base in [
+            "http://10.0.0.1",
+            "http://[::2]:80",
+            "http://localhost.example",
+            "http://128.0.0.1",
+        ] {
+            let found = issues_with(&[("HARBOUR_ORIGINS_AU", base)]);
+            assert_eq!(found.len(), 1, "{base}: {found:?}");
+            assert!(found[0].starts_with("HARBOUR_ORIGINS_AU: "), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_allowed_on_loopback() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://localhost:8080/base",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+            "http://[::1]",
+        ] {
+            assert_eq!(
+                issues_with(&[("HARBOUR_ORIGINS_AU", base)]),
+                Vec::<String>::new(),
+                "{base}"
+            );
+        }
+        assert!(issues_with(&[("HARBOUR_ORIGINS_AU", "https://au.example")]).is_empty());
+    }
+
+    #[test]
+    fn one_origin_host_in_two_regions_is_refused() {
+        // Case and an explicit default port do not make another host; the base path does not either.
+        let found = issues_with(&[
+            (
+                "HARBOUR_ORIGINS_CN",
+                "https://store.example/in https://cn2.example/in",
+            ),
+            (
+                "HARBOUR_ORIGINS_AU",
+                "https://au.example/in https://STORE.example:443/in",
+            ),
+        ]);
+        assert_eq!(
+            found,
+            ["HARBOUR_ORIGINS_AU: origin host store.example:443 is also in HARBOUR_ORIGINS_CN; each region needs origins of its own"]
+        );
+        // The same host on loopback, another port per region, is the local stack: allowed.
+        assert!(issues_with(&[]).is_empty());
+        // Another port is another host; within one region a host may repeat.
+        assert!(issues_with(&[
+            (
+                "HARBOUR_ORIGINS_CN",
+                "https://store.example:8443 https://store.example:8443"
+            ),
+            ("HARBOUR_ORIGINS_AU", "https://store.example"),
+        ])
+        .is_empty());
+        let local = issues_with(&[("HARBOUR_ORIGINS_GLOBAL", "http://127.0.0.1:9100")]);
+        assert_eq!(local.len(), 1, "{local:?}");
+        assert!(local[0].starts_with(
+            "HARBOUR_ORIGINS_GLOBAL: origin host 127.0.0.1:9100 is also in HARBOUR_ORIGINS_CN"
+        ));
+    }
+
+    #[test]
+    fn one_signing_secret_in_two_regions_is_refused_without_showing_it() {
+        let secret = "the-same-secret-0123456789abcdefghijklmnop";
+        let found = issues_with(&[("HARBOUR_KEY_RU", secret), ("HARBOUR_KEY_GLOBAL", secret)]);
+        assert_eq!(
+            found,
+            ["HARBOUR_KEY_GLOBAL: region \"global\" has the same signing secret as HARBOUR_KEY_RU; each region needs its own, or one region's origin accepts another's signatures"]
+        );
+        assert!(!found[0].contains(secret));
     }
 
     #[test]

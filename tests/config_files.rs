@@ -22,37 +22,87 @@ fn wrangler_toml_parses_and_points_at_the_built_entry_and_the_page() {
         .contains("scripts/build"));
 }
 
-#[test]
-fn wrangler_vars_give_every_policy_region_its_origins_and_no_secrets() {
-    let config = wrangler();
-    let vars = config["vars"].as_table().unwrap();
+/// The vars of one environment assembled into a configuration, with a distinct dummy key per
+/// region standing in for the secrets.
+fn assemble(vars: &toml::Table) -> Result<Config, harbour::policy::PolicyError> {
+    Config::assemble(SHIPPED_POLICY, &|name| {
+        if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
+            return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
+        }
+        vars.get(name).and_then(|v| v.as_str()).map(String::from)
+    })
+}
+
+fn assert_every_region_has_origins_and_no_secrets(vars: &toml::Table, environment: &str) {
     let policy = Policy::shipped().unwrap();
     for region in &policy.regions {
         assert!(
             vars.contains_key(&origins_var(&region.id)),
-            "{} has no origins var",
+            "{environment}: {} has no origins var",
             region.id
         );
         assert!(
             !vars.contains_key(&key_var(&region.id)),
-            "{} key must be a secret, not a var",
+            "{environment}: {} key must be a secret, not a var",
             region.id
         );
     }
+}
+
+#[test]
+fn wrangler_vars_give_every_policy_region_its_origins_and_no_secrets() {
+    let config = wrangler();
+    let vars = config["vars"].as_table().unwrap();
+    assert_every_region_has_origins_and_no_secrets(vars, "top level");
     // With keys supplied as secrets, the vars assemble into a valid configuration.
-    let assembled = Config::assemble(SHIPPED_POLICY, &|name| {
-        if name.starts_with("HARBOUR_KEY_") {
-            return Some("k".repeat(32));
-        }
-        vars.get(name).and_then(|v| v.as_str()).map(String::from)
-    });
-    let assembled = assembled.unwrap();
+    let assembled = assemble(vars).unwrap();
     for (index, region) in assembled.policy.regions.iter().enumerate() {
         assert_eq!(
             assembled.regions[index].origins.len(),
             2,
             "{} primary + secondary",
             region.id
+        );
+    }
+}
+
+#[test]
+fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
+    let config = wrangler();
+    let top = config["vars"].as_table().unwrap();
+    // Environments do not inherit vars: production must set every one itself.
+    let production = config["env"]["production"]["vars"].as_table().unwrap();
+    let names = |t: &toml::Table| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(production),
+        names(top),
+        "the same variables as the top level"
+    );
+    assert_every_region_has_origins_and_no_secrets(production, "production");
+    let policy = Policy::shipped().unwrap();
+    for region in &policy.regions {
+        let urls = production[&origins_var(&region.id)].as_str().unwrap();
+        for url in urls.split([' ', ',']).filter(|u| !u.is_empty()) {
+            assert!(
+                url.starts_with("https://"),
+                "{}: {url} is not https",
+                region.id
+            );
+        }
+    }
+    let assembled = assemble(production).unwrap_or_else(|e| panic!("{e}"));
+    for (index, region) in assembled.policy.regions.iter().enumerate() {
+        assert!(
+            !assembled.regions[index].origins.is_empty(),
+            "{} has origins",
+            region.id
+        );
+    }
+    // The build and the page are inherited, not redefined differently for production.
+    for key in ["build", "assets", "main"] {
+        assert!(
+            config["env"]["production"].get(key).is_none(),
+            "env.production.{key} would override the top level"
         );
     }
 }

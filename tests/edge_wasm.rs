@@ -6,8 +6,8 @@
 
 use harbour::config::{key_var, origins_var};
 use harbour::edge::{
-    conclude, configure, decide, expected_variables, parse_decision, BODY_BYTES, BODY_TOO_LARGE,
-    BODY_UNREAD,
+    conclude, configure, decide, expected_variables, orphaned, parse_decision, BODY_BYTES,
+    BODY_TOO_LARGE, BODY_UNREAD,
 };
 use harbour::policy::Policy;
 use harbour::signature::SignatureHeader;
@@ -192,4 +192,34 @@ fn a_missing_secret_makes_every_request_a_config_error() {
         .contains("config_invalid"));
     let names: Vec<String> = serde_json::from_str(&expected_variables()).unwrap();
     assert!(names.contains(&"HARBOUR_KEY_CN".to_owned()));
+}
+
+#[wasm_bindgen_test]
+fn an_orphaned_forward_gets_retry_advice_with_its_key() {
+    setup();
+    let key = "entry-0123456789abcdef";
+    let answer = parse_decision(&orphaned(Some(key.to_owned()), 1_764_000_000_000.0));
+    let reply = &answer["reply"];
+    assert_eq!(reply["status"], 503);
+    let headers: Vec<(String, String)> = serde_json::from_value(reply["headers"].clone()).unwrap();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("idempotency-key"), Some(key));
+    assert_eq!(header("retry-after"), Some("1"));
+    let body: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["code"], "forward_orphaned");
+    assert_eq!(body["idempotency_key"], key);
+    let log: Value = serde_json::from_str(answer["log"].as_str().unwrap()).unwrap();
+    assert_eq!(log["outcome"], "forward_orphaned");
+    // Without a key there is none to show.
+    let keyless = parse_decision(&orphaned(None, 1_764_000_000_000.0));
+    assert_eq!(keyless["reply"]["status"], 503);
+    assert!(!keyless["reply"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("idempotency_key"));
 }

@@ -129,6 +129,8 @@ pub fn decide(
     origin: Option<String>,
     now_ms: f64,
 ) -> String {
+    #[cfg(feature = "test-trap")]
+    trap_on_test_path(url);
     let now_ms = clock(now_ms);
     let facts = Facts {
         method,
@@ -213,6 +215,52 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
         Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// After an attempt of a forward filed by an instance that trapped and was replaced: its ticket
+/// died with that instance's memory, so the origin's answer cannot be judged and no ticket of this
+/// instance may stand in for it. The origin may have stored the entry: the visitor is asked to
+/// retry with the same key (`idempotency_key`, from the forward's headers), stored at most once.
+#[wasm_bindgen]
+pub fn orphaned(idempotency_key: Option<String>, now_ms: f64) -> String {
+    let now_ms = clock(now_ms);
+    let extra = idempotency_key
+        .as_ref()
+        .map(|key| json!({ "idempotency_key": key }));
+    let mut reply = problem(
+        503,
+        "forward_orphaned",
+        "Your entry could not be confirmed",
+        "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+        extra,
+    )
+    .with_header("retry-after", "1");
+    if let Some(key) = idempotency_key {
+        reply = reply.with_header(crate::forward::HEADER_IDEMPOTENCY_KEY, key);
+    }
+    let log = bare_log("forward_orphaned", 503, now_ms);
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
+    });
+    answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// Builds with the `test-trap` feature, never shipped, trap on a request for this path, with the
+/// shell's state borrowed as a panic anywhere in a decision would leave it; a test shows the
+/// next request is answered normally.
+#[cfg(feature = "test-trap")]
+pub const TEST_TRAP_PATH: &str = "/api/__test_trap";
+
+#[cfg(feature = "test-trap")]
+fn trap_on_test_path(url: &str) {
+    if url.ends_with(TEST_TRAP_PATH) {
+        SHELL.with(|cell| {
+            let _held = cell.borrow_mut();
+            panic!("trap requested by a test build");
+        });
+    }
 }
 
 /// `Date.now()` as whole ms; a nonsense value becomes 0 rather than a panic.

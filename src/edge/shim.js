@@ -1,16 +1,15 @@
 // harbour's entry module, bundled by worker-build (CUSTOM_SHIM). It moves bytes between the
 // platform and the Rust decision functions in ./index_bg.js and decides nothing itself: one
-// synchronous call per request (`decide`) and one per origin attempt (`conclude`).
+// synchronous call per request (`decide`) and one per origin attempt (`conclude`, or `orphaned`
+// when the instance that filed the forward is gone).
 import * as harbour from "./index_bg.js";
 import wasmModule from "./index.wasm";
 $SNIPPET_JS_IMPORTS
 
-const instance = new WebAssembly.Instance(wasmModule, {
+const imports = {
   "./index_bg.js": harbour,
   $SNIPPET_WASM_IMPORTS
-});
-harbour.__wbg_set_wasm(instance.exports);
-instance.exports.__wbindgen_start?.();
+};
 
 // Must match src/edge/mod.rs.
 const BODY_UNREAD = 0;
@@ -19,9 +18,35 @@ const BODY_TOO_LARGE = 2;
 const BODY_INCOMPLETE = 3;
 const EMPTY = new Uint8Array(0);
 
-let maxBodyBytes = -1; // -1 until this isolate has read its environment
-// Set after a WebAssembly trap: the module's state can no longer be trusted.
-let poisoned = false;
+let maxBodyBytes = -1; // -1 until the current instance has read its environment
+
+// The module instance decisions run in, and how many instances came before it. A WebAssembly
+// trap (a panic aborts) leaves the instance's memory in an unknown state, so the shell stops
+// using it and the next request makes a new one from the same module (`restart`).
+let instance = instantiate();
+let generation = 0;
+let trapped = false;
+
+function instantiate() {
+  const next = new WebAssembly.Instance(wasmModule, imports);
+  harbour.__wbg_set_wasm(next.exports);
+  next.exports.__wbindgen_start?.();
+  return next;
+}
+
+function restart() {
+  // The glue in ./index_bg.js caches views of the old memory and renews one only once it is
+  // detached. Growing a memory, even by zero pages, detaches its buffer.
+  const old = instance.exports.memory;
+  const buffer = old.buffer;
+  old.grow(0);
+  if (buffer.byteLength !== 0) throw new Error("the trapped instance's memory is still attached");
+  instance = instantiate();
+  generation += 1;
+  trapped = false;
+  maxBodyBytes = -1;
+  console.error(JSON.stringify({ msg: "harbour.edge_restarted", generation }));
+}
 
 function configure(env) {
   // Two independent seeds (the limiter's hash key, request ids) from the platform's CSPRNG.
@@ -111,19 +136,31 @@ function respond(meta, log, body) {
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 
-function emergency(status, code) {
-  return new Response(
-    JSON.stringify({ type: `urn:harbour:problem:${code}`, title: "Service unavailable", status, code }),
-    { status, headers: { "content-type": "application/problem+json", "retry-after": "1" } },
-  );
+// The answer when the module cannot give one. A forward under way carries its idempotency key:
+// the origin may have stored the entry, and a retry with that key is stored at most once.
+function emergency(status, code, key) {
+  const problem = { type: `urn:harbour:problem:${code}`, title: "Service unavailable", status, code };
+  const headers = { "content-type": "application/problem+json", "retry-after": "1" };
+  if (key !== undefined) {
+    problem.idempotency_key = key;
+    headers["idempotency-key"] = key;
+  }
+  return new Response(JSON.stringify(problem), { status, headers });
 }
 
-async function handle(request, env) {
+// Before any call into the module: a new instance after a trap, configured before first use.
+function ready(env) {
+  if (trapped) restart();
   if (maxBodyBytes < 0) configure(env);
+}
+
+async function handle(request, env, forward) {
+  ready(env);
   const headers = request.headers;
   const method = request.method;
   const [bodyState, bodyBytes] =
     method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
+  ready(env);
   let [meta, log, body] = read(
     harbour.decide(
       method,
@@ -142,22 +179,34 @@ async function handle(request, env) {
   // The headers and body of the first attempt serve every attempt.
   const forwardHeaders = meta.headers;
   const forwardBody = body;
+  forward.key = forwardHeaders.find(([name]) => name === "idempotency-key")?.[1]; // as forward.rs names it
+  // The ticket lives in this instance's memory; after a restart it means nothing (or another
+  // request's forward) to the new one.
+  const filedIn = generation;
   for (;;) {
     const [status, answer] = await attempt(meta.url, meta.timeout_ms, forwardHeaders, forwardBody);
-    [meta, log, body] = read(harbour.conclude(meta.ticket, status, answer, Date.now()));
+    ready(env);
+    const concluded =
+      generation === filedIn
+        ? harbour.conclude(meta.ticket, status, answer, Date.now())
+        : harbour.orphaned(forward.key, Date.now());
+    [meta, log, body] = read(concluded);
     if (meta.url === undefined) return respond(meta, log, body);
   }
 }
 
 export default {
   async fetch(request, env) {
-    if (poisoned) return emergency(503, "edge_restarting");
+    const forward = { key: undefined };
     try {
-      return await handle(request, env);
+      return await handle(request, env, forward);
     } catch (error) {
-      if (error instanceof WebAssembly.RuntimeError) poisoned = true;
+      if (error instanceof WebAssembly.RuntimeError) trapped = true;
       console.error(JSON.stringify({ msg: "harbour.edge_failure", error: String(error) }));
-      return emergency(poisoned ? 503 : 500, poisoned ? "edge_restarting" : "internal_error");
+      // After a trap (or a restart that failed after one) the next request makes a new instance.
+      return trapped
+        ? emergency(503, "edge_restarting", forward.key)
+        : emergency(500, "internal_error", forward.key);
     }
   },
 };
