@@ -9,6 +9,8 @@
 
 #[path = "src/country.rs"]
 mod country;
+#[path = "src/field.rs"]
+mod field;
 #[path = "src/limit.rs"]
 mod limit;
 #[path = "src/policy.rs"]
@@ -16,10 +18,11 @@ mod policy;
 
 /// The policy file, as the crate's `SHIPPED_POLICY` embeds it, and every source file the check is
 /// compiled from.
-const INPUTS: [&str; 4] = [
+const INPUTS: [&str; 5] = [
     "policy/harbour.json",
     "src/policy.rs",
     "src/country.rs",
+    "src/field.rs",
     "src/limit.rs",
 ];
 

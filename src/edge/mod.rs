@@ -238,7 +238,7 @@ pub fn orphaned(idempotency_key: Option<String>, now_ms: f64) -> String {
     if let Some(key) = idempotency_key {
         reply = reply.with_header(crate::forward::HEADER_IDEMPOTENCY_KEY, key);
     }
-    let log = bare_log("forward_orphaned", 503, now_ms);
+    let log = bare_log(Phase::Forward, "forward_orphaned", 503, now_ms);
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let shell = slot.as_mut()?;
