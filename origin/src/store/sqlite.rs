@@ -1,60 +1,46 @@
-//! SQLite storage, one file per region, shared by that region's primary and secondary.
+//! SQLite storage, one file per region, shared by that region's origins on one host.
 //!
-//! WAL mode lets both processes write the same file safely; `(campaign, idempotency_key)` is
-//! unique, so a retry that reaches the other process after the first one stored the row finds
-//! it instead of adding a second.
+//! WAL mode lets several processes write the same file safely; every store runs in an
+//! IMMEDIATE transaction (the write lock first), so its lookups and its insert see one state.
+//! `synchronous=FULL` by default: the commit is on disk before the receipt is sent.
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use crate::verify::Verified;
+use super::{Durability, Receipt, Row, Stored, Unavailable};
+use crate::receipt::{new_id, MAX_ID_TRIES};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub id: String,
-    pub region: String,
-    pub stored_at_ms: u64,
+/// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
+/// digest; 1: with `person_digest` and its unique index.
+const SCHEMA_VERSION: i64 = 1;
+
+impl From<rusqlite::Error> for Unavailable {
+    fn from(error: rusqlite::Error) -> Unavailable {
+        Unavailable(format!("sqlite: {error}"))
+    }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stored {
-    New(Receipt),
-    /// The key was seen before with the same fields: the first receipt.
-    Replay(Receipt),
-    /// The key was seen before with different fields.
-    Conflict,
-}
-
-pub struct Store {
+pub struct Sqlite {
     connection: Connection,
     region: String,
 }
 
-/// `synchronous` setting: FULL survives power loss at the cost of an fsync per commit; NORMAL
-/// (with WAL) survives a crash of the process, which is what the tests and benchmarks kill.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    Full,
-    Normal,
-}
-
-impl Store {
-    pub fn open(path: &Path, region: &str, durability: Durability) -> rusqlite::Result<Store> {
-        let connection = Connection::open(path)?;
-        Store::prepare(connection, region, durability)
+impl Sqlite {
+    pub fn open(path: &Path, region: &str, durability: Durability) -> rusqlite::Result<Sqlite> {
+        Sqlite::prepare(Connection::open(path)?, region, durability)
     }
 
-    pub fn in_memory(region: &str) -> rusqlite::Result<Store> {
-        Store::prepare(Connection::open_in_memory()?, region, Durability::Normal)
+    pub fn in_memory(region: &str) -> rusqlite::Result<Sqlite> {
+        Sqlite::prepare(Connection::open_in_memory()?, region, Durability::Full)
     }
 
     fn prepare(
-        connection: Connection,
+        mut connection: Connection,
         region: &str,
         durability: Durability,
-    ) -> rusqlite::Result<Store> {
+    ) -> rusqlite::Result<Sqlite> {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(
@@ -65,47 +51,33 @@ impl Store {
                 Durability::Normal => "NORMAL",
             },
         )?;
-        connection.execute_batch(
-            "CREATE TABLE IF NOT EXISTS submissions (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                receipt_id TEXT NOT NULL UNIQUE,
-                region TEXT NOT NULL,
-                campaign TEXT NOT NULL,
-                idempotency_key TEXT NOT NULL,
-                fields_sha256 TEXT NOT NULL,
-                platform_country TEXT NOT NULL,
-                declared_country TEXT,
-                payload TEXT NOT NULL,
-                stored_at_ms INTEGER NOT NULL,
-                UNIQUE (campaign, idempotency_key)
-            );",
-        )?;
-        Ok(Store {
+        migrate(&mut connection)?;
+        Ok(Sqlite {
             connection,
             region: region.to_owned(),
         })
     }
 
-    pub fn store(&mut self, submission: &Verified, now_ms: u64) -> rusqlite::Result<Stored> {
+    pub fn store(&mut self, row: &Row) -> Result<Stored, Unavailable> {
+        let submission = row.submission;
         let tx = self
             .connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing = tx
             .query_row(
                 "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
                  WHERE campaign = ?1 AND idempotency_key = ?2",
                 params![submission.campaign, submission.idempotency_key],
-                |row| {
+                |r| {
                     Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
                     ))
                 },
             )
             .optional()?;
         if let Some((id, fields_sha256, stored_at_ms)) = existing {
-            tx.commit()?;
             if fields_sha256 != submission.fields_sha256 {
                 return Ok(Stored::Conflict);
             }
@@ -115,34 +87,62 @@ impl Store {
                 stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
             }));
         }
-        let next: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM submissions",
-            [],
-            |row| row.get(0),
-        )?;
-        let id = format!("{}-{:010}", self.region, next);
-        tx.execute(
-            "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key, fields_sha256,
-                platform_country, declared_country, payload, stored_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                id,
-                self.region,
-                submission.campaign,
-                submission.idempotency_key,
-                submission.fields_sha256,
-                submission.platform_country,
-                submission.declared_country,
-                submission.payload.to_string(),
-                i64::try_from(now_ms).unwrap_or(i64::MAX),
-            ],
-        )?;
+        if let Some(person) = row.person {
+            let entered = tx
+                .query_row(
+                    "SELECT 1 FROM submissions WHERE campaign = ?1 AND person_digest = ?2",
+                    params![submission.campaign, person],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if entered.is_some() {
+                return Ok(Stored::AlreadyEntered);
+            }
+        }
+        let payload = submission.payload.to_string();
+        let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
+        let mut tries = 0;
+        let id = loop {
+            let id = new_id(&self.region)?;
+            let inserted = tx.execute(
+                "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+                    fields_sha256, person_digest, platform_country, declared_country, payload,
+                    stored_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    self.region,
+                    submission.campaign,
+                    submission.idempotency_key,
+                    submission.fields_sha256,
+                    row.person,
+                    submission.platform_country,
+                    submission.declared_country,
+                    payload,
+                    stored_at_ms,
+                ],
+            );
+            match inserted {
+                Ok(_) => break id,
+                // Key and person were checked under the write lock: only the id can collide.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation && tries + 1 < MAX_ID_TRIES =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         tx.commit()?;
         Ok(Stored::New(Receipt {
             id,
             region: self.region.clone(),
-            stored_at_ms: now_ms,
+            stored_at_ms: row.now_ms,
         }))
+    }
+
+    pub fn ping(&self) -> rusqlite::Result<()> {
+        self.connection.query_row("SELECT 1", [], |_| Ok(()))
     }
 
     pub fn count(&self) -> rusqlite::Result<u64> {
@@ -154,9 +154,52 @@ impl Store {
     }
 }
 
+/// Creates the table, or brings a file from an earlier version up to `SCHEMA_VERSION`, under the
+/// write lock so two origins starting at once do it once.
+fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return tx.commit();
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS submissions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            receipt_id TEXT NOT NULL UNIQUE,
+            region TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            fields_sha256 TEXT NOT NULL,
+            person_digest TEXT,
+            platform_country TEXT NOT NULL,
+            declared_country TEXT,
+            payload TEXT NOT NULL,
+            stored_at_ms INTEGER NOT NULL,
+            UNIQUE (campaign, idempotency_key)
+        );",
+    )?;
+    let has_person: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = 'person_digest'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_person {
+        tx.execute_batch("ALTER TABLE submissions ADD COLUMN person_digest TEXT;")?;
+    }
+    // NULLs are distinct: rows of campaigns without the rule never collide.
+    tx.execute_batch(&format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS submissions_person
+            ON submissions (campaign, person_digest);
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))?;
+    tx.commit()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receipt::is_receipt_id;
+    use crate::verify::Verified;
 
     fn submission(key: &str, fields_sha256: &str) -> Verified {
         Verified {
@@ -169,26 +212,81 @@ mod tests {
         }
     }
 
+    fn store(s: &mut Sqlite, v: &Verified, person: Option<&str>, now_ms: u64) -> Stored {
+        s.store(&Row {
+            submission: v,
+            person,
+            now_ms,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn stores_once_and_replays_the_first_receipt() {
-        let mut store = Store::in_memory("eu").unwrap();
-        let first = store.store(&submission("k1", "h1"), 10).unwrap();
+        let mut s = Sqlite::in_memory("eu").unwrap();
+        let first = store(&mut s, &submission("k1", "h1"), None, 10);
         let Stored::New(receipt) = first else {
             panic!("{first:?}")
         };
-        assert_eq!(receipt.id, "eu-0000000001");
+        assert!(is_receipt_id("eu", &receipt.id), "{}", receipt.id);
         assert_eq!(
-            store.store(&submission("k1", "h1"), 20).unwrap(),
+            store(&mut s, &submission("k1", "h1"), None, 20),
             Stored::Replay(receipt)
         );
         assert_eq!(
-            store.store(&submission("k1", "other"), 30).unwrap(),
+            store(&mut s, &submission("k1", "other"), None, 30),
             Stored::Conflict
         );
         assert!(matches!(
-            store.store(&submission("k2", "h1"), 40).unwrap(),
+            store(&mut s, &submission("k2", "h1"), None, 40),
             Stored::New(_)
         ));
-        assert_eq!(store.count().unwrap(), 2);
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_file_from_before_the_person_digest_is_migrated() {
+        let dir = std::env::temp_dir().join(format!("harbour-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eu.sqlite");
+        let _ = std::fs::remove_file(&path);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE submissions (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, receipt_id TEXT NOT NULL UNIQUE,
+                    region TEXT NOT NULL, campaign TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+                    fields_sha256 TEXT NOT NULL, platform_country TEXT NOT NULL,
+                    declared_country TEXT, payload TEXT NOT NULL, stored_at_ms INTEGER NOT NULL,
+                    UNIQUE (campaign, idempotency_key));
+                 INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+                    fields_sha256, platform_country, payload, stored_at_ms)
+                 VALUES ('eu-0000000001', 'eu', 'c1', 'old-key', 'h0', 'IT', '{}', 1);",
+            )
+            .unwrap();
+        }
+        let mut s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert_eq!(s.count().unwrap(), 1);
+        assert_eq!(
+            store(&mut s, &submission("old-key", "h0"), None, 5),
+            Stored::Replay(Receipt {
+                id: "eu-0000000001".into(),
+                region: "eu".into(),
+                stored_at_ms: 1
+            })
+        );
+        assert!(matches!(
+            store(&mut s, &submission("k2", "h2"), Some("p1"), 5),
+            Stored::New(_)
+        ));
+        assert_eq!(
+            store(&mut s, &submission("k3", "h3"), Some("p1"), 6),
+            Stored::AlreadyEntered
+        );
+        drop(s);
+        // Opening again finds the schema current.
+        let s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert_eq!(s.count().unwrap(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
