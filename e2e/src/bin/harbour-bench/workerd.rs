@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harbour::config::{key_var, origins_var};
-use harbour_e2e::{free_port, regions, wait_until, workspace_root, Process};
+use harbour_e2e::{free_port, person_key_var, regions, wait_until, workspace_root, Process};
 
 use crate::load::{run_load, Load, Stats};
 
@@ -50,6 +50,10 @@ pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
         ])
         .arg(&slot.db)
         .env(key_var(&slot.region), &slot.key)
+        .env(
+            person_key_var(&slot.region),
+            format!("{}-person-key", slot.key),
+        )
         .stdout(Stdio::null())
         .stderr(log);
     slot.process = Some(Process::spawn(
