@@ -504,7 +504,11 @@ mod tests {
         ) {
             Next::Done { reply, outcome } => {
                 let problem: Value = serde_json::from_str(&reply.body).unwrap();
-                (reply.status, problem["code"].as_str().unwrap().to_owned(), outcome)
+                (
+                    reply.status,
+                    problem["code"].as_str().unwrap().to_owned(),
+                    outcome,
+                )
             }
             other => panic!("{other:?}"),
         };
