@@ -177,14 +177,20 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let public = bind(args.listen)?;
     let ops = args.ops_listen.map(bind).transpose()?;
+    // The bound addresses: a port 0 asked for any free port.
+    let bound = |listener: &std::net::TcpListener| {
+        listener
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
     eprintln!(
         "{}",
         json!({
             "msg": "origin.listening",
             "region": args.region,
-            "listen": args.listen.to_string(),
+            "listen": bound(&public),
             "tls": tls.is_some(),
-            "ops_listen": args.ops_listen.map(|a| a.to_string()),
+            "ops_listen": ops.as_ref().map(bound),
             "store": args.store.describe(),
         })
     );
