@@ -386,6 +386,17 @@ pub fn after_attempt(config: &Config, ticket: &Ticket, result: AttemptResult, no
             }
             None => finish(bad_gateway(ticket), ticket, "origin_bad_answer"),
         },
+        409 if origin_code(body).as_deref() == Some(ALREADY_ENTERED) => finish(
+            problem(
+                409,
+                ALREADY_ENTERED,
+                "You have already entered",
+                "This campaign takes one entry per person, and we already have yours.",
+                None,
+            ),
+            ticket,
+            ALREADY_ENTERED,
+        ),
         409 => finish(
             problem(
                 409,
@@ -419,6 +430,16 @@ fn finish(mut reply: Reply, ticket: &Ticket, outcome: &'static str) -> Next {
         reply: ticket.cors.apply(reply),
         outcome,
     }
+}
+
+/// The origin's answer code for a second entry from the same person (one entry per person), and
+/// the problem code and log outcome the visitor's answer carries.
+pub const ALREADY_ENTERED: &str = "already_entered";
+
+/// The `code` of an origin's JSON answer, if it has one.
+fn origin_code(body: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    value.get("code")?.as_str().map(str::to_owned)
 }
 
 /// The receipt as the visitor sees it: the origin's id, and the region the origin claims, which
@@ -472,6 +493,38 @@ mod tests {
         assert!(is_well_formed_key(&derive_key("c", "{}")));
     }
 
+    #[test]
+    fn an_origins_conflict_is_told_apart_from_a_second_entry() {
+        let config = crate::config::tests::local_config();
+        let outcome = |body: &str| match after_attempt(
+            &config,
+            &ticket(1_000),
+            AttemptResult::Answered { status: 409, body },
+            1_100,
+        ) {
+            Next::Done { reply, outcome } => {
+                let problem: Value = serde_json::from_str(&reply.body).unwrap();
+                (
+                    reply.status,
+                    problem["code"].as_str().unwrap().to_owned(),
+                    outcome,
+                )
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            outcome(r#"{"code":"already_entered"}"#),
+            (409, "already_entered".to_owned(), "already_entered")
+        );
+        for body in [r#"{"code":"idempotency_key_reused"}"#, "", "not json", "{}"] {
+            assert_eq!(
+                outcome(body),
+                (409, "idempotency_key_reused".to_owned(), "origin_conflict"),
+                "{body}"
+            );
+        }
+    }
+
     fn ticket(received_ms: u64) -> Ticket {
         Ticket {
             region: RegionIndex(0),
@@ -522,6 +575,7 @@ mod tests {
     #[test]
     fn written_json_matches_what_serde_json_makes() {
         let mut raw: Value = serde_json::from_str(crate::policy::SHIPPED_POLICY).unwrap();
+        raw["campaigns"][0]["one_entry_per"] = json!([]);
         raw["campaigns"][0]["fields"] = json!([
             {"name": "name", "label": "N", "type": "string"},
             {"name": "consent", "label": "C", "type": "bool"},

@@ -79,6 +79,9 @@ pub struct Campaign {
     /// A form filled faster than this is a bot's: accepted quietly, forwarded nowhere. Needs the
     /// form token the campaign page carries (see `pipeline`).
     pub min_fill_ms: Option<u64>,
+    /// Fields that together identify a person: the region's store keeps one entry per person
+    /// (a keyed digest of their normalised values is unique per campaign). Empty: no such rule.
+    pub one_entry_per: Vec<String>,
 }
 
 /// The body key under which the campaign page sends its form token; no field may use it.
@@ -227,6 +230,8 @@ struct RawCampaign {
     allowed_origins: Vec<String>,
     honeypot: Option<String>,
     min_fill_ms: Option<u64>,
+    #[serde(default)]
+    one_entry_per: Vec<String>,
     limits: RawCampaignLimits,
     fields: Vec<RawField>,
 }
@@ -469,6 +474,7 @@ impl Checker {
                 "a campaign needs at least one field",
             );
         }
+        let declared: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
         for (j, f) in c.fields.into_iter().enumerate() {
             let fpath = format!("{path}.fields[{j}]");
             if fields.iter().any(|other| other.name == f.name) {
@@ -510,8 +516,10 @@ impl Checker {
                 );
             }
         }
+        self.one_entry_per(path, &c.one_entry_per, &declared, &fields);
         Some(Campaign {
             min_fill_ms: c.min_fill_ms,
+            one_entry_per: c.one_entry_per,
             id: c.id,
             title: c.title,
             fields,
@@ -520,6 +528,39 @@ impl Checker {
             per_client: per_client?,
             campaign: campaign?,
         })
+    }
+
+    /// Each name a required field of the campaign, once, of a type that can tell people apart.
+    /// A field declared but refused (`declared`, not in `fields`) has its own error already.
+    fn one_entry_per(
+        &mut self,
+        path: &str,
+        names: &[String],
+        declared: &[String],
+        fields: &[Field],
+    ) {
+        for (k, name) in names.iter().enumerate() {
+            let npath = format!("{path}.one_entry_per[{k}]");
+            if names[..k].contains(name) {
+                self.fail(npath, format!("{name:?} is listed twice"));
+                continue;
+            }
+            match fields.iter().find(|f| &f.name == name) {
+                None if declared.contains(name) => {}
+                None => self.fail(npath, format!("{name:?} is not a field of this campaign")),
+                Some(f) if f.kind == FieldKind::Bool => self.fail(
+                    npath,
+                    format!("{name:?} is a bool field, which cannot tell people apart"),
+                ),
+                Some(f) if !f.required => self.fail(
+                    npath,
+                    format!(
+                        "{name:?} must be a required field: an entry without it could not be told apart"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
     }
 
     fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
@@ -624,6 +665,7 @@ mod tests {
         let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["name", "email", "country", "consent"]);
         assert!(campaign.field("consent").unwrap().must_be_true);
+        assert_eq!(campaign.one_entry_per, ["email"]);
     }
 
     #[test]
@@ -668,10 +710,18 @@ mod tests {
                 p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
             }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
-            ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][1]["name"] = "name".into()), "campaigns[0].fields[1].name: duplicate field \"name\""),
+            // (fields[3], not the email field the campaign's one_entry_per names)
+            ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][3]["name"] = "name".into()), "campaigns[0].fields[3].name: duplicate field \"name\""),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
+            ("one entry per unknown field", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["emial"])), "campaigns[0].one_entry_per[0]: \"emial\" is not a field of this campaign"),
+            ("one entry per a field twice", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["email", "email"])), "campaigns[0].one_entry_per[1]: \"email\" is listed twice"),
+            ("one entry per a bool", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["consent"])), "campaigns[0].one_entry_per[0]: \"consent\" is a bool field, which cannot tell people apart"),
+            ("one entry per an optional field", Box::new(|p| {
+                p["campaigns"][0]["fields"][0]["required"] = false.into();
+                p["campaigns"][0]["one_entry_per"] = serde_json::json!(["email", "name"]);
+            }), "campaigns[0].one_entry_per[1]: \"name\" must be a required field: an entry without it could not be told apart"),
         ];
         for (what, edit, expected) in table {
             let found = problems(edit);

@@ -11,6 +11,17 @@
   const status = document.getElementById("form-status");
   const MAX_OUTAGE_RETRIES = 6;
   const REQUEST_TIMEOUT_MS = 10_000;
+  // Everything the page says about an answer, in one place (a translation replaces this table).
+  const TEXT = {
+    required: "Please correct the highlighted fields.",
+    busy: "Lots of entries right now.",
+    retrying: (text, seconds) => `${text} Retrying in ${seconds} s…`,
+    slow: "Saving is taking longer than usual.",
+    outage: "We could not save your entry. Please try again in a few minutes; your entry will not be counted twice.",
+    alreadyEntered: "You have already entered this draw: only one entry per person counts, and we have yours.",
+    changed: "This entry changed after it was first sent. Please submit again.",
+    failed: "Something went wrong. Please try again.",
+  };
   let description = null;
   let key = newKey();
   let busy = false;
@@ -27,9 +38,11 @@
   };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  function say(text, kind = "") {
+  // `code` is the answer's problem code, kept on the element for styling and tests.
+  function say(text, kind = "", code = "") {
     status.className = "status" + (kind ? " " + kind : "");
     status.textContent = text;
+    if (code) status.dataset.code = code; else delete status.dataset.code;
   }
 
   // Option labels: a select's values as they are, or their names in the visitor's language
@@ -101,13 +114,13 @@
       slot.dataset.code = e.code;
       first = first || input;
     }
-    say(loose.length ? loose.join(" ") : "Please correct the highlighted fields.", "error");
+    say(loose.length ? loose.join(" ") : TEXT.required, "error");
     if (first) first.focus();
   }
 
   async function countdown(seconds, text) {
     for (let left = seconds; left > 0; left--) {
-      say(`${text} Retrying in ${left} s…`);
+      say(TEXT.retrying(text, left));
       await sleep(1000);
     }
   }
@@ -134,18 +147,20 @@
       if (code === 422) return { ok: false, errors: answer.errors || [] };
       if (code === 429) {
         const wait = Number(response.headers.get("retry-after")) || answer.retry_after_s || 5;
-        await countdown(Math.min(wait, 120), "Lots of entries right now.");
+        await countdown(Math.min(wait, 120), TEXT.busy);
         continue;
       }
       if (code === 0 || code === 502 || code === 503 || code === 504) {
-        if (++outages > MAX_OUTAGE_RETRIES) return { ok: false, message: "We could not save your entry. Please try again in a few minutes; your entry will not be counted twice." };
+        if (++outages > MAX_OUTAGE_RETRIES) return { ok: false, message: TEXT.outage };
         const hinted = response && Number(response.headers.get("retry-after"));
         const backoff = Math.min(30, 2 ** outages) * (0.5 + Math.random() / 2);
-        await countdown(Math.max(1, Math.round(hinted || backoff)), "Saving is taking longer than usual.");
+        await countdown(Math.max(1, Math.round(hinted || backoff)), TEXT.slow);
         continue;
       }
-      if (code === 409) { key = newKey(); return { ok: false, message: "This entry changed after it was first sent. Please submit again." }; }
-      return { ok: false, message: answer.detail || "Something went wrong. Please try again." };
+      // A refused entry is finished with: whatever is sent next is a new entry with a new key.
+      if (code === 409 && answer.code === "already_entered") { key = newKey(); return { ok: false, message: TEXT.alreadyEntered, code: answer.code }; }
+      if (code === 409) { key = newKey(); return { ok: false, message: TEXT.changed }; }
+      return { ok: false, message: answer.detail || TEXT.failed };
     }
   }
 
@@ -169,7 +184,7 @@
       } else if (result.errors) {
         showErrors(result.errors);
       } else {
-        say(result.message, "error");
+        say(result.message, "error", result.code);
       }
     } finally {
       busy = false;

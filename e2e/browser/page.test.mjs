@@ -19,6 +19,7 @@ const REGIONS = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "u
 const envSuffix = (region) => region.toUpperCase().replaceAll("-", "_");
 const originsVar = (region) => `HARBOUR_ORIGINS_${envSuffix(region)}`;
 const keyVar = (region) => `HARBOUR_KEY_${envSuffix(region)}`;
+const personKeyVar = (region) => `HARBOUR_PERSON_KEY_${envSuffix(region)}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const running = new Map(); // port -> child process
 let origins = {};
@@ -81,14 +82,15 @@ function stopProcess(child) {
 
 async function startOrigin(region, port) {
   const o = origins[region];
+  const ops = o.ops[port];
   const child = spawnLogged(`origin-${region}-${port}`, join(root, "target", "debug", "harbour-origin"),
-    ["--region", region, "--listen", `127.0.0.1:${port}`, "--db", o.db],
-    { env: { ...process.env, [keyVar(region)]: o.key } });
+    ["--region", region, "--listen", `127.0.0.1:${port}`, "--ops-listen", `127.0.0.1:${ops}`, "--db", o.db],
+    { env: { ...process.env, [keyVar(region)]: o.key, [personKeyVar(region)]: `${o.key}-person` } });
   running.set(port, child);
   // The answer must come from this region's origin, not from anything else on the port.
   await waitFor(`origin ${region}:${port}`, async () => {
     if (child.exitCode !== null) throw new Error(`origin ${region}:${port} exited; see its log`);
-    const health = await fetch(`http://127.0.0.1:${port}/health`);
+    const health = await fetch(`http://127.0.0.1:${ops}/health`);
     return health.ok && (await health.json()).region === region;
   });
 }
@@ -99,7 +101,8 @@ async function stopOrigin(port) {
 }
 
 async function count(region) {
-  const response = await fetch(`http://127.0.0.1:${origins[region].primary}/v1/count`);
+  const o = origins[region];
+  const response = await fetch(`http://127.0.0.1:${o.ops[o.primary]}/v1/count`);
   return (await response.json()).count;
 }
 
@@ -118,6 +121,8 @@ before(async () => {
       db: join(work, `${region}.sqlite`),
       key: `browser-${region}-${i}-0123456789abcdefghijklmnopqrstuvwxyz`,
     };
+    // The operations listener (/health, /v1/count) of each origin, by its submissions port.
+    origins[region].ops = { [origins[region].primary]: await freePort(), [origins[region].secondary]: await freePort() };
   }
   for (const region of REGIONS) {
     await startOrigin(region, origins[region].primary);
@@ -188,7 +193,7 @@ test("fill and submit: the receipt shows and the row is in the region's database
   await page.getByRole("button", { name: "Enter the draw" }).dblclick();
   await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
   const receipt = await page.locator("#receipt-id").textContent();
-  assert.match(receipt, /^eu-\d+$/);
+  assert.match(receipt, /^eu-[0-9a-f]{16}$/);
   const after = await counts();
   for (const r of REGIONS) assert.equal(after[r] - before[r], r === "eu" ? 1 : 0, `rows added to ${r}`);
   await page.context().close();
@@ -249,5 +254,24 @@ test("origins down then up: the page retries with the same key and exactly one r
   await startOrigin("eu", eu.secondary);
   await page.locator("#receipt-id").waitFor({ timeout: 60_000 });
   assert.equal(await count("eu"), before + 1);
+  await page.context().close();
+});
+
+test("a second entry from the same person is refused in words, and nothing more is stored", async () => {
+  const first = await visit("IT");
+  await fill(first, { email: "only.once@example.org" });
+  await first.getByRole("button", { name: "Enter the draw" }).click();
+  await first.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  await first.context().close();
+  const before = await count("eu");
+  const page = await visit("IT");
+  await fill(page, { name: "Ada Again", email: "Only.Once@Example.org" });
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  const status = page.locator("#form-status[data-code=already_entered]");
+  await status.waitFor({ timeout: 30_000 });
+  assert.match(await status.textContent(), /already entered this draw: only one entry per person/);
+  assert.equal(await page.locator("#receipt-id").count(), 0);
+  await page.screenshot({ path: join(artifacts, "already-entered.png"), fullPage: true });
+  assert.equal(await count("eu"), before);
   await page.context().close();
 });

@@ -1,6 +1,7 @@
-//! Drives the real local stack for end-to-end tests: reference origins (separate processes,
-//! SQLite files), the built worker under `wrangler dev`, and a raw HTTP/1.1 client that sends
-//! exactly the bytes a test asks for. Everything listens on 127.0.0.1 and is stopped on drop.
+//! Drives the real local stack for end-to-end tests: reference origins (separate processes, on
+//! SQLite files or a throwaway PostgreSQL cluster), the built worker under `wrangler dev`, and a
+//! raw HTTP/1.1 client that sends exactly the bytes a test asks for. Everything listens on
+//! 127.0.0.1 and is stopped on drop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod scenarios;
 
 /// The shipped policy's region ids, in its order. The policy is the only list of regions:
 /// everything here that starts one origin per region iterates this.
@@ -252,15 +255,62 @@ fn responds(port: u16, path: &str) -> bool {
     matches!(raw(port, request.as_bytes()), Ok(r) if r.status == 200)
 }
 
+/// Where a region's rows are: one SQLite file, or one PostgreSQL database, shared by the
+/// region's primary and secondary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionStore {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl RegionStore {
+    /// The `--store` argument of the region's origins.
+    pub fn argument(&self) -> String {
+        match self {
+            RegionStore::Sqlite(path) => path.display().to_string(),
+            RegionStore::Postgres(url) => url.clone(),
+        }
+    }
+
+    pub fn read_rows(&self) -> Vec<StoredRow> {
+        match self {
+            RegionStore::Sqlite(path) => read_rows(path),
+            RegionStore::Postgres(url) => read_pg_rows(url),
+        }
+    }
+}
+
 pub struct OriginSpec {
     pub region: String,
     pub primary: u16,
     pub secondary: u16,
-    pub db: PathBuf,
+    /// The operations listeners (`/health`, `/v1/count`) of the primary and the secondary.
+    pub primary_ops: u16,
+    pub secondary_ops: u16,
+    pub store: RegionStore,
     pub key: String,
+    pub person_key: String,
 }
 
-/// The local stack: two origins per region sharing that region's SQLite file, and the worker.
+impl OriginSpec {
+    /// The operations port of the origin whose submissions port is `port`.
+    pub fn ops_port(&self, port: u16) -> u16 {
+        if port == self.primary {
+            self.primary_ops
+        } else {
+            self.secondary_ops
+        }
+    }
+}
+
+/// Which store the stack's origins use.
+pub enum Backend<'a> {
+    Sqlite,
+    /// One database per region on this server.
+    Postgres(&'a PgServer),
+}
+
+/// The local stack: two origins per region sharing that region's store, and the worker.
 pub struct Stack {
     pub dir: PathBuf,
     pub port: u16,
@@ -275,8 +325,33 @@ pub fn origin_binary() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug/harbour-origin"))
 }
 
+/// The arguments and environment that start a region's origin on `port` (ops on `ops_port`).
+pub fn origin_command(spec: &OriginSpec, port: u16, ops_port: u16) -> Command {
+    let mut command = Command::new(origin_binary());
+    command
+        .args(["--region", &spec.region])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
+        .args(["--store", &spec.store.argument()])
+        .env(harbour::config::key_var(&spec.region), &spec.key)
+        .env(person_key_var(&spec.region), &spec.person_key);
+    command
+}
+
+/// The variable of a region's person key (see `harbour_origin::person`).
+pub fn person_key_var(region: &str) -> String {
+    format!(
+        "HARBOUR_PERSON_KEY_{}",
+        region.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 impl Stack {
     pub fn start(name: &str) -> Stack {
+        Stack::start_on(name, Backend::Sqlite)
+    }
+
+    pub fn start_on(name: &str, backend: Backend) -> Stack {
         let root = workspace_root();
         let dir = root.join("target/e2e").join(name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -287,8 +362,16 @@ impl Stack {
             .map(|(i, region)| OriginSpec {
                 primary: free_port(),
                 secondary: free_port(),
-                db: dir.join(format!("{region}.sqlite")),
+                primary_ops: free_port(),
+                secondary_ops: free_port(),
+                store: match &backend {
+                    Backend::Sqlite => RegionStore::Sqlite(dir.join(format!("{region}.sqlite"))),
+                    Backend::Postgres(cluster) => {
+                        RegionStore::Postgres(cluster.database(&format!("{name}_{region}")))
+                    }
+                },
                 key: format!("e2e-{region}-{i}-0123456789abcdefghijklmnopqrstuvwxyz"),
+                person_key: format!("e2e-person-{region}-{i}-0123456789abcdefghijklmnop"),
                 region,
             })
             .collect();
@@ -320,28 +403,28 @@ impl Stack {
     }
 
     pub fn start_origin(&mut self, port: u16) {
+        self.start_origin_on(port, port);
+    }
+
+    /// Starts the origin that `port` names in the worker's configuration, listening on `listen`
+    /// instead (a test may put something between the worker and the origin).
+    pub fn start_origin_on(&mut self, port: u16, listen: u16) {
         let spec = self.spec_for_port(port);
-        let log =
-            std::fs::File::create(self.dir.join(format!("origin-{}-{port}.log", spec.region)))
-                .unwrap();
-        let mut command = Command::new(origin_binary());
-        command
-            .args([
-                "--region",
-                &spec.region,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--db",
-            ])
-            .arg(&spec.db)
-            .env(harbour::config::key_var(&spec.region), &spec.key)
-            .stdout(Stdio::null())
-            .stderr(log);
-        let process = Process::spawn(&format!("origin {} :{port}", spec.region), &mut command);
+        let ops = spec.ops_port(port);
+        let log = std::fs::File::create(
+            self.dir
+                .join(format!("origin-{}-{listen}.log", spec.region)),
+        )
+        .unwrap();
+        let mut command = origin_command(spec, listen, ops);
+        command.stdout(Stdio::null()).stderr(log);
+        let process = Process::spawn(&format!("origin {} :{listen}", spec.region), &mut command);
         self.origin_processes.insert(port, process);
-        wait_until(&format!("origin :{port}"), Duration::from_secs(20), || {
-            responds(port, "/health")
-        });
+        wait_until(
+            &format!("origin :{listen}"),
+            Duration::from_secs(20),
+            || responds(ops, "/health"),
+        );
     }
 
     pub fn stop_origin(&mut self, port: u16) {
@@ -423,11 +506,11 @@ impl Stack {
         )
     }
 
-    /// Rows stored per region, read from the SQLite files themselves.
+    /// Rows stored per region, read from the stores themselves (SQLite files or databases).
     pub fn stored(&self) -> HashMap<String, Vec<StoredRow>> {
         self.origins
             .iter()
-            .map(|o| (o.region.clone(), read_rows(&o.db)))
+            .map(|o| (o.region.clone(), o.store.read_rows()))
             .collect()
     }
 
@@ -439,7 +522,7 @@ impl Stack {
                 let mut total = 0;
                 for port in [o.primary, o.secondary] {
                     if self.origin_processes.contains_key(&port) {
-                        let r = request(port, "GET", "/v1/count", &[], b"");
+                        let r = request(o.ops_port(port), "GET", "/v1/count", &[], b"");
                         total += r.json()["received"].as_u64().unwrap_or(0);
                     }
                 }
@@ -498,6 +581,187 @@ pub fn read_rows(db: &Path) -> Vec<StoredRow> {
         })
         .map(|rows| rows.filter_map(Result::ok).collect())
         .unwrap_or_default()
+}
+
+/// The rows of a region's PostgreSQL database, in the order they were stored.
+pub fn read_pg_rows(url: &str) -> Vec<StoredRow> {
+    let Ok(mut client) = postgres::Client::connect(url, postgres::NoTls) else {
+        return Vec::new();
+    };
+    let Ok(rows) = client.query(
+        "SELECT receipt_id, region, idempotency_key, platform_country, declared_country, \
+         payload::text FROM submissions ORDER BY seq",
+        &[],
+    ) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .map(|row| StoredRow {
+            receipt_id: row.get(0),
+            region: row.get(1),
+            idempotency_key: row.get(2),
+            platform_country: row.get(3),
+            declared_country: row.get(4),
+            payload: serde_json::from_str(row.get::<_, &str>(5)).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A PostgreSQL server started by `scripts/pg`: what a test needs to use, stop and restart it.
+#[derive(Clone, Debug)]
+pub struct PgServer {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+/// A throwaway PostgreSQL cluster on a free loopback port (`scripts/pg`), destroyed on drop.
+pub struct PgCluster {
+    pub server: PgServer,
+}
+
+fn pg_script(args: &[&str]) -> String {
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/pg"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/pg {args:?}: {e}"));
+    assert!(output.status.success(), "scripts/pg {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl PgServer {
+    /// The URL of database `name`, created if missing.
+    pub fn database(&self, name: &str) -> String {
+        let dir = self.dir.display().to_string();
+        pg_script(&["createdb", &dir, name]);
+        pg_script(&["url", &dir, name])
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended), as an outage would.
+    pub fn stop(&self) {
+        pg_script(&["stop", &self.dir.display().to_string()]);
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        pg_script(&["start", &self.dir.display().to_string()]);
+    }
+}
+
+impl PgCluster {
+    pub fn start(dir: &Path) -> PgCluster {
+        let _ = Command::new("bash")
+            .arg(workspace_root().join("scripts/pg"))
+            .args(["destroy", &dir.display().to_string()])
+            .status();
+        let port = pg_script(&["start", &dir.display().to_string()])
+            .parse()
+            .unwrap();
+        PgCluster {
+            server: PgServer {
+                dir: dir.to_path_buf(),
+                port,
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for PgCluster {
+    type Target = PgServer;
+    fn deref(&self) -> &PgServer {
+        &self.server
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(workspace_root().join("scripts/pg"))
+            .args(["destroy", &self.dir.display().to_string()])
+            .status();
+    }
+}
+
+/// A relay from `listen` to the origin on `upstream` that passes every request on and swallows
+/// every answer: the origin does its work (and commits) but its answer never reaches the caller,
+/// whose connection stays open until it gives up. What the caller meets is an origin that
+/// committed and then never answered.
+pub struct AnswerSwallower {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    swallowed: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnswerSwallower {
+    pub fn bind(listen: u16, upstream: u16) -> AnswerSwallower {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = TcpListener::bind(("127.0.0.1", listen)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swallowed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, sink) = (stop.clone(), swallowed.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut relays = Vec::new();
+            while !flag.load(Relaxed) && Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Ok(mut origin) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let _ = origin.set_read_timeout(Some(Duration::from_millis(100)));
+                let (flag, sink) = (flag.clone(), sink.clone());
+                relays.push(std::thread::spawn(move || {
+                    // Requests go up; answers are read and kept, never sent down.
+                    let mut up = origin.try_clone().unwrap();
+                    let mut down = client.try_clone().unwrap();
+                    let pump = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut down, &mut up);
+                        let _ = up.shutdown(std::net::Shutdown::Write);
+                    });
+                    let mut buffer = [0u8; 4096];
+                    while !flag.load(Relaxed) && Instant::now() < deadline {
+                        match origin.read(&mut buffer) {
+                            Ok(0) => break,
+                            Ok(n) => sink.lock().unwrap().extend_from_slice(&buffer[..n]),
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = pump.join();
+                }));
+            }
+            for relay in relays {
+                let _ = relay.join();
+            }
+        });
+        AnswerSwallower {
+            stop,
+            swallowed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every byte the origin answered, none of which reached the caller.
+    pub fn swallowed(&self) -> String {
+        String::from_utf8_lossy(&self.swallowed.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for AnswerSwallower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A listener that accepts connections and never answers: an origin that hangs.

@@ -2,63 +2,20 @@
 //! under `wrangler dev` on 127.0.0.1, raw HTTP. One stack serves every scenario; each scenario
 //! uses its own client addresses and content so they do not interfere. Prints one line per
 //! scenario and a closing "e2e: N passed, M failed"; the stack is stopped even when one fails.
+//! `tests/postgres.rs` runs the store-dependent scenarios on PostgreSQL origins.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use harbour::country::Country;
-use harbour::policy::Policy;
 use harbour::signature::{sha256_hex, Signed, SigningKey};
+use harbour_e2e::scenarios::{
+    a_lost_answer_after_commit_gives_the_first_receipt, client, counts,
+    each_country_lands_in_its_region_only, entry, one_entry_per_person, run,
+    same_key_twice_gives_one_row_and_one_receipt, unique, Scenario,
+};
 use harbour_e2e::{request, wait_until, Stack};
-
-static UNIQUE: AtomicU32 = AtomicU32::new(1);
-
-fn unique() -> u32 {
-    UNIQUE.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A distinct client address per call, so per-client limits never couple scenarios.
-fn client() -> String {
-    let n = unique();
-    format!("198.51.{}.{}", n / 250, n % 250 + 1)
-}
-
-fn entry(country: &str) -> String {
-    let n = unique();
-    format!(
-        r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{country}","consent":true}}"#
-    )
-}
-
-fn counts(stack: &Stack) -> Vec<(String, usize)> {
-    let stored = stack.stored();
-    stack
-        .origins
-        .iter()
-        .map(|o| (o.region.clone(), stored[&o.region].len()))
-        .collect()
-}
-
-/// (visitor country, the region it belongs to) for every region of the shipped policy: the
-/// first country a region lists, and a country no region lists for the rest-of-world region.
-fn a_country_per_region() -> Vec<(String, String)> {
-    let policy = Policy::shipped().unwrap();
-    let mut cases: Vec<(String, String)> = policy
-        .regions
-        .iter()
-        .filter_map(|r| Some((r.countries.first()?.as_str().to_owned(), r.id.clone())))
-        .collect();
-    let unlisted = Country::all()
-        .find(|c| policy.regions.iter().all(|r| !r.countries.contains(c)))
-        .unwrap();
-    let rest_of_world = policy.region(policy.rest_of_world).id.clone();
-    cases.push((unlisted.as_str().to_owned(), rest_of_world));
-    cases
-}
 
 fn page_and_form_description(stack: &Stack) {
     let page = request(stack.port, "GET", "/", &[], b"");
@@ -77,42 +34,6 @@ fn page_and_form_description(stack: &Stack) {
         .collect();
     assert_eq!(names, ["name", "email", "country", "consent"]);
     assert_eq!(form.json()["honeypot"], "website");
-}
-
-fn each_country_lands_in_its_region_only(stack: &Stack) {
-    let cases = a_country_per_region();
-    let regions: Vec<&str> = cases.iter().map(|(_, region)| region.as_str()).collect();
-    for o in &stack.origins {
-        assert!(
-            regions.contains(&o.region.as_str()),
-            "no case for {}",
-            o.region
-        );
-    }
-    for (country, region) in &cases {
-        let (country, region) = (country.as_str(), region.as_str());
-        let before = stack.stored();
-        let reply = stack.submit(Some(country), &client(), &entry(country), &[]);
-        assert_eq!(reply.status, 202, "{country}: {}", reply.body);
-        let receipt = &reply.json()["receipt"];
-        assert_eq!(receipt["region"], region, "{country}");
-        let after = stack.stored();
-        for o in &stack.origins {
-            let r = o.region.as_str();
-            let added = after[r].len() - before[r].len();
-            assert_eq!(
-                added,
-                usize::from(r == region),
-                "{country} added {added} row(s) to {r}"
-            );
-        }
-        let row = after[region].last().unwrap();
-        assert_eq!(row.receipt_id, receipt["id"].as_str().unwrap());
-        assert_eq!(row.region, region);
-        assert_eq!(row.platform_country, country);
-        assert_eq!(row.payload["region"], region);
-        assert_eq!(row.payload["fields"]["country"], country);
-    }
 }
 
 fn stricter_declared_region_wins_and_both_signals_are_kept(stack: &Stack) {
@@ -326,29 +247,6 @@ fn client_country_headers_change_nothing(stack: &Stack) {
     assert_eq!(row.platform_country, "CN");
 }
 
-fn same_key_twice_gives_one_row_and_one_receipt(stack: &Stack) {
-    let key = format!("page-key-{:016}", unique());
-    let body = entry("AU");
-    let ip = client();
-    let first = stack.submit(Some("AU"), &ip, &body, &[("idempotency-key", &key)]);
-    let second = stack.submit(Some("AU"), &ip, &body, &[("idempotency-key", &key)]);
-    assert_eq!(
-        (first.status, second.status),
-        (202, 202),
-        "{} / {}",
-        first.body,
-        second.body
-    );
-    assert_eq!(first.body, second.body);
-    assert_eq!(second.header("idempotent-replayed"), Some("true"));
-    let rows: Vec<_> = stack.stored()["au"]
-        .iter()
-        .filter(|r| r.idempotency_key == key)
-        .cloned()
-        .collect();
-    assert_eq!(rows.len(), 1);
-}
-
 fn failover_stays_in_region_and_retry_lands_once(stack: &mut Stack) {
     let eu = (stack.origin("eu").primary, stack.origin("eu").secondary);
     let others_before: BTreeMap<_, _> = stack
@@ -445,7 +343,20 @@ fn origin_refuses_forged_stale_and_misdirected(stack: &Stack) {
     );
     assert_eq!(send("eu", eu.key.as_bytes(), now - 3_600_000).status, 401);
     assert_eq!(send("cn", eu.key.as_bytes(), now).status, 421);
+    // The MAC comes first: another region's tag with a made-up key says only 401.
+    assert_eq!(
+        send("cn", b"a key the attacker made up, 32+ bytes", now).status,
+        401
+    );
     assert_eq!(stack.stored()["eu"].len(), before);
+    // The submissions port serves nothing else: counts and health are on the operations port.
+    for path in ["/v1/count", "/health"] {
+        assert_eq!(
+            request(eu.primary, "GET", path, &[], b"").status,
+            404,
+            "{path}"
+        );
+    }
 }
 
 fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
@@ -680,8 +591,6 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
     );
 }
 
-type Scenario = (&'static str, fn(&mut Stack));
-
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
@@ -704,6 +613,7 @@ fn main() {
         ("same_key_twice_gives_one_row_and_one_receipt", |s| {
             same_key_twice_gives_one_row_and_one_receipt(s)
         }),
+        ("one_entry_per_person", |s| one_entry_per_person(s)),
         ("origin_refuses_forged_stale_and_misdirected", |s| {
             origin_refuses_forged_stale_and_misdirected(s)
         }),
@@ -716,50 +626,17 @@ fn main() {
             a_hanging_primary_times_out_and_the_secondary_stores,
         ),
         (
+            "a_lost_answer_after_commit_gives_the_first_receipt",
+            a_lost_answer_after_commit_gives_the_first_receipt,
+        ),
+        (
             "hostile_input_gets_clear_refusals_and_reaches_no_origin",
             hostile_input_gets_clear_refusals_and_reaches_no_origin,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let started = Instant::now();
-    let mut stack = Stack::start("stack");
-    println!(
-        "e2e: stack up in {:.1} s (worker on 127.0.0.1:{})",
-        started.elapsed().as_secs_f64(),
-        stack.port
-    );
-    let (mut passed, mut failed) = (0, 0);
-    for (name, run) in scenarios {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run(&mut stack)));
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1} s)", t.elapsed().as_secs_f64());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    if failed > 0 {
-        let log = stack.worker_log();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        println!("--- last lines of the worker log ---");
-        for line in tail.into_iter().rev() {
-            println!("{line}");
-        }
-    }
-    drop(stack);
-    println!("e2e: {passed} passed, {failed} failed");
-    if failed > 0 {
+    let stack = Stack::start("stack");
+    if !run(stack, started, scenarios) {
         std::process::exit(1);
     }
 }

@@ -1,10 +1,15 @@
 //! harbour's reference regional origin: the service a region runs to receive submissions.
 //!
 //! It trusts nothing on the wire: every submission must carry a valid signature from harbour
-//! made with this region's key, a timestamp inside the allowed window, a body matching its
-//! digest, and this region's tag (another region's tag is refused with 421 Misdirected Request).
-//! Storage is idempotent on (campaign, idempotency key): a replay gets the first receipt back; the
-//! same key with different fields is a conflict (409).
+//! made with this region's key (checked before anything else), this region's tag (another
+//! region's is refused with 421 Misdirected Request), a timestamp inside the allowed window and
+//! a body matching its digest. Storage (SQLite embedded, or PostgreSQL shared by the region's
+//! hosts) is idempotent on (campaign, idempotency key): a replay gets the first receipt back; the
+//! same key with different fields is a conflict (409); a campaign with `one_entry_per` takes one
+//! entry per person (409 `already_entered`). Receipt ids are random.
 
+pub mod person;
+pub mod receipt;
+pub mod server;
 pub mod store;
 pub mod verify;

@@ -1,57 +1,79 @@
-//! `harbour-origin --region eu --listen 127.0.0.1:8703 --db eu.sqlite`
+//! `harbour-origin --region eu --listen 127.0.0.1:8703 --ops-listen 127.0.0.1:9703 --db eu.sqlite`
 //!
-//! The signing secret is read from the environment (`HARBOUR_KEY_EU` for region `eu`, or the
-//! variable named by `--key-env`), never from the command line, where `ps` would show it.
+//! Secrets are read from the environment, never from the command line, where `ps` would show
+//! them: the signing key (`HARBOUR_KEY_EU` for region `eu`, or the variable `--key-env` names),
+//! the person key for one entry per person (`HARBOUR_PERSON_KEY_EU`, or `--person-key-env`), and
+//! a PostgreSQL URL with a password (`HARBOUR_STORE`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use axum::{Json, Router};
 use serde_json::json;
 
-use harbour::config::{key_var, SUBMISSIONS_PATH};
+use harbour::config::key_var;
+use harbour::policy::Policy;
 use harbour::signature::SigningKey;
-use harbour_origin::store::{Durability, Store, Stored};
-use harbour_origin::verify::{verify, Received};
+use harbour_origin::person::{person_key_var, PersonRules};
+use harbour_origin::server::{serve, tls_config, Origin};
+use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
+use harbour_origin::store::{Durability, Location, Store};
 
-struct Origin {
-    region: String,
-    /// Every submission POST that arrived, stored or not: what tests check "nothing reached".
-    received: std::sync::atomic::AtomicU64,
-    key: SigningKey,
-    store: Mutex<Store>,
-}
+const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
+         (--db FILE | --store sqlite:FILE | --store postgres://… | HARBOUR_STORE=…)
+         [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--policy FILE]
+         [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]";
+
+/// Where the store is when neither `--store` nor `--db` is given.
+const STORE_VAR: &str = "HARBOUR_STORE";
 
 struct Args {
     region: String,
     listen: SocketAddr,
-    db: PathBuf,
+    ops_listen: Option<SocketAddr>,
+    store: Location,
+    policy: Option<PathBuf>,
     key_env: Option<String>,
+    person_key_env: Option<String>,
     durability: Durability,
+    pool_size: usize,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut region = None;
-    let mut listen = None;
-    let mut db = None;
-    let mut key_env = None;
-    let mut durability = Durability::Normal;
+    let (mut region, mut listen, mut ops_listen, mut store) = (None, None, None, None);
+    let (mut policy, mut key_env, mut person_key_env) = (None, None, None);
+    let (mut tls_cert, mut tls_key) = (None, None);
+    let mut durability = Durability::Full;
+    let mut pool_size = DEFAULT_POOL_SIZE;
     let mut args = std::env::args().skip(1);
+    let address = |flag: &str, text: String| {
+        text.parse::<SocketAddr>()
+            .map_err(|e| format!("{flag}: {e}"))
+    };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--region" => region = Some(value()?),
-            "--listen" => listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?),
-            "--db" => db = Some(PathBuf::from(value()?)),
+            "--listen" => listen = Some(address("--listen", value()?)?),
+            "--ops-listen" => ops_listen = Some(address("--ops-listen", value()?)?),
+            "--db" => store = Some(Location::Sqlite(PathBuf::from(value()?))),
+            "--store" => {
+                store = Some(Location::parse(&value()?).map_err(|e| format!("--store: {e}"))?)
+            }
+            "--policy" => policy = Some(PathBuf::from(value()?)),
             "--key-env" => key_env = Some(value()?),
+            "--person-key-env" => person_key_env = Some(value()?),
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--pool-size" => {
+                pool_size = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--pool-size: a number of connections, at least 1")?
+            }
             "--durability" => {
                 durability = match value()?.as_str() {
                     "full" => Durability::Full,
@@ -63,166 +85,135 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    let store = match store {
+        Some(store) => store,
+        None => match std::env::var(STORE_VAR) {
+            Ok(text) => Location::parse(&text).map_err(|e| format!("{STORE_VAR}: {e}"))?,
+            Err(_) => return Err(format!("--db, --store or {STORE_VAR} is required")),
+        },
+    };
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     Ok(Args {
         region: region.ok_or("--region is required")?,
         listen: listen.ok_or("--listen is required")?,
-        db: db.ok_or("--db is required")?,
+        ops_listen,
+        store,
+        policy,
         key_env,
+        person_key_env,
         durability,
+        pool_size,
+        tls,
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn secret(name: &str) -> Result<SigningKey, String> {
+    let secret = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
+    SigningKey::new(secret.as_bytes()).ok_or(format!("{name} must be at least 32 bytes"))
 }
 
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
+fn load_policy(path: Option<&PathBuf>) -> Result<Policy, String> {
+    match path {
+        None => Policy::shipped().map_err(|e| format!("the shipped policy: {e}")),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--policy {}: {e}", path.display()))?;
+            Policy::parse(&text).map_err(|e| format!("--policy {}: {e}", path.display()))
+        }
+    }
 }
 
-async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Bytes) -> Response {
-    origin
-        .received
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let received = Received {
-        signature: header("x-harbour-signature"),
-        idempotency_key: header("idempotency-key"),
-    };
-    let verified = match verify(
-        &origin.region,
-        &origin.key,
-        SUBMISSIONS_PATH,
-        &received,
-        &body,
-        now_ms(),
-    ) {
-        Ok(v) => v,
-        Err(refusal) => {
-            eprintln!(
-                "{}",
-                json!({"msg": "origin.refused", "region": origin.region, "code": refusal.code()})
-            );
-            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return answer(status, json!({ "code": refusal.code() }));
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
-    let shared = origin.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        let mut store = shared
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_owned())?;
-        store.store(&verified, now_ms()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
-    match stored {
-        Ok(Stored::New(r)) => answer(
-            StatusCode::CREATED,
-            json!({"receipt": {"id": r.id, "region": r.region, "stored_at_ms": r.stored_at_ms}}),
-        ),
-        Ok(Stored::Replay(r)) => answer(
-            StatusCode::OK,
-            json!({"receipt": {"id": r.id, "region": r.region, "stored_at_ms": r.stored_at_ms}, "replayed": true}),
-        ),
-        Ok(Stored::Conflict) => answer(
-            StatusCode::CONFLICT,
-            json!({"code": "idempotency_key_reused"}),
-        ),
-        Err(error) => {
-            // 503 so harbour tries the region's next origin; the key makes that safe.
-            eprintln!(
-                "{}",
-                json!({"msg": "origin.storage_error", "region": origin.region, "error": error})
-            );
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"code": "storage_unavailable"}),
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let key = secret(
+        &args
+            .key_env
+            .clone()
+            .unwrap_or_else(|| key_var(&args.region)),
+    )?;
+    let policy = load_policy(args.policy.as_ref())?;
+    let rules = PersonRules::from_policy(&policy);
+    let person_key = if rules.is_empty() {
+        None
+    } else {
+        let name = args
+            .person_key_env
+            .clone()
+            .unwrap_or_else(|| person_key_var(&args.region));
+        Some(secret(&name).map_err(|e| {
+            format!(
+                "{e}: the policy keeps one entry per person, which needs the region's person key"
             )
-        }
+        })?)
+    };
+    if args.durability == Durability::Normal && matches!(args.store, Location::Sqlite(_)) {
+        log_warning("--durability normal: SQLite commits are not synced to disk before the receipt is sent; a power cut can lose entries whose receipts were already given");
     }
-}
-
-async fn health(State(origin): State<Arc<Origin>>) -> Response {
-    answer(
-        StatusCode::OK,
-        json!({"status": "ok", "region": origin.region}),
-    )
-}
-
-async fn count(State(origin): State<Arc<Origin>>) -> Response {
-    let counted = origin
-        .store
-        .lock()
-        .map_err(|_| ())
-        .and_then(|s| s.count().map_err(|_| ()));
-    match counted {
-        Ok(count) => answer(
-            StatusCode::OK,
-            json!({
-                "region": origin.region,
-                "count": count,
-                "received": origin.received.load(std::sync::atomic::Ordering::Relaxed),
-            }),
-        ),
-        Err(()) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"code": "storage_unavailable"}),
-        ),
-    }
-}
-
-async fn serve(args: Args) -> Result<(), String> {
-    let key_name = args
-        .key_env
-        .clone()
-        .unwrap_or_else(|| key_var(&args.region));
-    let secret = std::env::var(&key_name).map_err(|_| format!("{key_name} is not set"))?;
-    let key = SigningKey::new(secret.as_bytes())
-        .ok_or(format!("{key_name} must be at least 32 bytes"))?;
-    let store = Store::open(&args.db, &args.region, args.durability)
-        .map_err(|e| format!("cannot open {}: {e}", args.db.display()))?;
-    let origin = Arc::new(Origin {
-        region: args.region.clone(),
-        received: std::sync::atomic::AtomicU64::new(0),
-        key,
-        store: Mutex::new(store),
-    });
-    let app = Router::new()
-        .route(SUBMISSIONS_PATH, post(submit))
-        .route("/v1/count", get(count))
-        .route("/health", get(health))
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .with_state(origin);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let tls = match &args.tls {
+        Some((cert, key)) => Some(tls_config(cert, key)?),
+        None => None,
+    };
+    let store = Store::open(&args.store, &args.region, args.durability, args.pool_size).await?;
+    let bind = |address: SocketAddr| {
+        std::net::TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
+    };
+    let public = bind(args.listen)?;
+    let ops = args.ops_listen.map(bind).transpose()?;
+    // The bound addresses: a port 0 asked for any free port.
+    let bound = |listener: &std::net::TcpListener| {
+        listener
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
     eprintln!(
         "{}",
-        json!({"msg": "origin.listening", "region": args.region, "listen": args.listen.to_string(), "db": args.db.display().to_string()})
-    );
-    // Answers are small: send each at once instead of letting Nagle wait for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        json!({
+            "msg": "origin.listening",
+            "region": args.region,
+            "listen": bound(&public),
+            "tls": tls.is_some(),
+            "ops_listen": ops.as_ref().map(bound),
+            "store": args.store.describe(),
         })
-        .await
-        .map_err(|e| e.to_string())
+    );
+    let origin = Arc::new(Origin {
+        region: args.region,
+        received: AtomicU64::new(0),
+        key,
+        person_key,
+        rules,
+        store,
+    });
+    serve(origin, public, ops, tls, shutdown_signal()).await
+}
+
+fn log_warning(message: &str) {
+    eprintln!("{}", json!({"msg": "origin.warning", "warning": message}));
 }
 
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("{message}\nusage: harbour-origin --region ID --listen ADDR:PORT --db FILE [--key-env VAR] [--durability full|normal]");
+            eprintln!("{message}\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -231,7 +222,7 @@ fn main() {
         .enable_all()
         .build();
     let result = match runtime {
-        Ok(runtime) => runtime.block_on(serve(args)),
+        Ok(runtime) => runtime.block_on(run(args)),
         Err(e) => Err(e.to_string()),
     };
     if let Err(message) = result {

@@ -1,6 +1,7 @@
-//! Checks of an incoming submission, in order: the signature header's shape, its region tag,
-//! its timestamp window, the signature over the body's digest, then the body's own region field.
-//! Pure, so each refusal is unit-tested.
+//! Checks of an incoming submission, in order: the signature header's shape and the MAC over
+//! the request (with the region and timestamp the header claims) first, so a stranger learns
+//! nothing from the answer but 401; then, for a request harbour really signed, its region tag,
+//! its timestamp window, and the body's own region field. Pure, so each refusal is unit-tested.
 
 use harbour::signature::{sha256_hex, SignatureHeader, Signed, SigningKey};
 
@@ -10,7 +11,7 @@ pub const MAX_SKEW_MS: u64 = 300_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// 421: the submission is tagged for another region.
+    /// 421: the submission is tagged for another region (and signed with this region's key).
     WrongRegion,
     /// 401: signature missing, malformed or wrong.
     BadSignature,
@@ -69,26 +70,26 @@ pub fn verify(
 ) -> Result<Verified, Refusal> {
     let header = received.signature.unwrap_or("");
     let tag = SignatureHeader::parse(header).ok_or(Refusal::BadSignature)?;
-    if tag.region != region {
-        return Err(Refusal::WrongRegion);
-    }
-    let timestamp_ms = tag.timestamp_ms;
-    if timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
-        return Err(Refusal::Stale);
-    }
+    let idempotency_key = received.idempotency_key.ok_or(Refusal::BadSignature)?;
     // A changed body changes its digest and so fails the signature.
     let body_hash = sha256_hex(body);
-    let idempotency_key = received.idempotency_key.ok_or(Refusal::BadSignature)?;
     let signed = Signed {
         method: "POST",
         path,
-        timestamp_ms,
-        region,
+        timestamp_ms: tag.timestamp_ms,
+        region: tag.region,
         idempotency_key,
         body_sha256_hex: &body_hash,
     };
     if !key.verify(&signed, header) {
         return Err(Refusal::BadSignature);
+    }
+    // Only this region's key made that MAC: a misdirected or old request from harbour itself.
+    if tag.region != region {
+        return Err(Refusal::WrongRegion);
+    }
+    if tag.timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+        return Err(Refusal::Stale);
     }
     let payload: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| Refusal::BadBody("malformed_body"))?;
@@ -205,6 +206,21 @@ mod tests {
             verify("eu", &key, PATH, &received, &b, NOW),
             Err(Refusal::BadSignature)
         );
+        // Every other check waits for the MAC: a forged request learns only 401, whatever its
+        // region tag or timestamp.
+        for (tag, ts) in [("cn", NOW), ("eu", NOW - MAX_SKEW_MS - 1), ("cn", 1)] {
+            let body = body(tag);
+            let sig = signature(&forger, tag, ts, &body);
+            let forged = Received {
+                signature: Some(&sig),
+                idempotency_key: Some("key-0123456789abcdef"),
+            };
+            assert_eq!(
+                verify("eu", &key, PATH, &forged, &body, NOW),
+                Err(Refusal::BadSignature),
+                "{tag} {ts}"
+            );
+        }
         let unsigned = Received {
             signature: None,
             ..received

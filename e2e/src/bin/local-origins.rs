@@ -3,16 +3,23 @@
 //! `[vars]` (what the worker under `wrangler dev` will call). One line each, for the shell:
 //!
 //! ```text
-//! key HARBOUR_KEY_CN      the region's signing-key variable (.dev.vars)
-//! origin cn 8701          an origin to start: region, port on 127.0.0.1 (primary first)
+//! key HARBOUR_KEY_CN                  the region's signing-key variable (.dev.vars)
+//! person-key HARBOUR_PERSON_KEY_CN    the region's person key (origins only; .run/person-keys.env)
+//! origin cn 8701 9701                 an origin to start: region, port on 127.0.0.1 (primary
+//!                                     first), and its operations port (the port + 1000)
 //! ```
 //!
 //! `local-origins [CONFIG]` reads `CONFIG` instead of the workspace's `wrangler.toml`.
 //!
 //! Exits non-zero, naming each entry, when a region has no origins variable, or an origin is not
-//! `http://127.0.0.1:<port>` (only those can be started here) or shares its port with another.
+//! `http://127.0.0.1:<port>` (only those can be started here) or shares its port (or its
+//! operations port) with another.
 
 use harbour::config::{key_var, origins_var};
+use harbour_e2e::person_key_var;
+
+/// An origin's operations listener is on its port plus this.
+const OPS_OFFSET: u16 = 1000;
 use harbour::policy::Policy;
 
 fn main() {
@@ -48,6 +55,7 @@ fn local_origins(path: &std::path::Path) -> Result<String, Vec<String>> {
     let mut ports = Vec::new();
     for region in &policy.regions {
         lines.push_str(&format!("key {}\n", key_var(&region.id)));
+        lines.push_str(&format!("person-key {}\n", person_key_var(&region.id)));
         let name = origins_var(&region.id);
         let Some(urls) = vars.get(&name).and_then(|v| v.as_str()) else {
             problems.push(format!(
@@ -61,10 +69,16 @@ fn local_origins(path: &std::path::Path) -> Result<String, Vec<String>> {
                 Some(port) if ports.contains(&port) => problems.push(format!(
                     "{file} [vars] {name}: port {port} of {url} is already another origin's"
                 )),
-                Some(port) => {
-                    ports.push(port);
-                    lines.push_str(&format!("origin {} {port}\n", region.id));
-                }
+                Some(port) => match port.checked_add(OPS_OFFSET) {
+                    Some(ops) if !ports.contains(&ops) => {
+                        ports.extend([port, ops]);
+                        lines.push_str(&format!("origin {} {port} {ops}\n", region.id));
+                    }
+                    _ => problems.push(format!(
+                        "{file} [vars] {name}: {url}'s operations port (port + {OPS_OFFSET}) is \
+                         not free for it"
+                    )),
+                },
                 None => problems.push(format!(
                     "{file} [vars] {name}: {url} is not http://127.0.0.1:<port>, so no \
                      local origin can be started for it"

@@ -1,0 +1,292 @@
+//! SQLite storage, one file per region, shared by that region's origins on one host.
+//!
+//! WAL mode lets several processes write the same file safely; every store runs in an
+//! IMMEDIATE transaction (the write lock first), so its lookups and its insert see one state.
+//! `synchronous=FULL` by default: the commit is on disk before the receipt is sent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{Durability, Receipt, Row, Stored, Unavailable};
+use crate::receipt::{new_id, MAX_ID_TRIES};
+
+/// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
+/// digest; 1: with `person_digest` and its unique index.
+const SCHEMA_VERSION: i64 = 1;
+
+impl From<rusqlite::Error> for Unavailable {
+    fn from(error: rusqlite::Error) -> Unavailable {
+        Unavailable(format!("sqlite: {error}"))
+    }
+}
+
+pub struct Sqlite {
+    connection: Connection,
+    region: String,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path, region: &str, durability: Durability) -> rusqlite::Result<Sqlite> {
+        Sqlite::prepare(Connection::open(path)?, region, durability)
+    }
+
+    pub fn in_memory(region: &str) -> rusqlite::Result<Sqlite> {
+        Sqlite::prepare(Connection::open_in_memory()?, region, Durability::Full)
+    }
+
+    fn prepare(
+        mut connection: Connection,
+        region: &str,
+        durability: Durability,
+    ) -> rusqlite::Result<Sqlite> {
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        migrate(&mut connection)?;
+        Ok(Sqlite {
+            connection,
+            region: region.to_owned(),
+        })
+    }
+
+    pub fn store(&mut self, row: &Row) -> Result<Stored, Unavailable> {
+        let submission = row.submission;
+        let tx = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing = tx
+            .query_row(
+                "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
+                 WHERE campaign = ?1 AND idempotency_key = ?2",
+                params![submission.campaign, submission.idempotency_key],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((id, fields_sha256, stored_at_ms)) = existing {
+            if fields_sha256 != submission.fields_sha256 {
+                return Ok(Stored::Conflict);
+            }
+            return Ok(Stored::Replay(Receipt {
+                id,
+                region: self.region.clone(),
+                stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
+            }));
+        }
+        if let Some(person) = row.person {
+            let entered = tx
+                .query_row(
+                    "SELECT 1 FROM submissions WHERE campaign = ?1 AND person_digest = ?2",
+                    params![submission.campaign, person],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if entered.is_some() {
+                return Ok(Stored::AlreadyEntered);
+            }
+        }
+        let payload = submission.payload.to_string();
+        let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
+        let mut tries = 0;
+        let id = loop {
+            let id = new_id(&self.region)?;
+            let inserted = tx.execute(
+                "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+                    fields_sha256, person_digest, platform_country, declared_country, payload,
+                    stored_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    self.region,
+                    submission.campaign,
+                    submission.idempotency_key,
+                    submission.fields_sha256,
+                    row.person,
+                    submission.platform_country,
+                    submission.declared_country,
+                    payload,
+                    stored_at_ms,
+                ],
+            );
+            match inserted {
+                Ok(_) => break id,
+                // Key and person were checked under the write lock: only the id can collide.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation && tries + 1 < MAX_ID_TRIES =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        tx.commit()?;
+        Ok(Stored::New(Receipt {
+            id,
+            region: self.region.clone(),
+            stored_at_ms: row.now_ms,
+        }))
+    }
+
+    pub fn ping(&self) -> rusqlite::Result<()> {
+        self.connection.query_row("SELECT 1", [], |_| Ok(()))
+    }
+
+    pub fn count(&self) -> rusqlite::Result<u64> {
+        self.connection
+            .query_row("SELECT COUNT(*) FROM submissions", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Creates the table, or brings a file from an earlier version up to `SCHEMA_VERSION`, under the
+/// write lock so two origins starting at once do it once.
+fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return tx.commit();
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS submissions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            receipt_id TEXT NOT NULL UNIQUE,
+            region TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            fields_sha256 TEXT NOT NULL,
+            person_digest TEXT,
+            platform_country TEXT NOT NULL,
+            declared_country TEXT,
+            payload TEXT NOT NULL,
+            stored_at_ms INTEGER NOT NULL,
+            UNIQUE (campaign, idempotency_key)
+        );",
+    )?;
+    let has_person: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = 'person_digest'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_person {
+        tx.execute_batch("ALTER TABLE submissions ADD COLUMN person_digest TEXT;")?;
+    }
+    // NULLs are distinct: rows of campaigns without the rule never collide.
+    tx.execute_batch(&format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS submissions_person
+            ON submissions (campaign, person_digest);
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::is_receipt_id;
+    use crate::verify::Verified;
+
+    fn submission(key: &str, fields_sha256: &str) -> Verified {
+        Verified {
+            campaign: "c1".into(),
+            idempotency_key: key.into(),
+            fields_sha256: fields_sha256.into(),
+            platform_country: "IT".into(),
+            declared_country: None,
+            payload: serde_json::json!({"fields": {}}),
+        }
+    }
+
+    fn store(s: &mut Sqlite, v: &Verified, person: Option<&str>, now_ms: u64) -> Stored {
+        s.store(&Row {
+            submission: v,
+            person,
+            now_ms,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn stores_once_and_replays_the_first_receipt() {
+        let mut s = Sqlite::in_memory("eu").unwrap();
+        let first = store(&mut s, &submission("k1", "h1"), None, 10);
+        let Stored::New(receipt) = first else {
+            panic!("{first:?}")
+        };
+        assert!(is_receipt_id("eu", &receipt.id), "{}", receipt.id);
+        assert_eq!(
+            store(&mut s, &submission("k1", "h1"), None, 20),
+            Stored::Replay(receipt)
+        );
+        assert_eq!(
+            store(&mut s, &submission("k1", "other"), None, 30),
+            Stored::Conflict
+        );
+        assert!(matches!(
+            store(&mut s, &submission("k2", "h1"), None, 40),
+            Stored::New(_)
+        ));
+        assert_eq!(s.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_file_from_before_the_person_digest_is_migrated() {
+        let dir = std::env::temp_dir().join(format!("harbour-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eu.sqlite");
+        let _ = std::fs::remove_file(&path);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE submissions (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, receipt_id TEXT NOT NULL UNIQUE,
+                    region TEXT NOT NULL, campaign TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+                    fields_sha256 TEXT NOT NULL, platform_country TEXT NOT NULL,
+                    declared_country TEXT, payload TEXT NOT NULL, stored_at_ms INTEGER NOT NULL,
+                    UNIQUE (campaign, idempotency_key));
+                 INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+                    fields_sha256, platform_country, payload, stored_at_ms)
+                 VALUES ('eu-0000000001', 'eu', 'c1', 'old-key', 'h0', 'IT', '{}', 1);",
+            )
+            .unwrap();
+        }
+        let mut s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert_eq!(s.count().unwrap(), 1);
+        assert_eq!(
+            store(&mut s, &submission("old-key", "h0"), None, 5),
+            Stored::Replay(Receipt {
+                id: "eu-0000000001".into(),
+                region: "eu".into(),
+                stored_at_ms: 1
+            })
+        );
+        assert!(matches!(
+            store(&mut s, &submission("k2", "h2"), Some("p1"), 5),
+            Stored::New(_)
+        ));
+        assert_eq!(
+            store(&mut s, &submission("k3", "h3"), Some("p1"), 6),
+            Stored::AlreadyEntered
+        );
+        drop(s);
+        // Opening again finds the schema current.
+        let s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert_eq!(s.count().unwrap(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
