@@ -15,7 +15,8 @@ use harbour::config::{key_var, origins_var};
 use harbour::country::Country;
 use harbour::policy::Policy;
 use harbour_e2e::{
-    free_port, origin_binary, read_rows, request, wait_until, workspace_root, Process, Response,
+    free_port, origin_binary, person_key_var, read_rows, request, wait_until, workspace_root,
+    Process, Response,
 };
 
 const TRAP_PATH: &str = "/api/__test_trap";
@@ -122,6 +123,13 @@ impl Edge {
             .arg("--db")
             .arg(&db)
             .env(key_var(&region.id), &key)
+            .env(
+                person_key_var(&region.id),
+                format!(
+                    "trap-person-{}-0123456789abcdefghijklmnopqrstuvwxyz",
+                    region.id
+                ),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         processes.push(Process::spawn("origin", &mut command));
