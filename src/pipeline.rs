@@ -116,7 +116,8 @@ impl Pipeline {
         trace.cors = routed.cors.clone();
         let payload = request_check(&config.policy, facts)?;
         let submission = validate(campaign, payload)?;
-        let residency = classify(&config.policy, facts.country, submission.declared_country())?;
+        let declared = submission.declared_country();
+        let residency = classify(&config.policy, campaign, facts.country, declared)?;
         let region_id = &config.policy.region(residency.region).id;
         trace.region = Some(region_id.clone());
         let applicant = Applicant {
