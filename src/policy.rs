@@ -18,6 +18,16 @@ use crate::limit::Quota;
 /// The policy that ships with harbour.
 pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
 
+/// Where the candidate policy lives; `build.rs` compiles it in when the file exists.
+pub const CANDIDATE_FILE: &str = "policy/candidate.json";
+
+/// The candidate policy, evaluated in shadow beside the shipped one (see `shadow`), if any.
+#[cfg(harbour_candidate)]
+pub const CANDIDATE_POLICY: Option<&str> = Some(include_str!(env!("HARBOUR_CANDIDATE_FILE")));
+/// The candidate policy, evaluated in shadow beside the shipped one (see `shadow`), if any.
+#[cfg(not(harbour_candidate))]
+pub const CANDIDATE_POLICY: Option<&str> = None;
+
 /// Position of a region in `Policy::regions`; only `Policy` hands these out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RegionIndex(pub(crate) usize);
@@ -223,6 +233,30 @@ impl Policy {
             .enumerate()
             .find(|(_, c)| c.id == id)
             .map(|(i, c)| (CampaignIndex(i), c))
+    }
+}
+
+/// Checks the live policy and, when there is one, the candidate, with the same checks and the
+/// same messages; each issue's path starts with its file. The one call for anything that must
+/// refuse a bad policy before it ships (tests, the report tool, a build script).
+pub fn check_policies(live: &str, candidate: Option<&str>) -> Result<(), PolicyError> {
+    let mut issues = Vec::new();
+    let files = [
+        ("policy/harbour.json", Some(live)),
+        (CANDIDATE_FILE, candidate),
+    ];
+    for (file, text) in files {
+        if let Some(Err(PolicyError(found))) = text.map(Policy::parse) {
+            issues.extend(found.into_iter().map(|issue| PolicyIssue {
+                path: format!("{file}: {}", issue.path),
+                message: issue.message,
+            }));
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyError(issues))
     }
 }
 
@@ -769,6 +803,27 @@ mod tests {
             json["on_conflict"] = rule.as_str().into();
             assert_eq!(Policy::parse(&json.to_string()).unwrap().on_conflict, rule);
         }
+    }
+
+    #[test]
+    fn the_live_and_candidate_policies_are_checked_alike() {
+        assert_eq!(check_policies(SHIPPED_POLICY, CANDIDATE_POLICY), Ok(()));
+        let mut bad = shipped_json();
+        bad["rest_of_world"] = "mars".into();
+        let bad = bad.to_string();
+        let found: Vec<String> = check_policies(&bad, Some(&bad))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "policy/harbour.json: rest_of_world: unknown region \"mars\"",
+                "policy/candidate.json: rest_of_world: unknown region \"mars\""
+            ]
+        );
     }
 
     #[test]
