@@ -1,7 +1,8 @@
 //! The residency invariant, over random policies, countries and declared values, under each
 //! conflict rule: a submission tagged region R is only ever planned to origins of R, on the first
 //! attempt and on every failover; R is one of the regions its two country signals map to (never
-//! a third); and R is what an oracle written apart from `residency` expects of the rule.
+//! a third); and R is what an oracle written apart from `residency` expects of the rule. Then a
+//! walk over every code the platform can report, against the shipped policy.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +12,9 @@ use harbour::config::Config;
 use harbour::country::Country;
 use harbour::forward::{after_attempt, AttemptResult, Next};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::policy::OnConflict;
+use harbour::policy::{OnConflict, Policy};
 use harbour::request::{Body, Facts};
+use harbour::residency::{place, PlatformCountry};
 use harbour::signature::SignatureHeader;
 use proptest::prelude::*;
 use serde_json::json;
@@ -313,4 +315,88 @@ proptest! {
     fn stricter_never_leaves_the_signals_regions(spec in spec(), requests in requests()) {
         check_rule(&spec, OnConflict::Stricter, requests)?;
     }
+}
+
+/// The ISO 3166-1 codes as Debian's iso-codes lists them, the same table the report names
+/// countries from: a source apart from `country`'s own list.
+const ISO_TABLE: &str = include_str!("../report/iso3166-1.tsv");
+
+fn iso_codes() -> Vec<String> {
+    ISO_TABLE
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split('\t').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every code the platform can report (ISO's, XK, XX, T1, a missing one) against the shipped
+/// policy: a country maps to exactly one region (the one that lists it, or the rest-of-world
+/// region), and each signal gets the refusal the report documents. Every other pair of letters
+/// is no country and is refused as unknown.
+#[test]
+fn every_code_the_platform_reports_is_placed_once_or_refused_as_documented() {
+    let policy = Policy::shipped().unwrap();
+    let report = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/residency.md"),
+    )
+    .unwrap();
+    let mut countries = iso_codes();
+    assert_eq!(countries.len(), 249);
+    countries.push("XK".into());
+    for code in &countries {
+        let country = Country::parse(code).unwrap_or_else(|| panic!("{code} is not a country"));
+        let listed: Vec<&str> = policy
+            .regions
+            .iter()
+            .filter(|r| r.countries.contains(&country))
+            .map(|r| r.id.as_str())
+            .collect();
+        assert!(listed.len() <= 1, "{code} is listed by {listed:?}");
+        let placed = place(&policy, PlatformCountry::read(Some(code)), None)
+            .unwrap_or_else(|e| panic!("{code} refused: {}", e.code()));
+        let expected = listed
+            .first()
+            .copied()
+            .unwrap_or(&policy.region(policy.rest_of_world).id);
+        assert_eq!(policy.region(placed.region).id, expected, "{code}");
+        // And as a declared country from the same place: never a conflict with itself.
+        let both = place(&policy, PlatformCountry::read(Some(code)), Some(country)).unwrap();
+        assert_eq!(both.region, placed.region, "{code} declared");
+    }
+    let signals = [
+        (Some("XX"), "country_unknown"),
+        (Some("T1"), "country_anonymised"),
+        (None, "country_missing"),
+    ];
+    for (code, refusal) in signals {
+        let outcome = place(&policy, PlatformCountry::read(code), None);
+        assert_eq!(
+            outcome.map(|_| ()).map_err(|e| e.code()),
+            Err(refusal),
+            "{code:?}"
+        );
+        assert!(
+            report.contains(refusal),
+            "docs/residency.md does not document {refusal}"
+        );
+    }
+    assert!(report.contains("`XX`") && report.contains("`T1`"));
+    let mut others = 0;
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            let code = String::from_utf8(vec![a, b]).unwrap();
+            if countries.contains(&code) {
+                continue;
+            }
+            others += 1;
+            assert_eq!(Country::parse(&code), None, "{code} is no country");
+            let outcome = place(&policy, PlatformCountry::read(Some(&code)), None);
+            assert_eq!(
+                outcome.map(|_| ()).map_err(|e| e.code()),
+                Err("country_unknown"),
+                "{code}"
+            );
+        }
+    }
+    assert_eq!(others, 26 * 26 - 250);
 }
