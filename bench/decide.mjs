@@ -1,35 +1,48 @@
 // The edge decision as the isolate runs it: the built bundle's wasm under Node's V8, without
 // workerd or any I/O. Prints µs per call of `decide` (a valid submission to a signed forward)
 // and of `conclude` (origin receipt to the visitor's 202), boundary crossings included.
-//   node bench/decide.mjs [build/worker]
-import { readFileSync } from "node:fs";
+//   node bench/decide.mjs [build/worker] [--shadow DIR]
+// With --shadow, DIR is the same worker built with a candidate policy (scripts/bench makes one
+// that moves the bench's country to another region, so every decision is a counted difference):
+// both bundles run in alternating rounds, and the difference of their `decide` medians is what
+// the shadow evaluation costs per request.
+import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 
-const dir = process.argv[2] ?? "build/worker";
-// The bundle imports its wasm as a module (as workerd provides it); Node is given the same.
-let source = readFileSync(join(dir, "shim.mjs"), "utf8");
-const glue = source.match(/\{"\.\/index_bg\.js":(\w+)/);
-if (!glue) throw new Error("cannot find the wasm-bindgen glue in the bundle");
-source = source.replace(
-  /import (\w+) ?from ?"\.\/index\.wasm";/,
-  (_, name) => `const ${name} = new WebAssembly.Module(globalThis.__harbourWasm);`,
-);
-source += `\nexport { ${glue[1]} as harbour };\n`;
-globalThis.__harbourWasm = readFileSync(join(dir, "index.wasm"));
-const scratch = mkdtempSync(join(tmpdir(), "harbour-decide-"));
-writeFileSync(join(scratch, "bundle.mjs"), source);
-const { harbour } = await import(pathToFileURL(join(scratch, "bundle.mjs")));
+const args = process.argv.slice(2);
+const shadowAt = args.indexOf("--shadow");
+const shadowDir = shadowAt >= 0 ? args.splice(shadowAt, 2)[1] : undefined;
+const dir = args[0] ?? "build/worker";
 
-const env = {};
-for (const [i, region] of ["CN", "RU", "EU", "AU", "GLOBAL"].entries()) {
-  env[`HARBOUR_ORIGINS_${region}`] = `http://127.0.0.1:${9000 + i} http://127.0.0.1:${9100 + i}`;
-  env[`HARBOUR_KEY_${region}`] = `${region}-0123456789abcdef0123456789abcdef`;
+// The bundle imports its wasm as a module (as workerd provides it); Node is given the same.
+async function load(dir, tag) {
+  let source = readFileSync(join(dir, "shim.mjs"), "utf8");
+  const glue = source.match(/\{"\.\/index_bg\.js":([\w$]+)/);
+  if (!glue) throw new Error(`cannot find the wasm-bindgen glue in ${dir}`);
+  source = source.replace(
+    /import ([\w$]+) ?from ?"\.\/index\.wasm";/,
+    (_, name) => `const ${name} = new WebAssembly.Module(globalThis.__harbourWasm);`,
+  );
+  source += `\nexport { ${glue[1]} as harbour };\n`;
+  globalThis.__harbourWasm = readFileSync(join(dir, "index.wasm"));
+  const scratch = mkdtempSync(join(tmpdir(), `harbour-decide-${tag}-`));
+  writeFileSync(join(scratch, "bundle.mjs"), source);
+  const { harbour } = await import(pathToFileURL(join(scratch, "bundle.mjs")));
+  // The regions come from the shipped policy, the only list of them.
+  const regions = JSON.parse(readFileSync("policy/harbour.json", "utf8")).regions.map((r) => r.id);
+  const env = {};
+  for (const [i, region] of regions.entries()) {
+    const suffix = region.toUpperCase().replaceAll("-", "_");
+    env[`HARBOUR_ORIGINS_${suffix}`] = `http://127.0.0.1:${9000 + i} http://127.0.0.1:${9100 + i}`;
+    env[`HARBOUR_KEY_${suffix}`] = `${suffix}-0123456789abcdef0123456789abcdef`;
+  }
+  const configured = JSON.parse(harbour.configure(env, new Uint8Array(16).fill(42)));
+  if (!configured.ok) throw new Error(configured.error);
+  if (configured.candidate_error) throw new Error(configured.candidate_error);
+  return harbour;
 }
-const configured = JSON.parse(harbour.configure(env, 42));
-if (!configured.ok) throw new Error(configured.error);
 
 const url = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const encoder = new TextEncoder();
@@ -39,48 +52,67 @@ const bodies = Array.from({ length: 64 }, (_, i) =>
   ),
 );
 const receipt = encoder.encode('{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}');
-let now = 1_764_000_000_000;
-let n = 0;
-function one() {
-  n++;
-  const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
-  const answer = harbour.decide(
-    "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, `bench-key-${n.toString().padStart(12, "0")}`, undefined, now++,
-  );
-  const meta = JSON.parse(answer.slice(0, answer.indexOf("\n")));
-  if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
-  return meta.ticket;
-}
-
-const rounds = 5;
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
-const decideUs = [];
-const concludeUs = [];
-for (let r = 0; r < rounds + 1; r++) {
+
+// One round of `perRound` decide + conclude calls; returns µs per call of each.
+function round(harbour, state) {
   let decideNs = 0n;
   let concludeNs = 0n;
   for (let b = 0; b < perRound / batch; b++) {
     const tickets = new Array(batch);
     let t0 = process.hrtime.bigint();
-    for (let i = 0; i < batch; i++) tickets[i] = one();
+    for (let i = 0; i < batch; i++) {
+      const n = ++state.n;
+      const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
+      const answer = harbour.decide(
+        "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, `bench-key-${n.toString().padStart(12, "0")}`, undefined, state.now++,
+      );
+      const meta = JSON.parse(answer.slice(0, answer.indexOf("\n")));
+      if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
+      tickets[i] = meta.ticket;
+    }
     let t1 = process.hrtime.bigint();
     decideNs += t1 - t0;
     t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
-      const answer = harbour.conclude(tickets[i], 201, receipt, now);
+      const answer = harbour.conclude(tickets[i], 201, receipt, state.now);
       if (!answer.startsWith('{"status":202')) throw new Error(`not accepted: ${answer}`);
+      if (answer.includes('harbour.summary') && answer.includes('region_changes')) state.summaries++;
     }
     t1 = process.hrtime.bigint();
     concludeNs += t1 - t0;
   }
-  if (r > 0) {
-    // The first round warms the JIT up.
-    decideUs.push(Number(decideNs) / 1000 / perRound);
-    concludeUs.push(Number(concludeNs) / 1000 / perRound);
+  return [Number(decideNs) / 1000 / perRound, Number(concludeNs) / 1000 / perRound];
+}
+
+const rounds = 5;
+const runs = [{ name: "live", harbour: await load(dir, "live") }];
+if (shadowDir) runs.push({ name: "shadow", harbour: await load(shadowDir, "shadow") });
+for (const run of runs) {
+  run.state = { n: 0, now: 1_764_000_000_000, summaries: 0 };
+  run.decide = [];
+  run.conclude = [];
+}
+// Alternating rounds, so both bundles meet the same machine; the first round warms the JIT up.
+for (let r = 0; r < rounds + 1; r++) {
+  for (const run of runs) {
+    const [decideUs, concludeUs] = round(run.harbour, run.state);
+    if (r > 0) {
+      run.decide.push(decideUs);
+      run.conclude.push(concludeUs);
+    }
   }
 }
-const median = (v) => v.sort((a, b) => a - b)[v.length >> 1];
+const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
+const [live, shadow] = runs;
 console.log(
-  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(decideUs).toFixed(2)} us, conclude ${median(concludeUs).toFixed(2)} us`,
+  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(live.decide).toFixed(2)} us, conclude ${median(live.conclude).toFixed(2)} us`,
 );
+if (shadow) {
+  if (shadow.state.summaries === 0) throw new Error("the shadow build wrote no shadow counts: is a candidate compiled in?");
+  const extra = median(shadow.decide) - median(live.decide);
+  console.log(
+    `  with a candidate policy in shadow: decide ${median(shadow.decide).toFixed(2)} us, conclude ${median(shadow.conclude).toFixed(2)} us; the shadow evaluation costs ${extra.toFixed(2)} us per request`,
+  );
+}

@@ -7,10 +7,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use harbour::config::Config;
 use harbour::forward::{after_attempt, AttemptResult, TicketBook};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::policy::SHIPPED_POLICY;
+use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::request::Encoding;
 use harbour::request::{Body, Facts};
 use harbour::residency::{place, PlatformCountry};
+use harbour::shadow;
 use harbour::signature::{sha256_hex, Signed, SigningKey};
 use harbour::validate::{check, parse_body};
 
@@ -99,6 +100,32 @@ fn phases(c: &mut Criterion) {
     }) else {
         panic!("not forwarded")
     };
+    // A candidate that moves IT to the RU region: every evaluation differs from the live one.
+    let mut moved: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    for region in moved["regions"].as_array_mut().unwrap() {
+        let is_ru = region["id"] == "ru";
+        let countries = region["countries"].as_array_mut().unwrap();
+        countries.retain(|c| c != "IT");
+        if is_ru {
+            countries.push("IT".into());
+        }
+    }
+    let candidate = Policy::parse(&moved.to_string()).unwrap();
+    let shadow_facts = Facts {
+        method: "POST",
+        url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+        content_type: Some("application/json"),
+        body: Body::Bytes(BODY),
+        country: Some("IT"),
+        client_ip: Some("192.0.2.1"),
+        idempotency_key: None,
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    };
+    c.bench_function(
+        "shadow (candidate policy's check + validate + classify)",
+        |b| b.iter(|| shadow::evaluate(&candidate, "spring-launch", black_box(&shadow_facts))),
+    );
     let receipt = r#"{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}"#;
     let mut book = TicketBook::default();
     c.bench_function("after_attempt (ticket + origin receipt to the 202)", |b| {

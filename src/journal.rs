@@ -8,9 +8,14 @@
 //! while everything an operator must look at is written at once, one line each: every 5xx, and
 //! every forward that needed more than one attempt. `HARBOUR_LOG=decisions` writes every decision
 //! on its own line. No line carries personal data.
+//!
+//! With a candidate policy (see `shadow`), the summary also counts, per campaign, the submissions
+//! the candidate was evaluated on and the (live → candidate) region and outcome pairs that
+//! differed, in either log mode.
 
 use crate::config::LogMode;
 use crate::reply::Phase;
+use crate::shadow::Comparison;
 use crate::text::{push_quoted, push_u64};
 
 /// The log record of one decision. It carries no personal data: no field values, no address.
@@ -68,6 +73,18 @@ struct Row {
     latency_ms_total: u64,
 }
 
+/// A campaign's shadow counts in a summary window. Pairs are bounded by the policies (their
+/// regions and the phases' refusal codes), not by traffic.
+#[derive(Debug)]
+struct ShadowRow {
+    campaign: String,
+    evaluated: u64,
+    /// (live region, candidate region, count), `None` where a policy placed nothing.
+    regions: Vec<(Option<String>, Option<String>, u64)>,
+    /// (live outcome, candidate outcome, count).
+    outcomes: Vec<(&'static str, &'static str, u64)>,
+}
+
 /// The lines one decision produces: its own, and a summary when one is due.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Lines {
@@ -80,6 +97,7 @@ pub struct Journal {
     mode: LogMode,
     window_start_ms: Option<u64>,
     rows: Vec<Row>,
+    shadow: Vec<ShadowRow>,
 }
 
 impl Journal {
@@ -132,6 +150,50 @@ impl Journal {
         }
     }
 
+    /// Counts a shadow comparison; it is written with the window's summary.
+    pub fn shadow(&mut self, comparison: &Comparison, now_ms: u64) {
+        self.window_start_ms.get_or_insert(now_ms);
+        let at = match self
+            .shadow
+            .iter()
+            .position(|row| row.campaign == comparison.campaign)
+        {
+            Some(at) => at,
+            None => {
+                self.shadow.push(ShadowRow {
+                    campaign: comparison.campaign.to_owned(),
+                    evaluated: 0,
+                    regions: Vec::new(),
+                    outcomes: Vec::new(),
+                });
+                self.shadow.len() - 1
+            }
+        };
+        let row = &mut self.shadow[at];
+        row.evaluated += 1;
+        let (live, candidate) = (&comparison.live, &comparison.candidate);
+        if comparison.region_differs() {
+            let same = |pair: &&mut (Option<String>, Option<String>, u64)| {
+                pair.0.as_deref() == live.region && pair.1.as_deref() == candidate.region
+            };
+            match row.regions.iter_mut().find(same) {
+                Some(pair) => pair.2 += 1,
+                None => row.regions.push((
+                    live.region.map(str::to_owned),
+                    candidate.region.map(str::to_owned),
+                    1,
+                )),
+            }
+        }
+        if comparison.outcome_differs() {
+            let pair = (live.outcome, candidate.outcome);
+            match row.outcomes.iter_mut().find(|p| (p.0, p.1) == pair) {
+                Some(found) => found.2 += 1,
+                None => row.outcomes.push((pair.0, pair.1, 1)),
+            }
+        }
+    }
+
     /// The summary line, if the window has run its length (or `force`), and a fresh window.
     fn due(&mut self, now_ms: u64, force: bool) -> Option<String> {
         let start = self.window_start_ms?;
@@ -139,7 +201,7 @@ impl Journal {
             return None;
         }
         self.window_start_ms = None;
-        if self.rows.is_empty() {
+        if self.rows.is_empty() && self.shadow.is_empty() {
             return None;
         }
         let mut line = String::with_capacity(64 + 128 * self.rows.len());
@@ -172,9 +234,51 @@ impl Journal {
             }
             line.push('}');
         }
-        line.push_str("]}");
+        line.push(']');
+        if !self.shadow.is_empty() {
+            line.push_str(",\"shadow\":[");
+            for (i, row) in self.shadow.drain(..).enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                push_shadow_row(&mut line, &row);
+            }
+            line.push(']');
+        }
+        line.push('}');
         Some(line)
     }
+}
+
+/// `{"campaign","evaluated","region_changes":[{"live","candidate","count"}],"outcome_changes":
+/// [...]}`: what a candidate would have decided differently in one campaign.
+fn push_shadow_row(line: &mut String, row: &ShadowRow) {
+    line.push_str("{\"campaign\":");
+    push_quoted(line, &row.campaign);
+    line.push_str(",\"evaluated\":");
+    push_u64(line, row.evaluated);
+    line.push_str(",\"region_changes\":[");
+    for (i, (live, candidate, count)) in row.regions.iter().enumerate() {
+        push_change(line, i, live.as_deref(), candidate.as_deref(), *count);
+    }
+    line.push_str("],\"outcome_changes\":[");
+    for (i, (live, candidate, count)) in row.outcomes.iter().enumerate() {
+        push_change(line, i, Some(live), Some(candidate), *count);
+    }
+    line.push_str("]}");
+}
+
+fn push_change(line: &mut String, i: usize, live: Option<&str>, candidate: Option<&str>, n: u64) {
+    if i > 0 {
+        line.push(',');
+    }
+    line.push_str("{\"live\":");
+    push_optional(line, live);
+    line.push_str(",\"candidate\":");
+    push_optional(line, candidate);
+    line.push_str(",\"count\":");
+    push_u64(line, n);
+    line.push('}');
 }
 
 fn push_optional(out: &mut String, value: Option<&str>) {
@@ -252,6 +356,65 @@ mod tests {
         let mut journal = Journal::new(LogMode::Decisions);
         let lines = journal.record(&record("stored", 202, 1, 10), 12);
         assert!(lines.decision.unwrap().contains("\"outcome\":\"stored\""));
+    }
+
+    #[test]
+    fn shadow_differences_are_counted_per_campaign_in_either_mode() {
+        use crate::shadow::{View, PLACED};
+        let placed = |region| View {
+            region: Some(region),
+            outcome: PLACED,
+        };
+        let compare = |live, candidate| Comparison {
+            campaign: "spring-launch",
+            live,
+            candidate,
+        };
+        let conflict = View {
+            region: None,
+            outcome: "residency_conflict",
+        };
+        for mode in [LogMode::Summary, LogMode::Decisions] {
+            let mut journal = Journal::new(mode);
+            let t0 = 1_000;
+            journal.shadow(&compare(placed("eu"), placed("eu")), t0);
+            journal.shadow(&compare(placed("eu"), placed("ru")), t0 + 1);
+            journal.shadow(&compare(placed("eu"), placed("ru")), t0 + 2);
+            journal.shadow(&compare(placed("cn"), conflict), t0 + 3);
+            let quiet = journal.record(&record("stored", 202, 1, t0), t0 + 4);
+            assert_eq!(quiet.summary, None, "{mode:?}: inside the window");
+            let lines = journal.record(&record("stored", 202, 1, t0), t0 + SUMMARY_WINDOW_MS);
+            let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
+            assert_eq!(
+                summary["shadow"],
+                serde_json::json!([{
+                    "campaign": "spring-launch",
+                    "evaluated": 4,
+                    "region_changes": [
+                        {"live": "eu", "candidate": "ru", "count": 2},
+                        {"live": "cn", "candidate": null, "count": 1}
+                    ],
+                    "outcome_changes": [
+                        {"live": "placed", "candidate": "residency_conflict", "count": 1}
+                    ]
+                }]),
+                "{mode:?}"
+            );
+            let next = journal.record(&record("stored", 202, 1, t0), t0 + 2 * SUMMARY_WINDOW_MS);
+            assert!(
+                next.summary.is_none_or(|line| !line.contains("shadow")),
+                "a fresh window starts without shadow counts"
+            );
+        }
+    }
+
+    #[test]
+    fn a_summary_without_a_candidate_has_no_shadow_member() {
+        let mut journal = Journal::new(LogMode::Summary);
+        journal.record(&record("stored", 202, 1, 0), 1);
+        let lines = journal.record(&record("stored", 202, 1, 0), 1 + SUMMARY_WINDOW_MS);
+        let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
+        assert!(summary.get("shadow").is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod reply;
 pub mod request;
 pub mod residency;
 pub mod screen;
+pub mod shadow;
 pub mod signature;
 pub mod text;
 pub mod validate;

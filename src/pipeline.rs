@@ -11,7 +11,8 @@
 //! is refused for any other reason, so a visitor correcting a form is not penalised.
 //!
 //! `Pipeline` holds what lives as long as an isolate: the configuration (or why it is invalid),
-//! the admission state and the request-id generator. It never reads a clock or the environment.
+//! the candidate policy evaluated in shadow (see `shadow`), the admission state and the
+//! request-id generator. It never reads a clock or the environment.
 
 use std::ops::ControlFlow;
 
@@ -20,11 +21,12 @@ use crate::config::Config;
 use crate::forward::{self, AttemptResult, Entry, ForwardPlan, Next, PlanInput, Ticket};
 use crate::journal::LogRecord;
 use crate::limit::ClientKey;
-use crate::policy::PolicyError;
+use crate::policy::{Policy, PolicyError};
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 use crate::request::{request_check, route, Facts};
 use crate::residency::classify;
 use crate::screen::{screen, Decoy};
+use crate::shadow::{self, Comparison, View};
 use crate::text::push_hex_u64;
 use crate::validate::validate;
 
@@ -53,6 +55,8 @@ struct Trace {
 
 pub struct Pipeline {
     config: Result<Config, PolicyError>,
+    /// Evaluated beside the live policy, never in its place.
+    candidate: Option<Policy>,
     admission: Admission,
     request_ids: RequestIds,
     /// The latest time seen: limits never see the clock go backwards (a wall clock can step back,
@@ -65,6 +69,7 @@ impl Pipeline {
         let admission = Admission::new(config.as_ref().ok().map(|c| &c.policy), seeds.limiter);
         Pipeline {
             config,
+            candidate: None,
             admission,
             request_ids: RequestIds {
                 seed: seeds.request_ids,
@@ -74,8 +79,41 @@ impl Pipeline {
         }
     }
 
+    /// The same pipeline with a candidate policy to evaluate in shadow.
+    pub fn with_candidate(mut self, candidate: Policy) -> Pipeline {
+        self.candidate = Some(candidate);
+        self
+    }
+
     pub fn config(&self) -> Result<&Config, &PolicyError> {
         self.config.as_ref()
+    }
+
+    /// The candidate policy's view of the submission `request` just decided, beside the live
+    /// one: None without a candidate, or when the live pipeline stopped before a campaign's
+    /// submission. It reads only its arguments, so it cannot change an answer, a limit or a
+    /// forward.
+    pub fn shadow<'a>(&'a self, facts: &Facts, verdict: &'a Verdict) -> Option<Comparison<'a>> {
+        let candidate = self.candidate.as_ref()?;
+        let (campaign, live) = match verdict {
+            Verdict::Answer { log, .. } => (
+                log.campaign.as_deref()?,
+                View::live(Some((log.phase, log.outcome)), log.region.as_deref())?,
+            ),
+            Verdict::Forward { plan } => {
+                let policy = &self.config.as_ref().ok()?.policy;
+                let region = policy.regions.get(plan.region.get())?.id.as_str();
+                (
+                    plan.ticket.campaign.as_str(),
+                    View::live(None, Some(region))?,
+                )
+            }
+        };
+        Some(Comparison {
+            campaign,
+            live,
+            candidate: shadow::evaluate(candidate, campaign, facts),
+        })
     }
 
     /// Runs a request through every phase.
@@ -116,7 +154,8 @@ impl Pipeline {
         trace.cors = routed.cors.clone();
         let payload = request_check(&config.policy, facts)?;
         let submission = validate(campaign, payload)?;
-        let residency = classify(&config.policy, facts.country, submission.declared_country())?;
+        let declared = submission.declared_country();
+        let residency = classify(&config.policy, campaign, facts.country, declared)?;
         let region_id = &config.policy.region(residency.region).id;
         trace.region = Some(region_id.clone());
         let applicant = Applicant {

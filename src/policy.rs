@@ -18,6 +18,16 @@ use crate::limit::Quota;
 /// The policy that ships with harbour.
 pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
 
+/// Where the candidate policy lives; `build.rs` compiles it in when the file exists.
+pub const CANDIDATE_FILE: &str = "policy/candidate.json";
+
+/// The candidate policy, evaluated in shadow beside the shipped one (see `shadow`), if any.
+#[cfg(harbour_candidate)]
+pub const CANDIDATE_POLICY: Option<&str> = Some(include_str!(env!("HARBOUR_CANDIDATE_FILE")));
+/// The candidate policy, evaluated in shadow beside the shipped one (see `shadow`), if any.
+#[cfg(not(harbour_candidate))]
+pub const CANDIDATE_POLICY: Option<&str> = None;
+
 /// Position of a region in `Policy::regions`; only `Policy` hands these out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RegionIndex(pub(crate) usize);
@@ -55,9 +65,46 @@ pub enum SignalAction {
     RouteTo(RegionIndex),
 }
 
+/// What to do when the platform's country and the visitor's declared country map to two
+/// different regions (see `residency::place`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse the submission (422 on the declared field) when both regions have a law of their
+    /// own; when one of them is the rest-of-world region, the region with a law wins.
+    #[default]
+    Refuse,
+    /// The platform's country decides; the declared one is only recorded.
+    Platform,
+    /// The stricter region (higher rank) wins.
+    Stricter,
+}
+
+impl OnConflict {
+    pub const ALL: [OnConflict; 3] = [
+        OnConflict::Refuse,
+        OnConflict::Platform,
+        OnConflict::Stricter,
+    ];
+
+    /// The policy's name for the rule.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnConflict::Refuse => "refuse",
+            OnConflict::Platform => "platform",
+            OnConflict::Stricter => "stricter",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<OnConflict> {
+        OnConflict::ALL
+            .into_iter()
+            .find(|rule| rule.as_str() == name)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignalPolicy {
-    /// `XX` or any code that is not an assigned ISO 3166-1 country.
+    /// `XX` or any code that is not a country (see `country`).
     pub unknown: SignalAction,
     /// `T1`: the platform saw a Tor exit node.
     pub tor: SignalAction,
@@ -98,6 +145,9 @@ pub struct Policy {
     pub regions: Vec<Region>,
     pub rest_of_world: RegionIndex,
     pub signals: SignalPolicy,
+    /// Policy-wide, not per campaign: which law a visitor's data falls under is a matter of the
+    /// regions, and one campaign must not be able to export what the others refuse to.
+    pub on_conflict: OnConflict,
     pub max_body_bytes: u32,
     pub campaigns: Vec<Campaign>,
     by_country: HashMap<Country, RegionIndex>,
@@ -156,6 +206,11 @@ impl Policy {
         &self.regions[index.0]
     }
 
+    /// Whether a region has a law of its own: every region but the rest-of-world one.
+    pub fn has_own_law(&self, index: RegionIndex) -> bool {
+        index != self.rest_of_world
+    }
+
     pub fn region_index(&self, id: &str) -> Option<RegionIndex> {
         self.regions
             .iter()
@@ -184,6 +239,30 @@ impl Policy {
     }
 }
 
+/// Checks the live policy and, when there is one, the candidate, with the same checks and the
+/// same messages; each issue's path starts with its file. The one call for anything that must
+/// refuse a bad policy before it ships (tests, the report tool, a build script).
+pub fn check_policies(live: &str, candidate: Option<&str>) -> Result<(), PolicyError> {
+    let mut issues = Vec::new();
+    let files = [
+        ("policy/harbour.json", Some(live)),
+        (CANDIDATE_FILE, candidate),
+    ];
+    for (file, text) in files {
+        if let Some(Err(PolicyError(found))) = text.map(Policy::parse) {
+            issues.extend(found.into_iter().map(|issue| PolicyIssue {
+                path: format!("{file}: {}", issue.path),
+                message: issue.message,
+            }));
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyError(issues))
+    }
+}
+
 // ---- raw, as written -------------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -192,6 +271,7 @@ struct RawPolicy {
     regions: Vec<RawRegion>,
     rest_of_world: String,
     signals: RawSignals,
+    on_conflict: Option<String>,
     max_body_bytes: u32,
     campaigns: Vec<RawCampaign>,
 }
@@ -350,7 +430,9 @@ impl Checker {
                     }
                     _ => self.fail(
                         cpath,
-                        format!("{code:?} is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
+                        format!(
+                            "{code:?} is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"
+                        ),
                     ),
                 }
             }
@@ -403,6 +485,20 @@ impl Checker {
             action("signals.missing", &raw.signals.missing),
         );
 
+        let on_conflict = match raw.on_conflict.as_deref() {
+            None => Some(OnConflict::default()),
+            Some(name) => {
+                let rule = OnConflict::parse(name);
+                if rule.is_none() {
+                    self.fail(
+                        "on_conflict",
+                        format!("{name:?} must be \"refuse\", \"platform\" or \"stricter\""),
+                    );
+                }
+                rule
+            }
+        };
+
         if raw.max_body_bytes < 256 || raw.max_body_bytes > 1_048_576 {
             self.fail(
                 "max_body_bytes",
@@ -430,6 +526,7 @@ impl Checker {
         let (Some(unknown), Some(tor), Some(missing)) = signals else {
             return None;
         };
+        let on_conflict = on_conflict?;
         Some(Policy {
             regions,
             rest_of_world: rest_of_world?,
@@ -438,6 +535,7 @@ impl Checker {
                 tor,
                 missing,
             },
+            on_conflict,
             max_body_bytes: raw.max_body_bytes,
             campaigns,
             by_country,
@@ -660,7 +758,22 @@ mod tests {
         assert_eq!(policy.signals.tor, SignalAction::Refuse);
         assert_eq!(policy.signals.missing, SignalAction::Refuse);
         let eu = &policy.regions[policy.region_index("eu").unwrap().get()];
-        assert_eq!(eu.countries.len(), 30, "EU 27 + EEA 3");
+        assert_eq!(eu.countries.len(), 37, "EU 27 + EEA 3 + 7 territories");
+        for territory in ["RE", "GP", "MQ", "GF", "YT", "MF", "AX"] {
+            let country = Country::parse(territory).unwrap();
+            assert_eq!(
+                policy.region(policy.region_of(country)).id,
+                "eu",
+                "{territory}"
+            );
+        }
+        let kosovo = Country::parse("XK").unwrap();
+        let global = &policy.regions[policy.rest_of_world.get()];
+        assert!(
+            global.countries.contains(&kosovo),
+            "XK is listed, not left over"
+        );
+        assert_eq!(policy.on_conflict, OnConflict::Refuse);
         let campaign = policy.campaign("spring-launch").unwrap();
         let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["name", "email", "country", "consent"]);
@@ -693,9 +806,10 @@ mod tests {
             ("unknown rest-of-world region", Box::new(|p| p["rest_of_world"] = "mars".into()), "rest_of_world: unknown region \"mars\""),
             ("signal to unknown region", Box::new(|p| p["signals"]["tor"] = "region:mars".into()), "signals.tor: unknown region in \"region:mars\""),
             ("bad signal action", Box::new(|p| p["signals"]["missing"] = "allow".into()), "signals.missing: \"allow\" must be \"refuse\" or \"region:<id>\""),
+            ("bad conflict rule", Box::new(|p| p["on_conflict"] = "declared".into()), "on_conflict: \"declared\" must be \"refuse\", \"platform\" or \"stricter\""),
             ("country in two regions", Box::new(|p| p["regions"][3]["countries"] = serde_json::json!(["AU", "IT"])), "regions[3].countries[1]: country IT is in two regions (also at regions[2].countries[14])"),
-            ("not a country", Box::new(|p| p["regions"][0]["countries"] = serde_json::json!(["CN", "XX"])), "regions[0].countries[1]: \"XX\" is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
-            ("lower-case country", Box::new(|p| p["regions"][1]["countries"] = serde_json::json!(["ru"])), "regions[1].countries[0]: \"ru\" is not an assigned ISO 3166-1 alpha-2 code (upper case)"),
+            ("not a country", Box::new(|p| p["regions"][0]["countries"] = serde_json::json!(["CN", "XX"])), "regions[0].countries[1]: \"XX\" is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"),
+            ("lower-case country", Box::new(|p| p["regions"][1]["countries"] = serde_json::json!(["ru"])), "regions[1].countries[0]: \"ru\" is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"),
             ("duplicate region", Box::new(|p| p["regions"][1]["id"] = "cn".into()), "regions[1].id: duplicate region \"cn\""),
             ("tied strictness", Box::new(|p| p["regions"][1]["strictness"] = 40.into()), "regions[1].strictness: strictness 40 is also region \"cn\"'s; ranks must differ so conflicts have one answer"),
             ("zero limit", Box::new(|p| p["campaigns"][0]["limits"]["per_client"]["burst"] = 0.into()), "campaigns[0].limits.per_client.burst: limit must be at least 1"),
@@ -727,6 +841,39 @@ mod tests {
             let found = problems(edit);
             assert_eq!(found, vec![expected.to_owned()], "{what}");
         }
+    }
+
+    #[test]
+    fn the_conflict_rule_defaults_to_refuse_and_parses_each_name() {
+        let mut json = shipped_json();
+        json.as_object_mut().unwrap().remove("on_conflict");
+        let policy = Policy::parse(&json.to_string()).unwrap();
+        assert_eq!(policy.on_conflict, OnConflict::Refuse);
+        for rule in OnConflict::ALL {
+            json["on_conflict"] = rule.as_str().into();
+            assert_eq!(Policy::parse(&json.to_string()).unwrap().on_conflict, rule);
+        }
+    }
+
+    #[test]
+    fn the_live_and_candidate_policies_are_checked_alike() {
+        assert_eq!(check_policies(SHIPPED_POLICY, CANDIDATE_POLICY), Ok(()));
+        let mut bad = shipped_json();
+        bad["rest_of_world"] = "mars".into();
+        let bad = bad.to_string();
+        let found: Vec<String> = check_policies(&bad, Some(&bad))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "policy/harbour.json: rest_of_world: unknown region \"mars\"",
+                "policy/candidate.json: rest_of_world: unknown region \"mars\""
+            ]
+        );
     }
 
     #[test]

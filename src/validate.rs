@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::country::Country;
 use crate::field::{truncate, CleanValue, FieldError, RawValue};
 use crate::policy::{Campaign, FORM_TOKEN_KEY};
-use crate::reply::{problem, Answer, Flow, Phase};
+use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use crate::request::{Encoding, Payload};
 
 /// Beyond this many keys a body is not a form submission.
@@ -251,21 +251,25 @@ pub fn validate(campaign: &Campaign, payload: Payload) -> Flow<Submission> {
     };
     match check(campaign, pairs) {
         Ok(submission) => Flow::Continue(submission),
-        Err(errors) => {
-            let detail = format!("{} field(s) need attention", errors.len());
-            let errors: Vec<Value> = errors
-                .into_iter()
-                .map(|e| json!({"field": e.field, "code": e.code, "detail": e.detail}))
-                .collect();
-            refuse(problem(
-                422,
-                "validation_failed",
-                "The submission has errors",
-                &detail,
-                Some(json!({ "errors": errors })),
-            ))
-        }
+        Err(errors) => refuse(invalid_fields(errors)),
     }
+}
+
+/// The one 422 for field errors, `{"errors":[{"field","code","detail"}]}`, which the page shows
+/// next to each field; a residency conflict on the declared field is answered with it too.
+pub fn invalid_fields(errors: Vec<FieldError>) -> Reply {
+    let detail = format!("{} field(s) need attention", errors.len());
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|e| json!({"field": e.field, "code": e.code, "detail": e.detail}))
+        .collect();
+    problem(
+        422,
+        "validation_failed",
+        "The submission has errors",
+        &detail,
+        Some(json!({ "errors": errors })),
+    )
 }
 
 /// Applies the campaign's schema to the pairs of a readable body.

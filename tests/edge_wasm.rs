@@ -6,10 +6,10 @@
 
 use harbour::config::{key_var, origins_var};
 use harbour::edge::{
-    conclude, configure, decide, expected_variables, orphaned, parse_decision, BODY_BYTES,
-    BODY_TOO_LARGE, BODY_UNREAD,
+    conclude, configure, configure_policies, decide, expected_variables, orphaned, parse_decision,
+    BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD,
 };
-use harbour::policy::Policy;
+use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::signature::SignatureHeader;
 use js_sys::{Object, Reflect};
 use serde_json::Value;
@@ -222,4 +222,143 @@ fn an_orphaned_forward_gets_retry_advice_with_its_key() {
         .as_str()
         .unwrap()
         .contains("idempotency_key"));
+}
+
+/// The environment `env_object` holds, as a plain lookup (one origin per region).
+fn lookup(name: &str) -> Option<String> {
+    let policy = Policy::shipped().unwrap();
+    let i = policy
+        .regions
+        .iter()
+        .position(|r| origins_var(&r.id) == name || key_var(&r.id) == name)?;
+    Some(if name.starts_with("HARBOUR_ORIGINS_") {
+        format!("http://127.0.0.1:{}", 9000 + i)
+    } else {
+        format!("{}-0123456789abcdef0123456789abcdef", policy.regions[i].id)
+    })
+}
+
+/// The shell as deployed with a candidate that moves IT to the RU region: every reply and
+/// forward is byte for byte what the shell without a candidate answers, and the summary counts
+/// the moved submissions.
+#[wasm_bindgen_test]
+fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
+    let mut moved: Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    for region in moved["regions"].as_array_mut().unwrap() {
+        let is_ru = region["id"] == "ru";
+        let countries = region["countries"].as_array_mut().unwrap();
+        countries.retain(|c| c != "IT");
+        if is_ru {
+            countries.push("IT".into());
+        }
+    }
+    let moved = moved.to_string();
+    let run = |candidate: Option<&str>| -> Vec<String> {
+        let answer = parse_decision(&configure_policies(
+            SHIPPED_POLICY,
+            candidate,
+            &lookup,
+            &[9; 16],
+        ));
+        assert_eq!(answer["ok"], true, "{answer}");
+        let requests: [(&[u8], &str, &str); 4] = [
+            (VALID, "IT", "192.0.2.40"),
+            (
+                br#"{"name":"Bo","email":"bo@example.org","country":"FR","consent":true}"#,
+                "IT",
+                "192.0.2.41",
+            ),
+            (
+                br#"{"name":"Cy","email":"cy@example.org","country":"DE","consent":true}"#,
+                "DE",
+                "192.0.2.42",
+            ),
+            (b"{}", "IT", "192.0.2.43"),
+        ];
+        let mut out = Vec::new();
+        for (i, (body, country, ip)) in requests.into_iter().enumerate() {
+            out.push(decide(
+                "POST",
+                URL,
+                Some("application/json".into()),
+                BODY_BYTES,
+                body,
+                Some(country.into()),
+                Some(ip.into()),
+                None,
+                None,
+                1_764_000_000_000.0 + i as f64,
+            ));
+        }
+        // After the summary window, the next answer carries the summary line.
+        out.push(decide(
+            "POST",
+            URL,
+            Some("application/json".into()),
+            BODY_BYTES,
+            b"{}",
+            Some("IT".into()),
+            Some("192.0.2.44".into()),
+            None,
+            None,
+            1_764_000_060_000.0,
+        ));
+        out
+    };
+    let live = run(None);
+    let shadowed = run(Some(&moved));
+    let (last_live, last_shadowed) = (&live[4], &shadowed[4]);
+    assert_eq!(
+        live[..4],
+        shadowed[..4],
+        "every answer and forward is the live one"
+    );
+    let summary_of = |text: &str| -> Value {
+        serde_json::from_str(parse_decision(text)["summary"].as_str().unwrap()).unwrap()
+    };
+    let (live_summary, mut summary) = (summary_of(last_live), summary_of(last_shadowed));
+    assert_eq!(
+        live_summary.get("shadow"),
+        None,
+        "no candidate, nothing to count"
+    );
+    let shadow = summary.as_object_mut().unwrap().remove("shadow").unwrap();
+    assert_eq!(
+        summary["outcomes"], live_summary["outcomes"],
+        "the same outcomes are counted"
+    );
+    let mut rest = parse_decision(last_shadowed);
+    rest["summary"] = Value::Null;
+    let mut live_rest = parse_decision(last_live);
+    live_rest["summary"] = Value::Null;
+    assert_eq!(rest, live_rest);
+    assert_eq!(
+        shadow,
+        serde_json::json!([{
+            "campaign": "spring-launch",
+            "evaluated": 5,
+            "region_changes": [
+                {"live": "eu", "candidate": "ru", "count": 1},
+                {"live": "eu", "candidate": null, "count": 1}
+            ],
+            "outcome_changes": [
+                {"live": "placed", "candidate": "residency_conflict", "count": 1}
+            ]
+        }])
+    );
+}
+
+#[wasm_bindgen_test]
+fn a_candidate_that_does_not_parse_is_named_and_left_out() {
+    let answer = parse_decision(&configure_policies(
+        SHIPPED_POLICY,
+        Some("{\"regions\": ["),
+        &lookup,
+        &[3; 16],
+    ));
+    assert_eq!(answer["ok"], true, "the live policy still serves: {answer}");
+    assert!(answer["candidate_error"]
+        .as_str()
+        .unwrap()
+        .contains("line 1 column"));
 }

@@ -525,3 +525,107 @@ fn regression_a_clock_stepping_back_does_not_trip_the_limits() {
         );
     }
 }
+
+/// A candidate that moves one country (IT from the EU region to RU) is counted in the summary
+/// line, while every reply and forward is exactly the live policy's: the same requests through a
+/// pipeline without a candidate give the same verdicts, signatures and limits included.
+#[test]
+fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
+    use harbour::config::LogMode;
+    use harbour::journal::{Journal, SUMMARY_WINDOW_MS};
+    use harbour::policy::Policy;
+
+    let mut moved: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    let regions = moved["regions"].as_array_mut().unwrap();
+    let position = |regions: &Vec<serde_json::Value>, id: &str| {
+        regions.iter().position(|r| r["id"] == id).unwrap()
+    };
+    let (eu, ru) = (position(regions, "eu"), position(regions, "ru"));
+    regions[eu]["countries"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c != "IT");
+    regions[ru]["countries"]
+        .as_array_mut()
+        .unwrap()
+        .push("IT".into());
+    let candidate = Policy::parse(&moved.to_string()).unwrap();
+
+    let mut live = Pipeline::new(Ok(config()), SEEDS);
+    let mut shadowed = Pipeline::new(Ok(config()), SEEDS).with_candidate(candidate);
+    let mut journal = Journal::new(LogMode::Summary);
+    let entry = |country: &str| {
+        format!(
+            r#"{{"name":"Ada","email":"ada@example.org","country":"{country}","consent":true}}"#
+        )
+    };
+    // (platform country, declared country, client): the same busy client meets its limit.
+    let mut requests = vec![
+        ("IT", entry("IT"), "192.0.2.10"),
+        ("IT", entry("FR"), "192.0.2.11"),
+        ("DE", entry("DE"), "192.0.2.12"),
+        ("US", entry("IT"), "192.0.2.13"),
+        ("IT", entry("CN"), "192.0.2.14"),
+        ("IT", "{}".to_owned(), "192.0.2.15"),
+    ];
+    for _ in 0..6 {
+        requests.push(("IT", entry("IT"), "192.0.2.16"));
+    }
+    let mut statuses = Vec::new();
+    for (i, (country, body, ip)) in requests.iter().enumerate() {
+        let mut f = facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(body.as_bytes()),
+            Some(country),
+            ip,
+        );
+        f.now_ms += i as u64;
+        let expected = live.request(&f);
+        let verdict = shadowed.request(&f);
+        assert_eq!(verdict, expected, "request {i} ({country}, {body})");
+        statuses.push(match &verdict {
+            Verdict::Answer { reply, .. } => reply.status,
+            Verdict::Forward { .. } => 0,
+        });
+        let comparison = shadowed
+            .shadow(&f, &verdict)
+            .expect("a campaign submission");
+        journal.shadow(&comparison, f.now_ms);
+        if let Verdict::Answer { log, .. } = &verdict {
+            journal.record(log, f.now_ms);
+        }
+    }
+    // Forwarded, forwarded, forwarded, forwarded, refused conflict, invalid, then the busy
+    // client: five forwards and a 429.
+    assert_eq!(statuses, [0, 0, 0, 0, 422, 422, 0, 0, 0, 0, 0, 429]);
+    let last = facts("GET", None, Body::Unread, Some("IT"), "192.0.2.99");
+    let form = shadowed.request(&last);
+    assert_eq!(shadowed.shadow(&last, &form), None, "not a submission");
+
+    let mut closing = facts("POST", None, Body::Unread, Some("IT"), "192.0.2.17");
+    closing.now_ms += SUMMARY_WINDOW_MS;
+    let Verdict::Answer { log, .. } = live.request(&closing) else {
+        panic!("forwarded without a body")
+    };
+    let summary = journal.record(&log, closing.now_ms).summary.unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        summary["shadow"],
+        serde_json::json!([{
+            "campaign": "spring-launch",
+            "evaluated": 12,
+            "region_changes": [
+                // IT declaring IT, the busy client's six (one of them limited: limits are
+                // outside the comparison, so it counts as placed), and US declaring IT (the
+                // declared country's law wins, now RU's).
+                {"live": "eu", "candidate": "ru", "count": 8},
+                // IT declaring FR: RU and the EU both have a law, so the candidate refuses.
+                {"live": "eu", "candidate": null, "count": 1}
+            ],
+            "outcome_changes": [
+                {"live": "placed", "candidate": "residency_conflict", "count": 1}
+            ]
+        }])
+    );
+}

@@ -1,6 +1,8 @@
-//! The residency invariant, over random policies, countries and declared values: a submission
-//! tagged region R is only ever planned to origins of R, on the first attempt and on every
-//! failover, and R is the stricter of the regions its two country signals map to.
+//! The residency invariant, over random policies, countries and declared values, under each
+//! conflict rule: a submission tagged region R is only ever planned to origins of R, on the first
+//! attempt and on every failover; R is one of the regions its two country signals map to (never
+//! a third); and R is what an oracle written apart from `residency` expects of the rule. Then a
+//! walk over every code the platform can report, against the shipped policy.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +12,9 @@ use harbour::config::Config;
 use harbour::country::Country;
 use harbour::forward::{after_attempt, AttemptResult, Next};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
+use harbour::policy::{OnConflict, Policy};
 use harbour::request::{Body, Facts};
+use harbour::residency::{place, PlatformCountry};
 use harbour::signature::SignatureHeader;
 use proptest::prelude::*;
 use serde_json::json;
@@ -31,7 +35,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     (1usize..6).prop_flat_map(|n| {
         (
             Just((0..n as u32).map(|i| i * 10).collect::<Vec<_>>()).prop_shuffle(),
-            proptest::collection::hash_map(0usize..249, 0..n, 0..60),
+            proptest::collection::hash_map(0usize..COUNTRIES, 0..n, 0..60),
             0..n,
             [
                 proptest::option::of(0..n),
@@ -52,11 +56,14 @@ fn spec() -> impl Strategy<Value = Spec> {
     })
 }
 
+/// ISO's 249 codes and XK.
+const COUNTRIES: usize = 250;
+
 fn countries() -> Vec<Country> {
     Country::all().collect()
 }
 
-fn policy_json(spec: &Spec) -> String {
+fn policy_json(spec: &Spec, rule: OnConflict) -> String {
     let all = countries();
     let regions: Vec<_> = spec
         .strictness
@@ -78,6 +85,7 @@ fn policy_json(spec: &Spec) -> String {
         "regions": regions,
         "rest_of_world": format!("r{}", spec.rest_of_world),
         "signals": {"unknown": action(spec.signals[0]), "tor": action(spec.signals[1]), "missing": action(spec.signals[2])},
+        "on_conflict": rule.as_str(),
         "max_body_bytes": 4096,
         "campaigns": [{
             "id": "c", "title": "c",
@@ -91,8 +99,8 @@ fn policy_json(spec: &Spec) -> String {
     .to_string()
 }
 
-fn config(spec: &Spec) -> Config {
-    let json = policy_json(spec);
+fn config(spec: &Spec, rule: OnConflict) -> Config {
+    let json = policy_json(spec, rule);
     Config::assemble(&json, &|name| {
         let region: usize = name
             .strip_prefix("HARBOUR_ORIGINS_R")
@@ -110,21 +118,56 @@ fn config(spec: &Spec) -> Config {
     .unwrap()
 }
 
-/// The region an oracle independent of `classify` expects, or None for a refusal.
-fn expected_region(spec: &Spec, platform: &str, declared: Option<usize>) -> Option<usize> {
+/// What the oracle expects: a region, or a refusal with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    Region(usize),
+    Refused(u16),
+}
+
+/// The region the platform's signal points to (its country's, or where the policy routes a
+/// doubtful signal), or None when the policy refuses it.
+fn platform_region(spec: &Spec, platform: &str) -> Option<usize> {
     let all = countries();
-    let region_of = |c: usize| spec.listed.get(&c).copied().unwrap_or(spec.rest_of_world);
-    let by_platform = match platform {
-        "" => spec.signals[2]?,
-        "T1" => spec.signals[1]?,
+    match platform {
+        "" => spec.signals[2],
+        "T1" => spec.signals[1],
         code => match all.iter().position(|c| c.as_str() == code) {
-            Some(c) => region_of(c),
-            None => spec.signals[0]?,
+            Some(c) => Some(region_of(spec, c)),
+            None => spec.signals[0],
         },
+    }
+}
+
+fn region_of(spec: &Spec, country: usize) -> usize {
+    spec.listed
+        .get(&country)
+        .copied()
+        .unwrap_or(spec.rest_of_world)
+}
+
+/// The rule as the policy documents it, written apart from `residency::place`.
+fn expected_region(
+    spec: &Spec,
+    rule: OnConflict,
+    platform: &str,
+    declared: Option<usize>,
+) -> Expected {
+    let Some(p) = platform_region(spec, platform) else {
+        return Expected::Refused(403);
     };
-    Some(match declared.map(region_of) {
-        Some(d) if spec.strictness[d] > spec.strictness[by_platform] => d,
-        _ => by_platform,
+    let Some(d) = declared.map(|c| region_of(spec, c)) else {
+        return Expected::Region(p);
+    };
+    let row = spec.rest_of_world;
+    Expected::Region(match rule {
+        _ if d == p => p,
+        OnConflict::Platform => p,
+        OnConflict::Stricter if spec.strictness[d] > spec.strictness[p] => d,
+        OnConflict::Stricter => p,
+        OnConflict::Refuse if p == row => d,
+        OnConflict::Refuse if d == row => p,
+        OnConflict::Refuse => return Expected::Refused(422),
     })
 }
 
@@ -137,7 +180,7 @@ fn region_of_url(url: &str) -> usize {
 
 fn platform_value() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => (0usize..249).prop_map(|i| countries()[i].as_str().to_owned()),
+        4 => (0usize..COUNTRIES).prop_map(|i| countries()[i].as_str().to_owned()),
         1 => Just("XX".to_owned()),
         1 => Just("T1".to_owned()),
         1 => Just(String::new()),
@@ -145,67 +188,215 @@ fn platform_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Runs `requests` through a pipeline over `spec` under `rule` and checks every verdict.
+fn check_rule(
+    spec: &Spec,
+    rule: OnConflict,
+    requests: Vec<(String, Option<usize>)>,
+) -> Result<(), TestCaseError> {
+    let config = config(spec, rule);
+    let mut pipeline = Pipeline::new(
+        Ok(config.clone()),
+        Seeds {
+            limiter: 7,
+            request_ids: 8,
+        },
+    );
+    for (i, (platform, declared)) in requests.into_iter().enumerate() {
+        let body = match declared {
+            Some(c) => format!(
+                r#"{{"email":"v{i}@example.org","country":"{}"}}"#,
+                countries()[c]
+            ),
+            None => format!(r#"{{"email":"v{i}@example.org"}}"#),
+        };
+        let facts = Facts {
+            method: "POST",
+            url: "https://edge.test/api/campaigns/c/submissions",
+            content_type: Some("application/json"),
+            body: Body::Bytes(body.as_bytes()),
+            country: (!platform.is_empty()).then_some(platform.as_str()),
+            client_ip: Some("192.0.2.1"),
+            idempotency_key: None,
+            origin: None,
+            now_ms: 1_000_000 + i as u64,
+        };
+        let expected = expected_region(spec, rule, &platform, declared);
+        match pipeline.request(&facts) {
+            Verdict::Forward { plan } => {
+                let Expected::Region(region) = expected else {
+                    return Err(TestCaseError::fail(format!(
+                        "forwarded a refusal: {platform:?} / {declared:?}"
+                    )));
+                };
+                // Never a region neither signal points to, whatever the rule.
+                let pointed = [
+                    platform_region(spec, &platform),
+                    declared.map(|c| region_of(spec, c)),
+                ];
+                prop_assert!(
+                    pointed.contains(&Some(plan.ticket.region.get())),
+                    "r{} is neither signal's region {:?}",
+                    plan.ticket.region.get(),
+                    pointed
+                );
+                let signature = plan
+                    .headers
+                    .iter()
+                    .find(|(n, _)| *n == "x-harbour-signature")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                let tag = SignatureHeader::parse(signature).map(|s| s.region.to_owned());
+                prop_assert_eq!(tag, Some(format!("r{region}")));
+                let body: serde_json::Value = serde_json::from_str(&plan.body)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let expected_tag = format!("r{region}");
+                prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
+                prop_assert_eq!(plan.ticket.region.get(), region);
+                prop_assert_eq!(region_of_url(&plan.first.url), region);
+                let mut ticket = plan.ticket.clone();
+                let mut tried = 1;
+                loop {
+                    match after_attempt(&config, &ticket, AttemptResult::Failed, facts.now_ms + 10)
+                    {
+                        Next::Retry {
+                            attempt,
+                            ticket: next,
+                        } => {
+                            prop_assert_eq!(region_of_url(&attempt.url), region);
+                            prop_assert_eq!(next.region.get(), region);
+                            tried += 1;
+                            ticket = next;
+                        }
+                        Next::Done { reply, .. } => {
+                            prop_assert_eq!(reply.status, 503);
+                            break;
+                        }
+                    }
+                }
+                prop_assert_eq!(tried, spec.origins_per_region[region]);
+            }
+            Verdict::Answer { reply, .. } => {
+                prop_assert_eq!(
+                    Expected::Refused(reply.status),
+                    expected,
+                    "{:?} / {:?}: {}",
+                    platform,
+                    declared,
+                    reply.body
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn requests() -> impl Strategy<Value = Vec<(String, Option<usize>)>> {
+    proptest::collection::vec(
+        (platform_value(), proptest::option::of(0usize..COUNTRIES)),
+        1..12,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn no_plan_or_failover_leaves_the_tagged_region(
-        spec in spec(),
-        requests in proptest::collection::vec((platform_value(), proptest::option::of(0usize..249)), 1..12),
-    ) {
-        let config = config(&spec);
-        let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 7, request_ids: 8 });
-        for (i, (platform, declared)) in requests.into_iter().enumerate() {
-            let body = match declared {
-                Some(c) => format!(r#"{{"email":"v{i}@example.org","country":"{}"}}"#, countries()[c]),
-                None => format!(r#"{{"email":"v{i}@example.org"}}"#),
-            };
-            let facts = Facts {
-                method: "POST",
-                url: "https://edge.test/api/campaigns/c/submissions",
-                content_type: Some("application/json"),
-                body: Body::Bytes(body.as_bytes()),
-                country: (!platform.is_empty()).then_some(platform.as_str()),
-                client_ip: Some("192.0.2.1"),
-                idempotency_key: None,
-                origin: None,
-                now_ms: 1_000_000 + i as u64,
-            };
-            let expected = expected_region(&spec, &platform, declared);
-            match pipeline.request(&facts) {
-                Verdict::Forward { plan } => {
-                    let region = expected.ok_or_else(|| TestCaseError::fail(format!("forwarded a refusal: {platform:?}")))?;
-                    let signature = plan.headers.iter().find(|(n, _)| *n == "x-harbour-signature").map(|(_, v)| v.as_str()).unwrap_or("");
-                    let tag = SignatureHeader::parse(signature).map(|s| s.region.to_owned());
-                    prop_assert_eq!(tag, Some(format!("r{region}")));
-                    let body: serde_json::Value = serde_json::from_str(&plan.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    let expected_tag = format!("r{region}");
-                    prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
-                    prop_assert_eq!(plan.ticket.region.get(), region);
-                    prop_assert_eq!(region_of_url(&plan.first.url), region);
-                    let mut ticket = plan.ticket.clone();
-                    let mut tried = 1;
-                    loop {
-                        match after_attempt(&config, &ticket, AttemptResult::Failed, facts.now_ms + 10) {
-                            Next::Retry { attempt, ticket: next } => {
-                                prop_assert_eq!(region_of_url(&attempt.url), region);
-                                prop_assert_eq!(next.region.get(), region);
-                                tried += 1;
-                                ticket = next;
-                            }
-                            Next::Done { reply, .. } => {
-                                prop_assert_eq!(reply.status, 503);
-                                break;
-                            }
-                        }
-                    }
-                    prop_assert_eq!(tried, spec.origins_per_region[region]);
-                }
-                Verdict::Answer { reply, .. } => {
-                    prop_assert!(expected.is_none(), "refused {:?} / {:?} with {}: {}", platform, declared, reply.status, reply.body);
-                    prop_assert_eq!(reply.status, 403);
-                }
+    fn refuse_never_leaves_the_signals_regions_and_refuses_two_laws(spec in spec(), requests in requests()) {
+        check_rule(&spec, OnConflict::Refuse, requests)?;
+    }
+
+    #[test]
+    fn platform_never_leaves_the_platforms_region(spec in spec(), requests in requests()) {
+        check_rule(&spec, OnConflict::Platform, requests)?;
+    }
+
+    #[test]
+    fn stricter_never_leaves_the_signals_regions(spec in spec(), requests in requests()) {
+        check_rule(&spec, OnConflict::Stricter, requests)?;
+    }
+}
+
+/// The ISO 3166-1 codes as Debian's iso-codes lists them, the same table the report names
+/// countries from: a source apart from `country`'s own list.
+const ISO_TABLE: &str = include_str!("../report/iso3166-1.tsv");
+
+fn iso_codes() -> Vec<String> {
+    ISO_TABLE
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split('\t').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every code the platform can report (ISO's, XK, XX, T1, a missing one) against the shipped
+/// policy: a country maps to exactly one region (the one that lists it, or the rest-of-world
+/// region), and each signal gets the refusal the report documents. Every other pair of letters
+/// is no country and is refused as unknown.
+#[test]
+fn every_code_the_platform_reports_is_placed_once_or_refused_as_documented() {
+    let policy = Policy::shipped().unwrap();
+    let report = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/residency.md"),
+    )
+    .unwrap();
+    let mut countries = iso_codes();
+    assert_eq!(countries.len(), 249);
+    countries.push("XK".into());
+    for code in &countries {
+        let country = Country::parse(code).unwrap_or_else(|| panic!("{code} is not a country"));
+        let listed: Vec<&str> = policy
+            .regions
+            .iter()
+            .filter(|r| r.countries.contains(&country))
+            .map(|r| r.id.as_str())
+            .collect();
+        assert!(listed.len() <= 1, "{code} is listed by {listed:?}");
+        let placed = place(&policy, PlatformCountry::read(Some(code)), None)
+            .unwrap_or_else(|e| panic!("{code} refused: {}", e.code()));
+        let expected = listed
+            .first()
+            .copied()
+            .unwrap_or(&policy.region(policy.rest_of_world).id);
+        assert_eq!(policy.region(placed.region).id, expected, "{code}");
+        // And as a declared country from the same place: never a conflict with itself.
+        let both = place(&policy, PlatformCountry::read(Some(code)), Some(country)).unwrap();
+        assert_eq!(both.region, placed.region, "{code} declared");
+    }
+    let signals = [
+        (Some("XX"), "country_unknown"),
+        (Some("T1"), "country_anonymised"),
+        (None, "country_missing"),
+    ];
+    for (code, refusal) in signals {
+        let outcome = place(&policy, PlatformCountry::read(code), None);
+        assert_eq!(
+            outcome.map(|_| ()).map_err(|e| e.code()),
+            Err(refusal),
+            "{code:?}"
+        );
+        assert!(
+            report.contains(refusal),
+            "docs/residency.md does not document {refusal}"
+        );
+    }
+    assert!(report.contains("`XX`") && report.contains("`T1`"));
+    let mut others = 0;
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            let code = String::from_utf8(vec![a, b]).unwrap();
+            if countries.contains(&code) {
+                continue;
             }
+            others += 1;
+            assert_eq!(Country::parse(&code), None, "{code} is no country");
+            let outcome = place(&policy, PlatformCountry::read(Some(&code)), None);
+            assert_eq!(
+                outcome.map(|_| ()).map_err(|e| e.code()),
+                Err("country_unknown"),
+                "{code}"
+            );
         }
     }
+    assert_eq!(others, 26 * 26 - 250);
 }

@@ -9,6 +9,12 @@
   const fieldsBox = document.getElementById("fields");
   const button = document.getElementById("submit");
   const status = document.getElementById("form-status");
+  // What the page says next to a field, per error code, where the server's detail is not words a
+  // visitor can act on; every other code shows the server's detail. Texts live here, in one place.
+  const FIELD_ERROR_TEXT = {
+    residency_conflict:
+      "You are connecting from a country whose data-protection law differs from that of the country you chose, so your entry cannot be stored. Please choose the country you are in now.",
+  };
   const MAX_OUTAGE_RETRIES = 6;
   const REQUEST_TIMEOUT_MS = 10_000;
   // Everything the page says about an answer, in one place (a translation replaces this table).
@@ -110,7 +116,7 @@
       const slot = document.getElementById("f-" + e.field + "-error");
       if (!input || !slot) { loose.push(e.detail); continue; }
       input.setAttribute("aria-invalid", "true");
-      slot.textContent = e.detail;
+      slot.textContent = FIELD_ERROR_TEXT[e.code] ?? e.detail;
       slot.dataset.code = e.code;
       first = first || input;
     }

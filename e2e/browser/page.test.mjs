@@ -275,3 +275,50 @@ test("a second entry from the same person is refused in words, and nothing more 
   assert.equal(await count("eu"), before);
   await page.context().close();
 });
+
+test("the page sends nothing to third parties: every request goes to its own origin", async () => {
+  const context = await browser.newContext({
+    extraHTTPHeaders: { "mf-cf-blob": JSON.stringify({ country: "AU" }), "cf-connecting-ip": `203.0.113.${++clientNumber}` },
+  });
+  const requested = [];
+  context.on("request", (request) => requested.push(request.url()));
+  // Anything bound elsewhere is recorded above and never leaves the machine.
+  const own = new URL(base).origin;
+  await context.route("**/*", (route) => (new URL(route.request().url()).origin === own ? route.continue() : route.abort()));
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  await page.getByLabel("Full name").waitFor();
+  await page.waitForTimeout(1600);
+  await fill(page, { email: "own.origin@example.org", country: "AU" });
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  await page.waitForLoadState("networkidle");
+  const urls = [...new Set(requested)];
+  console.log(`# requests the page made: ${urls.map((u) => new URL(u).pathname).join(" ")}`);
+  const paths = urls.map((u) => new URL(u).pathname);
+  for (const path of ["/", "/app.js", "/style.css", "/api/campaigns/spring-launch", "/api/campaigns/spring-launch/submissions"]) {
+    assert.ok(paths.includes(path), `the page requested ${path}`);
+  }
+  for (const url of urls) assert.equal(new URL(url).origin, own, `third-party request: ${url}`);
+  await context.close();
+});
+
+test("a country under another law than the visitor's: refused in words next to the field, nothing stored", async () => {
+  const page = await visit("IT");
+  const before = await counts();
+  await fill(page, { email: "conflict@example.org", country: "CN" });
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  const error = page.locator("#f-country-error[data-code=residency_conflict]");
+  await error.waitFor({ timeout: 30_000 });
+  assert.match(await error.textContent(), /data-protection law.*choose the country you are in/);
+  assert.equal(await page.locator("#f-country").getAttribute("aria-invalid"), "true");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "f-country", "focus moves to the field");
+  await page.screenshot({ path: join(artifacts, "residency-conflict.png"), fullPage: true });
+  assert.deepEqual(await counts(), before, "nothing stored in any region");
+  // Choosing the country the visitor is in goes through, to that country's region.
+  await page.getByLabel("Country").selectOption("IT");
+  await page.getByRole("button", { name: "Enter the draw" }).click();
+  await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  assert.match(await page.locator("#receipt-id").textContent(), /^eu-/);
+  await page.context().close();
+});

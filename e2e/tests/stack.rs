@@ -36,14 +36,49 @@ fn page_and_form_description(stack: &Stack) {
     assert_eq!(form.json()["honeypot"], "website");
 }
 
-fn stricter_declared_region_wins_and_both_signals_are_kept(stack: &Stack) {
+/// Platform IT, declared CN: two regions with laws of their own, so the policy's default rule
+/// refuses with a field error on the declared country, and nothing reaches or is stored in any
+/// region.
+fn a_conflict_between_two_laws_is_refused_and_stored_nowhere(stack: &Stack) {
+    let (received, stored) = (stack.received(), counts(stack));
     let reply = stack.submit(Some("IT"), &client(), &entry("CN"), &[]);
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+    let errors = reply.json()["errors"].clone();
+    assert_eq!(errors.as_array().map(Vec::len), Some(1), "{errors}");
+    assert_eq!(errors[0]["field"], "country");
+    assert_eq!(errors[0]["code"], "residency_conflict");
+    assert!(errors[0]["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(stack.received(), received, "a conflict reached an origin");
+    assert_eq!(counts(stack), stored, "a conflict was stored");
+}
+
+/// Platform US (rest of the world), declared CN: the region with a law wins, the row is in CN
+/// and nowhere else, and both signals are kept with the basis that placed it.
+fn a_law_beats_the_rest_of_the_world_and_both_signals_are_kept(stack: &Stack) {
+    let before = counts(stack);
+    let reply = stack.submit(Some("US"), &client(), &entry("CN"), &[]);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "cn");
+    let after = counts(stack);
+    for ((region, was), (_, now)) in before.iter().zip(&after) {
+        assert_eq!(
+            now - was,
+            usize::from(region == "cn"),
+            "rows added to {region}"
+        );
+    }
     let row = stack.stored()["cn"].last().cloned().unwrap();
-    assert_eq!(row.platform_country, "IT");
+    assert_eq!(
+        row.receipt_id,
+        reply.json()["receipt"]["id"].as_str().unwrap()
+    );
+    assert_eq!(row.platform_country, "US");
     assert_eq!(row.declared_country.as_deref(), Some("CN"));
-    assert_eq!(row.payload["signals"]["basis"], "declared_stricter");
+    assert_eq!(row.payload["signals"]["basis"], "declared_law");
 }
 
 fn refusals_reach_no_origin(stack: &Stack) {
@@ -600,8 +635,12 @@ fn main() {
             each_country_lands_in_its_region_only(s)
         }),
         (
-            "stricter_declared_region_wins_and_both_signals_are_kept",
-            |s| stricter_declared_region_wins_and_both_signals_are_kept(s),
+            "a_conflict_between_two_laws_is_refused_and_stored_nowhere",
+            |s| a_conflict_between_two_laws_is_refused_and_stored_nowhere(s),
+        ),
+        (
+            "a_law_beats_the_rest_of_the_world_and_both_signals_are_kept",
+            |s| a_law_beats_the_rest_of_the_world_and_both_signals_are_kept(s),
         ),
         ("refusals_reach_no_origin", |s| refusals_reach_no_origin(s)),
         ("nth_plus_one_submission_is_limited_per_client", |s| {

@@ -1,18 +1,21 @@
-//! The whole request path on arbitrary bodies and headers: no panic, and a body the pipeline
-//! accepts is only ever planned to its region's origins.
+//! The whole request path on arbitrary bodies and headers: no panic, a body the pipeline accepts
+//! is only ever planned to its region's origins, and the live policy evaluated in shadow as its
+//! own candidate agrees with the live decision on every input.
 #![no_main]
 
 use harbour::config::Config;
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
-use harbour::policy::SHIPPED_POLICY;
+use harbour::policy::{Policy, SHIPPED_POLICY};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
-    let mut pipeline = Pipeline::new(Ok(config), Seeds { limiter: u64::from(selector), request_ids: 2 });
+    let Ok(same) = Policy::parse(SHIPPED_POLICY) else { return };
+    let mut pipeline = Pipeline::new(Ok(config), Seeds { limiter: u64::from(selector), request_ids: 2 })
+        .with_candidate(same);
     let content_type = match selector % 4 {
         0 => "application/json",
         1 => "application/x-www-form-urlencoded",
@@ -34,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    if let Verdict::Forward { plan } = pipeline.request(&facts) {
+    let verdict = pipeline.request(&facts);
+    let comparison = pipeline.shadow(&facts, &verdict).expect("a submission to a live campaign");
+    assert_eq!(comparison.live, comparison.candidate, "the same policy decided otherwise in shadow");
+    if let Verdict::Forward { plan } = verdict {
         let config = pipeline.config().ok().expect("configured");
         let region = &config.policy.regions[plan.ticket.region.get()].id;
         assert!(config.origins(plan.region).iter().any(|o| o.url == plan.first.url));

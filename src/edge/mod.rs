@@ -22,7 +22,7 @@ use crate::config::{key_var, origins_var, Config};
 use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Pipeline, Seeds, Verdict};
-use crate::policy::{Policy, SHIPPED_POLICY};
+use crate::policy::{Policy, CANDIDATE_POLICY, SHIPPED_POLICY};
 use crate::reply::{problem, Phase, Reply};
 use crate::request::{Body, Facts};
 use crate::text::{push_quoted, push_u64};
@@ -42,7 +42,8 @@ thread_local! {
 /// platform's CSPRNG: two independent seeds (the limiter's hash key, request ids). Returns
 /// `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case every
 /// request is answered 500 `config_invalid`, and the error (which names the bad entries, never a
-/// secret's value) is for the log.
+/// secret's value) is for the log. Either may carry `"candidate_error"` (see
+/// `configure_policies`), also for the log.
 #[wasm_bindgen]
 pub fn configure(env: &JsValue, random: &[u8]) -> String {
     // Vars and secrets are both plain string properties of `env`.
@@ -71,14 +72,32 @@ fn seeds(random: &[u8]) -> Seeds {
 
 /// `configure` with the environment as a plain lookup, for tests.
 pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, random: &[u8]) -> String {
-    let config = Config::assemble(SHIPPED_POLICY, lookup);
-    let answer = match &config {
+    configure_policies(SHIPPED_POLICY, CANDIDATE_POLICY, lookup, random)
+}
+
+/// `configure_with` for a given live policy and candidate. A candidate that does not parse
+/// (the build's checks refuse one) is left out and named in `"candidate_error"`: the shadow
+/// must never be why live traffic is refused.
+pub fn configure_policies(
+    live: &str,
+    candidate: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    random: &[u8],
+) -> String {
+    let config = Config::assemble(live, lookup);
+    let mut answer = match &config {
         Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
         Err(error) => json!({ "ok": false, "error": error.to_string() }),
     };
     let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
+    let mut pipeline = Pipeline::new(config, seeds(random));
+    match candidate.map(Policy::parse) {
+        Some(Ok(candidate)) => pipeline = pipeline.with_candidate(candidate),
+        Some(Err(error)) => answer["candidate_error"] = error.to_string().into(),
+        None => {}
+    }
     let shell = Shell {
-        pipeline: Pipeline::new(config, seeds(random)),
+        pipeline,
         tickets: TicketBook::default(),
         journal,
     };
@@ -151,7 +170,11 @@ pub fn decide(
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let shell = slot.as_mut()?;
-        Some(match shell.pipeline.request(&facts) {
+        let verdict = shell.pipeline.request(&facts);
+        if let Some(comparison) = shell.pipeline.shadow(&facts, &verdict) {
+            shell.journal.shadow(&comparison, now_ms);
+        }
+        Some(match verdict {
             Verdict::Answer { reply, log } => {
                 let lines = shell.journal.record(&log, now_ms);
                 reply_text(&reply, lines)

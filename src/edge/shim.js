@@ -53,6 +53,7 @@ function configure(env) {
   const answer = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(16))));
   maxBodyBytes = answer.ok ? answer.max_body_bytes : 0;
   if (!answer.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: answer.error }));
+  if (answer.candidate_error) console.error(JSON.stringify({ msg: "harbour.candidate_invalid", error: answer.candidate_error }));
 }
 
 // Reads at most `max` bytes; never buffers a body that declares or turns out to be larger.

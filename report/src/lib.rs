@@ -1,0 +1,926 @@
+//! The residency report, `docs/residency.md`: what harbour does with a visitor's country, written
+//! from the policy by the code that decides at the edge, for a data-protection officer to read
+//! without reading code.
+//!
+//! Nothing in it is written by hand that the code can tell: each country's region comes from
+//! `Policy::region_of`, each worked example from `residency::place`, what leaves the edge from a
+//! sample submission run through the real pipeline, and what is logged from real log lines. Where
+//! the code shows something this tool has no words for (a new body member, a new log key), it
+//! refuses to write the report rather than leave it out.
+
+pub mod names;
+
+use std::fmt::Write as _;
+
+use harbour::config::{key_var, origins_var, Config, LogMode};
+use harbour::country::Country;
+use harbour::field::FieldKind;
+use harbour::forward::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
+use harbour::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
+use harbour::limit::Quota;
+use harbour::pipeline::{Pipeline, Seeds, Verdict};
+use harbour::policy::{Campaign, OnConflict, Policy, RegionIndex, SignalAction, CANDIDATE_FILE};
+use harbour::reply::Phase;
+use harbour::request::{Body, Facts};
+use harbour::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
+use harbour::shadow::{Comparison, View, PLACED};
+use serde_json::Value;
+
+/// Where the report is committed, relative to the repository root.
+pub const REPORT_PATH: &str = "docs/residency.md";
+
+/// The report for the live policy text and, if there is one, the candidate's.
+pub fn render(live_json: &str, candidate_json: Option<&str>) -> Result<String, String> {
+    let policy = Policy::parse(live_json).map_err(|e| e.to_string())?;
+    let candidate = candidate_json
+        .map(Policy::parse)
+        .transpose()
+        .map_err(|e| format!("{CANDIDATE_FILE}: {e}"))?;
+    let mut out = String::new();
+    intro(&mut out, &policy);
+    regions(&mut out, &policy);
+    countries(&mut out, &policy)?;
+    conflicts(&mut out, &policy)?;
+    doubtful_signals(&mut out, &policy)?;
+    failover(&mut out, &policy);
+    what_leaves_the_edge(&mut out, live_json, &policy)?;
+    what_is_logged(&mut out)?;
+    limits(&mut out, &policy);
+    shadow(&mut out, &policy, candidate.as_ref())?;
+    Ok(out)
+}
+
+fn intro(out: &mut String, policy: &Policy) {
+    let row = &policy.region(policy.rest_of_world).id;
+    let laws: Vec<String> = law_regions(policy)
+        .map(|r| format!("`{}`", policy.region(r).id))
+        .collect();
+    let _ = write!(
+        out,
+        "# Data residency: where a visitor's entry may go\n\n\
+         _Generated from `policy/harbour.json` by `bash scripts/report`, with the code that decides \
+         at the edge. Do not edit: `bash scripts/test` fails when this file differs from what the \
+         policy generates._\n\n\
+         harbour decides at the edge, before anything is stored, which region's law an entry falls \
+         under, and sends it only to that region's origins (its storage servers). The regions with \
+         a law of their own are {laws}; every other country belongs to the rest-of-world region \
+         `{row}`.\n\n\
+         - **The country the platform sees is the one trusted.** Cloudflare determines it from the \
+         visitor's connection (`request.cf.country`). Headers a visitor can set (`CF-IPCountry`, \
+         `X-Forwarded-For`, `X-Real-IP`, ...) are ignored.\n\
+         - **A campaign may also ask the visitor for their country** (a field marked as the \
+         residency signal). That is a second signal; when it points to another region, the \
+         conflict rule below decides.\n\
+         - **An entry goes to one region only**: its first origin, and on failure only that \
+         region's other origins, never another region's.\n\n",
+        laws = join_and(&laws),
+    );
+}
+
+fn regions(out: &mut String, policy: &Policy) {
+    out.push_str(
+        "## Regions\n\n\
+         The strictness rank orders regions for the `stricter` conflict rule (higher is \
+         stricter); the variables name where each deployment sets the region's origin addresses \
+         and signing key. Their values are not part of this report.\n\n\
+         | Region | Law of its own | Strictness rank | Countries | Origin variable | Signing-key variable |\n\
+         | --- | --- | ---: | ---: | --- | --- |\n",
+    );
+    for (i, region) in policy.regions.iter().enumerate() {
+        let index = region_index(policy, i);
+        let law = if policy.has_own_law(index) {
+            "yes"
+        } else {
+            "no: the rest of the world"
+        };
+        let count = all_countries()
+            .filter(|c| policy.region_of(*c) == index)
+            .count();
+        let _ = writeln!(
+            out,
+            "| `{}` | {law} | {} | {count} | `{}` | `{}` |",
+            region.id,
+            region.strictness,
+            origins_var(&region.id),
+            key_var(&region.id)
+        );
+    }
+    out.push('\n');
+}
+
+fn countries(out: &mut String, policy: &Policy) -> Result<(), String> {
+    let total = all_countries().count();
+    let _ = write!(
+        out,
+        "## Countries per region\n\n\
+         Every country code the platform can report ({total}: the 249 ISO 3166-1 codes and `XK`, \
+         Kosovo, a code ISO leaves to users that the platform reports) is in exactly one region. \
+         A region's list names the countries its entry in the policy lists; the rest-of-world \
+         region also takes every country no region lists.\n\n"
+    );
+    for (i, region) in policy.regions.iter().enumerate() {
+        let index = region_index(policy, i);
+        let members: Vec<Country> = all_countries()
+            .filter(|c| policy.region_of(*c) == index)
+            .collect();
+        let title = if policy.has_own_law(index) {
+            String::new()
+        } else {
+            ", the rest of the world".into()
+        };
+        let count = match members.len() {
+            1 => "1 country".to_owned(),
+            n => format!("{n} countries"),
+        };
+        let _ = write!(out, "### `{}`{title} ({count})\n\n", region.id);
+        for country in members {
+            let listed = if !policy.has_own_law(index) && region.countries.contains(&country) {
+                " (listed explicitly)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "- `{country}` {}{listed}", name(country)?);
+        }
+        out.push('\n');
+    }
+    Ok(())
+}
+
+fn rule_text(rule: OnConflict) -> &'static str {
+    match rule {
+        OnConflict::Refuse => {
+            "When the two regions both have a law of their own, the entry is **refused**: the \
+             visitor sees an error next to the country field (422, `residency_conflict`) and \
+             nothing is sent anywhere. A choice in a form must not move a visitor's data into \
+             another jurisdiction, in either direction. When one of the two is the rest-of-world \
+             region, the region with a law wins: a visitor from China travelling in a \
+             rest-of-world country still goes to China."
+        }
+        OnConflict::Platform => {
+            "The platform's country decides; the declared country is recorded with the entry \
+             but never moves it."
+        }
+        OnConflict::Stricter => {
+            "The region with the higher strictness rank wins, whichever signal points to it."
+        }
+    }
+}
+
+fn conflicts(out: &mut String, policy: &Policy) -> Result<(), String> {
+    let rule = policy.on_conflict;
+    let _ = write!(
+        out,
+        "## When the two signals disagree\n\n\
+         When the platform's country and the country the visitor declares are in the same \
+         region, that region takes the entry. When they are in different regions, this policy's \
+         rule is **`{}`** (`on_conflict`; the rule holds for every campaign). {}\n\n\
+         The other rules a policy can choose, for comparison: ",
+        rule.as_str(),
+        rule_text(rule)
+    );
+    let others: Vec<String> = OnConflict::ALL
+        .into_iter()
+        .filter(|r| *r != rule)
+        .map(|r| format!("`{}`: {}", r.as_str(), rule_text(r)))
+        .collect();
+    let _ = write!(
+        out,
+        "{}\n\n\
+         Whatever the rule, an entry only ever goes to a region one of its two signals points \
+         to.\n\n\
+         ### Worked examples\n\n\
+         One country per region, each as the platform's country against each as the declared \
+         one, decided by the code the edge runs with this policy and, in the last two columns, \
+         with the rule changed.\n\n\
+         | The platform sees | The visitor declares | This policy (`{}`) | Why | ",
+        others.join(" "),
+        rule.as_str()
+    );
+    let others: Vec<OnConflict> = OnConflict::ALL.into_iter().filter(|r| *r != rule).collect();
+    let headers: Vec<String> = others
+        .iter()
+        .map(|r| format!("Under `{}`", r.as_str()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{} |\n| --- | --- | --- | --- | --- | --- |",
+        headers.join(" | ")
+    );
+    let examples = example_countries(policy)?;
+    let mut pairs: Vec<(Country, Country)> = Vec::new();
+    for platform in &examples {
+        for declared in &examples {
+            pairs.push((*platform, *declared));
+        }
+    }
+    // Two countries of one region: nothing to decide.
+    if let Some(region) = policy.regions.iter().find(|r| r.countries.len() >= 2) {
+        pairs.push((region.countries[1], region.countries[0]));
+    }
+    for (platform, declared) in pairs {
+        let signals = (PlatformCountry::Known(platform), Some(declared));
+        let decided = place(policy, signals.0, signals.1);
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} |",
+            described(policy, platform)?,
+            described(policy, declared)?,
+            result(policy, &decided),
+            why(policy, signals, &decided)
+        );
+        for other in &others {
+            let mut changed = policy.clone();
+            changed.on_conflict = *other;
+            let _ = write!(
+                out,
+                " {} |",
+                result(&changed, &place(&changed, signals.0, signals.1))
+            );
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    Ok(())
+}
+
+fn doubtful_signals(out: &mut String, policy: &Policy) -> Result<(), String> {
+    out.push_str(
+        "## Unknown, Tor and missing countries\n\n\
+         The platform reports `XX` when it cannot tell the country and `T1` for a connection \
+         through Tor, and may report nothing. A code that is not a country is treated like `XX`. \
+         The policy says what each of these gets; a refusal is a 403 with the code below, and \
+         nothing is sent anywhere.\n\n\
+         | The platform sees | Meaning | This policy |\n\
+         | --- | --- | --- |\n",
+    );
+    let signals = [
+        (
+            "`XX`",
+            "country unknown",
+            policy.signals.unknown,
+            Unplaceable::Unknown,
+        ),
+        (
+            "`T1`",
+            "connection through Tor",
+            policy.signals.tor,
+            Unplaceable::Tor,
+        ),
+        (
+            "nothing",
+            "no country at all",
+            policy.signals.missing,
+            Unplaceable::Missing,
+        ),
+    ];
+    for (code, meaning, action, refusal) in signals {
+        let what = match action {
+            SignalAction::Refuse => format!("refused (403 `{}`)", refusal.code()),
+            SignalAction::RouteTo(region) => format!(
+                "stored in `{}`, which then stands in for the platform's region under the conflict rule",
+                policy.region(region).id
+            ),
+        };
+        let _ = writeln!(out, "| {code} | {meaning} | {what} |");
+    }
+    let examples = example_countries(policy)?;
+    out.push_str("\nWith a declared country, as decided with this policy:\n\n");
+    for (platform, code) in [
+        (PlatformCountry::Unknown, "`XX`"),
+        (PlatformCountry::Tor, "`T1`"),
+        (PlatformCountry::Missing, "nothing"),
+    ] {
+        for declared in examples.iter().take(2) {
+            let decided = place(policy, platform, Some(*declared));
+            let _ = writeln!(
+                out,
+                "- The platform sees {code}, the visitor declares {}: {}.",
+                described(policy, *declared)?,
+                result(policy, &decided)
+            );
+        }
+    }
+    out.push('\n');
+    Ok(())
+}
+
+fn failover(out: &mut String, policy: &Policy) {
+    let region = policy.regions.first().map_or("EU", |r| r.id.as_str());
+    let _ = write!(
+        out,
+        "## Failover stays in the region\n\n\
+         Each region's origin variable (e.g. `{}`) lists one or more origins, primary first. An \
+         entry goes to the primary; only when it cannot be reached, does not answer within \
+         {ATTEMPT_TIMEOUT_MS} ms, or answers 502, 503 or 504, is it sent to the next origin of \
+         **the same region's** list, and so on, all within {DEADLINE_MS} ms of its arrival. When \
+         every origin of the region failed, the visitor is asked to try again later (503) and the \
+         entry goes nowhere else: not on error, not on timeout, never to another region. A \
+         property test checks this over random policies for every rule above.\n\n",
+        origins_var(region)
+    );
+}
+
+fn what_leaves_the_edge(out: &mut String, live_json: &str, policy: &Policy) -> Result<(), String> {
+    out.push_str(
+        "## What leaves the edge\n\n\
+         An accepted entry is sent to one origin of its region as one signed HTTPS request. \
+         Nothing else about the visitor leaves the edge: not their IP address (used at the edge \
+         only, in memory, to count per-visitor limits), not their browser's headers or cookies, \
+         not the form's hidden anti-bot fields. What follows is read from a sample entry run \
+         through the edge's own code.\n\n",
+    );
+    for campaign in &policy.campaigns {
+        let (headers, body) = sample_forward(live_json, policy, campaign)?;
+        let _ = write!(
+            out,
+            "### Campaign `{}`\n\n| Header | What it holds |\n| --- | --- |\n",
+            campaign.id
+        );
+        for name in headers {
+            let _ = writeln!(out, "| `{name}` | {} |", header_meaning(&name)?);
+        }
+        out.push_str("\n| Body member | What it holds |\n| --- | --- |\n");
+        let mut keys = Vec::new();
+        members(&body, "", &mut keys);
+        for key in keys {
+            let _ = writeln!(out, "| `{key}` | {} |", body_meaning(campaign, &key)?);
+        }
+        out.push('\n');
+    }
+    Ok(())
+}
+
+fn header_meaning(name: &str) -> Result<&'static str, String> {
+    Ok(match name {
+        "content-type" => "`application/json`",
+        "idempotency-key" => {
+            "the key the campaign page made for this entry (random), so a retried entry is \
+             stored once; for a client that sends none, one derived from a SHA-256 hash of the \
+             campaign and the entry's fields"
+        }
+        "x-harbour-signature" => {
+            "the time, the region, and an HMAC-SHA256 with the region's signing key over the \
+             request: the origin refuses anything not signed for its own region"
+        }
+        other => return Err(format!("the report has no words for the header {other:?}")),
+    })
+}
+
+fn body_meaning(campaign: &Campaign, key: &str) -> Result<String, String> {
+    if let Some(field) = key.strip_prefix("fields.") {
+        let Some(field) = campaign.field(field) else {
+            return Err(format!(
+                "the body has a field {field:?} the campaign does not define"
+            ));
+        };
+        let kind = match field.kind {
+            FieldKind::String => "text",
+            FieldKind::Email => "an email address",
+            FieldKind::Enum => "one of the campaign's choices",
+            FieldKind::Bool => "yes or no",
+            FieldKind::Integer => "a whole number",
+            FieldKind::Country => "a country code",
+        };
+        let need = if field.required {
+            "required"
+        } else {
+            "optional"
+        };
+        let signal = if field.residency_signal {
+            "; the residency signal"
+        } else {
+            ""
+        };
+        return Ok(format!(
+            "the visitor's answer to \"{}\": {kind}, {need}{signal}",
+            field.label
+        ));
+    }
+    Ok(match key {
+        "campaign" => "the campaign's id",
+        "received_at_ms" => "when the edge received the entry (milliseconds since 1970, UTC)",
+        "region" => "the region the entry was placed in",
+        "request_id" => {
+            "the edge's id of the request: its arrival time and 16 random hexadecimal digits"
+        }
+        "signals.basis" => {
+            "which signal placed the entry: `platform`, `declared_law` (the platform's country is \
+             in the rest of the world, the declared one's region has a law), `declared_stricter` \
+             (under the `stricter` rule) or `policy_fallback` (the policy routed an unknown, Tor \
+             or missing country)"
+        }
+        "signals.declared_country" => "the country the visitor declared, or null",
+        "signals.platform_country" => {
+            "the country the platform saw (`XX`, `T1` or empty when the policy routed those)"
+        }
+        other => {
+            return Err(format!(
+                "the report has no words for the body member {other:?}"
+            ))
+        }
+    }
+    .to_owned())
+}
+
+fn what_is_logged(out: &mut String) -> Result<(), String> {
+    let _ = write!(
+        out,
+        "## What is logged\n\n\
+         The edge's log lines carry no field value, no address and no idempotency key: only \
+         ids, codes and counts. By default (`HARBOUR_LOG=summary`) outcomes are counted and \
+         written as one summary line per isolate at most every {} s; a line per decision is \
+         written only for what an operator must look at (every 5xx, every entry that needed a \
+         second origin), or for every decision with `HARBOUR_LOG=decisions`. Besides these, \
+         `harbour.config_invalid` and `harbour.candidate_invalid` name a wrong configuration \
+         entry (never a secret's value) and `harbour.edge_failure` an internal error.\n\n",
+        SUMMARY_WINDOW_MS / 1000
+    );
+    let (decision, summary) = sample_log_lines();
+    for (title, line) in [("A decision", decision), ("A summary", summary)] {
+        let value: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+        let _ = write!(
+            out,
+            "{title} (`{}`):\n\n| Key | What it holds |\n| --- | --- |\n",
+            value["msg"].as_str().unwrap_or("")
+        );
+        let mut keys = Vec::new();
+        members(&value, "", &mut keys);
+        for key in keys {
+            let _ = writeln!(out, "| `{key}` | {} |", log_meaning(&key)?);
+        }
+        out.push('\n');
+    }
+    Ok(())
+}
+
+fn log_meaning(key: &str) -> Result<&'static str, String> {
+    let tail = key.rsplit(['.', ']']).next().unwrap_or(key);
+    Ok(match (key, tail) {
+        ("msg", _) => "the kind of line",
+        ("request_id", _) => "the edge's id of the request (as in the stored entry)",
+        ("phase", _) => "the step that decided (`validate`, `classify`, `admit`, `forward`, ...)",
+        ("attempts", _) => "origin attempts made",
+        ("latency_ms", _) => "time from arrival to answer",
+        ("from_ms" | "to_ms", _) => "the window the summary covers",
+        ("status", _) | (_, "status") => "the HTTP status answered",
+        ("outcome", _) | (_, "outcome") => {
+            "the outcome code (`stored`, `validation_failed`, `residency_conflict`, ...)"
+        }
+        (_, "campaign") => "the campaign's id",
+        (_, "region") => "the region's id, when the entry was placed",
+        (_, "count") => "how many",
+        (_, "latency_ms_mean" | "latency_ms_max") => {
+            "time from arrival to answer, mean and maximum"
+        }
+        (_, "evaluated") => "entries the candidate policy was evaluated on (see below)",
+        (_, "live") => "what the live policy decided (a region, or an outcome code or `placed`)",
+        (_, "candidate") => "what the candidate policy would have decided",
+        _ => return Err(format!("the report has no words for the log key {key:?}")),
+    })
+}
+
+fn limits(out: &mut String, policy: &Policy) {
+    out.push_str(
+        "## Limits per campaign\n\n\
+         Entries beyond a limit are refused with 429 and a time to retry; nothing is stored. \
+         Limits are counted per isolate of the edge (see the README).\n\n\
+         | Campaign | Per visitor (IP address, or IPv6 /64) | Whole campaign | Surge windows |\n\
+         | --- | --- | --- | --- |\n",
+    );
+    for campaign in &policy.campaigns {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | none: this policy format has no surge windows, the limits apply at all times |",
+            campaign.id,
+            quota(&campaign.per_client),
+            quota(&campaign.campaign)
+        );
+    }
+    out.push_str("\n| Region | Budget protecting its origins |\n| --- | --- |\n");
+    for region in &policy.regions {
+        let budget = region.budget.as_ref().map_or("none".to_owned(), quota);
+        let _ = writeln!(out, "| `{}` | {budget} |", region.id);
+    }
+    out.push('\n');
+}
+
+fn quota(quota: &Quota) -> String {
+    let window = quota.window_ms();
+    let window = if window % 1000 == 0 {
+        format!("{} s", window / 1000)
+    } else {
+        format!("{window} ms")
+    };
+    format!("{} per {window}", quota.burst())
+}
+
+fn shadow(out: &mut String, live: &Policy, candidate: Option<&Policy>) -> Result<(), String> {
+    out.push_str("## Candidate policy in shadow\n\n");
+    let Some(candidate) = candidate else {
+        let _ = writeln!(
+            out,
+            "There is no candidate policy (`{CANDIDATE_FILE}`): nothing is evaluated in shadow."
+        );
+        return Ok(());
+    };
+    let _ = write!(
+        out,
+        "A candidate policy (`{CANDIDATE_FILE}`) is evaluated on every entry beside this one. It \
+         changes no answer, no limit and no forward: the summary log only counts, per campaign, \
+         the entries it would have placed in another region or decided otherwise. Where it \
+         differs from the live policy:\n\n"
+    );
+    let mut differences = Vec::new();
+    if candidate.on_conflict != live.on_conflict {
+        differences.push(format!(
+            "- The conflict rule: `{}` → `{}`.",
+            live.on_conflict.as_str(),
+            candidate.on_conflict.as_str()
+        ));
+    }
+    for country in all_countries() {
+        let (from, to) = (
+            &live.region(live.region_of(country)).id,
+            &candidate.region(candidate.region_of(country)).id,
+        );
+        if from != to {
+            differences.push(format!(
+                "- `{country}` {}: `{from}` → `{to}`.",
+                name(country)?
+            ));
+        }
+    }
+    for (what, from, to) in [
+        (
+            "unknown (`XX`)",
+            live.signals.unknown,
+            candidate.signals.unknown,
+        ),
+        ("Tor (`T1`)", live.signals.tor, candidate.signals.tor),
+        ("missing", live.signals.missing, candidate.signals.missing),
+    ] {
+        let (from, to) = (action(live, from), action(candidate, to));
+        if from != to {
+            differences.push(format!("- A {what} country: {from} → {to}."));
+        }
+    }
+    for region in &candidate.regions {
+        match live.regions.iter().find(|r| r.id == region.id) {
+            None => differences.push(format!("- A new region `{}`.", region.id)),
+            Some(old) if old.strictness != region.strictness => differences.push(format!(
+                "- Region `{}`'s strictness rank: {} → {}.",
+                region.id, old.strictness, region.strictness
+            )),
+            Some(_) => {}
+        }
+    }
+    for region in &live.regions {
+        if !candidate.regions.iter().any(|r| r.id == region.id) {
+            differences.push(format!("- Region `{}` is gone.", region.id));
+        }
+    }
+    for campaign in &live.campaigns {
+        match candidate.campaign(&campaign.id) {
+            None => differences.push(format!("- Campaign `{}` is gone.", campaign.id)),
+            Some(other) if other != campaign => {
+                differences.push(format!("- Campaign `{}` changes.", campaign.id))
+            }
+            Some(_) => {}
+        }
+    }
+    if differences.is_empty() {
+        out.push_str("- Nothing that changes where an entry goes.\n");
+    }
+    for line in differences {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}
+
+fn action(policy: &Policy, action: SignalAction) -> String {
+    match action {
+        SignalAction::Refuse => "refused".into(),
+        SignalAction::RouteTo(region) => format!("`{}`", policy.region(region).id),
+    }
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+fn all_countries() -> impl Iterator<Item = Country> {
+    Country::all()
+}
+
+fn name(country: Country) -> Result<&'static str, String> {
+    names::name(country).ok_or_else(|| format!("no English name for {country}"))
+}
+
+fn region_index(policy: &Policy, position: usize) -> RegionIndex {
+    // Every region has an id, so the lookup by it finds the region at `position`.
+    policy
+        .region_index(&policy.regions[position].id)
+        .unwrap_or(policy.rest_of_world)
+}
+
+fn law_regions(policy: &Policy) -> impl Iterator<Item = RegionIndex> + '_ {
+    (0..policy.regions.len())
+        .map(|i| region_index(policy, i))
+        .filter(|r| policy.has_own_law(*r))
+}
+
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => "none".into(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// One country per region: the first a region lists; for the rest of the world, a well-known
+/// country it takes (or the first it takes).
+fn example_countries(policy: &Policy) -> Result<Vec<Country>, String> {
+    let mut examples = Vec::new();
+    for (i, region) in policy.regions.iter().enumerate() {
+        let index = region_index(policy, i);
+        let example = if policy.has_own_law(index) {
+            region.countries.first().copied()
+        } else {
+            ["US", "BR", "IN", "JP"]
+                .into_iter()
+                .filter_map(Country::parse)
+                .find(|c| policy.region_of(*c) == index)
+                .or_else(|| all_countries().find(|c| policy.region_of(*c) == index))
+        };
+        match example {
+            Some(country) => examples.push(country),
+            None => return Err(format!("region {:?} has no country", region.id)),
+        }
+    }
+    Ok(examples)
+}
+
+fn described(policy: &Policy, country: Country) -> Result<String, String> {
+    Ok(format!(
+        "{} (`{country}`, `{}`)",
+        name(country)?,
+        policy.region(policy.region_of(country)).id
+    ))
+}
+
+fn result(policy: &Policy, decided: &Result<Residency, Unplaceable>) -> String {
+    match decided {
+        Ok(residency) => format!("stored in `{}`", policy.region(residency.region).id),
+        Err(Unplaceable::Conflict) => "**refused** (422 `residency_conflict`)".into(),
+        Err(refusal) => format!("**refused** (403 `{}`)", refusal.code()),
+    }
+}
+
+fn why(
+    policy: &Policy,
+    (platform, declared): (PlatformCountry, Option<Country>),
+    decided: &Result<Residency, Unplaceable>,
+) -> String {
+    let id = |r: RegionIndex| format!("`{}`", policy.region(r).id);
+    let declared_region = declared.map(|c| policy.region_of(c));
+    let platform_region = match platform {
+        PlatformCountry::Known(c) => Some(policy.region_of(c)),
+        _ => None,
+    };
+    match (decided, platform_region, declared_region) {
+        (Err(Unplaceable::Conflict), Some(p), Some(d)) => {
+            format!("{} and {} both have a law of their own", id(p), id(d))
+        }
+        (Err(refusal), _, _) => format!("the platform's signal is refused ({})", refusal.code()),
+        (Ok(r), Some(p), Some(d)) if p == d => format!("both are in {}", id(r.region)),
+        (Ok(r), _, _) => match r.basis {
+            Basis::DeclaredLaw => format!(
+                "the platform's country is in the rest of the world; {} has a law",
+                id(r.region)
+            ),
+            Basis::DeclaredStricter => format!("{} has the higher rank", id(r.region)),
+            Basis::Platform if policy.on_conflict == OnConflict::Refuse => format!(
+                "the declared country is in the rest of the world; {} has a law",
+                id(r.region)
+            ),
+            Basis::Platform => "the platform's country decides".into(),
+            Basis::PolicyFallback => "the policy routes the platform's signal".into(),
+        },
+    }
+}
+
+/// Keys of a JSON value, nested ones joined with `.` and array items as `[]`, in order.
+fn members(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match inner {
+                    Value::Object(_) | Value::Array(_) => members(inner, &path, out),
+                    _ => push_unique(out, path),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                members(item, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => push_unique(out, prefix.to_owned()),
+    }
+}
+
+fn push_unique(out: &mut Vec<String>, key: String) {
+    if !out.contains(&key) {
+        out.push(key);
+    }
+}
+
+/// A valid entry for `campaign`, run through the real pipeline with placeholder origins and keys:
+/// the forwarded request's header names and body.
+fn sample_forward(
+    live_json: &str,
+    policy: &Policy,
+    campaign: &Campaign,
+) -> Result<(Vec<String>, Value), String> {
+    let config = Config::local(live_json, 40_000).map_err(|e| e.to_string())?;
+    let mut pipeline = Pipeline::new(
+        Ok(config),
+        Seeds {
+            limiter: 1,
+            request_ids: 2,
+        },
+    );
+    let country = *example_countries(policy)?
+        .last()
+        .ok_or("the policy has no region")?;
+    let mut body = serde_json::Map::new();
+    for field in &campaign.fields {
+        let value: Value = match field.kind {
+            FieldKind::String => "Ada".into(),
+            FieldKind::Email => "ada@example.org".into(),
+            FieldKind::Enum => field.values.first().cloned().unwrap_or_default().into(),
+            FieldKind::Bool => true.into(),
+            FieldKind::Integer => field.min.or(field.max).unwrap_or(0).into(),
+            FieldKind::Country => country.as_str().into(),
+        };
+        body.insert(field.name.clone(), value);
+    }
+    let body = Value::Object(body).to_string();
+    let url = format!(
+        "https://campaign.example/api/campaigns/{}/submissions",
+        campaign.id
+    );
+    let facts = Facts {
+        method: "POST",
+        url: &url,
+        content_type: Some("application/json"),
+        body: Body::Bytes(body.as_bytes()),
+        country: Some(country.as_str()),
+        client_ip: Some("192.0.2.1"),
+        idempotency_key: None,
+        origin: None,
+        now_ms: 1_764_000_000_000,
+    };
+    match pipeline.request(&facts) {
+        Verdict::Forward { plan } => {
+            let headers = plan.headers.iter().map(|(n, _)| (*n).to_owned()).collect();
+            let body = serde_json::from_str(&plan.body).map_err(|e| e.to_string())?;
+            Ok((headers, body))
+        }
+        Verdict::Answer { reply, .. } => Err(format!(
+            "a sample entry for campaign {:?} was not forwarded: {} {}",
+            campaign.id, reply.status, reply.body
+        )),
+    }
+}
+
+/// A decision line and a summary line with every member the journal writes, shadow included.
+fn sample_log_lines() -> (String, String) {
+    let record = LogRecord {
+        request_id: "r".into(),
+        campaign: Some("c".into()),
+        region: Some("r".into()),
+        phase: Phase::Forward,
+        outcome: "stored",
+        status: 202,
+        attempts: 1,
+        received_ms: 0,
+    };
+    let decision = record.to_json(1);
+    let mut journal = Journal::new(LogMode::Summary);
+    let placed = |region| View {
+        region: Some(region),
+        outcome: PLACED,
+    };
+    let refused = View {
+        region: None,
+        outcome: "residency_conflict",
+    };
+    journal.shadow(
+        &Comparison {
+            campaign: "c",
+            live: placed("a"),
+            candidate: refused,
+        },
+        0,
+    );
+    journal.record(&record, 1);
+    let summary = journal
+        .record(&record, 1 + SUMMARY_WINDOW_MS)
+        .summary
+        .unwrap_or_default();
+    (decision, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harbour::policy::{CANDIDATE_POLICY, SHIPPED_POLICY};
+
+    fn report() -> String {
+        render(SHIPPED_POLICY, CANDIDATE_POLICY).unwrap()
+    }
+
+    #[test]
+    fn every_country_is_named_once_under_its_region() {
+        let report = report();
+        let policy = Policy::shipped().unwrap();
+        for country in Country::all() {
+            let line = format!("- `{country}` {}", names::name(country).unwrap());
+            let found: Vec<_> = report.lines().filter(|l| l.starts_with(&line)).collect();
+            assert_eq!(found.len(), 1, "{country}: {found:?}");
+            let section = report[..report.find(found[0]).unwrap()]
+                .rfind("### `")
+                .map(|at| &report[at + 5..])
+                .and_then(|rest| rest.split('`').next())
+                .unwrap();
+            assert_eq!(
+                section,
+                policy.region(policy.region_of(country)).id,
+                "{country}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_report_holds_what_the_issue_of_residency_needs() {
+        let report = report();
+        for needle in [
+            "## Regions",
+            "## When the two signals disagree",
+            "**`refuse`**",
+            "| Austria (`AT`, `eu`) | China (`CN`, `cn`) | **refused** (422 `residency_conflict`)",
+            "| United States (`US`, `global`) | China (`CN`, `cn`) | stored in `cn`",
+            "country_unknown",
+            "country_anonymised",
+            "country_missing",
+            "## Failover stays in the region",
+            "HARBOUR_ORIGINS_EU",
+            "HARBOUR_KEY_EU",
+            "`signals.platform_country`",
+            "`fields.email`",
+            "`x-harbour-signature`",
+            "## What is logged",
+            "`outcomes[].campaign`",
+            "`shadow[].region_changes[].candidate`",
+            "| `spring-launch` | 5 per 60 s | 20000 per 1 s |",
+            "## Candidate policy in shadow",
+        ] {
+            assert!(report.contains(needle), "missing {needle:?}");
+        }
+        assert!(!report.contains("-secret-"), "no key value");
+        assert!(!report.contains("127.0.0.1"), "no origin address");
+    }
+
+    #[test]
+    fn a_candidate_shows_what_it_would_change() {
+        let mut moved: Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+        moved["on_conflict"] = "stricter".into();
+        for region in moved["regions"].as_array_mut().unwrap() {
+            let is_ru = region["id"] == "ru";
+            let countries = region["countries"].as_array_mut().unwrap();
+            countries.retain(|c| c != "AX");
+            if is_ru {
+                countries.push("AX".into());
+            }
+        }
+        let report = render(SHIPPED_POLICY, Some(&moved.to_string())).unwrap();
+        let shadow = &report[report.find("## Candidate policy in shadow").unwrap()..];
+        assert!(shadow.contains("- The conflict rule: `refuse` → `stricter`."));
+        assert!(shadow.contains("- `AX` Åland Islands: `eu` → `ru`."));
+        let broken = render(SHIPPED_POLICY, Some("{}")).unwrap_err();
+        assert!(broken.starts_with("policy/candidate.json: "), "{broken}");
+    }
+
+    #[test]
+    fn unknown_members_stop_the_report_rather_than_vanish_from_it() {
+        let campaign = &Policy::shipped().unwrap().campaigns[0];
+        assert!(body_meaning(campaign, "client_ip").is_err());
+        assert!(body_meaning(campaign, "fields.coupon").is_err());
+        assert!(header_meaning("x-forwarded-for").is_err());
+        assert!(log_meaning("address").is_err());
+    }
+}
