@@ -69,7 +69,7 @@ fn scripts_build_refuses_a_bad_policy_and_names_each_entry() {
         + &String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "the build passed:\n{printed}");
     let summary = printed
-        .split("policy/harbour.json fails its checks; nothing was built:")
+        .split("the policy fails its checks; nothing was built:")
         .nth(1)
         .unwrap_or_else(|| panic!("no summary of the policy's problems:\n{printed}"));
     for issue in &issues {
