@@ -346,6 +346,23 @@ fn what_leaves_the_edge(out: &mut String, live_json: &str, policy: &Policy) -> R
             let _ = writeln!(out, "| `{key}` | {} |", body_meaning(campaign, &key)?);
         }
         out.push('\n');
+        if !campaign.one_entry_per.is_empty() {
+            let fields: Vec<String> = campaign
+                .one_entry_per
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect();
+            let _ = write!(
+                out,
+                "One entry per person: the origin also stores a keyed digest of {} (HMAC-SHA256 \
+                 with the region's own person key, `HARBOUR_PERSON_KEY_<REGION>`, which only the \
+                 region's origins hold; the campaign id is in the digested message, so one person \
+                 cannot be linked across campaigns). Without the key the digest cannot be reversed \
+                 or matched. A second entry by the same person is refused (409 \
+                 `already_entered`).\n\n",
+                join_and(&fields)
+            );
+        }
     }
     Ok(())
 }
@@ -879,6 +896,7 @@ mod tests {
             "country_missing",
             "## Failover stays in the region",
             "HARBOUR_ORIGINS_EU",
+            "One entry per person: the origin also stores a keyed digest of `email`",
             "HARBOUR_KEY_EU",
             "`signals.platform_country`",
             "`fields.email`",
