@@ -15,15 +15,21 @@ mod field;
 mod limit;
 #[path = "src/policy.rs"]
 mod policy;
+#[path = "src/text.rs"]
+mod text;
+#[path = "src/utc.rs"]
+mod utc;
 
 /// The policy file, as the crate's `SHIPPED_POLICY` embeds it, and every source file the check is
 /// compiled from.
-const INPUTS: [&str; 5] = [
+const INPUTS: [&str; 7] = [
     "policy/harbour.json",
     "src/policy.rs",
     "src/country.rs",
     "src/field.rs",
     "src/limit.rs",
+    "src/text.rs",
+    "src/utc.rs",
 ];
 
 fn main() {

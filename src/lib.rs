@@ -20,6 +20,7 @@ pub mod residency;
 pub mod screen;
 pub mod signature;
 pub mod text;
+pub mod utc;
 pub mod validate;
 
 #[cfg(target_arch = "wasm32")]

@@ -81,7 +81,7 @@ fn policy_json(spec: &Spec) -> String {
         "max_body_bytes": 4096,
         "campaigns": [{
             "id": "c", "title": "c",
-            "limits": {"per_client": {"burst": 1000000, "window_ms": 1000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
+            "limits": {"per_client": {"burst": 1000000, "window_ms": 60000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
             "fields": [
                 {"name": "email", "label": "Email", "type": "email", "required": true},
                 {"name": "country", "label": "Country", "type": "country", "residency_signal": true}
