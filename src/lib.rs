@@ -5,6 +5,7 @@
 //! module that knows it runs in a Workers isolate.
 
 pub mod admission;
+pub mod breaker;
 pub mod config;
 pub mod country;
 pub mod field;

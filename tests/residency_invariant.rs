@@ -1,14 +1,20 @@
-//! The residency invariant, over random policies, countries and declared values: a submission
-//! tagged region R is only ever planned to origins of R, on the first attempt and on every
-//! failover, and R is the stricter of the regions its two country signals map to.
+//! The residency invariant, over random policies, countries, declared values and origin answers:
+//! a submission tagged region R is only ever planned to origins of R, on the first attempt and on
+//! every failover, whatever the origins' breakers say, and R is the stricter of the regions its
+//! two country signals map to. Origins answer at random (no answer, full, another 503, stored),
+//! which opens and closes their breakers: no attempt goes to an origin whose breaker is open, and
+//! a submission is answered 503 `region_busy` without an attempt exactly when every origin of
+//! its region is open.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
+use harbour::admission::LocationAnswer;
+use harbour::breaker::OPEN_MS;
 use harbour::config::Config;
 use harbour::country::Country;
-use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::forward::{AttemptResult, Next};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
@@ -145,17 +151,71 @@ fn platform_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// How an origin answers one attempt.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Silent,
+    Busy,
+    OtherUnavailable,
+    Stored,
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        Just(Answer::Silent),
+        Just(Answer::Busy),
+        Just(Answer::OtherUnavailable),
+        Just(Answer::Stored),
+    ]
+}
+
+/// An independent model of the breakers: per origin, `None` closed or `Some(until)` open until
+/// then (afterwards half-open: the next call is the trial). Attempts here are answered before
+/// the next request, so a trial never stays pending.
+struct Model(Vec<Vec<Option<u64>>>);
+
+impl Model {
+    fn callable(&self, region: usize, origin: usize, now: u64) -> bool {
+        self.0[region][origin].is_none_or(|until| until <= now)
+    }
+
+    fn first_callable(&self, region: usize, from: usize, now: u64) -> Option<usize> {
+        (from..self.0[region].len()).find(|&o| self.callable(region, o, now))
+    }
+
+    fn record(&mut self, region: usize, origin: usize, answer: Answer, now: u64) {
+        let state = &mut self.0[region][origin];
+        *state = match (*state, answer) {
+            (_, Answer::Busy) => Some(now + OPEN_MS),
+            (Some(_), Answer::Silent) => Some(now + OPEN_MS),
+            (Some(_), Answer::OtherUnavailable | Answer::Stored) => None,
+            (None, _) => None,
+        };
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn no_plan_or_failover_leaves_the_tagged_region(
         spec in spec(),
-        requests in proptest::collection::vec((platform_value(), proptest::option::of(0usize..249)), 1..12),
+        requests in proptest::collection::vec(
+            (
+                platform_value(),
+                proptest::option::of(0usize..249),
+                0u64..1_500,
+                proptest::collection::vec(answer(), 4),
+            ),
+            1..16,
+        ),
     ) {
         let config = config(&spec);
         let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 7, request_ids: 8 });
-        for (i, (platform, declared)) in requests.into_iter().enumerate() {
+        let mut model = Model(spec.origins_per_region.iter().map(|n| vec![None; *n]).collect());
+        let mut now = 1_000_000u64;
+        for (i, (platform, declared, gap, answers)) in requests.into_iter().enumerate() {
+            now += gap;
             let body = match declared {
                 Some(c) => format!(r#"{{"email":"v{i}@example.org","country":"{}"}}"#, countries()[c]),
                 None => format!(r#"{{"email":"v{i}@example.org"}}"#),
@@ -169,10 +229,10 @@ proptest! {
                 client_ip: Some("192.0.2.1"),
                 idempotency_key: None,
                 origin: None,
-                now_ms: 1_000_000 + i as u64,
+                now_ms: now,
             };
             let expected = expected_region(&spec, &platform, declared);
-            match pipeline.request(&facts) {
+            match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
                 Verdict::Forward { plan } => {
                     let region = expected.ok_or_else(|| TestCaseError::fail(format!("forwarded a refusal: {platform:?}")))?;
                     let signature = plan.headers.iter().find(|(n, _)| *n == "x-harbour-signature").map(|(_, v)| v.as_str()).unwrap_or("");
@@ -183,28 +243,55 @@ proptest! {
                     prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
                     prop_assert_eq!(plan.ticket.region.get(), region);
                     prop_assert_eq!(region_of_url(&plan.first.url), region);
+                    // The first origin whose breaker lets it be called.
+                    prop_assert_eq!(Some(plan.ticket.attempt), model.first_callable(region, 0, now));
                     let mut ticket = plan.ticket.clone();
-                    let mut tried = 1;
+                    let mut answers = answers.into_iter();
+                    let mut t = now;
                     loop {
-                        match after_attempt(&config, &ticket, AttemptResult::Failed, facts.now_ms + 10) {
+                        t += 10;
+                        let origin = ticket.attempt;
+                        let given = answers.next().unwrap_or(Answer::Stored);
+                        let receipt = format!(r#"{{"receipt":{{"id":"r{region}-{i}","region":"r{region}"}}}}"#);
+                        let result = match given {
+                            Answer::Silent => AttemptResult::Failed,
+                            Answer::Busy => AttemptResult::Answered { status: 503, body: r#"{"code":"origin_busy","retry_after_s":1}"# },
+                            Answer::OtherUnavailable => AttemptResult::Answered { status: 503, body: r#"{"code":"storage_unavailable"}"# },
+                            Answer::Stored => AttemptResult::Answered { status: 201, body: &receipt },
+                        };
+                        model.record(region, origin, given, t);
+                        match pipeline.after_attempt(&ticket, result, t) {
                             Next::Retry { attempt, ticket: next } => {
                                 prop_assert_eq!(region_of_url(&attempt.url), region);
                                 prop_assert_eq!(next.region.get(), region);
-                                tried += 1;
+                                prop_assert!(!matches!(given, Answer::Stored));
+                                prop_assert_eq!(Some(next.attempt), model.first_callable(region, origin + 1, t));
                                 ticket = next;
                             }
                             Next::Done { reply, .. } => {
-                                prop_assert_eq!(reply.status, 503);
+                                match given {
+                                    Answer::Stored => prop_assert_eq!(reply.status, 202),
+                                    _ => {
+                                        prop_assert_eq!(reply.status, 503);
+                                        prop_assert_eq!(model.first_callable(region, origin + 1, t), None);
+                                        prop_assert!(reply.header("retry-after").is_some());
+                                    }
+                                }
                                 break;
                             }
                         }
                     }
-                    prop_assert_eq!(tried, spec.origins_per_region[region]);
                 }
-                Verdict::Answer { reply, .. } => {
-                    prop_assert!(expected.is_none(), "refused {:?} / {:?} with {}: {}", platform, declared, reply.status, reply.body);
-                    prop_assert_eq!(reply.status, 403);
-                }
+                Verdict::Answer { reply, .. } => match expected {
+                    None => prop_assert_eq!(reply.status, 403),
+                    Some(region) => {
+                        // Only while every origin of the region is open, and without an attempt.
+                        prop_assert_eq!(reply.status, 503, "{}", reply.body);
+                        prop_assert_eq!(reply.code(), Some("region_busy"));
+                        prop_assert_eq!(model.first_callable(region, 0, now), None);
+                    }
+                },
+                Verdict::Consult { .. } => prop_assert!(false, "the binding was answered"),
             }
         }
     }

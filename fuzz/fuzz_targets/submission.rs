@@ -3,6 +3,7 @@
 #![no_main]
 
 use harbour::config::Config;
+use harbour::admission::LocationAnswer;
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
@@ -34,7 +35,14 @@ fuzz_target!(|data: &[u8]| {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    if let Verdict::Forward { plan } = pipeline.request(&facts) {
+    // The location's binding answers from the input too; only an admission (or fail_open) forwards.
+    let answer = match rest.len() % 4 {
+        0 => LocationAnswer::Refused,
+        1 => LocationAnswer::Failed,
+        2 => LocationAnswer::TimedOut,
+        _ => LocationAnswer::Admitted,
+    };
+    if let Verdict::Forward { plan } = pipeline.request_answered(&facts, answer) {
         let config = pipeline.config().ok().expect("configured");
         let region = &config.policy.regions[plan.ticket.region.get()].id;
         assert!(config.origins(plan.region).iter().any(|o| o.url == plan.first.url));
