@@ -307,16 +307,17 @@ fn consult(
 /// Every binding a policy needs, once each: one per distinct per-client limit (campaigns' own
 /// and their surge windows'), in order. Their names are what `wrangler.toml` must declare.
 pub fn location_limits(policy: &Policy) -> Vec<LocationLimit> {
-    let mut limits: Vec<LocationLimit> = policy
-        .campaigns
-        .iter()
-        .flat_map(|c| {
-            std::iter::once(&c.per_client).chain(c.surge_windows.iter().map(|w| &w.per_client))
-        })
-        .filter_map(Quota::location)
-        .collect();
-    limits.sort();
-    limits.dedup();
+    let mut limits: Vec<LocationLimit> = Vec::new();
+    let quotas = policy.campaigns.iter().flat_map(|c| {
+        std::iter::once(&c.per_client).chain(c.surge_windows.iter().map(|w| &w.per_client))
+    });
+    // A handful: an insertion keeps a general sort out of the wasm.
+    for limit in quotas.filter_map(Quota::location) {
+        let at = limits.partition_point(|l| *l < limit);
+        if limits.get(at) != Some(&limit) {
+            limits.insert(at, limit);
+        }
+    }
     limits
 }
 

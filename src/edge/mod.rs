@@ -292,7 +292,14 @@ fn push_notes(out: &mut String, notes: &[String]) {
         return;
     }
     out.push_str(",\"notes\":");
-    push_quoted(out, &notes.join("\n"));
+    let mut lines = String::with_capacity(notes.iter().map(|n| n.len() + 1).sum());
+    for (i, note) in notes.iter().enumerate() {
+        if i > 0 {
+            lines.push('\n');
+        }
+        lines.push_str(note);
+    }
+    push_quoted(out, &lines);
 }
 
 /// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
