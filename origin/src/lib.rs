@@ -6,5 +6,6 @@
 //! Storage is idempotent on (campaign, idempotency key): a replay gets the first receipt back; the
 //! same key with different fields is a conflict (409).
 
+pub mod in_flight;
 pub mod store;
 pub mod verify;

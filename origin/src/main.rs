@@ -2,6 +2,8 @@
 //!
 //! The signing secret is read from the environment (`HARBOUR_KEY_EU` for region `eu`, or the
 //! variable named by `--key-env`), never from the command line, where `ps` would show it.
+//! `--max-in-flight N` bounds the submissions in flight (default 256); past it, 503
+//! `origin_busy` at once (see `in_flight`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -19,6 +22,7 @@ use serde_json::json;
 
 use harbour::config::{key_var, SUBMISSIONS_PATH};
 use harbour::signature::SigningKey;
+use harbour_origin::in_flight::{bounded, InFlight, DEFAULT_MAX_IN_FLIGHT};
 use harbour_origin::store::{Durability, Store, Stored};
 use harbour_origin::verify::{verify, Received};
 
@@ -36,6 +40,7 @@ struct Args {
     db: PathBuf,
     key_env: Option<String>,
     durability: Durability,
+    max_in_flight: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
     let mut db = None;
     let mut key_env = None;
     let mut durability = Durability::Normal;
+    let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -59,6 +65,11 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--durability: {other:?} is not full or normal")),
                 }
             }
+            "--max-in-flight" => {
+                max_in_flight = value()?
+                    .parse()
+                    .map_err(|_| "--max-in-flight: a number of submissions")?
+            }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -69,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         db: db.ok_or("--db is required")?,
         key_env,
         durability,
+        max_in_flight,
     })
 }
 
@@ -193,9 +205,18 @@ async fn serve(args: Args) -> Result<(), String> {
         key,
         store: Mutex::new(store),
     });
+    let in_flight = InFlight::new(args.max_in_flight);
+    let load = {
+        let in_flight = in_flight.clone();
+        move || async move { Json(in_flight.report()) }
+    };
     let app = Router::new()
-        .route(SUBMISSIONS_PATH, post(submit))
+        .route(
+            SUBMISSIONS_PATH,
+            post(submit).layer(from_fn_with_state(in_flight, bounded)),
+        )
         .route("/v1/count", get(count))
+        .route("/v1/load", get(load))
         .route("/health", get(health))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(origin);
@@ -222,7 +243,7 @@ fn main() {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("{message}\nusage: harbour-origin --region ID --listen ADDR:PORT --db FILE [--key-env VAR] [--durability full|normal]");
+            eprintln!("{message}\nusage: harbour-origin --region ID --listen ADDR:PORT --db FILE [--key-env VAR] [--durability full|normal] [--max-in-flight N]");
             std::process::exit(2);
         }
     };
