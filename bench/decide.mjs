@@ -1,6 +1,7 @@
 // The edge decision as the isolate runs it: the built bundle's wasm under Node's V8, without
-// workerd or any I/O. Prints µs per call of `decide` (a valid submission to a signed forward)
-// and of `conclude` (origin receipt to the visitor's 202), boundary crossings included.
+// workerd or any I/O. Prints µs per call of `decide` (a valid submission to "consult the
+// location's binding"), of `consulted` (the binding's yes to a signed forward) and of `conclude`
+// (origin receipt to the visitor's 202), boundary crossings included.
 //   node bench/decide.mjs [build/worker]
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -28,6 +29,14 @@ for (const [i, region] of ["CN", "RU", "EU", "AU", "GLOBAL"].entries()) {
   env[`HARBOUR_ORIGINS_${region}`] = `http://127.0.0.1:${9000 + i} http://127.0.0.1:${9100 + i}`;
   env[`HARBOUR_KEY_${region}`] = `${region}-0123456789abcdef0123456789abcdef`;
 }
+// The rate-limiting bindings the policy needs (named as harbour::limit::LocationLimit names them);
+// the calls below answer for them, so only their presence matters here.
+const policy = JSON.parse(readFileSync(new URL("../policy/harbour.json", import.meta.url), "utf8"));
+for (const c of policy.campaigns) {
+  for (const { burst, window_ms } of [c.limits.per_client, ...(c.surge_windows ?? []).map((w) => w.per_client)]) {
+    env[`HARBOUR_RL_${burst}_PER_${window_ms / 1000}S`] = { limit: async () => ({ success: true }) };
+  }
+}
 const configured = JSON.parse(harbour.configure(env, 42));
 if (!configured.ok) throw new Error(configured.error);
 
@@ -41,12 +50,19 @@ const bodies = Array.from({ length: 64 }, (_, i) =>
 const receipt = encoder.encode('{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}');
 let now = 1_764_000_000_000;
 let n = 0;
+const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
 function one() {
   n++;
   const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
   const answer = harbour.decide(
     "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, `bench-key-${n.toString().padStart(12, "0")}`, undefined, now++,
   );
+  const meta = JSON.parse(answer.slice(0, answer.indexOf("\n")));
+  if (meta.hold === undefined) throw new Error(`not held for the location: ${answer}`);
+  return meta.hold;
+}
+function admitted(hold) {
+  const answer = harbour.consulted(hold, LOCATION_ADMITTED, now);
   const meta = JSON.parse(answer.slice(0, answer.indexOf("\n")));
   if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
   return meta.ticket;
@@ -56,16 +72,23 @@ const rounds = 5;
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
 const decideUs = [];
+const consultedUs = [];
 const concludeUs = [];
 for (let r = 0; r < rounds + 1; r++) {
   let decideNs = 0n;
+  let consultedNs = 0n;
   let concludeNs = 0n;
   for (let b = 0; b < perRound / batch; b++) {
+    const holds = new Array(batch);
     const tickets = new Array(batch);
     let t0 = process.hrtime.bigint();
-    for (let i = 0; i < batch; i++) tickets[i] = one();
+    for (let i = 0; i < batch; i++) holds[i] = one();
     let t1 = process.hrtime.bigint();
     decideNs += t1 - t0;
+    t0 = process.hrtime.bigint();
+    for (let i = 0; i < batch; i++) tickets[i] = admitted(holds[i]);
+    t1 = process.hrtime.bigint();
+    consultedNs += t1 - t0;
     t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
       const answer = harbour.conclude(tickets[i], 201, receipt, now);
@@ -77,10 +100,11 @@ for (let r = 0; r < rounds + 1; r++) {
   if (r > 0) {
     // The first round warms the JIT up.
     decideUs.push(Number(decideNs) / 1000 / perRound);
+    consultedUs.push(Number(consultedNs) / 1000 / perRound);
     concludeUs.push(Number(concludeNs) / 1000 / perRound);
   }
 }
 const median = (v) => v.sort((a, b) => a - b)[v.length >> 1];
 console.log(
-  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(decideUs).toFixed(2)} us, conclude ${median(concludeUs).toFixed(2)} us`,
+  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(decideUs).toFixed(2)} us, consulted ${median(consultedUs).toFixed(2)} us, conclude ${median(concludeUs).toFixed(2)} us`,
 );

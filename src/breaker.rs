@@ -2,7 +2,8 @@
 //!
 //! An origin that is full says so at once (503 with the problem code [`BUSY_CODE`], stored
 //! nothing). The breaker of that origin opens: for the interval the origin asked for (its
-//! `retry_after_s`, 1 s by default, at most 30 s) no submission of this isolate is sent there,
+//! `retry_after_ms` or `retry_after_s`; 1 s if it names none, within 100 ms to 30 s) no
+//! submission of this isolate is sent there,
 //! and failover takes the region's next origin whose breaker is closed, within the region as
 //! always. While every origin of a region is open, the `shed` phase answers new submissions for
 //! that region 503 with `Retry-After` and their idempotency key without calling any. Once the
@@ -24,6 +25,8 @@ use crate::text::{push_quoted, push_u64};
 pub const BUSY_CODE: &str = "origin_busy";
 /// How long a breaker stays open when the origin names no interval.
 pub const OPEN_MS: u64 = 1_000;
+/// The shortest interval an origin may ask for.
+pub const MIN_OPEN_MS: u64 = 100;
 /// The longest interval an origin may ask for.
 pub const MAX_OPEN_MS: u64 = 30_000;
 /// A trial that has not reported by then (its request died with its handler) is given up and
@@ -76,11 +79,12 @@ fn busy_interval_ms(body: &str) -> Option<u64> {
     if value.get("code")?.as_str()? != BUSY_CODE {
         return None;
     }
-    let asked = value
-        .get("retry_after_s")
-        .and_then(Value::as_u64)
-        .map_or(OPEN_MS, |s| s.saturating_mul(1000));
-    Some(asked.clamp(OPEN_MS, MAX_OPEN_MS))
+    let asked = match (value.get("retry_after_ms"), value.get("retry_after_s")) {
+        (Some(ms), _) => ms.as_u64(),
+        (None, Some(s)) => s.as_u64().map(|s| s.saturating_mul(1000)),
+        (None, None) => None,
+    };
+    Some(asked.unwrap_or(OPEN_MS).clamp(MIN_OPEN_MS, MAX_OPEN_MS))
 }
 
 /// A change of a breaker's state, for the log.
@@ -252,7 +256,22 @@ mod tests {
                 open_ms: MAX_OPEN_MS
             }
         );
-        assert_eq!(report(503, &busy(0)), Report::Busy { open_ms: OPEN_MS });
+        assert_eq!(
+            report(503, &busy(0)),
+            Report::Busy {
+                open_ms: MIN_OPEN_MS
+            }
+        );
+        assert_eq!(
+            report(503, r#"{"code":"origin_busy","retry_after_ms":250}"#),
+            Report::Busy { open_ms: 250 }
+        );
+        assert_eq!(
+            report(503, r#"{"code":"origin_busy","retry_after_ms":5}"#),
+            Report::Busy {
+                open_ms: MIN_OPEN_MS
+            }
+        );
         assert_eq!(
             report(503, r#"{"code":"storage_unavailable"}"#),
             Report::Answered

@@ -2,9 +2,10 @@
 //!
 //! The real capacity of a region is its origin's, and only the origin knows how full it is, so it
 //! says so: past the bound, a submission is answered at once, before it is read, verified or
-//! stored, with 503 `{"code":"origin_busy","retry_after_s":1}` and `Retry-After: 1`. The edge
-//! takes that as "try the region's other origin, and spare this one for a second". Nothing was
-//! stored, so the visitor's retry with the same idempotency key is stored once.
+//! stored, with 503 `{"code":"origin_busy","retry_after_ms":250}` and `Retry-After: 1`. The edge
+//! takes that as "try the region's other origin, and spare this one for a quarter of a second"
+//! (a bound is hit by bursts: an origin that is full now usually is not a moment later); a client
+//! gets whole seconds. Nothing was stored, so a retry with the same idempotency key is stored once.
 //!
 //! The counts are for operators and the benchmark: the most ever in flight (never above the
 //! bound) and how many were shed.
@@ -21,8 +22,10 @@ use serde_json::json;
 
 /// Submissions in flight when `--max-in-flight` is not given.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
-/// What a busy answer asks the edge to wait, in seconds.
+/// What a busy answer asks a client to wait (`Retry-After`, whole seconds).
 pub const BUSY_RETRY_AFTER_S: u64 = 1;
+/// What a busy answer asks the edge to spare this origin for.
+pub const BUSY_RETRY_AFTER_MS: u64 = 250;
 
 pub struct InFlight {
     bound: usize,
@@ -89,7 +92,7 @@ impl InFlight {
 pub fn busy() -> Response {
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"code": "origin_busy", "retry_after_s": BUSY_RETRY_AFTER_S})),
+        Json(json!({"code": "origin_busy", "retry_after_ms": BUSY_RETRY_AFTER_MS})),
     )
         .into_response();
     response

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harbour::config::{key_var, origins_var};
-use harbour_e2e::{free_port, regions, wait_until, workspace_root, Process};
+use harbour_e2e::{free_port, regions, wait_until, workerd_ratelimits, workspace_root, Process};
 
 use crate::load::{run_load, Load, Stats};
 
@@ -27,6 +27,8 @@ pub struct OriginSlot {
     pub port: u16,
     pub key: String,
     pub db: PathBuf,
+    /// More arguments for the origin, e.g. `--max-in-flight 2`.
+    pub extra: Vec<String>,
     pub process: Option<Process>,
 }
 
@@ -49,6 +51,7 @@ pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
             "--db",
         ])
         .arg(&slot.db)
+        .args(&slot.extra)
         .env(key_var(&slot.region), &slot.key)
         .stdout(Stdio::null())
         .stderr(log);
@@ -92,6 +95,7 @@ pub fn start() -> Bench {
                 port: free_port(),
                 key: key.clone(),
                 db: db.clone(),
+                extra: Vec::new(),
                 process: None,
             };
             spawn_origin(&dir, &mut slot);
@@ -110,6 +114,9 @@ pub fn start() -> Bench {
         dbs.push((region, db));
     }
     let (harbour_port, baseline_port) = (free_port(), free_port());
+    // harbour consults the location's rate-limiting binding for every submission its own limits
+    // admit: here wrangler dev's simulation of it, so the cost of the step is measured.
+    let (ratelimits, extensions) = workerd_ratelimits(&dir);
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -122,7 +129,7 @@ const config :Workerd.Config = (
     (name = "harbour", address = "127.0.0.1:{harbour_port}", http = (cfBlobHeader = "x-bench-cf"), service = "harbour"),
     (name = "baseline", address = "127.0.0.1:{baseline_port}", http = (cfBlobHeader = "x-bench-cf"), service = "baseline"),
   ],
-);
+{extensions});
 const harbour :Workerd.Worker = (
   modules = [
     (name = "shim.mjs", esModule = embed "{shim}"),
@@ -130,7 +137,7 @@ const harbour :Workerd.Worker = (
   ],
   compatibilityDate = "2025-09-01",
   bindings = [
-{bindings}  ],
+{ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
 const baseline :Workerd.Worker = (
