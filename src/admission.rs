@@ -128,9 +128,10 @@ impl LocationAnswer {
 /// Client state key: campaign, limits period (0 the campaign's own, 1 + i surge window i), client.
 type ClientSlot = (CampaignIndex, u16, ClientKey);
 
-/// What the isolate's layers were charged, to give back.
+/// What the isolate's layers were charged for one request, to give back if the request ends
+/// refused for another reason. Opaque: only admission reads one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Charge {
+pub struct Charge {
     slot: ClientSlot,
     client: Quota,
     campaign: Option<Quota>,
@@ -144,6 +145,13 @@ pub struct Provisional {
     pub consult: Consult,
     pub on_unavailable: FailMode,
     charge: Charge,
+}
+
+impl Provisional {
+    /// What the isolate's layers were charged.
+    pub fn charge(&self) -> Charge {
+        self.charge
+    }
 }
 
 /// The limit state of one isolate.
@@ -260,8 +268,9 @@ impl Admission {
         self.refund(&provisional.charge, now_ms);
     }
 
-    /// Gives back what a provisional admission charged (see [`crate::limit::refund`]).
-    fn refund(&mut self, charge: &Charge, now_ms: u64) {
+    /// Gives back a charge (see [`crate::limit::refund`]): the request it was made for was
+    /// refused for another reason after admission (every origin of its region was full).
+    pub fn refund(&mut self, charge: &Charge, now_ms: u64) {
         self.clients.refund(&charge.slot, &charge.client, now_ms);
         if let (Some(quota), Some(cell)) =
             (charge.campaign, self.campaigns.get_mut(charge.slot.0.get()))

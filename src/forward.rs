@@ -13,6 +13,7 @@
 
 use serde_json::{json, Value};
 
+use crate::admission::Charge;
 use crate::config::Config;
 use crate::field::CleanValue;
 use crate::policy::RegionIndex;
@@ -71,6 +72,8 @@ pub struct Ticket {
     pub attempts: u32,
     pub rate_headers: Vec<(&'static str, String)>,
     pub cors: Cors,
+    /// What the isolate's limits were charged, given back if every origin turns it away.
+    pub charge: Option<Charge>,
 }
 
 /// How long after its deadline a ticket is kept for an attempt still reporting back.
@@ -277,6 +280,7 @@ pub struct PlanInput<'a> {
     pub now_ms: u64,
     pub rate_headers: Vec<(&'static str, String)>,
     pub cors: Cors,
+    pub charge: Option<Charge>,
 }
 
 /// The plan phase: the signed request for the region's origin at position `origin` (the primary
@@ -292,6 +296,7 @@ pub fn plan(config: &Config, input: PlanInput) -> Flow<ForwardPlan> {
         now_ms,
         rate_headers,
         cors,
+        charge,
     } = input;
     let region = residency.region;
     let region_id = config.policy.region(region).id.as_str();
@@ -351,6 +356,7 @@ pub fn plan(config: &Config, input: PlanInput) -> Flow<ForwardPlan> {
             attempts: 1,
             rate_headers,
             cors,
+            charge,
         },
     })
 }
@@ -572,6 +578,7 @@ mod tests {
             attempts: 1,
             rate_headers: Vec::new(),
             cors: Cors::default(),
+            charge: None,
         }
     }
 

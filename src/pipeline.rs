@@ -247,6 +247,7 @@ impl Pipeline {
             self.admission.withdraw(&held.provisional, now_ms);
             return Flow::Break(busy);
         }
+        let charge = held.provisional.charge();
         let grant = settle(
             &mut self.admission,
             held.provisional,
@@ -274,6 +275,7 @@ impl Pipeline {
             now_ms: held.received_ms,
             rate_headers: grant.headers(),
             cors: held.cors,
+            charge: Some(charge),
         };
         forward::plan(config, input)
     }
@@ -315,7 +317,19 @@ impl Pipeline {
             next,
             busy_retry_ms,
         };
-        forward::after_attempt(config, ticket, result, now_ms, onward)
+        let next = forward::after_attempt(config, ticket, result, now_ms, onward);
+        // Turned away by every origin it could try, nothing stored: the limits give it back.
+        if let (
+            Next::Done {
+                outcome: "origins_busy",
+                ..
+            },
+            Some(charge),
+        ) = (&next, &ticket.charge)
+        {
+            self.admission.refund(charge, now_ms);
+        }
+        next
     }
 
     /// The log record that ends a forwarded request.

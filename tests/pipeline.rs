@@ -787,6 +787,14 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
         };
         assert_eq!(plan.first.url, urls[0]);
     }
+    // The first submission, turned away by both origins, was given back to its client's limit.
+    for i in 0..5 {
+        let verdict = forward(&mut pipeline, 20 + i, "192.0.2.80", now + 1_030);
+        assert!(
+            matches!(verdict, Verdict::Forward { .. }),
+            "submission {i} of the client turned away"
+        );
+    }
 }
 
 #[test]
