@@ -53,15 +53,24 @@ pub fn wrangler_ratelimits() -> String {
 /// extension that provides that module, for a config file in `config_dir` (inside the workspace:
 /// capnp `embed` paths are relative to the file). Returns (bindings entries, `extensions` line).
 pub fn workerd_ratelimits(config_dir: &Path) -> (String, String) {
-    const MODULE: &str = "harbour-test:ratelimit";
     const SOURCE: &str = "node_modules/miniflare/dist/src/workers/ratelimit/ratelimit.worker.js";
     let root = workspace_root();
-    let source = root.join(SOURCE);
     assert!(
-        source.is_file(),
-        "{} is missing: the rate-limiting simulation comes with wrangler's miniflare (bash scripts/setup)",
-        source.display()
+        root.join(SOURCE).is_file(),
+        "{SOURCE} is missing: the rate-limiting simulation comes with wrangler's miniflare (bash scripts/setup)"
     );
+    let depth = config_dir
+        .strip_prefix(&root)
+        .expect("the config file is inside the workspace")
+        .components()
+        .count();
+    workerd_ratelimits_over(&format!("{}{SOURCE}", "../".repeat(depth)))
+}
+
+/// [`workerd_ratelimits`] over another module (`module`, relative to the config file) whose
+/// default export takes `{namespaceId, limit, period}` and returns the binding.
+pub fn workerd_ratelimits_over(module: &str) -> (String, String) {
+    const MODULE: &str = "harbour-test:ratelimit";
     let bindings = location_limits()
         .iter()
         .map(|l| {
@@ -74,14 +83,8 @@ pub fn workerd_ratelimits(config_dir: &Path) -> (String, String) {
             )
         })
         .collect();
-    let depth = config_dir
-        .strip_prefix(&root)
-        .expect("the config file is inside the workspace")
-        .components()
-        .count();
     let extensions = format!(
-        "  extensions = [(modules = [(name = \"{MODULE}\", esModule = embed \"{}{SOURCE}\", internal = true)])],\n",
-        "../".repeat(depth)
+        "  extensions = [(modules = [(name = \"{MODULE}\", esModule = embed \"{module}\", internal = true)])],\n"
     );
     (bindings, extensions)
 }

@@ -131,7 +131,7 @@ async function attempt(url, timeoutMs, headers, body) {
 async function consult(env, { binding, key, timeout_ms }) {
   let timer;
   const silence = new Promise((resolve) => {
-    timer = setTimeout(resolve, timeout_ms, LOCATION_TIMED_OUT);
+    timer = setTimeout(() => resolve(LOCATION_TIMED_OUT), timeout_ms);
   });
   try {
     const asked = env[binding].limit({ key }).then((outcome) =>
