@@ -71,6 +71,8 @@ pub struct Bench {
     pub dir: PathBuf,
     pub harbour_port: u16,
     pub baseline_port: u16,
+    /// Another build of the worker (`HARBOUR_BENCH_OTHER`), served beside harbour.
+    pub other_port: Option<u16>,
     pub workerd: Process,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, PathBuf)>,
@@ -114,6 +116,27 @@ pub fn start() -> Bench {
         dbs.push((region, db));
     }
     let (harbour_port, baseline_port) = (free_port(), free_port());
+    // HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
+    // build/worker: served as a third worker of the same workerd, so a change is measured against
+    // its predecessor in the same run rather than in two runs on a shared machine.
+    let other = std::env::var_os("HARBOUR_BENCH_OTHER").map(|from| {
+        let from = PathBuf::from(from);
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        for file in ["shim.mjs", "index.wasm"] {
+            std::fs::copy(from.join(file), dir.join("other").join(file)).unwrap_or_else(|e| {
+                panic!("HARBOUR_BENCH_OTHER: {}: {e}", from.join(file).display())
+            });
+        }
+        free_port()
+    });
+    let (other_service, other_socket, other_worker) = match other {
+        Some(port) => (
+            "    (name = \"other\", worker = .other),\n".to_owned(),
+            format!("    (name = \"other\", address = \"127.0.0.1:{port}\", http = (cfBlobHeader = \"x-bench-cf\"), service = \"other\"),\n"),
+            "const other :Workerd.Worker = (\n  modules = [\n    (name = \"shim.mjs\", esModule = embed \"other/shim.mjs\"),\n    (name = \"index.wasm\", wasm = embed \"other/index.wasm\"),\n  ],\n  compatibilityDate = \"2025-09-01\",\n  bindings = [\n{ratelimits}{bindings}  ],\n  globalOutbound = \"loopback\",\n);\n".to_owned(),
+        ),
+        None => Default::default(),
+    };
     // harbour consults the location's rate-limiting binding for every submission its own limits
     // admit: here wrangler dev's simulation of it, so the cost of the step is measured.
     let (ratelimits, extensions) = workerd_ratelimits(&dir);
@@ -123,12 +146,12 @@ const config :Workerd.Config = (
   services = [
     (name = "harbour", worker = .harbour),
     (name = "baseline", worker = .baseline),
-    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
+{other_service}    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
   ],
   sockets = [
     (name = "harbour", address = "127.0.0.1:{harbour_port}", http = (cfBlobHeader = "x-bench-cf"), service = "harbour"),
     (name = "baseline", address = "127.0.0.1:{baseline_port}", http = (cfBlobHeader = "x-bench-cf"), service = "baseline"),
-  ],
+{other_socket}  ],
 {extensions});
 const harbour :Workerd.Worker = (
   modules = [
@@ -147,11 +170,14 @@ const baseline :Workerd.Worker = (
 {bindings}  ],
   globalOutbound = "loopback",
 );
-"#,
+{other_worker}"#,
         // capnp `embed` paths are relative to the config file, which sits in target/bench.
         shim = "../../build/worker/shim.mjs",
         wasm = "../../build/worker/index.wasm",
         baseline = "../../bench/passthrough.js",
+        other_worker = other_worker
+            .replace("{ratelimits}", &ratelimits)
+            .replace("{bindings}", &bindings),
     );
     let config_path = dir.join("workerd.capnp");
     std::fs::write(&config_path, config).unwrap();
@@ -175,6 +201,7 @@ const baseline :Workerd.Worker = (
         dir,
         harbour_port,
         baseline_port,
+        other_port: other,
         workerd,
         origins: Arc::new(Mutex::new(origins)),
         dbs,
