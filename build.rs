@@ -22,13 +22,19 @@ mod field;
 mod limit;
 #[path = "src/policy.rs"]
 mod policy;
+#[path = "src/text.rs"]
+mod text;
+#[path = "src/utc.rs"]
+mod utc;
 
 /// Every source file the check is compiled from.
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 6] = [
     "src/policy.rs",
     "src/country.rs",
     "src/field.rs",
     "src/limit.rs",
+    "src/text.rs",
+    "src/utc.rs",
 ];
 
 fn main() {

@@ -1,6 +1,7 @@
 // The edge decision as the isolate runs it: the built bundle's wasm under Node's V8, without
-// workerd or any I/O. Prints µs per call of `decide` (a valid submission to a signed forward)
-// and of `conclude` (origin receipt to the visitor's 202), boundary crossings included.
+// workerd or any I/O. Prints µs per call of `decide` (a valid submission to "consult the
+// location's binding"), of `consulted` (the binding's yes to a signed forward) and of `conclude`
+// (origin receipt to the visitor's 202), boundary crossings included.
 //   node bench/decide.mjs [build/worker] [--shadow DIR]
 // With --shadow, DIR is the same worker built with a candidate policy (scripts/bench makes one
 // that moves the bench's country to another region, so every decision is a counted difference):
@@ -38,6 +39,14 @@ async function load(dir, tag) {
     env[`HARBOUR_ORIGINS_${suffix}`] = `http://127.0.0.1:${9000 + i} http://127.0.0.1:${9100 + i}`;
     env[`HARBOUR_KEY_${suffix}`] = `${suffix}-0123456789abcdef0123456789abcdef`;
   }
+  // The rate-limiting bindings the policy needs (named as harbour::admission's LocationLimit
+  // names them); `consulted` below answers for them, so only their presence matters here.
+  const policy = JSON.parse(readFileSync("policy/harbour.json", "utf8"));
+  for (const c of policy.campaigns) {
+    for (const { burst, window_ms } of [c.limits.per_client, ...(c.surge_windows ?? []).map((w) => w.per_client)]) {
+      env[`HARBOUR_RL_${burst}_PER_${window_ms / 1000}S`] = { limit: async () => ({ success: true }) };
+    }
+  }
   const configured = JSON.parse(harbour.configure(env, new Uint8Array(16).fill(42)));
   if (!configured.ok) throw new Error(configured.error);
   if (configured.candidate_error) throw new Error(configured.candidate_error);
@@ -55,11 +64,16 @@ const receipt = encoder.encode('{"receipt":{"id":"eu-0000000001","region":"eu","
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
 
-// One round of `perRound` decide + conclude calls; returns µs per call of each.
+const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
+const metaOf = (answer) => JSON.parse(answer.slice(0, answer.indexOf("\n")));
+
+// One round of `perRound` decide + consulted + conclude calls; returns µs per call of each.
 function round(harbour, state) {
   let decideNs = 0n;
+  let consultedNs = 0n;
   let concludeNs = 0n;
   for (let b = 0; b < perRound / batch; b++) {
+    const holds = new Array(batch);
     const tickets = new Array(batch);
     let t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
@@ -68,12 +82,21 @@ function round(harbour, state) {
       const answer = harbour.decide(
         "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, `bench-key-${n.toString().padStart(12, "0")}`, undefined, state.now++,
       );
-      const meta = JSON.parse(answer.slice(0, answer.indexOf("\n")));
-      if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
-      tickets[i] = meta.ticket;
+      const meta = metaOf(answer);
+      if (meta.hold === undefined) throw new Error(`not held for the location: ${answer}`);
+      holds[i] = meta.hold;
     }
     let t1 = process.hrtime.bigint();
     decideNs += t1 - t0;
+    t0 = process.hrtime.bigint();
+    for (let i = 0; i < batch; i++) {
+      const answer = harbour.consulted(holds[i], LOCATION_ADMITTED, state.now);
+      const meta = metaOf(answer);
+      if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
+      tickets[i] = meta.ticket;
+    }
+    t1 = process.hrtime.bigint();
+    consultedNs += t1 - t0;
     t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
       const answer = harbour.conclude(tickets[i], 201, receipt, state.now);
@@ -83,7 +106,8 @@ function round(harbour, state) {
     t1 = process.hrtime.bigint();
     concludeNs += t1 - t0;
   }
-  return [Number(decideNs) / 1000 / perRound, Number(concludeNs) / 1000 / perRound];
+  const us = (ns) => Number(ns) / 1000 / perRound;
+  return [us(decideNs), us(consultedNs), us(concludeNs)];
 }
 
 const rounds = 5;
@@ -92,14 +116,16 @@ if (shadowDir) runs.push({ name: "shadow", harbour: await load(shadowDir, "shado
 for (const run of runs) {
   run.state = { n: 0, now: 1_764_000_000_000, summaries: 0 };
   run.decide = [];
+  run.consulted = [];
   run.conclude = [];
 }
 // Alternating rounds, so both bundles meet the same machine; the first round warms the JIT up.
 for (let r = 0; r < rounds + 1; r++) {
   for (const run of runs) {
-    const [decideUs, concludeUs] = round(run.harbour, run.state);
+    const [decideUs, consultedUs, concludeUs] = round(run.harbour, run.state);
     if (r > 0) {
       run.decide.push(decideUs);
+      run.consulted.push(consultedUs);
       run.conclude.push(concludeUs);
     }
   }
@@ -107,7 +133,7 @@ for (let r = 0; r < rounds + 1; r++) {
 const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
 const [live, shadow] = runs;
 console.log(
-  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(live.decide).toFixed(2)} us, conclude ${median(live.conclude).toFixed(2)} us`,
+  `  wasm under Node, per call (median of ${rounds} x ${perRound}): decide ${median(live.decide).toFixed(2)} us, consulted ${median(live.consulted).toFixed(2)} us, conclude ${median(live.conclude).toFixed(2)} us`,
 );
 if (shadow) {
   if (shadow.state.summaries === 0) throw new Error("the shadow build wrote no shadow counts: is a candidate compiled in?");

@@ -4,8 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use harbour::admission::LocationAnswer;
 use harbour::config::Config;
-use harbour::forward::{after_attempt, AttemptResult, TicketBook};
+use harbour::forward::{AttemptResult, TicketBook};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::request::Encoding;
@@ -66,28 +67,33 @@ fn phases(c: &mut Criterion) {
     });
     let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
     let mut n = 0u32;
-    c.bench_function("request (whole pipeline to a signed plan)", |b| {
-        b.iter(|| {
-            n = n.wrapping_add(1);
-            let ip = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
-            let facts = Facts {
-                method: "POST",
-                url: "https://campaign.example/api/campaigns/spring-launch/submissions",
-                content_type: Some("application/json"),
-                body: Body::Bytes(BODY),
-                country: Some("IT"),
-                client_ip: Some(&ip),
-                idempotency_key: None,
-                origin: None,
-                now_ms: 1_764_000_000_000 + u64::from(n),
-            };
-            match pipeline.request(&facts) {
-                Verdict::Forward { plan } => plan,
-                Verdict::Answer { reply, .. } => panic!("{}", reply.body),
-            }
-        })
-    });
-    let Verdict::Forward { plan } = Pipeline::new(Ok(config.clone()), SEEDS).request(&Facts {
+    c.bench_function(
+        "request (whole pipeline to a signed plan, binding admitting)",
+        |b| {
+            b.iter(|| {
+                n = n.wrapping_add(1);
+                let ip = format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+                let facts = Facts {
+                    method: "POST",
+                    url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+                    content_type: Some("application/json"),
+                    body: Body::Bytes(BODY),
+                    country: Some("IT"),
+                    client_ip: Some(&ip),
+                    idempotency_key: None,
+                    origin: None,
+                    now_ms: 1_764_000_000_000 + u64::from(n),
+                };
+                match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+                    Verdict::Forward { plan } => plan,
+                    Verdict::Answer { reply, .. } => panic!("{}", reply.body),
+                    Verdict::Consult { .. } => panic!("consulted twice"),
+                }
+            })
+        },
+    );
+    let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
+    let facts = Facts {
         method: "POST",
         url: "https://campaign.example/api/campaigns/spring-launch/submissions",
         content_type: Some("application/json"),
@@ -97,7 +103,9 @@ fn phases(c: &mut Criterion) {
         idempotency_key: None,
         origin: None,
         now_ms: 1_764_000_000_000,
-    }) else {
+    };
+    let Verdict::Forward { plan } = pipeline.request_answered(&facts, LocationAnswer::Admitted)
+    else {
         panic!("not forwarded")
     };
     // A candidate that moves IT to the RU region: every evaluation differs from the live one.
@@ -132,8 +140,7 @@ fn phases(c: &mut Criterion) {
         b.iter(|| {
             let id = book.file(plan.ticket.clone(), 1_764_000_000_000);
             let ticket = book.take(black_box(id)).unwrap();
-            after_attempt(
-                &config,
+            pipeline.after_attempt(
                 &ticket,
                 AttemptResult::Answered {
                     status: 201,

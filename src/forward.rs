@@ -13,6 +13,7 @@
 
 use serde_json::{json, Value};
 
+use crate::admission::Charge;
 use crate::config::Config;
 use crate::field::CleanValue;
 use crate::policy::RegionIndex;
@@ -66,8 +67,13 @@ pub struct Ticket {
     pub received_ms: u64,
     /// Index into the region's origins of the attempt under way.
     pub attempt: usize,
+    /// Attempts made, the one under way included (origins whose breaker was open are skipped,
+    /// so this can be less than `attempt + 1`).
+    pub attempts: u32,
     pub rate_headers: Vec<(&'static str, String)>,
     pub cors: Cors,
+    /// What the isolate's limits were charged, given back if every origin turns it away.
+    pub charge: Option<Charge>,
 }
 
 /// How long after its deadline a ticket is kept for an attempt still reporting back.
@@ -76,30 +82,58 @@ const TICKET_GRACE_MS: u64 = 2_000;
 /// oldest; a report for an evicted ticket is answered 503 with retry advice.
 pub const MAX_TICKETS: usize = 100_000;
 
-/// Tickets of forwards under way, held where they were made so the shell passes only a number
-/// between attempts. A ticket whose request never reports back (the visitor went away and the
-/// handler was cancelled) is dropped once its deadline has passed.
-#[derive(Debug, Default)]
-pub struct TicketBook {
+/// Something filed while the shell awaits the platform, dropped after a time of its own.
+pub trait Filed {
+    /// When to drop it if it is never taken back.
+    fn drop_after_ms(&self) -> u64;
+}
+
+impl Filed for Ticket {
+    fn drop_after_ms(&self) -> u64 {
+        self.received_ms
+            .saturating_add(DEADLINE_MS + TICKET_GRACE_MS)
+    }
+}
+
+/// Tickets of forwards under way (or other state the shell awaits the platform for), held where
+/// they were made so the shell passes only a number between calls. One whose request never
+/// reports back (the visitor went away and the handler was cancelled) is dropped once its time
+/// has passed, and the oldest goes first past `max` entries.
+#[derive(Debug)]
+pub struct TicketBook<T = Ticket> {
     /// Id of `entries[0]`; ids grow by one per ticket.
     first_id: u64,
     /// `(dropped after, ticket)`; `None` once taken.
-    entries: std::collections::VecDeque<Option<(u64, Ticket)>>,
+    entries: std::collections::VecDeque<Option<(u64, T)>>,
+    max: usize,
 }
 
-impl TicketBook {
+impl<T: Filed> Default for TicketBook<T> {
+    fn default() -> TicketBook<T> {
+        TicketBook::with_max(MAX_TICKETS)
+    }
+}
+
+impl<T: Filed> TicketBook<T> {
+    /// A book that holds at most `max` entries.
+    pub fn with_max(max: usize) -> TicketBook<T> {
+        TicketBook {
+            first_id: 0,
+            entries: std::collections::VecDeque::new(),
+            max: max.max(1),
+        }
+    }
+
     /// Files a ticket and returns its id. Drops what has expired at `now_ms` first.
-    pub fn file(&mut self, ticket: Ticket, now_ms: u64) -> u64 {
+    pub fn file(&mut self, ticket: T, now_ms: u64) -> u64 {
         self.expire(now_ms);
-        let drop_after = ticket
-            .received_ms
-            .saturating_add(DEADLINE_MS + TICKET_GRACE_MS);
+        let drop_after = ticket.drop_after_ms();
         self.entries.push_back(Some((drop_after, ticket)));
         self.first_id + self.entries.len() as u64 - 1
     }
 
     /// Takes the ticket filed under `id`, once.
-    pub fn take(&mut self, id: u64) -> Option<Ticket> {
+    pub fn take(&mut self, id: u64) -> Option<T> {
         let index = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
         let ticket = self.entries.get_mut(index)?.take().map(|(_, t)| t);
         self.trim();
@@ -117,7 +151,7 @@ impl TicketBook {
     fn expire(&mut self, now_ms: u64) {
         while let Some(front) = self.entries.front() {
             let expired = front.as_ref().is_none_or(|(after, _)| *after <= now_ms);
-            if !expired && self.entries.len() < MAX_TICKETS {
+            if !expired && self.entries.len() < self.max {
                 break;
             }
             self.entries.pop_front();
@@ -238,30 +272,36 @@ impl Entry {
 
 pub struct PlanInput<'a> {
     pub residency: &'a Residency,
+    /// Which of the region's origins to try first (its position in the region's list).
+    pub origin: usize,
     pub campaign: &'a str,
     pub entry: Entry,
     pub request_id: String,
     pub now_ms: u64,
     pub rate_headers: Vec<(&'static str, String)>,
     pub cors: Cors,
+    pub charge: Option<Charge>,
 }
 
-/// The plan phase: the signed request for the region's primary origin. A region without an
-/// origin (configuration forbids that) is answered 503 rather than guessed at.
+/// The plan phase: the signed request for the region's origin at position `origin` (the primary
+/// unless its breaker is open). A region without that origin (configuration forbids a region
+/// without any) is answered 503 rather than guessed at.
 pub fn plan(config: &Config, input: PlanInput) -> Flow<ForwardPlan> {
     let PlanInput {
         residency,
+        origin,
         campaign,
         entry,
         request_id,
         now_ms,
         rate_headers,
         cors,
+        charge,
     } = input;
     let region = residency.region;
     let region_id = config.policy.region(region).id.as_str();
     let (Some(first_origin), Some(setup)) = (
-        config.origins(region).first(),
+        config.origins(region).get(origin),
         config.regions.get(region.get()),
     ) else {
         let reply = problem(
@@ -312,9 +352,11 @@ pub fn plan(config: &Config, input: PlanInput) -> Flow<ForwardPlan> {
             key,
             request_id,
             received_ms: now_ms,
-            attempt: 0,
+            attempt: origin,
+            attempts: 1,
             rate_headers,
             cors,
+            charge,
         },
     })
 }
@@ -336,18 +378,51 @@ pub enum Next {
     Done { reply: Reply, outcome: &'static str },
 }
 
-/// Decides what follows an attempt: the next origin of the same region, or the visitor's answer.
-pub fn after_attempt(config: &Config, ticket: &Ticket, result: AttemptResult, now_ms: u64) -> Next {
-    let region = ticket.region;
-    let retryable = match result {
+/// Where failover may go after an attempt, as the caller's breakers see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Onward {
+    /// The position, in the ticket's region's list, of the next origin that may be called.
+    pub next: Option<usize>,
+    /// Set when the attempt's origin answered that it is full: no origin left means "busy",
+    /// to be retried after this long, rather than "unavailable".
+    pub busy_retry_ms: Option<u64>,
+}
+
+impl Onward {
+    /// Every origin after the ticket's, in order: no breaker in the way.
+    pub fn in_order(ticket: &Ticket) -> Onward {
+        Onward {
+            next: Some(ticket.attempt + 1),
+            busy_retry_ms: None,
+        }
+    }
+}
+
+/// Whether an attempt's end lets the next origin be tried: a connection failure, a timeout, or
+/// 502/503/504. Any other answer is final.
+pub fn is_retryable(result: &AttemptResult) -> bool {
+    match result {
         AttemptResult::Failed => true,
         AttemptResult::Answered { status, .. } => matches!(status, 502..=504),
-    };
-    if retryable {
-        let next_index = ticket.attempt + 1;
-        let next_origin = config.origins(region).get(next_index);
+    }
+}
+
+/// Decides what follows an attempt: the next origin of the same region (`onward.next`, a
+/// position in that region's own list), or the visitor's answer.
+pub fn after_attempt(
+    config: &Config,
+    ticket: &Ticket,
+    result: AttemptResult,
+    now_ms: u64,
+    onward: Onward,
+) -> Next {
+    let region = ticket.region;
+    if is_retryable(&result) {
+        let next_origin = onward
+            .next
+            .and_then(|next| Some((next, config.origins(region).get(next)?)));
         let budget = attempt_budget_ms(ticket.received_ms, now_ms);
-        if let (Some(origin), Some(timeout_ms)) = (next_origin, budget) {
+        if let (Some((next_index, origin)), Some(timeout_ms)) = (next_origin, budget) {
             return Next::Retry {
                 attempt: Attempt {
                     url: origin.url.clone(),
@@ -355,9 +430,14 @@ pub fn after_attempt(config: &Config, ticket: &Ticket, result: AttemptResult, no
                 },
                 ticket: Ticket {
                     attempt: next_index,
+                    attempts: ticket.attempts.saturating_add(1),
                     ..ticket.clone()
                 },
             };
+        }
+        if let Some(wait_ms) = onward.busy_retry_ms {
+            let reply = busy_reply("origins_busy", &ticket.key, wait_ms);
+            return finish(reply, ticket, "origins_busy");
         }
         let reply = problem(
             503,
@@ -410,6 +490,21 @@ pub fn after_attempt(config: &Config, ticket: &Ticket, result: AttemptResult, no
         ),
         _ => finish(bad_gateway(ticket), ticket, "origin_refused"),
     }
+}
+
+/// 503 for a region whose origins are all shedding load, with the visitor's idempotency key so
+/// the retry (after `Retry-After`) is stored at most once.
+pub fn busy_reply(code: &'static str, key: &str, wait_ms: u64) -> Reply {
+    let seconds = retry_after_seconds(wait_ms);
+    problem(
+        503,
+        code,
+        "Lots of entries right now",
+        "Your entry was not stored yet. Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+        Some(json!({ "idempotency_key": key, "retry_after_s": seconds })),
+    )
+    .with_header("retry-after", crate::text::decimal(seconds))
+    .with_header(HEADER_IDEMPOTENCY_KEY, key.to_owned())
 }
 
 fn bad_gateway(ticket: &Ticket) -> Reply {
@@ -501,6 +596,7 @@ mod tests {
             &ticket(1_000),
             AttemptResult::Answered { status: 409, body },
             1_100,
+            Onward::in_order(&ticket(1_000)),
         ) {
             Next::Done { reply, outcome } => {
                 let problem: Value = serde_json::from_str(&reply.body).unwrap();
@@ -533,8 +629,10 @@ mod tests {
             request_id: "r".into(),
             received_ms,
             attempt: 0,
+            attempts: 1,
             rate_headers: Vec::new(),
             cors: Cors::default(),
+            charge: None,
         }
     }
 

@@ -57,6 +57,13 @@ impl LogRecord {
     }
 }
 
+/// 503s that shed load: every origin of a region full (`region_busy` without a call,
+/// `origins_busy` after one) or no answer from the location's binding under `fail_closed`. They
+/// come by the thousand exactly when an isolate is busiest, so they are counted like visitor
+/// outcomes; what caused them is written at once, once (a breaker's transitions; an unavailable
+/// binding at most once a minute).
+pub const SHEDDING: [&str; 3] = ["region_busy", "origins_busy", "location_limit_unavailable"];
+
 /// The longest a summary covers.
 pub const SUMMARY_WINDOW_MS: u64 = 10_000;
 /// Distinct (campaign, region, outcome, status) rows a summary holds before it is written early.
@@ -110,7 +117,9 @@ impl Journal {
 
     /// Whether a decision gets a line of its own.
     pub fn stands_alone(&self, record: &LogRecord) -> bool {
-        self.mode == LogMode::Decisions || record.status >= 500 || record.attempts > 1
+        self.mode == LogMode::Decisions
+            || (record.status >= 500 && !SHEDDING.contains(&record.outcome))
+            || record.attempts > 1
     }
 
     pub fn record(&mut self, record: &LogRecord, now_ms: u64) -> Lines {
@@ -349,6 +358,26 @@ mod tests {
         assert!(unavailable.decision.is_some());
         let config = journal.record(&record("config_invalid", 500, 0, 10), 20);
         assert!(config.decision.is_some());
+    }
+
+    #[test]
+    fn load_shedding_503s_are_counted_not_written_one_by_one() {
+        let mut journal = Journal::new(LogMode::Summary);
+        for outcome in SHEDDING {
+            let lines = journal.record(&record(outcome, 503, 0, 10), 20);
+            assert_eq!(lines, Lines::default(), "{outcome}");
+        }
+        let lines = journal.record(
+            &record("stored", 202, 1, 10 + SUMMARY_WINDOW_MS),
+            20 + SUMMARY_WINDOW_MS,
+        );
+        let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
+        assert_eq!(summary["outcomes"].as_array().unwrap().len(), 4);
+        // Other 5xx still stand alone.
+        assert!(journal
+            .record(&record("origins_unavailable", 503, 1, 10), 20)
+            .decision
+            .is_some());
     }
 
     #[test]

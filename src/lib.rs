@@ -5,6 +5,7 @@
 //! module that knows it runs in a Workers isolate.
 
 pub mod admission;
+pub mod breaker;
 pub mod config;
 pub mod country;
 pub mod field;
@@ -21,6 +22,7 @@ pub mod screen;
 pub mod shadow;
 pub mod signature;
 pub mod text;
+pub mod utc;
 pub mod validate;
 
 #[cfg(target_arch = "wasm32")]

@@ -39,6 +39,41 @@ impl Quota {
     fn tolerance(&self) -> u128 {
         u128::from(self.window_ms.get()) * u128::from(self.burst.get())
     }
+
+    /// This quota as the platform's rate-limiting binding counts it, when the binding can: the
+    /// binding takes a limit per period of 10 s or 60 s and nothing else.
+    pub fn location(&self) -> Option<LocationLimit> {
+        let period_s = self.window_ms.get() / 1000;
+        (self.window_ms.get() % 1000 == 0 && LOCATION_PERIODS_S.contains(&period_s)).then_some(
+            LocationLimit {
+                limit: self.burst.get(),
+                period_s,
+            },
+        )
+    }
+}
+
+/// The periods the rate-limiting binding counts over (`simple.period` in `wrangler.toml`).
+pub const LOCATION_PERIODS_S: [u64; 2] = [10, 60];
+
+/// A limit of the platform's rate-limiting binding: `limit` per `period_s` in one location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LocationLimit {
+    pub limit: u32,
+    pub period_s: u64,
+}
+
+impl LocationLimit {
+    /// The binding's name in the environment (`[[ratelimits]] name`): one binding per distinct
+    /// limit, named by it, so the names follow from the policy alone.
+    pub fn binding_name(&self) -> String {
+        let mut name = String::from("HARBOUR_RL_");
+        crate::text::push_u64(&mut name, u64::from(self.limit));
+        name.push_str("_PER_");
+        crate::text::push_u64(&mut name, self.period_s);
+        name.push('S');
+        name
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +148,16 @@ pub fn gcra(quota: &Quota, tat: Option<Tat>, now_ms: u64) -> Check {
     }
 }
 
+/// Gives back one request admitted earlier: the TAT moves back one emission interval, never
+/// below now (a key cannot bank requests it did not use). Used when a request admitted by this
+/// layer is refused by a later one, so that a refused request costs nothing.
+pub fn refund(quota: &Quota, tat: Tat, now_ms: u64) -> Tat {
+    let Tat(t) = tat;
+    Tat(t
+        .saturating_sub(u128::from(quota.window_ms.get()))
+        .max(quota.units(now_ms)))
+}
+
 /// One key's state held on its own, never evicted: a budget shared by everyone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cell(Option<Tat>);
@@ -126,6 +171,11 @@ impl Cell {
         if let Some(next) = check.next {
             self.0 = Some(next);
         }
+    }
+
+    /// See [`refund`].
+    pub fn refund(&mut self, quota: &Quota, now_ms: u64) {
+        self.0 = self.0.map(|tat| refund(quota, tat, now_ms));
     }
 }
 
@@ -148,6 +198,35 @@ impl ClientKey {
                 None => ClientKey::V6Prefix((u128::from(v6) >> 64) as u64),
             },
             _ => ClientKey::Unknown,
+        }
+    }
+
+    /// Appends the client as text, the same in every isolate and location: a rate-limiting key
+    /// shared beyond one isolate. IPv4 dotted, an IPv6 /64 as its four groups (`2001:db8:1:2::/64`).
+    pub fn push_text(&self, out: &mut String) {
+        match self {
+            ClientKey::V4(address) => {
+                for (i, octet) in address.to_be_bytes().iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    crate::text::push_u64(out, u64::from(*octet));
+                }
+            }
+            ClientKey::V6Prefix(prefix) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for group in 0..4 {
+                    let value = (prefix >> (48 - 16 * group)) & 0xffff;
+                    // Without leading zeros, as addresses are written.
+                    let digits = (1..4).rev().find(|d| value >> (4 * d) != 0).unwrap_or(0) + 1;
+                    for d in (0..digits).rev() {
+                        out.push(char::from(HEX[((value >> (4 * d)) & 0xf) as usize]));
+                    }
+                    out.push(':');
+                }
+                out.push_str(":/64");
+            }
+            ClientKey::Unknown => out.push_str("unknown"),
         }
     }
 }
@@ -223,6 +302,14 @@ impl<K: Hash + Eq + Copy> Limiter<K> {
             let (_, cut, _) = expiries.select_nth_unstable(middle);
             let cut = *cut;
             self.tats.retain(|_, (_, expires_ms)| *expires_ms > cut);
+        }
+    }
+
+    /// See [`refund`]; a key no longer held (dropped to make room) has nothing to give back.
+    pub fn refund(&mut self, key: &K, quota: &Quota, now_ms: u64) {
+        if let Some((tat, expires_ms)) = self.tats.get_mut(key) {
+            *tat = refund(quota, *tat, now_ms);
+            *expires_ms = ceil_div(tat.0, u128::from(quota.burst.get()));
         }
     }
 
@@ -339,6 +426,86 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_gives_back_one_request_and_never_banks_unused_ones() {
+        let q = quota(3, 60_000);
+        let mut limiter = Limiter::new(10);
+        for _ in 0..3 {
+            assert!(limiter.check(1, &q, 0).admitted());
+        }
+        assert!(!limiter.check(1, &q, 0).admitted());
+        limiter.refund(&1, &q, 0);
+        assert!(limiter.check(1, &q, 0).admitted(), "the refunded slot");
+        assert!(!limiter.check(1, &q, 0).admitted());
+        // Refunds beyond what was charged bring the key back to a full burst, never past it.
+        for _ in 0..10 {
+            limiter.refund(&1, &q, 0);
+        }
+        let admitted = (0..10)
+            .filter(|_| limiter.check(1, &q, 0).admitted())
+            .count();
+        assert_eq!(admitted, 3);
+        // Nothing to give back for a key not held.
+        limiter.refund(&2, &q, 0);
+        assert!(limiter.peek(&2, &q, 0).admitted());
+        // A cell refunds the same way.
+        let mut cell = Cell::default();
+        for _ in 0..3 {
+            cell.commit(&cell.peek(&q, 0));
+        }
+        assert!(!cell.peek(&q, 0).admitted());
+        cell.refund(&q, 0);
+        assert!(cell.peek(&q, 0).admitted());
+    }
+
+    #[test]
+    fn a_refund_at_a_later_time_keeps_the_expiry_for_eviction() {
+        let q = quota(1, 1_000);
+        let mut limiter = Limiter::new(2);
+        assert!(limiter.check(1, &q, 0).admitted());
+        limiter.refund(&1, &q, 500);
+        // Refunded down to now (500): recovered at once, so the first to go when room is needed.
+        limiter.check(2, &q, 500);
+        limiter.check(3, &q, 600);
+        assert!(limiter.len() <= 2);
+        assert!(limiter.peek(&1, &q, 600).admitted());
+    }
+
+    #[test]
+    fn the_binding_counts_10_or_60_second_windows_only() {
+        assert_eq!(
+            quota(5, 60_000).location(),
+            Some(LocationLimit {
+                limit: 5,
+                period_s: 60
+            })
+        );
+        assert_eq!(quota(20, 10_000).location().map(|l| l.period_s), Some(10));
+        for window_ms in [1_000, 30_000, 60_001, 10_500, 600_000] {
+            assert_eq!(quota(5, window_ms).location(), None, "{window_ms}");
+        }
+        assert_eq!(
+            quota(5, 60_000).location().unwrap().binding_name(),
+            "HARBOUR_RL_5_PER_60S"
+        );
+    }
+
+    #[test]
+    fn clients_as_text_are_the_same_in_every_isolate() {
+        let text = |ip: &str| {
+            let mut out = String::new();
+            ClientKey::from_ip(Some(ip)).push_text(&mut out);
+            out
+        };
+        assert_eq!(text("192.0.2.1"), "192.0.2.1");
+        assert_eq!(text("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(text("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(text("2001:0DB8:0001:0002:ffff::9"), "2001:db8:1:2::/64");
+        assert_eq!(text("::1"), "0:0:0:0::/64");
+        assert_eq!(text("ffff:ffff:ffff:ffff::"), "ffff:ffff:ffff:ffff::/64");
+        assert_eq!(text("not an address"), "unknown");
+    }
+
+    #[test]
     fn expired_keys_are_swept_first() {
         let q = quota(1, 1_000);
         let mut limiter = Limiter::new(4);
@@ -382,6 +549,32 @@ mod properties {
                     let allowed = u128::from(burst) + span * u128::from(burst) / u128::from(window_ms);
                     prop_assert!(count <= allowed, "{count} admitted within {span} ms");
                 }
+            }
+        }
+
+        /// A request admitted and refunded at once leaves no trace: every later decision is the
+        /// one it would have been without it.
+        #[test]
+        fn admit_then_refund_is_no_charge(
+            burst in 1u32..20,
+            window_ms in 20u64..100_000,
+            before in proptest::collection::vec(0u64..2_000, 0..30),
+            later in proptest::collection::vec(0u64..5_000, 1..30),
+        ) {
+            let q = Quota::new(NonZeroU32::new(burst).unwrap(), NonZeroU64::new(window_ms).unwrap());
+            let (mut charged, mut untouched) = (Limiter::new(10), Limiter::new(10));
+            let mut now = 0u64;
+            for gap in before {
+                now += gap;
+                charged.check(0u8, &q, now);
+                untouched.check(0u8, &q, now);
+            }
+            if charged.check(0u8, &q, now).admitted() {
+                charged.refund(&0u8, &q, now);
+            }
+            for gap in later {
+                now += gap;
+                prop_assert_eq!(charged.check(0u8, &q, now), untouched.check(0u8, &q, now));
             }
         }
 

@@ -1,40 +1,88 @@
 //! The request pipeline: named phases over plain data, composed into one verdict.
 //!
 //! ```text
-//! route → request_check → validate → classify → admit → screen → plan      (Pipeline::request)
-//!                                                       then, per origin attempt, after_attempt
+//! route → request_check → validate → classify → shed → admit                (Pipeline::request)
+//!   … the shell consults the location's rate-limiting binding …
+//! settle → screen → plan                                                      (Pipeline::after_consult)
+//!   then, per origin attempt, after_attempt                                   (Pipeline::after_attempt)
 //! ```
 //!
 //! Each phase is a function of its own module that either goes on with a value or answers now
-//! ([`Flow`]); `Pipeline::flow` reads top to bottom. Residency is classified before limits are
-//! charged because the per-region budget needs the region; nothing is charged for a request that
-//! is refused for any other reason, so a visitor correcting a form is not penalised.
+//! ([`Flow`]); `Pipeline::flow` and `Pipeline::finish` read top to bottom. Residency is
+//! classified before limits are charged because the per-region budget needs the region; nothing
+//! is charged for a request that is refused for any other reason, so a visitor correcting a form
+//! is not penalised. The one platform call a decision needs (the binding) is a value too:
+//! `request` ends with [`Verdict::Consult`], everything the later phases need held in [`Held`],
+//! and the shell hands the binding's answer back with it.
 //!
 //! `Pipeline` holds what lives as long as an isolate: the configuration (or why it is invalid),
-//! the candidate policy evaluated in shadow (see `shadow`), the admission state and the
-//! request-id generator. It never reads a clock or the environment.
+//! the candidate policy evaluated in shadow (see `shadow`), the admission state, the origins'
+//! breakers, the request-id generator and the log lines its state changes produce. It never
+//! reads a clock or the environment.
 
 use std::ops::ControlFlow;
 
-use crate::admission::{admit, Admission, Applicant};
+use crate::admission::{
+    admit, settle, Admission, Applicant, Consult, LocationAnswer, Provisional, CONSULT_TIMEOUT_MS,
+};
+use crate::breaker::{shed, transition_line, Breakers, Report, OPEN_MS};
 use crate::config::Config;
-use crate::forward::{self, AttemptResult, Entry, ForwardPlan, Next, PlanInput, Ticket};
+use crate::forward::{
+    self, AttemptResult, Entry, Filed, ForwardPlan, Next, Onward, PlanInput, Ticket,
+};
 use crate::journal::LogRecord;
 use crate::limit::ClientKey;
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{CampaignIndex, Policy, PolicyError};
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 use crate::request::{request_check, route, Facts};
-use crate::residency::classify;
+use crate::residency::{classify, Residency};
 use crate::screen::{screen, Decoy};
 use crate::shadow::{self, Comparison, View};
 use crate::text::push_hex_u64;
-use crate::validate::validate;
+use crate::validate::{validate, Submission};
 
-/// What the pipeline concluded for a request: answer it, or forward it.
+/// What the pipeline concluded for a request: answer it, forward it, or first ask the location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Answer { reply: Reply, log: LogRecord },
-    Forward { plan: Box<ForwardPlan> },
+    Answer {
+        reply: Reply,
+        log: LogRecord,
+    },
+    Forward {
+        plan: Box<ForwardPlan>,
+    },
+    /// Ask the location's rate-limiting binding, then give its answer and `held` back to
+    /// [`Pipeline::after_consult`].
+    Consult {
+        consult: Consult,
+        held: Box<Held>,
+    },
+}
+
+/// A request the isolate admitted while the location's answer is awaited: what the later phases
+/// need, and what admission charged (given back if the location refuses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    request_id: String,
+    received_ms: u64,
+    campaign: CampaignIndex,
+    submission: Submission,
+    residency: Residency,
+    idempotency_key: Option<String>,
+    cors: Cors,
+    provisional: Provisional,
+}
+
+/// How long after its consult's timeout a held request is kept for an answer still coming.
+const HELD_GRACE_MS: u64 = 2_000;
+/// Held requests an isolate keeps at most (their handlers never came back): about 1 KB each.
+pub const MAX_HELD: usize = 10_000;
+
+impl Filed for Held {
+    fn drop_after_ms(&self) -> u64 {
+        self.received_ms
+            .saturating_add(CONSULT_TIMEOUT_MS + HELD_GRACE_MS)
+    }
 }
 
 /// Independent secrets of an isolate: one keys the limiter's hash table, the other makes
@@ -58,24 +106,40 @@ pub struct Pipeline {
     /// Evaluated beside the live policy, never in its place.
     candidate: Option<Policy>,
     admission: Admission,
+    breakers: Breakers,
     request_ids: RequestIds,
     /// The latest time seen: limits never see the clock go backwards (a wall clock can step back,
     /// and GCRA would then refuse until it caught up).
     latest_ms: u64,
+    /// Log lines of state changes (breakers, an unavailable binding), for the shell to write.
+    notes: Vec<String>,
 }
 
 impl Pipeline {
     pub fn new(config: Result<Config, PolicyError>, seeds: Seeds) -> Pipeline {
         let admission = Admission::new(config.as_ref().ok().map(|c| &c.policy), seeds.limiter);
+        let breakers = Breakers::new(
+            config
+                .as_ref()
+                .map(|c| {
+                    c.regions
+                        .iter()
+                        .map(|r| r.origins.len())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
         Pipeline {
             config,
             candidate: None,
             admission,
+            breakers,
             request_ids: RequestIds {
                 seed: seeds.request_ids,
                 counter: 0,
             },
             latest_ms: 0,
+            notes: Vec::new(),
         }
     }
 
@@ -108,6 +172,13 @@ impl Pipeline {
                     View::live(None, Some(region))?,
                 )
             }
+            // Placed and admitted by the isolate; the location's answer is outside the comparison.
+            Verdict::Consult { held, .. } => {
+                let policy = &self.config.as_ref().ok()?.policy;
+                let campaign = policy.campaigns.get(held.campaign.get())?.id.as_str();
+                let region = policy.regions.get(held.residency.region.get())?.id.as_str();
+                (campaign, View::live(None, Some(region))?)
+            }
         };
         Some(Comparison {
             campaign,
@@ -116,37 +187,36 @@ impl Pipeline {
         })
     }
 
-    /// Runs a request through every phase.
+    /// The log lines state changes produced since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Never behind the latest time seen.
+    fn clock(&mut self, now_ms: u64) -> u64 {
+        self.latest_ms = self.latest_ms.max(now_ms);
+        self.latest_ms
+    }
+
+    /// Runs a request through every phase up to the location's binding.
     pub fn request(&mut self, facts: &Facts) -> Verdict {
-        self.latest_ms = self.latest_ms.max(facts.now_ms);
         let facts = &Facts {
-            now_ms: self.latest_ms,
+            now_ms: self.clock(facts.now_ms),
             ..*facts
         };
         let request_id = self.request_ids.next(facts.now_ms);
         let mut trace = Trace::default();
         match self.flow(facts, &request_id, &mut trace) {
-            ControlFlow::Continue(plan) => Verdict::Forward {
-                plan: Box::new(plan),
+            ControlFlow::Continue(held) => Verdict::Consult {
+                consult: held.provisional.consult.clone(),
+                held: Box::new(held),
             },
-            ControlFlow::Break(answer) => Verdict::Answer {
-                log: LogRecord {
-                    request_id,
-                    campaign: trace.campaign,
-                    region: trace.region,
-                    phase: answer.phase,
-                    outcome: answer.outcome,
-                    status: answer.reply.status,
-                    attempts: 0,
-                    received_ms: facts.now_ms,
-                },
-                reply: trace.cors.apply(answer.reply),
-            },
+            ControlFlow::Break(answer) => answered(answer, request_id, trace, facts.now_ms),
         }
     }
 
-    /// The phases in the order a request meets them.
-    fn flow(&mut self, facts: &Facts, request_id: &str, trace: &mut Trace) -> Flow<ForwardPlan> {
+    /// The phases in the order a request meets them, up to the location's binding.
+    fn flow(&mut self, facts: &Facts, request_id: &str, trace: &mut Trace) -> Flow<Held> {
         let config = configured(&self.config)?;
         let routed = route(config, facts)?;
         let campaign = routed.campaign;
@@ -156,48 +226,156 @@ impl Pipeline {
         let submission = validate(campaign, payload)?;
         let declared = submission.declared_country();
         let residency = classify(&config.policy, campaign, facts.country, declared)?;
-        let region_id = &config.policy.region(residency.region).id;
-        trace.region = Some(region_id.clone());
+        trace.region = Some(config.policy.region(residency.region).id.clone());
+        shed(&self.breakers, residency.region, facts.now_ms, || {
+            Entry::new(&campaign.id, &submission, facts.idempotency_key).key
+        })?;
         let applicant = Applicant {
             campaign: routed.index,
             region: residency.region,
             client: ClientKey::from_ip(facts.client_ip),
         };
-        let grant = admit(
+        let provisional = admit(
             &mut self.admission,
             &config.policy,
             &applicant,
             facts.now_ms,
         )?;
-        let entry = Entry::new(&campaign.id, &submission, facts.idempotency_key);
+        Flow::Continue(Held {
+            request_id: request_id.to_owned(),
+            received_ms: facts.now_ms,
+            campaign: routed.index,
+            submission,
+            residency,
+            idempotency_key: facts.idempotency_key.map(str::to_owned),
+            cors: routed.cors,
+            provisional,
+        })
+    }
+
+    /// The rest of a held request once the location answered: forward it, or answer it.
+    pub fn after_consult(&mut self, held: Held, answer: LocationAnswer, now_ms: u64) -> Verdict {
+        let now_ms = self.clock(now_ms);
+        let policy = self.config.as_ref().ok().map(|c| &c.policy);
+        let trace = Trace {
+            campaign: policy
+                .and_then(|p| p.campaigns.get(held.campaign.get()))
+                .map(|c| c.id.clone()),
+            region: policy
+                .and_then(|p| p.regions.get(held.residency.region.get()))
+                .map(|r| r.id.clone()),
+            cors: held.cors.clone(),
+        };
+        let (request_id, received_ms) = (held.request_id.clone(), held.received_ms);
+        match self.finish(held, answer, now_ms) {
+            ControlFlow::Continue(plan) => Verdict::Forward {
+                plan: Box::new(plan),
+            },
+            ControlFlow::Break(answer) => answered(answer, request_id, trace, received_ms),
+        }
+    }
+
+    /// The phases after the location's answer. The breakers are asked again first: the region's
+    /// origins may have started shedding while the answer was awaited.
+    fn finish(&mut self, held: Held, answer: LocationAnswer, now_ms: u64) -> Flow<ForwardPlan> {
+        let config = configured(&self.config)?;
+        let Some(campaign) = config.policy.campaigns.get(held.campaign.get()) else {
+            return Flow::Break(Answer::new(Phase::Configure, config_invalid()));
+        };
+        let region = held.residency.region;
+        let entry = Entry::new(
+            &campaign.id,
+            &held.submission,
+            held.idempotency_key.as_deref(),
+        );
+        if let ControlFlow::Break(busy) = shed(&self.breakers, region, now_ms, || entry.key.clone())
+        {
+            self.admission.withdraw(&held.provisional, now_ms);
+            return Flow::Break(busy);
+        }
+        let charge = held.provisional.charge();
+        let grant = settle(
+            &mut self.admission,
+            held.provisional,
+            answer,
+            &entry.key,
+            now_ms,
+            &mut self.notes,
+        )?;
+        let region_id = &config.policy.region(region).id;
         let decoy = Decoy {
             region_id,
             key: &entry.key,
             entropy: self.request_ids.entropy(),
             grant: &grant,
         };
-        screen(config, campaign, &submission, facts.now_ms, decoy)?;
+        screen(config, campaign, &held.submission, held.received_ms, decoy)?;
+        // Some origin is available (asked just above, in this same call): the first of them.
+        let origin = self.breakers.pick(region, 0, now_ms).unwrap_or(0);
         let input = PlanInput {
-            residency: &residency,
+            residency: &held.residency,
+            origin,
             campaign: &campaign.id,
             entry,
-            request_id: request_id.to_owned(),
-            now_ms: facts.now_ms,
+            request_id: held.request_id,
+            now_ms: held.received_ms,
             rate_headers: grant.headers(),
-            cors: routed.cors,
+            cors: held.cors,
+            charge: Some(charge),
         };
         forward::plan(config, input)
     }
 
-    /// After an attempt: the next origin of the same region, or the final reply and its log.
-    pub fn after_attempt(&self, ticket: &Ticket, result: AttemptResult, now_ms: u64) -> Next {
-        match &self.config {
-            Ok(config) => forward::after_attempt(config, ticket, result, now_ms),
-            Err(_) => Next::Done {
+    /// `request`, with the binding answering `answer` at once: for tests and tools without one.
+    pub fn request_answered(&mut self, facts: &Facts, answer: LocationAnswer) -> Verdict {
+        match self.request(facts) {
+            Verdict::Consult { held, .. } => self.after_consult(*held, answer, facts.now_ms),
+            other => other,
+        }
+    }
+
+    /// After an attempt: the breaker of the origin learns what it answered, then the next
+    /// origin of the same region whose breaker lets it be called, or the final reply and its log.
+    pub fn after_attempt(&mut self, ticket: &Ticket, result: AttemptResult, now_ms: u64) -> Next {
+        let Ok(config) = &self.config else {
+            return Next::Done {
                 reply: config_invalid(),
                 outcome: "config_invalid",
-            },
+            };
+        };
+        let (region, origin) = (ticket.region, ticket.attempt);
+        let report = Report::of(&result);
+        if let Some(transition) = self.breakers.record(region, origin, report, now_ms) {
+            let region_id = &config.policy.region(region).id;
+            self.notes
+                .push(transition_line(region_id, origin, transition));
         }
+        let next = forward::is_retryable(&result)
+            .then(|| self.breakers.pick(region, origin + 1, now_ms))
+            .flatten();
+        let busy_retry_ms = matches!(report, Report::Busy { .. }).then(|| {
+            self.breakers
+                .available(region, now_ms)
+                .err()
+                .unwrap_or(OPEN_MS)
+        });
+        let onward = Onward {
+            next,
+            busy_retry_ms,
+        };
+        let next = forward::after_attempt(config, ticket, result, now_ms, onward);
+        // Turned away by every origin it could try, nothing stored: the limits give it back.
+        if let (
+            Next::Done {
+                outcome: "origins_busy",
+                ..
+            },
+            Some(charge),
+        ) = (&next, &ticket.charge)
+        {
+            self.admission.refund(charge, now_ms);
+        }
+        next
     }
 
     /// The log record that ends a forwarded request.
@@ -215,9 +393,26 @@ impl Pipeline {
             phase: Phase::Forward,
             outcome,
             status,
-            attempts: u32::try_from(ticket.attempt + 1).unwrap_or(u32::MAX),
+            attempts: ticket.attempts,
             received_ms: ticket.received_ms,
         }
+    }
+}
+
+/// An early answer with its log record.
+fn answered(answer: Answer, request_id: String, trace: Trace, received_ms: u64) -> Verdict {
+    Verdict::Answer {
+        log: LogRecord {
+            request_id,
+            campaign: trace.campaign,
+            region: trace.region,
+            phase: answer.phase,
+            outcome: answer.outcome,
+            status: answer.reply.status,
+            attempts: 0,
+            received_ms,
+        },
+        reply: trace.cors.apply(answer.reply),
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::country::Country;
 use crate::field::{Field, FieldKind, Options};
-use crate::limit::Quota;
+use crate::limit::{Quota, LOCATION_PERIODS_S};
 
 /// The policy that ships with harbour.
 pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
@@ -129,14 +129,88 @@ pub struct Campaign {
     /// Fields that together identify a person: the region's store keeps one entry per person
     /// (a keyed digest of their normalised values is unique per campaign). Empty: no such rule.
     pub one_entry_per: Vec<String>,
+    /// What admission does when the location's rate-limiting binding cannot answer.
+    pub on_location_unavailable: FailMode,
+    /// Scheduled windows with limits of their own, by start; they never overlap.
+    pub surge_windows: Vec<SurgeWindow>,
+}
+
+/// What admission does when the location's rate-limiting binding throws or does not answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// Admit on the isolate's own layers alone.
+    #[default]
+    Open,
+    /// Answer 503 with `Retry-After`.
+    Closed,
+}
+
+impl FailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Open => "fail_open",
+            FailMode::Closed => "fail_closed",
+        }
+    }
+}
+
+/// A scheduled window ("know what to expect": the minutes after a TV spot) with limits of its
+/// own. From `start_ms` (inclusive) to `end_ms` (exclusive), UTC milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurgeWindow {
+    pub id: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub per_client: Quota,
+    pub on_location_unavailable: FailMode,
+}
+
+impl SurgeWindow {
+    pub fn holds(&self, now_ms: u64) -> bool {
+        self.start_ms <= now_ms && now_ms < self.end_ms
+    }
+}
+
+/// The limits a campaign applies at one instant: its own, or those of the surge window that
+/// holds the instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InForce<'a> {
+    /// The window, by position in `surge_windows`; `None` outside every window.
+    pub window: Option<(usize, &'a SurgeWindow)>,
+    pub per_client: Quota,
+    pub on_location_unavailable: FailMode,
 }
 
 /// The body key under which the campaign page sends its form token; no field may use it.
 pub const FORM_TOKEN_KEY: &str = "_form";
 
+/// The most surge windows a campaign may list.
+pub const MAX_SURGE_WINDOWS: usize = 100;
+
 impl Campaign {
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The limits in force at `now_ms`.
+    pub fn in_force(&self, now_ms: u64) -> InForce<'_> {
+        match self
+            .surge_windows
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.holds(now_ms))
+        {
+            Some((index, window)) => InForce {
+                window: Some((index, window)),
+                per_client: window.per_client,
+                on_location_unavailable: window.on_location_unavailable,
+            },
+            None => InForce {
+                window: None,
+                per_client: self.per_client,
+                on_location_unavailable: self.on_location_unavailable,
+            },
+        }
     }
 }
 
@@ -313,6 +387,8 @@ struct RawCampaign {
     #[serde(default)]
     one_entry_per: Vec<String>,
     limits: RawCampaignLimits,
+    #[serde(default)]
+    surge_windows: Vec<RawSurgeWindow>,
     fields: Vec<RawField>,
 }
 
@@ -321,6 +397,17 @@ struct RawCampaign {
 struct RawCampaignLimits {
     per_client: RawQuota,
     campaign: RawQuota,
+    on_location_unavailable: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSurgeWindow {
+    id: String,
+    start: String,
+    end: String,
+    per_client: RawQuota,
+    on_location_unavailable: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +466,128 @@ impl Checker {
             self.fail(format!("{path}.window_ms"), "window must be at least 1 ms");
         }
         Some(Quota::new(burst?, window?))
+    }
+
+    /// A per-client quota, which the location's rate-limiting binding must be able to count.
+    fn per_client_quota(&mut self, path: &str, raw: RawQuota) -> Option<Quota> {
+        let quota = self.quota(path, raw)?;
+        if quota.location().is_none() {
+            self.fail(
+                format!("{path}.window_ms"),
+                format!(
+                    "{} ms cannot be counted per location: the rate-limiting binding counts over {} s or {} s (window_ms {} or {})",
+                    raw.window_ms,
+                    LOCATION_PERIODS_S[0],
+                    LOCATION_PERIODS_S[1],
+                    LOCATION_PERIODS_S[0] * 1000,
+                    LOCATION_PERIODS_S[1] * 1000
+                ),
+            );
+            return None;
+        }
+        Some(quota)
+    }
+
+    fn fail_mode(&mut self, path: &str, raw: Option<&str>, default: FailMode) -> FailMode {
+        match raw {
+            None => default,
+            Some("fail_open") => FailMode::Open,
+            Some("fail_closed") => FailMode::Closed,
+            Some(other) => {
+                self.fail(
+                    path,
+                    format!("{other:?} must be \"fail_open\" or \"fail_closed\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn instant(&mut self, path: String, text: &str) -> Option<u64> {
+        match crate::utc::parse_ms(text) {
+            Ok(ms) => Some(ms),
+            Err(why) => {
+                self.fail(path, format!("{text:?} is not a UTC time: {why}"));
+                None
+            }
+        }
+    }
+
+    /// A campaign's surge windows, each checked, then all of them against each other.
+    fn surge_windows(
+        &mut self,
+        path: &str,
+        raw: Vec<RawSurgeWindow>,
+        campaign_mode: FailMode,
+    ) -> Vec<SurgeWindow> {
+        if raw.len() > MAX_SURGE_WINDOWS {
+            self.fail(
+                format!("{path}.surge_windows"),
+                format!("{} windows; at most {MAX_SURGE_WINDOWS}", raw.len()),
+            );
+        }
+        // (path, window) of each window that passed its own checks.
+        let mut windows: Vec<(String, SurgeWindow)> = Vec::new();
+        for (j, w) in raw.into_iter().enumerate() {
+            let wpath = format!("{path}.surge_windows[{j}]");
+            if !is_plain_id(&w.id) {
+                self.fail(
+                    format!("{wpath}.id"),
+                    format!("window id {:?} must be 1-64 of a-z 0-9 - _", w.id),
+                );
+            } else if windows.iter().any(|(_, other)| other.id == w.id) {
+                self.fail(
+                    format!("{wpath}.id"),
+                    format!("duplicate window {:?}", w.id),
+                );
+            }
+            let start = self.instant(format!("{wpath}.start"), &w.start);
+            let end = self.instant(format!("{wpath}.end"), &w.end);
+            let per_client = self.per_client_quota(&format!("{wpath}.per_client"), w.per_client);
+            let mode = self.fail_mode(
+                &format!("{wpath}.on_location_unavailable"),
+                w.on_location_unavailable.as_deref(),
+                campaign_mode,
+            );
+            let (Some(start_ms), Some(end_ms), Some(per_client)) = (start, end, per_client) else {
+                continue;
+            };
+            if end_ms <= start_ms {
+                self.fail(
+                    format!("{wpath}.end"),
+                    format!("{:?} is not after start {:?}", w.end, w.start),
+                );
+                continue;
+            }
+            // By start, inserted in place: a general sort would cost more wasm than it saves.
+            let at = windows.partition_point(|(_, other)| other.start_ms <= start_ms);
+            windows.insert(
+                at,
+                (
+                    wpath,
+                    SurgeWindow {
+                        id: w.id,
+                        start_ms,
+                        end_ms,
+                        per_client,
+                        on_location_unavailable: mode,
+                    },
+                ),
+            );
+        }
+        for pair in windows.windows(2) {
+            let ((earlier_path, earlier), (later_path, later)) = (&pair[0], &pair[1]);
+            if later.start_ms < earlier.end_ms {
+                self.fail(
+                    later_path.clone(),
+                    format!(
+                        "window {:?} overlaps window {:?} ({earlier_path}); windows may touch but not overlap",
+                        later.id, earlier.id
+                    ),
+                );
+            }
+        }
+        windows.into_iter().map(|(_, w)| w).collect()
     }
 
     /// Regions, and the region of every country one of them lists.
@@ -563,8 +772,15 @@ impl Checker {
                 );
             }
         }
-        let per_client = self.quota(&format!("{path}.limits.per_client"), c.limits.per_client);
+        let per_client =
+            self.per_client_quota(&format!("{path}.limits.per_client"), c.limits.per_client);
         let campaign = self.quota(&format!("{path}.limits.campaign"), c.limits.campaign);
+        let on_location_unavailable = self.fail_mode(
+            &format!("{path}.limits.on_location_unavailable"),
+            c.limits.on_location_unavailable.as_deref(),
+            FailMode::default(),
+        );
+        let surge_windows = self.surge_windows(path, c.surge_windows, on_location_unavailable);
         let mut fields: Vec<Field> = Vec::new();
         if c.fields.is_empty() {
             self.fail(
@@ -625,6 +841,8 @@ impl Checker {
             allowed_origins: c.allowed_origins,
             per_client: per_client?,
             campaign: campaign?,
+            on_location_unavailable,
+            surge_windows,
         })
     }
 
@@ -841,6 +1059,165 @@ mod tests {
             let found = problems(edit);
             assert_eq!(found, vec![expected.to_owned()], "{what}");
         }
+    }
+
+    fn with_windows(windows: serde_json::Value) -> Result<Policy, PolicyError> {
+        let mut policy = shipped_json();
+        policy["campaigns"][0]["surge_windows"] = windows;
+        Policy::parse(&policy.to_string())
+    }
+
+    #[test]
+    fn surge_windows_hold_from_their_start_to_just_before_their_end() {
+        let policy = with_windows(serde_json::json!([
+            // Listed out of order, and touching: one ends where the next starts.
+            {"id": "late-news", "start": "2026-03-14T21:00:00Z", "end": "2026-03-14T21:05:00.5Z",
+             "per_client": {"burst": 8, "window_ms": 10000}},
+            {"id": "tv-spot", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T21:00:00Z",
+             "per_client": {"burst": 20, "window_ms": 60000}, "on_location_unavailable": "fail_closed"}
+        ]))
+        .unwrap();
+        let campaign = &policy.campaigns[0];
+        let start = crate::utc::parse_ms("2026-03-14T20:15:00Z").unwrap();
+        let touch = crate::utc::parse_ms("2026-03-14T21:00:00Z").unwrap();
+        let end = crate::utc::parse_ms("2026-03-14T21:05:00.5Z").unwrap();
+        let window = |ms| campaign.in_force(ms).window.map(|(_, w)| w.id.as_str());
+        let burst = |ms| campaign.in_force(ms).per_client.burst();
+        assert_eq!((window(start - 1), burst(start - 1)), (None, 5));
+        assert_eq!((window(start), burst(start)), (Some("tv-spot"), 20));
+        assert_eq!(window(start + 1), Some("tv-spot"));
+        assert_eq!(window(touch - 1), Some("tv-spot"));
+        assert_eq!((window(touch), burst(touch)), (Some("late-news"), 8));
+        assert_eq!(window(end - 1), Some("late-news"));
+        assert_eq!((window(end), burst(end)), (None, 5));
+        assert_eq!(window(end + 1), None);
+        // Each window's own admission mode; outside, the campaign's (default fail_open).
+        assert_eq!(
+            campaign.in_force(start).on_location_unavailable,
+            FailMode::Closed
+        );
+        assert_eq!(
+            campaign.in_force(touch).on_location_unavailable,
+            FailMode::Open
+        );
+        assert_eq!(
+            campaign.in_force(end).on_location_unavailable,
+            FailMode::Open
+        );
+        // Sorted by start: the position is stable for keying state.
+        assert_eq!(campaign.in_force(start).window.map(|(i, _)| i), Some(0));
+    }
+
+    #[test]
+    fn a_window_without_a_mode_takes_the_campaigns() {
+        let mut policy = shipped_json();
+        policy["campaigns"][0]["limits"]["on_location_unavailable"] = "fail_closed".into();
+        policy["campaigns"][0]["surge_windows"] = serde_json::json!([
+            {"id": "w", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:05:00Z",
+             "per_client": {"burst": 9, "window_ms": 60000}}
+        ]);
+        let policy = Policy::parse(&policy.to_string()).unwrap();
+        let campaign = &policy.campaigns[0];
+        assert_eq!(campaign.on_location_unavailable, FailMode::Closed);
+        assert_eq!(
+            campaign.surge_windows[0].on_location_unavailable,
+            FailMode::Closed
+        );
+    }
+
+    #[test]
+    fn bad_surge_windows_and_inexpressible_limits_name_the_entry() {
+        let window = |id: &str, start: &str, end: &str, window_ms: u64| {
+            serde_json::json!({"id": id, "start": start, "end": end,
+                               "per_client": {"burst": 10, "window_ms": window_ms}})
+        };
+        let table: Vec<(&str, serde_json::Value, &str)> = vec![
+            (
+                "overlap",
+                serde_json::json!([
+                    window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000),
+                    window("b", "2026-03-14T20:09:59.999Z", "2026-03-14T20:20:00Z", 60000),
+                ]),
+                "campaigns[0].surge_windows[1]: window \"b\" overlaps window \"a\" (campaigns[0].surge_windows[0]); windows may touch but not overlap",
+            ),
+            (
+                "end before start",
+                serde_json::json!([window("a", "2026-03-14T20:10:00Z", "2026-03-14T20:00:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].end: \"2026-03-14T20:00:00Z\" is not after start \"2026-03-14T20:10:00Z\"",
+            ),
+            (
+                "empty window",
+                serde_json::json!([window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:00:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].end: \"2026-03-14T20:00:00Z\" is not after start \"2026-03-14T20:00:00Z\"",
+            ),
+            (
+                "local time",
+                serde_json::json!([window("a", "2026-03-14T21:00:00+01:00", "2026-03-14T21:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].start: \"2026-03-14T21:00:00+01:00\" is not a UTC time: must end in Z (UTC); offsets are not taken",
+            ),
+            (
+                "no such day",
+                serde_json::json!([window("a", "2026-02-30T20:00:00Z", "2026-03-14T21:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].start: \"2026-02-30T20:00:00Z\" is not a UTC time: no such day in that month",
+            ),
+            (
+                "window limit the binding cannot count",
+                serde_json::json!([window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 30000)]),
+                "campaigns[0].surge_windows[0].per_client.window_ms: 30000 ms cannot be counted per location: the rate-limiting binding counts over 10 s or 60 s (window_ms 10000 or 60000)",
+            ),
+            (
+                "duplicate id",
+                serde_json::json!([
+                    window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000),
+                    window("a", "2026-03-15T20:00:00Z", "2026-03-15T20:10:00Z", 60000),
+                ]),
+                "campaigns[0].surge_windows[1].id: duplicate window \"a\"",
+            ),
+            (
+                "bad id",
+                serde_json::json!([window("TV spot", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].id: window id \"TV spot\" must be 1-64 of a-z 0-9 - _",
+            ),
+        ];
+        for (what, windows, expected) in table {
+            let mut policy = shipped_json();
+            policy["campaigns"][0]["surge_windows"] = windows;
+            let found: Vec<String> = match Policy::parse(&policy.to_string()) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+            };
+            assert_eq!(found, vec![expected.to_owned()], "{what}");
+        }
+        assert_eq!(
+            problems(|p| p["campaigns"][0]["limits"]["per_client"]["window_ms"] = 1000.into()),
+            ["campaigns[0].limits.per_client.window_ms: 1000 ms cannot be counted per location: the rate-limiting binding counts over 10 s or 60 s (window_ms 10000 or 60000)"]
+        );
+        assert_eq!(
+            problems(|p| p["campaigns"][0]["limits"]["on_location_unavailable"] = "fail_shut".into()),
+            ["campaigns[0].limits.on_location_unavailable: \"fail_shut\" must be \"fail_open\" or \"fail_closed\""]
+        );
+        assert_eq!(
+            problems(|p| {
+                p["campaigns"][0]["surge_windows"] = serde_json::json!((0..=MAX_SURGE_WINDOWS)
+                    .map(|i| {
+                        let day = i % 28 + 1;
+                        let month = i / 28 + 1;
+                        window(
+                            &format!("w{i}"),
+                            &format!("2026-{month:02}-{day:02}T00:00:00Z"),
+                            &format!("2026-{month:02}-{day:02}T01:00:00Z"),
+                            60000,
+                        )
+                    })
+                    .collect::<Vec<_>>())
+            }),
+            ["campaigns[0].surge_windows: 101 windows; at most 100"]
+        );
+        // A campaign budget is the isolate's alone: any window is fine.
+        assert!(
+            problems(|p| p["campaigns"][0]["limits"]["campaign"]["window_ms"] = 1000.into())
+                .is_empty()
+        );
     }
 
     #[test]

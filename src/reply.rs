@@ -96,6 +96,8 @@ pub enum Phase {
     RequestCheck,
     Validate,
     Classify,
+    /// Every origin of the region is shedding load (`breaker`).
+    Shed,
     Admit,
     Screen,
     Plan,
@@ -111,6 +113,7 @@ impl Phase {
             Phase::RequestCheck => "request_check",
             Phase::Validate => "validate",
             Phase::Classify => "classify",
+            Phase::Shed => "shed",
             Phase::Admit => "admit",
             Phase::Screen => "screen",
             Phase::Plan => "plan",

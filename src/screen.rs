@@ -128,6 +128,7 @@ mod tests {
             ),
             remaining: 4,
             reset_ms: 12_000,
+            location: None,
         };
         let decoy = Decoy {
             region_id: "global",

@@ -59,7 +59,9 @@ impl View<'_> {
                 region: None,
                 outcome,
             }),
-            Phase::Admit | Phase::Screen | Phase::Plan | Phase::Forward => Some(placed),
+            Phase::Shed | Phase::Admit | Phase::Screen | Phase::Plan | Phase::Forward => {
+                Some(placed)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use harbour::admission::location_limits;
 use harbour::config::{key_var, origins_var, Config};
 use harbour::policy::{Policy, SHIPPED_POLICY};
 
@@ -105,4 +106,67 @@ fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
             "env.production.{key} would override the top level"
         );
     }
+}
+
+/// `(name, limit, period)` of each `[[ratelimits]]` of one environment, sorted, and their
+/// namespace ids.
+fn ratelimits(environment: &toml::Table) -> (Vec<(String, i64, i64)>, Vec<String>) {
+    let mut bindings = Vec::new();
+    let mut namespaces = Vec::new();
+    let declared = environment
+        .get("ratelimits")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for binding in declared {
+        let simple = &binding["simple"];
+        bindings.push((
+            binding["name"].as_str().unwrap().to_owned(),
+            simple["limit"].as_integer().unwrap(),
+            simple["period"].as_integer().unwrap(),
+        ));
+        namespaces.push(binding["namespace_id"].as_str().unwrap().to_owned());
+    }
+    bindings.sort();
+    (bindings, namespaces)
+}
+
+#[test]
+fn wrangler_declares_exactly_the_rate_limiting_bindings_the_policy_needs() {
+    let policy = Policy::shipped().unwrap();
+    let mut expected: Vec<(String, i64, i64)> = location_limits(&policy)
+        .iter()
+        .map(|l| {
+            (
+                l.binding_name(),
+                i64::from(l.limit),
+                i64::try_from(l.period_s).unwrap(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    let config = wrangler();
+    let production = config["env"]["production"].as_table().unwrap();
+    let mut all_namespaces = Vec::new();
+    // Bindings are not inherited by environments: production declares its own.
+    for (environment, table) in [("top level", &config), ("production", production)] {
+        let (declared, namespaces) = ratelimits(table);
+        assert_eq!(declared, expected, "{environment}: [[ratelimits]]");
+        for namespace in &namespaces {
+            assert!(
+                !namespace.is_empty() && namespace.bytes().all(|b| b.is_ascii_digit()),
+                "{environment}: namespace_id {namespace:?} must be a number"
+            );
+        }
+        all_namespaces.extend(namespaces);
+    }
+    let count = all_namespaces.len();
+    all_namespaces.sort();
+    all_namespaces.dedup();
+    assert_eq!(
+        all_namespaces.len(),
+        count,
+        "each binding of each environment counts in a namespace of its own"
+    );
 }

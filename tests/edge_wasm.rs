@@ -4,10 +4,12 @@
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use harbour::admission::location_limits;
 use harbour::config::{key_var, origins_var};
 use harbour::edge::{
-    conclude, configure, configure_policies, decide, expected_variables, orphaned, parse_decision,
-    BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD,
+    conclude, configure, configure_policies, consulted, decide, expected_variables, orphaned,
+    parse_decision, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED, LOCATION_FAILED,
+    LOCATION_REFUSED,
 };
 use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::signature::SignatureHeader;
@@ -41,6 +43,16 @@ fn env_object() -> JsValue {
         )
         .unwrap();
     }
+    // The rate-limiting bindings the policy needs: objects with a `limit` method.
+    for limit in location_limits(&policy) {
+        let binding = Object::new();
+        let method = js_sys::Function::new_with_args(
+            "options",
+            "return Promise.resolve({ success: true });",
+        );
+        Reflect::set(&binding, &"limit".into(), &method).unwrap();
+        Reflect::set(&env, &limit.binding_name().into(), &binding).unwrap();
+    }
     Reflect::set(&env, &"HARBOUR_LOG".into(), &"decisions".into()).unwrap();
     env.into()
 }
@@ -51,7 +63,23 @@ fn setup() {
     assert_eq!(answer["max_body_bytes"], 8192);
 }
 
+/// `decide`, and for a decision to consult the location, `consulted` with the binding admitting.
 fn call(
+    method: &str,
+    content_type: Option<&str>,
+    state: u8,
+    body: &[u8],
+    country: Option<&str>,
+    ip: &str,
+) -> Value {
+    let decision = decide_only(method, content_type, state, body, country, ip);
+    match decision["consult"]["hold"].as_f64() {
+        Some(hold) => parse_decision(&consulted(hold, LOCATION_ADMITTED, 1_764_000_000_001.0)),
+        None => decision,
+    }
+}
+
+fn decide_only(
     method: &str,
     content_type: Option<&str>,
     state: u8,
@@ -258,6 +286,7 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
             SHIPPED_POLICY,
             candidate,
             &lookup,
+            &|_| true,
             &[9; 16],
         ));
         assert_eq!(answer["ok"], true, "{answer}");
@@ -354,6 +383,7 @@ fn a_candidate_that_does_not_parse_is_named_and_left_out() {
         SHIPPED_POLICY,
         Some("{\"regions\": ["),
         &lookup,
+        &|_| true,
         &[3; 16],
     ));
     assert_eq!(answer["ok"], true, "the live policy still serves: {answer}");
@@ -361,4 +391,110 @@ fn a_candidate_that_does_not_parse_is_named_and_left_out() {
         .as_str()
         .unwrap()
         .contains("line 1 column"));
+}
+
+#[wasm_bindgen_test]
+fn a_submission_asks_the_location_then_its_answer_decides() {
+    setup();
+    let decision = decide_only(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        VALID,
+        Some("IT"),
+        "2001:db8:5:6::1",
+    );
+    let consult = &decision["consult"]["consult"];
+    assert_eq!(consult["binding"], "HARBOUR_RL_5_PER_60S");
+    assert_eq!(consult["key"], "spring-launch 2001:db8:5:6::/64");
+    assert_eq!(consult["timeout_ms"], 500);
+    let hold = decision["consult"]["hold"].as_f64().unwrap();
+    let refused = parse_decision(&consulted(hold, LOCATION_REFUSED, 1_764_000_000_002.0));
+    assert_eq!(refused["reply"]["status"], 429);
+    let headers = refused["reply"]["headers"].as_array().unwrap();
+    assert!(headers
+        .iter()
+        .any(|h| h[0] == "ratelimit-policy" && h[1] == "\"location\";q=5;w=60"));
+    // A hold is answered once; an unknown one gets retry advice.
+    let again = parse_decision(&consulted(hold, LOCATION_ADMITTED, 1_764_000_000_003.0));
+    assert_eq!(again["reply"]["status"], 503);
+    assert!(again["reply"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("admission_expired"));
+    // The binding failed: fail_open, the shipped policy's default, forwards.
+    let decision = decide_only(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        VALID,
+        Some("IT"),
+        "2001:db8:5:6::2",
+    );
+    let hold = decision["consult"]["hold"].as_f64().unwrap();
+    let forward = parse_decision(&consulted(hold, LOCATION_FAILED, 1_764_000_000_004.0));
+    assert_eq!(
+        forward["forward"]["url"],
+        "http://127.0.0.1:9002/v1/submissions"
+    );
+    assert!(forward["forward"]["notes"]
+        .as_str()
+        .unwrap()
+        .contains("harbour.location_limit_unavailable"));
+}
+
+#[wasm_bindgen_test]
+fn a_full_origin_opens_its_breaker_and_the_shell_is_told_to_log_it() {
+    setup();
+    let decision = call(
+        "POST",
+        Some("application/json"),
+        BODY_BYTES,
+        br#"{"name":"Ru","email":"ru@example.org","country":"RU","consent":true}"#,
+        Some("RU"),
+        "192.0.2.30",
+    );
+    let ticket = decision["forward"]["ticket"].as_f64().unwrap();
+    let busy = br#"{"code":"origin_busy","retry_after_s":1}"#;
+    let retry = parse_decision(&conclude(ticket, 503, busy, 1_764_000_000_100.0));
+    assert_eq!(
+        retry["retry"]["url"],
+        "http://127.0.0.1:9101/v1/submissions"
+    );
+    let note: Value = serde_json::from_str(retry["retry"]["notes"].as_str().unwrap()).unwrap();
+    assert_eq!(note["msg"], "harbour.breaker");
+    assert_eq!(note["state"], "open");
+    let next = retry["retry"]["ticket"].as_f64().unwrap();
+    let done = parse_decision(&conclude(next, 503, busy, 1_764_000_000_200.0));
+    assert_eq!(done["reply"]["status"], 503);
+    assert!(done["reply"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("origins_busy"));
+    assert!(done["notes"].as_str().unwrap().contains("\"origin\":1"));
+}
+
+#[wasm_bindgen_test]
+fn a_missing_rate_limiting_binding_is_a_config_error_that_names_it() {
+    let env = env_object();
+    Reflect::delete_property(
+        env.unchecked_ref::<Object>(),
+        &"HARBOUR_RL_5_PER_60S".into(),
+    )
+    .unwrap();
+    // Present but not a binding (a var of that name) is missing too.
+    Reflect::set(&env, &"HARBOUR_RL_5_PER_60S".into(), &"5".into()).unwrap();
+    let answer = parse_decision(&configure(&env, &[1; 16]));
+    assert_eq!(answer["ok"], false);
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("HARBOUR_RL_5_PER_60S: no rate-limiting binding"),
+        "{error}"
+    );
+    assert!(
+        error.contains("simple = { limit = 5, period = 60 }"),
+        "{error}"
+    );
+    let names: Vec<String> = serde_json::from_str(&expected_variables()).unwrap();
+    assert!(names.contains(&"HARBOUR_RL_5_PER_60S".to_owned()));
 }

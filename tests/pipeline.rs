@@ -2,9 +2,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use harbour::admission::LocationAnswer;
 use harbour::config::Config;
 use harbour::form_token;
-use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::forward::{after_attempt, AttemptResult, Next, Onward};
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::SHIPPED_POLICY;
@@ -47,7 +48,13 @@ fn reply(step: Verdict) -> Reply {
     match step {
         Verdict::Answer { reply, .. } => reply,
         Verdict::Forward { plan } => panic!("forwarded to {}", plan.first.url),
+        Verdict::Consult { consult, .. } => panic!("consults {}", consult.binding),
     }
+}
+
+/// A request through every phase, the location's binding admitting it.
+fn admitted(pipeline: &mut Pipeline, facts: &Facts) -> Verdict {
+    pipeline.request_answered(facts, LocationAnswer::Admitted)
 }
 
 fn code(reply: &Reply) -> String {
@@ -139,7 +146,7 @@ fn request_check_table() {
         ),
     ];
     for (f, status, expected) in cases {
-        let r = reply(pipeline.request(&f));
+        let r = reply(admitted(&mut pipeline, &f));
         assert_eq!(
             (r.status, code(&r).as_str()),
             (status, expected),
@@ -148,31 +155,37 @@ fn request_check_table() {
             f.content_type
         );
     }
-    let allow = reply(pipeline.request(&facts("GET", None, Body::Unread, None, "192.0.2.1")));
+    let allow = reply(admitted(
+        &mut pipeline,
+        &facts("GET", None, Body::Unread, None, "192.0.2.1"),
+    ));
     assert_eq!(allow.header("allow"), Some("POST, OPTIONS"));
     let unknown = Facts {
         url: "https://campaign.example/api/campaigns/nope/submissions",
         ..facts("POST", json, body, Some("IT"), "192.0.2.1")
     };
-    assert_eq!(reply(pipeline.request(&unknown)).status, 404);
+    assert_eq!(reply(admitted(&mut pipeline, &unknown)).status, 404);
     let elsewhere = Facts {
         url: "https://campaign.example/admin",
         ..facts("GET", None, Body::Unread, None, "192.0.2.1")
     };
-    assert_eq!(reply(pipeline.request(&elsewhere)).status, 404);
+    assert_eq!(reply(admitted(&mut pipeline, &elsewhere)).status, 404);
 }
 
 #[test]
 fn an_invalid_policy_environment_answers_config_invalid_to_everything() {
     let broken = Config::assemble(SHIPPED_POLICY, &|_| None);
     let mut pipeline = Pipeline::new(broken, SEEDS);
-    let r = reply(pipeline.request(&facts(
-        "POST",
-        Some("application/json"),
-        Body::Bytes(VALID.as_bytes()),
-        Some("IT"),
-        "192.0.2.1",
-    )));
+    let r = reply(admitted(
+        &mut pipeline,
+        &facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(VALID.as_bytes()),
+            Some("IT"),
+            "192.0.2.1",
+        ),
+    ));
     assert_eq!((r.status, code(&r).as_str()), (500, "config_invalid"));
     assert!(
         !r.body.contains("HARBOUR_"),
@@ -187,34 +200,37 @@ fn limits_charge_only_admitted_requests_and_refuse_with_the_wait() {
     let json = Some("application/json");
     // Refused requests (here: invalid) cost the client nothing.
     for _ in 0..10 {
-        let r = reply(pipeline.request(&facts(
-            "POST",
-            json,
-            Body::Bytes(b"{}"),
-            Some("IT"),
-            "192.0.2.9",
-        )));
+        let r = reply(admitted(
+            &mut pipeline,
+            &facts("POST", json, Body::Bytes(b"{}"), Some("IT"), "192.0.2.9"),
+        ));
         assert_eq!(r.status, 422);
     }
     for i in 0..5 {
         let body =
             format!(r#"{{"name":"A","email":"a{i}@example.org","country":"IT","consent":true}}"#);
-        let step = pipeline.request(&facts(
-            "POST",
-            json,
-            Body::Bytes(body.as_bytes()),
-            Some("IT"),
-            "192.0.2.9",
-        ));
+        let step = admitted(
+            &mut pipeline,
+            &facts(
+                "POST",
+                json,
+                Body::Bytes(body.as_bytes()),
+                Some("IT"),
+                "192.0.2.9",
+            ),
+        );
         assert!(matches!(step, Verdict::Forward { .. }), "submission {i}");
     }
-    let limited = reply(pipeline.request(&facts(
-        "POST",
-        json,
-        Body::Bytes(VALID.as_bytes()),
-        Some("IT"),
-        "192.0.2.9",
-    )));
+    let limited = reply(admitted(
+        &mut pipeline,
+        &facts(
+            "POST",
+            json,
+            Body::Bytes(VALID.as_bytes()),
+            Some("IT"),
+            "192.0.2.9",
+        ),
+    ));
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("12"));
     assert_eq!(
@@ -246,7 +262,7 @@ fn forwards(pipeline: &mut Pipeline, ip: &str) -> bool {
         now_ms: 1_764_000_000_000 + n as u64,
         ..f
     };
-    matches!(pipeline.request(&f), Verdict::Forward { .. })
+    matches!(admitted(pipeline, &f), Verdict::Forward { .. })
 }
 
 #[test]
@@ -262,7 +278,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
             "192.0.2.20",
         )
     };
-    let Verdict::Forward { plan } = pipeline.request(&f) else {
+    let Verdict::Forward { plan } = admitted(&mut pipeline, &f) else {
         panic!("not forwarded")
     };
     let names: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
@@ -293,7 +309,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
         client_ip: Some("192.0.2.21"),
         ..f
     };
-    let Verdict::Forward { plan } = pipeline.request(&f) else {
+    let Verdict::Forward { plan } = admitted(&mut pipeline, &f) else {
         panic!("not forwarded")
     };
     let key = plan
@@ -316,28 +332,37 @@ fn cors_allows_listed_origins_and_refuses_others() {
         Some("IT"),
         "192.0.2.30",
     );
-    let preflight = reply(pipeline.request(&Facts {
-        method: "OPTIONS",
-        origin: Some("http://127.0.0.1:8787"),
-        ..base
-    }));
+    let preflight = reply(admitted(
+        &mut pipeline,
+        &Facts {
+            method: "OPTIONS",
+            origin: Some("http://127.0.0.1:8787"),
+            ..base
+        },
+    ));
     assert_eq!(preflight.status, 204);
     assert_eq!(
         preflight.header("access-control-allow-origin"),
         Some("http://127.0.0.1:8787")
     );
-    let foreign = reply(pipeline.request(&Facts {
-        origin: Some("https://evil.example"),
-        ..base
-    }));
+    let foreign = reply(admitted(
+        &mut pipeline,
+        &Facts {
+            origin: Some("https://evil.example"),
+            ..base
+        },
+    ));
     assert_eq!(
         (foreign.status, code(&foreign).as_str()),
         (403, "origin_not_allowed")
     );
-    let same_origin = pipeline.request(&Facts {
-        origin: Some("https://campaign.example"),
-        ..base
-    });
+    let same_origin = admitted(
+        &mut pipeline,
+        &Facts {
+            origin: Some("https://campaign.example"),
+            ..base
+        },
+    );
     assert!(matches!(same_origin, Verdict::Forward { .. }));
 }
 
@@ -346,26 +371,32 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
         r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
-    let r = reply(pipeline.request(&facts(
-        "POST",
-        Some("application/json"),
-        Body::Bytes(body.as_bytes()),
-        Some("IT"),
-        "192.0.2.40",
-    )));
+    let r = reply(admitted(
+        &mut pipeline,
+        &facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(body.as_bytes()),
+            Some("IT"),
+            "192.0.2.40",
+        ),
+    ));
     assert_eq!(r.status, 202);
     let receipt: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(receipt["receipt"]["region"], "eu");
 
     // The same submission without the honeypot, stored by an origin: the visitor's receipt.
     let real_body = r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true}"#;
-    let Verdict::Forward { plan } = pipeline.request(&facts(
-        "POST",
-        Some("application/json"),
-        Body::Bytes(real_body.as_bytes()),
-        Some("IT"),
-        "192.0.2.41",
-    )) else {
+    let Verdict::Forward { plan } = admitted(
+        &mut pipeline,
+        &facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(real_body.as_bytes()),
+            Some("IT"),
+            "192.0.2.41",
+        ),
+    ) else {
         panic!("not forwarded")
     };
     let origin_answer = r#"{"receipt":{"id":"eu-5f0c1d2e3a4b6978","region":"eu"}}"#;
@@ -377,6 +408,7 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
             body: origin_answer,
         },
         plan.ticket.received_ms + 5,
+        Onward::in_order(&plan.ticket),
     ) else {
         panic!("not done")
     };
@@ -414,13 +446,16 @@ fn decision_logs_carry_no_personal_data() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
         r#"{"name":"Secret Name","email":"secret@example.org","country":"IT","consent":"maybe"}"#;
-    let Verdict::Answer { log, .. } = pipeline.request(&facts(
-        "POST",
-        Some("application/json"),
-        Body::Bytes(body.as_bytes()),
-        Some("IT"),
-        "203.0.113.77",
-    )) else {
+    let Verdict::Answer { log, .. } = admitted(
+        &mut pipeline,
+        &facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(body.as_bytes()),
+            Some("IT"),
+            "203.0.113.77",
+        ),
+    ) else {
         panic!("forwarded")
     };
     let line = log.to_json(1_764_000_000_005);
@@ -437,10 +472,13 @@ fn decision_logs_carry_no_personal_data() {
 fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
     let config = config();
     let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
-    let description = reply(pipeline.request(&Facts {
-        url: "https://campaign.example/api/campaigns/spring-launch",
-        ..facts("GET", None, Body::Unread, None, "192.0.2.50")
-    }));
+    let description = reply(admitted(
+        &mut pipeline,
+        &Facts {
+            url: "https://campaign.example/api/campaigns/spring-launch",
+            ..facts("GET", None, Body::Unread, None, "192.0.2.50")
+        },
+    ));
     let description: serde_json::Value = serde_json::from_str(&description.body).unwrap();
     let token = description["form_token"].as_str().unwrap().to_owned();
     let issued: u64 = token.split('.').next().unwrap().parse().unwrap();
@@ -458,7 +496,7 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
                 ip,
             )
         };
-        pipeline.request(&f)
+        admitted(pipeline, &f)
     };
     // Too fast: answered like success, not forwarded.
     let fast = reply(submit(&mut pipeline, &token, 300, "192.0.2.51"));
@@ -487,10 +525,13 @@ fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
         Some("IT"),
         "192.0.2.55",
     );
-    let step = pipeline.request(&Facts {
-        now_ms: issued + 2_000,
-        ..plain
-    });
+    let step = admitted(
+        &mut pipeline,
+        &Facts {
+            now_ms: issued + 2_000,
+            ..plain
+        },
+    );
     assert!(matches!(step, Verdict::Forward { .. }));
 }
 
@@ -520,7 +561,7 @@ fn regression_a_clock_stepping_back_does_not_trip_the_limits() {
             )
         };
         assert!(
-            matches!(pipeline.request(&f), Verdict::Forward { .. }),
+            matches!(admitted(&mut pipeline, &f), Verdict::Forward { .. }),
             "request {i}"
         );
     }
@@ -586,7 +627,7 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
         assert_eq!(verdict, expected, "request {i} ({country}, {body})");
         statuses.push(match &verdict {
             Verdict::Answer { reply, .. } => reply.status,
-            Verdict::Forward { .. } => 0,
+            Verdict::Forward { .. } | Verdict::Consult { .. } => 0,
         });
         let comparison = shadowed
             .shadow(&f, &verdict)
@@ -596,8 +637,8 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
             journal.record(log, f.now_ms);
         }
     }
-    // Forwarded, forwarded, forwarded, forwarded, refused conflict, invalid, then the busy
-    // client: five forwards and a 429.
+    // Admitted, admitted, admitted, admitted (each then asks the location), refused conflict,
+    // invalid, then the busy client: five admitted and a 429.
     assert_eq!(statuses, [0, 0, 0, 0, 422, 422, 0, 0, 0, 0, 0, 429]);
     let last = facts("GET", None, Body::Unread, Some("IT"), "192.0.2.99");
     let form = shadowed.request(&last);
@@ -628,4 +669,275 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
             ]
         }])
     );
+}
+
+/// A valid submission from `ip` at `now_ms`; `n` makes its content its own.
+fn submission(n: u32, ip: &'static str, now_ms: u64) -> (String, &'static str, u64) {
+    (
+        format!(r#"{{"name":"S","email":"s{n}@example.org","country":"IT","consent":true}}"#),
+        ip,
+        now_ms,
+    )
+}
+
+fn run(pipeline: &mut Pipeline, (body, ip, now_ms): &(String, &'static str, u64)) -> Verdict {
+    pipeline.request(&Facts {
+        now_ms: *now_ms,
+        ..facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(body.as_bytes()),
+            Some("IT"),
+            ip,
+        )
+    })
+}
+
+#[test]
+fn the_location_is_consulted_after_the_isolate_admits_and_decides_with_its_answer() {
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
+    let now = 1_764_000_000_000;
+    let Verdict::Consult { consult, held } =
+        run(&mut pipeline, &submission(1, "2001:db8:7:8::1", now))
+    else {
+        panic!("the location was not consulted")
+    };
+    assert_eq!(consult.binding, "HARBOUR_RL_5_PER_60S");
+    assert_eq!(consult.key, "spring-launch 2001:db8:7:8::/64");
+    let Verdict::Forward { plan } =
+        pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3)
+    else {
+        panic!("admitted but not forwarded")
+    };
+    assert_eq!(plan.ticket.received_ms, now, "signed as received");
+    let policies = plan
+        .ticket
+        .rate_headers
+        .iter()
+        .find(|(n, _)| *n == "ratelimit-policy")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(policies, Some("\"client\";q=5;w=60, \"location\";q=5;w=60"));
+    // Refused by the location, another address of the same /64: 429 naming the location, and
+    // nothing charged: the client still has the four the isolate's layer left it.
+    for i in 0..3 {
+        let Verdict::Consult { held, .. } = run(
+            &mut pipeline,
+            &submission(2 + i, "2001:db8:7:8::ffff", now + 10),
+        ) else {
+            panic!("not consulted")
+        };
+        let refused = reply(pipeline.after_consult(*held, LocationAnswer::Refused, now + 11));
+        assert_eq!(refused.status, 429);
+        assert_eq!(
+            refused.header("ratelimit-policy"),
+            Some("\"location\";q=5;w=60")
+        );
+        assert_eq!(refused.header("retry-after"), Some("60"));
+    }
+    for i in 0..4 {
+        let verdict = run(
+            &mut pipeline,
+            &submission(10 + i, "2001:db8:7:8::2", now + 20),
+        );
+        assert!(matches!(verdict, Verdict::Consult { .. }), "submission {i}");
+    }
+    let limited = reply(run(
+        &mut pipeline,
+        &submission(20, "2001:db8:7:8::3", now + 20),
+    ));
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"client\";q=5;w=60"),
+        "the isolate's layer refuses without consulting"
+    );
+}
+
+#[test]
+fn surge_window_limits_hold_from_start_to_the_millisecond_before_end() {
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    raw["campaigns"][0]["surge_windows"] = serde_json::json!([
+        {"id": "tv-spot", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T20:20:00Z",
+         "per_client": {"burst": 20, "window_ms": 10000}, "on_location_unavailable": "fail_closed"}
+    ]);
+    let config = Config::local(&raw.to_string(), 7000).unwrap();
+    let start = harbour::utc::parse_ms("2026-03-14T20:15:00Z").unwrap();
+    let end = harbour::utc::parse_ms("2026-03-14T20:20:00Z").unwrap();
+    for (at, binding, mode_refuses) in [
+        (start - 1, "HARBOUR_RL_5_PER_60S", false),
+        (start, "HARBOUR_RL_20_PER_10S", true),
+        (start + 1, "HARBOUR_RL_20_PER_10S", true),
+        (end - 1, "HARBOUR_RL_20_PER_10S", true),
+        (end, "HARBOUR_RL_5_PER_60S", false),
+        (end + 1, "HARBOUR_RL_5_PER_60S", false),
+    ] {
+        // A fresh isolate per instant: time only moves forward within one.
+        let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
+        let Verdict::Consult { consult, held } =
+            run(&mut pipeline, &submission(1, "192.0.2.70", at))
+        else {
+            panic!("not consulted at {at}")
+        };
+        assert_eq!(consult.binding, binding, "at {at}");
+        assert_eq!(
+            consult.key.contains("@tv-spot"),
+            binding.contains("_20_"),
+            "{}",
+            consult.key
+        );
+        // The window's own admission mode: fail_closed inside, fail_open outside.
+        let verdict = pipeline.after_consult(*held, LocationAnswer::TimedOut, at + 500);
+        match verdict {
+            Verdict::Answer { reply, .. } => {
+                assert!(mode_refuses, "at {at}: {}", reply.body);
+                assert_eq!(reply.status, 503);
+                assert_eq!(reply.code(), Some("location_limit_unavailable"));
+            }
+            Verdict::Forward { .. } => assert!(!mode_refuses, "at {at}: forwarded"),
+            Verdict::Consult { .. } => panic!("consulted twice"),
+        }
+    }
+}
+
+fn receipt() -> AttemptResult<'static> {
+    AttemptResult::Answered {
+        status: 201,
+        body: r#"{"receipt":{"id":"eu-0123456789abcdef","region":"eu"}}"#,
+    }
+}
+
+const BUSY: AttemptResult<'static> = AttemptResult::Answered {
+    status: 503,
+    body: r#"{"code":"origin_busy","retry_after_s":1}"#,
+};
+
+#[test]
+fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
+    let config = config();
+    let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
+    let eu = config.policy.region_index("eu").unwrap();
+    let urls: Vec<String> = config.origins(eu).iter().map(|o| o.url.clone()).collect();
+    let now = 1_764_000_000_000;
+    let forward = |pipeline: &mut Pipeline, n: u32, ip: &'static str, at: u64| match run(
+        pipeline,
+        &submission(n, ip, at),
+    ) {
+        Verdict::Consult { held, .. } => {
+            pipeline.after_consult(*held, LocationAnswer::Admitted, at)
+        }
+        other => other,
+    };
+    let Verdict::Forward { plan } = forward(&mut pipeline, 1, "192.0.2.80", now) else {
+        panic!("not forwarded")
+    };
+    assert_eq!(plan.first.url, urls[0]);
+    // The primary is full: failover to the secondary, in the region.
+    let Next::Retry { attempt, ticket } = pipeline.after_attempt(&plan.ticket, BUSY, now + 1)
+    else {
+        panic!("no failover")
+    };
+    assert_eq!(attempt.url, urls[1]);
+    // While the primary's breaker is open, new submissions go straight to the secondary.
+    let Verdict::Forward { plan: second } = forward(&mut pipeline, 2, "192.0.2.81", now + 2) else {
+        panic!("not forwarded")
+    };
+    assert_eq!(
+        (second.first.url.as_str(), second.ticket.attempts),
+        (urls[1].as_str(), 1)
+    );
+    // The secondary is full too: 503 with the key and when to come back.
+    let Next::Done { reply, outcome } = pipeline.after_attempt(&ticket, BUSY, now + 3) else {
+        panic!("no answer")
+    };
+    assert_eq!((reply.status, outcome), (503, "origins_busy"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("idempotency-key"), Some(ticket.key.as_str()));
+    let notes = pipeline.take_notes();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[0].contains("\"origin\":0,\"state\":\"open\""));
+    // Both open: answered at once, no origin, no consult, no limit charged (one client, ten times).
+    for i in 0..10 {
+        let Verdict::Answer { reply, log } =
+            run(&mut pipeline, &submission(3, "192.0.2.82", now + 4 + i))
+        else {
+            panic!("not answered at once")
+        };
+        assert_eq!((reply.status, reply.code()), (503, Some("region_busy")));
+        assert_eq!(log.attempts, 0);
+        assert!(reply.header("idempotency-key").unwrap().starts_with("h-"));
+    }
+    // The answer of the request sent to the secondary before it opened changes nothing.
+    pipeline.after_attempt(&second.ticket, receipt(), now + 20);
+    assert!(matches!(
+        run(&mut pipeline, &submission(4, "192.0.2.82", now + 21)),
+        Verdict::Answer { .. }
+    ));
+    // After the interval: one trial at the primary; meanwhile the region is still shed.
+    let Verdict::Forward { plan: trial } = forward(&mut pipeline, 5, "192.0.2.82", now + 1_001)
+    else {
+        panic!("no trial")
+    };
+    assert_eq!(trial.first.url, urls[0]);
+    // The trial stored: closed; the same client still had its whole budget.
+    let Next::Done { reply, .. } = pipeline.after_attempt(&trial.ticket, receipt(), now + 1_010)
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(reply.status, 202);
+    assert!(pipeline.take_notes()[0].contains("\"origin\":0,\"state\":\"closed\""));
+    for i in 0..4 {
+        let Verdict::Forward { plan } = forward(&mut pipeline, 6 + i, "192.0.2.82", now + 1_020)
+        else {
+            panic!("submission {i} refused")
+        };
+        assert_eq!(plan.first.url, urls[0]);
+    }
+    // The first submission, turned away by both origins, was given back to its client's limit.
+    for i in 0..5 {
+        let verdict = forward(&mut pipeline, 20 + i, "192.0.2.80", now + 1_030);
+        assert!(
+            matches!(verdict, Verdict::Forward { .. }),
+            "submission {i} of the client turned away"
+        );
+    }
+}
+
+#[test]
+fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
+    let config = config();
+    let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
+    let now = 1_764_000_000_000;
+    let Verdict::Consult { held, .. } = run(&mut pipeline, &submission(1, "192.0.2.90", now))
+    else {
+        panic!("not consulted")
+    };
+    // While its binding is awaited, another request finds both EU origins full.
+    let Verdict::Forward { plan } = pipeline.request_answered(
+        &Facts {
+            now_ms: now,
+            ..facts(
+                "POST",
+                Some("application/json"),
+                Body::Bytes(VALID.as_bytes()),
+                Some("IT"),
+                "192.0.2.91",
+            )
+        },
+        LocationAnswer::Admitted,
+    ) else {
+        panic!("not forwarded")
+    };
+    let Next::Retry { ticket, .. } = pipeline.after_attempt(&plan.ticket, BUSY, now + 1) else {
+        panic!("no failover")
+    };
+    pipeline.after_attempt(&ticket, BUSY, now + 2);
+    let shed = reply(pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3));
+    assert_eq!((shed.status, shed.code()), (503, Some("region_busy")));
+    // Its charge was given back: the client has all 5 once the region takes submissions again.
+    for i in 0..5 {
+        let verdict = run(
+            &mut pipeline,
+            &submission(10 + i, "192.0.2.90", now + 2_000),
+        );
+        assert!(matches!(verdict, Verdict::Consult { .. }), "submission {i}");
+    }
 }

@@ -1,16 +1,22 @@
-//! The residency invariant, over random policies, countries and declared values, under each
-//! conflict rule: a submission tagged region R is only ever planned to origins of R, on the first
-//! attempt and on every failover; R is one of the regions its two country signals map to (never
-//! a third); and R is what an oracle written apart from `residency` expects of the rule. Then a
-//! walk over every code the platform can report, against the shipped policy.
+//! The residency invariant, over random policies, countries, declared values and origin answers,
+//! under each conflict rule: a submission tagged region R is only ever planned to origins of R, on
+//! the first attempt and on every failover, whatever the origins' breakers say; R is one of the
+//! regions its two country signals map to (never a third); and R is what an oracle written apart
+//! from `residency` expects of the rule. Origins answer at random (no answer, full, another 503,
+//! stored), which opens and closes their breakers: no attempt goes to an origin whose breaker is
+//! open, and a submission is answered 503 `region_busy` without an attempt exactly when every
+//! origin of its region is open. Then a walk over every code the platform can report, against
+//! the shipped policy.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
+use harbour::admission::LocationAnswer;
+use harbour::breaker::OPEN_MS;
 use harbour::config::Config;
 use harbour::country::Country;
-use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::forward::{AttemptResult, Next, Ticket};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::policy::{OnConflict, Policy};
 use harbour::request::{Body, Facts};
@@ -89,7 +95,7 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
         "max_body_bytes": 4096,
         "campaigns": [{
             "id": "c", "title": "c",
-            "limits": {"per_client": {"burst": 1000000, "window_ms": 1000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
+            "limits": {"per_client": {"burst": 1000000, "window_ms": 60000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
             "fields": [
                 {"name": "email", "label": "Email", "type": "email", "required": true},
                 {"name": "country", "label": "Country", "type": "country", "residency_signal": true}
@@ -188,12 +194,13 @@ fn platform_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Runs `requests` through a pipeline over `spec` under `rule` and checks every verdict.
-fn check_rule(
-    spec: &Spec,
-    rule: OnConflict,
-    requests: Vec<(String, Option<usize>)>,
-) -> Result<(), TestCaseError> {
+/// One request: platform country, declared country, ms since the previous request, and how
+/// each origin attempt is answered.
+type Request = (String, Option<usize>, u64, Vec<Answer>);
+
+/// Runs `requests` through a pipeline over `spec` under `rule` and checks every verdict and
+/// every failover against the oracle and the breaker model.
+fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(), TestCaseError> {
     let config = config(spec, rule);
     let mut pipeline = Pipeline::new(
         Ok(config.clone()),
@@ -202,7 +209,15 @@ fn check_rule(
             request_ids: 8,
         },
     );
-    for (i, (platform, declared)) in requests.into_iter().enumerate() {
+    let mut model = Model(
+        spec.origins_per_region
+            .iter()
+            .map(|n| vec![None; *n])
+            .collect(),
+    );
+    let mut now = 1_000_000u64;
+    for (i, (platform, declared, gap, answers)) in requests.into_iter().enumerate() {
+        now += gap;
         let body = match declared {
             Some(c) => format!(
                 r#"{{"email":"v{i}@example.org","country":"{}"}}"#,
@@ -219,10 +234,10 @@ fn check_rule(
             client_ip: Some("192.0.2.1"),
             idempotency_key: None,
             origin: None,
-            now_ms: 1_000_000 + i as u64,
+            now_ms: now,
         };
         let expected = expected_region(spec, rule, &platform, declared);
-        match pipeline.request(&facts) {
+        match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
             Verdict::Forward { plan } => {
                 let Expected::Region(region) = expected else {
                     return Err(TestCaseError::fail(format!(
@@ -254,48 +269,160 @@ fn check_rule(
                 prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
                 prop_assert_eq!(plan.ticket.region.get(), region);
                 prop_assert_eq!(region_of_url(&plan.first.url), region);
-                let mut ticket = plan.ticket.clone();
-                let mut tried = 1;
-                loop {
-                    match after_attempt(&config, &ticket, AttemptResult::Failed, facts.now_ms + 10)
-                    {
-                        Next::Retry {
-                            attempt,
-                            ticket: next,
-                        } => {
-                            prop_assert_eq!(region_of_url(&attempt.url), region);
-                            prop_assert_eq!(next.region.get(), region);
-                            tried += 1;
-                            ticket = next;
-                        }
-                        Next::Done { reply, .. } => {
-                            prop_assert_eq!(reply.status, 503);
-                            break;
-                        }
-                    }
-                }
-                prop_assert_eq!(tried, spec.origins_per_region[region]);
-            }
-            Verdict::Answer { reply, .. } => {
+                // The first origin whose breaker lets it be called.
                 prop_assert_eq!(
-                    Expected::Refused(reply.status),
-                    expected,
+                    Some(plan.ticket.attempt),
+                    model.first_callable(region, 0, now)
+                );
+                follow_attempts(
+                    &mut pipeline,
+                    &mut model,
+                    &plan.ticket,
+                    region,
+                    i,
+                    now,
+                    answers,
+                )?;
+            }
+            Verdict::Answer { reply, .. } => match expected {
+                Expected::Refused(status) => prop_assert_eq!(
+                    reply.status,
+                    status,
                     "{:?} / {:?}: {}",
                     platform,
                     declared,
                     reply.body
-                );
-            }
+                ),
+                Expected::Region(region) => {
+                    // Only while every origin of the region is open, and without an attempt.
+                    prop_assert_eq!(reply.status, 503, "{}", reply.body);
+                    prop_assert_eq!(reply.code(), Some("region_busy"));
+                    prop_assert_eq!(model.first_callable(region, 0, now), None);
+                }
+            },
+            Verdict::Consult { .. } => prop_assert!(false, "the binding was answered"),
         }
     }
     Ok(())
 }
 
-fn requests() -> impl Strategy<Value = Vec<(String, Option<usize>)>> {
+/// Answers each attempt of a forward as `answers` say, checking every retry stays in `region`
+/// and goes to the next origin the breaker model lets be called.
+fn follow_attempts(
+    pipeline: &mut Pipeline,
+    model: &mut Model,
+    first: &Ticket,
+    region: usize,
+    i: usize,
+    now: u64,
+    answers: Vec<Answer>,
+) -> Result<(), TestCaseError> {
+    let mut ticket = first.clone();
+    let mut answers = answers.into_iter();
+    let mut t = now;
+    loop {
+        t += 10;
+        let origin = ticket.attempt;
+        let given = answers.next().unwrap_or(Answer::Stored);
+        let receipt = format!(r#"{{"receipt":{{"id":"r{region}-{i}","region":"r{region}"}}}}"#);
+        let result = match given {
+            Answer::Silent => AttemptResult::Failed,
+            Answer::Busy => AttemptResult::Answered {
+                status: 503,
+                body: r#"{"code":"origin_busy","retry_after_s":1}"#,
+            },
+            Answer::OtherUnavailable => AttemptResult::Answered {
+                status: 503,
+                body: r#"{"code":"storage_unavailable"}"#,
+            },
+            Answer::Stored => AttemptResult::Answered {
+                status: 201,
+                body: &receipt,
+            },
+        };
+        model.record(region, origin, given, t);
+        match pipeline.after_attempt(&ticket, result, t) {
+            Next::Retry {
+                attempt,
+                ticket: next,
+            } => {
+                prop_assert_eq!(region_of_url(&attempt.url), region);
+                prop_assert_eq!(next.region.get(), region);
+                prop_assert!(!matches!(given, Answer::Stored));
+                prop_assert_eq!(
+                    Some(next.attempt),
+                    model.first_callable(region, origin + 1, t)
+                );
+                ticket = next;
+            }
+            Next::Done { reply, .. } => {
+                match given {
+                    Answer::Stored => prop_assert_eq!(reply.status, 202),
+                    _ => {
+                        prop_assert_eq!(reply.status, 503);
+                        prop_assert_eq!(model.first_callable(region, origin + 1, t), None);
+                        prop_assert!(reply.header("retry-after").is_some());
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn requests() -> impl Strategy<Value = Vec<Request>> {
     proptest::collection::vec(
-        (platform_value(), proptest::option::of(0usize..COUNTRIES)),
-        1..12,
+        (
+            platform_value(),
+            proptest::option::of(0usize..COUNTRIES),
+            0u64..1_500,
+            proptest::collection::vec(answer(), 4),
+        ),
+        1..16,
     )
+}
+
+/// How an origin answers one attempt.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Silent,
+    Busy,
+    OtherUnavailable,
+    Stored,
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        Just(Answer::Silent),
+        Just(Answer::Busy),
+        Just(Answer::OtherUnavailable),
+        Just(Answer::Stored),
+    ]
+}
+
+/// An independent model of the breakers: per origin, `None` closed or `Some(until)` open until
+/// then (afterwards half-open: the next call is the trial). Attempts here are answered before
+/// the next request, so a trial never stays pending.
+struct Model(Vec<Vec<Option<u64>>>);
+
+impl Model {
+    fn callable(&self, region: usize, origin: usize, now: u64) -> bool {
+        self.0[region][origin].is_none_or(|until| until <= now)
+    }
+
+    fn first_callable(&self, region: usize, from: usize, now: u64) -> Option<usize> {
+        (from..self.0[region].len()).find(|&o| self.callable(region, o, now))
+    }
+
+    fn record(&mut self, region: usize, origin: usize, answer: Answer, now: u64) {
+        let state = &mut self.0[region][origin];
+        *state = match (*state, answer) {
+            (_, Answer::Busy) => Some(now + OPEN_MS),
+            (Some(_), Answer::Silent) => Some(now + OPEN_MS),
+            (Some(_), Answer::OtherUnavailable | Answer::Stored) => None,
+            (None, _) => None,
+        };
+    }
 }
 
 proptest! {

@@ -14,7 +14,19 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const work = join(root, "target", "e2e", "browser");
 const artifacts = join(root, "target", "test-artifacts");
 // The regions come from the shipped policy, the only list of them.
-const REGIONS = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "utf8")).regions.map((r) => r.id);
+const POLICY = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "utf8"));
+const REGIONS = POLICY.regions.map((r) => r.id);
+// The rate-limiting bindings: one per distinct per-client limit (campaigns' and surge windows'),
+// named as harbour::limit::LocationLimit::binding_name spells them; wrangler dev simulates them.
+const RATELIMITS = [
+  ...new Map(
+    POLICY.campaigns
+      .flatMap((c) => [c.limits.per_client, ...(c.surge_windows ?? []).map((w) => w.per_client)])
+      .map(({ burst, window_ms }) => [`HARBOUR_RL_${burst}_PER_${window_ms / 1000}S`, [burst, window_ms / 1000]]),
+  ),
+].flatMap(([name, [limit, period]], i) => [
+  "[[ratelimits]]", `name = "${name}"`, `namespace_id = "${9001 + i}"`, `simple = { limit = ${limit}, period = ${period} }`,
+]);
 // Variable names per region, as harbour::config::{origins_var, key_var} spell them.
 const envSuffix = (region) => region.toUpperCase().replaceAll("-", "_");
 const originsVar = (region) => `HARBOUR_ORIGINS_${envSuffix(region)}`;
@@ -137,6 +149,7 @@ before(async () => {
     "[assets]",
     `directory = "${join(root, "www")}"`,
     'not_found_handling = "none"',
+    ...RATELIMITS,
     "[vars]",
     ...vars,
   ].join("\n"));
@@ -235,7 +248,9 @@ test("a forced 429 shows a countdown, then the entry goes through", async () => 
   await page.getByRole("button", { name: "Enter the draw" }).click();
   await page.locator("#form-status", { hasText: /Retrying in \d+ s/ }).waitFor({ timeout: 5_000 });
   const shown = await page.locator("#form-status").textContent();
-  await page.locator("#receipt-id").waitFor({ timeout: 30_000 });
+  // The isolate gives one submission back after 12 s; the location's binding counts 5 per minute
+  // and may then ask for up to its whole period (60 s): the page waits that out too.
+  await page.locator("#receipt-id").waitFor({ timeout: 90_000 });
   assert.match(shown, /Lots of entries right now\. Retrying in \d+ s/);
   assert.equal(await count("global"), before + 1);
   await page.context().close();

@@ -26,6 +26,72 @@ pub fn regions() -> Vec<String> {
         .collect()
 }
 
+/// The rate-limiting bindings the shipped policy needs, with the limits it gives them.
+pub fn location_limits() -> Vec<harbour::limit::LocationLimit> {
+    harbour::admission::location_limits(
+        &harbour::policy::Policy::shipped().expect("the shipped policy passes its checks"),
+    )
+}
+
+/// `[[ratelimits]]` for a `wrangler.toml` that `wrangler dev` simulates: every binding the policy
+/// needs, with its limit and period.
+pub fn wrangler_ratelimits() -> String {
+    location_limits()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            format!(
+                "[[ratelimits]]\nname = \"{}\"\nnamespace_id = \"{}\"\nsimple = {{ limit = {}, period = {} }}\n\n",
+                l.binding_name(),
+                9001 + i,
+                l.limit,
+                l.period_s
+            )
+        })
+        .collect()
+}
+
+/// For a `workerd serve` config (which has no `[[ratelimits]]`): the bindings as workerd's
+/// wrapped bindings over the module `wrangler dev` itself simulates the binding with, and the
+/// extension that provides that module, for a config file in `config_dir` (inside the workspace:
+/// capnp `embed` paths are relative to the file). Returns (bindings entries, `extensions` line).
+pub fn workerd_ratelimits(config_dir: &Path) -> (String, String) {
+    const SOURCE: &str = "node_modules/miniflare/dist/src/workers/ratelimit/ratelimit.worker.js";
+    let root = workspace_root();
+    assert!(
+        root.join(SOURCE).is_file(),
+        "{SOURCE} is missing: the rate-limiting simulation comes with wrangler's miniflare (bash scripts/setup)"
+    );
+    let depth = config_dir
+        .strip_prefix(&root)
+        .expect("the config file is inside the workspace")
+        .components()
+        .count();
+    workerd_ratelimits_over(&format!("{}{SOURCE}", "../".repeat(depth)))
+}
+
+/// [`workerd_ratelimits`] over another module (`module`, relative to the config file) whose
+/// default export takes `{namespaceId, limit, period}` and returns the binding.
+pub fn workerd_ratelimits_over(module: &str) -> (String, String) {
+    const MODULE: &str = "harbour-test:ratelimit";
+    let bindings = location_limits()
+        .iter()
+        .map(|l| {
+            format!(
+                "    (name = \"{}\", wrapped = (moduleName = \"{MODULE}\", innerBindings = [(name = \"namespaceId\", text = \"{}\"), (name = \"limit\", json = \"{}\"), (name = \"period\", json = \"{}\")])),\n",
+                l.binding_name(),
+                l.binding_name(),
+                l.limit,
+                l.period_s
+            )
+        })
+        .collect();
+    let extensions = format!(
+        "  extensions = [(modules = [(name = \"{MODULE}\", esModule = embed \"{module}\", internal = true)])],\n"
+    );
+    (bindings, extensions)
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -409,6 +475,15 @@ impl Stack {
     /// Starts the origin that `port` names in the worker's configuration, listening on `listen`
     /// instead (a test may put something between the worker and the origin).
     pub fn start_origin_on(&mut self, port: u16, listen: u16) {
+        self.launch_origin(port, listen, &[]);
+    }
+
+    /// An origin with more arguments, e.g. `["--max-in-flight", "0"]`.
+    pub fn start_origin_with(&mut self, port: u16, extra: &[&str]) {
+        self.launch_origin(port, port, extra);
+    }
+
+    fn launch_origin(&mut self, port: u16, listen: u16, extra: &[&str]) {
         let spec = self.spec_for_port(port);
         let ops = spec.ops_port(port);
         let log = std::fs::File::create(
@@ -417,7 +492,7 @@ impl Stack {
         )
         .unwrap();
         let mut command = origin_command(spec, listen, ops);
-        command.stdout(Stdio::null()).stderr(log);
+        command.args(extra).stdout(Stdio::null()).stderr(log);
         let process = Process::spawn(&format!("origin {} :{listen}", spec.region), &mut command);
         self.origin_processes.insert(port, process);
         wait_until(
@@ -452,11 +527,13 @@ impl Stack {
                 o.key
             ));
         }
+        // The rate-limiting bindings with the policy's own limits: wrangler dev simulates them.
         let config = format!(
             "name = \"harbour-e2e\"\nmain = \"{main}\"\ncompatibility_date = \"2025-09-01\"\n\n\
-             [assets]\ndirectory = \"{www}\"\nnot_found_handling = \"none\"\n\n[vars]\n{vars}",
+             [assets]\ndirectory = \"{www}\"\nnot_found_handling = \"none\"\n\n{ratelimits}[vars]\n{vars}",
             main = root.join("build/worker/shim.mjs").display(),
             www = root.join("www").display(),
+            ratelimits = wrangler_ratelimits(),
         );
         std::fs::write(self.dir.join("wrangler.toml"), config).unwrap();
         std::fs::write(self.dir.join(".dev.vars"), secrets).unwrap();
@@ -529,6 +606,11 @@ impl Stack {
                 (o.region.clone(), total)
             })
             .collect()
+    }
+
+    /// What an origin's `/v1/load` reports: bound, in flight, most in flight, shed.
+    pub fn load(&self, port: u16) -> serde_json::Value {
+        request(port, "GET", "/v1/load", &[], b"").json()
     }
 
     pub fn worker_log(&self) -> String {

@@ -626,6 +626,145 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
     );
 }
 
+/// Waits, if need be, until `needed` ms fit before the next whole minute: the simulated binding
+/// counts per minute since the epoch (as a period of the real one starts and ends), so a test that
+/// must stay inside one period starts early enough in it.
+fn early_in_a_minute(needed: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = Duration::from_millis((now.as_millis() % 60_000) as u64);
+    if into + needed > Duration::from_secs(58) {
+        std::thread::sleep(Duration::from_secs(60) - into + Duration::from_millis(500));
+    }
+}
+
+fn layer_of(reply: &harbour_e2e::Response) -> String {
+    let policy = reply.header("ratelimit-policy").unwrap_or("");
+    policy.split('"').nth(1).unwrap_or("").to_owned()
+}
+
+/// The isolate's GCRA gives a client back one submission every 12 s (5 per minute); the
+/// location's binding counts 5 per minute. A client that used its 5 is admitted by the isolate
+/// 12 s later, and refused by the location: that is the layer fleets of isolates cannot cheat.
+/// An IPv6 client rotating addresses inside its /64 is one client in both layers.
+fn the_location_refuses_what_the_isolate_alone_would_admit_and_a_slash_64_is_one_client(
+    stack: &Stack,
+) {
+    early_in_a_minute(Duration::from_secs(20));
+    let v4 = client();
+    let n = unique();
+    let v6 = |host: u32| format!("2001:db8:{:x}:{:x}::{:x}", n >> 16, n & 0xffff, host + 1);
+    let received_before = stack.received()["global"];
+    for i in 0..5 {
+        let reply = stack.submit(Some("US"), &v4, &entry("US"), &[]);
+        assert_eq!(reply.status, 202, "v4 submission {i}: {}", reply.body);
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"client\";q=5;w=60, \"location\";q=5;w=60")
+        );
+        // Each from another address of the same /64.
+        let reply = stack.submit(Some("US"), &v6(i), &entry("US"), &[]);
+        assert_eq!(reply.status, 202, "v6 submission {i}: {}", reply.body);
+    }
+    // At once: the isolate's own layer refuses the sixth, a rotated address changes nothing.
+    let reply = stack.submit(Some("US"), &v6(5), &entry("US"), &[]);
+    assert_eq!((reply.status, layer_of(&reply)), (429, "client".to_owned()));
+    std::thread::sleep(Duration::from_millis(12_500));
+    for (who, ip) in [("v4", v4.clone()), ("v6", v6(6))] {
+        let reply = stack.submit(Some("US"), &ip, &entry("US"), &[]);
+        assert_eq!(reply.status, 429, "{who}: {}", reply.body);
+        assert_eq!(
+            layer_of(&reply),
+            "location",
+            "{who}: refused by the location"
+        );
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"location\";q=5;w=60")
+        );
+        assert_eq!(reply.header("ratelimit"), Some("\"location\";r=0;t=60"));
+        assert_eq!(reply.header("retry-after"), Some("60"));
+    }
+    assert_eq!(
+        stack.received()["global"],
+        received_before + 10,
+        "the refused reached no origin"
+    );
+    // Another /64 is another client.
+    let other = format!("2001:db8:{:x}:{:x}::1", (n >> 16) + 1, n & 0xffff);
+    let reply = stack.submit(Some("US"), &other, &entry("US"), &[]);
+    assert_eq!(reply.status, 202, "{}", reply.body);
+}
+
+/// Origins that say they are full: the edge fails over in region, then answers 503 with the key
+/// without calling them while both breakers are open; once they take entries again, the retry
+/// with the same key is stored once.
+fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
+    let ru = (stack.origin("ru").primary, stack.origin("ru").secondary);
+    for port in [ru.0, ru.1] {
+        stack.stop_origin(port);
+        stack.start_origin_with(port, &["--max-in-flight", "0"]);
+    }
+    let others_before: BTreeMap<_, _> = stack
+        .received()
+        .into_iter()
+        .filter(|(r, _)| *r != "ru")
+        .collect();
+    let key = format!("busy-key-{:016}", unique());
+    let body = entry("RU");
+    let ip = client();
+    let busy = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert_eq!(busy.json()["code"], "origins_busy");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(busy.header("idempotency-key"), Some(key.as_str()));
+    let shed = |stack: &Stack| [ru.0, ru.1].map(|port| stack.load(port)["shed"].as_u64().unwrap());
+    assert_eq!(shed(stack), [1, 1], "both origins were tried, in region");
+    // Both breakers open: answered at once, no origin called.
+    let spared = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    assert_eq!(spared.status, 503, "{}", spared.body);
+    assert_eq!(spared.json()["code"], "region_busy");
+    assert_eq!(spared.json()["idempotency_key"], key.as_str());
+    assert!(spared.header("retry-after").is_some());
+    assert_eq!(shed(stack), [1, 1], "no origin was called");
+    // The origins take entries again; after the interval one trial closes the primary's breaker.
+    for port in [ru.0, ru.1] {
+        stack.stop_origin(port);
+        stack.start_origin(port);
+    }
+    std::thread::sleep(Duration::from_millis(1_100));
+    let stored = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    assert_eq!(stored.status, 202, "{}", stored.body);
+    let again = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    assert_eq!(again.body, stored.body);
+    let rows = stack.stored()["ru"]
+        .iter()
+        .filter(|r| r.idempotency_key == key)
+        .count();
+    assert_eq!(rows, 1);
+    let others_after: BTreeMap<_, _> = stack
+        .received()
+        .into_iter()
+        .filter(|(r, _)| *r != "ru")
+        .collect();
+    assert_eq!(others_after, others_before, "nothing left the region");
+    let breaker_lines = |state: &str| {
+        stack
+            .worker_log()
+            .lines()
+            .filter(|l| {
+                l.contains("\"msg\":\"harbour.breaker\"")
+                    && l.contains("\"region\":\"ru\"")
+                    && l.contains(&format!("\"state\":\"{state}\""))
+            })
+            .count()
+    };
+    wait_until("breaker log lines", Duration::from_secs(10), || {
+        breaker_lines("open") >= 2 && breaker_lines("closed") >= 1
+    });
+}
+
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
@@ -646,6 +785,18 @@ fn main() {
         ("nth_plus_one_submission_is_limited_per_client", |s| {
             nth_plus_one_submission_is_limited_per_client(s)
         }),
+        (
+            "the_location_refuses_what_the_isolate_alone_would_admit_and_a_slash_64_is_one_client",
+            |s| {
+                the_location_refuses_what_the_isolate_alone_would_admit_and_a_slash_64_is_one_client(
+                    s,
+                )
+            },
+        ),
+        (
+            "full_origins_are_spared_and_the_retry_lands_once",
+            full_origins_are_spared_and_the_retry_lands_once,
+        ),
         ("client_country_headers_change_nothing", |s| {
             client_country_headers_change_nothing(s)
         }),

@@ -15,8 +15,8 @@ use harbour::config::{key_var, origins_var};
 use harbour::country::Country;
 use harbour::policy::Policy;
 use harbour_e2e::{
-    free_port, origin_binary, person_key_var, read_rows, request, wait_until, workspace_root,
-    Process, Response,
+    free_port, origin_binary, person_key_var, read_rows, request, wait_until, workerd_ratelimits,
+    workspace_root, Process, Response,
 };
 
 const TRAP_PATH: &str = "/api/__test_trap";
@@ -160,6 +160,7 @@ impl Edge {
             ));
         }
         let port = free_port();
+        let (ratelimits, extensions) = workerd_ratelimits(&dir);
         let config = format!(
             r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -170,7 +171,7 @@ const config :Workerd.Config = (
   sockets = [
     (name = "harbour", address = "127.0.0.1:{port}", http = (cfBlobHeader = "x-test-cf"), service = "harbour"),
   ],
-);
+{extensions});
 const harbour :Workerd.Worker = (
   modules = [
     (name = "shim.mjs", esModule = embed "{shim}"),
@@ -179,7 +180,7 @@ const harbour :Workerd.Worker = (
   compatibilityDate = "2025-09-01",
   bindings = [
     (name = "HARBOUR_LOG", text = "decisions"),
-{bindings}  ],
+{ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
 "#,

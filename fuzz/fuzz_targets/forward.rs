@@ -3,8 +3,9 @@
 #![no_main]
 
 use harbour::config::Config;
+use harbour::admission::LocationAnswer;
 use harbour::country::Country;
-use harbour::forward::{after_attempt, AttemptResult, Next};
+use harbour::forward::{AttemptResult, Next};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::request::{Body, Facts};
 use harbour::policy::SHIPPED_POLICY;
@@ -31,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    let plan = match pipeline.request(&facts) {
+    let plan = match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
         Verdict::Forward { plan } => plan,
         Verdict::Answer { log, .. } => {
             // Under the shipped rule (refuse), two countries in two regions with laws of their
@@ -43,19 +44,21 @@ fuzz_target!(|data: &[u8]| {
             assert!(laws && log.outcome == "residency_conflict", "a valid submission was not forwarded: {}", log.outcome);
             return;
         }
+        Verdict::Consult { .. } => panic!("the location's answer was given"),
     };
     let header = |name: &str| plan.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
     let region = config.policy.regions[plan.ticket.region.get()].id.clone();
     let hash = sha256_hex(plan.body.as_bytes());
     let signed = Signed { method: "POST", path: "/v1/submissions", timestamp_ms: facts.now_ms, region: &region, idempotency_key: header("idempotency-key"), body_sha256_hex: &hash };
     assert!(config.regions[plan.region.get()].key.verify(&signed, header("x-harbour-signature")));
-    // Walk arbitrary origin answers: (status byte pair, body chunk) per attempt.
+    // Walk arbitrary origin answers: (status byte pair, body chunk) per attempt, through the
+    // pipeline so the origins' breakers see them (a busy answer opens one).
     let mut ticket = plan.ticket.clone();
     for chunk in answers.chunks(24) {
         let status = chunk.first().map_or(0, |b| u16::from(*b) * 3);
         let text = String::from_utf8_lossy(chunk.get(1..).unwrap_or(&[]));
         let outcome = if status == 0 { AttemptResult::Failed } else { AttemptResult::Answered { status, body: &text } };
-        match after_attempt(&config, &ticket, outcome, facts.now_ms + 100) {
+        match pipeline.after_attempt(&ticket, outcome, facts.now_ms + 100) {
             Next::Retry { attempt, ticket: next } => {
                 assert!(config.origins(plan.region).iter().any(|o| o.url == attempt.url), "left the region");
                 ticket = next;

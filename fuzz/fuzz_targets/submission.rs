@@ -4,6 +4,7 @@
 #![no_main]
 
 use harbour::config::Config;
+use harbour::admission::LocationAnswer;
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
 use harbour::request::{Body, Facts};
 use harbour::signature::SignatureHeader;
@@ -40,6 +41,17 @@ fuzz_target!(|data: &[u8]| {
     let verdict = pipeline.request(&facts);
     let comparison = pipeline.shadow(&facts, &verdict).expect("a submission to a live campaign");
     assert_eq!(comparison.live, comparison.candidate, "the same policy decided otherwise in shadow");
+    // The location's binding answers from the input too; only an admission (or fail_open) forwards.
+    let answer = match rest.len() % 4 {
+        0 => LocationAnswer::Refused,
+        1 => LocationAnswer::Failed,
+        2 => LocationAnswer::TimedOut,
+        _ => LocationAnswer::Admitted,
+    };
+    let verdict = match verdict {
+        Verdict::Consult { held, .. } => pipeline.after_consult(*held, answer, facts.now_ms),
+        other => other,
+    };
     if let Verdict::Forward { plan } = verdict {
         let config = pipeline.config().ok().expect("configured");
         let region = &config.policy.regions[plan.ticket.region.get()].id;

@@ -8,6 +8,7 @@
 //! same key with different fields is a conflict (409); a campaign with `one_entry_per` takes one
 //! entry per person (409 `already_entered`). Receipt ids are random.
 
+pub mod in_flight;
 pub mod person;
 pub mod receipt;
 pub mod server;

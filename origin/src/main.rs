@@ -4,6 +4,8 @@
 //! them: the signing key (`HARBOUR_KEY_EU` for region `eu`, or the variable `--key-env` names),
 //! the person key for one entry per person (`HARBOUR_PERSON_KEY_EU`, or `--person-key-env`), and
 //! a PostgreSQL URL with a password (`HARBOUR_STORE`).
+//! `--max-in-flight N` bounds the submissions in flight (default 256); past it, 503
+//! `origin_busy` at once (see `in_flight`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use serde_json::json;
 use harbour::config::key_var;
 use harbour::policy::Policy;
 use harbour::signature::SigningKey;
+use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT};
 use harbour_origin::person::{person_key_var, PersonRules};
 use harbour_origin::server::{serve, tls_config, Origin};
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
@@ -23,7 +26,8 @@ use harbour_origin::store::{Durability, Location, Store};
 const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          (--db FILE | --store sqlite:FILE | --store postgres://… | HARBOUR_STORE=…)
          [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--policy FILE]
-         [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]";
+         [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]
+         [--max-in-flight N]";
 
 /// Where the store is when neither `--store` nor `--db` is given.
 const STORE_VAR: &str = "HARBOUR_STORE";
@@ -38,6 +42,7 @@ struct Args {
     person_key_env: Option<String>,
     durability: Durability,
     pool_size: usize,
+    max_in_flight: usize,
     tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -47,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut durability = Durability::Full;
     let mut pool_size = DEFAULT_POOL_SIZE;
+    let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     let mut args = std::env::args().skip(1);
     let address = |flag: &str, text: String| {
         text.parse::<SocketAddr>()
@@ -81,6 +87,11 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--durability: {other:?} is not full or normal")),
                 }
             }
+            "--max-in-flight" => {
+                max_in_flight = value()?
+                    .parse()
+                    .map_err(|_| "--max-in-flight: a number of submissions")?
+            }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -107,6 +118,7 @@ fn parse_args() -> Result<Args, String> {
         person_key_env,
         durability,
         pool_size,
+        max_in_flight,
         tls,
     })
 }
@@ -201,6 +213,7 @@ async fn run(args: Args) -> Result<(), String> {
         person_key,
         rules,
         store,
+        in_flight: InFlight::new(args.max_in_flight),
     });
     serve(origin, public, ops, tls, shutdown_signal()).await
 }

@@ -1,5 +1,6 @@
 //! The origin's HTTP side: the submissions listener (optionally TLS) that harbour's edge calls,
-//! and the operations listener (`/health`, `/v1/count`) for the operator's own network.
+//! bounded in the submissions it has in flight (see `in_flight`), and the operations listener
+//! (`/health`, `/v1/count`, `/v1/load`) for the operator's own network.
 //!
 //! The submissions listener serves `POST /v1/submissions` and nothing else: how many entries a
 //! region holds is not a stranger's business, so the operations routes live on their own
@@ -24,6 +25,7 @@ use serde_json::json;
 use harbour::config::SUBMISSIONS_PATH;
 use harbour::signature::SigningKey;
 
+use crate::in_flight::{bounded, InFlight};
 use crate::person::PersonRules;
 use crate::store::{Row, Store, Stored};
 use crate::verify::{verify, Received};
@@ -42,6 +44,8 @@ pub struct Origin {
     pub person_key: Option<SigningKey>,
     pub rules: PersonRules,
     pub store: Store,
+    /// Submissions in flight, bounded: past the bound, 503 `origin_busy` before anything is read.
+    pub in_flight: Arc<InFlight>,
 }
 
 fn now_ms() -> u64 {
@@ -172,10 +176,16 @@ async fn count(State(origin): State<Arc<Origin>>) -> Response {
     }
 }
 
+/// The in-flight bound, what is in flight, the most ever in flight and how many were shed.
+async fn load(State(origin): State<Arc<Origin>>) -> Response {
+    answer(StatusCode::OK, origin.in_flight.report())
+}
+
 /// The submissions listener's routes: `POST /v1/submissions` only.
 pub fn submissions_router(origin: Arc<Origin>) -> Router {
+    let bound = axum::middleware::from_fn_with_state(origin.in_flight.clone(), bounded);
     Router::new()
-        .route(SUBMISSIONS_PATH, post(submit))
+        .route(SUBMISSIONS_PATH, post(submit).layer(bound))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(origin)
 }
@@ -184,6 +194,7 @@ pub fn submissions_router(origin: Arc<Origin>) -> Router {
 pub fn ops_router(origin: Arc<Origin>) -> Router {
     Router::new()
         .route("/v1/count", get(count))
+        .route("/v1/load", get(load))
         .route("/health", get(health))
         .with_state(origin)
 }

@@ -12,6 +12,7 @@ pub mod names;
 
 use std::fmt::Write as _;
 
+use harbour::admission::LocationAnswer;
 use harbour::config::{key_var, origins_var, Config, LogMode};
 use harbour::country::Country;
 use harbour::field::FieldKind;
@@ -19,7 +20,9 @@ use harbour::forward::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
 use harbour::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
 use harbour::limit::Quota;
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::policy::{Campaign, OnConflict, Policy, RegionIndex, SignalAction, CANDIDATE_FILE};
+use harbour::policy::{
+    Campaign, FailMode, OnConflict, Policy, RegionIndex, SignalAction, CANDIDATE_FILE,
+};
 use harbour::reply::Phase;
 use harbour::request::{Body, Facts};
 use harbour::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
@@ -325,7 +328,8 @@ fn what_leaves_the_edge(out: &mut String, live_json: &str, policy: &Policy) -> R
         "## What leaves the edge\n\n\
          An accepted entry is sent to one origin of its region as one signed HTTPS request. \
          Nothing else about the visitor leaves the edge: not their IP address (used at the edge \
-         only, in memory, to count per-visitor limits), not their browser's headers or cookies, \
+         only, to count per-visitor limits, in memory and in the platform's rate-limiting \
+         service of the same location; see the limits below), not their browser's headers or cookies, \
          not the form's hidden anti-bot fields. What follows is read from a sample entry run \
          through the edge's own code.\n\n",
     );
@@ -500,25 +504,69 @@ fn limits(out: &mut String, policy: &Policy) {
     out.push_str(
         "## Limits per campaign\n\n\
          Entries beyond a limit are refused with 429 and a time to retry; nothing is stored. \
-         Limits are counted per isolate of the edge (see the README).\n\n\
-         | Campaign | Per visitor (IP address, or IPv6 /64) | Whole campaign | Surge windows |\n\
+         The per-visitor limit is counted twice: by each isolate of the edge, in its memory, and \
+         by the platform's rate-limiting service in the visitor's edge location, under the key \
+         `<campaign> <address>` (an IPv6 address counts as its /64), which leaves the isolate for \
+         that service only and is not stored with the entry. The whole-campaign and region \
+         budgets are counted per isolate, as a guard; the origins protect their own capacity \
+         (see the README).\n\n\
+         | Campaign | Per visitor (IP address, or IPv6 /64) | Whole campaign (per isolate) | \
+         If the location's count cannot be had |\n\
          | --- | --- | --- | --- |\n",
     );
     for campaign in &policy.campaigns {
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | none: this policy format has no surge windows, the limits apply at all times |",
+            "| `{}` | {} | {} | {} |",
             campaign.id,
             quota(&campaign.per_client),
-            quota(&campaign.campaign)
+            quota(&campaign.campaign),
+            fail_mode(campaign.on_location_unavailable)
         );
     }
-    out.push_str("\n| Region | Budget protecting its origins |\n| --- | --- |\n");
+    out.push_str(
+        "\n### Surge windows\n\n\
+         Scheduled windows (UTC, from the start to just before the end) with a per-visitor limit \
+         of their own; outside them the campaign's limits apply.\n\n",
+    );
+    let windows: Vec<_> = policy
+        .campaigns
+        .iter()
+        .flat_map(|c| c.surge_windows.iter().map(move |w| (c, w)))
+        .collect();
+    if windows.is_empty() {
+        out.push_str("None: the campaigns' own limits apply at all times.\n");
+    } else {
+        out.push_str(
+            "| Campaign | Window | From | Until | Per visitor | If the location's count cannot be had |\n\
+             | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (campaign, window) in windows {
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | {} | {} | {} | {} |",
+                campaign.id,
+                window.id,
+                harbour::utc::format_ms(window.start_ms),
+                harbour::utc::format_ms(window.end_ms),
+                quota(&window.per_client),
+                fail_mode(window.on_location_unavailable)
+            );
+        }
+    }
+    out.push_str("\n| Region | Budget per isolate (a guard) |\n| --- | --- |\n");
     for region in &policy.regions {
         let budget = region.budget.as_ref().map_or("none".to_owned(), quota);
         let _ = writeln!(out, "| `{}` | {budget} |", region.id);
     }
     out.push('\n');
+}
+
+fn fail_mode(mode: FailMode) -> &'static str {
+    match mode {
+        FailMode::Open => "admitted on the isolate's own count (`fail_open`)",
+        FailMode::Closed => "refused with 503, retry later (`fail_closed`)",
+    }
 }
 
 fn quota(quota: &Quota) -> String {
@@ -801,12 +849,16 @@ fn sample_forward(
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    match pipeline.request(&facts) {
+    match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
         Verdict::Forward { plan } => {
             let headers = plan.headers.iter().map(|(n, _)| (*n).to_owned()).collect();
             let body = serde_json::from_str(&plan.body).map_err(|e| e.to_string())?;
             Ok((headers, body))
         }
+        Verdict::Consult { .. } => Err(format!(
+            "a sample entry for campaign {:?} still waits for the location's count",
+            campaign.id
+        )),
         Verdict::Answer { reply, .. } => Err(format!(
             "a sample entry for campaign {:?} was not forwarded: {} {}",
             campaign.id, reply.status, reply.body
@@ -911,6 +963,21 @@ mod tests {
         }
         assert!(!report.contains("-secret-"), "no key value");
         assert!(!report.contains("127.0.0.1"), "no origin address");
+    }
+
+    #[test]
+    fn surge_windows_are_listed_with_their_limits() {
+        let mut policy: Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+        policy["campaigns"][0]["surge_windows"] = serde_json::json!([
+            {"id": "tv-spot", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T20:20:00Z",
+             "per_client": {"burst": 20, "window_ms": 60000}, "on_location_unavailable": "fail_closed"}
+        ]);
+        let report = render(&policy.to_string(), None).unwrap();
+        assert!(
+            report.contains("| `spring-launch` | `tv-spot` | 2026-03-14T20:15:00.000Z | 2026-03-14T20:20:00.000Z | 20 per 60 s | refused with 503"),
+            "{report}"
+        );
+        assert!(!report.contains("None: the campaigns' own limits apply at all times."));
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! The per-request cost of a Rust worker is the Rust↔JS boundary, not the logic, so the shell is
 //! shaped to cross it as rarely as possible: `shim.js` reads the request (method, URL, a handful
 //! of headers, `request.cf.country`, the body bytes up to the cap) and calls `decide` once; the
-//! whole decision comes back as one JSON string. When it says forward, `shim.js` sends the bytes
-//! it was given and reports each attempt's status and body to `conclude`, which names the next
-//! origin of the same region or the final reply. JS moves bytes; every decision is made here.
+//! whole decision comes back as one JSON string. A submission the isolate's own limits admit
+//! comes back as "consult this rate-limiting binding with this key": `shim.js` awaits the
+//! binding and reports its answer (or its failure or silence) to `consulted`, which answers with
+//! the forward or the reply. When it says forward, `shim.js` sends the bytes it was given and
+//! reports each attempt's status and body to `conclude`, which names the next origin of the same
+//! region or the final reply. JS moves bytes; every decision is made here.
 //!
-//! The environment (origin URLs, signing secrets) is read once per isolate in `configure`.
+//! The environment (origin URLs, signing secrets, rate-limiting bindings) is read once per
+//! isolate in `configure`.
 //!
 //! The `worker` crate's wrappers are not used here: linking it at all keeps every class it
 //! exports to JS (streams, R2, containers, ...), which costs about 120 KB gzip of wasm, and its
@@ -18,11 +22,12 @@ use std::cell::RefCell;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
+use crate::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
 use crate::config::{key_var, origins_var, Config};
 use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
-use crate::pipeline::{Pipeline, Seeds, Verdict};
-use crate::policy::{Policy, CANDIDATE_POLICY, SHIPPED_POLICY};
+use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
+use crate::policy::{Policy, PolicyError, PolicyIssue, CANDIDATE_POLICY, SHIPPED_POLICY};
 use crate::reply::{problem, Phase, Reply};
 use crate::request::{Body, Facts};
 use crate::text::{push_quoted, push_u64};
@@ -31,6 +36,8 @@ use crate::text::{push_quoted, push_u64};
 struct Shell {
     pipeline: Pipeline,
     tickets: TicketBook,
+    /// Requests awaiting the location's rate-limiting binding.
+    holds: TicketBook<Held>,
     journal: Journal,
 }
 
@@ -38,21 +45,42 @@ thread_local! {
     static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
 }
 
-/// Reads the environment for the shipped policy's regions. `random` is 16 bytes from the
-/// platform's CSPRNG: two independent seeds (the limiter's hash key, request ids). Returns
-/// `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case every
-/// request is answered 500 `config_invalid`, and the error (which names the bad entries, never a
-/// secret's value) is for the log. Either may carry `"candidate_error"` (see
+/// Reads the environment for the shipped policy's regions and rate limits. `random` is 16 bytes
+/// from the platform's CSPRNG: two independent seeds (the limiter's hash key, request ids).
+/// Returns `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case
+/// every request is answered 500 `config_invalid`, and the error (which names the bad entries,
+/// never a secret's value) is for the log. Either may carry `"candidate_error"` (see
 /// `configure_policies`), also for the log.
 #[wasm_bindgen]
 pub fn configure(env: &JsValue, random: &[u8]) -> String {
+    let property = |name: &str| js_sys::Reflect::get(env, &JsValue::from_str(name)).ok();
     // Vars and secrets are both plain string properties of `env`.
-    let lookup = |name: &str| -> Option<String> {
-        js_sys::Reflect::get(env, &JsValue::from_str(name))
-            .ok()
-            .and_then(|value| value.as_string())
+    let lookup = |name: &str| -> Option<String> { property(name)?.as_string() };
+    // A rate-limiting binding is an object with a `limit` method.
+    let bound = |name: &str| {
+        property(name)
+            .filter(JsValue::is_object)
+            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
+            .is_some_and(|limit| limit.is_function())
     };
-    configure_with(&lookup, random)
+    configure_with(&lookup, &bound, random)
+}
+
+/// Every rate-limiting binding the policy needs that `bound` does not find, named.
+fn missing_bindings(policy: &Policy, bound: &dyn Fn(&str) -> bool) -> Vec<PolicyIssue> {
+    location_limits(policy)
+        .into_iter()
+        .filter(|limit| !bound(&limit.binding_name()))
+        .map(|limit| PolicyIssue {
+            path: limit.binding_name(),
+            message: format!(
+                "no rate-limiting binding; wrangler.toml needs [[ratelimits]] name = \"{}\", namespace_id = \"<a number>\", simple = {{ limit = {}, period = {} }} (in each environment)",
+                limit.binding_name(),
+                limit.limit,
+                limit.period_s
+            ),
+        })
+        .collect()
 }
 
 /// Two independent seeds from 16 random bytes (fewer bytes leave the rest zero).
@@ -70,9 +98,14 @@ fn seeds(random: &[u8]) -> Seeds {
     }
 }
 
-/// `configure` with the environment as a plain lookup, for tests.
-pub fn configure_with(lookup: &dyn Fn(&str) -> Option<String>, random: &[u8]) -> String {
-    configure_policies(SHIPPED_POLICY, CANDIDATE_POLICY, lookup, random)
+/// `configure` with the environment as plain lookups (strings, and whether a binding is there),
+/// for tests.
+pub fn configure_with(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
+    random: &[u8],
+) -> String {
+    configure_policies(SHIPPED_POLICY, CANDIDATE_POLICY, lookup, bound, random)
 }
 
 /// `configure_with` for a given live policy and candidate. A candidate that does not parse
@@ -82,9 +115,21 @@ pub fn configure_policies(
     live: &str,
     candidate: Option<&str>,
     lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
     random: &[u8],
 ) -> String {
-    let config = Config::assemble(live, lookup);
+    let config = match Config::assemble(live, lookup) {
+        Ok(config) => match missing_bindings(&config.policy, bound) {
+            missing if missing.is_empty() => Ok(config),
+            missing => Err(PolicyError(missing)),
+        },
+        Err(PolicyError(mut issues)) => {
+            if let Ok(policy) = Policy::parse(live) {
+                issues.extend(missing_bindings(&policy, bound));
+            }
+            Err(PolicyError(issues))
+        }
+    };
     let mut answer = match &config {
         Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
         Err(error) => json!({ "ok": false, "error": error.to_string() }),
@@ -99,21 +144,25 @@ pub fn configure_policies(
     let shell = Shell {
         pipeline,
         tickets: TicketBook::default(),
+        holds: TicketBook::with_max(MAX_HELD),
         journal,
     };
     SHELL.with(|cell| *cell.borrow_mut() = Some(shell));
     answer.to_string()
 }
 
-/// Names of the variables `configure` reads, for operators and the README.
+/// Names of the environment entries `configure` reads, for operators and the README: each
+/// region's origins and key, then each rate-limiting binding the policy needs.
 #[wasm_bindgen]
 pub fn expected_variables() -> String {
-    let regions = Policy::parse(SHIPPED_POLICY)
-        .map(|p| p.regions.into_iter().map(|r| r.id).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let names: Vec<String> = regions
+    let Ok(policy) = Policy::parse(SHIPPED_POLICY) else {
+        return "[]".into();
+    };
+    let names: Vec<String> = policy
+        .regions
         .iter()
-        .flat_map(|id| [origins_var(id), key_var(id)])
+        .flat_map(|r| [origins_var(&r.id), key_var(&r.id)])
+        .chain(location_limits(&policy).iter().map(|l| l.binding_name()))
         .collect();
     json!(names).to_string()
 }
@@ -129,11 +178,14 @@ pub const BODY_INCOMPLETE: u8 = 3;
 /// newline (both are JSON), and the bodies, the largest parts, are never escaped into JSON only
 /// to be parsed back out. META is one of
 /// - a reply: `{"status":N,"headers":[[name,value],...]}`, BODY its body;
+/// - consult the location first: `{"consult":{"binding":..,"key":..,"timeout_ms":N},"hold":N}`,
+///   then call `consulted` with `hold` and the answer;
 /// - the first attempt of a forward: `{"url":..,"timeout_ms":..,"ticket":N,"headers":[...]}`,
 ///   BODY the request body to send;
 /// - a further attempt: `{"url":..,"timeout_ms":..,"ticket":N}`, same headers and body;
 ///
-/// and may carry `"summary"`, a log line of its own.
+/// and may carry `"summary"`, a log line of its own, and `"notes"`, log lines of state changes
+/// (one string, lines separated by newlines).
 #[allow(clippy::too_many_arguments)]
 #[wasm_bindgen]
 pub fn decide(
@@ -174,24 +226,103 @@ pub fn decide(
         if let Some(comparison) = shell.pipeline.shadow(&facts, &verdict) {
             shell.journal.shadow(&comparison, now_ms);
         }
-        Some(match verdict {
-            Verdict::Answer { reply, log } => {
-                let lines = shell.journal.record(&log, now_ms);
-                reply_text(&reply, lines)
-            }
-            Verdict::Forward { plan } => {
-                let ticket = shell.tickets.file(plan.ticket, now_ms);
-                let mut out = String::with_capacity(512 + plan.body.len());
-                push_attempt(&mut out, &plan.first, ticket);
-                out.push_str(",\"headers\":");
-                push_header_pairs(&mut out, &plan.headers);
-                out.push_str("}\n\n");
-                out.push_str(&plan.body);
-                out
-            }
-        })
+        Some(verdict_text(shell, verdict, now_ms, &[]))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// The binding's answer as `consulted` takes it from JS (see `shim.js`).
+pub const LOCATION_ADMITTED: u8 = 1;
+pub const LOCATION_REFUSED: u8 = 2;
+pub const LOCATION_FAILED: u8 = 3;
+pub const LOCATION_TIMED_OUT: u8 = 4;
+
+/// After the location's rate-limiting binding was consulted for the request held under `hold`:
+/// `answer` is one of the `LOCATION_*` codes (anything else counts as a failure). Answers with
+/// the first attempt of a forward, or a reply.
+#[wasm_bindgen]
+pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
+    let now_ms = clock(now_ms);
+    let answer = match answer {
+        LOCATION_ADMITTED => LocationAnswer::Admitted,
+        LOCATION_REFUSED => LocationAnswer::Refused,
+        LOCATION_TIMED_OUT => LocationAnswer::TimedOut,
+        _ => LocationAnswer::Failed,
+    };
+    let text = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        // Ids are whole numbers below 2^53, exact in an f64.
+        let Some(held) = shell.holds.take(hold as u64) else {
+            let reply = problem(
+                503,
+                "admission_expired",
+                "Your entry could not be taken right now",
+                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+                None,
+            )
+            .with_header("retry-after", "1");
+            let log = bare_log(Phase::Admit, "admission_expired", 503, now_ms);
+            let lines = shell.journal.record(&log, now_ms);
+            return Some(reply_text(&reply, lines, &[]));
+        };
+        let verdict = shell.pipeline.after_consult(held, answer, now_ms);
+        let notes = shell.pipeline.take_notes();
+        Some(verdict_text(shell, verdict, now_ms, &notes))
+    });
+    text.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// A verdict as the shim reads it; a forward's ticket or a held request is filed here.
+fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[String]) -> String {
+    match verdict {
+        Verdict::Answer { reply, log } => {
+            let lines = shell.journal.record(&log, now_ms);
+            reply_text(&reply, lines, notes)
+        }
+        Verdict::Forward { plan } => {
+            let ticket = shell.tickets.file(plan.ticket, now_ms);
+            let mut out = String::with_capacity(512 + plan.body.len());
+            push_attempt(&mut out, &plan.first, ticket);
+            out.push_str(",\"headers\":");
+            push_header_pairs(&mut out, &plan.headers);
+            push_notes(&mut out, notes);
+            out.push_str("}\n\n");
+            out.push_str(&plan.body);
+            out
+        }
+        Verdict::Consult { consult, held } => {
+            let hold = shell.holds.file(*held, now_ms);
+            let mut out = String::with_capacity(160);
+            out.push_str("{\"consult\":{\"binding\":");
+            push_quoted(&mut out, &consult.binding);
+            out.push_str(",\"key\":");
+            push_quoted(&mut out, &consult.key);
+            out.push_str(",\"timeout_ms\":");
+            push_u64(&mut out, CONSULT_TIMEOUT_MS);
+            out.push_str("},\"hold\":");
+            push_u64(&mut out, hold);
+            push_notes(&mut out, notes);
+            out.push_str("}\n\n");
+            out
+        }
+    }
+}
+
+/// `,"notes":"line\nline"` when there are any.
+fn push_notes(out: &mut String, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    out.push_str(",\"notes\":");
+    let mut lines = String::with_capacity(notes.iter().map(|n| n.len() + 1).sum());
+    for (i, note) in notes.iter().enumerate() {
+        if i > 0 {
+            lines.push('\n');
+        }
+        lines.push_str(note);
+    }
+    push_quoted(out, &lines);
 }
 
 /// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
@@ -222,20 +353,23 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
             .with_header("retry-after", "1");
             let log = bare_log(Phase::Forward, "forward_expired", 503, now_ms);
             let lines = shell.journal.record(&log, now_ms);
-            return Some(reply_text(&reply, lines));
+            return Some(reply_text(&reply, lines, &[]));
         };
-        let (reply, outcome) = match shell.pipeline.after_attempt(&ticket, result, now_ms) {
+        let next = shell.pipeline.after_attempt(&ticket, result, now_ms);
+        let notes = shell.pipeline.take_notes();
+        let (reply, outcome) = match next {
             Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
                 let mut out = String::with_capacity(128);
                 push_attempt(&mut out, &attempt, id);
+                push_notes(&mut out, &notes);
                 out.push_str("}\n\n");
                 return Some(out);
             }
             Next::Done { reply, outcome } => (reply, outcome),
         };
         let log = shell.pipeline.forward_log(&ticket, reply.status, outcome);
-        Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &notes))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
 }
@@ -265,7 +399,7 @@ pub fn orphaned(idempotency_key: Option<String>, now_ms: f64) -> String {
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
         let shell = slot.as_mut()?;
-        Some(reply_text(&reply, shell.journal.record(&log, now_ms)))
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &[]))
     });
     answer.unwrap_or_else(|| unconfigured(now_ms))
 }
@@ -322,7 +456,7 @@ fn push_header_pairs(out: &mut String, headers: &[(&'static str, String)]) {
     out.push(']');
 }
 
-fn reply_text(reply: &Reply, lines: Lines) -> String {
+fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
     let log = lines.decision.unwrap_or_default();
     let mut out = String::with_capacity(256 + log.len() + reply.body.len());
     out.push_str("{\"status\":");
@@ -333,6 +467,7 @@ fn reply_text(reply: &Reply, lines: Lines) -> String {
         out.push_str(",\"summary\":");
         push_quoted(&mut out, &summary);
     }
+    push_notes(&mut out, notes);
     out.push_str("}\n");
     out.push_str(&log);
     out.push('\n');
@@ -367,12 +502,13 @@ fn unconfigured(now_ms: u64) -> String {
         decision: Some(bare_log(Phase::Configure, "config_invalid", 500, now_ms).to_json(now_ms)),
         summary: None,
     };
-    reply_text(&reply, lines)
+    reply_text(&reply, lines, &[])
 }
 
 /// Reads an answer back into one JSON value, for tests of the shell's conversions:
-/// `{"reply":{status,headers,body},"log":..,"summary":..}`, `{"forward":{url,timeout_ms,ticket,
-/// headers,body}}` or `{"retry":{url,timeout_ms,ticket}}`; `null` if it is malformed.
+/// `{"reply":{status,headers,body},"log":..,"summary":..,"notes":..}`, `{"consult":{consult,
+/// hold}}`, `{"forward":{url,timeout_ms,ticket,headers,body}}` or `{"retry":{url,timeout_ms,
+/// ticket}}`; `null` if it is malformed.
 pub fn parse_decision(text: &str) -> Value {
     let mut parts = text.splitn(3, '\n');
     let (Some(meta), Some(log), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
@@ -383,9 +519,13 @@ pub fn parse_decision(text: &str) -> Value {
         return Value::Null;
     };
     let summary = meta.remove("summary");
+    if meta.contains_key("consult") {
+        return json!({ "consult": meta });
+    }
     if !meta.contains_key("url") {
+        let notes = meta.remove("notes");
         meta.insert("body".into(), body.into());
-        return json!({ "reply": meta, "log": log, "summary": summary });
+        return json!({ "reply": meta, "log": log, "summary": summary, "notes": notes });
     }
     if meta.contains_key("headers") {
         meta.insert("body".into(), body.into());

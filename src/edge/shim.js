@@ -1,7 +1,8 @@
 // harbour's entry module, bundled by worker-build (CUSTOM_SHIM). It moves bytes between the
 // platform and the Rust decision functions in ./index_bg.js and decides nothing itself: one
-// synchronous call per request (`decide`) and one per origin attempt (`conclude`, or `orphaned`
-// when the instance that filed the forward is gone).
+// synchronous call per request (`decide`), one after the location's rate-limiting binding was
+// consulted (`consulted`), and one per origin attempt (`conclude`, or `orphaned` when the
+// instance that filed the forward is gone).
 import * as harbour from "./index_bg.js";
 import wasmModule from "./index.wasm";
 $SNIPPET_JS_IMPORTS
@@ -16,6 +17,10 @@ const BODY_UNREAD = 0;
 const BODY_BYTES = 1;
 const BODY_TOO_LARGE = 2;
 const BODY_INCOMPLETE = 3;
+const LOCATION_ADMITTED = 1;
+const LOCATION_REFUSED = 2;
+const LOCATION_FAILED = 3;
+const LOCATION_TIMED_OUT = 4;
 const EMPTY = new Uint8Array(0);
 
 let maxBodyBytes = -1; // -1 until the current instance has read its environment
@@ -122,12 +127,34 @@ async function attempt(url, timeoutMs, headers, body) {
   }
 }
 
-// An answer is `META \n LOG \n BODY` (see `decide` in src/edge/mod.rs).
+// Asks the location's rate-limiting binding (`env[binding].limit({ key })`). A throw and no
+// answer within `timeout_ms` are answers too: Rust applies the campaign's fail_open/fail_closed.
+async function consult(env, { binding, key, timeout_ms }) {
+  let timer;
+  const silence = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(LOCATION_TIMED_OUT), timeout_ms);
+  });
+  try {
+    const asked = env[binding].limit({ key }).then((outcome) =>
+      outcome?.success === true ? LOCATION_ADMITTED : outcome?.success === false ? LOCATION_REFUSED : LOCATION_FAILED,
+    );
+    return await Promise.race([asked, silence]);
+  } catch {
+    return LOCATION_FAILED;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// An answer is `META \n LOG \n BODY` (see `decide` in src/edge/mod.rs). Notes (state changes
+// such as a breaker opening) may come with any META and are written at once.
 function read(answer) {
   const metaEnd = answer.indexOf("\n");
   const logEnd = answer.indexOf("\n", metaEnd + 1);
   if (metaEnd < 0 || logEnd < 0) throw new Error("malformed decision");
-  return [JSON.parse(answer.slice(0, metaEnd)), answer.slice(metaEnd + 1, logEnd), answer.slice(logEnd + 1)];
+  const meta = JSON.parse(answer.slice(0, metaEnd));
+  if (meta.notes !== undefined) console.log(meta.notes);
+  return [meta, answer.slice(metaEnd + 1, logEnd), answer.slice(logEnd + 1)];
 }
 
 function respond(meta, log, body) {
@@ -176,6 +203,15 @@ async function handle(request, env, forward) {
       Date.now(),
     ),
   );
+  if (meta.consult !== undefined) {
+    const heldIn = generation;
+    const answer = await consult(env, meta.consult);
+    ready(env);
+    // The held request lived in the trapped instance's memory. Nothing was forwarded: the
+    // visitor retries, with the same key if it has one.
+    if (generation !== heldIn) return emergency(503, "edge_restarting", undefined);
+    [meta, log, body] = read(harbour.consulted(meta.hold, answer, Date.now()));
+  }
   if (meta.url === undefined) return respond(meta, log, body);
   // The headers and body of the first attempt serve every attempt.
   const forwardHeaders = meta.headers;

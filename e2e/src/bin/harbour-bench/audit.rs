@@ -20,7 +20,8 @@ fn expected_region(policy: &Policy, country: &str) -> String {
         .clone()
 }
 
-pub fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> bool {
+/// Runs the rehearsal and its audit; whether the audit passed, and the answers.
+pub fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> (bool, Stats) {
     let policy = Policy::shipped().unwrap();
     println!("rehearsal: {rate:.0} req/s offered for {duration_s} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients){}",
         if retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" });
@@ -37,7 +38,7 @@ pub fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> bool 
     let (stats, cpu) = measure(bench, &load);
     let audit = audit(&policy, &bench.dbs, &stats, retry);
     report(&audit, &stats, cpu);
-    audit.passed()
+    (audit.passed(), stats)
 }
 
 /// What the answers and the origins' databases say about a rehearsal.

@@ -38,11 +38,10 @@ pub fn compare(bench: &Bench, plan: &Comparison) {
         // "origin": the same fixed-rate load straight at a reference origin (no workerd), which
         // answers 404 at once: the latency floor of this machine, load generator and loopback.
         let floor_port = bench.origins.lock().unwrap()[0].port;
-        for (name, port) in [
-            ("harbour", bench.harbour_port),
-            ("baseline", bench.baseline_port),
-            ("origin", floor_port),
-        ] {
+        let mut workers = vec![("harbour", bench.harbour_port)];
+        workers.extend(bench.other_port.map(|port| ("other", port)));
+        workers.extend([("baseline", bench.baseline_port), ("origin", floor_port)]);
+        for (name, port) in workers {
             for &(phase, rate) in phases {
                 if name == "origin" && phase != "fixed" {
                     continue;
@@ -95,6 +94,15 @@ pub fn compare(bench: &Bench, plan: &Comparison) {
             "  {label:26} harbour {h:9.2}   baseline {b:9.2}   ratio {:5.2}",
             h / b
         );
+        if results.contains_key(&("other", phase)) {
+            let o = summary("other", phase, pick);
+            println!(
+                "  {:26} other   {o:9.2}   harbour / other {:5.3}   (other / baseline {:5.2})",
+                "",
+                h / o,
+                o / b
+            );
+        }
     }
     if results.contains_key(&("origin", "fixed")) {
         println!(

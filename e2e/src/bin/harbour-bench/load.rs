@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::mix::{plan, request_bytes, Mix};
 
-/// Reads one response off a keep-alive connection: (status, body).
-fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<(u16, String)> {
+/// One answer: status, `Retry-After` in seconds if given, body.
+type Answer = (u16, Option<u64>, String);
+
+/// Reads one response off a keep-alive connection.
+fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<Answer> {
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(split) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -25,12 +28,16 @@ fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Resul
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
+            let retry_after = head
+                .lines()
+                .find_map(|l| l.strip_prefix("retry-after:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
             if let Some(length) = length {
                 if buffer.len() >= split + 4 + length {
                     let body = String::from_utf8_lossy(&buffer[split + 4..split + 4 + length])
                         .into_owned();
                     buffer.drain(..split + 4 + length);
-                    return Ok((status, body));
+                    return Ok((status, retry_after, body));
                 }
             } else if head.contains("transfer-encoding: chunked") {
                 if let Some(end) = buffer[split + 4..]
@@ -40,7 +47,7 @@ fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Resul
                     let body =
                         String::from_utf8_lossy(&buffer[split + 4..split + 4 + end]).into_owned();
                     buffer.drain(..split + 4 + end + 5);
-                    return Ok((status, body));
+                    return Ok((status, retry_after, body));
                 }
             } else {
                 return Err(std::io::Error::other("response without length"));
@@ -79,6 +86,7 @@ pub struct Load {
     pub retry: bool,
 }
 
+/// The wait before a retry when the answer gave no `Retry-After` (or none came).
 const RETRY_WAIT: Duration = Duration::from_secs(5);
 const MAX_ATTEMPTS: u32 = 8;
 
@@ -201,12 +209,20 @@ pub fn run_load(load: &Load) -> Stats {
                         // reconnect once. A second failure counts as no answer.
                         stream = None;
                     }
-                    let status = answer.as_ref().map_or(0, |(status, _)| *status);
+                    let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
                     if retry && matches!(status, 0 | 502..=504) && attempt_of < MAX_ATTEMPTS {
-                        retries.push_back((Instant::now() + RETRY_WAIT, n, attempt_of));
+                        // As the page does: after the advised wait, else a fixed one.
+                        let wait = answer
+                            .as_ref()
+                            .and_then(|(_, hint, _)| *hint)
+                            .map_or(RETRY_WAIT, Duration::from_secs);
+                        // Keep the queue in due order: a short hint may come after a long one.
+                        let due = Instant::now() + wait;
+                        let at = retries.partition_point(|(other, _, _)| *other <= due);
+                        retries.insert(at, (due, n, attempt_of));
                     }
                     match answer {
-                        Some((status, body)) => {
+                        Some((status, _, body)) => {
                             local.answered += 1;
                             local.latencies_us.push(from.elapsed().as_micros() as u64);
                             *local

@@ -12,6 +12,10 @@
 //!                                    the peak: fixed rate, realistic mix, loss and residency audit
 //! harbour-bench --faults [--rate 1000] [--duration 50]
 //!                                    the same audit while the EU origins are killed and restarted
+//! harbour-bench --backpressure [--max-in-flight 2] [--rate 2000] [--duration 30]
+//!                                    the same audit with the EU origins' in-flight bound set low:
+//!                                    the most they had in flight, the edge's breakers, the 503s
+//!                                    answered without calling an origin
 //!
 //! Numbers are printed, not asserted, except the audit of a rehearsal (lost and cross-region
 //! deliveries must be 0), which sets the exit code.
@@ -19,6 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod backpressure;
 mod compare;
 mod faults;
 mod load;
@@ -46,9 +51,16 @@ fn main() {
         let duration = value("--duration").unwrap_or(50.0) as u64;
         println!("faults under load: EU origins killed, restarted and stalled");
         let faults = faults::inject_faults(&bench, duration);
-        let ok = audit::rehearse(&bench, value("--rate").unwrap_or(1000.0), duration, true);
+        let (ok, _) = audit::rehearse(&bench, value("--rate").unwrap_or(1000.0), duration, true);
         faults.join().unwrap();
         ok
+    } else if args.iter().any(|a| a == "--backpressure") {
+        backpressure::run(
+            &bench,
+            value("--max-in-flight").unwrap_or(2.0) as usize,
+            value("--rate").unwrap_or(2000.0),
+            value("--duration").unwrap_or(30.0) as u64,
+        )
     } else if args.iter().any(|a| a == "--rehearsal") {
         audit::rehearse(
             &bench,
@@ -56,6 +68,7 @@ fn main() {
             value("--duration").unwrap_or(300.0) as u64,
             false,
         )
+        .0
     } else {
         let short = args.iter().any(|a| a == "--short");
         let (rounds, seconds, fixed_rate) = if short {
@@ -73,7 +86,7 @@ fn main() {
             },
         );
         if short && !args.iter().any(|a| a == "--cost-only") {
-            audit::rehearse(&bench, 1000.0, 5, false)
+            audit::rehearse(&bench, 1000.0, 5, false).0
         } else {
             true
         }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harbour::config::{key_var, origins_var};
-use harbour_e2e::{free_port, person_key_var, regions, wait_until, workspace_root, Process};
+use harbour_e2e::{
+    free_port, person_key_var, regions, wait_until, workerd_ratelimits, workspace_root, Process,
+};
 
 use crate::load::{run_load, Load, Stats};
 
@@ -27,6 +29,8 @@ pub struct OriginSlot {
     pub port: u16,
     pub key: String,
     pub db: PathBuf,
+    /// More arguments for the origin, e.g. `--max-in-flight 2`.
+    pub extra: Vec<String>,
     pub process: Option<Process>,
 }
 
@@ -55,6 +59,7 @@ pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
             "--db",
         ])
         .arg(&slot.db)
+        .args(&slot.extra)
         .env(key_var(&slot.region), &slot.key)
         .env(
             person_key_var(&slot.region),
@@ -78,6 +83,8 @@ pub struct Bench {
     pub dir: PathBuf,
     pub harbour_port: u16,
     pub baseline_port: u16,
+    /// Another build of the worker (`HARBOUR_BENCH_OTHER`), served beside harbour.
+    pub other_port: Option<u16>,
     pub workerd: Process,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, PathBuf)>,
@@ -102,6 +109,7 @@ pub fn start() -> Bench {
                 port: free_port(),
                 key: key.clone(),
                 db: db.clone(),
+                extra: Vec::new(),
                 process: None,
             };
             spawn_origin(&dir, &mut slot);
@@ -120,19 +128,43 @@ pub fn start() -> Bench {
         dbs.push((region, db));
     }
     let (harbour_port, baseline_port) = (free_port(), free_port());
+    // HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
+    // build/worker: served as a third worker of the same workerd, so a change is measured against
+    // its predecessor in the same run rather than in two runs on a shared machine.
+    let other = std::env::var_os("HARBOUR_BENCH_OTHER").map(|from| {
+        let from = PathBuf::from(from);
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        for file in ["shim.mjs", "index.wasm"] {
+            std::fs::copy(from.join(file), dir.join("other").join(file)).unwrap_or_else(|e| {
+                panic!("HARBOUR_BENCH_OTHER: {}: {e}", from.join(file).display())
+            });
+        }
+        free_port()
+    });
+    let (other_service, other_socket, other_worker) = match other {
+        Some(port) => (
+            "    (name = \"other\", worker = .other),\n".to_owned(),
+            format!("    (name = \"other\", address = \"127.0.0.1:{port}\", http = (cfBlobHeader = \"x-bench-cf\"), service = \"other\"),\n"),
+            "const other :Workerd.Worker = (\n  modules = [\n    (name = \"shim.mjs\", esModule = embed \"other/shim.mjs\"),\n    (name = \"index.wasm\", wasm = embed \"other/index.wasm\"),\n  ],\n  compatibilityDate = \"2025-09-01\",\n  bindings = [\n{ratelimits}{bindings}  ],\n  globalOutbound = \"loopback\",\n);\n".to_owned(),
+        ),
+        None => Default::default(),
+    };
+    // harbour consults the location's rate-limiting binding for every submission its own limits
+    // admit: here wrangler dev's simulation of it, so the cost of the step is measured.
+    let (ratelimits, extensions) = workerd_ratelimits(&dir);
     let config = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "harbour", worker = .harbour),
     (name = "baseline", worker = .baseline),
-    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
+{other_service}    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
   ],
   sockets = [
     (name = "harbour", address = "127.0.0.1:{harbour_port}", http = (cfBlobHeader = "x-bench-cf"), service = "harbour"),
     (name = "baseline", address = "127.0.0.1:{baseline_port}", http = (cfBlobHeader = "x-bench-cf"), service = "baseline"),
-  ],
-);
+{other_socket}  ],
+{extensions});
 const harbour :Workerd.Worker = (
   modules = [
     (name = "shim.mjs", esModule = embed "{shim}"),
@@ -140,7 +172,7 @@ const harbour :Workerd.Worker = (
   ],
   compatibilityDate = "2025-09-01",
   bindings = [
-{bindings}  ],
+{ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
 const baseline :Workerd.Worker = (
@@ -150,11 +182,14 @@ const baseline :Workerd.Worker = (
 {bindings}  ],
   globalOutbound = "loopback",
 );
-"#,
+{other_worker}"#,
         // capnp `embed` paths are relative to the config file, which sits in target/bench.
         shim = "../../build/worker/shim.mjs",
         wasm = "../../build/worker/index.wasm",
         baseline = "../../bench/passthrough.js",
+        other_worker = other_worker
+            .replace("{ratelimits}", &ratelimits)
+            .replace("{bindings}", &bindings),
     );
     let config_path = dir.join("workerd.capnp");
     std::fs::write(&config_path, config).unwrap();
@@ -178,6 +213,7 @@ const baseline :Workerd.Worker = (
         dir,
         harbour_port,
         baseline_port,
+        other_port: other,
         workerd,
         origins: Arc::new(Mutex::new(origins)),
         dbs,

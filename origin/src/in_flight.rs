@@ -1,0 +1,160 @@
+//! Back-pressure: a bound on the submissions an origin has in flight.
+//!
+//! The real capacity of a region is its origin's, and only the origin knows how full it is, so it
+//! says so: past the bound, a submission is answered at once, before it is read, verified or
+//! stored, with 503 `{"code":"origin_busy","retry_after_ms":250}` and `Retry-After: 1`. The edge
+//! takes that as "try the region's other origin, and spare this one for a quarter of a second"
+//! (a bound is hit by bursts: an origin that is full now usually is not a moment later); a client
+//! gets whole seconds. Nothing was stored, so a retry with the same idempotency key is stored once.
+//!
+//! The counts are for operators and the benchmark: the most ever in flight (never above the
+//! bound) and how many were shed.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Submissions in flight when `--max-in-flight` is not given.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// What a busy answer asks a client to wait (`Retry-After`, whole seconds).
+pub const BUSY_RETRY_AFTER_S: u64 = 1;
+/// What a busy answer asks the edge to spare this origin for.
+pub const BUSY_RETRY_AFTER_MS: u64 = 250;
+
+pub struct InFlight {
+    bound: usize,
+    now: AtomicUsize,
+    most: AtomicUsize,
+    shed: AtomicU64,
+}
+
+/// A submission's place in flight, given back when it is answered (or its handler dropped).
+pub struct Slot(Arc<InFlight>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    pub fn new(bound: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            bound,
+            now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            shed: AtomicU64::new(0),
+        })
+    }
+
+    /// A place in flight, or `None` when all `bound` are taken. Never lets the count pass the
+    /// bound, even for an instant, so the most ever seen is a true maximum.
+    pub fn enter(self: &Arc<Self>) -> Option<Slot> {
+        let mut current = self.now.load(Ordering::Acquire);
+        loop {
+            if current >= self.bound {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match self.now.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.most.fetch_max(current + 1, Ordering::Relaxed);
+                    return Some(Slot(self.clone()));
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// `{"bound","in_flight","max_in_flight_seen","shed"}`.
+    pub fn report(&self) -> serde_json::Value {
+        json!({
+            "bound": self.bound,
+            "in_flight": self.now.load(Ordering::Relaxed),
+            "max_in_flight_seen": self.most.load(Ordering::Relaxed),
+            "shed": self.shed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The answer past the bound.
+pub fn busy() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"code": "origin_busy", "retry_after_ms": BUSY_RETRY_AFTER_MS})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_S));
+    response
+}
+
+/// Middleware for the submissions route: runs the handler inside a slot, or answers busy.
+pub async fn bounded(
+    State(in_flight): State<Arc<InFlight>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match in_flight.enter() {
+        Some(_slot) => next.run(request).await,
+        None => busy(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_holds_and_slots_come_back() {
+        let in_flight = InFlight::new(2);
+        let a = in_flight.enter().unwrap();
+        let b = in_flight.enter().unwrap();
+        assert!(in_flight.enter().is_none());
+        drop(a);
+        let c = in_flight.enter().unwrap();
+        assert!(in_flight.enter().is_none());
+        drop((b, c));
+        let report = in_flight.report();
+        assert_eq!(report["in_flight"], 0);
+        assert_eq!(report["max_in_flight_seen"], 2);
+        assert_eq!(report["shed"], 2);
+        // A bound of 0 sheds everything (an origin taken out of rotation).
+        assert!(InFlight::new(0).enter().is_none());
+    }
+
+    #[test]
+    fn concurrent_entries_never_pass_the_bound() {
+        let in_flight = InFlight::new(3);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let in_flight = in_flight.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        if let Some(slot) = in_flight.enter() {
+                            std::hint::black_box(&slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let report = in_flight.report();
+        assert!(report["max_in_flight_seen"].as_u64().unwrap() <= 3);
+        assert_eq!(report["in_flight"], 0);
+    }
+}
