@@ -609,8 +609,10 @@ impl Stack {
     }
 
     /// What an origin's `/v1/load` reports: bound, in flight, most in flight, shed.
+    /// What the origin on `port` reports of its in-flight bound (from its operations listener).
     pub fn load(&self, port: u16) -> serde_json::Value {
-        request(port, "GET", "/v1/load", &[], b"").json()
+        let ops = self.spec_for_port(port).ops_port(port);
+        request(ops, "GET", "/v1/load", &[], b"").json()
     }
 
     pub fn worker_log(&self) -> String {

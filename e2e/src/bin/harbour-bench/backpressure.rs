@@ -13,13 +13,14 @@ use std::time::Duration;
 use crate::audit::rehearse;
 use crate::workerd::{spawn_origin, Bench};
 
-fn load_of(port: u16) -> serde_json::Value {
-    harbour_e2e::request(port, "GET", "/v1/load", &[], b"").json()
+/// What an origin reports of its in-flight bound, from its operations listener.
+fn load_of(ops_port: u16) -> serde_json::Value {
+    harbour_e2e::request(ops_port, "GET", "/v1/load", &[], b"").json()
 }
 
 pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
     println!("back-pressure: EU origins at --max-in-flight {bound}");
-    let bounded: Vec<(usize, u16)> = {
+    let bounded: Vec<(usize, u16, u16)> = {
         let mut origins = bench.origins.lock().unwrap();
         let eu: Vec<usize> = origins
             .iter()
@@ -34,7 +35,9 @@ pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
             origins[i].extra = vec!["--max-in-flight".into(), bound.to_string()];
             spawn_origin(&bench.dir, &mut origins[i]);
         }
-        eu.iter().map(|&i| (i, origins[i].port)).collect()
+        eu.iter()
+            .map(|&i| (i, origins[i].port, origins[i].ops_port))
+            .collect()
     };
     let log_before = std::fs::read_to_string(bench.dir.join("workerd.log")).unwrap_or_default();
     let (audited, stats) = rehearse(bench, rate, duration_s, true);
@@ -50,8 +53,8 @@ pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
             .count()
     };
     let mut within_bound = true;
-    for (index, port) in &bounded {
-        let load = load_of(*port);
+    for (index, port, ops_port) in &bounded {
+        let load = load_of(*ops_port);
         let most = load["max_in_flight_seen"].as_u64().unwrap_or(u64::MAX);
         within_bound &= most <= bound as u64;
         println!(

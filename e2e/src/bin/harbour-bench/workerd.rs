@@ -27,6 +27,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 pub struct OriginSlot {
     pub region: String,
     pub port: u16,
+    /// Its operations listener (`/health`, `/v1/count`, `/v1/load`).
+    pub ops_port: u16,
     pub key: String,
     pub db: PathBuf,
     /// More arguments for the origin, e.g. `--max-in-flight 2`.
@@ -59,6 +61,7 @@ pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
             "--db",
         ])
         .arg(&slot.db)
+        .args(["--ops-listen", &format!("127.0.0.1:{}", slot.ops_port)])
         .args(&slot.extra)
         .env(key_var(&slot.region), &slot.key)
         .env(
@@ -107,6 +110,7 @@ pub fn start() -> Bench {
             let mut slot = OriginSlot {
                 region: region.clone(),
                 port: free_port(),
+                ops_port: free_port(),
                 key: key.clone(),
                 db: db.clone(),
                 extra: Vec::new(),
