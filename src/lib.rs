@@ -5,10 +5,10 @@
 //! module that knows it runs in a Workers isolate.
 
 pub mod admission;
+pub mod challenge;
 pub mod config;
 pub mod country;
 pub mod field;
-pub mod form_token;
 pub mod forward;
 pub mod journal;
 pub mod limit;

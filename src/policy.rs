@@ -6,7 +6,7 @@
 //! message a person can act on. Per-environment parts (origin URLs, signing keys) are not here:
 //! they come from the environment, see `config`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU32, NonZeroU64};
 
 use serde::Deserialize;
@@ -76,17 +76,56 @@ pub struct Campaign {
     pub allowed_origins: Vec<String>,
     pub per_client: Quota,
     pub campaign: Quota,
-    /// A form filled faster than this is a bot's: accepted quietly, forwarded nowhere. Needs the
-    /// form token the campaign page carries (see `pipeline`).
-    pub min_fill_ms: Option<u64>,
+    /// The proof of work every submission must carry (see `challenge`).
+    pub challenge: ChallengeRule,
+    /// A sentence under the title, in English.
+    pub intro: Option<String>,
+    /// The campaign's texts in other languages, by locale; what one leaves out is English.
+    pub texts: Vec<(&'static str, CampaignTexts)>,
 }
 
-/// The body key under which the campaign page sends its form token; no field may use it.
-pub const FORM_TOKEN_KEY: &str = "_form";
+/// How hard a campaign's challenge is and how long a solved one stays good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChallengeRule {
+    /// Leading zero bits the solution's SHA-256 must have: 2^bits hashes expected.
+    pub difficulty_bits: u8,
+    pub valid_ms: u64,
+}
+
+/// A new campaign's challenge when its policy says nothing: about a second's work on a mid-range
+/// phone (measured by the browser tests), good for half an hour.
+pub const DEFAULT_CHALLENGE: ChallengeRule = ChallengeRule {
+    difficulty_bits: 18,
+    valid_ms: 30 * 60 * 1000,
+};
+pub const MAX_DIFFICULTY_BITS: u8 = 32;
+pub const MIN_CHALLENGE_VALID_MS: u64 = 60_000;
+pub const MAX_CHALLENGE_VALID_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The languages the campaign page speaks, English first (the fallback). A campaign's texts may
+/// name any but English, whose texts are the campaign's own.
+pub const LOCALES: [&str; 6] = ["en", "zh-CN", "ru", "it", "de", "fr"];
+
+/// One locale's campaign texts; `None` or a missing label falls back to English.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignTexts {
+    pub title: Option<String>,
+    pub intro: Option<String>,
+    /// (field name, label)
+    pub labels: Vec<(String, String)>,
+}
 
 impl Campaign {
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The texts for `locale` if the policy has any; English (the campaign's own) otherwise.
+    pub fn texts(&self, locale: &str) -> Option<&CampaignTexts> {
+        self.texts
+            .iter()
+            .find(|(l, _)| *l == locale)
+            .map(|(_, texts)| texts)
     }
 }
 
@@ -226,9 +265,30 @@ struct RawCampaign {
     #[serde(default)]
     allowed_origins: Vec<String>,
     honeypot: Option<String>,
-    min_fill_ms: Option<u64>,
+    /// Gone: kept only to refuse an old policy with a sentence rather than "unknown field".
+    min_fill_ms: Option<serde::de::IgnoredAny>,
     limits: RawCampaignLimits,
     fields: Vec<RawField>,
+    challenge: Option<RawChallenge>,
+    intro: Option<String>,
+    #[serde(default)]
+    texts: BTreeMap<String, RawTexts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChallenge {
+    difficulty_bits: u32,
+    valid_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTexts {
+    title: Option<String>,
+    intro: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +523,7 @@ impl Checker {
         let per_client = self.quota(&format!("{path}.limits.per_client"), c.limits.per_client);
         let campaign = self.quota(&format!("{path}.limits.campaign"), c.limits.campaign);
         let mut fields: Vec<Field> = Vec::new();
+        let names: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
         if c.fields.is_empty() {
             self.fail(
                 format!("{path}.fields"),
@@ -475,12 +536,6 @@ impl Checker {
                 self.fail(
                     format!("{fpath}.name"),
                     format!("duplicate field {:?}", f.name),
-                );
-            }
-            if f.name == FORM_TOKEN_KEY {
-                self.fail(
-                    format!("{fpath}.name"),
-                    format!("{FORM_TOKEN_KEY:?} is reserved for the form token"),
                 );
             }
             if let Some(field) = self.field(&fpath, f) {
@@ -502,16 +557,15 @@ impl Checker {
                 );
             }
         }
-        if let Some(ms) = c.min_fill_ms {
-            if ms > 600_000 {
-                self.fail(
-                    format!("{path}.min_fill_ms"),
-                    format!("{ms} is over 600000 ms"),
-                );
-            }
+        if c.min_fill_ms.is_some() {
+            self.fail(
+                format!("{path}.min_fill_ms"),
+                "the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key",
+            );
         }
+        let challenge = self.challenge(path, c.challenge);
+        let texts = self.texts(path, c.texts, &names);
         Some(Campaign {
-            min_fill_ms: c.min_fill_ms,
             id: c.id,
             title: c.title,
             fields,
@@ -519,7 +573,76 @@ impl Checker {
             allowed_origins: c.allowed_origins,
             per_client: per_client?,
             campaign: campaign?,
+            challenge,
+            intro: c.intro,
+            texts,
         })
+    }
+
+    fn challenge(&mut self, path: &str, raw: Option<RawChallenge>) -> ChallengeRule {
+        let Some(raw) = raw else {
+            return DEFAULT_CHALLENGE;
+        };
+        let bits = u8::try_from(raw.difficulty_bits)
+            .ok()
+            .filter(|bits| (1..=MAX_DIFFICULTY_BITS).contains(bits));
+        if bits.is_none() {
+            self.fail(
+                format!("{path}.challenge.difficulty_bits"),
+                format!(
+                    "{} is outside 1..={MAX_DIFFICULTY_BITS}",
+                    raw.difficulty_bits
+                ),
+            );
+        }
+        if !(MIN_CHALLENGE_VALID_MS..=MAX_CHALLENGE_VALID_MS).contains(&raw.valid_ms) {
+            self.fail(
+                format!("{path}.challenge.valid_ms"),
+                format!(
+                    "{} is outside {MIN_CHALLENGE_VALID_MS}..={MAX_CHALLENGE_VALID_MS} ms",
+                    raw.valid_ms
+                ),
+            );
+        }
+        ChallengeRule {
+            difficulty_bits: bits.unwrap_or(DEFAULT_CHALLENGE.difficulty_bits),
+            valid_ms: raw.valid_ms,
+        }
+    }
+
+    fn texts(
+        &mut self,
+        path: &str,
+        raw: BTreeMap<String, RawTexts>,
+        field_names: &[String],
+    ) -> Vec<(&'static str, CampaignTexts)> {
+        let mut texts = Vec::new();
+        for (locale, t) in raw {
+            let tpath = format!("{path}.texts.{locale}");
+            let Some(known) = LOCALES[1..].iter().find(|l| **l == locale) else {
+                let why = if locale == LOCALES[0] {
+                    "English is the campaign's own title, intro and labels".to_owned()
+                } else {
+                    format!("unknown locale; one of {}", LOCALES[1..].join(", "))
+                };
+                self.fail(tpath, why);
+                continue;
+            };
+            for name in t.labels.keys() {
+                if !field_names.contains(name) {
+                    self.fail(format!("{tpath}.labels.{name}"), "no such field");
+                }
+            }
+            texts.push((
+                *known,
+                CampaignTexts {
+                    title: t.title,
+                    intro: t.intro,
+                    labels: t.labels.into_iter().collect(),
+                },
+            ));
+        }
+        texts
     }
 
     fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
@@ -624,6 +747,12 @@ mod tests {
         let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["name", "email", "country", "consent"]);
         assert!(campaign.field("consent").unwrap().must_be_true);
+        assert_eq!(campaign.challenge, DEFAULT_CHALLENGE);
+        for locale in &LOCALES[1..] {
+            let texts = campaign.texts(locale).unwrap();
+            assert!(texts.title.is_some() && texts.intro.is_some(), "{locale}");
+            assert_eq!(texts.labels.len(), campaign.fields.len(), "{locale}");
+        }
     }
 
     #[test]
@@ -668,7 +797,17 @@ mod tests {
                 p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
             }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
-            ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][1]["name"] = "name".into()), "campaigns[0].fields[1].name: duplicate field \"name\""),
+            ("duplicate field", Box::new(|p| {
+                p["campaigns"][0]["fields"][1]["name"] = "name".into();
+                p["campaigns"][0]["texts"] = serde_json::json!({});
+            }), "campaigns[0].fields[1].name: duplicate field \"name\""),
+            ("the old minimum fill time", Box::new(|p| p["campaigns"][0]["min_fill_ms"] = 1500.into()), "campaigns[0].min_fill_ms: the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key"),
+            ("no work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 0.into()), "campaigns[0].challenge.difficulty_bits: 0 is outside 1..=32"),
+            ("absurd work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 300.into()), "campaigns[0].challenge.difficulty_bits: 300 is outside 1..=32"),
+            ("challenge good for a week", Box::new(|p| p["campaigns"][0]["challenge"]["valid_ms"] = 604_800_000u64.into()), "campaigns[0].challenge.valid_ms: 604800000 is outside 60000..=86400000 ms"),
+            ("unknown locale", Box::new(|p| p["campaigns"][0]["texts"]["pt"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.pt: unknown locale; one of zh-CN, ru, it, de, fr"),
+            ("English texts", Box::new(|p| p["campaigns"][0]["texts"]["en"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.en: English is the campaign's own title, intro and labels"),
+            ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),

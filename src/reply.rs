@@ -94,6 +94,8 @@ pub enum Phase {
     Configure,
     Route,
     RequestCheck,
+    /// The proof of work (see `challenge`).
+    Challenge,
     Validate,
     Classify,
     Admit,
@@ -109,6 +111,7 @@ impl Phase {
             Phase::Configure => "configure",
             Phase::Route => "route",
             Phase::RequestCheck => "request_check",
+            Phase::Challenge => "challenge",
             Phase::Validate => "validate",
             Phase::Classify => "classify",
             Phase::Admit => "admit",

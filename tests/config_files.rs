@@ -2,7 +2,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use harbour::config::{key_var, origins_var, Config};
+use harbour::config::{key_var, origins_var, Config, FORM_KEY_VAR};
 use harbour::policy::{Policy, SHIPPED_POLICY};
 
 fn wrangler() -> toml::Table {
@@ -29,11 +29,18 @@ fn assemble(vars: &toml::Table) -> Result<Config, harbour::policy::PolicyError> 
         if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
             return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
         }
+        if name == FORM_KEY_VAR {
+            return Some("form-secret-0123456789abcdefghijklmnop".into());
+        }
         vars.get(name).and_then(|v| v.as_str()).map(String::from)
     })
 }
 
 fn assert_every_region_has_origins_and_no_secrets(vars: &toml::Table, environment: &str) {
+    assert!(
+        !vars.contains_key(FORM_KEY_VAR),
+        "{environment}: the form key must be a secret, not a var"
+    );
     let policy = Policy::shipped().unwrap();
     for region in &policy.regions {
         assert!(
@@ -104,5 +111,15 @@ fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
             config["env"]["production"].get(key).is_none(),
             "env.production.{key} would override the top level"
         );
+    }
+}
+
+#[test]
+fn the_form_key_secret_is_documented_where_deployers_look() {
+    let command = format!("wrangler secret put {FORM_KEY_VAR} --env production");
+    for file in ["wrangler.toml", "README.md"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(text.contains(&command), "{file} does not say `{command}`");
     }
 }

@@ -4,7 +4,8 @@
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use harbour::config::{key_var, origins_var};
+use harbour::challenge;
+use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour::edge::{
     conclude, configure, decide, expected_variables, orphaned, parse_decision, BODY_BYTES,
     BODY_TOO_LARGE, BODY_UNREAD,
@@ -41,14 +42,55 @@ fn env_object() -> JsValue {
         )
         .unwrap();
     }
+    Reflect::set(
+        &env,
+        &FORM_KEY_VAR.into(),
+        &"form-0123456789abcdef0123456789abcdef".into(),
+    )
+    .unwrap();
     Reflect::set(&env, &"HARBOUR_LOG".into(), &"decisions".into()).unwrap();
     env.into()
 }
 
 fn setup() {
-    let answer = parse_decision(&configure(&env_object(), &[42; 16]));
+    let answer = parse_decision(&configure(&env_object(), &[42; 24]));
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["max_body_bytes"], 8192);
+}
+
+const KEY: &str = "edge-key-0123456789abcdef";
+const NOW: f64 = 1_764_000_000_000.0;
+
+/// A solution for `KEY` to the challenge of a form description this shell hands out, solved
+/// once (challenges are stateless: every configured instance with the same form key takes it).
+fn solution() -> String {
+    thread_local! {
+        static SOLVED: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+    }
+    SOLVED.with(|cell| {
+        cell.get_or_init(|| {
+            let form = "https://campaign.example/api/campaigns/spring-launch";
+            let description = parse_decision(&decide(
+                "GET",
+                form,
+                None,
+                BODY_UNREAD,
+                b"",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NOW,
+            ));
+            let body: Value =
+                serde_json::from_str(description["reply"]["body"].as_str().unwrap()).unwrap();
+            let token = body["challenge"]["token"].as_str().unwrap();
+            let bits = body["challenge"]["difficulty_bits"].as_u64().unwrap() as u8;
+            challenge::solution(token, &challenge::solve(token, KEY, bits))
+        })
+        .clone()
+    })
 }
 
 fn call(
@@ -67,9 +109,10 @@ fn call(
         body,
         country.map(String::from),
         Some(ip.to_owned()),
+        Some(KEY.to_owned()),
+        Some(solution()),
         None,
-        None,
-        1_764_000_000_000.0,
+        NOW,
     ))
 }
 
@@ -135,6 +178,40 @@ fn refusals_come_back_as_replies_with_a_log_line() {
 }
 
 #[wasm_bindgen_test]
+fn the_challenge_header_reaches_the_check() {
+    setup();
+    let post = |challenge: Option<String>| {
+        parse_decision(&decide(
+            "POST",
+            URL,
+            Some("application/json".into()),
+            BODY_BYTES,
+            VALID,
+            Some("IT".into()),
+            Some("192.0.2.9".into()),
+            Some(KEY.into()),
+            challenge,
+            None,
+            NOW,
+        ))
+    };
+    let code = |decision: &Value| {
+        let body: Value =
+            serde_json::from_str(decision["reply"]["body"].as_str().unwrap()).unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    };
+    let without = post(None);
+    assert_eq!(without["reply"]["status"], 400);
+    assert_eq!(code(&without), "challenge_required");
+    let junk = post(Some("spring-launch.1.1.00.00.0".into()));
+    assert_eq!(code(&junk), "challenge_invalid");
+    assert!(post(Some(solution()))["forward"]["ticket"].is_u64());
+    assert!(serde_json::from_str::<Vec<String>>(&expected_variables())
+        .unwrap()
+        .contains(&FORM_KEY_VAR.to_owned()));
+}
+
+#[wasm_bindgen_test]
 fn conclude_walks_the_region_then_answers() {
     setup();
     let body = br#"{"name":"Bo","email":"bo@example.com.au","country":"AU","consent":true}"#;
@@ -174,7 +251,7 @@ fn conclude_walks_the_region_then_answers() {
 fn a_missing_secret_makes_every_request_a_config_error() {
     let env = env_object();
     Reflect::delete_property(env.unchecked_ref::<Object>(), &"HARBOUR_KEY_CN".into()).unwrap();
-    let answer = parse_decision(&configure(&env, &[1; 16]));
+    let answer = parse_decision(&configure(&env, &[1; 24]));
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("HARBOUR_KEY_CN"));
     let decision = call(

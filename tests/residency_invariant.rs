@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use harbour::config::Config;
+use harbour::challenge;
+use harbour::config::{Config, FORM_KEY_VAR};
 use harbour::country::Country;
 use harbour::forward::{after_attempt, AttemptResult, Next};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
@@ -81,6 +82,7 @@ fn policy_json(spec: &Spec) -> String {
         "max_body_bytes": 4096,
         "campaigns": [{
             "id": "c", "title": "c",
+            "challenge": {"difficulty_bits": 1, "valid_ms": 600000},
             "limits": {"per_client": {"burst": 1000000, "window_ms": 1000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
             "fields": [
                 {"name": "email", "label": "Email", "type": "email", "required": true},
@@ -94,6 +96,9 @@ fn policy_json(spec: &Spec) -> String {
 fn config(spec: &Spec) -> Config {
     let json = policy_json(spec);
     Config::assemble(&json, &|name| {
+        if name == FORM_KEY_VAR {
+            return Some("form-key-0123456789abcdefghijklmnopqrstuv".into());
+        }
         let region: usize = name
             .strip_prefix("HARBOUR_ORIGINS_R")
             .or_else(|| name.strip_prefix("HARBOUR_KEY_R"))?
@@ -154,7 +159,10 @@ proptest! {
         requests in proptest::collection::vec((platform_value(), proptest::option::of(0usize..249)), 1..12),
     ) {
         let config = config(&spec);
-        let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 7, request_ids: 8 });
+        let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 7, request_ids: 8, challenges: 9 });
+        let key = "residency-key-0123456789";
+        let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], 1_000_000, 1);
+        let solution = challenge::solution(&issued.token, &challenge::solve(&issued.token, key, issued.difficulty_bits));
         for (i, (platform, declared)) in requests.into_iter().enumerate() {
             let body = match declared {
                 Some(c) => format!(r#"{{"email":"v{i}@example.org","country":"{}"}}"#, countries()[c]),
@@ -167,7 +175,8 @@ proptest! {
                 body: Body::Bytes(body.as_bytes()),
                 country: (!platform.is_empty()).then_some(platform.as_str()),
                 client_ip: Some("192.0.2.1"),
-                idempotency_key: None,
+                idempotency_key: Some(key),
+                challenge: Some(&solution),
                 origin: None,
                 now_ms: 1_000_000 + i as u64,
             };

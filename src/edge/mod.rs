@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::config::{key_var, origins_var, Config};
+use crate::config::{key_var, origins_var, Config, FORM_KEY_VAR};
 use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Pipeline, Seeds, Verdict};
@@ -38,8 +38,9 @@ thread_local! {
     static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
 }
 
-/// Reads the environment for the shipped policy's regions. `random` is 16 bytes from the
-/// platform's CSPRNG: two independent seeds (the limiter's hash key, request ids). Returns
+/// Reads the environment for the shipped policy's regions. `random` is 24 bytes from the
+/// platform's CSPRNG: three independent seeds (the limiter's hash key, request ids, challenge
+/// salts). Returns
 /// `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case every
 /// request is answered 500 `config_invalid`, and the error (which names the bad entries, never a
 /// secret's value) is for the log.
@@ -54,7 +55,7 @@ pub fn configure(env: &JsValue, random: &[u8]) -> String {
     configure_with(&lookup, random)
 }
 
-/// Two independent seeds from 16 random bytes (fewer bytes leave the rest zero).
+/// Three independent seeds from 24 random bytes (fewer bytes leave the rest zero).
 fn seeds(random: &[u8]) -> Seeds {
     let word = |at: usize| {
         let mut bytes = [0u8; 8];
@@ -66,6 +67,7 @@ fn seeds(random: &[u8]) -> Seeds {
     Seeds {
         limiter: word(0),
         request_ids: word(8),
+        challenges: word(16),
     }
 }
 
@@ -92,10 +94,11 @@ pub fn expected_variables() -> String {
     let regions = Policy::parse(SHIPPED_POLICY)
         .map(|p| p.regions.into_iter().map(|r| r.id).collect::<Vec<_>>())
         .unwrap_or_default();
-    let names: Vec<String> = regions
+    let mut names: Vec<String> = regions
         .iter()
         .flat_map(|id| [origins_var(id), key_var(id)])
         .collect();
+    names.push(FORM_KEY_VAR.to_owned());
     json!(names).to_string()
 }
 
@@ -126,6 +129,7 @@ pub fn decide(
     country: Option<String>,
     client_ip: Option<String>,
     idempotency_key: Option<String>,
+    challenge: Option<String>,
     origin: Option<String>,
     now_ms: f64,
 ) -> String {
@@ -145,6 +149,7 @@ pub fn decide(
         country: country.as_deref(),
         client_ip: client_ip.as_deref(),
         idempotency_key: idempotency_key.as_deref(),
+        challenge: challenge.as_deref(),
         origin: origin.as_deref(),
         now_ms,
     };
