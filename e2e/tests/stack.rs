@@ -876,6 +876,39 @@ fn the_form_description_speaks_each_locale(stack: &Stack) {
     }
 }
 
+fn scripts_submit_sends_a_working_entry(stack: &Stack) {
+    let before = stack.stored()["eu"].len();
+    let ip = client();
+    let body = entry("IT");
+    let output = std::process::Command::new("bash")
+        .arg(harbour_e2e::workspace_root().join("scripts/submit"))
+        .arg(format!(
+            "http://127.0.0.1:{}/api/campaigns/spring-launch/submissions",
+            stack.port
+        ))
+        .arg(&body)
+        .args(["-H", r#"MF-CF-Blob: {"country":"IT"}"#, "-H"])
+        .arg(format!("cf-connecting-ip: {ip}"))
+        .env("HARBOUR_SOLVE", env!("CARGO_BIN_EXE_harbour-solve"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(receipt["status"], "accepted");
+    assert_eq!(receipt["receipt"]["region"], "eu");
+    let rows = stack.stored()["eu"].clone();
+    assert_eq!(rows.len(), before + 1);
+    assert_eq!(
+        rows.last().unwrap().receipt_id,
+        receipt["receipt"]["id"].as_str().unwrap()
+    );
+}
+
 type Scenario = (&'static str, fn(&mut Stack));
 
 fn main() {
@@ -891,6 +924,9 @@ fn main() {
         }),
         ("work_is_required_and_refusals_store_nothing", |s| {
             work_is_required_and_refusals_store_nothing(s)
+        }),
+        ("scripts_submit_sends_a_working_entry", |s| {
+            scripts_submit_sends_a_working_entry(s)
         }),
         ("each_country_lands_in_its_region_only", |s| {
             each_country_lands_in_its_region_only(s)

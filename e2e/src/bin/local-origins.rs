@@ -5,6 +5,7 @@
 //! ```text
 //! key HARBOUR_KEY_CN      the region's signing-key variable (.dev.vars)
 //! origin cn 8701          an origin to start: region, port on 127.0.0.1 (primary first)
+//! key HARBOUR_FORM_KEY    the challenges' key, last (.dev.vars)
 //! ```
 //!
 //! `local-origins [CONFIG]` reads `CONFIG` instead of the workspace's `wrangler.toml`.
@@ -12,7 +13,7 @@
 //! Exits non-zero, naming each entry, when a region has no origins variable, or an origin is not
 //! `http://127.0.0.1:<port>` (only those can be started here) or shares its port with another.
 
-use harbour::config::{key_var, origins_var};
+use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour::policy::Policy;
 
 fn main() {
@@ -72,6 +73,7 @@ fn local_origins(path: &std::path::Path) -> Result<String, Vec<String>> {
             }
         }
     }
+    lines.push_str(&format!("key {FORM_KEY_VAR}\n"));
     if problems.is_empty() {
         Ok(lines)
     } else {
