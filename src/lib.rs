@@ -4,6 +4,10 @@
 //! Everything but `edge` is plain Rust over plain data, tested natively. `edge` is the only
 //! module that knows it runs in a Workers isolate.
 
+/// The policy compiled in: `policy/harbour.json`, or the file `HARBOUR_POLICY` named at build
+/// time (the bench's own), copied by build.rs after it passed the policy checks.
+pub const SHIPPED_POLICY: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.json"));
+
 pub mod admission;
 pub mod challenge;
 pub mod config;

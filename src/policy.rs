@@ -15,8 +15,8 @@ use crate::country::Country;
 use crate::field::{Field, FieldKind, Options};
 use crate::limit::Quota;
 
-/// The policy that ships with harbour.
-pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
+/// The policy compiled in (see `SHIPPED_POLICY` at the crate root).
+pub use crate::SHIPPED_POLICY;
 
 /// Position of a region in `Policy::regions`; only `Policy` hands these out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

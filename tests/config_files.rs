@@ -123,3 +123,25 @@ fn the_form_key_secret_is_documented_where_deployers_look() {
         assert!(text.contains(&command), "{file} does not say `{command}`");
     }
 }
+
+#[test]
+fn the_bench_policy_is_the_shipped_one_with_cheap_challenges() {
+    // The bench builds the same worker with bench/policy.json: it must differ only in the work it
+    // asks of clients (harbour's check costs the same at any difficulty), or the rehearsal would
+    // measure another policy.
+    let read = |file: &str| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (mut bench, mut shipped) = (read("bench/policy.json"), read("policy/harbour.json"));
+    harbour::policy::Policy::parse(&bench.to_string()).unwrap();
+    for campaign in bench["campaigns"].as_array_mut().unwrap() {
+        assert!(campaign["challenge"]["difficulty_bits"].as_u64().unwrap() <= 8);
+        campaign.as_object_mut().unwrap().remove("challenge");
+    }
+    for campaign in shipped["campaigns"].as_array_mut().unwrap() {
+        campaign.as_object_mut().unwrap().remove("challenge");
+    }
+    assert_eq!(bench, shipped);
+}

@@ -130,6 +130,7 @@ const harbour :Workerd.Worker = (
   ],
   compatibilityDate = "2025-09-01",
   bindings = [
+    (name = "HARBOUR_FORM_KEY", text = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
 {bindings}  ],
   globalOutbound = "loopback",
 );
@@ -141,9 +142,10 @@ const baseline :Workerd.Worker = (
   globalOutbound = "loopback",
 );
 "#,
-        // capnp `embed` paths are relative to the config file, which sits in target/bench.
-        shim = "../../build/worker/shim.mjs",
-        wasm = "../../build/worker/index.wasm",
+        // capnp `embed` paths are relative to the config file, which sits in target/bench. The
+        // worker built with bench/policy.json (scripts/bench).
+        shim = "../bench-worker/worker/shim.mjs",
+        wasm = "../bench-worker/worker/index.wasm",
         baseline = "../../bench/passthrough.js",
     );
     let config_path = dir.join("workerd.capnp");
@@ -164,6 +166,10 @@ const baseline :Workerd.Worker = (
             .map(|r| r.status == 200)
             .unwrap_or(false)
     });
+    let description = harbour_e2e::raw(harbour_port, probe.as_bytes())
+        .unwrap()
+        .json();
+    crate::mix::use_challenge(&description["challenge"]);
     Bench {
         dir,
         harbour_port,
