@@ -6,7 +6,7 @@
 //! message a person can act on. Per-environment parts (origin URLs, signing keys) are not here:
 //! they come from the environment, see `config`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use serde::Deserialize;
@@ -267,13 +267,17 @@ struct RawCampaign {
     allowed_origins: Vec<String>,
     honeypot: Option<String>,
     /// Gone: kept only to refuse an old policy with a sentence rather than "unknown field".
-    min_fill_ms: Option<serde::de::IgnoredAny>,
+    /// (Plain JSON values here and in `texts` reuse the deserializer the worker has anyway.)
+    #[serde(default)]
+    min_fill_ms: serde_json::Value,
     limits: RawCampaignLimits,
     fields: Vec<RawField>,
     challenge: Option<RawChallenge>,
     intro: Option<String>,
+    /// Read as plain JSON and checked by hand (`Checker::texts`): typed maps would add their own
+    /// deserializers to the worker, about 10 KB of wasm, for a part the check walks once.
     #[serde(default)]
-    texts: BTreeMap<String, RawTexts>,
+    texts: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -281,15 +285,6 @@ struct RawCampaign {
 struct RawChallenge {
     difficulty_bits: u32,
     valid_ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTexts {
-    title: Option<String>,
-    intro: Option<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -558,7 +553,7 @@ impl Checker {
                 );
             }
         }
-        if c.min_fill_ms.is_some() {
+        if !c.min_fill_ms.is_null() {
             self.fail(
                 format!("{path}.min_fill_ms"),
                 "the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key",
@@ -611,14 +606,27 @@ impl Checker {
         }
     }
 
+    /// `texts`: `{locale: {"title", "intro", "labels": {field: label}}}`, each part optional.
     fn texts(
         &mut self,
         path: &str,
-        raw: BTreeMap<String, RawTexts>,
+        raw: serde_json::Value,
         field_names: &[String],
     ) -> Vec<(&'static str, CampaignTexts)> {
+        use serde_json::Value;
         let mut texts = Vec::new();
-        for (locale, t) in raw {
+        let locales = match raw {
+            Value::Null => return texts,
+            Value::Object(locales) => locales,
+            _ => {
+                self.fail(
+                    format!("{path}.texts"),
+                    "must be an object of locale: texts",
+                );
+                return texts;
+            }
+        };
+        for (locale, t) in locales {
             let tpath = format!("{path}.texts.{locale}");
             let Some(known) = LOCALES[1..].iter().find(|l| **l == locale) else {
                 let why = if locale == LOCALES[0] {
@@ -629,19 +637,39 @@ impl Checker {
                 self.fail(tpath, why);
                 continue;
             };
-            for name in t.labels.keys() {
-                if !field_names.contains(name) {
-                    self.fail(format!("{tpath}.labels.{name}"), "no such field");
+            let Value::Object(parts) = t else {
+                self.fail(tpath, "must be an object with title, intro and labels");
+                continue;
+            };
+            let mut one = CampaignTexts::default();
+            for (key, value) in parts {
+                match (key.as_str(), value) {
+                    ("title", Value::String(text)) => one.title = Some(text),
+                    ("intro", Value::String(text)) => one.intro = Some(text),
+                    ("labels", Value::Object(labels)) => {
+                        for (name, label) in labels {
+                            let lpath = format!("{tpath}.labels.{name}");
+                            match label {
+                                _ if !field_names.contains(&name) => {
+                                    self.fail(lpath, "no such field")
+                                }
+                                Value::String(label) => one.labels.push((name, label)),
+                                _ => self.fail(lpath, "a label is text"),
+                            }
+                        }
+                    }
+                    ("title" | "intro", _) => self.fail(format!("{tpath}.{key}"), "must be text"),
+                    ("labels", _) => self.fail(
+                        format!("{tpath}.labels"),
+                        "must be an object of field: label",
+                    ),
+                    _ => self.fail(
+                        format!("{tpath}.{key}"),
+                        "unknown key: title, intro or labels",
+                    ),
                 }
             }
-            texts.push((
-                *known,
-                CampaignTexts {
-                    title: t.title,
-                    intro: t.intro,
-                    labels: t.labels.into_iter().collect(),
-                },
-            ));
+            texts.push((*known, one));
         }
         texts
     }
@@ -808,6 +836,7 @@ mod tests {
             ("challenge good for a week", Box::new(|p| p["campaigns"][0]["challenge"]["valid_ms"] = 604_800_000u64.into()), "campaigns[0].challenge.valid_ms: 604800000 is outside 60000..=86400000 ms"),
             ("unknown locale", Box::new(|p| p["campaigns"][0]["texts"]["pt"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.pt: unknown locale; one of zh-CN, ru, it, de, fr"),
             ("English texts", Box::new(|p| p["campaigns"][0]["texts"]["en"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.en: English is the campaign's own title, intro and labels"),
+            ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro or labels"),
             ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
