@@ -377,6 +377,8 @@ test("each locale renders its own texts and the policy's labels (screenshots), a
 // axe-core, from node_modules (package-lock.json pins it), in the real page.
 const AXE = readFileSync(join(root, "node_modules", "axe-core", "axe.min.js"), "utf8");
 async function axe(page, state) {
+  // The page at rest: the button's fade back from its busy state (0.15 s) is not its colour.
+  await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished)));
   if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ content: AXE });
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
   const found = result.violations.map((v) => `${v.id} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
