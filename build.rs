@@ -1,18 +1,23 @@
-//! Refuses to build harbour with a policy that fails its checks, and compiles the candidate policy
-//! in beside the live one when there is one.
+//! Picks the policy harbour compiles in, refuses to build with one that fails its checks, and
+//! compiles the candidate policy in beside it when there is one.
 //!
-//! `policy/harbour.json` is compiled into the worker, so a bad edit would otherwise build, deploy
-//! and answer every request 500 `config_invalid`. This runs the very checks the worker runs
-//! (`policy::check_policies`, compiled from the same source files) on the very files the worker
-//! embeds, and fails the build with one error per bad entry, each naming it. Everything those
-//! files hold beyond the checks is unused here.
+//! The live policy is `policy/harbour.json`, or the file `HARBOUR_POLICY` names (relative to the
+//! workspace; the bench builds its worker with `bench/policy.json`, a policy of its own). It is
+//! copied to `$OUT_DIR/policy.json`, which the crate embeds as `SHIPPED_POLICY`. A bad edit would
+//! otherwise build, deploy and answer every request 500 `config_invalid`: this runs the very
+//! checks the worker runs (`policy::check_policies`, compiled from the same source files) on the
+//! very files the worker embeds, and fails the build with one error per bad entry, each naming
+//! its file and entry. Everything those files hold beyond the checks is unused here.
 //!
-//! The candidate is `policy/candidate.json`, or the file `HARBOUR_CANDIDATE_POLICY` names
-//! (relative to the repository root), which lets a benchmark build a shadowing worker without
-//! touching `policy/`. Without either, no candidate.
+//! The candidate is `policy/candidate.json`, or the file `HARBOUR_CANDIDATE_POLICY` names,
+//! which lets a benchmark build a shadowing worker without touching `policy/`. Without either,
+//! no candidate.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `src/policy.rs` re-exports the crate's embedded policy; here the file is read at run time.
+pub const SHIPPED_POLICY: &str = "";
 
 #[path = "src/country.rs"]
 mod country;
@@ -42,20 +47,30 @@ fn main() {
     for source in SOURCES {
         println!("cargo::rerun-if-changed={source}");
     }
+    println!("cargo::rerun-if-env-changed=HARBOUR_POLICY");
+    let live_file = std::env::var("HARBOUR_POLICY").unwrap_or_else(|_| policy::LIVE_FILE.into());
+    println!("cargo::rerun-if-changed={live_file}");
+    let Ok(live) = std::fs::read_to_string(&live_file) else {
+        println!("cargo::error={live_file}: cannot be read");
+        return;
+    };
     // The directory, so that adding or deleting the candidate is noticed.
     println!("cargo::rerun-if-changed=policy");
-    println!("cargo::rerun-if-changed=policy/harbour.json");
     println!("cargo::rerun-if-env-changed=HARBOUR_CANDIDATE_POLICY");
     let candidate = candidate_file();
     let candidate_text = candidate.as_ref().map(|path| {
         std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("cannot read the candidate policy {path:?}: {e}"))
     });
-    if let Err(error) = policy::check_policies(policy::SHIPPED_POLICY, candidate_text.as_deref()) {
+    if let Err(error) = policy::check_policies(&live_file, &live, candidate_text.as_deref()) {
         for issue in &error.0 {
             println!("cargo::error={issue}");
         }
         return;
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    if std::fs::write(out.join("policy.json"), live).is_err() {
+        println!("cargo::error=cannot write the policy to OUT_DIR");
     }
     if let Some(path) = candidate {
         println!("cargo::rerun-if-changed={}", path.display());
@@ -65,7 +80,7 @@ fn main() {
 }
 
 /// The candidate policy's absolute path, if there is one.
-fn candidate_file() -> Option<std::path::PathBuf> {
+fn candidate_file() -> Option<PathBuf> {
     let chosen = std::env::var("HARBOUR_CANDIDATE_POLICY")
         .ok()
         .filter(|path| !path.is_empty());

@@ -1,13 +1,15 @@
 // The edge decision as the isolate runs it: the built bundle's wasm under Node's V8, without
 // workerd or any I/O. Prints µs per call of `decide` (a valid submission to "consult the
 // location's binding"), of `consulted` (the binding's yes to a signed forward) and of `conclude`
-// (origin receipt to the visitor's 202), boundary crossings included.
-//   node bench/decide.mjs [build/worker] [--shadow DIR]
+// (origin receipt to the visitor's 202), boundary crossings included. Each submission carries
+// its proof of work (solved beforehand; checking it is part of `decide`).
+//   node bench/decide.mjs [target/bench-worker/worker] [--shadow DIR]
 // With --shadow, DIR is the same worker built with a candidate policy (scripts/bench makes one
 // that moves the bench's country to another region, so every decision is a counted difference):
 // both bundles run in alternating rounds, and the difference of their `decide` medians is what
 // the shadow evaluation costs per request.
 import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { tmpdir } from "node:os";
@@ -15,7 +17,8 @@ import { tmpdir } from "node:os";
 const args = process.argv.slice(2);
 const shadowAt = args.indexOf("--shadow");
 const shadowDir = shadowAt >= 0 ? args.splice(shadowAt, 2)[1] : undefined;
-const dir = args[0] ?? "build/worker";
+const dir = args[0] ?? "target/bench-worker/worker";
+const policy = JSON.parse(readFileSync("policy/harbour.json", "utf8"));
 
 // The bundle imports its wasm as a module (as workerd provides it); Node is given the same.
 async function load(dir, tag) {
@@ -32,22 +35,21 @@ async function load(dir, tag) {
   writeFileSync(join(scratch, "bundle.mjs"), source);
   const { harbour } = await import(pathToFileURL(join(scratch, "bundle.mjs")));
   // The regions come from the shipped policy, the only list of them.
-  const regions = JSON.parse(readFileSync("policy/harbour.json", "utf8")).regions.map((r) => r.id);
   const env = {};
-  for (const [i, region] of regions.entries()) {
+  for (const [i, region] of policy.regions.map((r) => r.id).entries()) {
     const suffix = region.toUpperCase().replaceAll("-", "_");
     env[`HARBOUR_ORIGINS_${suffix}`] = `http://127.0.0.1:${9000 + i} http://127.0.0.1:${9100 + i}`;
     env[`HARBOUR_KEY_${suffix}`] = `${suffix}-0123456789abcdef0123456789abcdef`;
   }
   // The rate-limiting bindings the policy needs (named as harbour::admission's LocationLimit
   // names them); `consulted` below answers for them, so only their presence matters here.
-  const policy = JSON.parse(readFileSync("policy/harbour.json", "utf8"));
   for (const c of policy.campaigns) {
     for (const { burst, window_ms } of [c.limits.per_client, ...(c.surge_windows ?? []).map((w) => w.per_client)]) {
       env[`HARBOUR_RL_${burst}_PER_${window_ms / 1000}S`] = { limit: async () => ({ success: true }) };
     }
   }
-  const configured = JSON.parse(harbour.configure(env, new Uint8Array(16).fill(42)));
+  env.HARBOUR_FORM_KEY = "bench-form-0123456789abcdef0123456789abcdef";
+  const configured = JSON.parse(harbour.configure(env, new Uint8Array(24).fill(42)));
   if (!configured.ok) throw new Error(configured.error);
   if (configured.candidate_error) throw new Error(configured.candidate_error);
   return harbour;
@@ -60,15 +62,30 @@ const bodies = Array.from({ length: 64 }, (_, i) =>
     `{"name":"Load Visitor ${i}","email":"load-${i}@example.org","country":"IT","consent":true}`,
   ),
 );
-const receipt = encoder.encode('{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}');
+const receipt = encoder.encode('{"receipt":{"id":"eu-0000000000000001","region":"eu"}}');
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
-
 const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
 const metaOf = (answer) => JSON.parse(answer.slice(0, answer.indexOf("\n")));
+const bodyOf = (answer) => answer.slice(answer.indexOf("\n", answer.indexOf("\n") + 1) + 1);
+
+// Work for 64 keys, for the challenge of a form description (src/challenge.rs). Challenges are
+// stateless: every bundle configured with the same form key takes the same work.
+function solveKeys(harbour, now) {
+  const form = harbour.decide("GET", url.replace("/submissions", ""), undefined, 0, new Uint8Array(0), "IT", "192.0.2.1", undefined, undefined, undefined, now);
+  const { token, difficulty_bits: bits } = JSON.parse(bodyOf(form)).challenge;
+  const zeroBits = (digest) => { let z = 0; for (const b of digest) { if (b) return z + Math.clz32(b) - 24; z += 8; } return z; };
+  return Array.from({ length: 64 }, (_, i) => {
+    const key = `bench-key-${i.toString().padStart(12, "0")}`;
+    for (let nonce = 0; ; nonce++) {
+      const hex = nonce.toString(16);
+      if (zeroBits(createHash("sha256").update(`${token}\n${key}\n${hex}`).digest()) >= bits) return [key, `${token}.${hex}`];
+    }
+  });
+}
 
 // One round of `perRound` decide + consulted + conclude calls; returns µs per call of each.
-function round(harbour, state) {
+function round(harbour, state, keys) {
   let decideNs = 0n;
   let consultedNs = 0n;
   let concludeNs = 0n;
@@ -79,8 +96,9 @@ function round(harbour, state) {
     for (let i = 0; i < batch; i++) {
       const n = ++state.n;
       const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
+      const [key, work] = keys[n & 63];
       const answer = harbour.decide(
-        "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, `bench-key-${n.toString().padStart(12, "0")}`, undefined, state.now++,
+        "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, key, work, undefined, state.now++,
       );
       const meta = metaOf(answer);
       if (meta.hold === undefined) throw new Error(`not held for the location: ${answer}`);
@@ -101,7 +119,7 @@ function round(harbour, state) {
     for (let i = 0; i < batch; i++) {
       const answer = harbour.conclude(tickets[i], 201, receipt, state.now);
       if (!answer.startsWith('{"status":202')) throw new Error(`not accepted: ${answer}`);
-      if (answer.includes('harbour.summary') && answer.includes('region_changes')) state.summaries++;
+      if (answer.includes("harbour.summary") && answer.includes("region_changes")) state.summaries++;
     }
     t1 = process.hrtime.bigint();
     concludeNs += t1 - t0;
@@ -111,10 +129,12 @@ function round(harbour, state) {
 }
 
 const rounds = 5;
+const start = 1_764_000_000_000;
 const runs = [{ name: "live", harbour: await load(dir, "live") }];
 if (shadowDir) runs.push({ name: "shadow", harbour: await load(shadowDir, "shadow") });
+const keys = solveKeys(runs[0].harbour, start);
 for (const run of runs) {
-  run.state = { n: 0, now: 1_764_000_000_000, summaries: 0 };
+  run.state = { n: 0, now: start + 1, summaries: 0 };
   run.decide = [];
   run.consulted = [];
   run.conclude = [];
@@ -122,7 +142,7 @@ for (const run of runs) {
 // Alternating rounds, so both bundles meet the same machine; the first round warms the JIT up.
 for (let r = 0; r < rounds + 1; r++) {
   for (const run of runs) {
-    const [decideUs, consultedUs, concludeUs] = round(run.harbour, run.state);
+    const [decideUs, consultedUs, concludeUs] = round(run.harbour, run.state, keys);
     if (r > 0) {
       run.decide.push(decideUs);
       run.consulted.push(consultedUs);
@@ -139,6 +159,6 @@ if (shadow) {
   if (shadow.state.summaries === 0) throw new Error("the shadow build wrote no shadow counts: is a candidate compiled in?");
   const extra = median(shadow.decide) - median(live.decide);
   console.log(
-    `  with a candidate policy in shadow: decide ${median(shadow.decide).toFixed(2)} us, conclude ${median(shadow.conclude).toFixed(2)} us; the shadow evaluation costs ${extra.toFixed(2)} us per request`,
+    `  with a candidate policy in shadow: decide ${median(shadow.decide).toFixed(2)} us; the shadow evaluation costs ${extra.toFixed(2)} us per request`,
   );
 }

@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use harbour::admission::LocationAnswer;
+use harbour::challenge;
 use harbour::config::Config;
 use harbour::forward::{AttemptResult, TicketBook};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
@@ -19,7 +20,10 @@ use harbour::validate::{check, parse_body};
 const SEEDS: Seeds = Seeds {
     limiter: 3,
     request_ids: 4,
+    challenges: 5,
 };
+const KEY: &str = "bench-key-0123456789abcdef";
+const NOW: u64 = 1_764_000_000_000;
 
 const BODY: &[u8] =
     br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
@@ -31,6 +35,22 @@ fn config() -> Config {
 fn phases(c: &mut Criterion) {
     let config = config();
     let campaign = config.policy.campaign("spring-launch").unwrap().clone();
+    // At the shipped difficulty: the check costs the same whatever the work was.
+    let issued = challenge::issue(&config.form_key, &campaign, NOW, 7);
+    let nonce = challenge::solve(&issued.token, KEY, issued.difficulty_bits);
+    let solution = challenge::solution(&issued.token, &nonce);
+    c.bench_function("challenge (verify: HMAC + SHA-256)", |b| {
+        b.iter(|| {
+            challenge::verify(
+                &config.form_key,
+                &campaign,
+                Some(black_box(&solution)),
+                Some(black_box(KEY)),
+                NOW,
+            )
+            .unwrap()
+        })
+    });
     c.bench_function("validate (parse + check)", |b| {
         b.iter(|| {
             check(
@@ -80,7 +100,8 @@ fn phases(c: &mut Criterion) {
                     body: Body::Bytes(BODY),
                     country: Some("IT"),
                     client_ip: Some(&ip),
-                    idempotency_key: None,
+                    idempotency_key: Some(KEY),
+                    challenge: Some(&solution),
                     origin: None,
                     now_ms: 1_764_000_000_000 + u64::from(n),
                 };
@@ -100,7 +121,8 @@ fn phases(c: &mut Criterion) {
         body: Body::Bytes(BODY),
         country: Some("IT"),
         client_ip: Some("192.0.2.1"),
-        idempotency_key: None,
+        idempotency_key: Some(KEY),
+        challenge: Some(&solution),
         origin: None,
         now_ms: 1_764_000_000_000,
     };
@@ -126,7 +148,8 @@ fn phases(c: &mut Criterion) {
         body: Body::Bytes(BODY),
         country: Some("IT"),
         client_ip: Some("192.0.2.1"),
-        idempotency_key: None,
+        idempotency_key: Some(KEY),
+        challenge: Some(&solution),
         origin: None,
         now_ms: 1_764_000_000_000,
     };

@@ -6,6 +6,10 @@
 //! - `HARBOUR_KEY_R`: the region's signing secret, at least 32 bytes (`wrangler secret put`, or
 //!   `.dev.vars` locally).
 //!
+//! And once: `HARBOUR_FORM_KEY`, the secret that vouches for the challenges the form description
+//! hands out (see `challenge`), at least 32 bytes and never a region's signing secret (a
+//! challenge MAC must never be something an origin would take for a signature, nor the reverse).
+//!
 //! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`).
 //!
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
@@ -67,8 +71,13 @@ pub struct Config {
     pub policy: Policy,
     /// Indexed like `policy.regions`.
     pub regions: Vec<RegionSetup>,
+    /// Keys the challenges' MACs (`HARBOUR_FORM_KEY`).
+    pub form_key: SigningKey,
     pub log: LogMode,
 }
+
+/// The form key's variable: one secret for every region, used for nothing but challenges.
+pub const FORM_KEY_VAR: &str = "HARBOUR_FORM_KEY";
 
 pub fn origins_var(region_id: &str) -> String {
     format!("HARBOUR_ORIGINS_{}", env_suffix(region_id))
@@ -161,6 +170,35 @@ fn host_issue(
     ))
 }
 
+/// `HARBOUR_FORM_KEY`, checked: long enough and no region's signing secret (`secrets_seen`).
+fn form_key(
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets_seen: &[(String, String)],
+    issues: &mut Vec<PolicyIssue>,
+) -> Option<SigningKey> {
+    let secret = env(FORM_KEY_VAR).unwrap_or_default();
+    let mut fail = |message: String| {
+        issues.push(PolicyIssue {
+            path: FORM_KEY_VAR.into(),
+            message,
+        })
+    };
+    let Some(key) = SigningKey::new(secret.as_bytes()) else {
+        fail(format!(
+            "the form key needs a secret of at least {MIN_KEY_BYTES} bytes"
+        ));
+        return None;
+    };
+    if let Some((_, region_var)) = secrets_seen.iter().find(|(seen, _)| *seen == secret) {
+        // Names the other variable, never the secret.
+        fail(format!(
+            "the form key is the same secret as {region_var}; it must be a secret of its own"
+        ));
+        return None;
+    }
+    Some(key)
+}
+
 impl Config {
     pub fn assemble(
         policy_json: &str,
@@ -247,6 +285,7 @@ impl Config {
                 regions.push(RegionSetup { origins, key });
             }
         }
+        let form_key = form_key(env, &secrets_seen, &mut issues);
         let log_value = env(LogMode::VARIABLE);
         let log = LogMode::parse(log_value.as_deref()).unwrap_or_else(|| {
             issues.push(PolicyIssue {
@@ -258,14 +297,14 @@ impl Config {
             });
             LogMode::default()
         });
-        if issues.is_empty() {
-            Ok(Config {
+        match form_key {
+            Some(form_key) if issues.is_empty() => Ok(Config {
                 policy,
                 regions,
+                form_key,
                 log,
-            })
-        } else {
-            Err(PolicyError(issues))
+            }),
+            _ => Err(PolicyError(issues)),
         }
     }
 
@@ -290,6 +329,10 @@ impl Config {
                 format!("{}-secret-0123456789abcdefghijklmnop", region.id),
             ));
         }
+        env.push((
+            FORM_KEY_VAR.to_owned(),
+            "form-secret-0123456789abcdefghijklmnop".to_owned(),
+        ));
         Ok(env)
     }
 
@@ -322,8 +365,14 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The local configuration, with challenges of 4 bits: tests solve many of them (the shipped
+    /// difficulty is checked by the policy's own tests).
     pub fn local_config() -> Config {
-        Config::local(SHIPPED_POLICY, 9100).unwrap()
+        let mut config = Config::local(SHIPPED_POLICY, 9100).unwrap();
+        for campaign in &mut config.policy.campaigns {
+            campaign.challenge.difficulty_bits = 4;
+        }
+        config
     }
 
     #[test]
@@ -469,6 +518,35 @@ pub(crate) mod tests {
             ["HARBOUR_KEY_GLOBAL: region \"global\" has the same signing secret as HARBOUR_KEY_RU; each region needs its own, or one region's origin accepts another's signatures"]
         );
         assert!(!found[0].contains(secret));
+    }
+
+    #[test]
+    fn the_form_key_must_be_long_and_its_own() {
+        let mut env = local_env();
+        env.remove(FORM_KEY_VAR);
+        let missing = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap_err();
+        assert_eq!(
+            missing
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["HARBOUR_FORM_KEY: the form key needs a secret of at least 32 bytes"]
+        );
+        assert_eq!(
+            issues_with(&[(FORM_KEY_VAR, "short")]),
+            ["HARBOUR_FORM_KEY: the form key needs a secret of at least 32 bytes"]
+        );
+        let eu_secret = local_env()["HARBOUR_KEY_EU"].clone();
+        let reused = issues_with(&[(FORM_KEY_VAR, &eu_secret)]);
+        assert_eq!(
+            reused,
+            ["HARBOUR_FORM_KEY: the form key is the same secret as HARBOUR_KEY_EU; it must be a secret of its own"]
+        );
+        assert!(!reused[0].contains(&eu_secret));
+        assert!(
+            issues_with(&[(FORM_KEY_VAR, "another-form-secret-0123456789abcdefgh")]).is_empty()
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use serde_json::{json, Value};
 
 use crate::admission::Charge;
+pub use crate::challenge::is_well_formed_key;
 use crate::config::Config;
 use crate::field::CleanValue;
 use crate::policy::RegionIndex;
@@ -33,14 +34,6 @@ pub const UNAVAILABLE_RETRY_MS: u64 = 5_000;
 /// `t=<timestamp ms>,r=<region>,v1=<HMAC>`: see `signature`.
 pub const HEADER_SIGNATURE: &str = "x-harbour-signature";
 pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// A client's key is used as is when it has this shape; otherwise one is derived.
-pub fn is_well_formed_key(key: &str) -> bool {
-    (16..=64).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// The same campaign and the same cleaned content give the same key, so a resubmission that lost
 /// its key still cannot create a second row.
@@ -679,6 +672,8 @@ mod tests {
             {"name": "consent", "label": "C", "type": "bool"},
             {"name": "age", "label": "A", "type": "integer"},
         ]);
+        // Translated labels would name the fields replaced here.
+        raw["campaigns"][0]["texts"] = json!({});
         let policy = crate::policy::Policy::parse(&raw.to_string()).unwrap();
         let body = json!({"name": "Zoë \"Z\" \\ <b>\u{7}", "consent": true, "age": -42});
         let pairs = crate::validate::parse_body(

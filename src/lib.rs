@@ -4,12 +4,16 @@
 //! Everything but `edge` is plain Rust over plain data, tested natively. `edge` is the only
 //! module that knows it runs in a Workers isolate.
 
+/// The policy compiled in: `policy/harbour.json`, or the file `HARBOUR_POLICY` named at build
+/// time (the bench's own), copied by build.rs after it passed the policy checks.
+pub const SHIPPED_POLICY: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.json"));
+
 pub mod admission;
 pub mod breaker;
+pub mod challenge;
 pub mod config;
 pub mod country;
 pub mod field;
-pub mod form_token;
 pub mod forward;
 pub mod journal;
 pub mod limit;

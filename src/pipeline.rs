@@ -1,14 +1,16 @@
 //! The request pipeline: named phases over plain data, composed into one verdict.
 //!
 //! ```text
-//! route → request_check → validate → classify → shed → admit                (Pipeline::request)
+//! route → request_check → challenge → validate → classify → shed → admit   (Pipeline::request)
 //!   … the shell consults the location's rate-limiting binding …
 //! settle → screen → plan                                                      (Pipeline::after_consult)
 //!   then, per origin attempt, after_attempt                                   (Pipeline::after_attempt)
 //! ```
 //!
 //! Each phase is a function of its own module that either goes on with a value or answers now
-//! ([`Flow`]); `Pipeline::flow` and `Pipeline::finish` read top to bottom. Residency is
+//! ([`Flow`]); `Pipeline::flow` and `Pipeline::finish` read top to bottom. The proof of work is
+//! checked before the body is parsed or anything charged, so a request without it costs next to
+//! nothing and can never spend a budget that visitors who did the work need. Residency is
 //! classified before limits are charged because the per-region budget needs the region; nothing
 //! is charged for a request that is refused for any other reason, so a visitor correcting a form
 //! is not penalised. The one platform call a decision needs (the binding) is a value too:
@@ -26,6 +28,7 @@ use crate::admission::{
     admit, settle, Admission, Applicant, Consult, LocationAnswer, Provisional, CONSULT_TIMEOUT_MS,
 };
 use crate::breaker::{shed, transition_line, Breakers, Report, OPEN_MS};
+use crate::challenge::challenge;
 use crate::config::Config;
 use crate::forward::{
     self, AttemptResult, Entry, Filed, ForwardPlan, Next, Onward, PlanInput, Ticket,
@@ -85,12 +88,13 @@ impl Filed for Held {
     }
 }
 
-/// Independent secrets of an isolate: one keys the limiter's hash table, the other makes
-/// request ids, so nothing a client sees reveals the former.
+/// Independent secrets of an isolate: one keys the limiter's hash table, one makes request ids,
+/// one the challenges' salts, so nothing a client sees reveals another.
 #[derive(Clone, Copy, Debug)]
 pub struct Seeds {
     pub limiter: u64,
     pub request_ids: u64,
+    pub challenges: u64,
 }
 
 /// What the log of an early answer needs to know of the phases that went before it.
@@ -108,6 +112,7 @@ pub struct Pipeline {
     admission: Admission,
     breakers: Breakers,
     request_ids: RequestIds,
+    salts: RequestIds,
     /// The latest time seen: limits never see the clock go backwards (a wall clock can step back,
     /// and GCRA would then refuse until it caught up).
     latest_ms: u64,
@@ -136,6 +141,10 @@ impl Pipeline {
             breakers,
             request_ids: RequestIds {
                 seed: seeds.request_ids,
+                counter: 0,
+            },
+            salts: RequestIds {
+                seed: seeds.challenges,
                 counter: 0,
             },
             latest_ms: 0,
@@ -218,11 +227,13 @@ impl Pipeline {
     /// The phases in the order a request meets them, up to the location's binding.
     fn flow(&mut self, facts: &Facts, request_id: &str, trace: &mut Trace) -> Flow<Held> {
         let config = configured(&self.config)?;
-        let routed = route(config, facts)?;
+        let routed = route(config, facts, self.salts.salt())?;
         let campaign = routed.campaign;
         trace.campaign = Some(campaign.id.clone());
         trace.cors = routed.cors.clone();
         let payload = request_check(&config.policy, facts)?;
+        let (key, now_ms) = (facts.idempotency_key, facts.now_ms);
+        challenge(config, campaign, facts.challenge, key, now_ms)?;
         let submission = validate(campaign, payload)?;
         let declared = submission.declared_country();
         let residency = classify(&config.policy, campaign, facts.country, declared)?;
@@ -309,7 +320,7 @@ impl Pipeline {
             entropy: self.request_ids.entropy(),
             grant: &grant,
         };
-        screen(config, campaign, &held.submission, held.received_ms, decoy)?;
+        screen(&held.submission, decoy)?;
         // Some origin is available (asked just above, in this same call): the first of them.
         let origin = self.breakers.pick(region, 0, now_ms).unwrap_or(0);
         let input = PlanInput {
@@ -462,11 +473,17 @@ impl RequestIds {
         self.counter = self.counter.wrapping_add(1);
         mix(self.seed ^ self.counter)
     }
+
+    /// 128 such bits, for a challenge's salt.
+    fn salt(&mut self) -> u128 {
+        (u128::from(self.entropy()) << 64) | u128::from(self.entropy())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::challenge::solved_for_tests as solved;
     use crate::config::tests::local_config;
     use crate::request::Body;
 
@@ -481,16 +498,20 @@ mod tests {
             body: Body::Bytes(body.as_bytes()),
             country: Some("IT"),
             client_ip: Some("192.0.2.1"),
-            idempotency_key: None,
+            idempotency_key: Some(KEY),
+            challenge: Some(solved(&local_config(), KEY, 1_764_000_000_000)),
             origin: None,
             now_ms: 1_764_000_000_000,
         }
     }
 
+    const KEY: &str = "pipeline-key-0123456789";
+
     fn seeds() -> Seeds {
         Seeds {
             limiter: 1,
             request_ids: 2,
+            challenges: 3,
         }
     }
 

@@ -15,8 +15,8 @@ use crate::country::Country;
 use crate::field::{Field, FieldKind, Options};
 use crate::limit::{Quota, LOCATION_PERIODS_S};
 
-/// The policy that ships with harbour.
-pub const SHIPPED_POLICY: &str = include_str!("../policy/harbour.json");
+/// The policy compiled in (see `SHIPPED_POLICY` at the crate root).
+pub use crate::SHIPPED_POLICY;
 
 /// Where the candidate policy lives; `build.rs` compiles it in when the file exists.
 pub const CANDIDATE_FILE: &str = "policy/candidate.json";
@@ -123,9 +123,12 @@ pub struct Campaign {
     pub allowed_origins: Vec<String>,
     pub per_client: Quota,
     pub campaign: Quota,
-    /// A form filled faster than this is a bot's: accepted quietly, forwarded nowhere. Needs the
-    /// form token the campaign page carries (see `pipeline`).
-    pub min_fill_ms: Option<u64>,
+    /// The proof of work every submission must carry (see `challenge`).
+    pub challenge: ChallengeRule,
+    /// A sentence under the title, in English.
+    pub intro: Option<String>,
+    /// The campaign's texts in other languages, by locale; what one leaves out is English.
+    pub texts: Vec<(&'static str, CampaignTexts)>,
     /// Fields that together identify a person: the region's store keeps one entry per person
     /// (a keyed digest of their normalised values is unique per campaign). Empty: no such rule.
     pub one_entry_per: Vec<String>,
@@ -163,6 +166,8 @@ pub struct SurgeWindow {
     pub end_ms: u64,
     pub per_client: Quota,
     pub on_location_unavailable: FailMode,
+    /// The challenge's difficulty inside the window; `None`: the campaign's.
+    pub difficulty_bits: Option<u8>,
 }
 
 impl SurgeWindow {
@@ -179,10 +184,41 @@ pub struct InForce<'a> {
     pub window: Option<(usize, &'a SurgeWindow)>,
     pub per_client: Quota,
     pub on_location_unavailable: FailMode,
+    /// Leading zero bits a submission's proof of work must have.
+    pub difficulty_bits: u8,
 }
 
-/// The body key under which the campaign page sends its form token; no field may use it.
-pub const FORM_TOKEN_KEY: &str = "_form";
+/// How hard a campaign's challenge is and how long a solved one stays good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChallengeRule {
+    /// Leading zero bits the solution's SHA-256 must have: 2^bits hashes expected.
+    pub difficulty_bits: u8,
+    pub valid_ms: u64,
+}
+
+/// A new campaign's challenge when its policy says nothing: about a second's work on a mid-range
+/// phone (2^20 hashes; the browser tests measure the page's solver at 4x CPU throttling: about
+/// 1 M hashes/s), good for half an hour.
+pub const DEFAULT_CHALLENGE: ChallengeRule = ChallengeRule {
+    difficulty_bits: 20,
+    valid_ms: 30 * 60 * 1000,
+};
+pub const MAX_DIFFICULTY_BITS: u8 = 32;
+pub const MIN_CHALLENGE_VALID_MS: u64 = 60_000;
+pub const MAX_CHALLENGE_VALID_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The languages the campaign page speaks, English first (the fallback). A campaign's texts may
+/// name any but English, whose texts are the campaign's own.
+pub const LOCALES: [&str; 6] = ["en", "zh-CN", "ru", "it", "de", "fr"];
+
+/// One locale's campaign texts; `None` or a missing label falls back to English.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignTexts {
+    pub title: Option<String>,
+    pub intro: Option<String>,
+    /// (field name, label)
+    pub labels: Vec<(String, String)>,
+}
 
 /// The most surge windows a campaign may list.
 pub const MAX_SURGE_WINDOWS: usize = 100;
@@ -204,13 +240,25 @@ impl Campaign {
                 window: Some((index, window)),
                 per_client: window.per_client,
                 on_location_unavailable: window.on_location_unavailable,
+                difficulty_bits: window
+                    .difficulty_bits
+                    .unwrap_or(self.challenge.difficulty_bits),
             },
             None => InForce {
                 window: None,
                 per_client: self.per_client,
                 on_location_unavailable: self.on_location_unavailable,
+                difficulty_bits: self.challenge.difficulty_bits,
             },
         }
+    }
+
+    /// The texts for `locale` if the policy has any; English (the campaign's own) otherwise.
+    pub fn texts(&self, locale: &str) -> Option<&CampaignTexts> {
+        self.texts
+            .iter()
+            .find(|(l, _)| *l == locale)
+            .map(|(_, texts)| texts)
     }
 }
 
@@ -313,15 +361,19 @@ impl Policy {
     }
 }
 
-/// Checks the live policy and, when there is one, the candidate, with the same checks and the
-/// same messages; each issue's path starts with its file. The one call for anything that must
-/// refuse a bad policy before it ships (tests, the report tool, a build script).
-pub fn check_policies(live: &str, candidate: Option<&str>) -> Result<(), PolicyError> {
+/// Where the live policy lives unless a build names another (`HARBOUR_POLICY`).
+pub const LIVE_FILE: &str = "policy/harbour.json";
+
+/// Checks the live policy (read from `live_file`) and, when there is one, the candidate, with the
+/// same checks and the same messages; each issue's path starts with its file. The one call for
+/// anything that must refuse a bad policy before it ships (tests, the report tool, the build).
+pub fn check_policies(
+    live_file: &str,
+    live: &str,
+    candidate: Option<&str>,
+) -> Result<(), PolicyError> {
     let mut issues = Vec::new();
-    let files = [
-        ("policy/harbour.json", Some(live)),
-        (CANDIDATE_FILE, candidate),
-    ];
+    let files = [(live_file, Some(live)), (CANDIDATE_FILE, candidate)];
     for (file, text) in files {
         if let Some(Err(PolicyError(found))) = text.map(Policy::parse) {
             issues.extend(found.into_iter().map(|issue| PolicyIssue {
@@ -383,13 +435,29 @@ struct RawCampaign {
     #[serde(default)]
     allowed_origins: Vec<String>,
     honeypot: Option<String>,
-    min_fill_ms: Option<u64>,
+    /// Gone: kept only to refuse an old policy with a sentence rather than "unknown field".
+    /// (Plain JSON values here and in `texts` reuse the deserializer the worker has anyway.)
+    #[serde(default)]
+    min_fill_ms: serde_json::Value,
     #[serde(default)]
     one_entry_per: Vec<String>,
     limits: RawCampaignLimits,
     #[serde(default)]
     surge_windows: Vec<RawSurgeWindow>,
     fields: Vec<RawField>,
+    challenge: Option<RawChallenge>,
+    intro: Option<String>,
+    /// Read as plain JSON and checked by hand (`Checker::texts`): typed maps would add their own
+    /// deserializers to the worker, about 10 KB of wasm, for a part the check walks once.
+    #[serde(default)]
+    texts: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChallenge {
+    difficulty_bits: u32,
+    valid_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -408,6 +476,7 @@ struct RawSurgeWindow {
     end: String,
     per_client: RawQuota,
     on_location_unavailable: Option<String>,
+    difficulty_bits: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +618,18 @@ impl Checker {
                 w.on_location_unavailable.as_deref(),
                 campaign_mode,
             );
+            let difficulty_bits = w.difficulty_bits.and_then(|bits| {
+                let valid = u8::try_from(bits)
+                    .ok()
+                    .filter(|bits| (1..=MAX_DIFFICULTY_BITS).contains(bits));
+                if valid.is_none() {
+                    self.fail(
+                        format!("{wpath}.difficulty_bits"),
+                        format!("{bits} is outside 1..={MAX_DIFFICULTY_BITS}"),
+                    );
+                }
+                valid
+            });
             let (Some(start_ms), Some(end_ms), Some(per_client)) = (start, end, per_client) else {
                 continue;
             };
@@ -571,6 +652,7 @@ impl Checker {
                         end_ms,
                         per_client,
                         on_location_unavailable: mode,
+                        difficulty_bits,
                     },
                 ),
             );
@@ -782,25 +864,19 @@ impl Checker {
         );
         let surge_windows = self.surge_windows(path, c.surge_windows, on_location_unavailable);
         let mut fields: Vec<Field> = Vec::new();
+        let names: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
         if c.fields.is_empty() {
             self.fail(
                 format!("{path}.fields"),
                 "a campaign needs at least one field",
             );
         }
-        let declared: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
         for (j, f) in c.fields.into_iter().enumerate() {
             let fpath = format!("{path}.fields[{j}]");
             if fields.iter().any(|other| other.name == f.name) {
                 self.fail(
                     format!("{fpath}.name"),
                     format!("duplicate field {:?}", f.name),
-                );
-            }
-            if f.name == FORM_TOKEN_KEY {
-                self.fail(
-                    format!("{fpath}.name"),
-                    format!("{FORM_TOKEN_KEY:?} is reserved for the form token"),
                 );
             }
             if let Some(field) = self.field(&fpath, f) {
@@ -822,17 +898,16 @@ impl Checker {
                 );
             }
         }
-        if let Some(ms) = c.min_fill_ms {
-            if ms > 600_000 {
-                self.fail(
-                    format!("{path}.min_fill_ms"),
-                    format!("{ms} is over 600000 ms"),
-                );
-            }
+        if !c.min_fill_ms.is_null() {
+            self.fail(
+                format!("{path}.min_fill_ms"),
+                "the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key",
+            );
         }
-        self.one_entry_per(path, &c.one_entry_per, &declared, &fields);
+        self.one_entry_per(path, &c.one_entry_per, &names, &fields);
+        let challenge = self.challenge(path, c.challenge);
+        let texts = self.texts(path, c.texts, &names);
         Some(Campaign {
-            min_fill_ms: c.min_fill_ms,
             one_entry_per: c.one_entry_per,
             id: c.id,
             title: c.title,
@@ -843,6 +918,9 @@ impl Checker {
             campaign: campaign?,
             on_location_unavailable,
             surge_windows,
+            challenge,
+            intro: c.intro,
+            texts,
         })
     }
 
@@ -877,6 +955,105 @@ impl Checker {
                 Some(_) => {}
             }
         }
+    }
+
+    fn challenge(&mut self, path: &str, raw: Option<RawChallenge>) -> ChallengeRule {
+        let Some(raw) = raw else {
+            return DEFAULT_CHALLENGE;
+        };
+        let bits = u8::try_from(raw.difficulty_bits)
+            .ok()
+            .filter(|bits| (1..=MAX_DIFFICULTY_BITS).contains(bits));
+        if bits.is_none() {
+            self.fail(
+                format!("{path}.challenge.difficulty_bits"),
+                format!(
+                    "{} is outside 1..={MAX_DIFFICULTY_BITS}",
+                    raw.difficulty_bits
+                ),
+            );
+        }
+        if !(MIN_CHALLENGE_VALID_MS..=MAX_CHALLENGE_VALID_MS).contains(&raw.valid_ms) {
+            self.fail(
+                format!("{path}.challenge.valid_ms"),
+                format!(
+                    "{} is outside {MIN_CHALLENGE_VALID_MS}..={MAX_CHALLENGE_VALID_MS} ms",
+                    raw.valid_ms
+                ),
+            );
+        }
+        ChallengeRule {
+            difficulty_bits: bits.unwrap_or(DEFAULT_CHALLENGE.difficulty_bits),
+            valid_ms: raw.valid_ms,
+        }
+    }
+
+    /// `texts`: `{locale: {"title", "intro", "labels": {field: label}}}`, each part optional.
+    fn texts(
+        &mut self,
+        path: &str,
+        raw: serde_json::Value,
+        field_names: &[String],
+    ) -> Vec<(&'static str, CampaignTexts)> {
+        use serde_json::Value;
+        let mut texts = Vec::new();
+        let locales = match raw {
+            Value::Null => return texts,
+            Value::Object(locales) => locales,
+            _ => {
+                self.fail(
+                    format!("{path}.texts"),
+                    "must be an object of locale: texts",
+                );
+                return texts;
+            }
+        };
+        for (locale, t) in locales {
+            let tpath = format!("{path}.texts.{locale}");
+            let Some(known) = LOCALES[1..].iter().find(|l| **l == locale) else {
+                let why = if locale == LOCALES[0] {
+                    "English is the campaign's own title, intro and labels".to_owned()
+                } else {
+                    format!("unknown locale; one of {}", LOCALES[1..].join(", "))
+                };
+                self.fail(tpath, why);
+                continue;
+            };
+            let Value::Object(parts) = t else {
+                self.fail(tpath, "must be an object with title, intro and labels");
+                continue;
+            };
+            let mut one = CampaignTexts::default();
+            for (key, value) in parts {
+                match (key.as_str(), value) {
+                    ("title", Value::String(text)) => one.title = Some(text),
+                    ("intro", Value::String(text)) => one.intro = Some(text),
+                    ("labels", Value::Object(labels)) => {
+                        for (name, label) in labels {
+                            let lpath = format!("{tpath}.labels.{name}");
+                            match label {
+                                _ if !field_names.contains(&name) => {
+                                    self.fail(lpath, "no such field")
+                                }
+                                Value::String(label) => one.labels.push((name, label)),
+                                _ => self.fail(lpath, "a label is text"),
+                            }
+                        }
+                    }
+                    ("title" | "intro", _) => self.fail(format!("{tpath}.{key}"), "must be text"),
+                    ("labels", _) => self.fail(
+                        format!("{tpath}.labels"),
+                        "must be an object of field: label",
+                    ),
+                    _ => self.fail(
+                        format!("{tpath}.{key}"),
+                        "unknown key: title, intro or labels",
+                    ),
+                }
+            }
+            texts.push((*known, one));
+        }
+        texts
     }
 
     fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
@@ -997,6 +1174,12 @@ mod tests {
         assert_eq!(names, ["name", "email", "country", "consent"]);
         assert!(campaign.field("consent").unwrap().must_be_true);
         assert_eq!(campaign.one_entry_per, ["email"]);
+        assert_eq!(campaign.challenge, DEFAULT_CHALLENGE);
+        for locale in &LOCALES[1..] {
+            let texts = campaign.texts(locale).unwrap();
+            assert!(texts.title.is_some() && texts.intro.is_some(), "{locale}");
+            assert_eq!(texts.labels.len(), campaign.fields.len(), "{locale}");
+        }
     }
 
     #[test]
@@ -1043,7 +1226,18 @@ mod tests {
             }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
             // (fields[3], not the email field the campaign's one_entry_per names)
-            ("duplicate field", Box::new(|p| p["campaigns"][0]["fields"][3]["name"] = "name".into()), "campaigns[0].fields[3].name: duplicate field \"name\""),
+            ("duplicate field", Box::new(|p| {
+                p["campaigns"][0]["fields"][3]["name"] = "name".into();
+                p["campaigns"][0]["texts"] = serde_json::json!({});
+            }), "campaigns[0].fields[3].name: duplicate field \"name\""),
+            ("the old minimum fill time", Box::new(|p| p["campaigns"][0]["min_fill_ms"] = 1500.into()), "campaigns[0].min_fill_ms: the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key"),
+            ("no work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 0.into()), "campaigns[0].challenge.difficulty_bits: 0 is outside 1..=32"),
+            ("absurd work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 300.into()), "campaigns[0].challenge.difficulty_bits: 300 is outside 1..=32"),
+            ("challenge good for a week", Box::new(|p| p["campaigns"][0]["challenge"]["valid_ms"] = 604_800_000u64.into()), "campaigns[0].challenge.valid_ms: 604800000 is outside 60000..=86400000 ms"),
+            ("unknown locale", Box::new(|p| p["campaigns"][0]["texts"]["pt"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.pt: unknown locale; one of zh-CN, ru, it, de, fr"),
+            ("English texts", Box::new(|p| p["campaigns"][0]["texts"]["en"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.en: English is the campaign's own title, intro and labels"),
+            ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro or labels"),
+            ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
@@ -1161,6 +1355,12 @@ mod tests {
                 "campaigns[0].surge_windows[0].start: \"2026-02-30T20:00:00Z\" is not a UTC time: no such day in that month",
             ),
             (
+                "window work out of range",
+                serde_json::json!([{"id": "a", "start": "2026-03-14T20:00:00Z", "end": "2026-03-14T20:10:00Z",
+                                    "per_client": {"burst": 10, "window_ms": 60000}, "difficulty_bits": 40}]),
+                "campaigns[0].surge_windows[0].difficulty_bits: 40 is outside 1..=32",
+            ),
+            (
                 "window limit the binding cannot count",
                 serde_json::json!([window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 30000)]),
                 "campaigns[0].surge_windows[0].per_client.window_ms: 30000 ms cannot be counted per location: the rate-limiting binding counts over 10 s or 60 s (window_ms 10000 or 60000)",
@@ -1234,11 +1434,14 @@ mod tests {
 
     #[test]
     fn the_live_and_candidate_policies_are_checked_alike() {
-        assert_eq!(check_policies(SHIPPED_POLICY, CANDIDATE_POLICY), Ok(()));
+        assert_eq!(
+            check_policies(LIVE_FILE, SHIPPED_POLICY, CANDIDATE_POLICY),
+            Ok(())
+        );
         let mut bad = shipped_json();
         bad["rest_of_world"] = "mars".into();
         let bad = bad.to_string();
-        let found: Vec<String> = check_policies(&bad, Some(&bad))
+        let found: Vec<String> = check_policies(LIVE_FILE, &bad, Some(&bad))
             .unwrap_err()
             .0
             .iter()

@@ -94,6 +94,8 @@ pub enum Phase {
     Configure,
     Route,
     RequestCheck,
+    /// The proof of work (see `challenge`).
+    Challenge,
     Validate,
     Classify,
     /// Every origin of the region is shedding load (`breaker`).
@@ -111,6 +113,7 @@ impl Phase {
             Phase::Configure => "configure",
             Phase::Route => "route",
             Phase::RequestCheck => "request_check",
+            Phase::Challenge => "challenge",
             Phase::Validate => "validate",
             Phase::Classify => "classify",
             Phase::Shed => "shed",

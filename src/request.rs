@@ -10,9 +10,9 @@
 
 use serde_json::Value;
 
+use crate::challenge;
 use crate::config::Config;
-use crate::form_token;
-use crate::policy::{Campaign, CampaignIndex, Policy};
+use crate::policy::{Campaign, CampaignIndex, Policy, LOCALES};
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 
 /// The request as the platform delivered it; every field is as read, unchecked.
@@ -27,6 +27,8 @@ pub struct Facts<'a> {
     /// `CF-Connecting-IP`, set by the platform.
     pub client_ip: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
+    /// The `Harbour-Challenge` request header: the proof of work (see `challenge`).
+    pub challenge: Option<&'a str>,
     /// The `Origin` request header (CORS).
     pub origin: Option<&'a str>,
     pub now_ms: u64,
@@ -95,7 +97,8 @@ fn not_found(detail: &str) -> Answer {
     )
 }
 
-pub fn route<'c>(config: &'c Config, facts: &Facts) -> Flow<Routed<'c>> {
+/// `salt` makes the challenge of a form description one of its own.
+pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'c>> {
     let Some(endpoint) = Endpoint::parse(path_of(facts.url)) else {
         return Flow::Break(not_found("no such resource"));
     };
@@ -120,8 +123,9 @@ pub fn route<'c>(config: &'c Config, facts: &Facts) -> Flow<Routed<'c>> {
         return Flow::Break(Answer::new(Phase::Route, reply));
     }
     if let Endpoint::Form(_) = endpoint {
-        let description = form_description(config, campaign, facts.now_ms);
-        // Not shared by caches: the token carries the time the form was handed out.
+        let locale = query_param(facts.url, "lang").unwrap_or(LOCALES[0]);
+        let description = form_description(config, campaign, locale, facts.now_ms, salt);
+        // Not shared by caches: each carries a challenge of its own.
         return Flow::Break(Answer::new(Phase::Route, Reply::json(200, &description)));
     }
     let cors = match facts.origin {
@@ -148,7 +152,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts) -> Flow<Routed<'c>> {
                 ("access-control-allow-methods", "POST".into()),
                 (
                     "access-control-allow-headers",
-                    "content-type, idempotency-key".into(),
+                    "content-type, idempotency-key, harbour-challenge".into(),
                 ),
                 ("access-control-max-age", "600".into()),
             ],
@@ -164,21 +168,78 @@ pub fn route<'c>(config: &'c Config, facts: &Facts) -> Flow<Routed<'c>> {
     })
 }
 
+/// The value of `name` in a URL's query, if it has one made of plain characters (a locale tag).
+fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| {
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// What the campaign page needs to draw the form, straight from the policy, so the form and the
-/// validator cannot disagree.
-pub fn form_description(config: &Config, campaign: &Campaign, now_ms: u64) -> Value {
-    let fields: Vec<Value> = campaign.fields.iter().map(|f| f.describe()).collect();
-    let mut description = serde_json::json!({
+/// validator cannot disagree: the campaign's texts and field labels in `locale` (one of
+/// [`LOCALES`], English for anything else or for what the policy does not translate), and a
+/// challenge to solve.
+pub fn form_description(
+    config: &Config,
+    campaign: &Campaign,
+    locale: &str,
+    now_ms: u64,
+    salt: u128,
+) -> Value {
+    let locale = LOCALES
+        .iter()
+        .find(|l| l.eq_ignore_ascii_case(locale))
+        .copied()
+        .unwrap_or(LOCALES[0]);
+    let texts = campaign.texts(locale);
+    let label = |name: &str| {
+        let labels = texts.map(|t| t.labels.as_slice()).unwrap_or_default();
+        labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| l.as_str())
+    };
+    let fields: Vec<Value> = campaign
+        .fields
+        .iter()
+        .map(|f| {
+            let mut described = f.describe();
+            if let Some(label) = label(&f.name) {
+                described["label"] = Value::from(label);
+            }
+            described
+        })
+        .collect();
+    let title = texts
+        .and_then(|t| t.title.as_ref())
+        .unwrap_or(&campaign.title);
+    let intro = texts
+        .and_then(|t| t.intro.as_ref())
+        .or(campaign.intro.as_ref());
+    let issued = challenge::issue(&config.form_key, campaign, now_ms, salt);
+    serde_json::json!({
         "id": campaign.id,
-        "title": campaign.title,
+        "lang": locale,
+        "title": title,
+        "intro": intro,
         "fields": fields,
         "honeypot": campaign.honeypot,
         "submit": format!("/api/campaigns/{}/submissions", campaign.id),
-    });
-    if campaign.min_fill_ms.is_some() {
-        description["form_token"] = Value::from(form_token::mint(config, &campaign.id, now_ms));
-    }
-    description
+        "challenge": {
+            "token": issued.token,
+            "difficulty_bits": issued.difficulty_bits,
+            "expires_in_ms": issued.valid_ms,
+        },
+    })
 }
 
 /// How a submission's body is encoded.
@@ -270,6 +331,7 @@ mod tests {
             country: Some("IT"),
             client_ip: Some("192.0.2.1"),
             idempotency_key: None,
+            challenge: None,
             origin: None,
             now_ms: 1_764_000_000_000,
         }
@@ -347,7 +409,7 @@ mod tests {
         ];
         for (f, status, outcome) in table {
             assert_eq!(
-                answer(route(&config, &f)),
+                answer(route(&config, &f, 0)),
                 (Phase::Route, status, outcome),
                 "{} {}",
                 f.method,
@@ -363,7 +425,7 @@ mod tests {
             origin: Some("https://campaign.example"),
             ..facts("POST", URL)
         };
-        let Flow::Continue(routed) = route(&config, &same) else {
+        let Flow::Continue(routed) = route(&config, &same, 0) else {
             panic!("same origin refused")
         };
         assert_eq!(routed.campaign.id, "spring-launch");
@@ -372,17 +434,17 @@ mod tests {
             origin: Some("http://localhost:8787"),
             ..facts("POST", URL)
         };
-        let Flow::Continue(routed) = route(&config, &allowed) else {
+        let Flow::Continue(routed) = route(&config, &allowed, 0) else {
             panic!("allowed origin refused")
         };
         assert_eq!(routed.cors, Cors(Some("http://localhost:8787".into())));
     }
 
     #[test]
-    fn the_form_description_draws_every_field() {
+    fn the_form_description_draws_every_field_and_carries_a_challenge() {
         let config = local_config();
         let campaign = config.policy.campaign("spring-launch").unwrap();
-        let description = form_description(&config, campaign, 5);
+        let description = form_description(&config, campaign, "en", 5, 9);
         let names: Vec<_> = description["fields"]
             .as_array()
             .unwrap()
@@ -390,9 +452,89 @@ mod tests {
             .map(|f| f["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["name", "email", "country", "consent"]);
-        assert!(description["form_token"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("5.")));
+        let token = description["challenge"]["token"].as_str().unwrap();
+        assert!(token.starts_with(&format!(
+            "spring-launch.{}.",
+            5 + campaign.challenge.valid_ms
+        )));
+        assert_eq!(
+            description["challenge"]["difficulty_bits"],
+            campaign.challenge.difficulty_bits
+        );
+        assert_eq!(
+            description["challenge"]["expires_in_ms"],
+            campaign.challenge.valid_ms
+        );
+        // Each description has a challenge of its own.
+        let other = form_description(&config, campaign, "en", 5, 10);
+        assert_ne!(
+            other["challenge"]["token"],
+            description["challenge"]["token"]
+        );
+    }
+
+    #[test]
+    fn the_form_description_speaks_the_asked_locale_with_english_for_the_rest() {
+        let config = local_config();
+        let campaign = config.policy.campaign("spring-launch").unwrap();
+        let url = |q: &str| format!("https://c.example/api/campaigns/spring-launch{q}");
+        assert_eq!(query_param(&url("?lang=de"), "lang"), Some("de"));
+        assert_eq!(
+            query_param(&url("?x=1&lang=zh-CN#top"), "lang"),
+            Some("zh-CN")
+        );
+        assert_eq!(query_param(&url("?lang=%3Cb%3E"), "lang"), None);
+        assert_eq!(query_param(&url(""), "lang"), None);
+        let english = form_description(&config, campaign, "en", 5, 9);
+        assert_eq!(english["lang"], "en");
+        assert_eq!(english["title"], campaign.title.as_str());
+        for locale in &LOCALES[1..] {
+            let described = form_description(&config, campaign, locale, 5, 9);
+            assert_eq!(described["lang"], *locale);
+            let texts = campaign
+                .texts(locale)
+                .expect("the shipped policy translates every locale");
+            assert_eq!(described["title"], texts.title.as_deref().unwrap());
+            for field in described["fields"].as_array().unwrap() {
+                let name = field["name"].as_str().unwrap();
+                let translated = texts
+                    .labels
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, l)| l.as_str());
+                let english = campaign.field(name).unwrap().label.as_str();
+                assert_eq!(
+                    field["label"],
+                    translated.unwrap_or(english),
+                    "{locale} {name}"
+                );
+            }
+        }
+        // Case-insensitive; an unknown locale is English; a missing label falls back.
+        assert_eq!(
+            form_description(&config, campaign, "ZH-cn", 5, 9)["lang"],
+            "zh-CN"
+        );
+        assert_eq!(
+            form_description(&config, campaign, "pt", 5, 9)["lang"],
+            "en"
+        );
+        let mut partial = campaign.clone();
+        partial.texts = vec![(
+            "de",
+            crate::policy::CampaignTexts {
+                title: None,
+                intro: None,
+                labels: vec![("email".into(), "E-Mail".into())],
+            },
+        )];
+        let german = form_description(&config, &partial, "de", 5, 9);
+        assert_eq!(german["title"], campaign.title.as_str());
+        assert_eq!(german["fields"][1]["label"], "E-Mail");
+        assert_eq!(
+            german["fields"][0]["label"],
+            campaign.fields[0].label.as_str()
+        );
     }
 
     #[test]

@@ -1,37 +1,21 @@
 //! Bot screening: submissions that look accepted and go nowhere.
 //!
-//! A filled honeypot, or (for a campaign with `min_fill_ms`) a form token that is forged, over a
-//! day old or younger than the minimum fill time, marks a bot. It gets the same 202 receipt a
-//! stored submission gets (same fields, same headers, an id of the same shape), so it learns
-//! nothing, and nothing is forwarded. Submissions without a token (API clients) are judged on
-//! content alone. Screening comes after admission, so bots pay into the limits like everyone.
+//! A filled honeypot marks a bot. It gets the same 202 receipt a stored submission gets (same
+//! fields, same headers, an id of the same shape), so it learns nothing, and nothing is
+//! forwarded. It has done the proof of work (`challenge`) like everyone, and screening comes
+//! after admission, so such bots pay into the limits like everyone.
+//!
+//! There is no minimum fill time: a form sent back within a second (autofill) or a day after it
+//! was loaded is a real visitor's often enough, and a fake success would drop their entry.
 
 use crate::admission::Grant;
-use crate::config::Config;
-use crate::form_token;
-use crate::policy::Campaign;
 use crate::reply::{accepted, Answer, Flow, Phase};
 use crate::text::push_hex_u64;
 use crate::validate::Submission;
 
 /// Why a submission was taken for a bot's, if it was.
-pub fn bot_sign(
-    config: &Config,
-    campaign: &Campaign,
-    submission: &Submission,
-    now_ms: u64,
-) -> Option<&'static str> {
-    if submission.honeypot_filled() {
-        return Some("honeypot");
-    }
-    match (campaign.min_fill_ms, submission.form_token()) {
-        (Some(min_fill_ms), Some(token))
-            if !form_token::is_valid(config, &campaign.id, token, min_fill_ms, now_ms) =>
-        {
-            Some("too_fast")
-        }
-        _ => None,
-    }
+pub fn bot_sign(submission: &Submission) -> Option<&'static str> {
+    submission.honeypot_filled().then_some("honeypot")
 }
 
 /// A receipt id of the shape origins give (`{region}-{16 hex digits}`), from `entropy`.
@@ -53,14 +37,8 @@ pub struct Decoy<'a> {
 }
 
 /// The screen phase: a bot's submission gets a receipt and goes no further.
-pub fn screen(
-    config: &Config,
-    campaign: &Campaign,
-    submission: &Submission,
-    now_ms: u64,
-    decoy: Decoy,
-) -> Flow<()> {
-    let Some(sign) = bot_sign(config, campaign, submission, now_ms) else {
+pub fn screen(submission: &Submission, decoy: Decoy) -> Flow<()> {
+    let Some(sign) = bot_sign(submission) else {
         return Flow::Continue(());
     };
     let mut reply = accepted(
@@ -94,33 +72,27 @@ mod tests {
     const ENTRY: &str = r#""name":"A","email":"a@b.co","country":"US","consent":true"#;
 
     #[test]
-    fn form_tokens_are_checked_for_mac_and_age() {
-        let config = local_config();
-        let campaign = &config.policy.campaigns[0];
-        let issued = 1_000_000;
-        let token = form_token::mint(&config, &campaign.id, issued);
-        let min = campaign.min_fill_ms.unwrap();
-        let with = |token: &str| submission(&format!(r#"{{{ENTRY},"_form":"{token}"}}"#));
-        let sign = |s: &Submission, now| bot_sign(&config, campaign, s, now);
-        assert_eq!(sign(&with(&token), issued + min), None);
-        assert_eq!(sign(&with(&token), issued + min - 1), Some("too_fast"));
-        assert_eq!(
-            sign(&with(&token), issued + form_token::MAX_AGE_MS + 1),
-            Some("too_fast")
-        );
-        let forged = format!("{issued}.{}", "0".repeat(32));
-        assert_eq!(sign(&with(&forged), issued + min), Some("too_fast"));
-        assert_eq!(sign(&with("junk"), issued + min), Some("too_fast"));
-        // No token at all: an API client, judged on content.
-        assert_eq!(sign(&submission(&format!("{{{ENTRY}}}")), 0), None);
+    fn only_the_honeypot_marks_a_bot_however_fast_or_late_the_form_comes_back() {
+        // No timing: the proof of work (`challenge`) replaced the form token and its minimum fill
+        // time, so a form autofilled at once or sent from a day-old tab is judged like any other.
+        assert_eq!(bot_sign(&submission(&format!("{{{ENTRY}}}"))), None);
+        let blank = submission(&format!(r#"{{{ENTRY},"website":" "}}"#));
+        assert_eq!(bot_sign(&blank), None);
         let honeypot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
-        assert_eq!(sign(&honeypot, 0), Some("honeypot"));
+        assert_eq!(bot_sign(&honeypot), Some("honeypot"));
+        // The old form token is no longer a key the body may carry.
+        let campaign = local_config().policy.campaigns[0].clone();
+        let old = format!(r#"{{{ENTRY},"_form":"1.ab"}}"#);
+        let errors = check(
+            &campaign,
+            parse_body(Encoding::Json, old.as_bytes()).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].code, "unknown_field");
     }
 
     #[test]
     fn a_bot_gets_a_receipt_shaped_like_an_origins() {
-        let config = local_config();
-        let campaign = &config.policy.campaigns[0];
         let grant = Grant {
             quota: Quota::new(
                 NonZeroU32::new(5).unwrap(),
@@ -137,7 +109,7 @@ mod tests {
             grant: &grant,
         };
         let bot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
-        let Flow::Break(answer) = screen(&config, campaign, &bot, 0, decoy) else {
+        let Flow::Break(answer) = screen(&bot, decoy) else {
             panic!("a bot went on")
         };
         assert_eq!(answer.outcome, "honeypot");

@@ -54,7 +54,8 @@ impl View<'_> {
             return Some(placed);
         };
         match phase {
-            Phase::Configure | Phase::Route => None,
+            // A request without valid work never had its submission read: nothing to compare.
+            Phase::Configure | Phase::Route | Phase::Challenge => None,
             Phase::RequestCheck | Phase::Validate | Phase::Classify => Some(View {
                 region: None,
                 outcome,
@@ -125,6 +126,7 @@ mod tests {
             country: Some(country),
             client_ip: Some("192.0.2.1"),
             idempotency_key: None,
+            challenge: None,
             origin: None,
             now_ms: 1,
         }

@@ -98,12 +98,14 @@ impl SigningKey {
         header
     }
 
-    /// HMAC of a message in hex, for harbour's own tokens (a different message prefix than the
-    /// forward signature, so one can never stand in for the other).
-    pub fn mac_hex(&self, message: &str) -> String {
+    /// HMAC of the concatenated `parts`, for harbour's own tokens (whose messages start with a
+    /// prefix of their own, so one can never stand in for a forward signature).
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = self.prepared.clone();
-        mac.update(message.as_bytes());
-        hex(&mac.finalize().into_bytes())
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
     }
 
     /// Whether a received header value signs exactly `signed`: its timestamp and region must be

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::country::Country;
 use crate::field::{truncate, CleanValue, FieldError, RawValue};
-use crate::policy::{Campaign, FORM_TOKEN_KEY};
+use crate::policy::Campaign;
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use crate::request::{Encoding, Payload};
 
@@ -207,7 +207,6 @@ pub struct Submission {
     fields: Vec<(String, CleanValue)>,
     declared_country: Option<Country>,
     honeypot_filled: bool,
-    form_token: Option<String>,
 }
 
 impl Submission {
@@ -224,12 +223,6 @@ impl Submission {
     /// The honeypot was filled: accept quietly, forward nothing.
     pub fn honeypot_filled(&self) -> bool {
         self.honeypot_filled
-    }
-
-    /// The form token the campaign page sent, if it sent a text one; `Some("")` for a token
-    /// of another type, which no form sends.
-    pub fn form_token(&self) -> Option<&str> {
-        self.form_token.as_deref()
     }
 }
 
@@ -279,18 +272,10 @@ pub fn check(
 ) -> Result<Submission, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut honeypot_filled = false;
-    let mut form_token = None;
     let mut values: Vec<Option<RawValue>> = vec![None; campaign.fields.len()];
     for (key, value) in pairs {
         if campaign.honeypot.as_deref() == Some(key.as_str()) {
             honeypot_filled |= !value.is_blank();
-            continue;
-        }
-        if key == FORM_TOKEN_KEY {
-            form_token = Some(match value {
-                RawValue::Text(token) => token,
-                _ => String::new(),
-            });
             continue;
         }
         match campaign.fields.iter().position(|f| f.name == key) {
@@ -323,7 +308,6 @@ pub fn check(
             fields,
             declared_country,
             honeypot_filled,
-            form_token,
         })
     } else {
         Err(errors)
@@ -466,16 +450,24 @@ mod tests {
     }
 
     #[test]
-    fn the_form_token_is_kept_apart_from_the_fields() {
-        let s =
-            json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"_form":"1.ab"}"#)
-                .unwrap();
-        assert_eq!(s.form_token(), Some("1.ab"));
-        assert!(s.fields().iter().all(|(name, _)| name != "_form"));
-        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"_form":7}"#)
-            .unwrap();
-        assert_eq!(s.form_token(), Some(""));
-        assert_eq!(json(VALID).unwrap().form_token(), None);
+    fn the_proof_of_work_travels_outside_the_fields() {
+        // The solution is a header (`challenge`), so a body key of that name, or the old form
+        // token's, is a field the form does not have, and nothing of it reaches the fields.
+        for key in ["_form", "harbour-challenge", "_challenge"] {
+            let body = format!(
+                r#"{{"name":"A","email":"a@b.co","country":"US","consent":true,"{key}":"1.ab"}}"#
+            );
+            assert_eq!(
+                json(&body).unwrap_err(),
+                vec![(key.to_owned(), "unknown_field")],
+                "{key}"
+            );
+        }
+        assert!(json(VALID)
+            .unwrap()
+            .fields()
+            .iter()
+            .all(|(name, _)| !name.starts_with('_')));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::admission::location_limits;
-use harbour::config::{key_var, origins_var, Config};
+use harbour::config::{key_var, origins_var, Config, FORM_KEY_VAR};
 use harbour::policy::{Policy, SHIPPED_POLICY};
 
 fn wrangler() -> toml::Table {
@@ -30,11 +30,18 @@ fn assemble(vars: &toml::Table) -> Result<Config, harbour::policy::PolicyError> 
         if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
             return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
         }
+        if name == FORM_KEY_VAR {
+            return Some("form-secret-0123456789abcdefghijklmnop".into());
+        }
         vars.get(name).and_then(|v| v.as_str()).map(String::from)
     })
 }
 
 fn assert_every_region_has_origins_and_no_secrets(vars: &toml::Table, environment: &str) {
+    assert!(
+        !vars.contains_key(FORM_KEY_VAR),
+        "{environment}: the form key must be a secret, not a var"
+    );
     let policy = Policy::shipped().unwrap();
     for region in &policy.regions {
         assert!(
@@ -169,4 +176,50 @@ fn wrangler_declares_exactly_the_rate_limiting_bindings_the_policy_needs() {
         count,
         "each binding of each environment counts in a namespace of its own"
     );
+}
+
+#[test]
+fn the_form_key_secret_is_documented_where_deployers_look() {
+    let command = format!("wrangler secret put {FORM_KEY_VAR} --env production");
+    for file in ["wrangler.toml", "README.md"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(text.contains(&command), "{file} does not say `{command}`");
+    }
+}
+
+#[test]
+fn the_bench_policy_is_the_shipped_one_with_cheap_challenges() {
+    // The bench builds the same worker with bench/policy.json: it must differ only in the work it
+    // asks of clients (harbour's check costs the same at any difficulty), or the rehearsal would
+    // measure another policy.
+    let read = |file: &str| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (mut bench, mut shipped) = (read("bench/policy.json"), read("policy/harbour.json"));
+    harbour::policy::Policy::parse(&bench.to_string()).unwrap();
+    // The work asked: the campaign's, and each surge window's own.
+    let strip = |policy: &mut serde_json::Value, check: bool| {
+        for campaign in policy["campaigns"].as_array_mut().unwrap() {
+            if check {
+                assert!(campaign["challenge"]["difficulty_bits"].as_u64().unwrap() <= 8);
+            }
+            campaign.as_object_mut().unwrap().remove("challenge");
+            for window in campaign["surge_windows"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if check {
+                    assert!(window["difficulty_bits"].as_u64().unwrap_or(0) <= 8);
+                }
+                window.as_object_mut().unwrap().remove("difficulty_bits");
+            }
+        }
+    };
+    strip(&mut bench, true);
+    strip(&mut shipped, false);
+    assert_eq!(bench, shipped);
 }

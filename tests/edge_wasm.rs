@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::admission::location_limits;
-use harbour::config::{key_var, origins_var};
+use harbour::challenge;
+use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour::edge::{
     conclude, configure, configure_policies, consulted, decide, expected_variables, orphaned,
     parse_decision, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED, LOCATION_FAILED,
@@ -53,14 +54,51 @@ fn env_object() -> JsValue {
         Reflect::set(&binding, &"limit".into(), &method).unwrap();
         Reflect::set(&env, &limit.binding_name().into(), &binding).unwrap();
     }
+    Reflect::set(&env, &FORM_KEY_VAR.into(), &FORM_KEY.into()).unwrap();
     Reflect::set(&env, &"HARBOUR_LOG".into(), &"decisions".into()).unwrap();
     env.into()
 }
 
 fn setup() {
-    let answer = parse_decision(&configure(&env_object(), &[42; 16]));
+    let answer = parse_decision(&configure(&env_object(), &[42; 24]));
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["max_body_bytes"], 8192);
+}
+
+const KEY: &str = "edge-key-0123456789abcdef";
+const FORM_KEY: &str = "form-0123456789abcdef0123456789abcdef";
+const NOW: f64 = 1_764_000_000_000.0;
+
+/// A solution for `KEY` to the challenge of a form description this shell hands out, solved
+/// once (challenges are stateless: every configured instance with the same form key takes it).
+fn solution() -> String {
+    thread_local! {
+        static SOLVED: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+    }
+    SOLVED.with(|cell| {
+        cell.get_or_init(|| {
+            let form = "https://campaign.example/api/campaigns/spring-launch";
+            let description = parse_decision(&decide(
+                "GET",
+                form,
+                None,
+                BODY_UNREAD,
+                b"",
+                None,
+                None,
+                None,
+                None,
+                None,
+                NOW,
+            ));
+            let body: Value =
+                serde_json::from_str(description["reply"]["body"].as_str().unwrap()).unwrap();
+            let token = body["challenge"]["token"].as_str().unwrap();
+            let bits = body["challenge"]["difficulty_bits"].as_u64().unwrap() as u8;
+            challenge::solution(token, &challenge::solve(token, KEY, bits))
+        })
+        .clone()
+    })
 }
 
 /// `decide`, and for a decision to consult the location, `consulted` with the binding admitting.
@@ -95,9 +133,10 @@ fn decide_only(
         body,
         country.map(String::from),
         Some(ip.to_owned()),
+        Some(KEY.to_owned()),
+        Some(solution()),
         None,
-        None,
-        1_764_000_000_000.0,
+        NOW,
     ))
 }
 
@@ -163,6 +202,40 @@ fn refusals_come_back_as_replies_with_a_log_line() {
 }
 
 #[wasm_bindgen_test]
+fn the_challenge_header_reaches_the_check() {
+    setup();
+    let post = |challenge: Option<String>| {
+        parse_decision(&decide(
+            "POST",
+            URL,
+            Some("application/json".into()),
+            BODY_BYTES,
+            VALID,
+            Some("IT".into()),
+            Some("192.0.2.9".into()),
+            Some(KEY.into()),
+            challenge,
+            None,
+            NOW,
+        ))
+    };
+    let code = |decision: &Value| {
+        let body: Value =
+            serde_json::from_str(decision["reply"]["body"].as_str().unwrap()).unwrap();
+        body["code"].as_str().unwrap().to_owned()
+    };
+    let without = post(None);
+    assert_eq!(without["reply"]["status"], 400);
+    assert_eq!(code(&without), "challenge_required");
+    let junk = post(Some("spring-launch.1.1.00.00.0".into()));
+    assert_eq!(code(&junk), "challenge_invalid");
+    assert!(post(Some(solution()))["forward"]["ticket"].is_u64());
+    assert!(serde_json::from_str::<Vec<String>>(&expected_variables())
+        .unwrap()
+        .contains(&FORM_KEY_VAR.to_owned()));
+}
+
+#[wasm_bindgen_test]
 fn conclude_walks_the_region_then_answers() {
     setup();
     let body = br#"{"name":"Bo","email":"bo@example.com.au","country":"AU","consent":true}"#;
@@ -202,7 +275,7 @@ fn conclude_walks_the_region_then_answers() {
 fn a_missing_secret_makes_every_request_a_config_error() {
     let env = env_object();
     Reflect::delete_property(env.unchecked_ref::<Object>(), &"HARBOUR_KEY_CN".into()).unwrap();
-    let answer = parse_decision(&configure(&env, &[1; 16]));
+    let answer = parse_decision(&configure(&env, &[1; 24]));
     assert_eq!(answer["ok"], false);
     assert!(answer["error"].as_str().unwrap().contains("HARBOUR_KEY_CN"));
     let decision = call(
@@ -254,6 +327,9 @@ fn an_orphaned_forward_gets_retry_advice_with_its_key() {
 
 /// The environment `env_object` holds, as a plain lookup (one origin per region).
 fn lookup(name: &str) -> Option<String> {
+    if name == FORM_KEY_VAR {
+        return Some(FORM_KEY.into());
+    }
     let policy = Policy::shipped().unwrap();
     let i = policy
         .regions
@@ -314,7 +390,8 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
                 body,
                 Some(country.into()),
                 Some(ip.into()),
-                None,
+                Some(KEY.into()),
+                Some(solution()),
                 None,
                 1_764_000_000_000.0 + i as f64,
             ));
@@ -328,7 +405,8 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
             b"{}",
             Some("IT".into()),
             Some("192.0.2.44".into()),
-            None,
+            Some(KEY.into()),
+            Some(solution()),
             None,
             1_764_000_060_000.0,
         ));

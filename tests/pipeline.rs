@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour::admission::LocationAnswer;
+use harbour::challenge;
 use harbour::config::Config;
-use harbour::form_token;
 use harbour::forward::{after_attempt, AttemptResult, Next, Onward};
 use harbour::forward::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
@@ -16,12 +16,36 @@ use harbour::signature::SignatureHeader;
 const SEEDS: Seeds = Seeds {
     limiter: 1,
     request_ids: 2,
+    challenges: 3,
 };
+const NOW: u64 = 1_764_000_000_000;
+const KEY: &str = "visitor-key-0123456789";
 const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const VALID: &str = r#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
 
+/// The local configuration with 4-bit challenges, so that solving many is quick.
 fn config() -> Config {
-    Config::local(SHIPPED_POLICY, 7000).unwrap()
+    let mut config = Config::local(SHIPPED_POLICY, 7000).unwrap();
+    for campaign in &mut config.policy.campaigns {
+        campaign.challenge.difficulty_bits = 4;
+    }
+    config
+}
+
+/// A solution for `key`, from a challenge `config` issued at `at`.
+fn solved_at(key: &str, at: u64) -> &'static str {
+    let config = config();
+    let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], at, 42);
+    let nonce = challenge::solve(&issued.token, key, issued.difficulty_bits);
+    Box::leak(challenge::solution(&issued.token, &nonce).into_boxed_str())
+}
+
+/// A distinct well-formed key per call, with its solution.
+fn keyed() -> (&'static str, &'static str) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key: &'static str = Box::leak(format!("test-key-{n:016}").into_boxed_str());
+    (key, solved_at(key, NOW))
 }
 
 fn facts<'a>(
@@ -31,6 +55,7 @@ fn facts<'a>(
     country: Option<&'a str>,
     ip: &'a str,
 ) -> Facts<'a> {
+    let (key, solution) = keyed();
     Facts {
         method,
         url: URL,
@@ -38,9 +63,10 @@ fn facts<'a>(
         body,
         country,
         client_ip: Some(ip),
-        idempotency_key: None,
+        idempotency_key: Some(key),
+        challenge: Some(solution),
         origin: None,
-        now_ms: 1_764_000_000_000,
+        now_ms: NOW,
     }
 }
 
@@ -270,6 +296,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let f = Facts {
         idempotency_key: Some("client-key-0123456789abcdef"),
+        challenge: Some(solved_at("client-key-0123456789abcdef", NOW)),
         ..facts(
             "POST",
             Some("application/json"),
@@ -303,23 +330,20 @@ fn the_forward_request_carries_only_harbours_own_headers() {
     let body: serde_json::Value = serde_json::from_str(&plan.body).unwrap();
     assert_eq!(body["fields"]["email"], "ada@example.org");
     assert_eq!(body["signals"]["platform_country"], "IT");
-    // A malformed client key is replaced by one derived from the content.
+    // A malformed client key cannot carry a solution (one derived from the content would let
+    // one solution serve many entries): refused, whatever the work.
+    let bad = "bad key\r\nx-injected: 1";
     let f = Facts {
-        idempotency_key: Some("bad key\r\nx-injected: 1"),
+        idempotency_key: Some(bad),
+        challenge: Some(solved_at(bad, NOW)),
         client_ip: Some("192.0.2.21"),
         ..f
     };
-    let Verdict::Forward { plan } = admitted(&mut pipeline, &f) else {
-        panic!("not forwarded")
-    };
-    let key = plan
-        .headers
-        .iter()
-        .find(|(n, _)| *n == HEADER_IDEMPOTENCY_KEY)
-        .unwrap()
-        .1
-        .clone();
-    assert!(key.starts_with("h-") && key.len() == 34, "{key}");
+    let refused = reply(pipeline.request(&f));
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (403, "challenge_invalid")
+    );
 }
 
 #[test]
@@ -438,7 +462,7 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
     assert!(receipt["idempotency_key"]
         .as_str()
         .unwrap()
-        .starts_with("h-"));
+        .starts_with("test-key-"));
 }
 
 #[test]
@@ -469,70 +493,135 @@ fn decision_logs_carry_no_personal_data() {
 }
 
 #[test]
-fn forms_sent_faster_than_a_person_fills_them_go_nowhere() {
+fn work_is_checked_first_and_a_request_without_it_costs_nothing() {
     let config = config();
     let mut pipeline = Pipeline::new(Ok(config.clone()), SEEDS);
-    let description = reply(admitted(
-        &mut pipeline,
-        &Facts {
-            url: "https://campaign.example/api/campaigns/spring-launch",
-            ..facts("GET", None, Body::Unread, None, "192.0.2.50")
-        },
-    ));
+    let description = reply(pipeline.request(&Facts {
+        url: "https://campaign.example/api/campaigns/spring-launch?lang=de",
+        ..facts("GET", None, Body::Unread, None, "192.0.2.50")
+    }));
     let description: serde_json::Value = serde_json::from_str(&description.body).unwrap();
-    let token = description["form_token"].as_str().unwrap().to_owned();
-    let issued: u64 = token.split('.').next().unwrap().parse().unwrap();
-    let submit = |pipeline: &mut Pipeline, token: &str, after_ms: u64, ip: &str| {
-        let body = format!(
-            r#"{{"name":"Ada","email":"ada{after_ms}@example.org","country":"IT","consent":true,"_form":"{token}"}}"#
-        );
-        let f = Facts {
-            now_ms: issued + after_ms,
-            ..facts(
-                "POST",
-                Some("application/json"),
-                Body::Bytes(body.as_bytes()),
-                Some("IT"),
-                ip,
+    assert_eq!(description["lang"], "de");
+    let token = description["challenge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bits = description["challenge"]["difficulty_bits"]
+        .as_u64()
+        .unwrap() as u8;
+    let json = Some("application/json");
+    let submit =
+        |pipeline: &mut Pipeline, body: &str, key: &str, solution: Option<&str>, at: u64| {
+            admitted(
+                pipeline,
+                &Facts {
+                    idempotency_key: Some(key),
+                    challenge: solution,
+                    now_ms: at,
+                    ..facts(
+                        "POST",
+                        json,
+                        Body::Bytes(body.as_bytes()),
+                        Some("IT"),
+                        "192.0.2.51",
+                    )
+                },
             )
         };
-        admitted(pipeline, &f)
-    };
-    // Too fast: answered like success, not forwarded.
-    let fast = reply(submit(&mut pipeline, &token, 300, "192.0.2.51"));
-    assert_eq!(fast.status, 202);
-    // After the policy's minimum fill time: forwarded.
-    assert!(matches!(
-        submit(&mut pipeline, &token, 1_500, "192.0.2.52"),
-        Verdict::Forward { .. }
-    ));
-    // A forged or altered token is treated as a bot's, however old it claims to be.
-    let forged = format!("{}.{}", issued - 60_000, "0".repeat(32));
-    assert_eq!(
-        reply(submit(&mut pipeline, &forged, 1_500, "192.0.2.53")).status,
-        202
-    );
-    let stale = form_token::mint(&config, "spring-launch", issued - 25 * 60 * 60 * 1000);
-    assert_eq!(
-        reply(submit(&mut pipeline, &stale, 1_500, "192.0.2.54")).status,
-        202
-    );
-    // Without a token (an API client), the submission is judged on its content alone.
-    let plain = facts(
-        "POST",
-        Some("application/json"),
-        Body::Bytes(VALID.as_bytes()),
-        Some("IT"),
-        "192.0.2.55",
-    );
-    let step = admitted(
+    // No work: refused before the body is read (an invalid one would be 422) and before any
+    // limit is charged: the client's 5 per minute are all still there afterwards.
+    for _ in 0..10 {
+        let r = reply(submit(&mut pipeline, "{}", KEY, None, NOW));
+        assert_eq!((r.status, code(&r).as_str()), (400, "challenge_required"));
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    let answer = challenge::solution(&token, &challenge::solve(&token, KEY, bits));
+    for i in 0..5 {
+        let body =
+            format!(r#"{{"name":"A","email":"a{i}@example.org","country":"IT","consent":true}}"#);
+        let step = submit(&mut pipeline, &body, KEY, Some(&answer), NOW + i);
+        assert!(matches!(step, Verdict::Forward { .. }), "submission {i}");
+    }
+    // The solution is bound to its key: another key is refused, before the limits again.
+    let other = reply(submit(
         &mut pipeline,
-        &Facts {
-            now_ms: issued + 2_000,
-            ..plain
+        VALID,
+        "another-key-0123456789",
+        Some(&answer),
+        NOW,
+    ));
+    assert_eq!(
+        (other.status, code(&other).as_str()),
+        (403, "challenge_invalid")
+    );
+    // Expired: a genuine solution one millisecond after its challenge's expiry.
+    let expires: u64 = token.split('.').nth(1).unwrap().parse().unwrap();
+    let late = reply(submit(
+        &mut pipeline,
+        VALID,
+        KEY,
+        Some(&answer),
+        expires + 1,
+    ));
+    assert_eq!(
+        (late.status, code(&late).as_str()),
+        (403, "challenge_expired")
+    );
+    // Stateless: another isolate (other seeds, no shared memory) takes the same solution.
+    let mut elsewhere = Pipeline::new(
+        Ok(config),
+        Seeds {
+            limiter: 7,
+            request_ids: 8,
+            challenges: 9,
         },
     );
+    let step = submit(&mut elsewhere, VALID, KEY, Some(&answer), NOW);
     assert!(matches!(step, Verdict::Forward { .. }));
+}
+
+#[test]
+fn a_day_old_form_gets_an_honest_refusal_and_a_fresh_challenge_gets_it_in() {
+    // What min fill time and a 24-hour token got wrong: a tab left open for a day, or autofill
+    // within a second, was answered like a success and dropped. Now both get in.
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
+    let day = 24 * 60 * 60 * 1000;
+    let stale = solved_at(KEY, NOW - day);
+    let send = |pipeline: &mut Pipeline, solution: &'static str, at: u64| {
+        admitted(
+            pipeline,
+            &Facts {
+                idempotency_key: Some(KEY),
+                challenge: Some(solution),
+                now_ms: at,
+                ..facts(
+                    "POST",
+                    Some("application/json"),
+                    Body::Bytes(VALID.as_bytes()),
+                    Some("IT"),
+                    "192.0.2.56",
+                )
+            },
+        )
+    };
+    let refused = reply(send(&mut pipeline, stale, NOW));
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (403, "challenge_expired")
+    );
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["challenge_url"], "/api/campaigns/spring-launch");
+    // The same key with a fresh solution, sent within a millisecond of the challenge.
+    let fresh = solved_at(KEY, NOW);
+    let Verdict::Forward { plan } = send(&mut pipeline, fresh, NOW + 1) else {
+        panic!("the fresh solution was not forwarded")
+    };
+    let key = plan
+        .headers
+        .iter()
+        .find(|(n, _)| *n == HEADER_IDEMPOTENCY_KEY)
+        .unwrap();
+    assert_eq!(key.1, KEY, "the same key, so the retry cannot store twice");
 }
 
 #[test]
@@ -680,9 +769,13 @@ fn submission(n: u32, ip: &'static str, now_ms: u64) -> (String, &'static str, u
     )
 }
 
+/// `submission` through the pipeline, with a key of its own and work solved when it is sent.
 fn run(pipeline: &mut Pipeline, (body, ip, now_ms): &(String, &'static str, u64)) -> Verdict {
+    let key: &'static str = keyed().0;
     pipeline.request(&Facts {
         now_ms: *now_ms,
+        idempotency_key: Some(key),
+        challenge: Some(solved_at(key, *now_ms)),
         ..facts(
             "POST",
             Some("application/json"),
@@ -759,6 +852,9 @@ fn surge_window_limits_hold_from_start_to_the_millisecond_before_end() {
         {"id": "tv-spot", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T20:20:00Z",
          "per_client": {"burst": 20, "window_ms": 10000}, "on_location_unavailable": "fail_closed"}
     ]);
+    // The work `solved_at` does (4 bits), so that only the limits are tested here.
+    raw["campaigns"][0]["challenge"] =
+        serde_json::json!({"difficulty_bits": 4, "valid_ms": 1800000});
     let config = Config::local(&raw.to_string(), 7000).unwrap();
     let start = harbour::utc::parse_ms("2026-03-14T20:15:00Z").unwrap();
     let end = harbour::utc::parse_ms("2026-03-14T20:20:00Z").unwrap();
@@ -863,7 +959,10 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
         };
         assert_eq!((reply.status, reply.code()), (503, Some("region_busy")));
         assert_eq!(log.attempts, 0);
-        assert!(reply.header("idempotency-key").unwrap().starts_with("h-"));
+        assert!(reply
+            .header("idempotency-key")
+            .unwrap()
+            .starts_with("test-key-"));
     }
     // The answer of the request sent to the secondary before it opened changes nothing.
     pipeline.after_attempt(&second.ticket, receipt(), now + 20);

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 
 use harbour::admission::LocationAnswer;
 use harbour::breaker::OPEN_MS;
-use harbour::config::Config;
+use harbour::challenge;
+use harbour::config::{Config, FORM_KEY_VAR};
 use harbour::country::Country;
 use harbour::forward::{AttemptResult, Next, Ticket};
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
@@ -95,6 +96,7 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
         "max_body_bytes": 4096,
         "campaigns": [{
             "id": "c", "title": "c",
+            "challenge": {"difficulty_bits": 1, "valid_ms": 600000},
             "limits": {"per_client": {"burst": 1000000, "window_ms": 60000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
             "fields": [
                 {"name": "email", "label": "Email", "type": "email", "required": true},
@@ -108,6 +110,9 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
 fn config(spec: &Spec, rule: OnConflict) -> Config {
     let json = policy_json(spec, rule);
     Config::assemble(&json, &|name| {
+        if name == FORM_KEY_VAR {
+            return Some("form-key-0123456789abcdefghijklmnopqrstuv".into());
+        }
         let region: usize = name
             .strip_prefix("HARBOUR_ORIGINS_R")
             .or_else(|| name.strip_prefix("HARBOUR_KEY_R"))?
@@ -207,7 +212,16 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
         Seeds {
             limiter: 7,
             request_ids: 8,
+            challenges: 9,
         },
+    );
+    // One solved challenge for one key: each request here may reuse it (the challenge is not
+    // what this test is about, and it is checked before the residency rule).
+    let key = "residency-key-0123456789";
+    let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], 1_000_000, 1);
+    let solution = challenge::solution(
+        &issued.token,
+        &challenge::solve(&issued.token, key, issued.difficulty_bits),
     );
     let mut model = Model(
         spec.origins_per_region
@@ -232,7 +246,8 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             body: Body::Bytes(body.as_bytes()),
             country: (!platform.is_empty()).then_some(platform.as_str()),
             client_ip: Some("192.0.2.1"),
-            idempotency_key: None,
+            idempotency_key: Some(key),
+            challenge: Some(&solution),
             origin: None,
             now_ms: now,
         };

@@ -1,37 +1,47 @@
 // The campaign form. It draws itself from the campaign's description served by harbour (so the
-// form and the validator cannot disagree), sends JSON with an Idempotency-Key made once per
-// entry and kept across retries, and follows harbour's answers: field errors next to their
-// fields (422), a visible countdown before retrying (429), backoff with jitter (503, network).
+// form and the validator cannot disagree), in the visitor's language (six locales, each a file
+// loaded only when chosen), and solves the description's proof-of-work challenge in a Web Worker
+// while the visitor fills the form. It sends JSON with an Idempotency-Key made once per entry,
+// kept across retries, and the solution for that key; it follows harbour's answers: field errors
+// next to their fields (422), a visible countdown before retrying (429), backoff with jitter (503,
+// network), and a fresh challenge, solved and sent again with the same key, when the one it had
+// was refused (a day-old tab).
 "use strict";
 (() => {
+  const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
+  const $ = (id) => document.getElementById(id);
   const campaign = document.documentElement.dataset.campaign;
-  const form = document.getElementById("entry");
-  const fieldsBox = document.getElementById("fields");
-  const button = document.getElementById("submit");
-  const status = document.getElementById("form-status");
-  // What the page says next to a field, per error code, where the server's detail is not words a
-  // visitor can act on; every other code shows the server's detail. Texts live here, in one place.
-  const FIELD_ERROR_TEXT = {
-    residency_conflict:
-      "You are connecting from a country whose data-protection law differs from that of the country you chose, so your entry cannot be stored. Please choose the country you are in now.",
-  };
+  const form = $("entry");
+  const fieldsBox = $("fields");
+  const button = $("submit");
+  const status = $("form-status");
+  const alertBox = $("form-alert");
+  const langSelect = $("lang");
   const MAX_OUTAGE_RETRIES = 6;
+  const MAX_CHALLENGE_RETRIES = 3;
   const REQUEST_TIMEOUT_MS = 10_000;
-  // Everything the page says about an answer, in one place (a translation replaces this table).
-  const TEXT = {
-    required: "Please correct the highlighted fields.",
-    busy: "Lots of entries right now.",
-    retrying: (text, seconds) => `${text} Retrying in ${seconds} s…`,
-    slow: "Saving is taking longer than usual.",
-    outage: "We could not save your entry. Please try again in a few minutes; your entry will not be counted twice.",
-    alreadyEntered: "You have already entered this draw: only one entry per person counts, and we have yours.",
-    changed: "This entry changed after it was first sent. Please submit again.",
-    failed: "Something went wrong. Please try again.",
-  };
+  // A challenge this close to its expiry is replaced before sending.
+  const EXPIRY_MARGIN_MS = 30_000;
+  let locale = pickLocale();
+  let t = null; // the chosen locale's texts
   let description = null;
   let key = newKey();
+  let work = null; // { key, expiresAt, solution: Promise<string> }
+  let worker = null;
   let busy = false;
+  let shown = () => {}; // redraws what the status says, in the current language
+  let errors = [];
 
+  function pickLocale() {
+    const asked = new URLSearchParams(location.search).get("lang");
+    for (const tag of [asked, ...(navigator.languages || [navigator.language])]) {
+      if (!tag) continue;
+      const lower = tag.toLowerCase();
+      const found = LOCALES.find((l) => l.toLowerCase() === lower) || LOCALES.find((l) => l.split("-")[0] === lower.split("-")[0]);
+      if (found) return found;
+    }
+    return LOCALES[0];
+  }
   function newKey() {
     if (crypto.randomUUID) return crypto.randomUUID();
     return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -43,27 +53,69 @@
     return node;
   };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const fill = (text, values) => text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? "");
+  async function getJSON(url) {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(String(response.status));
+    return response.json();
+  }
+  const loadDescription = () => getJSON(`/api/campaigns/${encodeURIComponent(campaign)}?lang=${locale}`);
 
+  // What the status line says, kept as a function of the texts so a language switch redraws it;
   // `code` is the answer's problem code, kept on the element for styling and tests.
   function say(text, kind = "", code = "") {
-    status.className = "status" + (kind ? " " + kind : "");
-    status.textContent = text;
     if (code) status.dataset.code = code; else delete status.dataset.code;
+    shown = () => {
+      status.className = "status" + (kind ? " " + kind : "");
+      status.textContent = text();
+    };
+    alertBox.textContent = "";
+    shown();
   }
 
-  // Option labels: a select's values as they are, or their names in the visitor's language
-  // when the description says what the codes are (`value_names`, an Intl.DisplayNames type).
+  // Solves `challenge` for the current key in a worker; the page keeps filling meanwhile.
+  function solve(challenge) {
+    worker?.terminate();
+    worker = new Worker("/pow.js");
+    const forKey = key;
+    const started = performance.now();
+    const solution = new Promise((resolve, reject) => {
+      worker.onmessage = ({ data }) => {
+        if (!data.nonce) return reject(new Error("no solution"));
+        form.dataset.solveMs = String(Math.round(performance.now() - started));
+        form.dataset.solveHashes = String(data.hashes);
+        resolve(`${challenge.token}.${data.nonce}`);
+      };
+      worker.onerror = () => reject(new Error("solver failed"));
+    });
+    solution.catch(() => {}); // awaited when sending
+    worker.postMessage({ token: challenge.token, key: forKey, bits: challenge.difficulty_bits });
+    work = { key: forKey, expiresAt: Date.now() + challenge.expires_in_ms - EXPIRY_MARGIN_MS, solution };
+  }
+  async function freshWork() {
+    solve((await loadDescription()).challenge);
+  }
+  async function solution() {
+    if (!work || work.key !== key || Date.now() > work.expiresAt) await freshWork();
+    return work.solution;
+  }
+
   function optionLabels(f) {
     let names = null;
     if (f.value_names) {
-      try { names = new Intl.DisplayNames([navigator.language || "en"], { type: f.value_names }); } catch { /* old browser */ }
+      try { names = new Intl.DisplayNames([locale], { type: f.value_names }); } catch { /* old browser */ }
     }
     const labelled = f.values.map((v) => [v, names ? names.of(v) || v : v]);
-    return names ? labelled.sort((a, b) => a[1].localeCompare(b[1])) : labelled;
+    return names ? labelled.sort((a, b) => a[1].localeCompare(b[1], locale)) : labelled;
+  }
+  function fillOptions(select, f) {
+    const value = select.value;
+    select.replaceChildren(el("option", { value: "" }, t.choose), ...optionLabels(f).map(([v, label]) => el("option", { value: v }, label)));
+    select.value = value;
   }
 
   // Draws a field from its description: the control is `input`, never the field type, so a new
-  // type that reuses a control needs nothing here.
+  // type that reuses a control needs nothing here. Texts are set by `applyTexts`.
   function renderField(f) {
     const id = "f-" + f.name;
     const check = f.input === "checkbox";
@@ -71,22 +123,34 @@
     const error = el("p", { id: id + "-error", class: "error-text" });
     const common = { id, name: f.name, "aria-describedby": id + "-error", required: f.required, autocomplete: f.autocomplete };
     let input;
-    if (check) {
-      input = el("input", { ...common, type: "checkbox", value: "true" });
-    } else if (f.input === "select") {
-      input = el("select", common);
-      input.append(el("option", { value: "" }, "Choose…"));
-      for (const [value, label] of optionLabels(f)) input.append(el("option", { value }, label));
-    } else {
+    if (check) input = el("input", { ...common, type: "checkbox", value: "true" });
+    else if (f.input === "select") input = el("select", common);
+    else {
       const autocomplete = f.autocomplete ?? (f.name === "name" ? "name" : undefined);
       input = el("input", { ...common, type: f.input, autocomplete, maxlength: f.max_length, min: f.min ?? undefined, max: f.max ?? undefined });
     }
-    const label = el("label", { for: id }, f.label + (f.required ? "" : " (optional)"));
+    const label = el("label", { for: id });
     if (check) box.append(input, label); else box.append(label, input);
     const wrap = check ? el("div", { class: "field" }) : box;
     if (check) wrap.append(box);
     wrap.append(error);
     return wrap;
+  }
+
+  function applyTexts() {
+    document.documentElement.lang = locale;
+    langSelect.value = locale;
+    $("lang-label").textContent = t.language;
+    button.textContent = t.submit;
+    if (!description) return;
+    document.title = $("title").textContent = description.title;
+    $("intro").textContent = description.intro || "";
+    for (const f of description.fields) {
+      form.querySelector(`label[for="f-${f.name}"]`).textContent = f.label + (f.required ? "" : " " + t.optional);
+      if (f.input === "select") fillOptions(form.elements[f.name], f);
+    }
+    showErrors(errors, false);
+    shown();
   }
 
   function values() {
@@ -97,49 +161,64 @@
       else if (f.input === "number") { if (input.value !== "") out[f.name] = Number(input.value); }
       else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
-    if (description.form_token) out._form = description.form_token;
     const honeypot = form.elements[description.honeypot];
     if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
     return out;
   }
 
   function clearErrors() {
+    errors = [];
     for (const node of form.querySelectorAll(".error-text")) node.textContent = "";
     for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
+    alertBox.textContent = "";
   }
+  const fieldText = (e) => {
+    const f = description.fields.find((d) => d.name === e.field) || {};
+    return t.fields[e.code] ? fill(t.fields[e.code], { max: f.max_length ?? f.max, min: f.min }) : e.detail;
+  };
+  const problemText = (answer) => t.problems[answer.code] || answer.detail || t.failed;
 
-  function showErrors(errors) {
+  // Marks each field error; with `focus`, moves focus to the first, whose description (the
+  // error) a screen reader reads with its name, and announces the summary.
+  function showErrors(list, focus = true) {
+    errors = list;
+    if (!list.length) return;
     let first = null;
     const loose = [];
-    for (const e of errors) {
+    for (const e of list) {
       const input = form.elements[e.field];
-      const slot = document.getElementById("f-" + e.field + "-error");
-      if (!input || !slot) { loose.push(e.detail); continue; }
+      const slot = $("f-" + e.field + "-error");
+      if (!input || !slot) { loose.push(e); continue; }
       input.setAttribute("aria-invalid", "true");
-      slot.textContent = FIELD_ERROR_TEXT[e.code] ?? e.detail;
+      slot.textContent = fieldText(e);
       slot.dataset.code = e.code;
       first = first || input;
     }
-    say(loose.length ? loose.join(" ") : TEXT.required, "error");
-    if (first) first.focus();
+    status.textContent = "";
+    alertBox.textContent = loose.length ? loose.map(fieldText).join(" ") : t.fix;
+    shown = () => {};
+    if (focus && first) first.focus();
   }
 
   async function countdown(seconds, text) {
     for (let left = seconds; left > 0; left--) {
-      say(TEXT.retrying(text, left));
+      say(() => `${t[text]} ${fill(t.retry_in, { s: left })}`);
       await sleep(1000);
     }
   }
 
   async function send(body) {
     let outages = 0;
+    let refreshed = 0;
     for (;;) {
       let response = null;
       let answer = {};
       try {
+        const proof = await solution().catch((error) => { work = null; throw error; });
+        say(() => t.sending);
         response = await fetch(description.submit, {
           method: "POST",
-          headers: { "content-type": "application/json", "idempotency-key": key },
+          headers: { "content-type": "application/json", "idempotency-key": key, "harbour-challenge": proof },
           body,
           // A hung answer is retried like an outage; the key makes the retry harmless.
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
@@ -147,27 +226,42 @@
         const parsed = await response.json().catch(() => null);
         if (parsed === null && response.status === 202) response = null; // a receipt we could not read
         answer = parsed || {};
-      } catch { response = null; /* network or timeout: retried below like an outage */ }
+      } catch { response = null; /* network, timeout or no challenge: retried below like an outage */ }
       const code = response ? response.status : 0;
       if (code === 202) return { ok: true, answer };
       if (code === 422) return { ok: false, errors: answer.errors || [] };
+      if (String(answer.code).startsWith("challenge_") && ++refreshed <= MAX_CHALLENGE_RETRIES) {
+        // Stale or refused work (a day-old tab): solve a fresh challenge for the same key.
+        work = null;
+        continue;
+      }
       if (code === 429) {
         const wait = Number(response.headers.get("retry-after")) || answer.retry_after_s || 5;
-        await countdown(Math.min(wait, 120), TEXT.busy);
+        await countdown(Math.min(wait, 120), "busy");
         continue;
       }
       if (code === 0 || code === 502 || code === 503 || code === 504) {
-        if (++outages > MAX_OUTAGE_RETRIES) return { ok: false, message: TEXT.outage };
+        if (++outages > MAX_OUTAGE_RETRIES) return { ok: false, text: () => t.gave_up };
         const hinted = response && Number(response.headers.get("retry-after"));
         const backoff = Math.min(30, 2 ** outages) * (0.5 + Math.random() / 2);
-        await countdown(Math.max(1, Math.round(hinted || backoff)), TEXT.slow);
+        await countdown(Math.max(1, Math.round(hinted || backoff)), "slow");
         continue;
       }
       // A refused entry is finished with: whatever is sent next is a new entry with a new key.
-      if (code === 409 && answer.code === "already_entered") { key = newKey(); return { ok: false, message: TEXT.alreadyEntered, code: answer.code }; }
-      if (code === 409) { key = newKey(); return { ok: false, message: TEXT.changed }; }
-      return { ok: false, message: answer.detail || TEXT.failed };
+      if (code === 409) key = newKey();
+      return { ok: false, text: () => problemText(answer), code: answer.code };
     }
+  }
+
+  function showReceipt(receipt) {
+    shown = () => {
+      status.className = "status ok";
+      const box = el("div", { class: "receipt" });
+      box.append(el("strong", {}, t.thanks + " "), t.receipt + " ", el("code", { id: "receipt-id" }, receipt.id));
+      box.dataset.region = receipt.region;
+      status.replaceChildren(box);
+    };
+    shown();
   }
 
   form.addEventListener("submit", async (event) => {
@@ -176,21 +270,18 @@
     busy = true;
     button.disabled = true;
     clearErrors();
-    say("Sending…");
+    say(() => t.preparing);
     try {
       const result = await send(JSON.stringify(values()));
       if (result.ok) {
-        const { receipt } = result.answer;
         form.reset();
         key = newKey();
-        status.className = "status ok";
-        status.replaceChildren(el("div", { class: "receipt" }));
-        status.firstChild.append(el("strong", {}, "Thank you, you are in the draw. "), "Your receipt: ", el("code", { id: "receipt-id" }, receipt.id));
-        status.firstChild.dataset.region = receipt.region;
+        showReceipt(result.answer.receipt);
+        freshWork().catch(() => {}); // the next entry's work, ahead of time
       } else if (result.errors) {
         showErrors(result.errors);
       } else {
-        say(result.message, "error", result.code);
+        say(result.text, "error", result.code);
       }
     } finally {
       busy = false;
@@ -198,18 +289,26 @@
     }
   });
 
+  // Loads the chosen locale's texts and the description in it; the first load also draws the
+  // fields and starts solving. A later one relabels what is there and keeps the work under way.
   async function load() {
-    try {
-      const response = await fetch(`/api/campaigns/${encodeURIComponent(campaign)}`);
-      if (!response.ok) throw new Error(String(response.status));
-      description = await response.json();
-    } catch {
-      fieldsBox.replaceChildren(el("p", { class: "status error" }, "The form could not be loaded. Please reload the page."));
-      return;
+    const [texts, described] = await Promise.all([getJSON(`/locales/${locale}.json`), loadDescription()]);
+    t = texts;
+    if (!description) {
+      fieldsBox.replaceChildren(...described.fields.map(renderField));
+      solve(described.challenge);
     }
-    document.getElementById("title").textContent = description.title;
-    fieldsBox.replaceChildren(...description.fields.map(renderField));
-    button.disabled = false;
+    description = described;
+    applyTexts();
+    button.disabled = busy;
   }
-  load();
+
+  langSelect.value = locale;
+  langSelect.addEventListener("change", () => {
+    locale = langSelect.value;
+    load().catch(() => {});
+  });
+  load().catch(() => {
+    fieldsBox.replaceChildren(el("p", { class: "status error" }, t ? t.load_failed : "The form could not be loaded. Please reload the page."));
+  });
 })();

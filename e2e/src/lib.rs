@@ -381,8 +381,20 @@ pub struct Stack {
     pub dir: PathBuf,
     pub port: u16,
     pub origins: Vec<OriginSpec>,
+    /// `HARBOUR_FORM_KEY` of the worker under test.
+    pub form_key: String,
     origin_processes: HashMap<u16, Process>,
     wrangler: Option<Process>,
+    /// A challenge from the worker's form description, reused for many keys while it is fresh.
+    challenge: std::sync::Mutex<Option<(Instant, String, u8)>>,
+}
+
+/// A fresh idempotency key, never the same twice in one process.
+pub fn new_key() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("e2e-{pid}-{n:012}")
 }
 
 pub fn origin_binary() -> PathBuf {
@@ -445,8 +457,10 @@ impl Stack {
             dir,
             port: free_port(),
             origins,
+            form_key: "e2e-form-key-0123456789abcdefghijklmnopqrstuvwxyz".into(),
             origin_processes: HashMap::new(),
             wrangler: None,
+            challenge: std::sync::Mutex::new(None),
         };
         for i in 0..stack.origins.len() {
             let (primary, secondary) = (stack.origins[i].primary, stack.origins[i].secondary);
@@ -527,6 +541,11 @@ impl Stack {
                 o.key
             ));
         }
+        secrets.push_str(&format!(
+            "{}={}\n",
+            harbour::config::FORM_KEY_VAR,
+            self.form_key
+        ));
         // The rate-limiting bindings with the policy's own limits: wrangler dev simulates them.
         let config = format!(
             "name = \"harbour-e2e\"\nmain = \"{main}\"\ncompatibility_date = \"2025-09-01\"\n\n\
@@ -556,8 +575,37 @@ impl Stack {
         });
     }
 
+    /// A `Harbour-Challenge` value for `key`, solved for a challenge this worker's form
+    /// description handed out (fetched again when the one in hand is ten minutes old).
+    pub fn proof(&self, key: &str) -> String {
+        let mut held = self.challenge.lock().unwrap();
+        let stale = held
+            .as_ref()
+            .is_none_or(|(at, _, _)| at.elapsed() > Duration::from_secs(600));
+        if stale {
+            let form = request(self.port, "GET", "/api/campaigns/spring-launch", &[], b"");
+            let challenge = &form.json()["challenge"];
+            let token = challenge["token"].as_str().expect("a challenge").to_owned();
+            let bits = challenge["difficulty_bits"]
+                .as_u64()
+                .expect("its difficulty") as u8;
+            *held = Some((Instant::now(), token, bits));
+        }
+        let (_, token, bits) = held.as_ref().unwrap();
+        harbour::challenge::solution(token, &harbour::challenge::solve(token, key, *bits))
+    }
+
+    /// A new key and its `Harbour-Challenge` value, as headers.
+    pub fn keyed(&self) -> [(&'static str, String); 2] {
+        let key = new_key();
+        let proof = self.proof(&key);
+        [("idempotency-key", key), ("harbour-challenge", proof)]
+    }
+
     /// A submission as the campaign page would send it, from `country` (via the platform's
-    /// `request.cf`, which `wrangler dev` takes from `MF-CF-Blob`) and client address `ip`.
+    /// `request.cf`, which `wrangler dev` takes from `MF-CF-Blob`) and client address `ip`:
+    /// with an idempotency key (a new one unless `extra` has one) and a solved challenge for it
+    /// (unless `extra` has a `harbour-challenge`; an empty one is left out).
     pub fn submit(
         &self,
         country: Option<&str>,
@@ -573,7 +621,23 @@ impl Stack {
         if let Some(blob) = &blob {
             headers.push(("mf-cf-blob", blob));
         }
-        headers.extend_from_slice(extra);
+        let given = |name: &str| extra.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let key = given("idempotency-key").map_or_else(new_key, str::to_owned);
+        let proof = match given("harbour-challenge") {
+            Some(_) => None,
+            None => Some(self.proof(&key)),
+        };
+        if given("idempotency-key").is_none() {
+            headers.push(("idempotency-key", &key));
+        }
+        if let Some(proof) = &proof {
+            headers.push(("harbour-challenge", proof));
+        }
+        headers.extend(
+            extra
+                .iter()
+                .filter(|(n, v)| *n != "harbour-challenge" || !v.is_empty()),
+        );
         request(
             self.port,
             "POST",

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use harbour::policy::Policy;
 use harbour::signature::{sha256_hex, Signed, SigningKey};
 use harbour_e2e::scenarios::{
     a_lost_answer_after_commit_gives_the_first_receipt, client, counts,
@@ -34,6 +35,13 @@ fn page_and_form_description(stack: &Stack) {
         .collect();
     assert_eq!(names, ["name", "email", "country", "consent"]);
     assert_eq!(form.json()["honeypot"], "website");
+    assert_eq!(form.json()["lang"], "en");
+    let challenge = &form.json()["challenge"];
+    assert!(challenge["token"]
+        .as_str()
+        .unwrap()
+        .starts_with("spring-launch."));
+    assert!(challenge["difficulty_bits"].as_u64().unwrap() >= 1);
 }
 
 /// Platform IT, declared CN: two regions with laws of their own, so the policy's default rule
@@ -197,11 +205,18 @@ fn refusals_reach_no_origin(stack: &Stack) {
         (r#"{"asn":64500}"#, "country_missing"),
     ] {
         let ip = client();
+        let [(k, key), (c, proof)] = stack.keyed();
         let reply = request(
             stack.port,
             "POST",
             path,
-            &[json, ("mf-cf-blob", blob), ("cf-connecting-ip", &ip)],
+            &[
+                json,
+                ("mf-cf-blob", blob),
+                ("cf-connecting-ip", &ip),
+                (k, &key),
+                (c, &proof),
+            ],
             entry("US").as_bytes(),
         );
         assert_eq!(
@@ -225,12 +240,17 @@ fn refusals_reach_no_origin(stack: &Stack) {
 
 fn nth_plus_one_submission_is_limited_per_client(stack: &Stack) {
     let (busy, other) = (client(), client());
+    // The work first: solving takes longer than the limit's 12 s per entry allows six to span.
+    let solved: Vec<[(&str, String); 2]> = (0..7).map(|_| stack.keyed()).collect();
+    let headers = |i: usize| -> Vec<(&str, &str)> {
+        solved[i].iter().map(|(n, v)| (*n, v.as_str())).collect()
+    };
     for i in 0..5 {
-        let reply = stack.submit(Some("US"), &busy, &entry("US"), &[]);
+        let reply = stack.submit(Some("US"), &busy, &entry("US"), &headers(i));
         assert_eq!(reply.status, 202, "submission {i}: {}", reply.body);
     }
     let before = stack.received();
-    let limited = stack.submit(Some("US"), &busy, &entry("US"), &[]);
+    let limited = stack.submit(Some("US"), &busy, &entry("US"), &headers(5));
     assert_eq!(limited.status, 429, "{}", limited.body);
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=12).contains(&retry_after), "retry-after {retry_after}");
@@ -240,16 +260,13 @@ fn nth_plus_one_submission_is_limited_per_client(stack: &Stack) {
     );
     assert!(limited.header("ratelimit").unwrap().contains("r=0"));
     // Rotating spoofable headers does not make a new client.
-    let spoofed = stack.submit(
-        Some("US"),
-        &busy,
-        &entry("US"),
-        &[
-            ("x-forwarded-for", "192.0.2.200"),
-            ("x-real-ip", "192.0.2.201"),
-            ("true-client-ip", "192.0.2.202"),
-        ],
-    );
+    let mut spoofing = headers(6);
+    spoofing.extend([
+        ("x-forwarded-for", "192.0.2.200"),
+        ("x-real-ip", "192.0.2.201"),
+        ("true-client-ip", "192.0.2.202"),
+    ]);
+    let spoofed = stack.submit(Some("US"), &busy, &entry("US"), &spoofing);
     assert_eq!(spoofed.status, 429);
     assert_eq!(
         stack.received(),
@@ -398,8 +415,11 @@ fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
     let au = (stack.origin("au").primary, stack.origin("au").secondary);
     stack.stop_origin(au.0);
     let hole = harbour_e2e::Blackhole::bind(au.0);
+    // The work first, so that only the answer is timed.
+    let solved = stack.keyed();
+    let headers: Vec<(&str, &str)> = solved.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let started = Instant::now();
-    let reply = stack.submit(Some("AU"), &client(), &entry("AU"), &[]);
+    let reply = stack.submit(Some("AU"), &client(), &entry("AU"), &headers);
     let waited = started.elapsed();
     drop(hole);
     stack.start_origin(au.0);
@@ -419,11 +439,18 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
     let path = "/api/campaigns/spring-launch/submissions";
     let send = |headers: &[(&str, &str)], body: &[u8]| {
         let ip = client();
+        let given = headers.iter().find(|(n, _)| *n == "idempotency-key");
+        let key = given.map_or_else(harbour_e2e::new_key, |(_, k)| (*k).to_owned());
+        let proof = stack.proof(&key);
         let mut all: Vec<(&str, &str)> = vec![
             ("content-type", "application/json"),
             ("mf-cf-blob", r#"{"country":"IT"}"#),
             ("cf-connecting-ip", &ip),
+            ("harbour-challenge", &proof),
         ];
+        if given.is_none() {
+            all.push(("idempotency-key", &key));
+        }
         all.extend_from_slice(headers);
         request(stack.port, "POST", path, &all, body)
     };
@@ -504,9 +531,11 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
     let mut accepted_injections = 0;
     for separator in ["\r", "\n"] {
         let body = entry("IT");
+        // Solved for the key as it reads if the HTTP layer ends the header at the separator.
+        let key = format!("injected-key-{}", unique() + 1_000_000_000);
+        let proof = stack.proof(&key);
         let raw = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\nidempotency-key: injected-key-{}{separator}x-harbour-region: cn\r\ncontent-length: {}\r\n\r\n{body}",
-            unique() + 1_000_000_000,
+            "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\nharbour-challenge: {proof}\r\nidempotency-key: {key}{separator}x-harbour-region: cn\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         match harbour_e2e::raw(stack.port, raw.as_bytes()) {
@@ -523,17 +552,13 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
         }
     }
 
-    // A header value trying to smuggle harbour's own header is just one more ignored header.
+    // A header value trying to smuggle harbour's own header is no key a solution can cover:
+    // refused, whatever work came with it, and nothing is forwarded.
     let smuggled = send(
         &[("idempotency-key", "abc x-harbour-region: cn")],
         entry("IT").as_bytes(),
     );
-    assert_eq!(smuggled.status, 202, "{}", smuggled.body);
-    assert_eq!(smuggled.json()["receipt"]["region"], "eu");
-    assert!(smuggled.json()["idempotency_key"]
-        .as_str()
-        .unwrap()
-        .starts_with("h-"));
+    expect(smuggled, 403, "challenge_invalid");
 
     // Absurd header sizes are refused before harbour, with a 4xx, or the connection is closed.
     let huge = "h".repeat(200_000);
@@ -593,20 +618,20 @@ fn hostile_input_gets_clear_refusals_and_reaches_no_origin(stack: &mut Stack) {
 
     assert_eq!(
         counts(stack).iter().map(|(_, n)| n).sum::<usize>(),
-        stored_before.iter().map(|(_, n)| n).sum::<usize>() + 1 + accepted_injections,
+        stored_before.iter().map(|(_, n)| n).sum::<usize>() + accepted_injections,
         "only valid entries were stored"
     );
     let after = stack.received();
     let extra: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
     assert_eq!(
-        extra as usize,
-        1 + accepted_injections,
+        extra as usize, accepted_injections,
         "only valid entries reached an origin"
     );
 
     // A slow body (sent in two parts a second apart) is still read and the worker keeps serving.
     let body = entry("AU");
-    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"AU\"}}\r\ncontent-length: {}\r\n\r\n", body.len());
+    let [(_, key), (_, proof)] = stack.keyed();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"AU\"}}\r\nidempotency-key: {key}\r\nharbour-challenge: {proof}\r\ncontent-length: {}\r\n\r\n", body.len());
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(20)))
@@ -765,10 +790,232 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
     });
 }
 
+fn the_page_is_served_with_its_security_headers(stack: &Stack) {
+    for path in ["/", "/app.js", "/pow.js", "/style.css", "/locales/de.json"] {
+        let reply = request(stack.port, "GET", path, &[], b"");
+        assert_eq!(reply.status, 200, "{path}");
+        let csp = reply
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"));
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        for wanted in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "worker-src 'self'",
+            "connect-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                directives.contains(&wanted),
+                "{path}: {wanted} missing from {csp}"
+            );
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert!(
+            !csp.contains("http:") && !csp.contains("https:") && !csp.contains('*'),
+            "a third-party origin in {csp}"
+        );
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
+    }
+    // The rules file configures the assets; it is not one of them.
+    let rules = request(stack.port, "GET", "/_headers", &[], b"");
+    assert!(
+        !rules.body.contains("Content-Security-Policy"),
+        "/_headers is served"
+    );
+}
+
+fn work_is_required_and_refusals_store_nothing(stack: &Stack) {
+    let received_before = stack.received();
+    let stored_before = counts(stack);
+    let body = entry("IT");
+    let ip = client();
+    let key = harbour_e2e::new_key();
+    let code = |r: &harbour_e2e::Response| r.json()["code"].as_str().unwrap_or("").to_owned();
+    // No solution at all: refused, and told where a challenge is.
+    let bare = stack.submit(
+        Some("IT"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", "")],
+    );
+    assert_eq!(
+        (bare.status, code(&bare).as_str()),
+        (400, "challenge_required"),
+        "{}",
+        bare.body
+    );
+    assert_eq!(bare.json()["challenge_url"], "/api/campaigns/spring-launch");
+    // A genuine challenge that expired (issued with this worker's key a day ago).
+    let policy = Policy::shipped().unwrap();
+    let campaign = policy.campaign("spring-launch").unwrap();
+    let form_key = SigningKey::new(stack.form_key.as_bytes()).unwrap();
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 24 * 3_600_000;
+    let old = harbour::challenge::issue(&form_key, campaign, day_ago, 1);
+    let stale = harbour::challenge::solution(
+        &old.token,
+        &harbour::challenge::solve(&old.token, &key, old.difficulty_bits),
+    );
+    let expired = stack.submit(
+        Some("IT"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &stale)],
+    );
+    assert_eq!(
+        (expired.status, code(&expired).as_str()),
+        (403, "challenge_expired")
+    );
+    // A solution for another key.
+    let theirs = stack.proof(&harbour_e2e::new_key());
+    let wrong = stack.submit(
+        Some("IT"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &theirs)],
+    );
+    assert_eq!(
+        (wrong.status, code(&wrong).as_str()),
+        (403, "challenge_invalid")
+    );
+    // A made-up token.
+    let forged = format!(
+        "spring-launch.99999999999999.1.{}.{}.0",
+        "0".repeat(32),
+        "0".repeat(32)
+    );
+    let made_up = stack.submit(
+        Some("IT"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &forged)],
+    );
+    assert_eq!(
+        (made_up.status, code(&made_up).as_str()),
+        (403, "challenge_invalid")
+    );
+    assert_eq!(
+        stack.received(),
+        received_before,
+        "a refused request reached an origin"
+    );
+    assert_eq!(counts(stack), stored_before);
+    // The same key with fresh work gets in, once.
+    let fresh = stack.submit(Some("IT"), &ip, &body, &[("idempotency-key", &key)]);
+    assert_eq!(fresh.status, 202, "{}", fresh.body);
+    let rows = stack.stored()["eu"]
+        .iter()
+        .filter(|r| r.idempotency_key == key)
+        .count();
+    assert_eq!(rows, 1);
+}
+
+fn the_form_description_speaks_each_locale(stack: &Stack) {
+    let policy = Policy::shipped().unwrap();
+    let campaign = policy.campaign("spring-launch").unwrap();
+    for locale in harbour::policy::LOCALES {
+        let form = request(
+            stack.port,
+            "GET",
+            &format!("/api/campaigns/spring-launch?lang={locale}"),
+            &[],
+            b"",
+        );
+        assert_eq!(form.status, 200);
+        let described = form.json();
+        assert_eq!(described["lang"], locale);
+        let title = campaign
+            .texts(locale)
+            .and_then(|t| t.title.clone())
+            .unwrap_or(campaign.title.clone());
+        assert_eq!(described["title"], title.as_str(), "{locale}");
+        assert!(described["challenge"]["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("spring-launch."));
+        let file = harbour_e2e::workspace_root().join(format!("www/locales/{locale}.json"));
+        let served = request(
+            stack.port,
+            "GET",
+            &format!("/locales/{locale}.json"),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            served.body,
+            std::fs::read_to_string(file).unwrap(),
+            "{locale}"
+        );
+    }
+}
+
+fn scripts_submit_sends_a_working_entry(stack: &Stack) {
+    let before = stack.stored()["eu"].len();
+    let ip = client();
+    let body = entry("IT");
+    let output = std::process::Command::new("bash")
+        .arg(harbour_e2e::workspace_root().join("scripts/submit"))
+        .arg(format!(
+            "http://127.0.0.1:{}/api/campaigns/spring-launch/submissions",
+            stack.port
+        ))
+        .arg(&body)
+        .args(["-H", r#"MF-CF-Blob: {"country":"IT"}"#, "-H"])
+        .arg(format!("cf-connecting-ip: {ip}"))
+        .env("HARBOUR_SOLVE", env!("CARGO_BIN_EXE_harbour-solve"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let receipt: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(receipt["status"], "accepted");
+    assert_eq!(receipt["receipt"]["region"], "eu");
+    let rows = stack.stored()["eu"].clone();
+    assert_eq!(rows.len(), before + 1);
+    assert_eq!(
+        rows.last().unwrap().receipt_id,
+        receipt["receipt"]["id"].as_str().unwrap()
+    );
+}
+
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
             page_and_form_description(s)
+        }),
+        ("the_page_is_served_with_its_security_headers", |s| {
+            the_page_is_served_with_its_security_headers(s)
+        }),
+        ("the_form_description_speaks_each_locale", |s| {
+            the_form_description_speaks_each_locale(s)
+        }),
+        ("work_is_required_and_refusals_store_nothing", |s| {
+            work_is_required_and_refusals_store_nothing(s)
+        }),
+        ("scripts_submit_sends_a_working_entry", |s| {
+            scripts_submit_sends_a_working_entry(s)
         }),
         ("each_country_lands_in_its_region_only", |s| {
             each_country_lands_in_its_region_only(s)

@@ -180,6 +180,7 @@ const harbour :Workerd.Worker = (
   compatibilityDate = "2025-09-01",
   bindings = [
     (name = "HARBOUR_LOG", text = "decisions"),
+    (name = "HARBOUR_FORM_KEY", text = "trap-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
 {ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
@@ -216,17 +217,25 @@ const harbour :Workerd.Worker = (
         (edge, gate)
     }
 
+    /// A submission with a key (`key`, or a new one) and the work for it, solved for a
+    /// challenge this edge handed out.
     fn submit(&self, n: u32, key: Option<&str>) -> Response {
         let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
         let ip = format!("198.51.100.{n}");
-        let mut headers = vec![
+        let key = key.map_or_else(harbour_e2e::new_key, str::to_owned);
+        let form = request(self.port, "GET", FORM_PATH, &[], b"");
+        let challenge = &form.json()["challenge"];
+        let token = challenge["token"].as_str().unwrap();
+        let bits = challenge["difficulty_bits"].as_u64().unwrap() as u8;
+        let proof =
+            harbour::challenge::solution(token, &harbour::challenge::solve(token, &key, bits));
+        let headers = vec![
             ("content-type", "application/json"),
             ("x-test-cf", blob.as_str()),
             ("cf-connecting-ip", ip.as_str()),
+            ("idempotency-key", key.as_str()),
+            ("harbour-challenge", proof.as_str()),
         ];
-        if let Some(key) = key {
-            headers.push(("idempotency-key", key));
-        }
         request(
             self.port,
             "POST",

@@ -2,6 +2,7 @@
 //! panic, every retry stays in the ticket's region, and the signature verifies.
 #![no_main]
 
+use harbour::challenge;
 use harbour::config::Config;
 use harbour::admission::LocationAnswer;
 use harbour::country::Country;
@@ -16,11 +17,15 @@ const COUNTRIES: [&str; 8] = ["CN", "RU", "IT", "DE", "AU", "US", "BR", "NO"];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, answers)) = data.split_first() else { return };
-    let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    let Ok(mut config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    config.policy.campaigns[0].challenge.difficulty_bits = 1;
+    let key = "fuzz-key-0123456789abcdef";
+    let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], 1_764_000_000_000, 1);
+    let solution = challenge::solution(&issued.token, &challenge::solve(&issued.token, key, 1));
     let country = COUNTRIES[usize::from(selector) % COUNTRIES.len()];
     let declared = COUNTRIES[usize::from(selector >> 3) % COUNTRIES.len()];
     let body = format!(r#"{{"name":"F","email":"f@example.org","country":"{declared}","consent":true}}"#);
-    let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 1, request_ids: 2 });
+    let mut pipeline = Pipeline::new(Ok(config.clone()), Seeds { limiter: 1, request_ids: 2, challenges: 3 });
     let facts = Facts {
         method: "POST",
         url: "https://campaign.example/api/campaigns/spring-launch/submissions",
@@ -28,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
         body: Body::Bytes(body.as_bytes()),
         country: Some(country),
         client_ip: Some("192.0.2.1"),
-        idempotency_key: None,
+        idempotency_key: Some(key),
+        challenge: Some(&solution),
         origin: None,
         now_ms: 1_764_000_000_000,
     };

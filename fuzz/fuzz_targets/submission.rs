@@ -3,6 +3,7 @@
 //! own candidate agrees with the live decision on every input.
 #![no_main]
 
+use harbour::challenge;
 use harbour::config::Config;
 use harbour::admission::LocationAnswer;
 use harbour::pipeline::{Pipeline, Seeds, Verdict};
@@ -13,9 +14,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
-    let Ok(config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    let Ok(mut config) = Config::local(SHIPPED_POLICY, 7000) else { return };
+    // One bit of work, so the body behind the challenge is reached on most inputs.
+    config.policy.campaigns[0].challenge.difficulty_bits = 1;
+    let now_ms = 1_764_000_000_000;
+    let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], now_ms, 1);
     let Ok(same) = Policy::parse(SHIPPED_POLICY) else { return };
-    let mut pipeline = Pipeline::new(Ok(config), Seeds { limiter: u64::from(selector), request_ids: 2 })
+    let mut pipeline = Pipeline::new(Ok(config), Seeds { limiter: u64::from(selector), request_ids: 2, challenges: 3 })
         .with_candidate(same);
     let content_type = match selector % 4 {
         0 => "application/json",
@@ -27,6 +32,10 @@ fuzz_target!(|data: &[u8]| {
     let split = rest.len().min(usize::from(selector >> 2) % 8);
     let (head, body) = rest.split_at(split);
     let head = String::from_utf8_lossy(head);
+    // Mostly a solved challenge for a fixed key; otherwise the arbitrary text as key and solution.
+    let key = "fuzz-key-0123456789abcdef";
+    let solved = challenge::solution(&issued.token, &challenge::solve(&issued.token, key, 1));
+    let (key, solution) = if selector & 0x40 == 0 { (key, solved.as_str()) } else { (&*head, &*head) };
     let facts = Facts {
         method: "POST",
         url: "https://campaign.example/api/campaigns/spring-launch/submissions",
@@ -34,9 +43,10 @@ fuzz_target!(|data: &[u8]| {
         body: Body::Bytes(body),
         country: Some(if selector & 0x80 == 0 { "IT" } else { &head }),
         client_ip: Some("192.0.2.1"),
-        idempotency_key: Some(&head),
+        idempotency_key: Some(key),
+        challenge: Some(solution),
         origin: None,
-        now_ms: 1_764_000_000_000,
+        now_ms,
     };
     let verdict = pipeline.request(&facts);
     let comparison = pipeline.shadow(&facts, &verdict).expect("a submission to a live campaign");

@@ -102,10 +102,9 @@ impl PersonRules {
             message.push(Value::from(name.as_str()));
             message.push(Value::from(value));
         }
-        Ok(Some(key.mac_hex(&format!(
-            "harbour-person-v1\n{}",
-            Value::Array(message)
-        ))))
+        let message = Value::Array(message).to_string();
+        let mac = key.mac(&[b"harbour-person-v1\n", message.as_bytes()]);
+        Ok(Some(harbour::signature::hex(&mac)))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod names;
 use std::fmt::Write as _;
 
 use harbour::admission::LocationAnswer;
+use harbour::challenge;
 use harbour::config::{key_var, origins_var, Config, LogMode};
 use harbour::country::Country;
 use harbour::field::FieldKind;
@@ -810,12 +811,27 @@ fn sample_forward(
     policy: &Policy,
     campaign: &Campaign,
 ) -> Result<(Vec<String>, Value), String> {
-    let config = Config::local(live_json, 40_000).map_err(|e| e.to_string())?;
+    let mut config = Config::local(live_json, 40_000).map_err(|e| e.to_string())?;
+    // The least work, solved here: what is forwarded does not depend on it.
+    let now_ms = 1_764_000_000_000;
+    let key = "report-sample-key-0123456789";
+    let index = policy
+        .find_campaign(&campaign.id)
+        .ok_or("the campaign is not in the policy")?
+        .0
+        .get();
+    config.policy.campaigns[index].challenge.difficulty_bits = 1;
+    let issued = challenge::issue(&config.form_key, &config.policy.campaigns[index], now_ms, 1);
+    let work = challenge::solution(
+        &issued.token,
+        &challenge::solve(&issued.token, key, issued.difficulty_bits),
+    );
     let mut pipeline = Pipeline::new(
         Ok(config),
         Seeds {
             limiter: 1,
             request_ids: 2,
+            challenges: 3,
         },
     );
     let country = *example_countries(policy)?
@@ -845,9 +861,10 @@ fn sample_forward(
         body: Body::Bytes(body.as_bytes()),
         country: Some(country.as_str()),
         client_ip: Some("192.0.2.1"),
-        idempotency_key: None,
+        idempotency_key: Some(key),
+        challenge: Some(&work),
         origin: None,
-        now_ms: 1_764_000_000_000,
+        now_ms,
     };
     match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
         Verdict::Forward { plan } => {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harbour::policy::{check_policies, CANDIDATE_POLICY, SHIPPED_POLICY};
+use harbour::policy::{check_policies, CANDIDATE_POLICY, LIVE_FILE, SHIPPED_POLICY};
 use harbour_report::{render, REPORT_PATH};
 
 fn main() -> ExitCode {
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = check_policies(SHIPPED_POLICY, CANDIDATE_POLICY) {
+    if let Err(error) = check_policies(LIVE_FILE, SHIPPED_POLICY, CANDIDATE_POLICY) {
         eprintln!("{error}");
         return ExitCode::FAILURE;
     }

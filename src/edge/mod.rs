@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 use crate::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
-use crate::config::{key_var, origins_var, Config};
+use crate::config::{key_var, origins_var, Config, FORM_KEY_VAR};
 use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
@@ -45,12 +45,12 @@ thread_local! {
     static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
 }
 
-/// Reads the environment for the shipped policy's regions and rate limits. `random` is 16 bytes
-/// from the platform's CSPRNG: two independent seeds (the limiter's hash key, request ids).
-/// Returns `{"ok":true,"max_body_bytes":N}` or `{"ok":false,"error":"..."}`; in the latter case
-/// every request is answered 500 `config_invalid`, and the error (which names the bad entries,
-/// never a secret's value) is for the log. Either may carry `"candidate_error"` (see
-/// `configure_policies`), also for the log.
+/// Reads the environment for the shipped policy's regions, rate limits and form key. `random`
+/// is 24 bytes from the platform's CSPRNG: three independent seeds (the limiter's hash key,
+/// request ids, challenge salts). Returns `{"ok":true,"max_body_bytes":N}` or
+/// `{"ok":false,"error":"..."}`; in the latter case every request is answered 500
+/// `config_invalid`, and the error (which names the bad entries, never a secret's value) is for
+/// the log. Either may carry `"candidate_error"` (see `configure_policies`), also for the log.
 #[wasm_bindgen]
 pub fn configure(env: &JsValue, random: &[u8]) -> String {
     let property = |name: &str| js_sys::Reflect::get(env, &JsValue::from_str(name)).ok();
@@ -83,7 +83,7 @@ fn missing_bindings(policy: &Policy, bound: &dyn Fn(&str) -> bool) -> Vec<Policy
         .collect()
 }
 
-/// Two independent seeds from 16 random bytes (fewer bytes leave the rest zero).
+/// Three independent seeds from 24 random bytes (fewer bytes leave the rest zero).
 fn seeds(random: &[u8]) -> Seeds {
     let word = |at: usize| {
         let mut bytes = [0u8; 8];
@@ -95,6 +95,7 @@ fn seeds(random: &[u8]) -> Seeds {
     Seeds {
         limiter: word(0),
         request_ids: word(8),
+        challenges: word(16),
     }
 }
 
@@ -158,12 +159,13 @@ pub fn expected_variables() -> String {
     let Ok(policy) = Policy::parse(SHIPPED_POLICY) else {
         return "[]".into();
     };
-    let names: Vec<String> = policy
+    let mut names: Vec<String> = policy
         .regions
         .iter()
         .flat_map(|r| [origins_var(&r.id), key_var(&r.id)])
         .chain(location_limits(&policy).iter().map(|l| l.binding_name()))
         .collect();
+    names.push(FORM_KEY_VAR.to_owned());
     json!(names).to_string()
 }
 
@@ -197,6 +199,7 @@ pub fn decide(
     country: Option<String>,
     client_ip: Option<String>,
     idempotency_key: Option<String>,
+    challenge: Option<String>,
     origin: Option<String>,
     now_ms: f64,
 ) -> String {
@@ -216,6 +219,7 @@ pub fn decide(
         country: country.as_deref(),
         client_ip: client_ip.as_deref(),
         idempotency_key: idempotency_key.as_deref(),
+        challenge: challenge.as_deref(),
         origin: origin.as_deref(),
         now_ms,
     };

@@ -54,8 +54,9 @@ function restart() {
 }
 
 function configure(env) {
-  // Two independent seeds (the limiter's hash key, request ids) from the platform's CSPRNG.
-  const answer = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(16))));
+  // Three independent seeds (the limiter's hash key, request ids, challenge salts) from the
+  // platform's CSPRNG.
+  const answer = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(24))));
   maxBodyBytes = answer.ok ? answer.max_body_bytes : 0;
   if (!answer.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: answer.error }));
   if (answer.candidate_error) console.error(JSON.stringify({ msg: "harbour.candidate_invalid", error: answer.candidate_error }));
@@ -199,6 +200,7 @@ async function handle(request, env, forward) {
       request.cf?.country ?? undefined,
       headers.get("cf-connecting-ip") ?? undefined,
       headers.get("idempotency-key") ?? undefined,
+      headers.get("harbour-challenge") ?? undefined,
       headers.get("origin") ?? undefined,
       Date.now(),
     ),

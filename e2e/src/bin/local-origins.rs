@@ -7,6 +7,7 @@
 //! person-key HARBOUR_PERSON_KEY_CN    the region's person key (origins only; .run/person-keys.env)
 //! origin cn 8701 9701                 an origin to start: region, port on 127.0.0.1 (primary
 //!                                     first), and its operations port (the port + 1000)
+//! key HARBOUR_FORM_KEY               the challenges' key, last (.dev.vars)
 //! ```
 //!
 //! `local-origins [CONFIG]` reads `CONFIG` instead of the workspace's `wrangler.toml`.
@@ -15,7 +16,7 @@
 //! `http://127.0.0.1:<port>` (only those can be started here) or shares its port (or its
 //! operations port) with another.
 
-use harbour::config::{key_var, origins_var};
+use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour_e2e::person_key_var;
 
 /// An origin's operations listener is on its port plus this.
@@ -86,6 +87,7 @@ fn local_origins(path: &std::path::Path) -> Result<String, Vec<String>> {
             }
         }
     }
+    lines.push_str(&format!("key {FORM_KEY_VAR}\n"));
     if problems.is_empty() {
         Ok(lines)
     } else {

@@ -3,6 +3,22 @@
 
 const PATH: &str = "/api/campaigns/spring-launch/submissions";
 
+/// The challenge every request's work answers (token, difficulty), from the bench worker's form
+/// description: its policy makes it good for a day and 4 bits hard.
+static CHALLENGE: std::sync::OnceLock<(String, u8)> = std::sync::OnceLock::new();
+
+pub fn use_challenge(challenge: &serde_json::Value) {
+    let token = challenge["token"].as_str().expect("a challenge").to_owned();
+    let bits = challenge["difficulty_bits"]
+        .as_u64()
+        .expect("its difficulty") as u8;
+    assert!(
+        bits <= 8,
+        "the bench worker asks {bits} bits: built with the shipped policy?"
+    );
+    let _ = CHALLENGE.set((token, bits));
+}
+
 #[derive(Clone, Copy, PartialEq)]
 pub enum Mix {
     /// Every request valid, from its own client: the like-for-like cost comparison.
@@ -65,10 +81,14 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
     }
 }
 
+/// The request, with the work for its key done as the page does it.
 pub fn request_bytes(p: &Planned) -> Vec<u8> {
+    let (token, bits) = CHALLENGE.get().expect("use_challenge first");
+    let proof =
+        harbour::challenge::solution(token, &harbour::challenge::solve(token, &p.key, *bits));
     format!(
         "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept-encoding: identity\r\n\
-         idempotency-key: {}\r\ncf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
+         idempotency-key: {}\r\nharbour-challenge: {proof}\r\ncf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
         p.key,
         p.ip,
         p.country,

@@ -149,7 +149,7 @@ pub fn start() -> Bench {
         Some(port) => (
             "    (name = \"other\", worker = .other),\n".to_owned(),
             format!("    (name = \"other\", address = \"127.0.0.1:{port}\", http = (cfBlobHeader = \"x-bench-cf\"), service = \"other\"),\n"),
-            "const other :Workerd.Worker = (\n  modules = [\n    (name = \"shim.mjs\", esModule = embed \"other/shim.mjs\"),\n    (name = \"index.wasm\", wasm = embed \"other/index.wasm\"),\n  ],\n  compatibilityDate = \"2025-09-01\",\n  bindings = [\n{ratelimits}{bindings}  ],\n  globalOutbound = \"loopback\",\n);\n".to_owned(),
+            "const other :Workerd.Worker = (\n  modules = [\n    (name = \"shim.mjs\", esModule = embed \"other/shim.mjs\"),\n    (name = \"index.wasm\", wasm = embed \"other/index.wasm\"),\n  ],\n  compatibilityDate = \"2025-09-01\",\n  bindings = [\n    (name = \"HARBOUR_FORM_KEY\", text = \"bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz\"),\n{ratelimits}{bindings}  ],\n  globalOutbound = \"loopback\",\n);\n".to_owned(),
         ),
         None => Default::default(),
     };
@@ -176,6 +176,7 @@ const harbour :Workerd.Worker = (
   ],
   compatibilityDate = "2025-09-01",
   bindings = [
+    (name = "HARBOUR_FORM_KEY", text = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
 {ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
@@ -187,9 +188,10 @@ const baseline :Workerd.Worker = (
   globalOutbound = "loopback",
 );
 {other_worker}"#,
-        // capnp `embed` paths are relative to the config file, which sits in target/bench.
-        shim = "../../build/worker/shim.mjs",
-        wasm = "../../build/worker/index.wasm",
+        // capnp `embed` paths are relative to the config file, which sits in target/bench. The
+        // worker built with bench/policy.json (scripts/bench).
+        shim = "../bench-worker/worker/shim.mjs",
+        wasm = "../bench-worker/worker/index.wasm",
         baseline = "../../bench/passthrough.js",
         other_worker = other_worker
             .replace("{ratelimits}", &ratelimits)
@@ -213,6 +215,10 @@ const baseline :Workerd.Worker = (
             .map(|r| r.status == 200)
             .unwrap_or(false)
     });
+    let description = harbour_e2e::raw(harbour_port, probe.as_bytes())
+        .unwrap()
+        .json();
+    crate::mix::use_challenge(&description["challenge"]);
     Bench {
         dir,
         harbour_port,
