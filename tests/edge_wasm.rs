@@ -229,7 +229,10 @@ fn the_challenge_header_reaches_the_check() {
     assert_eq!(code(&without), "challenge_required");
     let junk = post(Some("spring-launch.1.1.00.00.0".into()));
     assert_eq!(code(&junk), "challenge_invalid");
-    assert!(post(Some(solution()))["forward"]["ticket"].is_u64());
+    // With the work done, the submission goes on (to the location's binding, then forward).
+    let hold = post(Some(solution()))["consult"]["hold"].as_f64().unwrap();
+    let forwarded = parse_decision(&consulted(hold, LOCATION_ADMITTED, NOW + 1.0));
+    assert!(forwarded["forward"]["ticket"].is_u64(), "{forwarded}");
     assert!(serde_json::from_str::<Vec<String>>(&expected_variables())
         .unwrap()
         .contains(&FORM_KEY_VAR.to_owned()));
