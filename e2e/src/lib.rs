@@ -390,6 +390,18 @@ pub struct Stack {
 }
 
 /// A fresh idempotency key, never the same twice in one process.
+/// The `Harbour-Challenge` value for `key`: the challenge of the form description the edge on
+/// `port` hands out, solved.
+pub fn proof_from(port: u16, key: &str) -> String {
+    let form = request(port, "GET", "/api/campaigns/spring-launch", &[], b"");
+    let challenge = &form.json()["challenge"];
+    let token = challenge["token"].as_str().expect("a challenge");
+    let bits = challenge["difficulty_bits"]
+        .as_u64()
+        .expect("its difficulty") as u8;
+    harbour::challenge::solution(token, &harbour::challenge::solve(token, key, bits))
+}
+
 pub fn new_key() -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

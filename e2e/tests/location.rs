@@ -110,6 +110,7 @@ const harbour :Workerd.Worker = (
   ],
   compatibilityDate = "2025-09-01",
   bindings = [
+    (name = "HARBOUR_FORM_KEY", text = "location-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
 {ratelimits}{bindings}  ],
   globalOutbound = "loopback",
 );
@@ -145,6 +146,8 @@ const harbour :Workerd.Worker = (
         let body = format!(
             r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{COUNTRY}","consent":true}}"#
         );
+        let key = harbour_e2e::new_key();
+        let proof = harbour_e2e::proof_from(self.port, &key);
         request(
             self.port,
             "POST",
@@ -153,6 +156,8 @@ const harbour :Workerd.Worker = (
                 ("content-type", "application/json"),
                 ("x-test-cf", &blob),
                 ("cf-connecting-ip", ip),
+                ("idempotency-key", &key),
+                ("harbour-challenge", &proof),
             ],
             body.as_bytes(),
         )

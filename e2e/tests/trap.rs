@@ -223,12 +223,7 @@ const harbour :Workerd.Worker = (
         let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
         let ip = format!("198.51.100.{n}");
         let key = key.map_or_else(harbour_e2e::new_key, str::to_owned);
-        let form = request(self.port, "GET", FORM_PATH, &[], b"");
-        let challenge = &form.json()["challenge"];
-        let token = challenge["token"].as_str().unwrap();
-        let bits = challenge["difficulty_bits"].as_u64().unwrap() as u8;
-        let proof =
-            harbour::challenge::solution(token, &harbour::challenge::solve(token, &key, bits));
+        let proof = harbour_e2e::proof_from(self.port, &key);
         let headers = vec![
             ("content-type", "application/json"),
             ("x-test-cf", blob.as_str()),
