@@ -737,9 +737,16 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
         .filter(|(r, _)| *r != "ru")
         .collect();
     let key = format!("busy-key-{:016}", unique());
+    // The work, done before the timed part: a breaker is open for a quarter of a second only.
+    let proof = stack.proof(&key);
     let body = entry("RU");
     let ip = client();
-    let busy = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    let busy = stack.submit(
+        Some("RU"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &proof)],
+    );
     assert_eq!(busy.status, 503, "{}", busy.body);
     assert_eq!(busy.json()["code"], "origins_busy");
     assert_eq!(busy.header("retry-after"), Some("1"));
@@ -747,7 +754,12 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
     let shed = |stack: &Stack| [ru.0, ru.1].map(|port| stack.load(port)["shed"].as_u64().unwrap());
     assert_eq!(shed(stack), [1, 1], "both origins were tried, in region");
     // Both breakers open: answered at once, no origin called.
-    let spared = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    let spared = stack.submit(
+        Some("RU"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &proof)],
+    );
     assert_eq!(spared.status, 503, "{}", spared.body);
     assert_eq!(spared.json()["code"], "region_busy");
     assert_eq!(spared.json()["idempotency_key"], key.as_str());
@@ -759,9 +771,19 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
         stack.start_origin(port);
     }
     std::thread::sleep(Duration::from_millis(1_100));
-    let stored = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    let stored = stack.submit(
+        Some("RU"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &proof)],
+    );
     assert_eq!(stored.status, 202, "{}", stored.body);
-    let again = stack.submit(Some("RU"), &ip, &body, &[("idempotency-key", &key)]);
+    let again = stack.submit(
+        Some("RU"),
+        &ip,
+        &body,
+        &[("idempotency-key", &key), ("harbour-challenge", &proof)],
+    );
     assert_eq!(again.body, stored.body);
     let rows = stack.stored()["ru"]
         .iter()
