@@ -230,10 +230,12 @@ test("fill and submit: the challenge is solved in a worker, the receipt shows an
   assert.match(receipt, /^eu-[0-9a-f]{16}$/);
   const after = await counts();
   for (const r of REGIONS) assert.equal(after[r] - before[r], r === "eu" ? 1 : 0, `rows added to ${r}`);
-  assert.ok(page.workers().some((w) => w.url().endsWith("/pow.js")), "solved in the /pow.js worker");
   assert.equal(sent.length, 1);
   assert.match(sent[0].challenge, /^spring-launch\.\d+\.\d+\.[0-9a-f]{32}\.[0-9a-f]{32}\.[0-9a-f]{8}$/);
+  // Set only by the /pow.js worker's answer (the page replaces that worker after a receipt, to
+  // solve for the next entry, so whether one is running at this instant proves nothing).
   const [ms, hashes] = await page.locator("#entry").evaluate((f) => [f.dataset.solveMs, f.dataset.solveHashes]);
+  assert.ok(Number(hashes) > 0 && ms !== undefined, "solved in the /pow.js worker");
   console.log(`# challenge solved in the page's worker: ${ms} ms, ${hashes} hashes at ${CAMPAIGN.challenge.difficulty_bits} bits (no throttling)`);
   await page.context().close();
 });
