@@ -11,7 +11,7 @@ use harbour_e2e::read_rows;
 
 use crate::load::{Load, Stats};
 use crate::mix::{plan, Mix};
-use crate::workerd::{measure, Bench};
+use crate::workerd::{cpu_seconds, measure, Bench};
 
 fn expected_region(policy: &Policy, country: &str) -> String {
     policy
@@ -35,10 +35,59 @@ pub fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> (bool
         first: 0,
         retry,
     };
+    let before = Usage::of(bench);
     let (stats, cpu) = measure(bench, &load);
+    let used = Usage::of(bench).since(&before);
     let audit = audit(&policy, &bench.dbs, &stats, retry);
     report(&audit, &stats, cpu);
+    used.report(stats.elapsed.as_secs_f64());
     (audit.passed(), stats)
+}
+
+/// CPU seconds used so far by each part of the rehearsal, so a result can be read on a box
+/// whose cores they share: the workerd process, the reference origins together, and this
+/// process (the load generator, which also solves every challenge).
+struct Usage {
+    workerd: f64,
+    origins: f64,
+    load: f64,
+}
+
+impl Usage {
+    fn of(bench: &Bench) -> Usage {
+        let origins = bench.origins.lock().unwrap();
+        Usage {
+            workerd: cpu_seconds(bench.workerd.pid()),
+            origins: origins
+                .iter()
+                .filter_map(|slot| slot.process.as_ref())
+                .map(|p| cpu_seconds(p.pid()))
+                .sum(),
+            load: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// An origin restarted during the run (the fault modes) counts from its restart only, so the
+    /// origins' figure is then a floor.
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            workerd: self.workerd - before.workerd,
+            origins: (self.origins - before.origins).max(0.0),
+            load: self.load - before.load,
+        }
+    }
+
+    fn report(&self, seconds: f64) {
+        let cores = |cpu: f64| cpu / seconds.max(1e-9);
+        println!(
+            "  CPU by process over the run (cores on average): workerd {:.2}, origins {:.2}, load generator {:.2}, total {:.2} of {} on this box",
+            cores(self.workerd),
+            cores(self.origins),
+            cores(self.load),
+            cores(self.workerd + self.origins + self.load),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
 }
 
 /// What the answers and the origins' databases say about a rehearsal.
