@@ -19,6 +19,16 @@ use std::path::{Path, PathBuf};
 /// `src/policy.rs` re-exports the crate's embedded policy; here the file is read at run time.
 pub const SHIPPED_POLICY: &str = "";
 
+/// `src/policy.rs` refers to the compiled policies, which this writes.
+mod compiled {
+    pub fn live() -> Option<crate::policy::Policy> {
+        None
+    }
+    pub fn candidate() -> Option<crate::policy::Policy> {
+        None
+    }
+}
+
 #[path = "src/country.rs"]
 mod country;
 #[path = "src/field.rs"]
@@ -27,14 +37,17 @@ mod field;
 mod limit;
 #[path = "src/policy.rs"]
 mod policy;
+#[path = "src/policy_code.rs"]
+mod policy_code;
 #[path = "src/text.rs"]
 mod text;
 #[path = "src/utc.rs"]
 mod utc;
 
 /// Every source file the check is compiled from.
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 7] = [
     "src/policy.rs",
+    "src/policy_code.rs",
     "src/country.rs",
     "src/field.rs",
     "src/limit.rs",
@@ -68,8 +81,22 @@ fn main() {
         }
         return;
     }
+    // Both passed the checks above, so both parse.
+    let (Ok(live_policy), Ok(candidate_policy)) = (
+        policy::Policy::parse(&live),
+        candidate_text
+            .as_deref()
+            .map(policy::Policy::parse)
+            .transpose(),
+    ) else {
+        println!("cargo::error=a policy that passed its checks does not parse");
+        return;
+    };
+    let code = policy_code::rust_source(&live_policy, candidate_policy.as_ref());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
-    if std::fs::write(out.join("policy.json"), live).is_err() {
+    if std::fs::write(out.join("policy.json"), live).is_err()
+        || std::fs::write(out.join("compiled_policy.rs"), code).is_err()
+    {
         println!("cargo::error=cannot write the policy to OUT_DIR");
     }
     if let Some(path) = candidate {
