@@ -7,7 +7,9 @@
 //! otherwise build, deploy and answer every request 500 `config_invalid`: this runs the very
 //! checks the worker runs (`policy::check_policies`, compiled from the same source files) on the
 //! very files the worker embeds, and fails the build with one error per bad entry, each naming
-//! its file and entry. Everything those files hold beyond the checks is unused here.
+//! its file and entry. Everything those files hold beyond the checks is unused here. The checked
+//! policies are also written out as Rust (`$OUT_DIR/compiled_policy.rs`, see `src/policy_code.rs`),
+//! which the worker builds them from: it carries no policy parser.
 //!
 //! The candidate is `policy/candidate.json`, or the file `HARBOUR_CANDIDATE_POLICY` names,
 //! which lets a benchmark build a shadowing worker without touching `policy/`. Without either,

@@ -6,7 +6,7 @@
 //! `crate::compiled`. `Policy::compiled()` builds the live policy from it; a test checks that it
 //! equals `Policy::parse(SHIPPED_POLICY)`. The helpers below are what that code calls.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::country::Country;
@@ -176,11 +176,11 @@ fn campaign(out: &mut String, c: &Campaign) {
 }
 
 fn field(out: &mut String, f: &Field) {
-    let _ = write!(
+    let _ = writeln!(
         out,
         "Field {{ name: text({:?}), label: text({:?}), kind: FieldKind::{:?}, required: {}, \
          max_length: {}, values: texts(&{:?}), min: {:?}, max: {:?}, must_be_true: {}, \
-         residency_signal: {} }},\n",
+         residency_signal: {} }},",
         f.name,
         f.label,
         f.kind,
@@ -195,10 +195,10 @@ fn field(out: &mut String, f: &Field) {
 }
 
 fn surge_window(out: &mut String, w: &SurgeWindow) {
-    let _ = write!(
+    let _ = writeln!(
         out,
         "SurgeWindow {{ id: text({:?}), start_ms: {}, end_ms: {}, per_client: {}, \
-         on_location_unavailable: FailMode::{:?}, difficulty_bits: {:?} }},\n",
+         on_location_unavailable: FailMode::{:?}, difficulty_bits: {:?} }},",
         w.id,
         w.start_ms,
         w.end_ms,
