@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// `src/policy.rs` re-exports the crate's embedded policy; here the file is read at run time.
 pub const SHIPPED_POLICY: &str = "";
 
-/// `src/policy.rs` refers to the compiled policies, which this writes.
+/// `src/policy_code.rs` refers to the compiled policies, which this writes.
 mod compiled {
     pub fn live() -> Option<crate::policy::Policy> {
         None

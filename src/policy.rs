@@ -309,25 +309,6 @@ impl Policy {
         Policy::parse(SHIPPED_POLICY)
     }
 
-    /// The shipped policy as build.rs compiled it in after its checks (`crate::policy_code`):
-    /// equal to `shipped()`, without a JSON parser or the checks in the worker.
-    pub fn compiled() -> Result<Policy, PolicyError> {
-        crate::compiled::live().ok_or_else(Policy::not_compiled)
-    }
-
-    /// The candidate policy as build.rs compiled it in, if there is one (see `compiled`).
-    pub fn compiled_candidate() -> Option<Result<Policy, PolicyError>> {
-        CANDIDATE_POLICY.map(|_| crate::compiled::candidate().ok_or_else(Policy::not_compiled))
-    }
-
-    /// What the build checked cannot fail to build again; if it did, this says so.
-    fn not_compiled() -> PolicyError {
-        PolicyError(vec![PolicyIssue {
-            path: LIVE_FILE.into(),
-            message: "the compiled-in policy does not hold what its checks passed".into(),
-        }])
-    }
-
     /// A policy from parts that passed the checks (the compiled-in one); the country index is
     /// derived from the regions.
     pub(crate) fn assembled(

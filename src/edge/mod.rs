@@ -28,6 +28,7 @@ use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
 use crate::policy::{Policy, PolicyError, PolicyIssue};
+use crate::policy_code;
 use crate::reply::{problem, Phase, Reply};
 use crate::request::{Body, Facts};
 use crate::text::{push_quoted, push_u64};
@@ -107,8 +108,8 @@ pub fn configure_with(
     random: &[u8],
 ) -> String {
     configure_parsed(
-        Policy::compiled(),
-        Policy::compiled_candidate(),
+        policy_code::compiled(),
+        policy_code::compiled_candidate(),
         lookup,
         bound,
         random,
@@ -177,7 +178,7 @@ fn configure_parsed(
 /// region's origins and key, then each rate-limiting binding the policy needs.
 #[wasm_bindgen]
 pub fn expected_variables() -> String {
-    let Ok(policy) = Policy::compiled() else {
+    let Ok(policy) = policy_code::compiled() else {
         return "[]".into();
     };
     let mut names: Vec<String> = policy
