@@ -7,7 +7,9 @@
 //! otherwise build, deploy and answer every request 500 `config_invalid`: this runs the very
 //! checks the worker runs (`policy::check_policies`, compiled from the same source files) on the
 //! very files the worker embeds, and fails the build with one error per bad entry, each naming
-//! its file and entry. Everything those files hold beyond the checks is unused here.
+//! its file and entry. Everything those files hold beyond the checks is unused here. The checked
+//! policies are also written out as Rust (`$OUT_DIR/compiled_policy.rs`, see `src/policy_code.rs`),
+//! which the worker builds them from: it carries no policy parser.
 //!
 //! The candidate is `policy/candidate.json`, or the file `HARBOUR_CANDIDATE_POLICY` names,
 //! which lets a benchmark build a shadowing worker without touching `policy/`. Without either,
@@ -19,6 +21,16 @@ use std::path::{Path, PathBuf};
 /// `src/policy.rs` re-exports the crate's embedded policy; here the file is read at run time.
 pub const SHIPPED_POLICY: &str = "";
 
+/// `src/policy_code.rs` refers to the compiled policies, which this writes.
+mod compiled {
+    pub fn live() -> Option<crate::policy::Policy> {
+        None
+    }
+    pub fn candidate() -> Option<crate::policy::Policy> {
+        None
+    }
+}
+
 #[path = "src/country.rs"]
 mod country;
 #[path = "src/field.rs"]
@@ -27,14 +39,17 @@ mod field;
 mod limit;
 #[path = "src/policy.rs"]
 mod policy;
+#[path = "src/policy_code.rs"]
+mod policy_code;
 #[path = "src/text.rs"]
 mod text;
 #[path = "src/utc.rs"]
 mod utc;
 
 /// Every source file the check is compiled from.
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 7] = [
     "src/policy.rs",
+    "src/policy_code.rs",
     "src/country.rs",
     "src/field.rs",
     "src/limit.rs",
@@ -68,8 +83,22 @@ fn main() {
         }
         return;
     }
+    // Both passed the checks above, so both parse.
+    let (Ok(live_policy), Ok(candidate_policy)) = (
+        policy::Policy::parse(&live),
+        candidate_text
+            .as_deref()
+            .map(policy::Policy::parse)
+            .transpose(),
+    ) else {
+        println!("cargo::error=a policy that passed its checks does not parse");
+        return;
+    };
+    let code = policy_code::rust_source(&live_policy, candidate_policy.as_ref());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
-    if std::fs::write(out.join("policy.json"), live).is_err() {
+    if std::fs::write(out.join("policy.json"), live).is_err()
+        || std::fs::write(out.join("compiled_policy.rs"), code).is_err()
+    {
         println!("cargo::error=cannot write the policy to OUT_DIR");
     }
     if let Some(path) = candidate {

@@ -204,7 +204,14 @@ impl Config {
         policy_json: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, PolicyError> {
-        let policy = Policy::parse(policy_json)?;
+        Config::for_policy(Policy::parse(policy_json)?, env)
+    }
+
+    /// `assemble` for a policy already parsed and checked (the worker's compiled-in one).
+    pub fn for_policy(
+        policy: Policy,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, PolicyError> {
         let mut issues = Vec::new();
         let mut regions = Vec::new();
         // Origin hosts and secrets already taken, with the variable that took them.

@@ -8,6 +8,11 @@
 /// time (the bench's own), copied by build.rs after it passed the policy checks.
 pub const SHIPPED_POLICY: &str = include_str!(concat!(env!("OUT_DIR"), "/policy.json"));
 
+/// The policies build.rs checked, as code (`policy_code::rust_source`): `live()`, `candidate()`.
+pub mod compiled {
+    include!(concat!(env!("OUT_DIR"), "/compiled_policy.rs"));
+}
+
 pub mod admission;
 pub mod breaker;
 pub mod challenge;
@@ -19,6 +24,7 @@ pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod policy;
+pub mod policy_code;
 pub mod reply;
 pub mod request;
 pub mod residency;

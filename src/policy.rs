@@ -309,6 +309,32 @@ impl Policy {
         Policy::parse(SHIPPED_POLICY)
     }
 
+    /// A policy from parts that passed the checks (the compiled-in one); the country index is
+    /// derived from the regions.
+    pub(crate) fn assembled(
+        regions: Vec<Region>,
+        rest_of_world: RegionIndex,
+        signals: SignalPolicy,
+        on_conflict: OnConflict,
+        max_body_bytes: u32,
+        campaigns: Vec<Campaign>,
+    ) -> Policy {
+        let by_country = regions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.countries.iter().map(move |&c| (c, RegionIndex(i))))
+            .collect();
+        Policy {
+            regions,
+            rest_of_world,
+            signals,
+            on_conflict,
+            max_body_bytes,
+            campaigns,
+            by_country,
+        }
+    }
+
     pub fn parse(json: &str) -> Result<Policy, PolicyError> {
         let raw: RawPolicy = serde_json::from_str(json).map_err(|e| {
             PolicyError(vec![PolicyIssue {

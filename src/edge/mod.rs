@@ -27,7 +27,8 @@ use crate::config::{key_var, origins_var, Config, FORM_KEY_VAR};
 use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
-use crate::policy::{Policy, PolicyError, PolicyIssue, CANDIDATE_POLICY, SHIPPED_POLICY};
+use crate::policy::{Policy, PolicyError, PolicyIssue};
+use crate::policy_code;
 use crate::reply::{problem, Phase, Reply};
 use crate::request::{Body, Facts};
 use crate::text::{push_quoted, push_u64};
@@ -106,7 +107,13 @@ pub fn configure_with(
     bound: &dyn Fn(&str) -> bool,
     random: &[u8],
 ) -> String {
-    configure_policies(SHIPPED_POLICY, CANDIDATE_POLICY, lookup, bound, random)
+    configure_parsed(
+        policy_code::compiled(),
+        policy_code::compiled_candidate(),
+        lookup,
+        bound,
+        random,
+    )
 }
 
 /// `configure_with` for a given live policy and candidate. A candidate that does not parse
@@ -119,14 +126,29 @@ pub fn configure_policies(
     bound: &dyn Fn(&str) -> bool,
     random: &[u8],
 ) -> String {
-    let config = match Config::assemble(live, lookup) {
+    let candidate = candidate.map(Policy::parse);
+    configure_parsed(Policy::parse(live), candidate, lookup, bound, random)
+}
+
+/// `configure_policies` for policies already parsed (the worker's are compiled in).
+fn configure_parsed(
+    live: Result<Policy, PolicyError>,
+    candidate: Option<Result<Policy, PolicyError>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
+    random: &[u8],
+) -> String {
+    let config = match live
+        .clone()
+        .and_then(|policy| Config::for_policy(policy, lookup))
+    {
         Ok(config) => match missing_bindings(&config.policy, bound) {
             missing if missing.is_empty() => Ok(config),
             missing => Err(PolicyError(missing)),
         },
         Err(PolicyError(mut issues)) => {
-            if let Ok(policy) = Policy::parse(live) {
-                issues.extend(missing_bindings(&policy, bound));
+            if let Ok(policy) = &live {
+                issues.extend(missing_bindings(policy, bound));
             }
             Err(PolicyError(issues))
         }
@@ -137,7 +159,7 @@ pub fn configure_policies(
     };
     let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
     let mut pipeline = Pipeline::new(config, seeds(random));
-    match candidate.map(Policy::parse) {
+    match candidate {
         Some(Ok(candidate)) => pipeline = pipeline.with_candidate(candidate),
         Some(Err(error)) => answer["candidate_error"] = error.to_string().into(),
         None => {}
@@ -156,7 +178,7 @@ pub fn configure_policies(
 /// region's origins and key, then each rate-limiting binding the policy needs.
 #[wasm_bindgen]
 pub fn expected_variables() -> String {
-    let Ok(policy) = Policy::parse(SHIPPED_POLICY) else {
+    let Ok(policy) = policy_code::compiled() else {
         return "[]".into();
     };
     let mut names: Vec<String> = policy
