@@ -42,8 +42,9 @@ fn main() {
     };
     let bench = workerd::start();
     println!(
-        "workerd on 127.0.0.1 (harbour :{}, baseline :{}), files in {}",
+        "workerd on 127.0.0.1 (harbour :{}, peer :{}, baseline :{}), files in {}",
         bench.harbour_port,
+        bench.peer_port,
         bench.baseline_port,
         bench.dir.display()
     );
@@ -76,7 +77,7 @@ fn main() {
         } else {
             (4, 8, 2000.0)
         };
-        compare(
+        let stored = compare(
             &bench,
             &Comparison {
                 rounds: value("--rounds").map_or(rounds, |v| v as u32),
@@ -85,11 +86,12 @@ fn main() {
                 fixed: !args.iter().any(|a| a == "--cost-only"),
             },
         );
-        if short && !args.iter().any(|a| a == "--cost-only") {
+        let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
             audit::rehearse(&bench, 1000.0, 5, false).0
         } else {
             true
-        }
+        };
+        stored && rehearsed
     };
     drop(bench);
     std::process::exit(if ok { 0 } else { 1 });
