@@ -28,6 +28,7 @@ mod compare;
 mod faults;
 mod load;
 mod mix;
+mod parity;
 mod workerd;
 
 use compare::{compare, Comparison};
@@ -77,6 +78,7 @@ fn main() {
         } else {
             (4, 8, 2000.0)
         };
+        let alike = parity::check(&bench);
         let stored = compare(
             &bench,
             &Comparison {
@@ -91,7 +93,7 @@ fn main() {
         } else {
             true
         };
-        stored && rehearsed
+        alike && stored && rehearsed
     };
     drop(bench);
     std::process::exit(if ok { 0 } else { 1 });
