@@ -17,6 +17,13 @@
 //!                                    the most they had in flight, the edge's breakers, the 503s
 //!                                    answered without calling an origin
 //!
+//! harbour-bench --cold [--samples 7] cold start only: workerd started to first answer, harbour and
+//!                                    the peer each in a workerd of its own (also part of the
+//!                                    comparison runs)
+//!
+//! The comparison runs first check that harbour and the plain-JS peer answer alike (`parity`),
+//! and audit that every receipt is a stored row; either failing sets the exit code.
+//!
 //! Numbers are printed, not asserted, except the audit of a rehearsal (lost and cross-region
 //! deliveries must be 0), which sets the exit code.
 
@@ -24,6 +31,7 @@
 
 mod audit;
 mod backpressure;
+mod cold;
 mod compare;
 mod faults;
 mod load;
@@ -49,7 +57,10 @@ fn main() {
         bench.baseline_port,
         bench.dir.display()
     );
-    let ok = if args.iter().any(|a| a == "--faults") {
+    let ok = if args.iter().any(|a| a == "--cold") {
+        cold::measure(&bench, value("--samples").unwrap_or(7.0) as usize);
+        true
+    } else if args.iter().any(|a| a == "--faults") {
         let duration = value("--duration").unwrap_or(50.0) as u64;
         println!("faults under load: EU origins killed, restarted and stalled");
         let faults = faults::inject_faults(&bench, duration);
@@ -88,6 +99,9 @@ fn main() {
                 fixed: !args.iter().any(|a| a == "--cost-only"),
             },
         );
+        if !args.iter().any(|a| a == "--cost-only") {
+            cold::measure(&bench, if short { 3 } else { 7 });
+        }
         let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
             audit::rehearse(&bench, 1000.0, 5, false).0
         } else {

@@ -232,7 +232,10 @@ fn cases(tag: &str) -> Vec<Case> {
 }
 
 fn send(port: u16, tag: &str, case: &Case, client: &str) -> Response {
-    let key = format!("parity-{tag}-case-{}", case.name.replace([' ', ',', '/'], "-"));
+    let key = format!(
+        "parity-{tag}-case-{}",
+        case.name.replace([' ', ',', '/'], "-")
+    );
     let mut head = format!(
         "{} {} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\naccept-encoding: identity\r\ncf-connecting-ip: {client}\r\n",
         case.method, case.path

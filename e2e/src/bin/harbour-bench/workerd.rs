@@ -93,6 +93,8 @@ pub struct Bench {
     pub workerd: Process,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, PathBuf)>,
+    /// The origins' and keys' bindings every contestant gets (workerd config text).
+    pub bindings: String,
 }
 
 pub fn start() -> Bench {
@@ -229,6 +231,7 @@ const config :Workerd.Config = (
         workerd,
         origins: Arc::new(Mutex::new(origins)),
         dbs,
+        bindings,
     }
 }
 
