@@ -20,7 +20,8 @@
 // Left out, because a plain worker of this kind would not have them or the bench does not reach
 // them: the origins' circuit breakers and shedding (503 region_busy before any attempt; an
 // origin's `origin_busy` answer is passed on as 503 origins_busy with the wait it asked for),
-// the shadow evaluation of a candidate policy, log summaries (it logs 5xx only), the recovery
+// the shadow evaluation of a candidate policy, log summaries (it logs 5xx and an unavailable
+// binding only; request ids are random rather than from a seeded counter), the recovery
 // from a trapped module, duplicate JSON keys (JSON.parse keeps the last one; harbour answers 400
 // duplicate_key) and `1.0` as an integer (JSON.parse cannot tell it from `1`), the line and
 // column in a JSON syntax error's detail, and the content-derived idempotency key (unreachable:

@@ -9,10 +9,39 @@ use crate::load::Load;
 use crate::mix::Mix;
 use crate::workerd::{measure, Bench};
 
+/// The middle value; for an even count, the mean of the two middle ones (with two rounds, the
+/// upper one alone would be the worse round).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
+
+/// A second at maximum rate per worker, not counted, so round 0 does not measure a cold
+/// isolate (its first JIT tiers, the first connections to the origins).
+fn warm_up(bench: &Bench) {
+    let mut workers = vec![bench.harbour_port];
+    workers.extend(bench.other_port);
+    workers.extend([bench.peer_port, bench.baseline_port]);
+    for (i, port) in workers.into_iter().enumerate() {
+        crate::load::run_load(&Load {
+            port,
+            connections: 32,
+            duration: Duration::from_secs(1),
+            rate: None,
+            mix: Mix::ValidOnly,
+            run: WARM_UP_RUN,
+            first: i as u64 * 10_000_000,
+            retry: false,
+        });
+    }
+}
+
+const WARM_UP_RUN: u32 = 3;
 
 pub struct Comparison {
     pub rounds: u32,
@@ -62,6 +91,7 @@ pub fn compare(bench: &Bench, plan: &Comparison) -> bool {
     let mut results: HashMap<(&str, &str), Vec<Sample>> = HashMap::new();
     // (receipts, rows stored) per contestant that stores
     let mut receipts: HashMap<&str, (u64, u64)> = HashMap::new();
+    warm_up(bench);
     println!("comparison: {rounds} interleaved rounds of {seconds} s per phase, valid submissions only, 32 connections");
     for round in 0..rounds {
         // "origin": the same fixed-rate load straight at a reference origin (no workerd), which

@@ -100,7 +100,7 @@ fn main() {
             },
         );
         if !args.iter().any(|a| a == "--cost-only") {
-            cold::measure(&bench, if short { 3 } else { 7 });
+            cold::measure(&bench, if short { 5 } else { 7 });
         }
         let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
             audit::rehearse(&bench, 1000.0, 5, false).0
