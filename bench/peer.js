@@ -217,7 +217,10 @@ function clientText(raw) {
   const groups = [...h, ...Array(tail === null ? 0 : fill).fill("0"), ...t];
   if (!groups.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return "unknown";
   const n = groups.map((g) => parseInt(g, 16));
-  if (v4 && n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff) return v4;
+  // An IPv4-mapped address (::ffff:a.b.c.d, also written in hex) is its IPv4 client.
+  if (n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff) {
+    return v4 ?? [n[6] >> 8, n[6] & 255, n[7] >> 8, n[7] & 255].join(".");
+  }
   return n.slice(0, 4).map((x) => x.toString(16)).join(":") + "::/64";
 }
 

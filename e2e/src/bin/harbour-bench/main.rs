@@ -3,7 +3,7 @@
 //! baseline in the same workerd process, with release reference origins, and drives load from
 //! this process over loopback.
 //!
-//! harbour-bench                      interleaved comparison with the baseline (about 2 minutes)
+//! harbour-bench                      interleaved comparison with the peer and the baseline (about 3 minutes)
 //! harbour-bench --short              the same, shorter phases (seconds)
 //!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
 //!                                    override rounds, seconds per phase, the fixed rate; or
@@ -87,7 +87,7 @@ fn main() {
         let (rounds, seconds, fixed_rate) = if short {
             (2, 3, 1000.0)
         } else {
-            (4, 8, 2000.0)
+            (4, 6, 2000.0)
         };
         let alike = parity::check(&bench);
         let stored = compare(
