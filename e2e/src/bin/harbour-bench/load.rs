@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::mix::{plan, request_bytes, Mix};
+use crate::mix::{challenge_for, plan, request_bytes, Mix};
 
 /// One answer: status, `Retry-After` in seconds if given, body.
 type Answer = (u16, Option<u64>, String);
@@ -129,6 +129,7 @@ pub fn run_load(load: &Load) -> Stats {
             let merged = merged.clone();
             let (port, mix, run, connections, retry) =
                 (load.port, load.mix, load.run, load.connections, load.retry);
+            let challenge = challenge_for(port);
             std::thread::spawn(move || {
                 let mut local = Stats::default();
                 let mut stream: Option<TcpStream> = None;
@@ -176,7 +177,7 @@ pub fn run_load(load: &Load) -> Stats {
                         n
                     };
                     let planned = plan(mix, run, n);
-                    let bytes = request_bytes(&planned);
+                    let bytes = request_bytes(&planned, &challenge);
                     // Latency from the scheduled send time at a fixed rate, so a stall is not hidden
                     // by sending late (coordinated omission).
                     let now = Instant::now();

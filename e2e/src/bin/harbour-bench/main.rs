@@ -3,7 +3,7 @@
 //! baseline in the same workerd process, with release reference origins, and drives load from
 //! this process over loopback.
 //!
-//! harbour-bench                      interleaved comparison with the baseline (about 2 minutes)
+//! harbour-bench                      interleaved comparison with the peer and the baseline (about 3 minutes)
 //! harbour-bench --short              the same, shorter phases (seconds)
 //!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
 //!                                    override rounds, seconds per phase, the fixed rate; or
@@ -17,6 +17,13 @@
 //!                                    the most they had in flight, the edge's breakers, the 503s
 //!                                    answered without calling an origin
 //!
+//! harbour-bench --cold [--samples 7] cold start only: workerd started to first answer, harbour and
+//!                                    the peer each in a workerd of its own (also part of the
+//!                                    comparison runs)
+//!
+//! The comparison runs first check that harbour and the plain-JS peer answer alike (`parity`),
+//! and audit that every receipt is a stored row; either failing sets the exit code.
+//!
 //! Numbers are printed, not asserted, except the audit of a rehearsal (lost and cross-region
 //! deliveries must be 0), which sets the exit code.
 
@@ -24,10 +31,12 @@
 
 mod audit;
 mod backpressure;
+mod cold;
 mod compare;
 mod faults;
 mod load;
 mod mix;
+mod parity;
 mod workerd;
 
 use compare::{compare, Comparison};
@@ -42,12 +51,16 @@ fn main() {
     };
     let bench = workerd::start();
     println!(
-        "workerd on 127.0.0.1 (harbour :{}, baseline :{}), files in {}",
+        "workerd on 127.0.0.1 (harbour :{}, peer :{}, baseline :{}), files in {}",
         bench.harbour_port,
+        bench.peer_port,
         bench.baseline_port,
         bench.dir.display()
     );
-    let ok = if args.iter().any(|a| a == "--faults") {
+    let ok = if args.iter().any(|a| a == "--cold") {
+        cold::measure(&bench, value("--samples").unwrap_or(7.0) as usize);
+        true
+    } else if args.iter().any(|a| a == "--faults") {
         let duration = value("--duration").unwrap_or(50.0) as u64;
         println!("faults under load: EU origins killed, restarted and stalled");
         let faults = faults::inject_faults(&bench, duration);
@@ -74,9 +87,10 @@ fn main() {
         let (rounds, seconds, fixed_rate) = if short {
             (2, 3, 1000.0)
         } else {
-            (4, 8, 2000.0)
+            (4, 6, 2000.0)
         };
-        compare(
+        let alike = parity::check(&bench);
+        let stored = compare(
             &bench,
             &Comparison {
                 rounds: value("--rounds").map_or(rounds, |v| v as u32),
@@ -85,11 +99,15 @@ fn main() {
                 fixed: !args.iter().any(|a| a == "--cost-only"),
             },
         );
-        if short && !args.iter().any(|a| a == "--cost-only") {
+        if !args.iter().any(|a| a == "--cost-only") {
+            cold::measure(&bench, if short { 5 } else { 7 });
+        }
+        let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
             audit::rehearse(&bench, 1000.0, 5, false).0
         } else {
             true
-        }
+        };
+        alike && stored && rehearsed
     };
     drop(bench);
     std::process::exit(if ok { 0 } else { 1 });

@@ -3,11 +3,13 @@
 
 const PATH: &str = "/api/campaigns/spring-launch/submissions";
 
-/// The challenge every request's work answers (token, difficulty), from the bench worker's form
-/// description: its policy makes it good for a day and 4 bits hard.
-static CHALLENGE: std::sync::OnceLock<(String, u8)> = std::sync::OnceLock::new();
+/// The challenge every request's work answers (token, difficulty), per port, from each
+/// contestant's own form description (the default, `None`, is harbour's: the pass-through and the
+/// origin floor check nothing). The bench policy makes a challenge good for a day and 4 bits hard.
+type Challenges = std::collections::HashMap<Option<u16>, (String, u8)>;
+static CHALLENGES: std::sync::Mutex<Option<Challenges>> = std::sync::Mutex::new(None);
 
-pub fn use_challenge(challenge: &serde_json::Value) {
+pub fn use_challenge(port: Option<u16>, challenge: &serde_json::Value) {
     let token = challenge["token"].as_str().expect("a challenge").to_owned();
     let bits = challenge["difficulty_bits"]
         .as_u64()
@@ -16,7 +18,22 @@ pub fn use_challenge(challenge: &serde_json::Value) {
         bits <= 8,
         "the bench worker asks {bits} bits: built with the shipped policy?"
     );
-    let _ = CHALLENGE.set((token, bits));
+    CHALLENGES
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Default::default)
+        .insert(port, (token, bits));
+}
+
+/// The challenge requests to `port` answer.
+pub fn challenge_for(port: u16) -> (String, u8) {
+    let challenges = CHALLENGES.lock().unwrap();
+    let challenges = challenges.as_ref().expect("use_challenge first");
+    challenges
+        .get(&Some(port))
+        .or_else(|| challenges.get(&None))
+        .expect("use_challenge first")
+        .clone()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -50,6 +67,11 @@ fn country_for(n: u64) -> &'static str {
     }
 }
 
+/// The idempotency key of the n-th request of a run: zero-padded, so a run's keys sort by n.
+pub fn key_of(run: u32, n: u64) -> String {
+    format!("bench-{run}-{n:012}")
+}
+
 pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
     let country = country_for(n);
     let kind = if mix == Mix::ValidOnly { 10 } else { n % 20 };
@@ -73,7 +95,7 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
         r#"{{"name":"Load Visitor {n}","email":"{email}","country":"{country}","consent":true}}"#
     );
     Planned {
-        key: format!("bench-{run}-{n:012}"),
+        key: key_of(run, n),
         country,
         ip,
         body,
@@ -82,8 +104,7 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
 }
 
 /// The request, with the work for its key done as the page does it.
-pub fn request_bytes(p: &Planned) -> Vec<u8> {
-    let (token, bits) = CHALLENGE.get().expect("use_challenge first");
+pub fn request_bytes(p: &Planned, (token, bits): &(String, u8)) -> Vec<u8> {
     let proof =
         harbour::challenge::solution(token, &harbour::challenge::solve(token, &p.key, *bits));
     format!(

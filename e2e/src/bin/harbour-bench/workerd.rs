@@ -85,12 +85,16 @@ pub fn spawn_origin(dir: &std::path::Path, slot: &mut OriginSlot) {
 pub struct Bench {
     pub dir: PathBuf,
     pub harbour_port: u16,
+    /// The plain-JS peer (bench/peer.js) doing harbour's job.
+    pub peer_port: u16,
     pub baseline_port: u16,
     /// Another build of the worker (`HARBOUR_BENCH_OTHER`), served beside harbour.
     pub other_port: Option<u16>,
     pub workerd: Process,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, PathBuf)>,
+    /// The origins' and keys' bindings every contestant gets (workerd config text).
+    pub bindings: String,
 }
 
 pub fn start() -> Bench {
@@ -131,7 +135,7 @@ pub fn start() -> Bench {
         ));
         dbs.push((region, db));
     }
-    let (harbour_port, baseline_port) = (free_port(), free_port());
+    let (harbour_port, peer_port, baseline_port) = (free_port(), free_port(), free_port());
     // HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
     // build/worker: served as a third worker of the same workerd, so a change is measured against
     // its predecessor in the same run rather than in two runs on a shared machine.
@@ -161,26 +165,17 @@ pub fn start() -> Bench {
 const config :Workerd.Config = (
   services = [
     (name = "harbour", worker = .harbour),
+    (name = "peer", worker = .peer),
     (name = "baseline", worker = .baseline),
 {other_service}    (name = "loopback", network = (allow = ["public", "private", "local", "network"])),
   ],
   sockets = [
     (name = "harbour", address = "127.0.0.1:{harbour_port}", http = (cfBlobHeader = "x-bench-cf"), service = "harbour"),
+    (name = "peer", address = "127.0.0.1:{peer_port}", http = (cfBlobHeader = "x-bench-cf"), service = "peer"),
     (name = "baseline", address = "127.0.0.1:{baseline_port}", http = (cfBlobHeader = "x-bench-cf"), service = "baseline"),
 {other_socket}  ],
 {extensions});
-const harbour :Workerd.Worker = (
-  modules = [
-    (name = "shim.mjs", esModule = embed "{shim}"),
-    (name = "index.wasm", wasm = embed "{wasm}"),
-  ],
-  compatibilityDate = "2025-09-01",
-  bindings = [
-    (name = "HARBOUR_FORM_KEY", text = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
-{ratelimits}{bindings}  ],
-  globalOutbound = "loopback",
-);
-const baseline :Workerd.Worker = (
+{harbour_worker}{peer_worker}const baseline :Workerd.Worker = (
   modules = [(name = "passthrough.js", esModule = embed "{baseline}")],
   compatibilityDate = "2025-09-01",
   bindings = [
@@ -190,8 +185,8 @@ const baseline :Workerd.Worker = (
 {other_worker}"#,
         // capnp `embed` paths are relative to the config file, which sits in target/bench. The
         // worker built with bench/policy.json (scripts/bench).
-        shim = "../bench-worker/worker/shim.mjs",
-        wasm = "../bench-worker/worker/index.wasm",
+        harbour_worker = worker_def("harbour", Contestant::Harbour, &ratelimits, &bindings),
+        peer_worker = worker_def("peer", Contestant::Peer, &ratelimits, &bindings),
         baseline = "../../bench/passthrough.js",
         other_worker = other_worker
             .replace("{ratelimits}", &ratelimits)
@@ -218,17 +213,51 @@ const baseline :Workerd.Worker = (
     let description = harbour_e2e::raw(harbour_port, probe.as_bytes())
         .unwrap()
         .json();
-    crate::mix::use_challenge(&description["challenge"]);
+    crate::mix::use_challenge(None, &description["challenge"]);
+    crate::mix::use_challenge(Some(harbour_port), &description["challenge"]);
+    // The peer hands out challenges of its own and checks them with its own code.
+    let peer_probe =
+        "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let peer_description = harbour_e2e::raw(peer_port, peer_probe.as_bytes())
+        .unwrap()
+        .json();
+    crate::mix::use_challenge(Some(peer_port), &peer_description["challenge"]);
     Bench {
         dir,
         harbour_port,
+        peer_port,
         baseline_port,
         other_port: other,
         workerd,
         origins: Arc::new(Mutex::new(origins)),
         dbs,
+        bindings,
     }
 }
+
+/// A worker that does the whole job, as the bench serves it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Contestant {
+    /// The release build with bench/policy.json (scripts/bench).
+    Harbour,
+    /// bench/peer.js with bench/policy.json as a JSON module.
+    Peer,
+}
+
+/// The workerd definition of `contestant` as the worker `name`, with the form key, the
+/// rate-limiting bindings and the regions' origins and keys. Paths are relative to a config file
+/// in target/bench (or another directory two levels under the workspace).
+pub fn worker_def(name: &str, contestant: Contestant, ratelimits: &str, bindings: &str) -> String {
+    let modules = match contestant {
+        Contestant::Harbour => "    (name = \"shim.mjs\", esModule = embed \"../bench-worker/worker/shim.mjs\"),\n    (name = \"index.wasm\", wasm = embed \"../bench-worker/worker/index.wasm\"),\n",
+        Contestant::Peer => "    (name = \"peer.js\", esModule = embed \"../../bench/peer.js\"),\n    (name = \"policy.json\", json = embed \"../../bench/policy.json\"),\n",
+    };
+    format!(
+        "const {name} :Workerd.Worker = (\n  modules = [\n{modules}  ],\n  compatibilityDate = \"2025-09-01\",\n  bindings = [\n    (name = \"HARBOUR_FORM_KEY\", text = \"{FORM_KEY}\"),\n{ratelimits}{bindings}  ],\n  globalOutbound = \"loopback\",\n);\n"
+    )
+}
+
+pub const FORM_KEY: &str = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
 pub fn measure(bench: &Bench, load: &Load) -> (Stats, f64) {
     let pid = bench.workerd.pid();
