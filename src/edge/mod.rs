@@ -30,7 +30,7 @@ use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
 use crate::policy::{Policy, PolicyError, PolicyIssue, CANDIDATE_POLICY, SHIPPED_POLICY};
 use crate::reply::{problem, Phase, Reply};
 use crate::request::{Body, Facts};
-use crate::text::{push_quoted, push_u64};
+use crate::text::push_u64;
 
 /// Everything an isolate keeps between requests.
 struct Shell {
@@ -169,58 +169,82 @@ pub fn expected_variables() -> String {
     json!(names).to_string()
 }
 
+/// Separates the text facts in `decide`'s `request` argument; a value that is absent (no such
+/// header, no `cf.country`) is `ABSENT`. Neither can occur in a method, a serialised URL or a
+/// header value (the Fetch standard forbids both in header values).
+pub const FACT_SEPARATOR: char = '\n';
+pub const ABSENT: &str = "\0";
+
+/// `decide`'s `request` argument from its facts, in order: method, URL, `Content-Type`,
+/// `cf.country`, `CF-Connecting-IP`, `Idempotency-Key`, `Harbour-Challenge`, `Origin` (as
+/// `shim.js` builds it; for tests and tools).
+pub fn request_line(facts: [Option<&str>; 8]) -> String {
+    let mut line = String::with_capacity(256);
+    for (i, fact) in facts.iter().enumerate() {
+        if i > 0 {
+            line.push(FACT_SEPARATOR);
+        }
+        line.push_str(fact.unwrap_or(ABSENT));
+    }
+    line
+}
+
+/// The eight facts of a request line; missing trailing ones are absent.
+fn request_facts(line: &str) -> [Option<&str>; 8] {
+    let mut facts = [None; 8];
+    for (slot, value) in facts.iter_mut().zip(line.split(FACT_SEPARATOR)) {
+        *slot = (value != ABSENT).then_some(value);
+    }
+    facts
+}
+
 /// Body states passed from JS.
 pub const BODY_UNREAD: u8 = 0;
 pub const BODY_BYTES: u8 = 1;
 pub const BODY_TOO_LARGE: u8 = 2;
 pub const BODY_INCOMPLETE: u8 = 3;
 
-/// Every answer to the shim is `META \n LOG \n BODY`: META a one-line JSON object, LOG the
-/// decision's log line or nothing, BODY the rest verbatim. Neither META nor LOG can hold a raw
-/// newline (both are JSON), and the bodies, the largest parts, are never escaped into JSON only
-/// to be parsed back out. META is one of
-/// - a reply: `{"status":N,"headers":[[name,value],...]}`, BODY its body;
-/// - consult the location first: `{"consult":{"binding":..,"key":..,"timeout_ms":N},"hold":N}`,
-///   then call `consulted` with `hold` and the answer;
-/// - the first attempt of a forward: `{"url":..,"timeout_ms":..,"ticket":N,"headers":[...]}`,
-///   BODY the request body to send;
-/// - a further attempt: `{"url":..,"timeout_ms":..,"ticket":N}`, same headers and body;
+/// Decides a request from what the shim read of it: `request` is its text facts joined by
+/// `request_line`, `body` the bytes read as `body_state` says.
 ///
-/// and may carry `"summary"`, a log line of its own, and `"notes"`, log lines of state changes
-/// (one string, lines separated by newlines).
-#[allow(clippy::too_many_arguments)]
+/// Every answer to the shim is lines of text, no JSON to parse: the number of notes (log lines
+/// of state changes, such as a breaker opening), the notes, then the answer's kind and its
+/// fields, one a line (no field can hold a newline; see `Wire`):
+/// - `reply`: status, header count, each header's name and value, the decision's log line (or
+///   an empty line), the summary log line (or an empty line), then its BODY;
+/// - `consult`: the location's rate-limiting binding must be asked first: hold id, binding
+///   name, key, timeout ms; then call `consulted` with the hold id and the answer;
+/// - `forward`: the first attempt of a forward: its idempotency key, URL, timeout ms, ticket,
+///   header count, each header's name and value, then the BODY to send;
+/// - `retry`: a further attempt (same headers and body): URL, timeout ms, ticket.
+///
+/// A BODY is the rest of the answer, verbatim: the largest part is never escaped or scanned.
 #[wasm_bindgen]
-pub fn decide(
-    method: &str,
-    url: &str,
-    content_type: Option<String>,
-    body_state: u8,
-    body: &[u8],
-    country: Option<String>,
-    client_ip: Option<String>,
-    idempotency_key: Option<String>,
-    challenge: Option<String>,
-    origin: Option<String>,
-    now_ms: f64,
-) -> String {
+pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String {
+    // One string for the request's eight text facts: each string argument is a copy into wasm
+    // memory with an allocation of its own, so one costs less than eight.
+    let [method, url, content_type, country, client_ip, idempotency_key, challenge, origin] =
+        request_facts(request);
+    let method = method.unwrap_or_default();
+    let url = url.unwrap_or_default();
     #[cfg(feature = "test-trap")]
     trap_on_test_path(url);
     let now_ms = clock(now_ms);
     let facts = Facts {
         method,
         url,
-        content_type: content_type.as_deref(),
+        content_type,
         body: match body_state {
             BODY_BYTES => Body::Bytes(body),
             BODY_TOO_LARGE => Body::TooLarge,
             BODY_INCOMPLETE => Body::Incomplete,
             _ => Body::Unread,
         },
-        country: country.as_deref(),
-        client_ip: client_ip.as_deref(),
-        idempotency_key: idempotency_key.as_deref(),
-        challenge: challenge.as_deref(),
-        origin: origin.as_deref(),
+        country,
+        client_ip,
+        idempotency_key,
+        challenge,
+        origin,
         now_ms,
     };
     let answer = SHELL.with(|cell| {
@@ -285,48 +309,23 @@ fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[Strin
             reply_text(&reply, lines, notes)
         }
         Verdict::Forward { plan } => {
+            let mut out = Wire::new(notes, "forward", 512 + plan.body.len());
+            out.field(&plan.ticket.key);
             let ticket = shell.tickets.file(plan.ticket, now_ms);
-            let mut out = String::with_capacity(512 + plan.body.len());
-            push_attempt(&mut out, &plan.first, ticket);
-            out.push_str(",\"headers\":");
-            push_header_pairs(&mut out, &plan.headers);
-            push_notes(&mut out, notes);
-            out.push_str("}\n\n");
-            out.push_str(&plan.body);
-            out
+            out.attempt(&plan.first, ticket);
+            out.headers(&plan.headers);
+            out.body(&plan.body)
         }
         Verdict::Consult { consult, held } => {
             let hold = shell.holds.file(*held, now_ms);
-            let mut out = String::with_capacity(160);
-            out.push_str("{\"consult\":{\"binding\":");
-            push_quoted(&mut out, &consult.binding);
-            out.push_str(",\"key\":");
-            push_quoted(&mut out, &consult.key);
-            out.push_str(",\"timeout_ms\":");
-            push_u64(&mut out, CONSULT_TIMEOUT_MS);
-            out.push_str("},\"hold\":");
-            push_u64(&mut out, hold);
-            push_notes(&mut out, notes);
-            out.push_str("}\n\n");
-            out
+            let mut out = Wire::new(notes, "consult", 160);
+            out.number(hold);
+            out.field(&consult.binding);
+            out.field(&consult.key);
+            out.number(CONSULT_TIMEOUT_MS);
+            out.finish()
         }
     }
-}
-
-/// `,"notes":"line\nline"` when there are any.
-fn push_notes(out: &mut String, notes: &[String]) {
-    if notes.is_empty() {
-        return;
-    }
-    out.push_str(",\"notes\":");
-    let mut lines = String::with_capacity(notes.iter().map(|n| n.len() + 1).sum());
-    for (i, note) in notes.iter().enumerate() {
-        if i > 0 {
-            lines.push('\n');
-        }
-        lines.push_str(note);
-    }
-    push_quoted(out, &lines);
 }
 
 /// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
@@ -364,11 +363,9 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
         let (reply, outcome) = match next {
             Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
-                let mut out = String::with_capacity(128);
-                push_attempt(&mut out, &attempt, id);
-                push_notes(&mut out, &notes);
-                out.push_str("}\n\n");
-                return Some(out);
+                let mut out = Wire::new(&notes, "retry", 128);
+                out.attempt(&attempt, id);
+                return Some(out.finish());
             }
             Next::Done { reply, outcome } => (reply, outcome),
         };
@@ -433,50 +430,77 @@ fn clock(now_ms: f64) -> u64 {
     }
 }
 
-/// `{"url":..,"timeout_ms":..,"ticket":N` of an attempt's META, left open for more.
-fn push_attempt(out: &mut String, attempt: &Attempt, ticket: u64) {
-    out.push_str("{\"url\":");
-    push_quoted(out, &attempt.url);
-    out.push_str(",\"timeout_ms\":");
-    push_u64(out, attempt.timeout_ms);
-    out.push_str(",\"ticket\":");
-    push_u64(out, ticket);
-}
+/// An answer in the shell's line protocol (see `decide`), written field by field.
+struct Wire(String);
 
-/// `[["name","value"],...]`, written directly: building a `serde_json::Value` tree was the
-/// dearest part of a decision in wasm.
-fn push_header_pairs(out: &mut String, headers: &[(&'static str, String)]) {
-    out.push('[');
-    for (i, (name, value)) in headers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+impl Wire {
+    /// Starts an answer of `kind` after its notes.
+    fn new(notes: &[String], kind: &str, capacity: usize) -> Wire {
+        let notes_len: usize = notes.iter().map(|note| note.len() + 1).sum();
+        let mut out = Wire(String::with_capacity(capacity + notes_len));
+        out.number(notes.len() as u64);
+        for note in notes {
+            out.field(note);
         }
-        out.push('[');
-        push_quoted(out, name);
-        out.push(',');
-        push_quoted(out, value);
-        out.push(']');
+        out.field(kind);
+        out
     }
-    out.push(']');
+
+    /// One field and its line end. No field may hold a newline, or the shim would read the rest
+    /// of the answer out of step. None can (header values, URLs and keys are checked where they
+    /// are made; log lines are JSON); should one ever, it is written with a space instead.
+    fn field(&mut self, value: &str) {
+        if value.contains('\n') {
+            self.0.push_str(&value.replace('\n', " "));
+        } else {
+            self.0.push_str(value);
+        }
+        self.0.push('\n');
+    }
+
+    fn number(&mut self, value: u64) {
+        push_u64(&mut self.0, value);
+        self.0.push('\n');
+    }
+
+    /// URL, timeout and ticket of an origin attempt.
+    fn attempt(&mut self, attempt: &Attempt, ticket: u64) {
+        self.field(&attempt.url);
+        self.number(attempt.timeout_ms);
+        self.number(ticket);
+    }
+
+    /// The number of headers, then each one's name and value.
+    fn headers(&mut self, headers: &[(&'static str, String)]) {
+        self.number(headers.len() as u64);
+        for (name, value) in headers {
+            self.field(name);
+            self.field(value);
+        }
+    }
+
+    /// The answer, nothing after its fields.
+    fn finish(self) -> String {
+        self.0
+    }
+
+    /// The answer with `body`, verbatim, after its fields.
+    fn body(mut self, body: &str) -> String {
+        self.0.push_str(body);
+        self.0
+    }
 }
 
 fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
     let log = lines.decision.unwrap_or_default();
-    let mut out = String::with_capacity(256 + log.len() + reply.body.len());
-    out.push_str("{\"status\":");
-    push_u64(&mut out, u64::from(reply.status));
-    out.push_str(",\"headers\":");
-    push_header_pairs(&mut out, &reply.headers);
-    if let Some(summary) = lines.summary {
-        out.push_str(",\"summary\":");
-        push_quoted(&mut out, &summary);
-    }
-    push_notes(&mut out, notes);
-    out.push_str("}\n");
-    out.push_str(&log);
-    out.push('\n');
-    out.push_str(&reply.body);
-    out
+    let summary = lines.summary.unwrap_or_default();
+    let capacity = 128 + log.len() + summary.len() + reply.body.len();
+    let mut out = Wire::new(notes, "reply", capacity);
+    out.number(u64::from(reply.status));
+    out.headers(&reply.headers);
+    out.field(&log);
+    out.field(&summary);
+    out.body(&reply.body)
 }
 
 fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
@@ -510,31 +534,71 @@ fn unconfigured(now_ms: u64) -> String {
 }
 
 /// Reads an answer back into one JSON value, for tests of the shell's conversions:
-/// `{"reply":{status,headers,body},"log":..,"summary":..,"notes":..}`, `{"consult":{consult,
-/// hold}}`, `{"forward":{url,timeout_ms,ticket,headers,body}}` or `{"retry":{url,timeout_ms,
-/// ticket}}`; `null` if it is malformed.
+/// `{"reply":{status,headers,body},"log":..,"summary":..,"notes":..}`, `{"consult":{consult:
+/// {binding,key,timeout_ms},hold}}`, `{"forward":{key,url,timeout_ms,ticket,headers,body}}` or
+/// `{"retry":{url,timeout_ms,ticket}}`, the last three with `notes` when there are any; headers
+/// are `[name, value]` pairs, notes one string of lines. `null` if it is malformed.
 pub fn parse_decision(text: &str) -> Value {
-    let mut parts = text.splitn(3, '\n');
-    let (Some(meta), Some(log), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+    if text.starts_with('{') {
         // `configure` answers with plain JSON.
         return serde_json::from_str(text).unwrap_or(Value::Null);
+    }
+    read_answer(text).unwrap_or(Value::Null)
+}
+
+/// Reads the fields of an answer in order.
+struct Fields<'a>(&'a str);
+
+impl<'a> Fields<'a> {
+    fn field(&mut self) -> Option<&'a str> {
+        let (line, rest) = self.0.split_once('\n')?;
+        self.0 = rest;
+        Some(line)
+    }
+
+    fn number(&mut self) -> Option<u64> {
+        self.field()?.parse().ok()
+    }
+
+    fn headers(&mut self) -> Option<Value> {
+        let count = self.number()?;
+        let pairs = (0..count).map(|_| Some(json!([self.field()?, self.field()?])));
+        pairs.collect::<Option<Vec<_>>>().map(Value::Array)
+    }
+}
+
+fn read_answer(text: &str) -> Option<Value> {
+    let mut at = Fields(text);
+    let count = at.number()?;
+    let notes: Vec<&str> = (0..count).map(|_| at.field()).collect::<Option<_>>()?;
+    let notes = (!notes.is_empty()).then(|| notes.join("\n"));
+    let kind = at.field()?;
+    let mut meta = match kind {
+        "reply" => {
+            let (status, headers) = (at.number()?, at.headers()?);
+            let (log, summary) = (at.field()?, at.field()?);
+            let reply = json!({ "status": status, "headers": headers, "body": at.0 });
+            let summary = (!summary.is_empty()).then_some(summary);
+            return Some(json!({ "reply": reply, "log": log, "summary": summary, "notes": notes }));
+        }
+        "consult" => {
+            let hold = at.number()?;
+            let (binding, key, timeout_ms) = (at.field()?, at.field()?, at.number()?);
+            let consult = json!({ "binding": binding, "key": key, "timeout_ms": timeout_ms });
+            json!({ "consult": consult, "hold": hold })
+        }
+        "forward" => {
+            let key = at.field()?;
+            let (url, timeout_ms, ticket) = (at.field()?, at.number()?, at.number()?);
+            let headers = at.headers()?;
+            json!({ "key": key, "url": url, "timeout_ms": timeout_ms, "ticket": ticket,
+                    "headers": headers, "body": at.0 })
+        }
+        "retry" => json!({ "url": at.field()?, "timeout_ms": at.number()?, "ticket": at.number()? }),
+        _ => return None,
     };
-    let Ok(Value::Object(mut meta)) = serde_json::from_str::<Value>(meta) else {
-        return Value::Null;
-    };
-    let summary = meta.remove("summary");
-    if meta.contains_key("consult") {
-        return json!({ "consult": meta });
+    if let Some(notes) = notes {
+        meta["notes"] = notes.into();
     }
-    if !meta.contains_key("url") {
-        let notes = meta.remove("notes");
-        meta.insert("body".into(), body.into());
-        return json!({ "reply": meta, "log": log, "summary": summary, "notes": notes });
-    }
-    if meta.contains_key("headers") {
-        meta.insert("body".into(), body.into());
-        json!({ "forward": meta })
-    } else {
-        json!({ "retry": meta })
-    }
+    Some(json!({ kind: meta }))
 }
