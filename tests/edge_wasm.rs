@@ -1,6 +1,6 @@
 //! The edge shell's conversions, run as wasm under Node: the JS-facing functions take what the
-//! shim passes (strings, optional strings, a byte array, an `env` object) and give back the JSON
-//! the shim reads.
+//! shim passes (the request's facts as one string, a byte array, numbers, an `env` object) and
+//! give back the answers the shim reads (`parse_decision` reads them back as JSON).
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,8 +9,8 @@ use harbour::challenge;
 use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour::edge::{
     conclude, configure, configure_policies, consulted, expected_variables, orphaned,
-    parse_decision, request_line, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED, LOCATION_FAILED,
-    LOCATION_REFUSED,
+    parse_decision, request_line, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED,
+    LOCATION_FAILED, LOCATION_REFUSED,
 };
 use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::signature::SignatureHeader;

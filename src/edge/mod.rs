@@ -3,7 +3,7 @@
 //! The per-request cost of a Rust worker is the Rust↔JS boundary, not the logic, so the shell is
 //! shaped to cross it as rarely as possible: `shim.js` reads the request (method, URL, a handful
 //! of headers, `request.cf.country`, the body bytes up to the cap) and calls `decide` once; the
-//! whole decision comes back as one JSON string. A submission the isolate's own limits admit
+//! whole decision comes back as one string of lines (see `decide`). A submission the isolate's own limits admit
 //! comes back as "consult this rate-limiting binding with this key": `shim.js` awaits the
 //! binding and reports its answer (or its failure or silence) to `consulted`, which answers with
 //! the forward or the reply. When it says forward, `shim.js` sends the bytes it was given and
@@ -19,18 +19,19 @@
 
 use std::cell::RefCell;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use crate::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
 use crate::config::{key_var, origins_var, Config, FORM_KEY_VAR};
-use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
+use crate::forward::{AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
 use crate::policy::{Policy, PolicyError, PolicyIssue, CANDIDATE_POLICY, SHIPPED_POLICY};
-use crate::reply::{problem, Phase, Reply};
+use crate::reply::{problem, Phase};
 use crate::request::{Body, Facts};
-use crate::text::push_u64;
+pub use crate::wire::{parse_decision, request_line};
+use crate::wire::{reply_text, request_facts, Wire};
 
 /// Everything an isolate keeps between requests.
 struct Shell {
@@ -167,35 +168,6 @@ pub fn expected_variables() -> String {
         .collect();
     names.push(FORM_KEY_VAR.to_owned());
     json!(names).to_string()
-}
-
-/// Separates the text facts in `decide`'s `request` argument; a value that is absent (no such
-/// header, no `cf.country`) is `ABSENT`. Neither can occur in a method, a serialised URL or a
-/// header value (the Fetch standard forbids both in header values).
-pub const FACT_SEPARATOR: char = '\n';
-pub const ABSENT: &str = "\0";
-
-/// `decide`'s `request` argument from its facts, in order: method, URL, `Content-Type`,
-/// `cf.country`, `CF-Connecting-IP`, `Idempotency-Key`, `Harbour-Challenge`, `Origin` (as
-/// `shim.js` builds it; for tests and tools).
-pub fn request_line(facts: [Option<&str>; 8]) -> String {
-    let mut line = String::with_capacity(256);
-    for (i, fact) in facts.iter().enumerate() {
-        if i > 0 {
-            line.push(FACT_SEPARATOR);
-        }
-        line.push_str(fact.unwrap_or(ABSENT));
-    }
-    line
-}
-
-/// The eight facts of a request line; missing trailing ones are absent.
-fn request_facts(line: &str) -> [Option<&str>; 8] {
-    let mut facts = [None; 8];
-    for (slot, value) in facts.iter_mut().zip(line.split(FACT_SEPARATOR)) {
-        *slot = (value != ABSENT).then_some(value);
-    }
-    facts
 }
 
 /// Body states passed from JS.
@@ -430,79 +402,6 @@ fn clock(now_ms: f64) -> u64 {
     }
 }
 
-/// An answer in the shell's line protocol (see `decide`), written field by field.
-struct Wire(String);
-
-impl Wire {
-    /// Starts an answer of `kind` after its notes.
-    fn new(notes: &[String], kind: &str, capacity: usize) -> Wire {
-        let notes_len: usize = notes.iter().map(|note| note.len() + 1).sum();
-        let mut out = Wire(String::with_capacity(capacity + notes_len));
-        out.number(notes.len() as u64);
-        for note in notes {
-            out.field(note);
-        }
-        out.field(kind);
-        out
-    }
-
-    /// One field and its line end. No field may hold a newline, or the shim would read the rest
-    /// of the answer out of step. None can (header values, URLs and keys are checked where they
-    /// are made; log lines are JSON); should one ever, it is written with a space instead.
-    fn field(&mut self, value: &str) {
-        if value.contains('\n') {
-            self.0.push_str(&value.replace('\n', " "));
-        } else {
-            self.0.push_str(value);
-        }
-        self.0.push('\n');
-    }
-
-    fn number(&mut self, value: u64) {
-        push_u64(&mut self.0, value);
-        self.0.push('\n');
-    }
-
-    /// URL, timeout and ticket of an origin attempt.
-    fn attempt(&mut self, attempt: &Attempt, ticket: u64) {
-        self.field(&attempt.url);
-        self.number(attempt.timeout_ms);
-        self.number(ticket);
-    }
-
-    /// The number of headers, then each one's name and value.
-    fn headers(&mut self, headers: &[(&'static str, String)]) {
-        self.number(headers.len() as u64);
-        for (name, value) in headers {
-            self.field(name);
-            self.field(value);
-        }
-    }
-
-    /// The answer, nothing after its fields.
-    fn finish(self) -> String {
-        self.0
-    }
-
-    /// The answer with `body`, verbatim, after its fields.
-    fn body(mut self, body: &str) -> String {
-        self.0.push_str(body);
-        self.0
-    }
-}
-
-fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
-    let log = lines.decision.unwrap_or_default();
-    let summary = lines.summary.unwrap_or_default();
-    let capacity = 128 + log.len() + summary.len() + reply.body.len();
-    let mut out = Wire::new(notes, "reply", capacity);
-    out.number(u64::from(reply.status));
-    out.headers(&reply.headers);
-    out.field(&log);
-    out.field(&summary);
-    out.body(&reply.body)
-}
-
 fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
     LogRecord {
         request_id: String::new(),
@@ -531,74 +430,4 @@ fn unconfigured(now_ms: u64) -> String {
         summary: None,
     };
     reply_text(&reply, lines, &[])
-}
-
-/// Reads an answer back into one JSON value, for tests of the shell's conversions:
-/// `{"reply":{status,headers,body},"log":..,"summary":..,"notes":..}`, `{"consult":{consult:
-/// {binding,key,timeout_ms},hold}}`, `{"forward":{key,url,timeout_ms,ticket,headers,body}}` or
-/// `{"retry":{url,timeout_ms,ticket}}`, the last three with `notes` when there are any; headers
-/// are `[name, value]` pairs, notes one string of lines. `null` if it is malformed.
-pub fn parse_decision(text: &str) -> Value {
-    if text.starts_with('{') {
-        // `configure` answers with plain JSON.
-        return serde_json::from_str(text).unwrap_or(Value::Null);
-    }
-    read_answer(text).unwrap_or(Value::Null)
-}
-
-/// Reads the fields of an answer in order.
-struct Fields<'a>(&'a str);
-
-impl<'a> Fields<'a> {
-    fn field(&mut self) -> Option<&'a str> {
-        let (line, rest) = self.0.split_once('\n')?;
-        self.0 = rest;
-        Some(line)
-    }
-
-    fn number(&mut self) -> Option<u64> {
-        self.field()?.parse().ok()
-    }
-
-    fn headers(&mut self) -> Option<Value> {
-        let count = self.number()?;
-        let pairs = (0..count).map(|_| Some(json!([self.field()?, self.field()?])));
-        pairs.collect::<Option<Vec<_>>>().map(Value::Array)
-    }
-}
-
-fn read_answer(text: &str) -> Option<Value> {
-    let mut at = Fields(text);
-    let count = at.number()?;
-    let notes: Vec<&str> = (0..count).map(|_| at.field()).collect::<Option<_>>()?;
-    let notes = (!notes.is_empty()).then(|| notes.join("\n"));
-    let kind = at.field()?;
-    let mut meta = match kind {
-        "reply" => {
-            let (status, headers) = (at.number()?, at.headers()?);
-            let (log, summary) = (at.field()?, at.field()?);
-            let reply = json!({ "status": status, "headers": headers, "body": at.0 });
-            let summary = (!summary.is_empty()).then_some(summary);
-            return Some(json!({ "reply": reply, "log": log, "summary": summary, "notes": notes }));
-        }
-        "consult" => {
-            let hold = at.number()?;
-            let (binding, key, timeout_ms) = (at.field()?, at.field()?, at.number()?);
-            let consult = json!({ "binding": binding, "key": key, "timeout_ms": timeout_ms });
-            json!({ "consult": consult, "hold": hold })
-        }
-        "forward" => {
-            let key = at.field()?;
-            let (url, timeout_ms, ticket) = (at.field()?, at.number()?, at.number()?);
-            let headers = at.headers()?;
-            json!({ "key": key, "url": url, "timeout_ms": timeout_ms, "ticket": ticket,
-                    "headers": headers, "body": at.0 })
-        }
-        "retry" => json!({ "url": at.field()?, "timeout_ms": at.number()?, "ticket": at.number()? }),
-        _ => return None,
-    };
-    if let Some(notes) = notes {
-        meta["notes"] = notes.into();
-    }
-    Some(json!({ kind: meta }))
 }
