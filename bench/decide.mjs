@@ -66,7 +66,7 @@ const receipt = encoder.encode('{"receipt":{"id":"eu-0000000000000001","region":
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
 const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
-// `decide`'s request facts as shim.js joins them (`request_line` in src/edge/mod.rs): method, URL,
+// `decide`'s request facts as shim.js joins them (`request_line` in src/wire.rs): method, URL,
 // content type, country, client IP, idempotency key, challenge, origin; "\0" for an absent one.
 const facts = (...values) =>
   Array.from({ length: 8 }, (_, i) => values[i] ?? "\0").join("\n");

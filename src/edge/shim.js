@@ -216,7 +216,7 @@ async function handle(request, env, forward) {
   const [bodyState, bodyBytes] =
     method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
   ready(env);
-  // The request's text facts as one string (`request_line` in src/edge/mod.rs): one copy into
+  // The request's text facts as one string (`request_line` in src/wire.rs): one copy into
   // wasm memory instead of eight.
   const facts =
     `${method}\n${request.url}\n${headers.get("content-type") ?? ABSENT}\n` +
