@@ -66,13 +66,28 @@ const receipt = encoder.encode('{"receipt":{"id":"eu-0000000000000001","region":
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
 const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
-const metaOf = (answer) => JSON.parse(answer.slice(0, answer.indexOf("\n")));
-const bodyOf = (answer) => answer.slice(answer.indexOf("\n", answer.indexOf("\n") + 1) + 1);
+// `decide`'s request facts as shim.js joins them (`request_line` in src/wire.rs): method, URL,
+// content type, country, client IP, idempotency key, challenge, origin; "\0" for an absent one.
+const facts = (...values) =>
+  Array.from({ length: 8 }, (_, i) => values[i] ?? "\0").join("\n");
+// An answer's kind and fields after its notes (the line protocol of `decide` in src/edge/mod.rs).
+const fieldsOf = (answer) => {
+  const lines = answer.split("\n");
+  return lines.slice(Number(lines[0]) + 1);
+};
+// A reply's body: after kind, status, the headers, the log line and the summary line.
+const bodyOf = (answer) => {
+  const [kind, , count] = fieldsOf(answer);
+  if (kind !== "reply") throw new Error(`not a reply: ${answer}`);
+  let at = -1;
+  for (let i = 0; i < Number(answer.split("\n")[0]) + 6 + 2 * Number(count); i++) at = answer.indexOf("\n", at + 1);
+  return answer.slice(at + 1);
+};
 
 // Work for 64 keys, for the challenge of a form description (src/challenge.rs). Challenges are
 // stateless: every bundle configured with the same form key takes the same work.
 function solveKeys(harbour, now) {
-  const form = harbour.decide("GET", url.replace("/submissions", ""), undefined, 0, new Uint8Array(0), "IT", "192.0.2.1", undefined, undefined, undefined, now);
+  const form = harbour.decide(facts("GET", url.replace("/submissions", ""), undefined, "IT", "192.0.2.1"), 0, new Uint8Array(0), now);
   const { token, difficulty_bits: bits } = JSON.parse(bodyOf(form)).challenge;
   const zeroBits = (digest) => { let z = 0; for (const b of digest) { if (b) return z + Math.clz32(b) - 24; z += 8; } return z; };
   return Array.from({ length: 64 }, (_, i) => {
@@ -98,27 +113,28 @@ function round(harbour, state, keys) {
       const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
       const [key, work] = keys[n & 63];
       const answer = harbour.decide(
-        "POST", url, "application/json", 1, bodies[n & 63], "IT", ip, key, work, undefined, state.now++,
+        `POST\n${url}\napplication/json\nIT\n${ip}\n${key}\n${work}\n\0`, 1, bodies[n & 63], state.now++,
       );
-      const meta = metaOf(answer);
-      if (meta.hold === undefined) throw new Error(`not held for the location: ${answer}`);
-      holds[i] = meta.hold;
+      const [kind, hold] = fieldsOf(answer);
+      if (kind !== "consult") throw new Error(`not held for the location: ${answer}`);
+      holds[i] = Number(hold);
     }
     let t1 = process.hrtime.bigint();
     decideNs += t1 - t0;
     t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
       const answer = harbour.consulted(holds[i], LOCATION_ADMITTED, state.now);
-      const meta = metaOf(answer);
-      if (meta.ticket === undefined) throw new Error(`not forwarded: ${answer}`);
-      tickets[i] = meta.ticket;
+      const [kind, , , , ticket] = fieldsOf(answer); // key, url, timeout, ticket
+      if (kind !== "forward") throw new Error(`not forwarded: ${answer}`);
+      tickets[i] = Number(ticket);
     }
     t1 = process.hrtime.bigint();
     consultedNs += t1 - t0;
     t0 = process.hrtime.bigint();
     for (let i = 0; i < batch; i++) {
       const answer = harbour.conclude(tickets[i], 201, receipt, state.now);
-      if (!answer.startsWith('{"status":202')) throw new Error(`not accepted: ${answer}`);
+      const [kind, status] = fieldsOf(answer);
+      if (kind !== "reply" || status !== "202") throw new Error(`not accepted: ${answer}`);
       if (answer.includes("harbour.summary") && answer.includes("region_changes")) state.summaries++;
     }
     t1 = process.hrtime.bigint();

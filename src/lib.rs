@@ -34,6 +34,7 @@ pub mod signature;
 pub mod text;
 pub mod utc;
 pub mod validate;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod edge;

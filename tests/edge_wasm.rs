@@ -1,6 +1,6 @@
 //! The edge shell's conversions, run as wasm under Node: the JS-facing functions take what the
-//! shim passes (strings, optional strings, a byte array, an `env` object) and give back the JSON
-//! the shim reads.
+//! shim passes (the request's facts as one string, a byte array, numbers, an `env` object) and
+//! give back the answers the shim reads (`parse_decision` reads them back as JSON).
 #![cfg(target_arch = "wasm32")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,9 +8,9 @@ use harbour::admission::location_limits;
 use harbour::challenge;
 use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
 use harbour::edge::{
-    conclude, configure, configure_policies, consulted, decide, expected_variables, orphaned,
-    parse_decision, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED, LOCATION_FAILED,
-    LOCATION_REFUSED,
+    conclude, configure, configure_policies, consulted, expected_variables, orphaned,
+    parse_decision, request_line, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED,
+    LOCATION_FAILED, LOCATION_REFUSED,
 };
 use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour::signature::SignatureHeader;
@@ -21,6 +21,35 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const VALID: &[u8] = br#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
+
+/// `harbour::edge::decide` with the request's text facts as separate values, joined as the shim
+/// joins them.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    method: &str,
+    url: &str,
+    content_type: Option<String>,
+    body_state: u8,
+    body: &[u8],
+    country: Option<String>,
+    client_ip: Option<String>,
+    idempotency_key: Option<String>,
+    challenge: Option<String>,
+    origin: Option<String>,
+    now_ms: f64,
+) -> String {
+    let line = request_line([
+        Some(method),
+        Some(url),
+        content_type.as_deref(),
+        country.as_deref(),
+        client_ip.as_deref(),
+        idempotency_key.as_deref(),
+        challenge.as_deref(),
+        origin.as_deref(),
+    ]);
+    harbour::edge::decide(&line, body_state, body, now_ms)
+}
 
 fn env_object() -> JsValue {
     let env = Object::new();

@@ -3,7 +3,7 @@
 //! The per-request cost of a Rust worker is the Rust↔JS boundary, not the logic, so the shell is
 //! shaped to cross it as rarely as possible: `shim.js` reads the request (method, URL, a handful
 //! of headers, `request.cf.country`, the body bytes up to the cap) and calls `decide` once; the
-//! whole decision comes back as one JSON string. A submission the isolate's own limits admit
+//! whole decision comes back as one string of lines (see `decide`). A submission the isolate's own limits admit
 //! comes back as "consult this rate-limiting binding with this key": `shim.js` awaits the
 //! binding and reports its answer (or its failure or silence) to `consulted`, which answers with
 //! the forward or the reply. When it says forward, `shim.js` sends the bytes it was given and
@@ -19,19 +19,20 @@
 
 use std::cell::RefCell;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use crate::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
 use crate::config::{key_var, origins_var, Config, FORM_KEY_VAR};
-use crate::forward::{Attempt, AttemptResult, Next, TicketBook};
+use crate::forward::{AttemptResult, Next, TicketBook};
 use crate::journal::{Journal, Lines, LogRecord};
 use crate::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
 use crate::policy::{Policy, PolicyError, PolicyIssue};
 use crate::policy_code;
-use crate::reply::{problem, Phase, Reply};
+use crate::reply::{problem, Phase};
 use crate::request::{Body, Facts};
-use crate::text::{push_quoted, push_u64};
+pub use crate::wire::{parse_decision, request_line};
+use crate::wire::{reply_text, request_facts, Wire};
 
 /// Everything an isolate keeps between requests.
 struct Shell {
@@ -197,52 +198,47 @@ pub const BODY_BYTES: u8 = 1;
 pub const BODY_TOO_LARGE: u8 = 2;
 pub const BODY_INCOMPLETE: u8 = 3;
 
-/// Every answer to the shim is `META \n LOG \n BODY`: META a one-line JSON object, LOG the
-/// decision's log line or nothing, BODY the rest verbatim. Neither META nor LOG can hold a raw
-/// newline (both are JSON), and the bodies, the largest parts, are never escaped into JSON only
-/// to be parsed back out. META is one of
-/// - a reply: `{"status":N,"headers":[[name,value],...]}`, BODY its body;
-/// - consult the location first: `{"consult":{"binding":..,"key":..,"timeout_ms":N},"hold":N}`,
-///   then call `consulted` with `hold` and the answer;
-/// - the first attempt of a forward: `{"url":..,"timeout_ms":..,"ticket":N,"headers":[...]}`,
-///   BODY the request body to send;
-/// - a further attempt: `{"url":..,"timeout_ms":..,"ticket":N}`, same headers and body;
+/// Decides a request from what the shim read of it: `request` is its text facts joined by
+/// `request_line`, `body` the bytes read as `body_state` says.
 ///
-/// and may carry `"summary"`, a log line of its own, and `"notes"`, log lines of state changes
-/// (one string, lines separated by newlines).
-#[allow(clippy::too_many_arguments)]
+/// Every answer to the shim is lines of text, no JSON to parse: the number of notes (log lines
+/// of state changes, such as a breaker opening), the notes, then the answer's kind and its
+/// fields, one a line (no field can hold a newline; see `Wire`):
+/// - `reply`: status, header count, each header's name and value, the decision's log line (or
+///   an empty line), the summary log line (or an empty line), then its BODY;
+/// - `consult`: the location's rate-limiting binding must be asked first: hold id, binding
+///   name, key, timeout ms; then call `consulted` with the hold id and the answer;
+/// - `forward`: the first attempt of a forward: its idempotency key, URL, timeout ms, ticket,
+///   header count, each header's name and value, then the BODY to send;
+/// - `retry`: a further attempt (same headers and body): URL, timeout ms, ticket.
+///
+/// A BODY is the rest of the answer, verbatim: the largest part is never escaped or scanned.
 #[wasm_bindgen]
-pub fn decide(
-    method: &str,
-    url: &str,
-    content_type: Option<String>,
-    body_state: u8,
-    body: &[u8],
-    country: Option<String>,
-    client_ip: Option<String>,
-    idempotency_key: Option<String>,
-    challenge: Option<String>,
-    origin: Option<String>,
-    now_ms: f64,
-) -> String {
+pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String {
+    // One string for the request's eight text facts: each string argument is a copy into wasm
+    // memory with an allocation of its own, so one costs less than eight.
+    let [method, url, content_type, country, client_ip, idempotency_key, challenge, origin] =
+        request_facts(request);
+    let method = method.unwrap_or_default();
+    let url = url.unwrap_or_default();
     #[cfg(feature = "test-trap")]
     trap_on_test_path(url);
     let now_ms = clock(now_ms);
     let facts = Facts {
         method,
         url,
-        content_type: content_type.as_deref(),
+        content_type,
         body: match body_state {
             BODY_BYTES => Body::Bytes(body),
             BODY_TOO_LARGE => Body::TooLarge,
             BODY_INCOMPLETE => Body::Incomplete,
             _ => Body::Unread,
         },
-        country: country.as_deref(),
-        client_ip: client_ip.as_deref(),
-        idempotency_key: idempotency_key.as_deref(),
-        challenge: challenge.as_deref(),
-        origin: origin.as_deref(),
+        country,
+        client_ip,
+        idempotency_key,
+        challenge,
+        origin,
         now_ms,
     };
     let answer = SHELL.with(|cell| {
@@ -307,48 +303,23 @@ fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[Strin
             reply_text(&reply, lines, notes)
         }
         Verdict::Forward { plan } => {
+            let mut out = Wire::new(notes, "forward", 512 + plan.body.len());
+            out.field(&plan.ticket.key);
             let ticket = shell.tickets.file(plan.ticket, now_ms);
-            let mut out = String::with_capacity(512 + plan.body.len());
-            push_attempt(&mut out, &plan.first, ticket);
-            out.push_str(",\"headers\":");
-            push_header_pairs(&mut out, &plan.headers);
-            push_notes(&mut out, notes);
-            out.push_str("}\n\n");
-            out.push_str(&plan.body);
-            out
+            out.attempt(&plan.first, ticket);
+            out.headers(&plan.headers);
+            out.body(&plan.body)
         }
         Verdict::Consult { consult, held } => {
             let hold = shell.holds.file(*held, now_ms);
-            let mut out = String::with_capacity(160);
-            out.push_str("{\"consult\":{\"binding\":");
-            push_quoted(&mut out, &consult.binding);
-            out.push_str(",\"key\":");
-            push_quoted(&mut out, &consult.key);
-            out.push_str(",\"timeout_ms\":");
-            push_u64(&mut out, CONSULT_TIMEOUT_MS);
-            out.push_str("},\"hold\":");
-            push_u64(&mut out, hold);
-            push_notes(&mut out, notes);
-            out.push_str("}\n\n");
-            out
+            let mut out = Wire::new(notes, "consult", 160);
+            out.number(hold);
+            out.field(&consult.binding);
+            out.field(&consult.key);
+            out.number(CONSULT_TIMEOUT_MS);
+            out.finish()
         }
     }
-}
-
-/// `,"notes":"line\nline"` when there are any.
-fn push_notes(out: &mut String, notes: &[String]) {
-    if notes.is_empty() {
-        return;
-    }
-    out.push_str(",\"notes\":");
-    let mut lines = String::with_capacity(notes.iter().map(|n| n.len() + 1).sum());
-    for (i, note) in notes.iter().enumerate() {
-        if i > 0 {
-            lines.push('\n');
-        }
-        lines.push_str(note);
-    }
-    push_quoted(out, &lines);
 }
 
 /// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
@@ -386,11 +357,9 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
         let (reply, outcome) = match next {
             Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
-                let mut out = String::with_capacity(128);
-                push_attempt(&mut out, &attempt, id);
-                push_notes(&mut out, &notes);
-                out.push_str("}\n\n");
-                return Some(out);
+                let mut out = Wire::new(&notes, "retry", 128);
+                out.attempt(&attempt, id);
+                return Some(out.finish());
             }
             Next::Done { reply, outcome } => (reply, outcome),
         };
@@ -455,52 +424,6 @@ fn clock(now_ms: f64) -> u64 {
     }
 }
 
-/// `{"url":..,"timeout_ms":..,"ticket":N` of an attempt's META, left open for more.
-fn push_attempt(out: &mut String, attempt: &Attempt, ticket: u64) {
-    out.push_str("{\"url\":");
-    push_quoted(out, &attempt.url);
-    out.push_str(",\"timeout_ms\":");
-    push_u64(out, attempt.timeout_ms);
-    out.push_str(",\"ticket\":");
-    push_u64(out, ticket);
-}
-
-/// `[["name","value"],...]`, written directly: building a `serde_json::Value` tree was the
-/// dearest part of a decision in wasm.
-fn push_header_pairs(out: &mut String, headers: &[(&'static str, String)]) {
-    out.push('[');
-    for (i, (name, value)) in headers.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('[');
-        push_quoted(out, name);
-        out.push(',');
-        push_quoted(out, value);
-        out.push(']');
-    }
-    out.push(']');
-}
-
-fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
-    let log = lines.decision.unwrap_or_default();
-    let mut out = String::with_capacity(256 + log.len() + reply.body.len());
-    out.push_str("{\"status\":");
-    push_u64(&mut out, u64::from(reply.status));
-    out.push_str(",\"headers\":");
-    push_header_pairs(&mut out, &reply.headers);
-    if let Some(summary) = lines.summary {
-        out.push_str(",\"summary\":");
-        push_quoted(&mut out, &summary);
-    }
-    push_notes(&mut out, notes);
-    out.push_str("}\n");
-    out.push_str(&log);
-    out.push('\n');
-    out.push_str(&reply.body);
-    out
-}
-
 fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
     LogRecord {
         request_id: String::new(),
@@ -529,34 +452,4 @@ fn unconfigured(now_ms: u64) -> String {
         summary: None,
     };
     reply_text(&reply, lines, &[])
-}
-
-/// Reads an answer back into one JSON value, for tests of the shell's conversions:
-/// `{"reply":{status,headers,body},"log":..,"summary":..,"notes":..}`, `{"consult":{consult,
-/// hold}}`, `{"forward":{url,timeout_ms,ticket,headers,body}}` or `{"retry":{url,timeout_ms,
-/// ticket}}`; `null` if it is malformed.
-pub fn parse_decision(text: &str) -> Value {
-    let mut parts = text.splitn(3, '\n');
-    let (Some(meta), Some(log), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-        // `configure` answers with plain JSON.
-        return serde_json::from_str(text).unwrap_or(Value::Null);
-    };
-    let Ok(Value::Object(mut meta)) = serde_json::from_str::<Value>(meta) else {
-        return Value::Null;
-    };
-    let summary = meta.remove("summary");
-    if meta.contains_key("consult") {
-        return json!({ "consult": meta });
-    }
-    if !meta.contains_key("url") {
-        let notes = meta.remove("notes");
-        meta.insert("body".into(), body.into());
-        return json!({ "reply": meta, "log": log, "summary": summary, "notes": notes });
-    }
-    if meta.contains_key("headers") {
-        meta.insert("body".into(), body.into());
-        json!({ "forward": meta })
-    } else {
-        json!({ "retry": meta })
-    }
 }

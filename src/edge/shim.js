@@ -22,6 +22,7 @@ const LOCATION_REFUSED = 2;
 const LOCATION_FAILED = 3;
 const LOCATION_TIMED_OUT = 4;
 const EMPTY = new Uint8Array(0);
+const ABSENT = "\0"; // a fact the request does not have
 
 let maxBodyBytes = -1; // -1 until the current instance has read its environment
 
@@ -129,11 +130,11 @@ async function attempt(url, timeoutMs, headers, body) {
 }
 
 // Asks the location's rate-limiting binding (`env[binding].limit({ key })`). A throw and no
-// answer within `timeout_ms` are answers too: Rust applies the campaign's fail_open/fail_closed.
-async function consult(env, { binding, key, timeout_ms }) {
+// answer within `timeoutMs` are answers too: Rust applies the campaign's fail_open/fail_closed.
+async function consult(env, binding, key, timeoutMs) {
   let timer;
   const silence = new Promise((resolve) => {
-    timer = setTimeout(() => resolve(LOCATION_TIMED_OUT), timeout_ms);
+    timer = setTimeout(() => resolve(LOCATION_TIMED_OUT), timeoutMs);
   });
   try {
     const asked = env[binding].limit({ key }).then((outcome) =>
@@ -147,21 +148,46 @@ async function consult(env, { binding, key, timeout_ms }) {
   }
 }
 
-// An answer is `META \n LOG \n BODY` (see `decide` in src/edge/mod.rs). Notes (state changes
-// such as a breaker opening) may come with any META and are written at once.
-function read(answer) {
-  const metaEnd = answer.indexOf("\n");
-  const logEnd = answer.indexOf("\n", metaEnd + 1);
-  if (metaEnd < 0 || logEnd < 0) throw new Error("malformed decision");
-  const meta = JSON.parse(answer.slice(0, metaEnd));
-  if (meta.notes !== undefined) console.log(meta.notes);
-  return [meta, answer.slice(metaEnd + 1, logEnd), answer.slice(logEnd + 1)];
+// An answer is lines of text (see `decide` in src/edge/mod.rs): its notes (log lines of state
+// changes, such as a breaker opening), written at once, then its kind and the kind's fields, one
+// a line, and a body as the rest. Read in order, field by field; nothing is parsed as JSON.
+class Answer {
+  constructor(text) {
+    this.text = text;
+    this.at = 0;
+    const notes = this.number();
+    for (let i = 0; i < notes; i++) console.log(this.field());
+    this.kind = this.field();
+  }
+  field() {
+    const end = this.text.indexOf("\n", this.at);
+    if (end < 0) throw new Error("malformed decision");
+    const value = this.text.slice(this.at, end);
+    this.at = end + 1;
+    return value;
+  }
+  number() {
+    return Number(this.field());
+  }
+  headers() {
+    const pairs = new Array(this.number());
+    for (let i = 0; i < pairs.length; i++) pairs[i] = [this.field(), this.field()];
+    return pairs;
+  }
+  body() {
+    return this.text.slice(this.at);
+  }
 }
 
-function respond(meta, log, body) {
+function respond(answer) {
+  if (answer.kind !== "reply") throw new Error(`malformed decision: ${answer.kind}`);
+  const status = answer.number();
+  const headers = answer.headers();
+  const log = answer.field();
+  const summary = answer.field();
+  const body = answer.body();
   if (log !== "") console.log(log);
-  if (meta.summary !== undefined) console.log(meta.summary);
-  const { status, headers } = meta;
+  if (summary !== "") console.log(summary);
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 
@@ -190,47 +216,50 @@ async function handle(request, env, forward) {
   const [bodyState, bodyBytes] =
     method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
   ready(env);
-  let [meta, log, body] = read(
-    harbour.decide(
-      method,
-      request.url,
-      headers.get("content-type") ?? undefined,
-      bodyState,
-      bodyBytes,
-      request.cf?.country ?? undefined,
-      headers.get("cf-connecting-ip") ?? undefined,
-      headers.get("idempotency-key") ?? undefined,
-      headers.get("harbour-challenge") ?? undefined,
-      headers.get("origin") ?? undefined,
-      Date.now(),
-    ),
-  );
-  if (meta.consult !== undefined) {
+  // The request's text facts as one string (`request_line` in src/wire.rs): one copy into
+  // wasm memory instead of eight.
+  const facts =
+    `${method}\n${request.url}\n${headers.get("content-type") ?? ABSENT}\n` +
+    `${request.cf?.country ?? ABSENT}\n${headers.get("cf-connecting-ip") ?? ABSENT}\n` +
+    `${headers.get("idempotency-key") ?? ABSENT}\n${headers.get("harbour-challenge") ?? ABSENT}\n` +
+    `${headers.get("origin") ?? ABSENT}`;
+  let answer = new Answer(harbour.decide(facts, bodyState, bodyBytes, Date.now()));
+  if (answer.kind === "consult") {
+    const hold = answer.number();
+    const binding = answer.field();
+    const key = answer.field();
+    const timeoutMs = answer.number();
     const heldIn = generation;
-    const answer = await consult(env, meta.consult);
+    const outcome = await consult(env, binding, key, timeoutMs);
     ready(env);
     // The held request lived in the trapped instance's memory. Nothing was forwarded: the
     // visitor retries, with the same key if it has one.
     if (generation !== heldIn) return emergency(503, "edge_restarting", undefined);
-    [meta, log, body] = read(harbour.consulted(meta.hold, answer, Date.now()));
+    answer = new Answer(harbour.consulted(hold, outcome, Date.now()));
   }
-  if (meta.url === undefined) return respond(meta, log, body);
+  if (answer.kind !== "forward") return respond(answer);
+  forward.key = answer.field();
+  let url = answer.field();
+  let timeoutMs = answer.number();
+  let ticket = answer.number();
   // The headers and body of the first attempt serve every attempt.
-  const forwardHeaders = meta.headers;
-  const forwardBody = body;
-  forward.key = forwardHeaders.find(([name]) => name === "idempotency-key")?.[1]; // as forward.rs names it
+  const forwardHeaders = answer.headers();
+  const forwardBody = answer.body();
   // The ticket lives in this instance's memory; after a restart it means nothing (or another
   // request's forward) to the new one.
   const filedIn = generation;
   for (;;) {
-    const [status, answer] = await attempt(meta.url, meta.timeout_ms, forwardHeaders, forwardBody);
+    const [status, reply] = await attempt(url, timeoutMs, forwardHeaders, forwardBody);
     ready(env);
-    const concluded =
+    answer = new Answer(
       generation === filedIn
-        ? harbour.conclude(meta.ticket, status, answer, Date.now())
-        : harbour.orphaned(forward.key, Date.now());
-    [meta, log, body] = read(concluded);
-    if (meta.url === undefined) return respond(meta, log, body);
+        ? harbour.conclude(ticket, status, reply, Date.now())
+        : harbour.orphaned(forward.key, Date.now()),
+    );
+    if (answer.kind !== "retry") return respond(answer);
+    url = answer.field();
+    timeoutMs = answer.number();
+    ticket = answer.number();
   }
 }
 
