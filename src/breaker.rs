@@ -14,9 +14,7 @@
 //! the origin's own bound on what it has in flight: this only spares a shedding origin the
 //! calls of one isolate.
 
-use serde_json::Value;
-
-use crate::forward::{busy_reply, AttemptResult};
+use crate::forward::{busy_reply, AnswerJson, AttemptResult};
 use crate::policy::RegionIndex;
 use crate::reply::{Answer, Flow, Phase};
 use crate::text::{push_quoted, push_u64};
@@ -75,7 +73,7 @@ fn busy_interval_ms(body: &str) -> Option<u64> {
     if !body.contains(BUSY_CODE) {
         return None;
     }
-    let value: Value = serde_json::from_str(body).ok()?;
+    let value = AnswerJson::read(body)?;
     if value.get("code")?.as_str()? != BUSY_CODE {
         return None;
     }
@@ -235,6 +233,7 @@ pub fn shed(
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::Value;
 
     const EU: RegionIndex = RegionIndex(0);
 

@@ -11,7 +11,7 @@
 //! - The forwarded request is built from nothing: only harbour's own headers, never a copy of
 //!   the client's, so client-sent `X-Harbour-*`, hop-by-hop or spoofable headers cannot pass.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::admission::Charge;
 pub use crate::challenge::is_well_formed_key;
@@ -526,14 +526,14 @@ pub const ALREADY_ENTERED: &str = "already_entered";
 
 /// The `code` of an origin's JSON answer, if it has one.
 fn origin_code(body: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(body).ok()?;
+    let value = AnswerJson::read(body)?;
     value.get("code")?.as_str().map(str::to_owned)
 }
 
 /// The receipt as the visitor sees it: the origin's id, and the region the origin claims, which
 /// must be the ticket's region.
 fn receipt(body: &str, region_id: &str) -> Option<(String, String)> {
-    let value: Value = serde_json::from_str(body).ok()?;
+    let value = AnswerJson::read(body)?;
     let receipt = value.get("receipt")?;
     let id = receipt.get("id")?.as_str()?;
     let region = receipt.get("region")?.as_str()?;
@@ -546,9 +546,100 @@ fn receipt(body: &str, region_id: &str) -> Option<(String, String)> {
     (region == region_id && plain(id)).then(|| (id.to_owned(), region.to_owned()))
 }
 
+/// An origin's JSON answer, holding only what harbour reads from one: strings, whole numbers
+/// from 0 and objects (a repeated key: the last one counts, as in a map); anything else is
+/// `Other`. Parsed by serde_json like a `Value` (same syntax, same nesting limit), without the
+/// `Value` tree and its code in the worker.
+#[derive(Debug, PartialEq)]
+pub enum AnswerJson {
+    Text(String),
+    Whole(u64),
+    Object(Vec<(String, AnswerJson)>),
+    Other,
+}
+
+impl AnswerJson {
+    /// `None` if `body` is not JSON.
+    pub fn read(body: &str) -> Option<AnswerJson> {
+        serde_json::from_str(body).ok()
+    }
+
+    /// The value under `key`, if this is an object that has it.
+    pub fn get(&self, key: &str) -> Option<&AnswerJson> {
+        match self {
+            AnswerJson::Object(pairs) => pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            AnswerJson::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            AnswerJson::Whole(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AnswerJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnswerVisitor)
+    }
+}
+
+/// Takes every JSON type (serde's default visits would describe a refused one, which brings
+/// float formatting into the worker).
+struct AnswerVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AnswerVisitor {
+    type Value = AnswerJson;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Other)
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<AnswerJson, E> {
+        Ok(u64::try_from(n).map_or(AnswerJson::Other, AnswerJson::Whole))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Whole(n))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Other)
+    }
+    fn visit_str<E>(self, text: &str) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Text(text.to_owned()))
+    }
+    fn visit_string<E>(self, text: String) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Text(text))
+    }
+    fn visit_unit<E>(self) -> Result<AnswerJson, E> {
+        Ok(AnswerJson::Other)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnswerJson, A::Error> {
+        while seq.next_element::<AnswerJson>()?.is_some() {}
+        Ok(AnswerJson::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnswerJson, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(pair) = map.next_entry::<String, AnswerJson>()? {
+            pairs.push(pair);
+        }
+        Ok(AnswerJson::Object(pairs))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn deadline_arithmetic() {
@@ -713,6 +804,62 @@ mod tests {
                    "fields": {"name": "Zoë \"Z\" \\ <b>", "consent": true, "age": -42}})
         );
         assert_eq!(body, parsed.to_string());
+    }
+
+    #[test]
+    fn answer_json_reads_what_a_value_reads() {
+        let deep = format!(
+            "{{\"code\":\"x\",\"n\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let bodies = [
+            r#"{"code":"origin_busy","retry_after_ms":250,"retry_after_s":-1}"#,
+            r#"{"code":1,"retry_after_ms":2.5,"retry_after_s":18446744073709551615}"#,
+            r#"{"code":"a","code":"b","receipt":{"id":"x","region":"eu"},"receipt":{"id":"y"}}"#,
+            r#"{"code":"a","code":null,"receipt":[{"id":"x"}],"extra":{"code":"inner"}}"#,
+            r#"{"receipt":{"id":"eu-1","region":"eu","more":[1,{"a":true}]},"retry_after_s":3}"#,
+            r#"["code","origin_busy"]"#,
+            r#""origin_busy""#,
+            r#"{"code":"\u00e9\n"}"#,
+            r#"{"code":"a"} trailing"#,
+            r#"{"code":"a""#,
+            "",
+            &deep,
+        ];
+        for body in bodies {
+            let ours = AnswerJson::read(body);
+            let value: Option<Value> = serde_json::from_str(body).ok();
+            assert_eq!(ours.is_some(), value.is_some(), "{body}");
+            let (Some(ours), Some(value)) = (ours, value) else {
+                continue;
+            };
+            for key in ["code", "retry_after_ms", "retry_after_s"] {
+                let theirs = value.get(key);
+                assert_eq!(ours.get(key).is_some(), theirs.is_some(), "{body} {key}");
+                assert_eq!(
+                    ours.get(key).and_then(AnswerJson::as_str),
+                    theirs.and_then(Value::as_str),
+                    "{body} {key}"
+                );
+                assert_eq!(
+                    ours.get(key).and_then(AnswerJson::as_u64),
+                    theirs.and_then(Value::as_u64),
+                    "{body} {key}"
+                );
+            }
+            for key in ["id", "region"] {
+                let theirs = value
+                    .get("receipt")
+                    .and_then(|r| r.get(key))
+                    .and_then(Value::as_str);
+                let read = ours
+                    .get("receipt")
+                    .and_then(|r| r.get(key))
+                    .and_then(AnswerJson::as_str);
+                assert_eq!(read, theirs, "{body} receipt.{key}");
+            }
+        }
     }
 
     #[test]

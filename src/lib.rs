@@ -38,3 +38,9 @@ pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod edge;
+
+/// The module's heap: talc instead of std's dlmalloc, for a smaller module (2.2 KB gzip) at the
+/// same decision time. An isolate runs one request at a time: the single-threaded variant.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static HEAP: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();

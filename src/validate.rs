@@ -83,6 +83,7 @@ fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
 }
 
 const TOO_MANY_KEYS: &str = "too many keys";
+const NOT_AN_OBJECT: &str = "not an object";
 
 /// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible.
 struct FlatObject(Vec<(String, RawValue)>);
@@ -95,6 +96,31 @@ impl<'de> Deserialize<'de> for FlatObject {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
+            // Every other JSON type is refused here rather than by serde's default visits or
+            // `deserialize_map`: those describe the value (`Unexpected`), and describing a
+            // float brings float formatting into the worker (about 6 KB gzip) for a message
+            // nobody reads: the answer is "the body must be one JSON object" either way.
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<FlatObject, E> {
+                Err(E::custom(NOT_AN_OBJECT))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<FlatObject, A::Error> {
+                Err(de::Error::custom(NOT_AN_OBJECT))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatObject, A::Error> {
                 let mut pairs = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, RawValue>()? {
@@ -106,7 +132,7 @@ impl<'de> Deserialize<'de> for FlatObject {
                 Ok(FlatObject(pairs))
             }
         }
-        deserializer.deserialize_map(ObjectVisitor)
+        deserializer.deserialize_any(ObjectVisitor)
     }
 }
 
@@ -526,6 +552,50 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "too_many_keys"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_one_object_is_told_so_and_broken_json_where() {
+        let not_object = "the body must be one JSON object";
+        let cases: [(&[u8], &str); 16] = [
+            (b"1", not_object),
+            (b"-1", not_object),
+            (b"1.5", not_object),
+            (b"1e400", "the body is not valid JSON (line 1 column 5)"),
+            (b"18446744073709551616", not_object),
+            (b"\"text\"", not_object),
+            (b"true", not_object),
+            (b"null", not_object),
+            (b"[]", not_object),
+            (b"[1,", not_object),
+            (b"nul", "the body is not valid JSON (line 1 column 3)"),
+            (b"\"text", "the body is not valid JSON (line 1 column 5)"),
+            (b"", "the body is not valid JSON (line 1 column 0)"),
+            (b"x", "the body is not valid JSON (line 1 column 1)"),
+            (b"{} 1", "the body is not valid JSON (line 1 column 4)"),
+            (
+                b"{\"a\":\n1.}",
+                "the body is not valid JSON (line 2 column 3)",
+            ),
+        ];
+        for (body, detail) in cases {
+            let error = parse_body(Encoding::Json, body).unwrap_err();
+            assert_eq!(
+                (error.code(), error.detail()),
+                ("malformed_body", detail.to_string()),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_keys_in_json_is_its_own_error() {
+        let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":1")).collect();
+        let many = format!("{{{}}}", keys.join(","));
+        assert_eq!(
+            parse_body(Encoding::Json, many.as_bytes()).unwrap_err(),
+            BodyError::TooManyKeys
         );
     }
 }
