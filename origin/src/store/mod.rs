@@ -160,10 +160,7 @@ impl Store {
                 let submission = row.submission.clone();
                 let person = row.person.map(str::to_owned);
                 let now_ms = row.now_ms;
-                blocking(move || {
-                    let mut store = sqlite
-                        .lock()
-                        .map_err(|_| Unavailable("store lock poisoned".into()))?;
+                on_sqlite(sqlite, move |store| {
                     store.store(&Row {
                         submission: &submission,
                         person: person.as_deref(),
@@ -180,11 +177,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), Unavailable> {
         match self {
             Store::Sqlite(sqlite) => {
-                let sqlite = sqlite.clone();
-                blocking(move || {
-                    let store = sqlite
-                        .lock()
-                        .map_err(|_| Unavailable("store lock poisoned".into()))?;
+                on_sqlite(sqlite.clone(), |store| {
                     store.ping().map_err(|e| Unavailable(e.to_string()))
                 })
                 .await
@@ -197,11 +190,7 @@ impl Store {
     pub async fn count(&self) -> Result<u64, Unavailable> {
         match self {
             Store::Sqlite(sqlite) => {
-                let sqlite = sqlite.clone();
-                blocking(move || {
-                    let store = sqlite
-                        .lock()
-                        .map_err(|_| Unavailable("store lock poisoned".into()))?;
+                on_sqlite(sqlite.clone(), |store| {
                     store.count().map_err(|e| Unavailable(e.to_string()))
                 })
                 .await
@@ -211,13 +200,20 @@ impl Store {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Unavailable> + Send + 'static,
+/// SQLite work under the store's lock, off the async runtime's threads.
+async fn on_sqlite<T: Send + 'static>(
+    sqlite: Arc<Mutex<sqlite::Sqlite>>,
+    work: impl FnOnce(&mut sqlite::Sqlite) -> Result<T, Unavailable> + Send + 'static,
 ) -> Result<T, Unavailable> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Unavailable(e.to_string()))
-        .and_then(|r| r)
+    tokio::task::spawn_blocking(move || {
+        let mut store = sqlite
+            .lock()
+            .map_err(|_| Unavailable("store lock poisoned".into()))?;
+        work(&mut store)
+    })
+    .await
+    .map_err(|e| Unavailable(e.to_string()))
+    .and_then(|r| r)
 }
 
 #[cfg(test)]
