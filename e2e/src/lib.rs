@@ -18,7 +18,7 @@ pub mod scenarios;
 /// The shipped policy's region ids, in its order. The policy is the only list of regions:
 /// everything here that starts one origin per region iterates this.
 pub fn regions() -> Vec<String> {
-    harbour::policy::Policy::shipped()
+    harbour_policy::Policy::shipped()
         .expect("the shipped policy passes its checks")
         .regions
         .into_iter()
@@ -27,9 +27,9 @@ pub fn regions() -> Vec<String> {
 }
 
 /// The rate-limiting bindings the shipped policy needs, with the limits it gives them.
-pub fn location_limits() -> Vec<harbour::limit::LocationLimit> {
-    harbour::admission::location_limits(
-        &harbour::policy::Policy::shipped().expect("the shipped policy passes its checks"),
+pub fn location_limits() -> Vec<harbour_policy::quota::LocationLimit> {
+    harbour_core::admission::location_limits(
+        &harbour_policy::Policy::shipped().expect("the shipped policy passes its checks"),
     )
 }
 
@@ -399,7 +399,7 @@ pub fn proof_from(port: u16, key: &str) -> String {
     let bits = challenge["difficulty_bits"]
         .as_u64()
         .expect("its difficulty") as u8;
-    harbour::challenge::solution(token, &harbour::challenge::solve(token, key, bits))
+    harbour_core::challenge::solution(token, &harbour_core::challenge::solve(token, key, bits))
 }
 
 pub fn new_key() -> String {
@@ -423,7 +423,7 @@ pub fn origin_command(spec: &OriginSpec, port: u16, ops_port: u16) -> Command {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
         .args(["--store", &spec.store.argument()])
-        .env(harbour::config::key_var(&spec.region), &spec.key)
+        .env(harbour_contract::env::key_var(&spec.region), &spec.key)
         .env(person_key_var(&spec.region), &spec.person_key);
     command
 }
@@ -543,19 +543,19 @@ impl Stack {
         for o in &self.origins {
             vars.push_str(&format!(
                 "{} = \"http://127.0.0.1:{} http://127.0.0.1:{}\"\n",
-                harbour::config::origins_var(&o.region),
+                harbour_contract::env::origins_var(&o.region),
                 o.primary,
                 o.secondary
             ));
             secrets.push_str(&format!(
                 "{}={}\n",
-                harbour::config::key_var(&o.region),
+                harbour_contract::env::key_var(&o.region),
                 o.key
             ));
         }
         secrets.push_str(&format!(
             "{}={}\n",
-            harbour::config::FORM_KEY_VAR,
+            harbour_contract::env::FORM_KEY_VAR,
             self.form_key
         ));
         // The rate-limiting bindings with the policy's own limits: wrangler dev simulates them.
@@ -604,7 +604,7 @@ impl Stack {
             *held = Some((Instant::now(), token, bits));
         }
         let (_, token, bits) = held.as_ref().unwrap();
-        harbour::challenge::solution(token, &harbour::challenge::solve(token, key, *bits))
+        harbour_core::challenge::solution(token, &harbour_core::challenge::solve(token, key, *bits))
     }
 
     /// A new key and its `Harbour-Challenge` value, as headers.

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use harbour::policy::{Policy, SHIPPED_POLICY};
 use harbour_e2e::workspace_root;
+use harbour_policy::{Policy, SHIPPED_POLICY};
 
 /// Copies the project's files as they stand (tracked or new, not ignored) from `root` to `to`.
 fn copy_project(root: &Path, to: &Path) {

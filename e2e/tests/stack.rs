@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use harbour::policy::Policy;
-use harbour::signature::{sha256_hex, Signed, SigningKey};
+use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
 use harbour_e2e::scenarios::{
     a_lost_answer_after_commit_gives_the_first_receipt, client, counts,
     each_country_lands_in_its_region_only, entry, one_entry_per_person, run,
     same_key_twice_gives_one_row_and_one_receipt, unique, Scenario,
 };
 use harbour_e2e::{request, wait_until, Stack};
+use harbour_policy::Policy;
 
 fn page_and_form_description(stack: &Stack) {
     let page = request(stack.port, "GET", "/", &[], b"");
@@ -425,7 +425,7 @@ fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
     stack.start_origin(au.0);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "au");
-    let timeout = std::time::Duration::from_millis(harbour::forward::ATTEMPT_TIMEOUT_MS);
+    let timeout = std::time::Duration::from_millis(harbour_core::forward::ATTEMPT_TIMEOUT_MS);
     assert!(
         waited >= timeout,
         "answered after {waited:?}, before the attempt timeout"
@@ -891,10 +891,10 @@ fn work_is_required_and_refusals_store_nothing(stack: &Stack) {
         .unwrap()
         .as_millis() as u64
         - 24 * 3_600_000;
-    let old = harbour::challenge::issue(&form_key, campaign, day_ago, 1);
-    let stale = harbour::challenge::solution(
+    let old = harbour_core::challenge::issue(&form_key, campaign, day_ago, 1);
+    let stale = harbour_core::challenge::solution(
         &old.token,
-        &harbour::challenge::solve(&old.token, &key, old.difficulty_bits),
+        &harbour_core::challenge::solve(&old.token, &key, old.difficulty_bits),
     );
     let expired = stack.submit(
         Some("IT"),
@@ -953,7 +953,7 @@ fn work_is_required_and_refusals_store_nothing(stack: &Stack) {
 fn the_form_description_speaks_each_locale(stack: &Stack) {
     let policy = Policy::shipped().unwrap();
     let campaign = policy.campaign("spring-launch").unwrap();
-    for locale in harbour::policy::LOCALES {
+    for locale in harbour_policy::LOCALES {
         let form = request(
             stack.port,
             "GET",

@@ -11,13 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use harbour::config::{key_var, origins_var};
-use harbour::country::Country;
-use harbour::policy::Policy;
+use harbour_contract::env::{key_var, origins_var};
 use harbour_e2e::{
     free_port, origin_binary, person_key_var, read_rows, request, wait_until, workerd_ratelimits,
     workspace_root, Process, Response,
 };
+use harbour_policy::country::Country;
+use harbour_policy::Policy;
 
 const TRAP_PATH: &str = "/api/__test_trap";
 const FORM_PATH: &str = "/api/campaigns/spring-launch";
@@ -35,8 +35,9 @@ fn trap_worker() -> &'static Path {
             .current_dir(&root)
             .args([
                 "-c",
-                "source scripts/lib.sh && CUSTOM_SHIM=\"$ROOT/src/edge/shim.js\" \
-                 worker-build --dev --out-dir \"$1\" --features test-trap",
+                "source scripts/lib.sh && cd crates/worker && \
+                 CUSTOM_SHIM=\"$ROOT/crates/worker/src/shim.js\" \
+                 worker-build --dev --out-dir \"$ROOT/$1\" --features test-trap",
                 "build",
                 out,
             ])

@@ -2,15 +2,15 @@
 //! panic, every retry stays in the ticket's region, and the signature verifies.
 #![no_main]
 
-use harbour::challenge;
-use harbour::config::Config;
-use harbour::admission::LocationAnswer;
-use harbour::country::Country;
-use harbour::forward::{AttemptResult, Next};
-use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::request::{Body, Facts};
-use harbour::policy::SHIPPED_POLICY;
-use harbour::signature::{sha256_hex, Signed};
+use harbour_core::challenge;
+use harbour_core::config::Config;
+use harbour_core::admission::LocationAnswer;
+use harbour_policy::country::Country;
+use harbour_core::forward::{AttemptResult, Next};
+use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
+use harbour_core::request::{Body, Facts};
+use harbour_policy::SHIPPED_POLICY;
+use harbour_contract::signature::{sha256_hex, Signed};
 use libfuzzer_sys::fuzz_target;
 
 const COUNTRIES: [&str; 8] = ["CN", "RU", "IT", "DE", "AU", "US", "BR", "NO"];

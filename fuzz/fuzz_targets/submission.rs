@@ -3,14 +3,14 @@
 //! own candidate agrees with the live decision on every input.
 #![no_main]
 
-use harbour::challenge;
-use harbour::config::Config;
-use harbour::admission::LocationAnswer;
-use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::reply::Phase;
-use harbour::request::{Body, Facts};
-use harbour::signature::SignatureHeader;
-use harbour::policy::{Policy, SHIPPED_POLICY};
+use harbour_core::challenge;
+use harbour_core::config::Config;
+use harbour_core::admission::LocationAnswer;
+use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
+use harbour_core::reply::Phase;
+use harbour_core::request::{Body, Facts};
+use harbour_contract::signature::SignatureHeader;
+use harbour_policy::{Policy, SHIPPED_POLICY};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use harbour_contract::answer::busy_body;
 use serde_json::json;
 
 /// Submissions in flight when `--max-in-flight` is not given.
@@ -92,9 +92,13 @@ impl InFlight {
 pub fn busy() -> Response {
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"code": "origin_busy", "retry_after_ms": BUSY_RETRY_AFTER_MS})),
+        busy_body(BUSY_RETRY_AFTER_MS),
     )
         .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
         .headers_mut()
         .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_S));

@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use harbour::config::key_var;
-use harbour::policy::Policy;
-use harbour::signature::SigningKey;
+use harbour_contract::env::{key_var, person_key_var};
+use harbour_contract::signature::SigningKey;
 use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT};
-use harbour_origin::person::{person_key_var, PersonRules};
+use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
 use harbour_origin::store::{Durability, Location, Store};
+use harbour_policy::Policy;
 
 const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          (--db FILE | --store sqlite:FILE | --store postgres://… | HARBOUR_STORE=…)

@@ -21,18 +21,11 @@
 //! - `integer`: its decimal form;
 //! - `bool` cannot identify anyone and is refused by the policy check.
 
-use harbour::field::FieldKind;
-use harbour::policy::Policy;
-use harbour::signature::SigningKey;
+use harbour_contract::answer::Code;
+use harbour_contract::signature::{self, SigningKey};
+use harbour_policy::field::FieldKind;
+use harbour_policy::Policy;
 use serde_json::Value;
-
-/// The variable holding a region's person key.
-pub fn person_key_var(region_id: &str) -> String {
-    format!(
-        "HARBOUR_PERSON_KEY_{}",
-        region_id.to_ascii_uppercase().replace('-', "_")
-    )
-}
 
 /// The normalised form of one value, or `None` when the value cannot identify anyone.
 pub fn normalise(kind: FieldKind, value: &Value) -> Option<String> {
@@ -88,23 +81,23 @@ impl PersonRules {
         key: Option<&SigningKey>,
         campaign: &str,
         fields: &Value,
-    ) -> Result<Option<String>, &'static str> {
+    ) -> Result<Option<String>, Code> {
         let Some((_, identifying)) = self.campaigns.iter().find(|(id, _)| id == campaign) else {
             return Ok(None);
         };
-        let key = key.ok_or("no_person_key")?;
+        let key = key.ok_or(Code::NoPersonKey)?;
         let mut message = vec![Value::from(campaign)];
         for (name, kind) in identifying {
             let value = fields
                 .get(name)
                 .and_then(|v| normalise(*kind, v))
-                .ok_or("missing_identifying_field")?;
+                .ok_or(Code::MissingIdentifyingField)?;
             message.push(Value::from(name.as_str()));
             message.push(Value::from(value));
         }
         let message = Value::Array(message).to_string();
         let mac = key.mac(&[b"harbour-person-v1\n", message.as_bytes()]);
-        Ok(Some(harbour::signature::hex(&mac)))
+        Ok(Some(signature::hex(&mac)))
     }
 }
 
@@ -149,7 +142,7 @@ mod tests {
             key(b"person-key-eu-0123456789abcdefghijkl"),
             key(b"person-key-cn-0123456789abcdefghijkl"),
         );
-        let mut raw: Value = serde_json::from_str(harbour::policy::SHIPPED_POLICY).unwrap();
+        let mut raw: Value = serde_json::from_str(harbour_policy::SHIPPED_POLICY).unwrap();
         let mut second = raw["campaigns"][0].clone();
         second["id"] = "autumn".into();
         raw["campaigns"].as_array_mut().unwrap().push(second);
@@ -162,11 +155,11 @@ mod tests {
         assert_eq!(rules.digest(Some(&eu), "no-rule", &fields), Ok(None));
         assert_eq!(
             rules.digest(None, "spring-launch", &fields),
-            Err("no_person_key")
+            Err(Code::NoPersonKey)
         );
         assert_eq!(
             rules.digest(Some(&eu), "spring-launch", &json!({"name": "x"})),
-            Err("missing_identifying_field")
+            Err(Code::MissingIdentifyingField)
         );
     }
 

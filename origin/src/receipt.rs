@@ -1,11 +1,9 @@
-//! Receipt ids: `{region}-{16 lowercase hex digits}` from the operating system's CSPRNG.
-//!
-//! The shape is exactly the one the edge gives bots (`harbour::screen::decoy_receipt_id`), so a
-//! decoy cannot be told from a real receipt; the randomness means an id says nothing about how
-//! many entries exist or which came first. Uniqueness is the store's: the column is unique, and
+//! Receipt ids (`harbour_contract::receipt`: `{region}-{16 lowercase hex digits}`, the shape the
+//! edge gives bots too) from the operating system's CSPRNG: an id says nothing about how many
+//! entries exist or which came first. Uniqueness is the store's: the column is unique, and
 //! a collision (one in 2^64 per pair) is retried with a fresh id.
 
-use harbour::screen::decoy_receipt_id;
+use harbour_contract::receipt;
 
 use crate::store::Unavailable;
 
@@ -15,17 +13,10 @@ pub const MAX_ID_TRIES: usize = 4;
 pub fn new_id(region: &str) -> Result<String, Unavailable> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| Unavailable(format!("no randomness: {e}")))?;
-    Ok(decoy_receipt_id(region, u64::from_le_bytes(bytes)))
+    Ok(receipt::id(region, u64::from_le_bytes(bytes)))
 }
 
-/// Whether `id` has the shape of a receipt id of `region`.
-pub fn is_receipt_id(region: &str, id: &str) -> bool {
-    id.strip_prefix(region)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hex| {
-            hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        })
-}
+pub use harbour_contract::receipt::is_id_of as is_receipt_id;
 
 #[cfg(test)]
 mod tests {
@@ -36,7 +27,7 @@ mod tests {
         let ids: Vec<String> = (0..1000).map(|_| new_id("eu").unwrap()).collect();
         for id in &ids {
             assert!(is_receipt_id("eu", id), "{id}");
-            assert_eq!(id.len(), decoy_receipt_id("eu", 0).len());
+            assert_eq!(id.len(), receipt::id("eu", 0).len());
         }
         let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());

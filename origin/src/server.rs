@@ -22,8 +22,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use serde_json::json;
 
-use harbour::config::SUBMISSIONS_PATH;
-use harbour::signature::SigningKey;
+use harbour_contract::answer::{code_body, receipt_body, Code};
+use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, SUBMISSIONS_PATH};
+use harbour_contract::signature::SigningKey;
 
 use crate::in_flight::{bounded, InFlight};
 use crate::person::PersonRules;
@@ -59,11 +60,24 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn unavailable() -> Response {
-    let mut response = answer(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"code": "storage_unavailable"}),
+/// An answer of the contract's (see `harbour_contract::answer`): its status and JSON body.
+fn contract_answer(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// An answer that carries only its code.
+fn refused(code: Code) -> Response {
+    contract_answer(code.status(), code_body(code))
+}
+
+fn unavailable() -> Response {
+    let mut response = refused(Code::StorageUnavailable);
     response
         .headers_mut()
         .insert("retry-after", HeaderValue::from_static(RETRY_AFTER_S));
@@ -78,8 +92,8 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
     origin.received.fetch_add(1, Ordering::Relaxed);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
-        signature: header("x-harbour-signature"),
-        idempotency_key: header("idempotency-key"),
+        signature: header(HEADER_SIGNATURE),
+        idempotency_key: header(HEADER_IDEMPOTENCY_KEY),
     };
     let verified = match verify(
         &origin.region,
@@ -90,10 +104,9 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         now_ms(),
     ) {
         Ok(v) => v,
-        Err(refusal) => {
-            log(json!({"msg": "origin.refused", "region": origin.region, "code": refusal.code()}));
-            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return answer(status, json!({ "code": refusal.code() }));
+        Err(code) => {
+            log(json!({"msg": "origin.refused", "region": origin.region, "code": code.as_str()}));
+            return refused(code);
         }
     };
     let fields = verified
@@ -108,8 +121,8 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         Err(code) => {
             // The edge validates required fields first: this is a policy the edge and this
             // origin disagree on. Refused, so no entry slips past the rule.
-            log(json!({"msg": "origin.refused", "region": origin.region, "code": code}));
-            return answer(StatusCode::BAD_REQUEST, json!({ "code": code }));
+            log(json!({"msg": "origin.refused", "region": origin.region, "code": code.as_str()}));
+            return refused(code);
         }
     };
     let stored = origin
@@ -121,21 +134,10 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         })
         .await;
     match stored {
-        Ok(Stored::New(r)) => answer(
-            StatusCode::CREATED,
-            json!({"receipt": {"id": r.id, "region": r.region, "stored_at_ms": r.stored_at_ms}}),
-        ),
-        Ok(Stored::Replay(r)) => answer(
-            StatusCode::OK,
-            json!({"receipt": {"id": r.id, "region": r.region, "stored_at_ms": r.stored_at_ms}, "replayed": true}),
-        ),
-        Ok(Stored::Conflict) => answer(
-            StatusCode::CONFLICT,
-            json!({"code": "idempotency_key_reused"}),
-        ),
-        Ok(Stored::AlreadyEntered) => {
-            answer(StatusCode::CONFLICT, json!({"code": "already_entered"}))
-        }
+        Ok(Stored::New(r)) => contract_answer(201, receipt_body(&r, false)),
+        Ok(Stored::Replay(r)) => contract_answer(200, receipt_body(&r, true)),
+        Ok(Stored::Conflict) => refused(Code::IdempotencyKeyReused),
+        Ok(Stored::AlreadyEntered) => refused(Code::AlreadyEntered),
         Err(error) => {
             // 503 so harbour tries the region's next origin; the key makes that safe.
             log(json!({"msg": "origin.storage_error", "region": origin.region, "error": error.0}));
@@ -152,11 +154,13 @@ async fn health(State(origin): State<Arc<Origin>>) -> Response {
             json!({"status": "ok", "region": origin.region, "store": origin.store.kind()}),
         ),
         Err(_) => {
-            let mut response = unavailable();
-            *response.body_mut() = axum::body::Body::from(
-                json!({"status": "store_unavailable", "region": origin.region, "store": origin.store.kind()})
-                    .to_string(),
+            let mut response = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "store_unavailable", "region": origin.region, "store": origin.store.kind()}),
             );
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static(RETRY_AFTER_S));
             response
         }
     }

@@ -3,42 +3,14 @@
 //! nothing from the answer but 401; then, for a request harbour really signed, its region tag,
 //! its timestamp window, and the body's own region field. Pure, so each refusal is unit-tested.
 
-use harbour::signature::{sha256_hex, SignatureHeader, Signed, SigningKey};
+use harbour_contract::answer::Code;
+use harbour_contract::entry::ReceivedEntry;
+use harbour_contract::http::METHOD;
+use harbour_contract::signature::{sha256_hex, SignatureHeader, Signed, SigningKey};
 
 /// How far a submission's timestamp may be from the origin's clock (RFC 9421 style replay
 /// window; harbour's retries stay well within it).
 pub const MAX_SKEW_MS: u64 = 300_000;
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// 421: the submission is tagged for another region (and signed with this region's key).
-    WrongRegion,
-    /// 401: signature missing, malformed or wrong.
-    BadSignature,
-    /// 401: timestamp missing or outside the window.
-    Stale,
-    /// 400: the body is not what the digest says, or not a submission.
-    BadBody(&'static str),
-}
-
-impl Refusal {
-    pub fn status(&self) -> u16 {
-        match self {
-            Refusal::WrongRegion => 421,
-            Refusal::BadSignature | Refusal::Stale => 401,
-            Refusal::BadBody(_) => 400,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::WrongRegion => "wrong_region",
-            Refusal::BadSignature => "bad_signature",
-            Refusal::Stale => "stale_timestamp",
-            Refusal::BadBody(code) => code,
-        }
-    }
-}
 
 /// The headers harbour sets, as received.
 #[derive(Debug, Default, Clone)]
@@ -67,14 +39,14 @@ pub fn verify(
     received: &Received,
     body: &[u8],
     now_ms: u64,
-) -> Result<Verified, Refusal> {
+) -> Result<Verified, Code> {
     let header = received.signature.unwrap_or("");
-    let tag = SignatureHeader::parse(header).ok_or(Refusal::BadSignature)?;
-    let idempotency_key = received.idempotency_key.ok_or(Refusal::BadSignature)?;
+    let tag = SignatureHeader::parse(header).ok_or(Code::BadSignature)?;
+    let idempotency_key = received.idempotency_key.ok_or(Code::BadSignature)?;
     // A changed body changes its digest and so fails the signature.
     let body_hash = sha256_hex(body);
     let signed = Signed {
-        method: "POST",
+        method: METHOD,
         path,
         timestamp_ms: tag.timestamp_ms,
         region: tag.region,
@@ -82,44 +54,26 @@ pub fn verify(
         body_sha256_hex: &body_hash,
     };
     if !key.verify(&signed, header) {
-        return Err(Refusal::BadSignature);
+        return Err(Code::BadSignature);
     }
     // Only this region's key made that MAC: a misdirected or old request from harbour itself.
     if tag.region != region {
-        return Err(Refusal::WrongRegion);
+        return Err(Code::WrongRegion);
     }
     if tag.timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
-        return Err(Refusal::Stale);
+        return Err(Code::StaleTimestamp);
     }
-    let payload: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| Refusal::BadBody("malformed_body"))?;
-    if payload.get("region").and_then(|r| r.as_str()) != Some(region) {
-        return Err(Refusal::WrongRegion);
+    let entry = ReceivedEntry::read(body)?;
+    if entry.region.as_deref() != Some(region) {
+        return Err(Code::WrongRegion);
     }
-    let campaign = payload
-        .get("campaign")
-        .and_then(|c| c.as_str())
-        .filter(|c| !c.is_empty())
-        .ok_or(Refusal::BadBody("missing_campaign"))?
-        .to_owned();
-    let fields = payload
-        .get("fields")
-        .filter(|f| f.is_object())
-        .ok_or(Refusal::BadBody("missing_fields"))?;
-    let signals = payload.get("signals");
-    let text = |name: &str| {
-        signals
-            .and_then(|s| s.get(name))
-            .and_then(|v| v.as_str())
-            .map(String::from)
-    };
     Ok(Verified {
-        campaign,
+        fields_sha256: sha256_hex(entry.fields.to_string().as_bytes()),
+        campaign: entry.campaign,
         idempotency_key: idempotency_key.to_owned(),
-        fields_sha256: sha256_hex(fields.to_string().as_bytes()),
-        platform_country: text("platform_country").unwrap_or_default(),
-        declared_country: text("declared_country"),
-        payload,
+        platform_country: entry.platform_country,
+        declared_country: entry.declared_country,
+        payload: entry.payload,
     })
 }
 
@@ -151,7 +105,7 @@ mod tests {
         ts: u64,
         body: &[u8],
         tamper: Option<&[u8]>,
-    ) -> Result<Verified, Refusal> {
+    ) -> Result<Verified, Code> {
         let key = SigningKey::new(KEY).unwrap();
         let sig = signature(&key, region_tag, ts, body);
         let received = Received {
@@ -170,25 +124,19 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(
-            check("cn", NOW, &body("cn"), None),
-            Err(Refusal::WrongRegion)
-        );
-        assert_eq!(
-            check("eu", NOW, &body("cn"), None),
-            Err(Refusal::WrongRegion)
-        );
+        assert_eq!(check("cn", NOW, &body("cn"), None), Err(Code::WrongRegion));
+        assert_eq!(check("eu", NOW, &body("cn"), None), Err(Code::WrongRegion));
         assert_eq!(
             check("eu", NOW - MAX_SKEW_MS - 1, &body("eu"), None),
-            Err(Refusal::Stale)
+            Err(Code::StaleTimestamp)
         );
         assert_eq!(
             check("eu", NOW + MAX_SKEW_MS + 1, &body("eu"), None),
-            Err(Refusal::Stale)
+            Err(Code::StaleTimestamp)
         );
         assert_eq!(
             check("eu", NOW, &body("eu"), Some(&body("eu")[1..])),
-            Err(Refusal::BadSignature)
+            Err(Code::BadSignature)
         );
     }
 
@@ -204,7 +152,7 @@ mod tests {
         };
         assert_eq!(
             verify("eu", &key, PATH, &received, &b, NOW),
-            Err(Refusal::BadSignature)
+            Err(Code::BadSignature)
         );
         // Every other check waits for the MAC: a forged request learns only 401, whatever its
         // region tag or timestamp.
@@ -217,7 +165,7 @@ mod tests {
             };
             assert_eq!(
                 verify("eu", &key, PATH, &forged, &body, NOW),
-                Err(Refusal::BadSignature),
+                Err(Code::BadSignature),
                 "{tag} {ts}"
             );
         }
@@ -227,7 +175,7 @@ mod tests {
         };
         assert_eq!(
             verify("eu", &key, PATH, &unsigned, &b, NOW),
-            Err(Refusal::BadSignature)
+            Err(Code::BadSignature)
         );
     }
 }

@@ -106,7 +106,7 @@ fn receipts_say_nothing_about_order_or_count_postgres() {
 /// A policy with the shipped campaign and a second one with the same fields and rule.
 fn two_campaign_policy(dir: &std::path::Path) -> String {
     let mut policy: serde_json::Value =
-        serde_json::from_str(harbour::policy::SHIPPED_POLICY).unwrap();
+        serde_json::from_str(harbour_policy::SHIPPED_POLICY).unwrap();
     let mut autumn = policy["campaigns"][0].clone();
     autumn["id"] = "autumn-draw".into();
     policy["campaigns"].as_array_mut().unwrap().push(autumn);

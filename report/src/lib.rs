@@ -12,22 +12,23 @@ pub mod names;
 
 use std::fmt::Write as _;
 
-use harbour::admission::LocationAnswer;
-use harbour::challenge;
-use harbour::config::{key_var, origins_var, Config, LogMode};
-use harbour::country::Country;
-use harbour::field::FieldKind;
-use harbour::forward::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
-use harbour::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
-use harbour::limit::Quota;
-use harbour::pipeline::{Pipeline, Seeds, Verdict};
-use harbour::policy::{
+use harbour_contract::env::{key_var, origins_var};
+use harbour_core::admission::LocationAnswer;
+use harbour_core::challenge;
+use harbour_core::config::{Config, LogMode};
+use harbour_core::forward::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
+use harbour_core::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
+use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
+use harbour_core::reply::Phase;
+use harbour_core::request::{Body, Facts};
+use harbour_core::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
+use harbour_core::shadow::{Comparison, View, PLACED};
+use harbour_policy::country::Country;
+use harbour_policy::field::FieldKind;
+use harbour_policy::quota::Quota;
+use harbour_policy::{
     Campaign, FailMode, OnConflict, Policy, RegionIndex, SignalAction, CANDIDATE_FILE,
 };
-use harbour::reply::Phase;
-use harbour::request::{Body, Facts};
-use harbour::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
-use harbour::shadow::{Comparison, View, PLACED};
 use serde_json::Value;
 
 /// Where the report is committed, relative to the repository root.
@@ -548,8 +549,8 @@ fn limits(out: &mut String, policy: &Policy) {
                 "| `{}` | `{}` | {} | {} | {} | {} |",
                 campaign.id,
                 window.id,
-                harbour::utc::format_ms(window.start_ms),
-                harbour::utc::format_ms(window.end_ms),
+                harbour_policy::utc::format_ms(window.start_ms),
+                harbour_policy::utc::format_ms(window.end_ms),
                 quota(&window.per_client),
                 fail_mode(window.on_location_unavailable)
             );
@@ -924,10 +925,10 @@ fn sample_log_lines() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harbour::policy::{CANDIDATE_POLICY, SHIPPED_POLICY};
+    use harbour_policy::{committed_candidate, SHIPPED_POLICY};
 
     fn report() -> String {
-        render(SHIPPED_POLICY, CANDIDATE_POLICY).unwrap()
+        render(SHIPPED_POLICY, committed_candidate().as_deref()).unwrap()
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `harbour-report`: writes `docs/residency.md` from the compiled-in policy (and candidate), or
+//! `harbour-report`: writes `docs/residency.md` from the committed policy (and candidate), or
 //! with `--check` fails when the committed file differs from what the policy generates.
 //!
 //!   cargo run -p harbour-report              (bash scripts/report)
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use harbour::policy::{check_policies, CANDIDATE_POLICY, LIVE_FILE, SHIPPED_POLICY};
+use harbour_policy::{check_policies, committed_candidate, LIVE_FILE, SHIPPED_POLICY};
 use harbour_report::{render, REPORT_PATH};
 
 fn main() -> ExitCode {
@@ -19,11 +19,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = check_policies(LIVE_FILE, SHIPPED_POLICY, CANDIDATE_POLICY) {
+    let candidate = committed_candidate();
+    if let Err(error) = check_policies(LIVE_FILE, SHIPPED_POLICY, candidate.as_deref()) {
         eprintln!("{error}");
         return ExitCode::FAILURE;
     }
-    let report = match render(SHIPPED_POLICY, CANDIDATE_POLICY) {
+    let report = match render(SHIPPED_POLICY, candidate.as_deref()) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("cannot write the residency report: {error}");

@@ -1,7 +1,7 @@
 //! English country names for the report, from a table generated once from Debian's iso-codes
 //! (see the header of `iso3166-1.tsv`). Host-side only: names never enter the worker's wasm.
 
-use harbour::country::Country;
+use harbour_policy::country::Country;
 
 const TABLE: &str = include_str!("../iso3166-1.tsv");
 

@@ -16,12 +16,12 @@
 //! `http://127.0.0.1:<port>` (only those can be started here) or shares its port (or its
 //! operations port) with another.
 
-use harbour::config::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
 use harbour_e2e::person_key_var;
 
 /// An origin's operations listener is on its port plus this.
 const OPS_OFFSET: u16 = 1000;
-use harbour::policy::Policy;
+use harbour_policy::Policy;
 
 fn main() {
     let path = std::env::args_os()

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harbour::signature::sha256_hex;
+use harbour_contract::signature::sha256_hex;
 use harbour_origin::store::{Durability, Location, Row, Store, Stored};
 use harbour_origin::verify::Verified;
 

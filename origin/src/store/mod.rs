@@ -19,12 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::verify::Verified;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub id: String,
-    pub region: String,
-    pub stored_at_ms: u64,
-}
+pub use harbour_contract::answer::Receipt;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use harbour::signature::{sha256_hex, Signed, SigningKey};
+use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
 
 pub const REGION: &str = "eu";
 pub const KEY: &str = "origin-test-eu-key-0123456789abcdefghijkl";

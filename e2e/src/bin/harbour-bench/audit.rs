@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harbour::country::Country;
-use harbour::policy::Policy;
 use harbour_e2e::read_rows;
+use harbour_policy::country::Country;
+use harbour_policy::Policy;
 
 use crate::load::{Load, Stats};
 use crate::mix::{plan, Mix};

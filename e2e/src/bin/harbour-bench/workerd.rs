@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harbour::config::{key_var, origins_var};
+use harbour_contract::env::{key_var, origins_var};
 use harbour_e2e::{
     free_port, person_key_var, regions, wait_until, workerd_ratelimits, workspace_root, Process,
 };

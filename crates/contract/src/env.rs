@@ -1,0 +1,41 @@
+//! The environment variables the edge and the origins read, per region `R` (the region's id
+//! upper-cased, `-` as `_`):
+//!
+//! - `HARBOUR_ORIGINS_R`: the region's origin base URLs, primary first (the edge);
+//! - `HARBOUR_KEY_R`: the region's signing secret (the edge signs, the region's origins verify);
+//! - `HARBOUR_PERSON_KEY_R`: the key of the one-entry-per-person digest (origins only; the edge
+//!   never holds it);
+//!
+//! and once, `HARBOUR_FORM_KEY`: the secret that vouches for the proof-of-work challenges (the
+//! edge only; never a region's signing secret).
+
+/// The form key's variable.
+pub const FORM_KEY_VAR: &str = "HARBOUR_FORM_KEY";
+
+pub fn origins_var(region_id: &str) -> String {
+    format!("HARBOUR_ORIGINS_{}", suffix(region_id))
+}
+
+pub fn key_var(region_id: &str) -> String {
+    format!("HARBOUR_KEY_{}", suffix(region_id))
+}
+
+pub fn person_key_var(region_id: &str) -> String {
+    format!("HARBOUR_PERSON_KEY_{}", suffix(region_id))
+}
+
+fn suffix(region_id: &str) -> String {
+    region_id.to_ascii_uppercase().replace('-', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_region_id() {
+        assert_eq!(origins_var("eu"), "HARBOUR_ORIGINS_EU");
+        assert_eq!(key_var("rest-of-world"), "HARBOUR_KEY_REST_OF_WORLD");
+        assert_eq!(person_key_var("cn"), "HARBOUR_PERSON_KEY_CN");
+    }
+}

@@ -1,0 +1,10 @@
+//! What harbour's edge and its regional origins must agree on, defined once: the signature and
+//! the headers that carry it, the submissions path, the answer codes, the forwarded entry, the
+//! receipt and its id, and the names of the environment variables both sides read.
+
+pub mod answer;
+pub mod entry;
+pub mod env;
+pub mod http;
+pub mod receipt;
+pub mod signature;

@@ -1,0 +1,269 @@
+//! Replies to the visitor, built as plain data for the edge shell to send, and the pipeline's
+//! early answers.
+//!
+//! Refusals are RFC 9457 problem details (`application/problem+json`) with a stable `code` a
+//! page can act on. The detail never carries internal error text: configuration and origin
+//! trouble are logged, the visitor gets a generic sentence and, where retrying helps, a
+//! `Retry-After`. An accepted submission is answered by [`accepted`] alone, whether an origin
+//! stored it or it was quietly dropped as a bot's, so the two cannot differ in shape.
+
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use harbour_policy::text::push_quoted;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const JSON: &str = "application/json";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    /// The problem's machine code, kept beside the body so logs need not parse it back.
+    #[serde(skip)]
+    pub code: Option<&'static str>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type", JSON.into()),
+                ("cache-control", "no-store".into()),
+            ],
+            body: body.to_string(),
+            code: None,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The problem's machine code, for logs.
+    pub fn code(&self) -> Option<&'static str> {
+        self.code
+    }
+}
+
+/// A problem detail; `extra` members are merged into the object.
+pub fn problem(
+    status: u16,
+    code: &'static str,
+    title: &str,
+    detail: &str,
+    extra: Option<Value>,
+) -> Reply {
+    let mut body = json!({
+        "type": format!("urn:harbour:problem:{code}"),
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    });
+    if let (Value::Object(target), Some(Value::Object(more))) = (&mut body, extra) {
+        target.extend(more);
+    }
+    Reply {
+        status,
+        headers: vec![
+            ("content-type", PROBLEM_JSON.into()),
+            ("cache-control", "no-store".into()),
+        ],
+        body: body.to_string(),
+        code: Some(code),
+    }
+}
+
+/// The pipeline's phases, in the order a request meets them (see `pipeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The isolate's configuration could not be assembled.
+    Configure,
+    Route,
+    RequestCheck,
+    /// The proof of work (see `challenge`).
+    Challenge,
+    Validate,
+    Classify,
+    /// Every origin of the region is shedding load (`breaker`).
+    Shed,
+    Admit,
+    Screen,
+    Plan,
+    Forward,
+}
+
+impl Phase {
+    /// The name logs carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Configure => "configure",
+            Phase::Route => "route",
+            Phase::RequestCheck => "request_check",
+            Phase::Challenge => "challenge",
+            Phase::Validate => "validate",
+            Phase::Classify => "classify",
+            Phase::Shed => "shed",
+            Phase::Admit => "admit",
+            Phase::Screen => "screen",
+            Phase::Plan => "plan",
+            Phase::Forward => "forward",
+        }
+    }
+}
+
+/// A phase's early answer: the reply, the phase that gave it and the outcome logs count it under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub phase: Phase,
+    pub outcome: &'static str,
+    pub reply: Reply,
+}
+
+impl Answer {
+    /// Answered with `reply`, counted under its problem code (or `ok`).
+    pub fn new(phase: Phase, reply: Reply) -> Answer {
+        Answer {
+            phase,
+            outcome: reply.code.unwrap_or("ok"),
+            reply,
+        }
+    }
+
+    /// Counted under an outcome of its own, for answers whose reply does not tell (a decoy
+    /// receipt must not).
+    pub fn counted_as(mut self, outcome: &'static str) -> Answer {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// What a phase returns: go on with a value, or answer now.
+pub type Flow<T> = ControlFlow<Answer, T>;
+
+/// The browser origin a cross-origin reply is addressed to, when the campaign allows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cors(pub Option<String>);
+
+impl Cors {
+    pub fn apply(&self, reply: Reply) -> Reply {
+        let Some(origin) = &self.0 else {
+            return reply;
+        };
+        reply
+            .with_header("access-control-allow-origin", origin.clone())
+            .with_header(
+                "access-control-expose-headers",
+                "retry-after, ratelimit, ratelimit-policy, idempotency-key, idempotent-replayed",
+            )
+            .with_header("vary", "origin")
+    }
+}
+
+/// The one receipt for an accepted submission (202): `{"status":"accepted","receipt":{"id",
+/// "region"},"idempotency_key"}` with the key also as a header; `replayed` adds
+/// `Idempotent-Replayed: true`.
+pub fn accepted(receipt_id: &str, region_id: &str, key: &str, replayed: bool) -> Reply {
+    let mut body = String::with_capacity(80 + receipt_id.len() + key.len());
+    body.push_str("{\"status\":\"accepted\",\"receipt\":{\"id\":");
+    push_quoted(&mut body, receipt_id);
+    body.push_str(",\"region\":");
+    push_quoted(&mut body, region_id);
+    body.push_str("},\"idempotency_key\":");
+    push_quoted(&mut body, key);
+    body.push('}');
+    let mut headers = vec![
+        ("content-type", JSON.into()),
+        ("cache-control", "no-store".into()),
+        ("idempotency-key", key.to_owned()),
+    ];
+    if replayed {
+        headers.push(("idempotent-replayed", "true".into()));
+    }
+    Reply {
+        status: 202,
+        headers,
+        body,
+        code: None,
+    }
+}
+
+/// Seconds for `Retry-After` (RFC 9110 §10.2.3): whole seconds, rounded up, at least one.
+pub fn retry_after_seconds(wait_ms: u64) -> u64 {
+    wait_ms.div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_body_snapshot() {
+        let reply = problem(
+            422,
+            "validation_failed",
+            "The submission has errors",
+            "1 field needs attention",
+            Some(json!({"errors": [{"field": "email", "code": "invalid_email"}]})),
+        );
+        assert_eq!(reply.status, 422);
+        assert_eq!(reply.header("Content-Type"), Some(PROBLEM_JSON));
+        assert_eq!(
+            reply.body,
+            r#"{"code":"validation_failed","detail":"1 field needs attention","errors":[{"code":"invalid_email","field":"email"}],"status":422,"title":"The submission has errors","type":"urn:harbour:problem:validation_failed"}"#
+        );
+        assert_eq!(reply.code(), Some("validation_failed"));
+    }
+
+    #[test]
+    fn the_accepted_receipt_snapshot() {
+        let reply = accepted("eu-1", "eu", "k\"1", true);
+        assert_eq!(reply.status, 202);
+        assert_eq!(
+            reply.body,
+            r#"{"status":"accepted","receipt":{"id":"eu-1","region":"eu"},"idempotency_key":"k\"1"}"#
+        );
+        let parsed: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(parsed["idempotency_key"], "k\"1");
+        assert_eq!(reply.header("idempotency-key"), Some("k\"1"));
+        assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+        assert_eq!(
+            accepted("eu-1", "eu", "k", false).header("idempotent-replayed"),
+            None
+        );
+    }
+
+    #[test]
+    fn cors_headers_only_for_an_allowed_origin() {
+        let plain = Reply::json(200, &json!({}));
+        assert_eq!(Cors::default().apply(plain.clone()), plain);
+        let crossed = Cors(Some("https://a.example".into())).apply(plain);
+        assert_eq!(
+            crossed.header("access-control-allow-origin"),
+            Some("https://a.example")
+        );
+        assert_eq!(crossed.header("vary"), Some("origin"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(0), 1);
+        assert_eq!(retry_after_seconds(1), 1);
+        assert_eq!(retry_after_seconds(1000), 1);
+        assert_eq!(retry_after_seconds(1001), 2);
+        assert_eq!(retry_after_seconds(12_000), 12);
+    }
+}

@@ -1,0 +1,614 @@
+//! The request as the platform delivered it, and the first two phases it meets.
+//!
+//! - `route`: which endpoint and campaign the URL names (404 for anything else, whatever the
+//!   method), whether the method fits the endpoint (405 with `Allow`), the form description for
+//!   `GET`, and the CORS decision: a same-origin request needs none, a cross-origin one must come
+//!   from one of the campaign's allowed origins (403), and a preflight is answered here (204).
+//! - `request_check`: what the body is and whether it fits: JSON or form encoding in UTF-8 (415),
+//!   at most the policy's body cap (413, decided before the shell buffers more than the cap), and
+//!   complete (400).
+
+use serde_json::Value;
+
+use crate::challenge;
+use crate::config::Config;
+use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
+use harbour_policy::{Campaign, CampaignIndex, Policy, LOCALES};
+
+/// The request as the platform delivered it; every field is as read, unchecked.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: Body<'a>,
+    /// `request.cf.country`: the only trusted country signal.
+    pub country: Option<&'a str>,
+    /// `CF-Connecting-IP`, set by the platform.
+    pub client_ip: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    /// The `Harbour-Challenge` request header: the proof of work (see `challenge`).
+    pub challenge: Option<&'a str>,
+    /// The `Origin` request header (CORS).
+    pub origin: Option<&'a str>,
+    pub now_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// Not read: the method carries none, or the route does not need it.
+    Unread,
+    Bytes(&'a [u8]),
+    /// Declared or found to exceed the cap; the shell stopped reading.
+    TooLarge,
+    /// The client stopped sending before the body was complete.
+    Incomplete,
+}
+
+/// What a URL path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// `/api/campaigns/{id}/submissions`
+    Submissions(&'a str),
+    /// `/api/campaigns/{id}`: the form description.
+    Form(&'a str),
+}
+
+impl Endpoint<'_> {
+    pub fn parse(path: &str) -> Option<Endpoint<'_>> {
+        let rest = path.strip_prefix("/api/campaigns/")?;
+        match rest.split_once('/') {
+            Some((id, "submissions")) if !id.is_empty() => Some(Endpoint::Submissions(id)),
+            None if !rest.is_empty() => Some(Endpoint::Form(rest)),
+            _ => None,
+        }
+    }
+}
+
+/// The path of a request URL, without query or fragment.
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// `scheme://host[:port]` of a request URL.
+fn origin_of(url: &str) -> &str {
+    let Some(scheme_end) = url.find("://") else {
+        return "";
+    };
+    let rest = &url[scheme_end + 3..];
+    &url[..scheme_end + 3 + rest.find('/').unwrap_or(rest.len())]
+}
+
+/// A submission addressed to a known campaign by an allowed page.
+#[derive(Clone, Debug)]
+pub struct Routed<'c> {
+    pub index: CampaignIndex,
+    pub campaign: &'c Campaign,
+    pub cors: Cors,
+}
+
+fn not_found(detail: &str) -> Answer {
+    Answer::new(
+        Phase::Route,
+        problem(404, "not_found", "Not found", detail, None),
+    )
+}
+
+/// `salt` makes the challenge of a form description one of its own.
+pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'c>> {
+    let Some(endpoint) = Endpoint::parse(path_of(facts.url)) else {
+        return Flow::Break(not_found("no such resource"));
+    };
+    let (Endpoint::Submissions(id) | Endpoint::Form(id)) = endpoint;
+    // An unknown campaign is 404 whatever the method.
+    let Some((index, campaign)) = config.policy.find_campaign(id) else {
+        return Flow::Break(not_found("no such campaign"));
+    };
+    let (allowed, method_ok) = match endpoint {
+        Endpoint::Form(_) => ("GET, HEAD", matches!(facts.method, "GET" | "HEAD")),
+        Endpoint::Submissions(_) => ("POST, OPTIONS", matches!(facts.method, "POST" | "OPTIONS")),
+    };
+    if !method_ok {
+        let reply = problem(
+            405,
+            "method_not_allowed",
+            "Method not allowed",
+            &format!("use {allowed}"),
+            None,
+        )
+        .with_header("allow", allowed);
+        return Flow::Break(Answer::new(Phase::Route, reply));
+    }
+    if let Endpoint::Form(_) = endpoint {
+        let locale = query_param(facts.url, "lang").unwrap_or(LOCALES[0]);
+        let description = form_description(config, campaign, locale, facts.now_ms, salt);
+        // Not shared by caches: each carries a challenge of its own.
+        return Flow::Break(Answer::new(Phase::Route, Reply::json(200, &description)));
+    }
+    let cors = match facts.origin {
+        None => Cors(None),
+        Some(origin) if origin == origin_of(facts.url) => Cors(None),
+        Some(origin) if campaign.allowed_origins.iter().any(|a| a == origin) => {
+            Cors(Some(origin.to_owned()))
+        }
+        Some(_) => {
+            let reply = problem(
+                403,
+                "origin_not_allowed",
+                "Cross-origin submission refused",
+                "this page is not allowed to submit to this campaign",
+                None,
+            );
+            return Flow::Break(Answer::new(Phase::Route, reply));
+        }
+    };
+    if facts.method == "OPTIONS" {
+        let reply = Reply {
+            status: 204,
+            headers: vec![
+                ("access-control-allow-methods", "POST".into()),
+                (
+                    "access-control-allow-headers",
+                    "content-type, idempotency-key, harbour-challenge".into(),
+                ),
+                ("access-control-max-age", "600".into()),
+            ],
+            body: String::new(),
+            code: None,
+        };
+        return Flow::Break(Answer::new(Phase::Route, cors.apply(reply)));
+    }
+    Flow::Continue(Routed {
+        index,
+        campaign,
+        cors,
+    })
+}
+
+/// The value of `name` in a URL's query, if it has one made of plain characters (a locale tag).
+fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| {
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// What the campaign page needs to draw the form, straight from the policy, so the form and the
+/// validator cannot disagree: the campaign's texts and field labels in `locale` (one of
+/// [`LOCALES`], English for anything else or for what the policy does not translate), and a
+/// challenge to solve.
+pub fn form_description(
+    config: &Config,
+    campaign: &Campaign,
+    locale: &str,
+    now_ms: u64,
+    salt: u128,
+) -> Value {
+    let locale = LOCALES
+        .iter()
+        .find(|l| l.eq_ignore_ascii_case(locale))
+        .copied()
+        .unwrap_or(LOCALES[0]);
+    let texts = campaign.texts(locale);
+    let label = |name: &str| {
+        let labels = texts.map(|t| t.labels.as_slice()).unwrap_or_default();
+        labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| l.as_str())
+    };
+    let fields: Vec<Value> = campaign
+        .fields
+        .iter()
+        .map(|f| {
+            let mut described = f.describe();
+            if let Some(label) = label(&f.name) {
+                described["label"] = Value::from(label);
+            }
+            described
+        })
+        .collect();
+    let title = texts
+        .and_then(|t| t.title.as_ref())
+        .unwrap_or(&campaign.title);
+    let intro = texts
+        .and_then(|t| t.intro.as_ref())
+        .or(campaign.intro.as_ref());
+    let issued = challenge::issue(&config.form_key, campaign, now_ms, salt);
+    serde_json::json!({
+        "id": campaign.id,
+        "lang": locale,
+        "title": title,
+        "intro": intro,
+        "fields": fields,
+        "honeypot": campaign.honeypot,
+        "submit": format!("/api/campaigns/{}/submissions", campaign.id),
+        "challenge": {
+            "token": issued.token,
+            "difficulty_bits": issued.difficulty_bits,
+            "expires_in_ms": issued.valid_ms,
+        },
+    })
+}
+
+/// How a submission's body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Form,
+}
+
+/// A body that may be read as a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload<'f> {
+    pub encoding: Encoding,
+    pub bytes: &'f [u8],
+}
+
+pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>> {
+    let refuse = |reply: Reply| Flow::Break(Answer::new(Phase::RequestCheck, reply));
+    let encoding = match media_type(facts.content_type) {
+        Some((essence, true)) if essence == "application/json" => Encoding::Json,
+        Some((essence, true)) if essence == "application/x-www-form-urlencoded" => Encoding::Form,
+        _ => {
+            return refuse(
+                problem(
+                    415,
+                    "unsupported_media_type",
+                    "Unsupported content type",
+                    "send application/json or application/x-www-form-urlencoded (UTF-8)",
+                    None,
+                )
+                .with_header(
+                    "accept-post",
+                    "application/json, application/x-www-form-urlencoded",
+                ),
+            )
+        }
+    };
+    let bytes = match facts.body {
+        Body::Bytes(bytes) if bytes.len() <= policy.max_body_bytes as usize => bytes,
+        Body::Bytes(_) | Body::TooLarge => {
+            return refuse(problem(
+                413,
+                "body_too_large",
+                "Submission too large",
+                &format!("a submission is at most {} bytes", policy.max_body_bytes),
+                None,
+            ))
+        }
+        Body::Unread => b"",
+        Body::Incomplete => {
+            return refuse(problem(
+                400,
+                "body_incomplete",
+                "Incomplete submission",
+                "the body ended early; please send it again",
+                None,
+            ))
+        }
+    };
+    Flow::Continue(Payload { encoding, bytes })
+}
+
+/// The media type in lower case and whether its charset, if any, is UTF-8.
+fn media_type(content_type: Option<&str>) -> Option<(String, bool)> {
+    let mut parts = content_type?.split(';');
+    let essence = parts.next()?.trim().to_ascii_lowercase();
+    let charset_ok = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    Some((essence, charset_ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::local_config;
+
+    const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
+
+    fn facts<'a>(method: &'a str, url: &'a str) -> Facts<'a> {
+        Facts {
+            method,
+            url,
+            content_type: Some("application/json"),
+            body: Body::Bytes(b"{}"),
+            country: Some("IT"),
+            client_ip: Some("192.0.2.1"),
+            idempotency_key: None,
+            challenge: None,
+            origin: None,
+            now_ms: 1_764_000_000_000,
+        }
+    }
+
+    fn answer<T: std::fmt::Debug>(flow: Flow<T>) -> (Phase, u16, &'static str) {
+        match flow {
+            Flow::Break(a) => (a.phase, a.reply.status, a.outcome),
+            Flow::Continue(value) => panic!("went on with {value:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_and_origins() {
+        assert_eq!(path_of("https://a.example/api/x?y=1#z"), "/api/x");
+        assert_eq!(path_of("https://a.example"), "/");
+        assert_eq!(
+            origin_of("http://127.0.0.1:8787/api/x"),
+            "http://127.0.0.1:8787"
+        );
+        assert_eq!(
+            Endpoint::parse("/api/campaigns/abc/submissions"),
+            Some(Endpoint::Submissions("abc"))
+        );
+        assert_eq!(
+            Endpoint::parse("/api/campaigns/abc"),
+            Some(Endpoint::Form("abc"))
+        );
+        assert_eq!(Endpoint::parse("/api/campaigns//submissions"), None);
+        assert_eq!(Endpoint::parse("/api/campaigns/abc/other"), None);
+    }
+
+    #[test]
+    fn route_answers_what_is_not_a_submission() {
+        let config = local_config();
+        let form = "https://campaign.example/api/campaigns/spring-launch";
+        let table = [
+            (
+                facts("POST", "https://campaign.example/nope"),
+                404,
+                "not_found",
+            ),
+            (
+                facts(
+                    "POST",
+                    "https://campaign.example/api/campaigns/x/submissions",
+                ),
+                404,
+                "not_found",
+            ),
+            (
+                facts("DELETE", "https://campaign.example/api/campaigns/x"),
+                404,
+                "not_found",
+            ),
+            (facts("GET", URL), 405, "method_not_allowed"),
+            (facts("POST", form), 405, "method_not_allowed"),
+            (facts("GET", form), 200, "ok"),
+            (
+                Facts {
+                    origin: Some("https://evil.example"),
+                    ..facts("POST", URL)
+                },
+                403,
+                "origin_not_allowed",
+            ),
+            (
+                Facts {
+                    origin: Some("http://localhost:8787"),
+                    ..facts("OPTIONS", URL)
+                },
+                204,
+                "ok",
+            ),
+        ];
+        for (f, status, outcome) in table {
+            assert_eq!(
+                answer(route(&config, &f, 0)),
+                (Phase::Route, status, outcome),
+                "{} {}",
+                f.method,
+                f.url
+            );
+        }
+    }
+
+    #[test]
+    fn route_passes_submissions_with_their_cors_decision() {
+        let config = local_config();
+        let same = Facts {
+            origin: Some("https://campaign.example"),
+            ..facts("POST", URL)
+        };
+        let Flow::Continue(routed) = route(&config, &same, 0) else {
+            panic!("same origin refused")
+        };
+        assert_eq!(routed.campaign.id, "spring-launch");
+        assert_eq!(routed.cors, Cors(None));
+        let allowed = Facts {
+            origin: Some("http://localhost:8787"),
+            ..facts("POST", URL)
+        };
+        let Flow::Continue(routed) = route(&config, &allowed, 0) else {
+            panic!("allowed origin refused")
+        };
+        assert_eq!(routed.cors, Cors(Some("http://localhost:8787".into())));
+    }
+
+    #[test]
+    fn the_form_description_draws_every_field_and_carries_a_challenge() {
+        let config = local_config();
+        let campaign = config.policy.campaign("spring-launch").unwrap();
+        let description = form_description(&config, campaign, "en", 5, 9);
+        let names: Vec<_> = description["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["name", "email", "country", "consent"]);
+        let token = description["challenge"]["token"].as_str().unwrap();
+        assert!(token.starts_with(&format!(
+            "spring-launch.{}.",
+            5 + campaign.challenge.valid_ms
+        )));
+        assert_eq!(
+            description["challenge"]["difficulty_bits"],
+            campaign.challenge.difficulty_bits
+        );
+        assert_eq!(
+            description["challenge"]["expires_in_ms"],
+            campaign.challenge.valid_ms
+        );
+        // Each description has a challenge of its own.
+        let other = form_description(&config, campaign, "en", 5, 10);
+        assert_ne!(
+            other["challenge"]["token"],
+            description["challenge"]["token"]
+        );
+    }
+
+    #[test]
+    fn the_form_description_speaks_the_asked_locale_with_english_for_the_rest() {
+        let config = local_config();
+        let campaign = config.policy.campaign("spring-launch").unwrap();
+        let url = |q: &str| format!("https://c.example/api/campaigns/spring-launch{q}");
+        assert_eq!(query_param(&url("?lang=de"), "lang"), Some("de"));
+        assert_eq!(
+            query_param(&url("?x=1&lang=zh-CN#top"), "lang"),
+            Some("zh-CN")
+        );
+        assert_eq!(query_param(&url("?lang=%3Cb%3E"), "lang"), None);
+        assert_eq!(query_param(&url(""), "lang"), None);
+        let english = form_description(&config, campaign, "en", 5, 9);
+        assert_eq!(english["lang"], "en");
+        assert_eq!(english["title"], campaign.title.as_str());
+        for locale in &LOCALES[1..] {
+            let described = form_description(&config, campaign, locale, 5, 9);
+            assert_eq!(described["lang"], *locale);
+            let texts = campaign
+                .texts(locale)
+                .expect("the shipped policy translates every locale");
+            assert_eq!(described["title"], texts.title.as_deref().unwrap());
+            for field in described["fields"].as_array().unwrap() {
+                let name = field["name"].as_str().unwrap();
+                let translated = texts
+                    .labels
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, l)| l.as_str());
+                let english = campaign.field(name).unwrap().label.as_str();
+                assert_eq!(
+                    field["label"],
+                    translated.unwrap_or(english),
+                    "{locale} {name}"
+                );
+            }
+        }
+        // Case-insensitive; an unknown locale is English; a missing label falls back.
+        assert_eq!(
+            form_description(&config, campaign, "ZH-cn", 5, 9)["lang"],
+            "zh-CN"
+        );
+        assert_eq!(
+            form_description(&config, campaign, "pt", 5, 9)["lang"],
+            "en"
+        );
+        let mut partial = campaign.clone();
+        partial.texts = vec![(
+            "de",
+            harbour_policy::CampaignTexts {
+                title: None,
+                intro: None,
+                labels: vec![("email".into(), "E-Mail".into())],
+            },
+        )];
+        let german = form_description(&config, &partial, "de", 5, 9);
+        assert_eq!(german["title"], campaign.title.as_str());
+        assert_eq!(german["fields"][1]["label"], "E-Mail");
+        assert_eq!(
+            german["fields"][0]["label"],
+            campaign.fields[0].label.as_str()
+        );
+    }
+
+    #[test]
+    fn request_check_table() {
+        let policy = local_config().policy;
+        let big = [b' '; 9000];
+        let table: Vec<(Option<&str>, Body, u16, &str)> = vec![
+            (
+                Some("text/plain"),
+                Body::Bytes(b"{}"),
+                415,
+                "unsupported_media_type",
+            ),
+            (None, Body::Bytes(b"{}"), 415, "unsupported_media_type"),
+            (
+                Some("application/json; charset=utf-16"),
+                Body::Bytes(b"{}"),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                Some("application/json"),
+                Body::TooLarge,
+                413,
+                "body_too_large",
+            ),
+            (
+                Some("application/json"),
+                Body::Bytes(&big),
+                413,
+                "body_too_large",
+            ),
+            (
+                Some("application/json"),
+                Body::Incomplete,
+                400,
+                "body_incomplete",
+            ),
+        ];
+        for (content_type, body, status, outcome) in table {
+            let f = Facts {
+                content_type,
+                body,
+                ..facts("POST", URL)
+            };
+            assert_eq!(
+                answer(request_check(&policy, &f)),
+                (Phase::RequestCheck, status, outcome),
+                "{content_type:?}"
+            );
+        }
+        let form = Facts {
+            content_type: Some("Application/X-WWW-Form-Urlencoded; charset=\"UTF-8\""),
+            ..facts("POST", URL)
+        };
+        assert_eq!(
+            request_check(&policy, &form),
+            Flow::Continue(Payload {
+                encoding: Encoding::Form,
+                bytes: b"{}"
+            })
+        );
+    }
+
+    #[test]
+    fn media_types() {
+        assert_eq!(
+            media_type(Some("Application/JSON; charset=UTF-8")),
+            Some(("application/json".into(), true))
+        );
+        assert_eq!(
+            media_type(Some("application/json;charset=latin1")),
+            Some(("application/json".into(), false))
+        );
+        assert_eq!(media_type(None), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! Bot screening: submissions that look accepted and go nowhere.
+//!
+//! A filled honeypot marks a bot. It gets the same 202 receipt a stored submission gets (same
+//! fields, same headers, an id of the same shape), so it learns nothing, and nothing is
+//! forwarded. It has done the proof of work (`challenge`) like everyone, and screening comes
+//! after admission, so such bots pay into the limits like everyone.
+//!
+//! There is no minimum fill time: a form sent back within a second (autofill) or a day after it
+//! was loaded is a real visitor's often enough, and a fake success would drop their entry.
+
+use crate::admission::Grant;
+use crate::reply::{accepted, Answer, Flow, Phase};
+use crate::validate::Submission;
+use harbour_contract::receipt;
+
+/// Why a submission was taken for a bot's, if it was.
+pub fn bot_sign(submission: &Submission) -> Option<&'static str> {
+    submission.honeypot_filled().then_some("honeypot")
+}
+
+/// What the screen phase needs to answer like an origin would.
+pub struct Decoy<'a> {
+    pub region_id: &'a str,
+    pub key: &'a str,
+    /// Unpredictable bits for the receipt id.
+    pub entropy: u64,
+    pub grant: &'a Grant,
+}
+
+/// The screen phase: a bot's submission gets a receipt and goes no further.
+pub fn screen(submission: &Submission, decoy: Decoy) -> Flow<()> {
+    let Some(sign) = bot_sign(submission) else {
+        return Flow::Continue(());
+    };
+    let mut reply = accepted(
+        &receipt::id(decoy.region_id, decoy.entropy),
+        decoy.region_id,
+        decoy.key,
+        false,
+    );
+    reply.headers.extend(decoy.grant.headers());
+    Flow::Break(Answer::new(Phase::Screen, reply).counted_as(sign))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::local_config;
+    use crate::request::Encoding;
+    use crate::validate::{check, parse_body};
+    use harbour_policy::quota::Quota;
+    use std::num::{NonZeroU32, NonZeroU64};
+
+    fn submission(body: &str) -> Submission {
+        let campaign = local_config().policy.campaigns[0].clone();
+        check(
+            &campaign,
+            parse_body(Encoding::Json, body.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    const ENTRY: &str = r#""name":"A","email":"a@b.co","country":"US","consent":true"#;
+
+    #[test]
+    fn only_the_honeypot_marks_a_bot_however_fast_or_late_the_form_comes_back() {
+        // No timing: the proof of work (`challenge`) replaced the form token and its minimum fill
+        // time, so a form autofilled at once or sent from a day-old tab is judged like any other.
+        assert_eq!(bot_sign(&submission(&format!("{{{ENTRY}}}"))), None);
+        let blank = submission(&format!(r#"{{{ENTRY},"website":" "}}"#));
+        assert_eq!(bot_sign(&blank), None);
+        let honeypot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
+        assert_eq!(bot_sign(&honeypot), Some("honeypot"));
+        // The old form token is no longer a key the body may carry.
+        let campaign = local_config().policy.campaigns[0].clone();
+        let old = format!(r#"{{{ENTRY},"_form":"1.ab"}}"#);
+        let errors = check(
+            &campaign,
+            parse_body(Encoding::Json, old.as_bytes()).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].code, "unknown_field");
+    }
+
+    #[test]
+    fn a_bot_gets_a_receipt_shaped_like_an_origins() {
+        let grant = Grant {
+            quota: Quota::new(
+                NonZeroU32::new(5).unwrap(),
+                NonZeroU64::new(60_000).unwrap(),
+            ),
+            remaining: 4,
+            reset_ms: 12_000,
+            location: None,
+        };
+        let decoy = Decoy {
+            region_id: "global",
+            key: "h-0123456789abcdef0123456789abcdef",
+            entropy: 0xabc,
+            grant: &grant,
+        };
+        let bot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
+        let Flow::Break(answer) = screen(&bot, decoy) else {
+            panic!("a bot went on")
+        };
+        assert_eq!(answer.outcome, "honeypot");
+        let expected = crate::reply::accepted(
+            "global-0000000000000abc",
+            "global",
+            "h-0123456789abcdef0123456789abcdef",
+            false,
+        );
+        assert_eq!(answer.reply.body, expected.body);
+        assert_eq!(answer.reply.status, 202);
+        let names: Vec<_> = answer.reply.headers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "cache-control",
+                "idempotency-key",
+                "ratelimit-policy",
+                "ratelimit"
+            ]
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Shadow evaluation: what a candidate policy would decide for a submission, for comparison only.
+//!
+//! A candidate policy (`policy/candidate.json`, compiled in beside the live one) is evaluated on
+//! every submission the live policy routed to one of its campaigns, with the same phase functions
+//! the live pipeline runs: `request_check`, `validate` and `classify`, against the candidate's
+//! campaign of the same id. That is the part of a decision a policy makes about a submission: is
+//! it readable and valid, and which region's law it falls under. The comparison covers exactly
+//! that, for both policies: an outcome (a refusal code of one of those phases, or [`PLACED`]) and
+//! the region. It does not cover
+//! - routing (method, CORS origins): the live policy's route chose the campaign;
+//! - admission: the candidate's limits would need state of their own, and charging the live
+//!   limiters with a second policy's quotas would change live answers (state made under one
+//!   quota means nothing under another);
+//! - the bot screen and forwarding, which depend on configuration and origins, not the policy.
+//!
+//! The evaluation is pure: it reads the request and the candidate and changes nothing, so no
+//! answer, limit or forward can differ for having run it. The summary log counts the pairs that
+//! differ (see `journal`).
+
+use std::ops::ControlFlow;
+
+use crate::reply::Phase;
+use crate::request::{request_check, Facts};
+use crate::residency::classify;
+use crate::validate::validate;
+use harbour_policy::Policy;
+
+/// The outcome of a submission that passed every phase the comparison covers.
+pub const PLACED: &str = "placed";
+
+/// What one policy decided, within the comparison's scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View<'p> {
+    /// The region's id, when the submission was placed.
+    pub region: Option<&'p str>,
+    /// A refusal code of `request_check`, `validate` or `classify` (`not_found` when the candidate
+    /// has no such campaign), or [`PLACED`].
+    pub outcome: &'static str,
+}
+
+impl View<'_> {
+    /// The live view from how far the live pipeline got: `stopped` is the phase and outcome of
+    /// its answer (None when it forwarded), `region` what classify placed. None when the live
+    /// pipeline stopped before the phases the comparison covers (no submission to a campaign).
+    pub fn live<'a>(
+        stopped: Option<(Phase, &'static str)>,
+        region: Option<&'a str>,
+    ) -> Option<View<'a>> {
+        let placed = View {
+            region,
+            outcome: PLACED,
+        };
+        let Some((phase, outcome)) = stopped else {
+            return Some(placed);
+        };
+        match phase {
+            // A request without valid work never had its submission read: nothing to compare.
+            Phase::Configure | Phase::Route | Phase::Challenge => None,
+            Phase::RequestCheck | Phase::Validate | Phase::Classify => Some(View {
+                region: None,
+                outcome,
+            }),
+            Phase::Shed | Phase::Admit | Phase::Screen | Phase::Plan | Phase::Forward => {
+                Some(placed)
+            }
+        }
+    }
+}
+
+/// The live and candidate views of one submission to one campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Comparison<'p> {
+    pub campaign: &'p str,
+    pub live: View<'p>,
+    pub candidate: View<'p>,
+}
+
+impl Comparison<'_> {
+    pub fn region_differs(&self) -> bool {
+        self.live.region != self.candidate.region
+    }
+
+    pub fn outcome_differs(&self) -> bool {
+        self.live.outcome != self.candidate.outcome
+    }
+}
+
+/// What `candidate` decides for a submission to the campaign `campaign_id`.
+pub fn evaluate<'p>(candidate: &'p Policy, campaign_id: &str, facts: &Facts) -> View<'p> {
+    let Some((_, campaign)) = candidate.find_campaign(campaign_id) else {
+        return View {
+            region: None,
+            outcome: "not_found",
+        };
+    };
+    let placed = (|| {
+        let payload = request_check(candidate, facts)?;
+        let submission = validate(campaign, payload)?;
+        let declared = submission.declared_country();
+        classify(candidate, campaign, facts.country, declared)
+    })();
+    match placed {
+        ControlFlow::Continue(residency) => View {
+            region: Some(candidate.region(residency.region).id.as_str()),
+            outcome: PLACED,
+        },
+        ControlFlow::Break(answer) => View {
+            region: None,
+            outcome: answer.outcome,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Body;
+    use harbour_policy::SHIPPED_POLICY;
+
+    fn facts<'a>(country: &'a str, body: &'a str) -> Facts<'a> {
+        Facts {
+            method: "POST",
+            url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+            content_type: Some("application/json"),
+            body: Body::Bytes(body.as_bytes()),
+            country: Some(country),
+            client_ip: Some("192.0.2.1"),
+            idempotency_key: None,
+            challenge: None,
+            origin: None,
+            now_ms: 1,
+        }
+    }
+
+    fn entry(country: &str) -> String {
+        format!(
+            r#"{{"name":"Ada","email":"ada@example.org","country":"{country}","consent":true}}"#
+        )
+    }
+
+    /// The shipped policy with `edit` applied.
+    fn candidate(edit: impl FnOnce(&mut serde_json::Value)) -> Policy {
+        let mut json: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+        edit(&mut json);
+        Policy::parse(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_candidate_runs_the_live_phases() {
+        let same = Policy::shipped().unwrap();
+        let view =
+            |country: &str, body: &str| evaluate(&same, "spring-launch", &facts(country, body));
+        let placed = |region| View {
+            region: Some(region),
+            outcome: PLACED,
+        };
+        let refused = |outcome| View {
+            region: None,
+            outcome,
+        };
+        assert_eq!(view("IT", &entry("IT")), placed("eu"));
+        assert_eq!(view("US", &entry("CN")), placed("cn"));
+        assert_eq!(view("IT", &entry("CN")), refused("residency_conflict"));
+        assert_eq!(view("T1", &entry("US")), refused("country_anonymised"));
+        assert_eq!(view("IT", "{}"), refused("validation_failed"));
+        assert_eq!(view("IT", "{"), refused("malformed_body"));
+        let unknown = evaluate(&same, "autumn", &facts("IT", &entry("IT")));
+        assert_eq!(unknown, refused("not_found"));
+    }
+
+    #[test]
+    fn a_moved_country_and_a_changed_rule_show_in_the_candidates_view() {
+        let moved = candidate(|p| {
+            let eu = p["regions"][2]["countries"].as_array_mut().unwrap();
+            eu.retain(|c| c != "IT");
+            p["regions"][1]["countries"]
+                .as_array_mut()
+                .unwrap()
+                .push("IT".into());
+        });
+        let it = evaluate(&moved, "spring-launch", &facts("IT", &entry("IT")));
+        assert_eq!(it.region, Some("ru"));
+        let stricter = candidate(|p| p["on_conflict"] = "stricter".into());
+        let conflict = evaluate(&stricter, "spring-launch", &facts("IT", &entry("CN")));
+        assert_eq!(conflict.region, Some("cn"));
+    }
+
+    #[test]
+    fn the_live_view_stops_where_the_live_pipeline_did() {
+        assert_eq!(View::live(Some((Phase::Route, "not_found")), None), None);
+        assert_eq!(
+            View::live(Some((Phase::Validate, "validation_failed")), None),
+            Some(View {
+                region: None,
+                outcome: "validation_failed"
+            })
+        );
+        // Limits are outside the comparison: a limited submission was placed.
+        assert_eq!(
+            View::live(Some((Phase::Admit, "rate_limited")), Some("eu")),
+            Some(View {
+                region: Some("eu"),
+                outcome: PLACED
+            })
+        );
+        assert_eq!(
+            View::live(None, Some("cn")).map(|v| v.outcome),
+            Some(PLACED)
+        );
+    }
+}

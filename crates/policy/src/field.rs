@@ -1,0 +1,670 @@
+//! Form fields: each field type's policy name, what it may be configured with, how the page
+//! draws it, and how a value is checked, in one place.
+//!
+//! Adding a type is one `FieldKind` variant (with its policy name in `name` and a place in
+//! `FieldKind::ALL`), one arm in `spec` (how it is drawn and which options it takes) and one arm in `check` (its value
+//! rule); the compiler points at both arms. The page draws fields from `spec` alone, so a type
+//! that reuses an input kind needs no change in `www/`.
+//!
+//! Every failure has a stable machine code (`required`, `invalid_email`, `too_long`, ...), which
+//! is what the campaign page shows next to the field.
+
+use serde_json::{json, Value};
+
+use crate::country::Country;
+
+/// A field type, named in the policy by `FieldKind::name` (`"email"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Free text.
+    String,
+    /// An email address; the domain is lower-cased.
+    Email,
+    /// One of the field's `values`.
+    Enum,
+    /// A checkbox; `must_be_true` makes it a consent box.
+    Bool,
+    /// A whole number within the field's optional `min`/`max`.
+    Integer,
+    /// An ISO 3166-1 alpha-2 code; may be the campaign's residency signal.
+    Country,
+}
+
+/// Where a select's options come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Options {
+    None,
+    /// The field's own `values` from the policy.
+    Listed,
+    /// Every assigned country code (the page shows names in the visitor's language).
+    Countries,
+}
+
+/// How a field type is drawn and configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// The HTML control the page draws: `text`, `email`, `number`, `checkbox` or `select`.
+    pub input: &'static str,
+    pub autocomplete: Option<&'static str>,
+    pub options: Options,
+    /// Takes `min`/`max`.
+    pub range: bool,
+    /// Enforces `max_length`.
+    pub length: bool,
+    /// May be `must_be_true`.
+    pub consent: bool,
+    /// May be the campaign's `residency_signal`.
+    pub residency_signal: bool,
+}
+
+const TEXT: Spec = Spec {
+    input: "text",
+    autocomplete: None,
+    options: Options::None,
+    range: false,
+    length: true,
+    consent: false,
+    residency_signal: false,
+};
+
+impl FieldKind {
+    pub fn spec(self) -> Spec {
+        match self {
+            FieldKind::String => TEXT,
+            FieldKind::Email => Spec {
+                input: "email",
+                autocomplete: Some("email"),
+                ..TEXT
+            },
+            FieldKind::Enum => Spec {
+                input: "select",
+                options: Options::Listed,
+                length: false,
+                ..TEXT
+            },
+            FieldKind::Bool => Spec {
+                input: "checkbox",
+                length: false,
+                consent: true,
+                ..TEXT
+            },
+            FieldKind::Integer => Spec {
+                input: "number",
+                range: true,
+                length: false,
+                ..TEXT
+            },
+            FieldKind::Country => Spec {
+                input: "select",
+                autocomplete: Some("country"),
+                options: Options::Countries,
+                length: false,
+                residency_signal: true,
+                ..TEXT
+            },
+        }
+    }
+
+    /// Every type, in the order the policy's error message lists them.
+    pub const ALL: [FieldKind; 6] = [
+        FieldKind::String,
+        FieldKind::Email,
+        FieldKind::Enum,
+        FieldKind::Bool,
+        FieldKind::Integer,
+        FieldKind::Country,
+    ];
+
+    /// The policy's name for this type. Plain strings rather than serde's: serde's string
+    /// deserializer brings float formatting into the worker (for error messages it never
+    /// writes), about 6 KB gzip.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::String => "string",
+            FieldKind::Email => "email",
+            FieldKind::Enum => "enum",
+            FieldKind::Bool => "bool",
+            FieldKind::Integer => "integer",
+            FieldKind::Country => "country",
+        }
+    }
+
+    /// The type named `name` in a policy, or a message listing every name there is.
+    pub fn parse(name: &str) -> Result<FieldKind, String> {
+        if let Some(kind) = FieldKind::ALL.into_iter().find(|kind| kind.name() == name) {
+            return Ok(kind);
+        }
+        let names: Vec<String> = FieldKind::ALL
+            .iter()
+            .map(|kind| format!("`{}`", kind.name()))
+            .collect();
+        Err(format!(
+            "unknown variant `{name}`, expected one of {}",
+            names.join(", ")
+        ))
+    }
+
+    /// Checks one present, non-blank value.
+    fn check(self, field: &Field, value: RawValue) -> Result<CleanValue, FieldError> {
+        let name = field.name.as_str();
+        let wrong_type = || {
+            error(
+                name,
+                "invalid_type",
+                format!("expected a {} value", self.name()),
+            )
+        };
+        match self {
+            FieldKind::String => {
+                let RawValue::Text(text) = value else {
+                    return Err(wrong_type());
+                };
+                clean_text(field, &text).map(CleanValue::Text)
+            }
+            FieldKind::Email => {
+                let RawValue::Text(text) = value else {
+                    return Err(wrong_type());
+                };
+                let text = clean_text(field, &text)?;
+                normalise_email(&text).map(CleanValue::Text).ok_or_else(|| {
+                    error(
+                        name,
+                        "invalid_email",
+                        "enter an address like name@example.com",
+                    )
+                })
+            }
+            FieldKind::Enum => {
+                let RawValue::Text(text) = value else {
+                    return Err(wrong_type());
+                };
+                let text = text.trim();
+                if field.values.iter().any(|a| a == text) {
+                    Ok(CleanValue::Text(text.to_owned()))
+                } else {
+                    Err(error(
+                        name,
+                        "not_allowed",
+                        format!("choose one of: {}", field.values.join(", ")),
+                    ))
+                }
+            }
+            FieldKind::Bool => {
+                let flag = match &value {
+                    RawValue::Bool(b) => Some(*b),
+                    RawValue::Text(text) => match text.trim() {
+                        "true" | "on" | "1" | "yes" => Some(true),
+                        "false" | "off" | "0" | "no" => Some(false),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match flag {
+                    None => Err(wrong_type()),
+                    Some(false) if field.must_be_true => Err(error(
+                        name,
+                        "must_be_true",
+                        "this box must be ticked to take part",
+                    )),
+                    Some(flag) => Ok(CleanValue::Bool(flag)),
+                }
+            }
+            FieldKind::Integer => {
+                let number = match &value {
+                    RawValue::Integer(n) => Some(*n),
+                    RawValue::Text(text) => text.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                let number = number.ok_or_else(wrong_type)?;
+                let (min, max) = (field.min, field.max);
+                if min.is_some_and(|min| number < min) || max.is_some_and(|max| number > max) {
+                    let range = match (min, max) {
+                        (Some(a), Some(b)) => format!("between {a} and {b}"),
+                        (Some(a), None) => format!("at least {a}"),
+                        (None, Some(b)) => format!("at most {b}"),
+                        (None, None) => String::new(),
+                    };
+                    return Err(error(
+                        name,
+                        "out_of_range",
+                        format!("enter a number {range}"),
+                    ));
+                }
+                Ok(CleanValue::Integer(number))
+            }
+            FieldKind::Country => {
+                let RawValue::Text(text) = value else {
+                    return Err(wrong_type());
+                };
+                Country::parse(text.trim())
+                    .map(|c| CleanValue::Text(c.to_string()))
+                    .ok_or_else(|| {
+                        error(
+                            name,
+                            "invalid_country",
+                            "choose a country (ISO 3166-1 alpha-2 code)",
+                        )
+                    })
+            }
+        }
+    }
+}
+
+/// A field of a campaign's form, as the policy defines it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub label: String,
+    pub kind: FieldKind,
+    pub required: bool,
+    /// In characters (Unicode scalar values), after trimming.
+    pub max_length: u32,
+    /// The allowed values of an `enum` field; empty for every other type.
+    pub values: Vec<String>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    /// For consent boxes: only `true` is acceptable.
+    pub must_be_true: bool,
+    /// The visitor's declared country, a second residency signal.
+    pub residency_signal: bool,
+}
+
+impl Field {
+    /// Checks a field's value as it arrived: `Ok(None)` for an optional field left empty.
+    pub fn check(&self, value: Option<RawValue>) -> Result<Option<CleanValue>, FieldError> {
+        match value {
+            Some(v) if !v.is_blank() => self.kind.check(self, v).map(Some),
+            _ if self.required => Err(error(&self.name, "required", "this field is required")),
+            _ => Ok(None),
+        }
+    }
+
+    /// What the page needs to draw this field, straight from the policy, so the form and the
+    /// validator cannot disagree.
+    pub fn describe(&self) -> Value {
+        let spec = self.kind.spec();
+        let mut out = json!({
+            "name": self.name,
+            "label": self.label,
+            "type": self.kind.name(),
+            "input": spec.input,
+            "required": self.required,
+        });
+        let mut set = |key: &str, value: Value| {
+            if let Value::Object(map) = &mut out {
+                map.insert(key.to_owned(), value);
+            }
+        };
+        if spec.length {
+            set("max_length", json!(self.max_length));
+        }
+        if let Some(autocomplete) = spec.autocomplete {
+            set("autocomplete", json!(autocomplete));
+        }
+        match spec.options {
+            Options::None => {}
+            Options::Listed => set("values", json!(self.values)),
+            Options::Countries => {
+                let codes: Vec<&str> = Country::all().map(|c| c.as_str_static()).collect();
+                set("values", json!(codes));
+                set("value_names", json!("region"));
+            }
+        }
+        if spec.range {
+            set("min", json!(self.min));
+            set("max", json!(self.max));
+        }
+        if self.must_be_true {
+            set("must_be_true", json!(true));
+        }
+        out
+    }
+}
+
+/// A value as it arrived, before the campaign's schema is applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawValue {
+    Text(String),
+    Bool(bool),
+    Integer(i64),
+    /// A number that is not a 64-bit integer.
+    OtherNumber,
+    Null,
+    /// An array or object, which no field accepts.
+    Nested,
+}
+
+impl RawValue {
+    pub fn is_blank(&self) -> bool {
+        match self {
+            RawValue::Null => true,
+            RawValue::Text(text) => text.trim().is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// A checked value, in the form it is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanValue {
+    Text(String),
+    Bool(bool),
+    Integer(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+pub fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+pub fn error(field: &str, code: &'static str, detail: impl Into<String>) -> FieldError {
+    FieldError {
+        field: truncate(field, 64),
+        code,
+        detail: detail.into(),
+    }
+}
+
+/// Trims, refuses control and invisible formatting characters (which have no place in a form
+/// field and are a favourite of log and header injection), and enforces the length in
+/// characters rather than bytes, so a name in Chinese has the same room as one in Latin script.
+fn clean_text(field: &Field, text: &str) -> Result<String, FieldError> {
+    let text = text.trim();
+    if text.chars().any(is_forbidden_char) {
+        return Err(error(
+            &field.name,
+            "invalid_characters",
+            "remove control or invisible formatting characters",
+        ));
+    }
+    let length = text.chars().count();
+    if length > field.max_length as usize {
+        return Err(error(
+            &field.name,
+            "too_long",
+            format!("use at most {} characters", field.max_length),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' // zero-width and direction marks
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A pragmatic check of the address shape (RFC 5321 sizes, a dotted domain of letters, digits
+/// and hyphens, IDN in its A-label form or as Unicode letters). The domain is lower-cased; the
+/// local part is left as typed since some mail systems treat it case-sensitively.
+fn normalise_email(text: &str) -> Option<String> {
+    let (local, domain) = text.rsplit_once('@')?;
+    if local.is_empty() || local.len() > 64 || domain.len() > 253 || text.len() > 254 {
+        return None;
+    }
+    // Non-ASCII is allowed as is (RFC 6531); Unicode tables to classify it would cost wasm size.
+    let local_ok = local
+        .chars()
+        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+        && !local.chars().any(is_forbidden_char)
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace())
+                })
+        })
+        && labels.last().is_some_and(|tld| {
+            tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
+        });
+    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+/// Any JSON value, as the submission parser reads a field (without serde_json's `Value` tree).
+impl<'de> serde::Deserialize<'de> for RawValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+                Ok(RawValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Integer(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
+                Ok(i64::try_from(v).map_or(RawValue::OtherNumber, RawValue::Integer))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RawValue, E> {
+                Ok(RawValue::OtherNumber)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+                Ok(RawValue::Text(v))
+            }
+            fn visit_unit<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawValue, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(RawValue::Nested)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawValue, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(RawValue::Nested)
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip_and_an_unknown_one_lists_them_all() {
+        for kind in FieldKind::ALL {
+            assert_eq!(FieldKind::parse(kind.name()), Ok(kind));
+        }
+        assert_eq!(FieldKind::Email.name(), "email");
+        assert_eq!(
+            FieldKind::parse("emial"),
+            Err(
+                "unknown variant `emial`, expected one of `string`, `email`, `enum`, `bool`, \
+                 `integer`, `country`"
+                    .into()
+            )
+        );
+    }
+
+    fn field(kind: FieldKind) -> Field {
+        Field {
+            name: "f".into(),
+            label: "F".into(),
+            kind,
+            required: true,
+            max_length: 8,
+            values: vec!["a".into(), "b".into()],
+            min: Some(1),
+            max: Some(9),
+            must_be_true: kind == FieldKind::Bool,
+            residency_signal: false,
+        }
+    }
+
+    fn text(value: &str) -> Option<RawValue> {
+        Some(RawValue::Text(value.into()))
+    }
+
+    #[test]
+    fn each_kind_checks_its_values() {
+        let table: Vec<(FieldKind, Option<RawValue>, Result<CleanValue, &str>)> = vec![
+            (
+                FieldKind::String,
+                text(" ab "),
+                Ok(CleanValue::Text("ab".into())),
+            ),
+            (FieldKind::String, text("abcdefghi"), Err("too_long")),
+            (
+                FieldKind::String,
+                text("a\u{202e}"),
+                Err("invalid_characters"),
+            ),
+            (
+                FieldKind::String,
+                Some(RawValue::Integer(1)),
+                Err("invalid_type"),
+            ),
+            (FieldKind::String, None, Err("required")),
+            (FieldKind::String, Some(RawValue::Null), Err("required")),
+            (
+                FieldKind::Email,
+                text("A@B.CO"),
+                Ok(CleanValue::Text("A@b.co".into())),
+            ),
+            (FieldKind::Email, text("nope"), Err("invalid_email")),
+            (
+                FieldKind::Enum,
+                text(" b"),
+                Ok(CleanValue::Text("b".into())),
+            ),
+            (FieldKind::Enum, text("c"), Err("not_allowed")),
+            (FieldKind::Bool, text("on"), Ok(CleanValue::Bool(true))),
+            (
+                FieldKind::Bool,
+                Some(RawValue::Bool(false)),
+                Err("must_be_true"),
+            ),
+            (FieldKind::Bool, text("maybe"), Err("invalid_type")),
+            (FieldKind::Integer, text(" 7 "), Ok(CleanValue::Integer(7))),
+            (
+                FieldKind::Integer,
+                Some(RawValue::Integer(10)),
+                Err("out_of_range"),
+            ),
+            (
+                FieldKind::Integer,
+                Some(RawValue::OtherNumber),
+                Err("invalid_type"),
+            ),
+            (
+                FieldKind::Country,
+                text("it"),
+                Ok(CleanValue::Text("IT".into())),
+            ),
+            (FieldKind::Country, text("T1"), Err("invalid_country")),
+            (
+                FieldKind::Country,
+                Some(RawValue::Nested),
+                Err("invalid_type"),
+            ),
+        ];
+        for (kind, value, expected) in table {
+            let got = field(kind).check(value.clone()).map(Option::unwrap);
+            assert_eq!(got.map_err(|e| e.code), expected, "{kind:?} {value:?}");
+        }
+        let optional = Field {
+            required: false,
+            ..field(FieldKind::String)
+        };
+        assert_eq!(optional.check(text("  ")), Ok(None));
+    }
+
+    #[test]
+    fn descriptions_come_from_the_spec() {
+        let email = field(FieldKind::Email).describe();
+        assert_eq!(email["input"], "email");
+        assert_eq!(email["autocomplete"], "email");
+        assert_eq!(email["max_length"], 8);
+        assert!(email.get("values").is_none());
+        let country = field(FieldKind::Country).describe();
+        assert_eq!(country["input"], "select");
+        assert_eq!(country["value_names"], "region");
+        assert_eq!(
+            country["values"].as_array().map(Vec::len),
+            Some(250),
+            "ISO and XK"
+        );
+        let integer = field(FieldKind::Integer).describe();
+        assert_eq!(
+            (integer["min"].clone(), integer["max"].clone()),
+            (json!(1), json!(9))
+        );
+        assert!(integer.get("max_length").is_none());
+        let consent = field(FieldKind::Bool).describe();
+        assert_eq!(consent["input"], "checkbox");
+        assert_eq!(consent["must_be_true"], true);
+        for kind in FieldKind::ALL {
+            let spec = kind.spec();
+            assert!(
+                ["text", "email", "number", "checkbox", "select"].contains(&spec.input),
+                "{kind:?} draws an input the page knows"
+            );
+        }
+    }
+
+    #[test]
+    fn email_shapes() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@sub.example.com",
+            "x@xn--bcher-kva.example",
+            "用户@例子.中国",
+        ] {
+            assert!(normalise_email(good).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a@b.",
+            "a@.b.co",
+            "a..b@c.co",
+            "a b@c.co",
+            "a@b_c.co",
+            "a@-b.co",
+            "a@b.123",
+            "a@@b.co",
+        ] {
+            assert!(normalise_email(bad).is_none(), "{bad}");
+        }
+    }
+}

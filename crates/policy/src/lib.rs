@@ -1,0 +1,22 @@
+//! harbour's policy: regions and the countries in them, campaigns and their fields, limits and
+//! surge windows, and what to do with doubtful country signals. Parsed and checked as a whole
+//! (`Policy::parse`, `check_policies`), every problem reported at once naming the entry at fault;
+//! written out as Rust (`code`) so the worker carries its policy built instead of a parser.
+//!
+//! This crate is what the worker's build.rs runs before anything is built: a policy that fails
+//! its checks never becomes a worker. It knows nothing of requests or of the platform.
+
+pub mod code;
+pub mod country;
+pub mod field;
+mod policy;
+pub mod quota;
+pub mod text;
+pub mod utc;
+
+pub use policy::*;
+
+/// The repository's live policy as committed (`policy/harbour.json`): what the origins, the
+/// report and the tests read. The worker compiles in the file its build names (`HARBOUR_POLICY`,
+/// see harbour-worker's build.rs), which is this one unless a build says otherwise.
+pub const SHIPPED_POLICY: &str = include_str!("../../../policy/harbour.json");

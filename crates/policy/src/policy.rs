@@ -1,0 +1,1508 @@
+//! The policy: regions, campaigns, limits and what to do with doubtful country signals.
+//!
+//! A policy is version-controlled JSON (`policy/harbour.json`), parsed and checked as a whole
+//! before anything is served. `Policy::parse` reports every problem it finds at once, each naming
+//! the entry at fault (`regions[2].countries[4]: ...`), so a bad policy fails `cargo test` with a
+//! message a person can act on. Per-environment parts (origin URLs, signing keys) are not here:
+//! they come from the environment, see `config`.
+
+use std::collections::HashMap;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use serde::Deserialize;
+
+use crate::country::Country;
+use crate::field::{Field, FieldKind, Options};
+use crate::quota::{Quota, LOCATION_PERIODS_S};
+
+use crate::SHIPPED_POLICY;
+
+/// Where the candidate policy lives; the worker's build.rs compiles it in when the file exists.
+pub const CANDIDATE_FILE: &str = "policy/candidate.json";
+
+/// Position of a region in `Policy::regions`; only `Policy` hands these out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionIndex(pub(crate) usize);
+
+impl RegionIndex {
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// Position of a campaign in `Policy::campaigns`; only `Policy` hands these out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignIndex(pub(crate) usize);
+
+impl CampaignIndex {
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub id: String,
+    /// Higher is stricter; when two signals disagree the stricter region wins.
+    pub strictness: u32,
+    pub countries: Vec<Country>,
+    /// Admissions per isolate that protect this region's origin capacity.
+    pub budget: Option<Quota>,
+}
+
+/// What to do with a request whose country signal cannot place it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    Refuse,
+    RouteTo(RegionIndex),
+}
+
+/// What to do when the platform's country and the visitor's declared country map to two
+/// different regions (see `residency::place`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Refuse the submission (422 on the declared field) when both regions have a law of their
+    /// own; when one of them is the rest-of-world region, the region with a law wins.
+    #[default]
+    Refuse,
+    /// The platform's country decides; the declared one is only recorded.
+    Platform,
+    /// The stricter region (higher rank) wins.
+    Stricter,
+}
+
+impl OnConflict {
+    pub const ALL: [OnConflict; 3] = [
+        OnConflict::Refuse,
+        OnConflict::Platform,
+        OnConflict::Stricter,
+    ];
+
+    /// The policy's name for the rule.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnConflict::Refuse => "refuse",
+            OnConflict::Platform => "platform",
+            OnConflict::Stricter => "stricter",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<OnConflict> {
+        OnConflict::ALL
+            .into_iter()
+            .find(|rule| rule.as_str() == name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalPolicy {
+    /// `XX` or any code that is not a country (see `country`).
+    pub unknown: SignalAction,
+    /// `T1`: the platform saw a Tor exit node.
+    pub tor: SignalAction,
+    /// No country at all.
+    pub missing: SignalAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Campaign {
+    pub id: String,
+    pub title: String,
+    pub fields: Vec<Field>,
+    /// A field bots fill and people never see; a filled one is accepted and dropped.
+    pub honeypot: Option<String>,
+    /// Browser origins allowed to post cross-origin (CORS); same-origin needs no entry.
+    pub allowed_origins: Vec<String>,
+    pub per_client: Quota,
+    pub campaign: Quota,
+    /// The proof of work every submission must carry (see `challenge`).
+    pub challenge: ChallengeRule,
+    /// A sentence under the title, in English.
+    pub intro: Option<String>,
+    /// The campaign's texts in other languages, by locale; what one leaves out is English.
+    pub texts: Vec<(&'static str, CampaignTexts)>,
+    /// Fields that together identify a person: the region's store keeps one entry per person
+    /// (a keyed digest of their normalised values is unique per campaign). Empty: no such rule.
+    pub one_entry_per: Vec<String>,
+    /// What admission does when the location's rate-limiting binding cannot answer.
+    pub on_location_unavailable: FailMode,
+    /// Scheduled windows with limits of their own, by start; they never overlap.
+    pub surge_windows: Vec<SurgeWindow>,
+}
+
+/// What admission does when the location's rate-limiting binding throws or does not answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// Admit on the isolate's own layers alone.
+    #[default]
+    Open,
+    /// Answer 503 with `Retry-After`.
+    Closed,
+}
+
+impl FailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Open => "fail_open",
+            FailMode::Closed => "fail_closed",
+        }
+    }
+}
+
+/// A scheduled window ("know what to expect": the minutes after a TV spot) with limits of its
+/// own. From `start_ms` (inclusive) to `end_ms` (exclusive), UTC milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurgeWindow {
+    pub id: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub per_client: Quota,
+    pub on_location_unavailable: FailMode,
+    /// The challenge's difficulty inside the window; `None`: the campaign's.
+    pub difficulty_bits: Option<u8>,
+}
+
+impl SurgeWindow {
+    pub fn holds(&self, now_ms: u64) -> bool {
+        self.start_ms <= now_ms && now_ms < self.end_ms
+    }
+}
+
+/// The limits a campaign applies at one instant: its own, or those of the surge window that
+/// holds the instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InForce<'a> {
+    /// The window, by position in `surge_windows`; `None` outside every window.
+    pub window: Option<(usize, &'a SurgeWindow)>,
+    pub per_client: Quota,
+    pub on_location_unavailable: FailMode,
+    /// Leading zero bits a submission's proof of work must have.
+    pub difficulty_bits: u8,
+}
+
+/// How hard a campaign's challenge is and how long a solved one stays good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChallengeRule {
+    /// Leading zero bits the solution's SHA-256 must have: 2^bits hashes expected.
+    pub difficulty_bits: u8,
+    pub valid_ms: u64,
+}
+
+/// A new campaign's challenge when its policy says nothing: about a second's work on a mid-range
+/// phone (2^20 hashes; the browser tests measure the page's solver at 4x CPU throttling: about
+/// 1 M hashes/s), good for half an hour.
+pub const DEFAULT_CHALLENGE: ChallengeRule = ChallengeRule {
+    difficulty_bits: 20,
+    valid_ms: 30 * 60 * 1000,
+};
+pub const MAX_DIFFICULTY_BITS: u8 = 32;
+pub const MIN_CHALLENGE_VALID_MS: u64 = 60_000;
+pub const MAX_CHALLENGE_VALID_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The languages the campaign page speaks, English first (the fallback). A campaign's texts may
+/// name any but English, whose texts are the campaign's own.
+pub const LOCALES: [&str; 6] = ["en", "zh-CN", "ru", "it", "de", "fr"];
+
+/// One locale's campaign texts; `None` or a missing label falls back to English.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignTexts {
+    pub title: Option<String>,
+    pub intro: Option<String>,
+    /// (field name, label)
+    pub labels: Vec<(String, String)>,
+}
+
+/// The most surge windows a campaign may list.
+pub const MAX_SURGE_WINDOWS: usize = 100;
+
+impl Campaign {
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The limits in force at `now_ms`.
+    pub fn in_force(&self, now_ms: u64) -> InForce<'_> {
+        match self
+            .surge_windows
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.holds(now_ms))
+        {
+            Some((index, window)) => InForce {
+                window: Some((index, window)),
+                per_client: window.per_client,
+                on_location_unavailable: window.on_location_unavailable,
+                difficulty_bits: window
+                    .difficulty_bits
+                    .unwrap_or(self.challenge.difficulty_bits),
+            },
+            None => InForce {
+                window: None,
+                per_client: self.per_client,
+                on_location_unavailable: self.on_location_unavailable,
+                difficulty_bits: self.challenge.difficulty_bits,
+            },
+        }
+    }
+
+    /// The texts for `locale` if the policy has any; English (the campaign's own) otherwise.
+    pub fn texts(&self, locale: &str) -> Option<&CampaignTexts> {
+        self.texts
+            .iter()
+            .find(|(l, _)| *l == locale)
+            .map(|(_, texts)| texts)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub regions: Vec<Region>,
+    pub rest_of_world: RegionIndex,
+    pub signals: SignalPolicy,
+    /// Policy-wide, not per campaign: which law a visitor's data falls under is a matter of the
+    /// regions, and one campaign must not be able to export what the others refuse to.
+    pub on_conflict: OnConflict,
+    pub max_body_bytes: u32,
+    pub campaigns: Vec<Campaign>,
+    by_country: HashMap<Country, RegionIndex>,
+}
+
+/// One problem in a policy or a configuration, with the path of the entry at fault (a policy
+/// entry such as `regions[2].countries[4]`, or an environment variable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError(pub Vec<Issue>);
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid policy ({} problem(s))", self.0.len())?;
+        for issue in &self.0 {
+            write!(f, "\n  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+impl Policy {
+    pub fn shipped() -> Result<Policy, PolicyError> {
+        Policy::parse(SHIPPED_POLICY)
+    }
+
+    /// A policy from parts that passed the checks (the code `code::rust_source` writes, which
+    /// the worker compiles in); the country index is derived from the regions.
+    pub fn assembled(
+        regions: Vec<Region>,
+        rest_of_world: RegionIndex,
+        signals: SignalPolicy,
+        on_conflict: OnConflict,
+        max_body_bytes: u32,
+        campaigns: Vec<Campaign>,
+    ) -> Policy {
+        let by_country = regions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.countries.iter().map(move |&c| (c, RegionIndex(i))))
+            .collect();
+        Policy {
+            regions,
+            rest_of_world,
+            signals,
+            on_conflict,
+            max_body_bytes,
+            campaigns,
+            by_country,
+        }
+    }
+
+    pub fn parse(json: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = serde_json::from_str(json).map_err(|e| {
+            PolicyError(vec![Issue {
+                path: format!("line {} column {}", e.line(), e.column()),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut checker = Checker::default();
+        let policy = checker.policy(raw);
+        match policy {
+            Some(policy) if checker.issues.is_empty() => Ok(policy),
+            _ => Err(PolicyError(checker.issues)),
+        }
+    }
+
+    /// Every region's index, in the policy's order.
+    pub fn region_indices(&self) -> impl Iterator<Item = RegionIndex> {
+        (0..self.regions.len()).map(RegionIndex)
+    }
+
+    pub fn region(&self, index: RegionIndex) -> &Region {
+        &self.regions[index.0]
+    }
+
+    /// Whether a region has a law of its own: every region but the rest-of-world one.
+    pub fn has_own_law(&self, index: RegionIndex) -> bool {
+        index != self.rest_of_world
+    }
+
+    pub fn region_index(&self, id: &str) -> Option<RegionIndex> {
+        self.regions
+            .iter()
+            .position(|r| r.id == id)
+            .map(RegionIndex)
+    }
+
+    /// Every assigned country maps to exactly one region: its own, or the rest-of-world region.
+    pub fn region_of(&self, country: Country) -> RegionIndex {
+        self.by_country
+            .get(&country)
+            .copied()
+            .unwrap_or(self.rest_of_world)
+    }
+
+    pub fn campaign(&self, id: &str) -> Option<&Campaign> {
+        self.campaigns.iter().find(|c| c.id == id)
+    }
+
+    pub fn find_campaign(&self, id: &str) -> Option<(CampaignIndex, &Campaign)> {
+        self.campaigns
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.id == id)
+            .map(|(i, c)| (CampaignIndex(i), c))
+    }
+}
+
+/// The candidate policy committed beside the live one (`CANDIDATE_FILE` under the workspace
+/// root), if there is one: for host tools and tests, which read it at run time.
+pub fn committed_candidate() -> Option<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(CANDIDATE_FILE)).ok()
+}
+
+/// Where the live policy lives unless a build names another (`HARBOUR_POLICY`).
+pub const LIVE_FILE: &str = "policy/harbour.json";
+
+/// Checks the live policy (read from `live_file`) and, when there is one, the candidate, with the
+/// same checks and the same messages; each issue's path starts with its file. The one call for
+/// anything that must refuse a bad policy before it ships (tests, the report tool, the build).
+pub fn check_policies(
+    live_file: &str,
+    live: &str,
+    candidate: Option<&str>,
+) -> Result<(), PolicyError> {
+    let mut issues = Vec::new();
+    let files = [(live_file, Some(live)), (CANDIDATE_FILE, candidate)];
+    for (file, text) in files {
+        if let Some(Err(PolicyError(found))) = text.map(Policy::parse) {
+            issues.extend(found.into_iter().map(|issue| Issue {
+                path: format!("{file}: {}", issue.path),
+                message: issue.message,
+            }));
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyError(issues))
+    }
+}
+
+// ---- raw, as written -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    regions: Vec<RawRegion>,
+    rest_of_world: String,
+    signals: RawSignals,
+    on_conflict: Option<String>,
+    max_body_bytes: u32,
+    campaigns: Vec<RawCampaign>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    id: String,
+    strictness: u32,
+    #[serde(default)]
+    countries: Vec<String>,
+    budget: Option<RawQuota>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignals {
+    unknown: String,
+    tor: String,
+    missing: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    burst: u32,
+    window_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaign {
+    id: String,
+    title: String,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    honeypot: Option<String>,
+    /// Gone: kept only to refuse an old policy with a sentence rather than "unknown field".
+    /// (Plain JSON values here and in `texts` reuse the deserializer the worker has anyway.)
+    #[serde(default)]
+    min_fill_ms: serde_json::Value,
+    #[serde(default)]
+    one_entry_per: Vec<String>,
+    limits: RawCampaignLimits,
+    #[serde(default)]
+    surge_windows: Vec<RawSurgeWindow>,
+    fields: Vec<RawField>,
+    challenge: Option<RawChallenge>,
+    intro: Option<String>,
+    /// Read as plain JSON and checked by hand (`Checker::texts`): typed maps would add their own
+    /// deserializers to the worker, about 10 KB of wasm, for a part the check walks once.
+    #[serde(default)]
+    texts: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChallenge {
+    difficulty_bits: u32,
+    valid_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCampaignLimits {
+    per_client: RawQuota,
+    campaign: RawQuota,
+    on_location_unavailable: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSurgeWindow {
+    id: String,
+    start: String,
+    end: String,
+    per_client: RawQuota,
+    on_location_unavailable: Option<String>,
+    difficulty_bits: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: bool,
+    max_length: Option<u32>,
+    values: Option<Vec<String>>,
+    min: Option<i64>,
+    max: Option<i64>,
+    #[serde(default)]
+    must_be_true: bool,
+    #[serde(default)]
+    residency_signal: bool,
+}
+
+// ---- checking --------------------------------------------------------------------------------
+
+/// Field and campaign ids appear in URLs, JSON keys and logs: keep them plain.
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+const DEFAULT_MAX_LENGTH: u32 = 200;
+const MAX_FIELD_LENGTH: u32 = 10_000;
+
+#[derive(Default)]
+struct Checker {
+    issues: Vec<Issue>,
+}
+
+impl Checker {
+    fn fail(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(Issue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn quota(&mut self, path: &str, raw: RawQuota) -> Option<Quota> {
+        let burst = NonZeroU32::new(raw.burst);
+        let window = NonZeroU64::new(raw.window_ms);
+        if burst.is_none() {
+            self.fail(format!("{path}.burst"), "limit must be at least 1");
+        }
+        if window.is_none() {
+            self.fail(format!("{path}.window_ms"), "window must be at least 1 ms");
+        }
+        Some(Quota::new(burst?, window?))
+    }
+
+    /// A per-client quota, which the location's rate-limiting binding must be able to count.
+    fn per_client_quota(&mut self, path: &str, raw: RawQuota) -> Option<Quota> {
+        let quota = self.quota(path, raw)?;
+        if quota.location().is_none() {
+            self.fail(
+                format!("{path}.window_ms"),
+                format!(
+                    "{} ms cannot be counted per location: the rate-limiting binding counts over {} s or {} s (window_ms {} or {})",
+                    raw.window_ms,
+                    LOCATION_PERIODS_S[0],
+                    LOCATION_PERIODS_S[1],
+                    LOCATION_PERIODS_S[0] * 1000,
+                    LOCATION_PERIODS_S[1] * 1000
+                ),
+            );
+            return None;
+        }
+        Some(quota)
+    }
+
+    fn fail_mode(&mut self, path: &str, raw: Option<&str>, default: FailMode) -> FailMode {
+        match raw {
+            None => default,
+            Some("fail_open") => FailMode::Open,
+            Some("fail_closed") => FailMode::Closed,
+            Some(other) => {
+                self.fail(
+                    path,
+                    format!("{other:?} must be \"fail_open\" or \"fail_closed\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn instant(&mut self, path: String, text: &str) -> Option<u64> {
+        match crate::utc::parse_ms(text) {
+            Ok(ms) => Some(ms),
+            Err(why) => {
+                self.fail(path, format!("{text:?} is not a UTC time: {why}"));
+                None
+            }
+        }
+    }
+
+    /// A campaign's surge windows, each checked, then all of them against each other.
+    fn surge_windows(
+        &mut self,
+        path: &str,
+        raw: Vec<RawSurgeWindow>,
+        campaign_mode: FailMode,
+    ) -> Vec<SurgeWindow> {
+        if raw.len() > MAX_SURGE_WINDOWS {
+            self.fail(
+                format!("{path}.surge_windows"),
+                format!("{} windows; at most {MAX_SURGE_WINDOWS}", raw.len()),
+            );
+        }
+        // (path, window) of each window that passed its own checks.
+        let mut windows: Vec<(String, SurgeWindow)> = Vec::new();
+        for (j, w) in raw.into_iter().enumerate() {
+            let wpath = format!("{path}.surge_windows[{j}]");
+            if !is_plain_id(&w.id) {
+                self.fail(
+                    format!("{wpath}.id"),
+                    format!("window id {:?} must be 1-64 of a-z 0-9 - _", w.id),
+                );
+            } else if windows.iter().any(|(_, other)| other.id == w.id) {
+                self.fail(
+                    format!("{wpath}.id"),
+                    format!("duplicate window {:?}", w.id),
+                );
+            }
+            let start = self.instant(format!("{wpath}.start"), &w.start);
+            let end = self.instant(format!("{wpath}.end"), &w.end);
+            let per_client = self.per_client_quota(&format!("{wpath}.per_client"), w.per_client);
+            let mode = self.fail_mode(
+                &format!("{wpath}.on_location_unavailable"),
+                w.on_location_unavailable.as_deref(),
+                campaign_mode,
+            );
+            let difficulty_bits = w.difficulty_bits.and_then(|bits| {
+                let valid = u8::try_from(bits)
+                    .ok()
+                    .filter(|bits| (1..=MAX_DIFFICULTY_BITS).contains(bits));
+                if valid.is_none() {
+                    self.fail(
+                        format!("{wpath}.difficulty_bits"),
+                        format!("{bits} is outside 1..={MAX_DIFFICULTY_BITS}"),
+                    );
+                }
+                valid
+            });
+            let (Some(start_ms), Some(end_ms), Some(per_client)) = (start, end, per_client) else {
+                continue;
+            };
+            if end_ms <= start_ms {
+                self.fail(
+                    format!("{wpath}.end"),
+                    format!("{:?} is not after start {:?}", w.end, w.start),
+                );
+                continue;
+            }
+            // By start, inserted in place: a general sort would cost more wasm than it saves.
+            let at = windows.partition_point(|(_, other)| other.start_ms <= start_ms);
+            windows.insert(
+                at,
+                (
+                    wpath,
+                    SurgeWindow {
+                        id: w.id,
+                        start_ms,
+                        end_ms,
+                        per_client,
+                        on_location_unavailable: mode,
+                        difficulty_bits,
+                    },
+                ),
+            );
+        }
+        for pair in windows.windows(2) {
+            let ((earlier_path, earlier), (later_path, later)) = (&pair[0], &pair[1]);
+            if later.start_ms < earlier.end_ms {
+                self.fail(
+                    later_path.clone(),
+                    format!(
+                        "window {:?} overlaps window {:?} ({earlier_path}); windows may touch but not overlap",
+                        later.id, earlier.id
+                    ),
+                );
+            }
+        }
+        windows.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// Regions, and the region of every country one of them lists.
+    fn regions(&mut self, raw: Vec<RawRegion>) -> (Vec<Region>, HashMap<Country, RegionIndex>) {
+        let mut regions = Vec::new();
+        let mut by_country: HashMap<Country, RegionIndex> = HashMap::new();
+        let mut country_path: HashMap<Country, String> = HashMap::new();
+        if raw.is_empty() {
+            self.fail("regions", "at least one region is required");
+        }
+        for (i, r) in raw.into_iter().enumerate() {
+            let path = format!("regions[{i}]");
+            if !is_plain_id(&r.id) {
+                self.fail(
+                    format!("{path}.id"),
+                    format!("region id {:?} must be 1-64 of a-z 0-9 - _", r.id),
+                );
+            }
+            if regions.iter().any(|other: &Region| other.id == r.id) {
+                self.fail(format!("{path}.id"), format!("duplicate region {:?}", r.id));
+            }
+            if let Some(other) = regions
+                .iter()
+                .find(|other: &&Region| other.strictness == r.strictness)
+            {
+                self.fail(
+                    format!("{path}.strictness"),
+                    format!(
+                        "strictness {} is also region {:?}'s; ranks must differ so conflicts have one answer",
+                        r.strictness, other.id
+                    ),
+                );
+            }
+            let mut countries = Vec::new();
+            for (j, code) in r.countries.iter().enumerate() {
+                let cpath = format!("{path}.countries[{j}]");
+                match Country::parse(code) {
+                    Some(c) if code.bytes().all(|b| b.is_ascii_uppercase()) => {
+                        if let Some(first) = country_path.get(&c) {
+                            self.fail(
+                                cpath,
+                                format!("country {c} is in two regions (also at {first})"),
+                            );
+                        } else {
+                            country_path.insert(c, cpath);
+                            by_country.insert(c, RegionIndex(i));
+                            countries.push(c);
+                        }
+                    }
+                    _ => self.fail(
+                        cpath,
+                        format!(
+                            "{code:?} is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"
+                        ),
+                    ),
+                }
+            }
+            let budget = r
+                .budget
+                .and_then(|q| self.quota(&format!("{path}.budget"), q));
+            regions.push(Region {
+                id: r.id,
+                strictness: r.strictness,
+                countries,
+                budget,
+            });
+        }
+        (regions, by_country)
+    }
+
+    fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
+        let (regions, by_country) = self.regions(raw.regions);
+        let find = |id: &str| regions.iter().position(|r| r.id == id).map(RegionIndex);
+
+        let rest_of_world = find(&raw.rest_of_world);
+        if rest_of_world.is_none() {
+            self.fail(
+                "rest_of_world",
+                format!("unknown region {:?}", raw.rest_of_world),
+            );
+        }
+        let mut action = |path: &str, text: &str| -> Option<SignalAction> {
+            if text == "refuse" {
+                return Some(SignalAction::Refuse);
+            }
+            match text.strip_prefix("region:").map(find) {
+                Some(Some(index)) => Some(SignalAction::RouteTo(index)),
+                Some(None) => {
+                    self.fail(path, format!("unknown region in {text:?}"));
+                    None
+                }
+                None => {
+                    self.fail(
+                        path,
+                        format!("{text:?} must be \"refuse\" or \"region:<id>\""),
+                    );
+                    None
+                }
+            }
+        };
+        let signals = (
+            action("signals.unknown", &raw.signals.unknown),
+            action("signals.tor", &raw.signals.tor),
+            action("signals.missing", &raw.signals.missing),
+        );
+
+        let on_conflict = match raw.on_conflict.as_deref() {
+            None => Some(OnConflict::default()),
+            Some(name) => {
+                let rule = OnConflict::parse(name);
+                if rule.is_none() {
+                    self.fail(
+                        "on_conflict",
+                        format!("{name:?} must be \"refuse\", \"platform\" or \"stricter\""),
+                    );
+                }
+                rule
+            }
+        };
+
+        if raw.max_body_bytes < 256 || raw.max_body_bytes > 1_048_576 {
+            self.fail(
+                "max_body_bytes",
+                format!("{} is outside 256..=1048576 bytes", raw.max_body_bytes),
+            );
+        }
+
+        let mut campaigns: Vec<Campaign> = Vec::new();
+        if raw.campaigns.is_empty() {
+            self.fail("campaigns", "at least one campaign is required");
+        }
+        for (i, c) in raw.campaigns.into_iter().enumerate() {
+            let path = format!("campaigns[{i}]");
+            if let Some(campaign) = self.campaign(&path, c) {
+                if campaigns.iter().any(|other| other.id == campaign.id) {
+                    self.fail(
+                        format!("{path}.id"),
+                        format!("duplicate campaign {:?}", campaign.id),
+                    );
+                }
+                campaigns.push(campaign);
+            }
+        }
+
+        let (Some(unknown), Some(tor), Some(missing)) = signals else {
+            return None;
+        };
+        let on_conflict = on_conflict?;
+        Some(Policy {
+            regions,
+            rest_of_world: rest_of_world?,
+            signals: SignalPolicy {
+                unknown,
+                tor,
+                missing,
+            },
+            on_conflict,
+            max_body_bytes: raw.max_body_bytes,
+            campaigns,
+            by_country,
+        })
+    }
+
+    fn campaign(&mut self, path: &str, c: RawCampaign) -> Option<Campaign> {
+        if !is_plain_id(&c.id) {
+            self.fail(
+                format!("{path}.id"),
+                format!("campaign id {:?} must be 1-64 of a-z 0-9 - _", c.id),
+            );
+        }
+        for (j, origin) in c.allowed_origins.iter().enumerate() {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let ok = host.is_some_and(|h| {
+                !h.is_empty() && !h.contains(['/', '?', '#']) && !h.contains(char::is_whitespace)
+            });
+            if !ok {
+                self.fail(
+                    format!("{path}.allowed_origins[{j}]"),
+                    format!("{origin:?} must be a scheme://host[:port] origin without a path"),
+                );
+            }
+        }
+        let per_client =
+            self.per_client_quota(&format!("{path}.limits.per_client"), c.limits.per_client);
+        let campaign = self.quota(&format!("{path}.limits.campaign"), c.limits.campaign);
+        let on_location_unavailable = self.fail_mode(
+            &format!("{path}.limits.on_location_unavailable"),
+            c.limits.on_location_unavailable.as_deref(),
+            FailMode::default(),
+        );
+        let surge_windows = self.surge_windows(path, c.surge_windows, on_location_unavailable);
+        let mut fields: Vec<Field> = Vec::new();
+        let names: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
+        if c.fields.is_empty() {
+            self.fail(
+                format!("{path}.fields"),
+                "a campaign needs at least one field",
+            );
+        }
+        for (j, f) in c.fields.into_iter().enumerate() {
+            let fpath = format!("{path}.fields[{j}]");
+            if fields.iter().any(|other| other.name == f.name) {
+                self.fail(
+                    format!("{fpath}.name"),
+                    format!("duplicate field {:?}", f.name),
+                );
+            }
+            if let Some(field) = self.field(&fpath, f) {
+                fields.push(field);
+            }
+        }
+        let signals = fields.iter().filter(|f| f.residency_signal).count();
+        if signals > 1 {
+            self.fail(
+                format!("{path}.fields"),
+                "at most one field can be the residency signal",
+            );
+        }
+        if let Some(honeypot) = &c.honeypot {
+            if !is_plain_id(honeypot) || fields.iter().any(|f| &f.name == honeypot) {
+                self.fail(
+                    format!("{path}.honeypot"),
+                    format!("{honeypot:?} must be a plain name that is not a real field"),
+                );
+            }
+        }
+        if !c.min_fill_ms.is_null() {
+            self.fail(
+                format!("{path}.min_fill_ms"),
+                "the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key",
+            );
+        }
+        self.one_entry_per(path, &c.one_entry_per, &names, &fields);
+        let challenge = self.challenge(path, c.challenge);
+        let texts = self.texts(path, c.texts, &names);
+        Some(Campaign {
+            one_entry_per: c.one_entry_per,
+            id: c.id,
+            title: c.title,
+            fields,
+            honeypot: c.honeypot,
+            allowed_origins: c.allowed_origins,
+            per_client: per_client?,
+            campaign: campaign?,
+            on_location_unavailable,
+            surge_windows,
+            challenge,
+            intro: c.intro,
+            texts,
+        })
+    }
+
+    /// Each name a required field of the campaign, once, of a type that can tell people apart.
+    /// A field declared but refused (`declared`, not in `fields`) has its own error already.
+    fn one_entry_per(
+        &mut self,
+        path: &str,
+        names: &[String],
+        declared: &[String],
+        fields: &[Field],
+    ) {
+        for (k, name) in names.iter().enumerate() {
+            let npath = format!("{path}.one_entry_per[{k}]");
+            if names[..k].contains(name) {
+                self.fail(npath, format!("{name:?} is listed twice"));
+                continue;
+            }
+            match fields.iter().find(|f| &f.name == name) {
+                None if declared.contains(name) => {}
+                None => self.fail(npath, format!("{name:?} is not a field of this campaign")),
+                Some(f) if f.kind == FieldKind::Bool => self.fail(
+                    npath,
+                    format!("{name:?} is a bool field, which cannot tell people apart"),
+                ),
+                Some(f) if !f.required => self.fail(
+                    npath,
+                    format!(
+                        "{name:?} must be a required field: an entry without it could not be told apart"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn challenge(&mut self, path: &str, raw: Option<RawChallenge>) -> ChallengeRule {
+        let Some(raw) = raw else {
+            return DEFAULT_CHALLENGE;
+        };
+        let bits = u8::try_from(raw.difficulty_bits)
+            .ok()
+            .filter(|bits| (1..=MAX_DIFFICULTY_BITS).contains(bits));
+        if bits.is_none() {
+            self.fail(
+                format!("{path}.challenge.difficulty_bits"),
+                format!(
+                    "{} is outside 1..={MAX_DIFFICULTY_BITS}",
+                    raw.difficulty_bits
+                ),
+            );
+        }
+        if !(MIN_CHALLENGE_VALID_MS..=MAX_CHALLENGE_VALID_MS).contains(&raw.valid_ms) {
+            self.fail(
+                format!("{path}.challenge.valid_ms"),
+                format!(
+                    "{} is outside {MIN_CHALLENGE_VALID_MS}..={MAX_CHALLENGE_VALID_MS} ms",
+                    raw.valid_ms
+                ),
+            );
+        }
+        ChallengeRule {
+            difficulty_bits: bits.unwrap_or(DEFAULT_CHALLENGE.difficulty_bits),
+            valid_ms: raw.valid_ms,
+        }
+    }
+
+    /// `texts`: `{locale: {"title", "intro", "labels": {field: label}}}`, each part optional.
+    fn texts(
+        &mut self,
+        path: &str,
+        raw: serde_json::Value,
+        field_names: &[String],
+    ) -> Vec<(&'static str, CampaignTexts)> {
+        use serde_json::Value;
+        let mut texts = Vec::new();
+        let locales = match raw {
+            Value::Null => return texts,
+            Value::Object(locales) => locales,
+            _ => {
+                self.fail(
+                    format!("{path}.texts"),
+                    "must be an object of locale: texts",
+                );
+                return texts;
+            }
+        };
+        for (locale, t) in locales {
+            let tpath = format!("{path}.texts.{locale}");
+            let Some(known) = LOCALES[1..].iter().find(|l| **l == locale) else {
+                let why = if locale == LOCALES[0] {
+                    "English is the campaign's own title, intro and labels".to_owned()
+                } else {
+                    format!("unknown locale; one of {}", LOCALES[1..].join(", "))
+                };
+                self.fail(tpath, why);
+                continue;
+            };
+            let Value::Object(parts) = t else {
+                self.fail(tpath, "must be an object with title, intro and labels");
+                continue;
+            };
+            let mut one = CampaignTexts::default();
+            for (key, value) in parts {
+                match (key.as_str(), value) {
+                    ("title", Value::String(text)) => one.title = Some(text),
+                    ("intro", Value::String(text)) => one.intro = Some(text),
+                    ("labels", Value::Object(labels)) => {
+                        for (name, label) in labels {
+                            let lpath = format!("{tpath}.labels.{name}");
+                            match label {
+                                _ if !field_names.contains(&name) => {
+                                    self.fail(lpath, "no such field")
+                                }
+                                Value::String(label) => one.labels.push((name, label)),
+                                _ => self.fail(lpath, "a label is text"),
+                            }
+                        }
+                    }
+                    ("title" | "intro", _) => self.fail(format!("{tpath}.{key}"), "must be text"),
+                    ("labels", _) => self.fail(
+                        format!("{tpath}.labels"),
+                        "must be an object of field: label",
+                    ),
+                    _ => self.fail(
+                        format!("{tpath}.{key}"),
+                        "unknown key: title, intro or labels",
+                    ),
+                }
+            }
+            texts.push((*known, one));
+        }
+        texts
+    }
+
+    fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
+        if !is_plain_id(&f.name) {
+            self.fail(
+                format!("{path}.name"),
+                format!("field name {:?} must be 1-64 of a-z 0-9 - _", f.name),
+            );
+        }
+        let kind = match FieldKind::parse(&f.kind) {
+            Ok(kind) => kind,
+            Err(why) => {
+                self.fail(format!("{path}.type"), format!("unknown field type: {why}"));
+                return None;
+            }
+        };
+        // Each option only where the type's spec takes it.
+        let spec = kind.spec();
+        match (spec.options, &f.values) {
+            (Options::Listed, Some(values)) if !values.is_empty() => {}
+            (Options::Listed, _) => self.fail(
+                format!("{path}.values"),
+                format!("{} fields need a non-empty list of values", kind.name()),
+            ),
+            (_, Some(_)) => self.fail(
+                format!("{path}.values"),
+                format!("{} fields take no values", kind.name()),
+            ),
+            (_, None) => {}
+        }
+        if (f.min.is_some() || f.max.is_some()) && !spec.range {
+            self.fail(path, format!("{} fields take no min/max", kind.name()));
+        }
+        if let (Some(min), Some(max)) = (f.min, f.max) {
+            if min > max {
+                self.fail(path, format!("min {min} is above max {max}"));
+            }
+        }
+        if f.must_be_true && !spec.consent {
+            self.fail(
+                format!("{path}.must_be_true"),
+                format!("{} fields cannot be required to be true", kind.name()),
+            );
+        }
+        if f.residency_signal && !spec.residency_signal {
+            self.fail(
+                format!("{path}.residency_signal"),
+                format!("{} fields cannot be a residency signal", kind.name()),
+            );
+        }
+        let max_length = f.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
+        if max_length == 0 || max_length > MAX_FIELD_LENGTH {
+            self.fail(
+                format!("{path}.max_length"),
+                format!("{max_length} is outside 1..={MAX_FIELD_LENGTH}"),
+            );
+        }
+        Some(Field {
+            name: f.name,
+            label: f.label,
+            kind,
+            required: f.required,
+            max_length,
+            values: f.values.unwrap_or_default(),
+            min: f.min,
+            max: f.max,
+            must_be_true: f.must_be_true,
+            residency_signal: f.residency_signal,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_json() -> serde_json::Value {
+        serde_json::from_str(SHIPPED_POLICY).unwrap()
+    }
+
+    fn problems(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<String> {
+        let mut policy = shipped_json();
+        edit(&mut policy);
+        match Policy::parse(&policy.to_string()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_policy_is_valid() {
+        let policy = Policy::shipped().unwrap();
+        let ids: Vec<_> = policy.regions.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["cn", "ru", "eu", "au", "global"]);
+        assert_eq!(policy.region(policy.rest_of_world).id, "global");
+        assert_eq!(policy.signals.unknown, SignalAction::Refuse);
+        assert_eq!(policy.signals.tor, SignalAction::Refuse);
+        assert_eq!(policy.signals.missing, SignalAction::Refuse);
+        let eu = &policy.regions[policy.region_index("eu").unwrap().get()];
+        assert_eq!(eu.countries.len(), 37, "EU 27 + EEA 3 + 7 territories");
+        for territory in ["RE", "GP", "MQ", "GF", "YT", "MF", "AX"] {
+            let country = Country::parse(territory).unwrap();
+            assert_eq!(
+                policy.region(policy.region_of(country)).id,
+                "eu",
+                "{territory}"
+            );
+        }
+        let kosovo = Country::parse("XK").unwrap();
+        let global = &policy.regions[policy.rest_of_world.get()];
+        assert!(
+            global.countries.contains(&kosovo),
+            "XK is listed, not left over"
+        );
+        assert_eq!(policy.on_conflict, OnConflict::Refuse);
+        let campaign = policy.campaign("spring-launch").unwrap();
+        let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["name", "email", "country", "consent"]);
+        assert!(campaign.field("consent").unwrap().must_be_true);
+        assert_eq!(campaign.one_entry_per, ["email"]);
+        assert_eq!(campaign.challenge, DEFAULT_CHALLENGE);
+        for locale in &LOCALES[1..] {
+            let texts = campaign.texts(locale).unwrap();
+            assert!(texts.title.is_some() && texts.intro.is_some(), "{locale}");
+            assert_eq!(texts.labels.len(), campaign.fields.len(), "{locale}");
+        }
+    }
+
+    #[test]
+    fn every_country_maps_to_exactly_one_region() {
+        let policy = Policy::shipped().unwrap();
+        for country in Country::all() {
+            let region = policy.region_of(country);
+            let listed: Vec<_> = policy
+                .regions
+                .iter()
+                .filter(|r| r.countries.contains(&country))
+                .collect();
+            assert!(listed.len() <= 1, "{country} listed twice");
+            match listed.first() {
+                Some(r) => assert_eq!(policy.region(region).id, r.id),
+                None => assert_eq!(region, policy.rest_of_world),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_policies_name_the_bad_entry() {
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let table: Vec<(&str, Edit, &str)> = vec![
+            ("unknown rest-of-world region", Box::new(|p| p["rest_of_world"] = "mars".into()), "rest_of_world: unknown region \"mars\""),
+            ("signal to unknown region", Box::new(|p| p["signals"]["tor"] = "region:mars".into()), "signals.tor: unknown region in \"region:mars\""),
+            ("bad signal action", Box::new(|p| p["signals"]["missing"] = "allow".into()), "signals.missing: \"allow\" must be \"refuse\" or \"region:<id>\""),
+            ("bad conflict rule", Box::new(|p| p["on_conflict"] = "declared".into()), "on_conflict: \"declared\" must be \"refuse\", \"platform\" or \"stricter\""),
+            ("country in two regions", Box::new(|p| p["regions"][3]["countries"] = serde_json::json!(["AU", "IT"])), "regions[3].countries[1]: country IT is in two regions (also at regions[2].countries[14])"),
+            ("not a country", Box::new(|p| p["regions"][0]["countries"] = serde_json::json!(["CN", "XX"])), "regions[0].countries[1]: \"XX\" is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"),
+            ("lower-case country", Box::new(|p| p["regions"][1]["countries"] = serde_json::json!(["ru"])), "regions[1].countries[0]: \"ru\" is not a country code (ISO 3166-1 alpha-2 or XK, upper case)"),
+            ("duplicate region", Box::new(|p| p["regions"][1]["id"] = "cn".into()), "regions[1].id: duplicate region \"cn\""),
+            ("tied strictness", Box::new(|p| p["regions"][1]["strictness"] = 40.into()), "regions[1].strictness: strictness 40 is also region \"cn\"'s; ranks must differ so conflicts have one answer"),
+            ("zero limit", Box::new(|p| p["campaigns"][0]["limits"]["per_client"]["burst"] = 0.into()), "campaigns[0].limits.per_client.burst: limit must be at least 1"),
+            ("zero window", Box::new(|p| p["regions"][2]["budget"]["window_ms"] = 0.into()), "regions[2].budget.window_ms: window must be at least 1 ms"),
+            ("unknown field type", Box::new(|p| p["campaigns"][0]["fields"][1]["type"] = "emial".into()), "campaigns[0].fields[1].type: unknown field type: unknown variant `emial`, expected one of `string`, `email`, `enum`, `bool`, `integer`, `country`"),
+            ("enum without values", Box::new(|p| p["campaigns"][0]["fields"][0]["type"] = "enum".into()), "campaigns[0].fields[0].values: enum fields need a non-empty list of values"),
+            ("values on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["values"] = serde_json::json!(["a"])), "campaigns[0].fields[0].values: string fields take no values"),
+            ("range on an email", Box::new(|p| p["campaigns"][0]["fields"][1]["min"] = 1.into()), "campaigns[0].fields[1]: email fields take no min/max"),
+            ("consent on a string", Box::new(|p| p["campaigns"][0]["fields"][0]["must_be_true"] = true.into()), "campaigns[0].fields[0].must_be_true: string fields cannot be required to be true"),
+            ("signal on a string", Box::new(|p| {
+                p["campaigns"][0]["fields"][0]["residency_signal"] = true.into();
+                p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
+            }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
+            ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
+            // (fields[3], not the email field the campaign's one_entry_per names)
+            ("duplicate field", Box::new(|p| {
+                p["campaigns"][0]["fields"][3]["name"] = "name".into();
+                p["campaigns"][0]["texts"] = serde_json::json!({});
+            }), "campaigns[0].fields[3].name: duplicate field \"name\""),
+            ("the old minimum fill time", Box::new(|p| p["campaigns"][0]["min_fill_ms"] = 1500.into()), "campaigns[0].min_fill_ms: the minimum fill time is gone (it dropped real entries: autofill, a tab left open); every submission now carries a proof of work instead, set by \"challenge\": {\"difficulty_bits\", \"valid_ms\"}; remove this key"),
+            ("no work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 0.into()), "campaigns[0].challenge.difficulty_bits: 0 is outside 1..=32"),
+            ("absurd work", Box::new(|p| p["campaigns"][0]["challenge"]["difficulty_bits"] = 300.into()), "campaigns[0].challenge.difficulty_bits: 300 is outside 1..=32"),
+            ("challenge good for a week", Box::new(|p| p["campaigns"][0]["challenge"]["valid_ms"] = 604_800_000u64.into()), "campaigns[0].challenge.valid_ms: 604800000 is outside 60000..=86400000 ms"),
+            ("unknown locale", Box::new(|p| p["campaigns"][0]["texts"]["pt"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.pt: unknown locale; one of zh-CN, ru, it, de, fr"),
+            ("English texts", Box::new(|p| p["campaigns"][0]["texts"]["en"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.en: English is the campaign's own title, intro and labels"),
+            ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro or labels"),
+            ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
+            ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
+            ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
+            ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
+            ("one entry per unknown field", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["emial"])), "campaigns[0].one_entry_per[0]: \"emial\" is not a field of this campaign"),
+            ("one entry per a field twice", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["email", "email"])), "campaigns[0].one_entry_per[1]: \"email\" is listed twice"),
+            ("one entry per a bool", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["consent"])), "campaigns[0].one_entry_per[0]: \"consent\" is a bool field, which cannot tell people apart"),
+            ("one entry per an optional field", Box::new(|p| {
+                p["campaigns"][0]["fields"][0]["required"] = false.into();
+                p["campaigns"][0]["one_entry_per"] = serde_json::json!(["email", "name"]);
+            }), "campaigns[0].one_entry_per[1]: \"name\" must be a required field: an entry without it could not be told apart"),
+        ];
+        for (what, edit, expected) in table {
+            let found = problems(edit);
+            assert_eq!(found, vec![expected.to_owned()], "{what}");
+        }
+    }
+
+    fn with_windows(windows: serde_json::Value) -> Result<Policy, PolicyError> {
+        let mut policy = shipped_json();
+        policy["campaigns"][0]["surge_windows"] = windows;
+        Policy::parse(&policy.to_string())
+    }
+
+    #[test]
+    fn surge_windows_hold_from_their_start_to_just_before_their_end() {
+        let policy = with_windows(serde_json::json!([
+            // Listed out of order, and touching: one ends where the next starts.
+            {"id": "late-news", "start": "2026-03-14T21:00:00Z", "end": "2026-03-14T21:05:00.5Z",
+             "per_client": {"burst": 8, "window_ms": 10000}},
+            {"id": "tv-spot", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T21:00:00Z",
+             "per_client": {"burst": 20, "window_ms": 60000}, "on_location_unavailable": "fail_closed"}
+        ]))
+        .unwrap();
+        let campaign = &policy.campaigns[0];
+        let start = crate::utc::parse_ms("2026-03-14T20:15:00Z").unwrap();
+        let touch = crate::utc::parse_ms("2026-03-14T21:00:00Z").unwrap();
+        let end = crate::utc::parse_ms("2026-03-14T21:05:00.5Z").unwrap();
+        let window = |ms| campaign.in_force(ms).window.map(|(_, w)| w.id.as_str());
+        let burst = |ms| campaign.in_force(ms).per_client.burst();
+        assert_eq!((window(start - 1), burst(start - 1)), (None, 5));
+        assert_eq!((window(start), burst(start)), (Some("tv-spot"), 20));
+        assert_eq!(window(start + 1), Some("tv-spot"));
+        assert_eq!(window(touch - 1), Some("tv-spot"));
+        assert_eq!((window(touch), burst(touch)), (Some("late-news"), 8));
+        assert_eq!(window(end - 1), Some("late-news"));
+        assert_eq!((window(end), burst(end)), (None, 5));
+        assert_eq!(window(end + 1), None);
+        // Each window's own admission mode; outside, the campaign's (default fail_open).
+        assert_eq!(
+            campaign.in_force(start).on_location_unavailable,
+            FailMode::Closed
+        );
+        assert_eq!(
+            campaign.in_force(touch).on_location_unavailable,
+            FailMode::Open
+        );
+        assert_eq!(
+            campaign.in_force(end).on_location_unavailable,
+            FailMode::Open
+        );
+        // Sorted by start: the position is stable for keying state.
+        assert_eq!(campaign.in_force(start).window.map(|(i, _)| i), Some(0));
+    }
+
+    #[test]
+    fn a_window_without_a_mode_takes_the_campaigns() {
+        let mut policy = shipped_json();
+        policy["campaigns"][0]["limits"]["on_location_unavailable"] = "fail_closed".into();
+        policy["campaigns"][0]["surge_windows"] = serde_json::json!([
+            {"id": "w", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:05:00Z",
+             "per_client": {"burst": 9, "window_ms": 60000}}
+        ]);
+        let policy = Policy::parse(&policy.to_string()).unwrap();
+        let campaign = &policy.campaigns[0];
+        assert_eq!(campaign.on_location_unavailable, FailMode::Closed);
+        assert_eq!(
+            campaign.surge_windows[0].on_location_unavailable,
+            FailMode::Closed
+        );
+    }
+
+    #[test]
+    fn bad_surge_windows_and_inexpressible_limits_name_the_entry() {
+        let window = |id: &str, start: &str, end: &str, window_ms: u64| {
+            serde_json::json!({"id": id, "start": start, "end": end,
+                               "per_client": {"burst": 10, "window_ms": window_ms}})
+        };
+        let table: Vec<(&str, serde_json::Value, &str)> = vec![
+            (
+                "overlap",
+                serde_json::json!([
+                    window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000),
+                    window("b", "2026-03-14T20:09:59.999Z", "2026-03-14T20:20:00Z", 60000),
+                ]),
+                "campaigns[0].surge_windows[1]: window \"b\" overlaps window \"a\" (campaigns[0].surge_windows[0]); windows may touch but not overlap",
+            ),
+            (
+                "end before start",
+                serde_json::json!([window("a", "2026-03-14T20:10:00Z", "2026-03-14T20:00:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].end: \"2026-03-14T20:00:00Z\" is not after start \"2026-03-14T20:10:00Z\"",
+            ),
+            (
+                "empty window",
+                serde_json::json!([window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:00:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].end: \"2026-03-14T20:00:00Z\" is not after start \"2026-03-14T20:00:00Z\"",
+            ),
+            (
+                "local time",
+                serde_json::json!([window("a", "2026-03-14T21:00:00+01:00", "2026-03-14T21:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].start: \"2026-03-14T21:00:00+01:00\" is not a UTC time: must end in Z (UTC); offsets are not taken",
+            ),
+            (
+                "no such day",
+                serde_json::json!([window("a", "2026-02-30T20:00:00Z", "2026-03-14T21:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].start: \"2026-02-30T20:00:00Z\" is not a UTC time: no such day in that month",
+            ),
+            (
+                "window work out of range",
+                serde_json::json!([{"id": "a", "start": "2026-03-14T20:00:00Z", "end": "2026-03-14T20:10:00Z",
+                                    "per_client": {"burst": 10, "window_ms": 60000}, "difficulty_bits": 40}]),
+                "campaigns[0].surge_windows[0].difficulty_bits: 40 is outside 1..=32",
+            ),
+            (
+                "window limit the binding cannot count",
+                serde_json::json!([window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 30000)]),
+                "campaigns[0].surge_windows[0].per_client.window_ms: 30000 ms cannot be counted per location: the rate-limiting binding counts over 10 s or 60 s (window_ms 10000 or 60000)",
+            ),
+            (
+                "duplicate id",
+                serde_json::json!([
+                    window("a", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000),
+                    window("a", "2026-03-15T20:00:00Z", "2026-03-15T20:10:00Z", 60000),
+                ]),
+                "campaigns[0].surge_windows[1].id: duplicate window \"a\"",
+            ),
+            (
+                "bad id",
+                serde_json::json!([window("TV spot", "2026-03-14T20:00:00Z", "2026-03-14T20:10:00Z", 60000)]),
+                "campaigns[0].surge_windows[0].id: window id \"TV spot\" must be 1-64 of a-z 0-9 - _",
+            ),
+        ];
+        for (what, windows, expected) in table {
+            let mut policy = shipped_json();
+            policy["campaigns"][0]["surge_windows"] = windows;
+            let found: Vec<String> = match Policy::parse(&policy.to_string()) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+            };
+            assert_eq!(found, vec![expected.to_owned()], "{what}");
+        }
+        assert_eq!(
+            problems(|p| p["campaigns"][0]["limits"]["per_client"]["window_ms"] = 1000.into()),
+            ["campaigns[0].limits.per_client.window_ms: 1000 ms cannot be counted per location: the rate-limiting binding counts over 10 s or 60 s (window_ms 10000 or 60000)"]
+        );
+        assert_eq!(
+            problems(|p| p["campaigns"][0]["limits"]["on_location_unavailable"] = "fail_shut".into()),
+            ["campaigns[0].limits.on_location_unavailable: \"fail_shut\" must be \"fail_open\" or \"fail_closed\""]
+        );
+        assert_eq!(
+            problems(|p| {
+                p["campaigns"][0]["surge_windows"] = serde_json::json!((0..=MAX_SURGE_WINDOWS)
+                    .map(|i| {
+                        let day = i % 28 + 1;
+                        let month = i / 28 + 1;
+                        window(
+                            &format!("w{i}"),
+                            &format!("2026-{month:02}-{day:02}T00:00:00Z"),
+                            &format!("2026-{month:02}-{day:02}T01:00:00Z"),
+                            60000,
+                        )
+                    })
+                    .collect::<Vec<_>>())
+            }),
+            ["campaigns[0].surge_windows: 101 windows; at most 100"]
+        );
+        // A campaign budget is the isolate's alone: any window is fine.
+        assert!(
+            problems(|p| p["campaigns"][0]["limits"]["campaign"]["window_ms"] = 1000.into())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_conflict_rule_defaults_to_refuse_and_parses_each_name() {
+        let mut json = shipped_json();
+        json.as_object_mut().unwrap().remove("on_conflict");
+        let policy = Policy::parse(&json.to_string()).unwrap();
+        assert_eq!(policy.on_conflict, OnConflict::Refuse);
+        for rule in OnConflict::ALL {
+            json["on_conflict"] = rule.as_str().into();
+            assert_eq!(Policy::parse(&json.to_string()).unwrap().on_conflict, rule);
+        }
+    }
+
+    #[test]
+    fn the_live_and_candidate_policies_are_checked_alike() {
+        assert_eq!(
+            check_policies(LIVE_FILE, SHIPPED_POLICY, committed_candidate().as_deref()),
+            Ok(())
+        );
+        let mut bad = shipped_json();
+        bad["rest_of_world"] = "mars".into();
+        let bad = bad.to_string();
+        let found: Vec<String> = check_policies(LIVE_FILE, &bad, Some(&bad))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "policy/harbour.json: rest_of_world: unknown region \"mars\"",
+                "policy/candidate.json: rest_of_world: unknown region \"mars\""
+            ]
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let found = problems(|p| {
+            p["rest_of_world"] = "mars".into();
+            p["campaigns"][0]["fields"][1]["type"] = "emial".into();
+            p["campaigns"][0]["limits"]["campaign"]["burst"] = 0.into();
+        });
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn typos_in_keys_and_broken_json_are_refused_with_a_position() {
+        let found = problems(|p| p["campaigns"][0]["fields"][0]["requird"] = true.into());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("unknown field `requird`"), "{found:?}");
+        let error = Policy::parse("{\"regions\": [").unwrap_err();
+        assert!(error.0[0].path.starts_with("line 1 column"), "{error}");
+    }
+}

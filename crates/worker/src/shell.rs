@@ -1,0 +1,456 @@
+//! The edge shell: the only code that knows it runs in a Workers isolate.
+//!
+//! The per-request cost of a Rust worker is the Rust↔JS boundary, not the logic, so the shell is
+//! shaped to cross it as rarely as possible: `shim.js` reads the request (method, URL, a handful
+//! of headers, `request.cf.country`, the body bytes up to the cap) and calls `decide` once; the
+//! whole decision comes back as one string of lines (see `decide`). A submission the isolate's own limits admit
+//! comes back as "consult this rate-limiting binding with this key": `shim.js` awaits the
+//! binding and reports its answer (or its failure or silence) to `consulted`, which answers with
+//! the forward or the reply. When it says forward, `shim.js` sends the bytes it was given and
+//! reports each attempt's status and body to `conclude`, which names the next origin of the same
+//! region or the final reply. JS moves bytes; every decision is made here.
+//!
+//! The environment (origin URLs, signing secrets, rate-limiting bindings) is read once per
+//! isolate in `configure`.
+//!
+//! The `worker` crate's wrappers are not used here: linking it at all keeps every class it
+//! exports to JS (streams, R2, containers, ...), which costs about 120 KB gzip of wasm, and its
+//! per-call conversions are the measured overhead this shell exists to avoid.
+
+use std::cell::RefCell;
+
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_core::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
+use harbour_core::config::Config;
+use harbour_core::forward::{AttemptResult, Next, TicketBook};
+use harbour_core::journal::{Journal, Lines, LogRecord};
+use harbour_core::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
+use harbour_policy::{Issue, Policy, PolicyError};
+
+pub use crate::wire::{parse_decision, request_line};
+use crate::wire::{reply_text, request_facts, Wire};
+use harbour_core::reply::{problem, Phase};
+use harbour_core::request::{Body, Facts};
+
+/// Everything an isolate keeps between requests.
+struct Shell {
+    pipeline: Pipeline,
+    tickets: TicketBook,
+    /// Requests awaiting the location's rate-limiting binding.
+    holds: TicketBook<Held>,
+    journal: Journal,
+}
+
+thread_local! {
+    static SHELL: RefCell<Option<Shell>> = const { RefCell::new(None) };
+}
+
+/// Reads the environment for the shipped policy's regions, rate limits and form key. `random`
+/// is 24 bytes from the platform's CSPRNG: three independent seeds (the limiter's hash key,
+/// request ids, challenge salts). Returns `{"ok":true,"max_body_bytes":N}` or
+/// `{"ok":false,"error":"..."}`; in the latter case every request is answered 500
+/// `config_invalid`, and the error (which names the bad entries, never a secret's value) is for
+/// the log. Either may carry `"candidate_error"` (see `configure_policies`), also for the log.
+#[wasm_bindgen]
+pub fn configure(env: &JsValue, random: &[u8]) -> String {
+    let property = |name: &str| js_sys::Reflect::get(env, &JsValue::from_str(name)).ok();
+    // Vars and secrets are both plain string properties of `env`.
+    let lookup = |name: &str| -> Option<String> { property(name)?.as_string() };
+    // A rate-limiting binding is an object with a `limit` method.
+    let bound = |name: &str| {
+        property(name)
+            .filter(JsValue::is_object)
+            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
+            .is_some_and(|limit| limit.is_function())
+    };
+    configure_with(&lookup, &bound, random)
+}
+
+/// Every rate-limiting binding the policy needs that `bound` does not find, named.
+fn missing_bindings(policy: &Policy, bound: &dyn Fn(&str) -> bool) -> Vec<Issue> {
+    location_limits(policy)
+        .into_iter()
+        .filter(|limit| !bound(&limit.binding_name()))
+        .map(|limit| Issue {
+            path: limit.binding_name(),
+            message: format!(
+                "no rate-limiting binding; wrangler.toml needs [[ratelimits]] name = \"{}\", namespace_id = \"<a number>\", simple = {{ limit = {}, period = {} }} (in each environment)",
+                limit.binding_name(),
+                limit.limit,
+                limit.period_s
+            ),
+        })
+        .collect()
+}
+
+/// Three independent seeds from 24 random bytes (fewer bytes leave the rest zero).
+fn seeds(random: &[u8]) -> Seeds {
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = random.get(at + i).copied().unwrap_or(0);
+        }
+        u64::from_le_bytes(bytes)
+    };
+    Seeds {
+        limiter: word(0),
+        request_ids: word(8),
+        challenges: word(16),
+    }
+}
+
+/// `configure` with the environment as plain lookups (strings, and whether a binding is there),
+/// for tests.
+pub fn configure_with(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
+    random: &[u8],
+) -> String {
+    configure_parsed(
+        crate::compiled::live(),
+        crate::compiled::candidate(),
+        lookup,
+        bound,
+        random,
+    )
+}
+
+/// `configure_with` for a given live policy and candidate. A candidate that does not parse
+/// (the build's checks refuse one) is left out and named in `"candidate_error"`: the shadow
+/// must never be why live traffic is refused.
+pub fn configure_policies(
+    live: &str,
+    candidate: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
+    random: &[u8],
+) -> String {
+    let candidate = candidate.map(Policy::parse);
+    configure_parsed(Policy::parse(live), candidate, lookup, bound, random)
+}
+
+/// `configure_policies` for policies already parsed (the worker's are compiled in).
+fn configure_parsed(
+    live: Result<Policy, PolicyError>,
+    candidate: Option<Result<Policy, PolicyError>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    bound: &dyn Fn(&str) -> bool,
+    random: &[u8],
+) -> String {
+    let config = match live
+        .clone()
+        .and_then(|policy| Config::for_policy(policy, lookup))
+    {
+        Ok(config) => match missing_bindings(&config.policy, bound) {
+            missing if missing.is_empty() => Ok(config),
+            missing => Err(PolicyError(missing)),
+        },
+        Err(PolicyError(mut issues)) => {
+            if let Ok(policy) = &live {
+                issues.extend(missing_bindings(policy, bound));
+            }
+            Err(PolicyError(issues))
+        }
+    };
+    let mut answer = match &config {
+        Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
+        Err(error) => json!({ "ok": false, "error": error.to_string() }),
+    };
+    let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
+    let mut pipeline = Pipeline::new(config, seeds(random));
+    match candidate {
+        Some(Ok(candidate)) => pipeline = pipeline.with_candidate(candidate),
+        Some(Err(error)) => answer["candidate_error"] = error.to_string().into(),
+        None => {}
+    }
+    let shell = Shell {
+        pipeline,
+        tickets: TicketBook::default(),
+        holds: TicketBook::with_max(MAX_HELD),
+        journal,
+    };
+    SHELL.with(|cell| *cell.borrow_mut() = Some(shell));
+    answer.to_string()
+}
+
+/// Names of the environment entries `configure` reads, for operators and the README: each
+/// region's origins and key, then each rate-limiting binding the policy needs.
+#[wasm_bindgen]
+pub fn expected_variables() -> String {
+    let Ok(policy) = crate::compiled::live() else {
+        return "[]".into();
+    };
+    let mut names: Vec<String> = policy
+        .regions
+        .iter()
+        .flat_map(|r| [origins_var(&r.id), key_var(&r.id)])
+        .chain(location_limits(&policy).iter().map(|l| l.binding_name()))
+        .collect();
+    names.push(FORM_KEY_VAR.to_owned());
+    json!(names).to_string()
+}
+
+/// Body states passed from JS.
+pub const BODY_UNREAD: u8 = 0;
+pub const BODY_BYTES: u8 = 1;
+pub const BODY_TOO_LARGE: u8 = 2;
+pub const BODY_INCOMPLETE: u8 = 3;
+
+/// Decides a request from what the shim read of it: `request` is its text facts joined by
+/// `request_line`, `body` the bytes read as `body_state` says.
+///
+/// Every answer to the shim is lines of text, no JSON to parse: the number of notes (log lines
+/// of state changes, such as a breaker opening), the notes, then the answer's kind and its
+/// fields, one a line (no field can hold a newline; see `Wire`):
+/// - `reply`: status, header count, each header's name and value, the decision's log line (or
+///   an empty line), the summary log line (or an empty line), then its BODY;
+/// - `consult`: the location's rate-limiting binding must be asked first: hold id, binding
+///   name, key, timeout ms; then call `consulted` with the hold id and the answer;
+/// - `forward`: the first attempt of a forward: its idempotency key, URL, timeout ms, ticket,
+///   header count, each header's name and value, then the BODY to send;
+/// - `retry`: a further attempt (same headers and body): URL, timeout ms, ticket.
+///
+/// A BODY is the rest of the answer, verbatim: the largest part is never escaped or scanned.
+#[wasm_bindgen]
+pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String {
+    // One string for the request's eight text facts: each string argument is a copy into wasm
+    // memory with an allocation of its own, so one costs less than eight.
+    let [method, url, content_type, country, client_ip, idempotency_key, challenge, origin] =
+        request_facts(request);
+    let method = method.unwrap_or_default();
+    let url = url.unwrap_or_default();
+    #[cfg(feature = "test-trap")]
+    trap_on_test_path(url);
+    let now_ms = clock(now_ms);
+    let facts = Facts {
+        method,
+        url,
+        content_type,
+        body: match body_state {
+            BODY_BYTES => Body::Bytes(body),
+            BODY_TOO_LARGE => Body::TooLarge,
+            BODY_INCOMPLETE => Body::Incomplete,
+            _ => Body::Unread,
+        },
+        country,
+        client_ip,
+        idempotency_key,
+        challenge,
+        origin,
+        now_ms,
+    };
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        let verdict = shell.pipeline.request(&facts);
+        if let Some(comparison) = shell.pipeline.shadow(&facts, &verdict) {
+            shell.journal.shadow(&comparison, now_ms);
+        }
+        Some(verdict_text(shell, verdict, now_ms, &[]))
+    });
+    answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// The binding's answer as `consulted` takes it from JS (see `shim.js`).
+pub const LOCATION_ADMITTED: u8 = 1;
+pub const LOCATION_REFUSED: u8 = 2;
+pub const LOCATION_FAILED: u8 = 3;
+pub const LOCATION_TIMED_OUT: u8 = 4;
+
+/// After the location's rate-limiting binding was consulted for the request held under `hold`:
+/// `answer` is one of the `LOCATION_*` codes (anything else counts as a failure). Answers with
+/// the first attempt of a forward, or a reply.
+#[wasm_bindgen]
+pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
+    let now_ms = clock(now_ms);
+    let answer = match answer {
+        LOCATION_ADMITTED => LocationAnswer::Admitted,
+        LOCATION_REFUSED => LocationAnswer::Refused,
+        LOCATION_TIMED_OUT => LocationAnswer::TimedOut,
+        _ => LocationAnswer::Failed,
+    };
+    let text = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        // Ids are whole numbers below 2^53, exact in an f64.
+        let Some(held) = shell.holds.take(hold as u64) else {
+            let reply = problem(
+                503,
+                "admission_expired",
+                "Your entry could not be taken right now",
+                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+                None,
+            )
+            .with_header("retry-after", "1");
+            let log = bare_log(Phase::Admit, "admission_expired", 503, now_ms);
+            let lines = shell.journal.record(&log, now_ms);
+            return Some(reply_text(&reply, lines, &[]));
+        };
+        let verdict = shell.pipeline.after_consult(held, answer, now_ms);
+        let notes = shell.pipeline.take_notes();
+        Some(verdict_text(shell, verdict, now_ms, &notes))
+    });
+    text.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// A verdict as the shim reads it; a forward's ticket or a held request is filed here.
+fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[String]) -> String {
+    match verdict {
+        Verdict::Answer { reply, log } => {
+            let lines = shell.journal.record(&log, now_ms);
+            reply_text(&reply, lines, notes)
+        }
+        Verdict::Forward { plan } => {
+            let mut out = Wire::new(notes, "forward", 512 + plan.body.len());
+            out.field(&plan.ticket.key);
+            let ticket = shell.tickets.file(plan.ticket, now_ms);
+            out.attempt(&plan.first, ticket);
+            out.headers(&plan.headers);
+            out.body(&plan.body)
+        }
+        Verdict::Consult { consult, held } => {
+            let hold = shell.holds.file(*held, now_ms);
+            let mut out = Wire::new(notes, "consult", 160);
+            out.number(hold);
+            out.field(&consult.binding);
+            out.field(&consult.key);
+            out.number(CONSULT_TIMEOUT_MS);
+            out.finish()
+        }
+    }
+}
+
+/// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
+/// without an answer (connection error or timeout). The origin's body comes as bytes: decoding
+/// it to a JS string only to encode it back costs two conversions; one that is not UTF-8 reads
+/// as empty, which no receipt is.
+#[wasm_bindgen]
+pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
+    let now_ms = clock(now_ms);
+    let body = std::str::from_utf8(body).unwrap_or_default();
+    let result = if status == 0 {
+        AttemptResult::Failed
+    } else {
+        AttemptResult::Answered { status, body }
+    };
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        // Ids are whole numbers below 2^53, exact in an f64.
+        let Some(ticket) = shell.tickets.take(ticket as u64) else {
+            let reply = problem(
+                503,
+                "forward_expired",
+                "Your entry could not be stored right now",
+                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+                None,
+            )
+            .with_header("retry-after", "1");
+            let log = bare_log(Phase::Forward, "forward_expired", 503, now_ms);
+            let lines = shell.journal.record(&log, now_ms);
+            return Some(reply_text(&reply, lines, &[]));
+        };
+        let next = shell.pipeline.after_attempt(&ticket, result, now_ms);
+        let notes = shell.pipeline.take_notes();
+        let (reply, outcome) = match next {
+            Next::Retry { attempt, ticket } => {
+                let id = shell.tickets.file(ticket, now_ms);
+                let mut out = Wire::new(&notes, "retry", 128);
+                out.attempt(&attempt, id);
+                return Some(out.finish());
+            }
+            Next::Done { reply, outcome } => (reply, outcome),
+        };
+        let log = shell.pipeline.forward_log(&ticket, reply.status, outcome);
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &notes))
+    });
+    answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// After an attempt of a forward filed by an instance that trapped and was replaced: its ticket
+/// died with that instance's memory, so the origin's answer cannot be judged and no ticket of this
+/// instance may stand in for it. The origin may have stored the entry: the visitor is asked to
+/// retry with the same key (`idempotency_key`, from the forward's headers), stored at most once.
+#[wasm_bindgen]
+pub fn orphaned(idempotency_key: Option<String>, now_ms: f64) -> String {
+    let now_ms = clock(now_ms);
+    let extra = idempotency_key
+        .as_ref()
+        .map(|key| json!({ "idempotency_key": key }));
+    let mut reply = problem(
+        503,
+        "forward_orphaned",
+        "Your entry could not be confirmed",
+        "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+        extra,
+    )
+    .with_header("retry-after", "1");
+    if let Some(key) = idempotency_key {
+        reply = reply.with_header(harbour_contract::http::HEADER_IDEMPOTENCY_KEY, key);
+    }
+    let log = bare_log(Phase::Forward, "forward_orphaned", 503, now_ms);
+    let answer = SHELL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let shell = slot.as_mut()?;
+        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &[]))
+    });
+    answer.unwrap_or_else(|| unconfigured(now_ms))
+}
+
+/// Builds with the `test-trap` feature, never shipped, trap on a request for this path, with the
+/// shell's state borrowed as a panic anywhere in a decision would leave it; a test shows the
+/// next request is answered normally.
+#[cfg(feature = "test-trap")]
+pub const TEST_TRAP_PATH: &str = "/api/__test_trap";
+
+#[cfg(feature = "test-trap")]
+fn trap_on_test_path(url: &str) {
+    if url.ends_with(TEST_TRAP_PATH) {
+        SHELL.with(|cell| {
+            let _held = cell.borrow_mut();
+            panic!("trap requested by a test build");
+        });
+    }
+}
+
+/// `Date.now()` as whole ms; a nonsense value becomes 0 rather than a panic.
+fn clock(now_ms: f64) -> u64 {
+    if now_ms.is_finite() && now_ms >= 0.0 {
+        now_ms as u64
+    } else {
+        0
+    }
+}
+
+fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
+    LogRecord {
+        request_id: String::new(),
+        campaign: None,
+        region: None,
+        phase,
+        outcome: code,
+        status,
+        attempts: 0,
+        received_ms: now_ms,
+    }
+}
+
+/// The answer when the isolate has no configuration (or its state is in use, which cannot
+/// happen in one thread): 500, always with its own log line.
+fn unconfigured(now_ms: u64) -> String {
+    let reply = problem(
+        500,
+        "config_invalid",
+        "Internal error",
+        "This service cannot accept entries right now.",
+        None,
+    );
+    let lines = Lines {
+        decision: Some(bare_log(Phase::Configure, "config_invalid", 500, now_ms).to_json(now_ms)),
+        summary: None,
+    };
+    reply_text(&reply, lines, &[])
+}

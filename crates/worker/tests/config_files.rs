@@ -1,0 +1,226 @@
+//! The files that configure a deployment parse and agree with each other.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_core::admission::location_limits;
+use harbour_core::config::Config;
+use harbour_policy::{Policy, SHIPPED_POLICY};
+
+fn wrangler() -> toml::Table {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wrangler.toml"))
+        .unwrap();
+    text.parse().unwrap()
+}
+
+#[test]
+fn wrangler_toml_parses_and_points_at_the_built_entry_and_the_page() {
+    let config = wrangler();
+    assert_eq!(config["main"].as_str(), Some("build/worker/shim.mjs"));
+    assert_eq!(config["assets"]["directory"].as_str(), Some("./www"));
+    assert!(config["build"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("scripts/build"));
+}
+
+/// The vars of one environment assembled into a configuration, with a distinct dummy key per
+/// region standing in for the secrets.
+fn assemble(vars: &toml::Table) -> Result<Config, harbour_policy::PolicyError> {
+    Config::assemble(SHIPPED_POLICY, &|name| {
+        if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
+            return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
+        }
+        if name == FORM_KEY_VAR {
+            return Some("form-secret-0123456789abcdefghijklmnop".into());
+        }
+        vars.get(name).and_then(|v| v.as_str()).map(String::from)
+    })
+}
+
+fn assert_every_region_has_origins_and_no_secrets(vars: &toml::Table, environment: &str) {
+    assert!(
+        !vars.contains_key(FORM_KEY_VAR),
+        "{environment}: the form key must be a secret, not a var"
+    );
+    let policy = Policy::shipped().unwrap();
+    for region in &policy.regions {
+        assert!(
+            vars.contains_key(&origins_var(&region.id)),
+            "{environment}: {} has no origins var",
+            region.id
+        );
+        assert!(
+            !vars.contains_key(&key_var(&region.id)),
+            "{environment}: {} key must be a secret, not a var",
+            region.id
+        );
+    }
+}
+
+#[test]
+fn wrangler_vars_give_every_policy_region_its_origins_and_no_secrets() {
+    let config = wrangler();
+    let vars = config["vars"].as_table().unwrap();
+    assert_every_region_has_origins_and_no_secrets(vars, "top level");
+    // With keys supplied as secrets, the vars assemble into a valid configuration.
+    let assembled = assemble(vars).unwrap();
+    for (index, region) in assembled.policy.regions.iter().enumerate() {
+        assert_eq!(
+            assembled.regions[index].origins.len(),
+            2,
+            "{} primary + secondary",
+            region.id
+        );
+    }
+}
+
+#[test]
+fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
+    let config = wrangler();
+    let top = config["vars"].as_table().unwrap();
+    // Environments do not inherit vars: production must set every one itself.
+    let production = config["env"]["production"]["vars"].as_table().unwrap();
+    let names = |t: &toml::Table| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(production),
+        names(top),
+        "the same variables as the top level"
+    );
+    assert_every_region_has_origins_and_no_secrets(production, "production");
+    let policy = Policy::shipped().unwrap();
+    for region in &policy.regions {
+        let urls = production[&origins_var(&region.id)].as_str().unwrap();
+        for url in urls.split([' ', ',']).filter(|u| !u.is_empty()) {
+            assert!(
+                url.starts_with("https://"),
+                "{}: {url} is not https",
+                region.id
+            );
+        }
+    }
+    let assembled = assemble(production).unwrap_or_else(|e| panic!("{e}"));
+    for (index, region) in assembled.policy.regions.iter().enumerate() {
+        assert!(
+            !assembled.regions[index].origins.is_empty(),
+            "{} has origins",
+            region.id
+        );
+    }
+    // The build and the page are inherited, not redefined differently for production.
+    for key in ["build", "assets", "main"] {
+        assert!(
+            config["env"]["production"].get(key).is_none(),
+            "env.production.{key} would override the top level"
+        );
+    }
+}
+
+/// `(name, limit, period)` of each `[[ratelimits]]` of one environment, sorted, and their
+/// namespace ids.
+fn ratelimits(environment: &toml::Table) -> (Vec<(String, i64, i64)>, Vec<String>) {
+    let mut bindings = Vec::new();
+    let mut namespaces = Vec::new();
+    let declared = environment
+        .get("ratelimits")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for binding in declared {
+        let simple = &binding["simple"];
+        bindings.push((
+            binding["name"].as_str().unwrap().to_owned(),
+            simple["limit"].as_integer().unwrap(),
+            simple["period"].as_integer().unwrap(),
+        ));
+        namespaces.push(binding["namespace_id"].as_str().unwrap().to_owned());
+    }
+    bindings.sort();
+    (bindings, namespaces)
+}
+
+#[test]
+fn wrangler_declares_exactly_the_rate_limiting_bindings_the_policy_needs() {
+    let policy = Policy::shipped().unwrap();
+    let mut expected: Vec<(String, i64, i64)> = location_limits(&policy)
+        .iter()
+        .map(|l| {
+            (
+                l.binding_name(),
+                i64::from(l.limit),
+                i64::try_from(l.period_s).unwrap(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    let config = wrangler();
+    let production = config["env"]["production"].as_table().unwrap();
+    let mut all_namespaces = Vec::new();
+    // Bindings are not inherited by environments: production declares its own.
+    for (environment, table) in [("top level", &config), ("production", production)] {
+        let (declared, namespaces) = ratelimits(table);
+        assert_eq!(declared, expected, "{environment}: [[ratelimits]]");
+        for namespace in &namespaces {
+            assert!(
+                !namespace.is_empty() && namespace.bytes().all(|b| b.is_ascii_digit()),
+                "{environment}: namespace_id {namespace:?} must be a number"
+            );
+        }
+        all_namespaces.extend(namespaces);
+    }
+    let count = all_namespaces.len();
+    all_namespaces.sort();
+    all_namespaces.dedup();
+    assert_eq!(
+        all_namespaces.len(),
+        count,
+        "each binding of each environment counts in a namespace of its own"
+    );
+}
+
+#[test]
+fn the_form_key_secret_is_documented_where_deployers_look() {
+    let command = format!("wrangler secret put {FORM_KEY_VAR} --env production");
+    for file in ["wrangler.toml", "README.md"] {
+        let text = std::fs::read_to_string(format!("{}/../../{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        assert!(text.contains(&command), "{file} does not say `{command}`");
+    }
+}
+
+#[test]
+fn the_bench_policy_is_the_shipped_one_with_cheap_challenges() {
+    // The bench builds the same worker with bench/policy.json: it must differ only in the work it
+    // asks of clients (harbour's check costs the same at any difficulty), or the rehearsal would
+    // measure another policy.
+    let read = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{}/../../{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (mut bench, mut shipped) = (read("bench/policy.json"), read("policy/harbour.json"));
+    harbour_policy::Policy::parse(&bench.to_string()).unwrap();
+    // The work asked: the campaign's, and each surge window's own.
+    let strip = |policy: &mut serde_json::Value, check: bool| {
+        for campaign in policy["campaigns"].as_array_mut().unwrap() {
+            if check {
+                assert!(campaign["challenge"]["difficulty_bits"].as_u64().unwrap() <= 8);
+            }
+            campaign.as_object_mut().unwrap().remove("challenge");
+            for window in campaign["surge_windows"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if check {
+                    assert!(window["difficulty_bits"].as_u64().unwrap_or(0) <= 8);
+                }
+                window.as_object_mut().unwrap().remove("difficulty_bits");
+            }
+        }
+    };
+    strip(&mut bench, true);
+    strip(&mut shipped, false);
+    assert_eq!(bench, shipped);
+}
