@@ -7,6 +7,9 @@
 // error or assert, which includes what Chromium logs for a failed load) and CSP violations (the
 // `securitypolicyviolation` event, reported from an init script). A test fails on any of them it
 // did not declare with `expectProblem`, and fails if a problem it declared never happened.
+// Playwright passes a dedicated worker's uncaught errors and console calls on to its page, so the
+// solver's worker is watched too; init scripts do not run in workers, so a CSP refusal there is
+// seen through the error it throws (importScripts, eval), not as an event.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
