@@ -1,213 +1,43 @@
 // The campaign page in a real browser (Debian's chromium, driven by playwright-core) against the
-// real local stack: reference origins with their SQLite files and the built worker under
-// `wrangler dev`, all on 127.0.0.1 and stopped when the tests end. Run by scripts/test.
-import { test, before, after } from "node:test";
+// real local stack (harness.mjs starts it). Every browser test is a `browserTest`: it fails on an
+// uncaught error, a console error or a CSP violation it does not declare. Run by scripts/test.
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, rmSync, readFileSync, writeFileSync, statSync, createWriteStream } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { createHmac, randomBytes } from "node:crypto";
-import { createServer } from "node:net";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import {
+  browserTest, root, artifacts, REGIONS, CAMPAIGN, FORM_KEY, origins, base, count, counts, rows, startOrigin, stopOrigin,
+} from "./harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const work = join(root, "target", "e2e", "browser");
-const artifacts = join(root, "target", "test-artifacts");
-// The regions and the campaign's texts come from the shipped policy, the only list of them.
-const POLICY = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "utf8"));
-const REGIONS = POLICY.regions.map((r) => r.id);
-const CAMPAIGN = POLICY.campaigns[0];
 const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
 const localeTexts = (locale) => JSON.parse(readFileSync(join(root, "www", "locales", `${locale}.json`), "utf8"));
-// The worker's HARBOUR_FORM_KEY: the tests know it, to make a genuine challenge that expired.
-const FORM_KEY = `browser-form-${randomBytes(16).toString("hex")}`;
 const PAGE_LIMIT = 30 * 1024;
 const LOCALE_LIMIT = 6 * 1024;
-// The rate-limiting bindings: one per distinct per-client limit (campaigns' and surge windows'),
-// named as harbour::limit::LocationLimit::binding_name spells them; wrangler dev simulates them.
-const RATELIMITS = [
-  ...new Map(
-    POLICY.campaigns
-      .flatMap((c) => [c.limits.per_client, ...(c.surge_windows ?? []).map((w) => w.per_client)])
-      .map(({ burst, window_ms }) => [`HARBOUR_RL_${burst}_PER_${window_ms / 1000}S`, [burst, window_ms / 1000]]),
-  ),
-].flatMap(([name, [limit, period]], i) => [
-  "[[ratelimits]]", `name = "${name}"`, `namespace_id = "${9001 + i}"`, `simple = { limit = ${limit}, period = ${period} }`,
-]);
-// Variable names per region, as harbour::config::{origins_var, key_var} spell them.
-const envSuffix = (region) => region.toUpperCase().replaceAll("-", "_");
-const originsVar = (region) => `HARBOUR_ORIGINS_${envSuffix(region)}`;
-const keyVar = (region) => `HARBOUR_KEY_${envSuffix(region)}`;
-const personKeyVar = (region) => `HARBOUR_PERSON_KEY_${envSuffix(region)}`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const running = new Map(); // port -> child process
-let origins = {};
-let worker;
-let base;
-let browser;
 
-function anyFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-// Ports are picked before the servers start, and the system may hand a just-closed one out
-// again: never give the same one twice.
-const handedOut = new Set();
-async function freePort() {
-  for (let i = 0; i < 1000; i++) {
-    const port = await anyFreePort();
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-  throw new Error("no fresh port after 1000 tries");
-}
-
-async function waitFor(what, check, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      if (await check()) return;
-    } catch { /* not up yet */ }
-    await sleep(100);
-  }
-  throw new Error(`${what} not ready after ${timeoutMs} ms`);
-}
-
-function spawnLogged(name, command, args, options) {
-  const log = createWriteStream(join(work, `${name}.log`));
-  const child = spawn(command, args, { ...options, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  child.stdout.pipe(log);
-  child.stderr.pipe(log);
-  return child;
-}
-
-function stopProcess(child) {
-  if (!child || child.exitCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once("exit", resolve);
-    try { process.kill(-child.pid, "SIGTERM"); } catch { resolve(); }
-    setTimeout(() => { try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ } }, 5000).unref();
-  });
-}
-
-async function startOrigin(region, port) {
-  const o = origins[region];
-  const ops = o.ops[port];
-  const child = spawnLogged(`origin-${region}-${port}`, join(root, "target", "debug", "harbour-origin"),
-    ["--region", region, "--listen", `127.0.0.1:${port}`, "--ops-listen", `127.0.0.1:${ops}`, "--db", o.db],
-    { env: { ...process.env, [keyVar(region)]: o.key, [personKeyVar(region)]: `${o.key}-person` } });
-  running.set(port, child);
-  // The answer must come from this region's origin, not from anything else on the port.
-  await waitFor(`origin ${region}:${port}`, async () => {
-    if (child.exitCode !== null) throw new Error(`origin ${region}:${port} exited; see its log`);
-    const health = await fetch(`http://127.0.0.1:${ops}/health`);
-    return health.ok && (await health.json()).region === region;
-  });
-}
-
-async function stopOrigin(port) {
-  await stopProcess(running.get(port));
-  running.delete(port);
-}
-
-async function count(region) {
-  const o = origins[region];
-  const response = await fetch(`http://127.0.0.1:${o.ops[o.primary]}/v1/count`);
-  return (await response.json()).count;
-}
-
-async function counts() {
-  return Object.fromEntries(await Promise.all(REGIONS.map(async (r) => [r, await count(r)])));
-}
-
-before(async () => {
-  rmSync(work, { recursive: true, force: true });
-  mkdirSync(work, { recursive: true });
-  mkdirSync(artifacts, { recursive: true });
-  for (const [i, region] of REGIONS.entries()) {
-    origins[region] = {
-      primary: await freePort(),
-      secondary: await freePort(),
-      db: join(work, `${region}.sqlite`),
-      key: `browser-${region}-${i}-0123456789abcdefghijklmnopqrstuvwxyz`,
-    };
-    // The operations listener (/health, /v1/count) of each origin, by its submissions port.
-    origins[region].ops = { [origins[region].primary]: await freePort(), [origins[region].secondary]: await freePort() };
-  }
-  for (const region of REGIONS) {
-    await startOrigin(region, origins[region].primary);
-    await startOrigin(region, origins[region].secondary);
-  }
-  const port = await freePort();
-  const vars = REGIONS.map((r) => `${originsVar(r)} = "http://127.0.0.1:${origins[r].primary} http://127.0.0.1:${origins[r].secondary}"`);
-  writeFileSync(join(work, "wrangler.toml"), [
-    'name = "harbour-browser"',
-    `main = "${join(root, "build", "worker", "shim.mjs")}"`,
-    'compatibility_date = "2025-09-01"',
-    "[assets]",
-    `directory = "${join(root, "www")}"`,
-    'not_found_handling = "none"',
-    ...RATELIMITS,
-    "[vars]",
-    ...vars,
-  ].join("\n"));
-  writeFileSync(join(work, ".dev.vars"), [...REGIONS.map((r) => `${keyVar(r)}=${origins[r].key}`), `HARBOUR_FORM_KEY=${FORM_KEY}`].join("\n"));
-  worker = spawnLogged("wrangler", join(root, "node_modules", ".bin", "wrangler"),
-    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false"],
-    { cwd: work, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" } });
-  base = `http://127.0.0.1:${port}`;
-  await waitFor("wrangler dev", async () => (await fetch(`${base}/api/campaigns/spring-launch`)).ok, 120_000);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  await stopProcess(worker);
-  for (const port of [...running.keys()]) await stopOrigin(port);
-});
-
-let clientNumber = 0;
-async function visit(country, { query = "", locale = "en-US", bypassCSP = false } = {}) {
-  const context = await browser.newContext({
-    viewport: { width: 390, height: 844 },
-    locale,
-    // Only to inject axe-core: the page's CSP refuses inline scripts, as it should.
-    bypassCSP,
-    // The platform's signals, as wrangler dev takes them: request.cf and the client address.
-    extraHTTPHeaders: { "mf-cf-blob": JSON.stringify({ country }), "cf-connecting-ip": `203.0.113.${++clientNumber}` },
-  });
-  const page = await context.newPage();
-  page.on("pageerror", (error) => console.log(`# page error: ${error.message}`));
-  await page.goto(base + "/" + query);
-  await page.locator("#f-name").waitFor();
-  await page.locator("#submit:not([disabled])").waitFor();
-  return page;
-}
-
-// Submissions the page sent, with the answers it got.
+// Submissions the page sent, in the order it sent them, with the headers it sent; each one's
+// answer (status, problem code) is filled in when it comes: `await settled(sent)` first.
 function recordSubmissions(page) {
   const sent = [];
-  page.on("response", async (response) => {
-    const request = response.request();
+  page.on("request", (request) => {
     if (request.method() !== "POST" || !request.url().endsWith("/submissions")) return;
-    const body = await response.json().catch(() => ({}));
-    sent.push({ key: request.headers()["idempotency-key"], challenge: request.headers()["harbour-challenge"], status: response.status(), code: body.code });
+    const headers = request.headers();
+    const entry = { key: headers["idempotency-key"], challenge: headers["harbour-challenge"], status: null, code: undefined };
+    entry.done = request.response().then(async (response) => {
+      entry.status = response?.status() ?? null;
+      entry.code = (await response?.json().catch(() => ({})))?.code;
+    }).catch(() => {});
+    sent.push(entry);
   });
   return sent;
+}
+const settled = (sent) => Promise.all(sent.map((entry) => entry.done));
+
+// Chromium logs every answer of 400 or more to a fetch as a console error ("Failed to load
+// resource"): a test refused on purpose declares the status it expects for its submissions.
+function expectRefused(s, status, why) {
+  const url = `/api/campaigns/${CAMPAIGN.id}/submissions`.replaceAll("/", "\\/");
+  s.expectProblem("console", new RegExp(`^console error: Failed to load resource: the server responded with a status of ${status} .*${url}\\)$`), why);
 }
 
 async function fill(page, { name = "Ada Lovelace", email, country = "IT", consent = true }) {
@@ -217,8 +47,29 @@ async function fill(page, { name = "Ada Lovelace", email, country = "IT", consen
   await page.getByLabel(/I agree/).setChecked(consent);
 }
 
-test("fill and submit: the challenge is solved in a worker, the receipt shows and the row is in the region's database", async () => {
-  const page = await visit("IT");
+// The watch itself (harness.mjs), so that it cannot quietly stop seeing: each kind of problem is
+// caused on purpose and declared, and the fixture fails the test if one of them is not seen.
+browserTest("the fixture sees an uncaught error (in the page and in its worker), a console error and a CSP violation (which Chromium also logs)", async (s) => {
+  s.expectProblem("uncaught", /^uncaught harbour-test-uncaught /, "thrown on purpose");
+  s.expectProblem("console", /^console error: harbour-test-console /, "logged on purpose");
+  s.expectProblem("csp", /^csp violation of script-src-elem: blocked inline /, "an inline script, which the page's CSP refuses");
+  s.expectProblem("console", /^console error: Executing inline script violates the following Content Security Policy directive/, "Chromium's own report of the same violation");
+  s.expectProblem("uncaught", /^uncaught Cannot destructure property 'token' of '.*' as it is null/, "the solver's worker, handed no job");
+  const page = await s.visit("IT");
+  await page.evaluate(() => {
+    new Worker("/pow.js").postMessage(null);
+    setTimeout(() => { throw new Error("harbour-test-uncaught"); });
+    console.error("harbour-test-console");
+    const script = document.createElement("script");
+    script.textContent = "window.inlineRan = true;";
+    document.body.append(script);
+  });
+  await page.waitForTimeout(500); // the reports arrive asynchronously
+  assert.equal(await page.evaluate(() => window.inlineRan), undefined, "the CSP kept the inline script from running");
+});
+
+browserTest("fill and submit: the challenge is solved in a worker, the receipt shows and the row is in the region's database", async (s) => {
+  const page = await s.visit("IT");
   const sent = recordSubmissions(page);
   await page.screenshot({ path: join(artifacts, "page.png"), fullPage: true });
   const before = await counts();
@@ -240,8 +91,9 @@ test("fill and submit: the challenge is solved in a worker, the receipt shows an
   await page.context().close();
 });
 
-test("empty and invalid fields: each error shows next to its field and nothing is stored", async () => {
-  const page = await visit("DE");
+browserTest("empty and invalid fields: each error shows next to its field and nothing is stored", async (s) => {
+  expectRefused(s, 422, "422 for the empty and the invalid fields");
+  const page = await s.visit("DE");
   const before = await counts();
   await page.getByRole("button", { name: "Enter the draw" }).click();
   await page.locator("#f-name-error", { hasText: "required" }).waitFor();
@@ -262,8 +114,9 @@ test("empty and invalid fields: each error shows next to its field and nothing i
   await page.context().close();
 });
 
-test("a forced 429 shows a countdown, then the entry goes through", async () => {
-  const page = await visit("US");
+browserTest("a forced 429 shows a countdown, then the entry goes through", async (s) => {
+  expectRefused(s, 429, "429 once the client's burst is spent");
+  const page = await s.visit("US");
   // Spend this client's burst (5 per minute), then one more submission meets the limit.
   for (let i = 0; i < 5; i++) {
     await fill(page, { email: `burst${i}@example.org`, country: "US" });
@@ -284,10 +137,12 @@ test("a forced 429 shows a countdown, then the entry goes through", async () => 
   await page.context().close();
 });
 
-test("origins down then up: the page retries with the same key and exactly one row lands", async () => {
-  const page = await visit("FR");
+browserTest("origins down then up: the page retries with the same key, and the one row that lands is stored under its first attempt's key", async (s) => {
+  expectRefused(s, 503, "503 while every EU origin is down");
+  const page = await s.visit("FR");
+  const sent = recordSubmissions(page);
   const eu = origins.eu;
-  const before = await count("eu");
+  const before = new Set(rows("eu").map((r) => r.receipt_id));
   await stopOrigin(eu.primary);
   await stopOrigin(eu.secondary);
   await fill(page, { email: "resilient@example.org", country: "FR" });
@@ -296,18 +151,29 @@ test("origins down then up: the page retries with the same key and exactly one r
   await startOrigin("eu", eu.primary);
   await startOrigin("eu", eu.secondary);
   await page.locator("#receipt-id").waitFor({ timeout: 60_000 });
-  assert.equal(await count("eu"), before + 1);
-  await page.context().close();
+  await settled(sent);
+  const first = sent[0];
+  assert.equal(first.status, 503, "the first attempt met the outage");
+  assert.match(first.key, /^[A-Za-z0-9_-]{16,64}$/);
+  assert.ok(sent.length >= 2, "the page retried");
+  assert.deepEqual(sent.map((x) => x.key), sent.map(() => first.key), "every attempt carries the first attempt's key");
+  assert.equal(sent.at(-1).status, 202);
+  // The row, as the EU region's SQLite file holds it.
+  const added = rows("eu").filter((r) => !before.has(r.receipt_id));
+  assert.equal(added.length, 1, "exactly one row lands");
+  assert.equal(added[0].idempotency_key, first.key, "stored under the key of the page's first attempt");
+  assert.equal(added[0].receipt_id, await page.locator("#receipt-id").textContent(), "the receipt the page shows");
 });
 
-test("a second entry from the same person is refused in words, and nothing more is stored", async () => {
-  const first = await visit("IT");
+browserTest("a second entry from the same person is refused in words, and nothing more is stored", async (s) => {
+  expectRefused(s, 409, "409 already_entered for the second entry");
+  const first = await s.visit("IT");
   await fill(first, { email: "only.once@example.org" });
   await first.getByRole("button", { name: "Enter the draw" }).click();
   await first.locator("#receipt-id").waitFor({ timeout: 30_000 });
   await first.context().close();
   const before = await count("eu");
-  const page = await visit("IT");
+  const page = await s.visit("IT");
   await fill(page, { name: "Ada Again", email: "Only.Once@Example.org" });
   await page.getByRole("button", { name: "Enter the draw" }).click();
   const status = page.locator("#form-status[data-code=already_entered]");
@@ -319,10 +185,8 @@ test("a second entry from the same person is refused in words, and nothing more 
   await page.context().close();
 });
 
-test("the page sends nothing to third parties: every request goes to its own origin", async () => {
-  const context = await browser.newContext({
-    extraHTTPHeaders: { "mf-cf-blob": JSON.stringify({ country: "AU" }), "cf-connecting-ip": `203.0.113.${++clientNumber}` },
-  });
+browserTest("the page sends nothing to third parties: every request goes to its own origin", async (s) => {
+  const context = await s.context({ country: "AU" });
   const requested = [];
   context.on("request", (request) => requested.push(request.url()));
   // Anything bound elsewhere is recorded above and never leaves the machine.
@@ -346,8 +210,9 @@ test("the page sends nothing to third parties: every request goes to its own ori
   await context.close();
 });
 
-test("a country under another law than the visitor's: refused in words next to the field, nothing stored", async () => {
-  const page = await visit("IT");
+browserTest("a country under another law than the visitor's: refused in words next to the field, nothing stored", async (s) => {
+  expectRefused(s, 422, "422 residency_conflict on the country field");
+  const page = await s.visit("IT");
   const before = await counts();
   await fill(page, { email: "conflict@example.org", country: "CN" });
   await page.getByRole("button", { name: "Enter the draw" }).click();
@@ -376,10 +241,11 @@ function staleChallenge(ageMs) {
   return { token: `${signed}.${mac}`, difficulty_bits: bits, expires_in_ms: validMs };
 }
 
-test("a day-old challenge is refused honestly, refreshed, solved and sent again with the same key", async () => {
+browserTest("a day-old challenge is refused honestly, refreshed, solved and sent again with the same key", async (s) => {
   // Let the page believe its challenge is fresh while harbour knows it is a day old: the
   // description the page loads first carries a genuine challenge issued yesterday.
-  const context = await browser.newContext({ locale: "de-DE", extraHTTPHeaders: { "mf-cf-blob": '{"country":"DE"}', "cf-connecting-ip": `203.0.113.${++clientNumber}` } });
+  expectRefused(s, 403, "403 challenge_expired for the day-old challenge");
+  const context = await s.context({ country: "DE", locale: "de-DE" });
   const stalePage = await context.newPage();
   let served = 0;
   await stalePage.route(/\/api\/campaigns\/spring-launch\?/, async (route) => {
@@ -437,9 +303,9 @@ test("page weight: HTML+CSS+JS for the default locale within 30 KB, each locale 
   for (const [l, n] of locales) assert.ok(n <= LOCALE_LIMIT, `${l}: ${n} bytes`);
 });
 
-test("each locale renders its own texts and the policy's labels (screenshots), and the switcher keeps what was typed", async () => {
+browserTest("each locale renders its own texts and the policy's labels (screenshots), and the switcher keeps what was typed", async (s) => {
   for (const locale of LOCALES) {
-    const page = await visit("FR", { query: `?lang=${locale}` });
+    const page = await s.visit("FR", { query: `?lang=${locale}` });
     const texts = localeTexts(locale);
     const campaign = locale === "en" ? { title: CAMPAIGN.title, labels: {} } : CAMPAIGN.texts[locale];
     assert.equal(await page.locator("html").getAttribute("lang"), locale);
@@ -455,7 +321,7 @@ test("each locale renders its own texts and the policy's labels (screenshots), a
     await page.screenshot({ path: join(artifacts, `page-${locale}.png`), fullPage: true });
     await page.context().close();
   }
-  const page = await visit("IT", { query: "?lang=en" });
+  const page = await s.visit("IT", { query: "?lang=en" });
   const locales = [];
   page.on("request", (r) => { if (r.url().includes("/locales/")) locales.push(r.url().split("/locales/")[1]); });
   await page.getByLabel("Full name").fill("Grace Hopper");
@@ -471,15 +337,18 @@ const AXE = readFileSync(join(root, "node_modules", "axe-core", "axe.min.js"), "
 async function axe(page, state) {
   // The page at rest: the button's fade back from its busy state (0.15 s) is not its colour.
   await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished)));
-  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ content: AXE });
+  // Evaluated through the browser's debugging protocol, which the page's CSP does not govern (a
+  // script tag would need the CSP switched off, and the CSP watch with it).
+  if (!(await page.evaluate(() => "axe" in window))) await page.evaluate(AXE);
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
   const found = result.violations.map((v) => `${v.id} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
   assert.deepEqual(found, [], `axe violations in ${state}`);
 }
 
-test("axe-core: no violations in the empty form, the error state and the receipt, in each locale", async () => {
+browserTest("axe-core: no violations in the empty form, the error state and the receipt, in each locale", async (s) => {
+  expectRefused(s, 422, "422 for the empty form, to see the error state");
   for (const locale of LOCALES) {
-    const page = await visit("IT", { query: `?lang=${locale}`, bypassCSP: true });
+    const page = await s.visit("IT", { query: `?lang=${locale}` });
     await axe(page, `${locale}: empty form`);
     await page.locator("#submit").click();
     await page.locator("#f-name[aria-invalid=true]").waitFor();
@@ -508,8 +377,9 @@ async function focusedAccessible(page) {
   return { id, name: node.name?.value ?? "", description: node.description?.value ?? "" };
 }
 
-test("keyboard only: tab order, Enter submits, focus goes to the first error, which is announced", async () => {
-  const page = await visit("IT");
+browserTest("keyboard only: tab order, Enter submits, focus goes to the first error, which is announced", async (s) => {
+  expectRefused(s, 422, "422 for the form sent with the name only");
+  const page = await s.visit("IT");
   const before = await count("eu");
   const order = [];
   for (let i = 0; i < 6; i++) {
@@ -551,9 +421,9 @@ test("keyboard only: tab order, Enter submits, focus goes to the first error, wh
 // (Emulation.setCPUThrottlingRate) slows the main thread only; a dedicated worker runs at full
 // speed (and CDP refuses Emulation on a worker target), so the phone's hash rate is measured here,
 // with the very code /pow.js runs, and the worker's own solves are timed unthrottled.
-const POW = readFileSync(join(root, "www", "pow.js"), "utf8").replace("onmessage =", "self.harbourPow =").replace("postMessage(", "return (");
+const POW = `(() => {${readFileSync(join(root, "www", "pow.js"), "utf8").replace("onmessage =", "self.harbourPow =").replace("postMessage(", "return (")}})()`;
 // A WebCrypto search for comparison (not shipped): one crypto.subtle.digest per try, 64 in flight.
-async function subtleSearch(prefix, tries) {
+async function subtleSearch({ prefix, tries }) {
   const encoder = new TextEncoder();
   const started = performance.now();
   for (let n = 0; n < tries; n += 64) {
@@ -563,10 +433,25 @@ async function subtleSearch(prefix, tries) {
   }
   return performance.now() - started;
 }
+// The guard on the solve time at the policy's difficulty with the CPU throttled 4x: the expected
+// time, 2^bits hashes at the hash rate measured so, within this many seconds. README says about a
+// second (20 bits at about 1 M hashes/s; 2 s at the 0.5 M/s measured on a busy 2-core machine).
+// The page solves while the visitor fills the form, which takes longer than 5 s, so up to then
+// nobody waits. It fails when the difficulty goes up 3 bits (8x the work at README's rate; 2 bits
+// at the busy machine's) or the solver falls to crypto.subtle's speed (about 17x slower). A guard,
+// not a benchmark.
+const SOLVE_BOUND_S = 5;
+// A search of fixed length for measuring the hash rate: the same token, key and bits always take
+// the same number of hashes, so both rates below are over the same work.
+const RATE_JOB = { token: `${CAMPAIGN.id}.1800000000000.20.${"0123456789abcdef".repeat(2)}.${"00112233445566778899aabbccddeeff"}`, key: "0b6a3c0e-5f55-4c1e-9b1a-2f1d3c4b5a69", bits: 20 };
 
-test("solve time at the default difficulty, with the CPU throttled 4x like a mid-range phone", async () => {
-  const bits = CAMPAIGN.challenge.difficulty_bits;
-  const page = await visit("IT", { bypassCSP: true });
+browserTest(`expected solve time at the policy's difficulty (from the form description) with the CPU throttled 4x like a mid-range phone is within ${SOLVE_BOUND_S} s`, async (s) => {
+  const page = await s.visit("IT");
+  // The difficulty the edge asks of visitors now, as the page reads it, not the policy file's.
+  const description = await page.evaluate(async (id) => (await fetch(`/api/campaigns/${id}`)).json(), CAMPAIGN.id);
+  const bits = description.challenge.difficulty_bits;
+  assert.ok(Number.isInteger(bits) && bits > 0, `difficulty_bits ${bits}`);
+  assert.equal(Number(description.challenge.token.split(".")[2]), bits, "the token carries the difficulty the description states");
   // The worker, as visitors run it: five fresh challenges.
   const solves = [];
   for (let i = 0; i < 5; i++) {
@@ -575,23 +460,22 @@ test("solve time at the default difficulty, with the CPU throttled 4x like a mid
     solves.push(await page.locator("#entry").evaluate((f) => [Number(f.dataset.solveMs), Number(f.dataset.solveHashes)]));
   }
   console.log(`# challenge at ${bits} bits, solved in the page's worker (no throttling): ${solves.map(([m, h]) => `${(m / 1000).toFixed(2)} s (${h} hashes)`).join(", ")}`);
-  await page.addScriptTag({ content: POW });
-  await page.addScriptTag({ content: `self.subtleSearch = ${subtleSearch.toString()};` });
-  // A fixed search: the same token, key and bits always take the same number of hashes.
-  const job = { token: `${CAMPAIGN.id}.1800000000000.20.${"0123456789abcdef".repeat(2)}.${"00112233445566778899aabbccddeeff"}`, key: "0b6a3c0e-5f55-4c1e-9b1a-2f1d3c4b5a69", bits: 20 };
+  await page.evaluate(POW);
   const cdp = await page.context().newCDPSession(page);
   const rates = {};
   for (const rate of [1, 4]) {
     await cdp.send("Emulation.setCPUThrottlingRate", { rate });
-    const js = await page.evaluate((job) => self.harbourPow({ data: job }), job);
+    const js = await page.evaluate((job) => self.harbourPow({ data: job }), RATE_JOB);
     const tries = 16_384;
-    const subtleMs = await page.evaluate(({ prefix, tries }) => self.subtleSearch(prefix, tries), { prefix: `${job.token}\n${job.key}\n`, tries });
+    const subtleMs = await page.evaluate(subtleSearch, { prefix: `${RATE_JOB.token}\n${RATE_JOB.key}\n`, tries });
     rates[rate] = { js: js.hashes / js.ms * 1000, subtle: tries / subtleMs * 1000 };
     const seconds = (r) => (2 ** bits / r).toFixed(2);
-    console.log(`# challenge, CPU ${rate}x: JS SHA-256 ${(rates[rate].js / 1e6).toFixed(2)} M hashes/s (a ${bits}-bit challenge takes ${seconds(rates[rate].js)} s on average), crypto.subtle.digest ${(rates[rate].subtle / 1e6).toFixed(2)} M/s (${seconds(rates[rate].subtle)} s)`);
+    console.log(`# challenge, CPU ${rate}x: JS SHA-256 ${(rates[rate].js / 1e6).toFixed(2)} M hashes/s over ${js.hashes} hashes (a ${bits}-bit challenge takes ${seconds(rates[rate].js)} s on average), crypto.subtle.digest ${(rates[rate].subtle / 1e6).toFixed(2)} M/s (${seconds(rates[rate].subtle)} s)`);
   }
   await cdp.send("Emulation.setCPUThrottlingRate", { rate: 1 });
-  // Numbers, not a timing assertion; but the shipped solver must be the faster of the two.
+  // Throttling took: otherwise the bound below would be checked at full speed.
+  assert.ok(rates[4].js < rates[1].js * 0.6, `4x throttling slowed the solver (${rates[1].js.toFixed(0)} → ${rates[4].js.toFixed(0)} hashes/s)`);
   assert.ok(rates[4].js > rates[4].subtle, "the JS solver is faster than crypto.subtle");
-  await page.context().close();
+  const expectedS = 2 ** bits / rates[4].js;
+  assert.ok(expectedS <= SOLVE_BOUND_S, `a ${bits}-bit challenge takes ${expectedS.toFixed(2)} s on average at 4x throttling; the bound is ${SOLVE_BOUND_S} s`);
 });

@@ -53,6 +53,13 @@ impl Origin {
     /// Starts the origin for `REGION` on `store` (a SQLite path or a postgres:// URL) with
     /// `extra` arguments, and waits until its ops listener answers.
     pub fn start(store: &str, extra: &[&str]) -> Origin {
+        let mut origin = Origin::spawn(store, extra);
+        origin.wait_ready();
+        origin
+    }
+
+    /// Starts the origin without waiting for it: several can then start at once.
+    pub fn spawn(store: &str, extra: &[&str]) -> Origin {
         let (port, ops_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("harbour-origin-test-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_harbour-origin"))
@@ -70,30 +77,34 @@ impl Origin {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut origin = Origin {
+        Origin {
             child,
             port,
             ops_port,
             log,
-        };
+        }
+    }
+
+    /// Waits (20 s at most) until the ops listener answers; panics with the log if the origin
+    /// exits or never answers.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = try_request(ops_port, "GET", "/health", &[], b"") {
+            if let Ok(r) = try_request(self.ops_port, "GET", "/health", &[], b"") {
                 if r.status == 200 {
-                    break;
+                    return;
                 }
             }
-            if let Ok(Some(status)) = origin.child.try_wait() {
-                panic!("origin exited with {status}: {}", origin.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("origin exited with {status}: {}", self.log_text());
             }
             assert!(
                 Instant::now() < deadline,
                 "origin did not start: {}",
-                origin.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        origin
     }
 
     pub fn log_text(&self) -> String {
@@ -312,4 +323,124 @@ pub fn fresh_pg_database(name: &str) -> String {
 
 pub fn sqlite_store(dir: &Path) -> String {
     dir.join("eu.sqlite").display().to_string()
+}
+
+/// A client of the test PostgreSQL server, for setting a database up and reading it back.
+pub struct Pg {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Pg {
+    pub fn connect(url: &str) -> Pg {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+        });
+        Pg { runtime, client }
+    }
+
+    pub fn batch(&self, sql: &str) {
+        self.runtime
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        self.runtime
+            .block_on(self.client.query(sql, params))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The one value of a one-row, one-column query.
+    pub fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
+        let rows = self.query(sql, &[]);
+        assert_eq!(rows.len(), 1, "{sql}");
+        rows[0].get(0)
+    }
+}
+
+/// A TCP relay in front of the PostgreSQL server of `url` that holds the first `n` connections
+/// until all `n` have arrived (or `patience` has passed since the first), then lets them through
+/// together; later connections pass at once. Origins started at the same time then send their
+/// first statements, the schema migration, at the same instant, whatever their start-up times.
+pub struct PgBarrier {
+    /// `url` with the relay's port.
+    pub url: String,
+    /// Whether the held connections were released because all `n` had arrived.
+    lined_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PgBarrier {
+    pub fn new(url: &str, n: usize, patience: Duration) -> PgBarrier {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let server = ("127.0.0.1", config.get_ports()[0]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = listener.local_addr().unwrap().port();
+        let url = url.replacen(
+            &format!("127.0.0.1:{}/", server.1),
+            &format!("127.0.0.1:{relay}/"),
+            1,
+        );
+        assert!(url.contains(&format!(":{relay}/")), "{url}");
+        let lined_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lined_up.clone();
+        // Accepts in the background for the rest of the test process; each connection is piped
+        // both ways until either side closes.
+        std::thread::spawn(move || {
+            let (tx, rx) = std::sync::mpsc::channel::<TcpStream>();
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    if tx.send(client).is_err() {
+                        return;
+                    }
+                }
+            });
+            let pipe = |client: TcpStream| {
+                let Ok(upstream) = TcpStream::connect(server) else {
+                    return;
+                };
+                let (mut a, mut b) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut c, mut d) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut d, &mut c);
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            let mut held = vec![rx.recv().unwrap()];
+            let release_at = Instant::now() + patience;
+            while held.len() < n {
+                let left = release_at.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(client) => held.push(client),
+                    Err(_) => break,
+                }
+            }
+            flag.store(held.len() == n, std::sync::atomic::Ordering::SeqCst);
+            held.into_iter().for_each(pipe);
+            for client in rx {
+                pipe(client);
+            }
+        });
+        PgBarrier { url, lined_up }
+    }
+
+    pub fn lined_up(&self) -> bool {
+        self.lined_up.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
