@@ -121,21 +121,34 @@ impl Postgres {
             .await
             .map_err(unavailable)?
             .and_then(|row| row.get(0));
-        match version {
-            None => {
-                tx.execute(
-                    "INSERT INTO harbour_schema (version) VALUES ($1)",
-                    &[&SCHEMA_VERSION],
-                )
+        if let Some(v) = version.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(Unavailable(format!(
+                "the database has schema version {v}, newer than this origin's {SCHEMA_VERSION}"
+            )));
+        }
+        // A table from version 0 (before the person digest) is left as it was by CREATE TABLE IF
+        // NOT EXISTS: bring it up to version 1 here, whatever version row it has.
+        tx.batch_execute(
+            "ALTER TABLE submissions ADD COLUMN IF NOT EXISTS person_digest TEXT;
+             DO $$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'submissions_person') THEN
+                    ALTER TABLE submissions
+                        ADD CONSTRAINT submissions_person UNIQUE (campaign, person_digest);
+                END IF;
+             END $$;",
+        )
+        .await
+        .map_err(unavailable)?;
+        if version != Some(SCHEMA_VERSION) {
+            tx.execute("DELETE FROM harbour_schema", &[])
                 .await
                 .map_err(unavailable)?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(Unavailable(format!(
-                    "the database has schema version {v}, newer than this origin's {SCHEMA_VERSION}"
-                )));
-            }
-            Some(_) => {}
+            tx.execute(
+                "INSERT INTO harbour_schema (version) VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+            .await
+            .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }
