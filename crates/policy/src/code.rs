@@ -15,27 +15,32 @@ use crate::quota::Quota;
 use crate::{Campaign, Policy, Region, RegionIndex, SignalAction, SurgeWindow};
 
 /// A region's position in the compiled policy (which the build checked).
+#[inline]
 pub const fn region_index(index: usize) -> RegionIndex {
     RegionIndex(index)
 }
 
 /// A string of the compiled policy.
+#[inline]
 pub fn text(literal: &str) -> String {
     literal.to_owned()
 }
 
 /// Strings of the compiled policy.
+#[inline]
 pub fn texts(literals: &[&str]) -> Vec<String> {
     literals.iter().map(|s| text(s)).collect()
 }
 
 /// Country codes of the compiled policy; `None` for one that is not a code (the checks the
 /// build ran make that impossible).
+#[inline]
 pub fn countries(codes: &[&str]) -> Option<Vec<Country>> {
     codes.iter().map(|code| Country::parse(code)).collect()
 }
 
 /// A quota of the compiled policy; `None` for a zero (as for `countries`).
+#[inline]
 pub fn quota(burst: u32, window_ms: u64) -> Option<Quota> {
     Some(Quota::new(
         NonZeroU32::new(burst)?,
