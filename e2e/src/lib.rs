@@ -28,7 +28,7 @@ pub fn regions() -> Vec<String> {
 
 /// The rate-limiting bindings the shipped policy needs, with the limits it gives them.
 pub fn location_limits() -> Vec<harbour_policy::quota::LocationLimit> {
-    harbour_core::admission::location_limits(
+    harbour_core::phase::admission::location_limits(
         &harbour_policy::Policy::shipped().expect("the shipped policy passes its checks"),
     )
 }
@@ -399,7 +399,10 @@ pub fn proof_from(port: u16, key: &str) -> String {
     let bits = challenge["difficulty_bits"]
         .as_u64()
         .expect("its difficulty") as u8;
-    harbour_core::challenge::solution(token, &harbour_core::challenge::solve(token, key, bits))
+    harbour_core::phase::challenge::solution(
+        token,
+        &harbour_core::phase::challenge::solve(token, key, bits),
+    )
 }
 
 pub fn new_key() -> String {
@@ -604,7 +607,10 @@ impl Stack {
             *held = Some((Instant::now(), token, bits));
         }
         let (_, token, bits) = held.as_ref().unwrap();
-        harbour_core::challenge::solution(token, &harbour_core::challenge::solve(token, key, *bits))
+        harbour_core::phase::challenge::solution(
+            token,
+            &harbour_core::phase::challenge::solve(token, key, *bits),
+        )
     }
 
     /// A new key and its `Harbour-Challenge` value, as headers.

@@ -213,7 +213,7 @@ pub fn a_lost_answer_after_commit_gives_the_first_receipt(stack: &mut Stack) {
     assert!(swallowed.starts_with("HTTP/1.1 201"), "{swallowed}");
     assert!(swallowed.contains(&receipt), "{swallowed}");
     assert_eq!(reply.header("idempotent-replayed"), Some("true"));
-    let timeout = Duration::from_millis(harbour_core::forward::ATTEMPT_TIMEOUT_MS);
+    let timeout = Duration::from_millis(harbour_core::attempt::ATTEMPT_TIMEOUT_MS);
     assert!(waited >= timeout, "answered after {waited:?}");
     let rows: Vec<_> = stack.stored()[region]
         .iter()

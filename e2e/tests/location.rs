@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harbour_contract::env::{key_var, origins_var};
-use harbour_core::admission::CONSULT_TIMEOUT_MS;
+use harbour_core::phase::admission::CONSULT_TIMEOUT_MS;
 use harbour_e2e::{
     free_port, origin_binary, person_key_var, read_rows, request, wait_until,
     workerd_ratelimits_over, workspace_root, Process, Response,

@@ -425,7 +425,7 @@ fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
     stack.start_origin(au.0);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "au");
-    let timeout = std::time::Duration::from_millis(harbour_core::forward::ATTEMPT_TIMEOUT_MS);
+    let timeout = std::time::Duration::from_millis(harbour_core::attempt::ATTEMPT_TIMEOUT_MS);
     assert!(
         waited >= timeout,
         "answered after {waited:?}, before the attempt timeout"
@@ -891,10 +891,10 @@ fn work_is_required_and_refusals_store_nothing(stack: &Stack) {
         .unwrap()
         .as_millis() as u64
         - 24 * 3_600_000;
-    let old = harbour_core::challenge::issue(&form_key, campaign, day_ago, 1);
-    let stale = harbour_core::challenge::solution(
+    let old = harbour_core::phase::challenge::issue(&form_key, campaign, day_ago, 1);
+    let stale = harbour_core::phase::challenge::solution(
         &old.token,
-        &harbour_core::challenge::solve(&old.token, &key, old.difficulty_bits),
+        &harbour_core::phase::challenge::solve(&old.token, &key, old.difficulty_bits),
     );
     let expired = stack.submit(
         Some("IT"),

@@ -9,13 +9,14 @@ mod oracle;
 
 use std::sync::OnceLock;
 
+use harbour_contract::http::HEADER_SIGNATURE;
 use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
-use harbour_core::admission::LocationAnswer;
-use harbour_core::challenge;
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
 use harbour_core::config::Config;
-use harbour_core::forward::{AttemptResult, Next};
-use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
-use harbour_core::request::{Body, Facts};
+use harbour_core::attempt::AttemptResult;
+use harbour_core::pipeline::{Next, Pipeline, Seeds, Verdict};
+use harbour_core::phase::request::{Body, Facts};
 use harbour_policy::SHIPPED_POLICY;
 use libfuzzer_sys::fuzz_target;
 use oracle::{region_of_url, signing_secret, Expected, Oracle};
@@ -71,12 +72,12 @@ fuzz_target!(|data: &[u8]| {
         now_ms: 1_764_000_000_000,
     };
     let expected = oracle.expected(Some(country), Some(declared));
-    let plan = match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
-        Verdict::Forward { plan } => plan,
+    let (plan, first_ticket) = match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+        Verdict::Forward { plan, ticket } => (plan, ticket),
         Verdict::Answer { log, .. } => {
             // A valid submission whose signals the oracle places is always forwarded here.
             assert_eq!(
-                Expected::Refused(log.outcome),
+                Expected::Refused(log.outcome.name()),
                 expected,
                 "{country} / {declared}"
             );
@@ -113,12 +114,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(
         SigningKey::new(secret.as_bytes())
             .unwrap()
-            .verify(&signed, header("x-harbour-signature")),
+            .verify(&signed, header(HEADER_SIGNATURE)),
         "not signed for {region}"
     );
     // Walk arbitrary origin answers: (status byte pair, body chunk) per attempt, through the
     // pipeline so the origins' breakers see them (a busy answer opens one).
-    let mut ticket = plan.ticket.clone();
+    let mut ticket = first_ticket;
     for chunk in answers.chunks(24) {
         let status = chunk.first().map_or(0, |b| u16::from(*b) * 3);
         let text = String::from_utf8_lossy(chunk.get(1..).unwrap_or(&[]));
@@ -130,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
                 body: &text,
             }
         };
-        match pipeline.after_attempt(&ticket, outcome, facts.now_ms + 100) {
+        match pipeline.after_attempt(ticket.clone(), outcome, facts.now_ms + 100) {
             Next::Retry {
                 attempt,
                 ticket: next,

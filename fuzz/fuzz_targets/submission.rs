@@ -11,13 +11,14 @@ mod oracle;
 
 use std::sync::OnceLock;
 
+use harbour_contract::http::HEADER_SIGNATURE;
 use harbour_contract::signature::SignatureHeader;
-use harbour_core::admission::LocationAnswer;
-use harbour_core::challenge;
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
 use harbour_core::config::Config;
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
 use harbour_core::reply::Phase;
-use harbour_core::request::{Body, Facts};
+use harbour_core::phase::request::{Body, Facts};
 use harbour_policy::{Policy, SHIPPED_POLICY};
 use libfuzzer_sys::fuzz_target;
 use oracle::{region_of_url, Expected, Oracle};
@@ -158,12 +159,12 @@ fuzz_target!(|data: &[u8]| {
         (Some(comparison), Some((live, candidate))) => {
             let (l, c) = (comparison.live, comparison.candidate);
             assert_eq!(
-                (l.region, l.outcome),
+                (l.region, l.outcome_name()),
                 view(live),
                 "the live decision is not the oracle's ({platform:?})"
             );
             assert_eq!(
-                (c.region, c.outcome),
+                (c.region, c.outcome_name()),
                 view(candidate),
                 "the candidate's decision is not the oracle's ({platform:?})"
             );
@@ -191,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
         Verdict::Consult { held, .. } => pipeline.after_consult(*held, answer, facts.now_ms),
         other => other,
     };
-    if let Verdict::Forward { plan } = verdict {
+    if let Verdict::Forward { plan, .. } = verdict {
         let Some((Expected::Region(region), _)) = &expected else {
             panic!("forwarded what the oracle refuses: {expected:?} ({platform:?})");
         };
@@ -200,7 +201,7 @@ fuzz_target!(|data: &[u8]| {
             region,
             "planned to another region's origin"
         );
-        assert!(plan.headers.iter().any(|(n, v)| *n == "x-harbour-signature"
+        assert!(plan.headers.iter().any(|(n, v)| *n == HEADER_SIGNATURE
             && SignatureHeader::parse(v).is_some_and(|s| s.region == region.as_str())));
         assert!(
             plan.headers.iter().all(|(_, v)| !v.contains(['\r', '\n'])),

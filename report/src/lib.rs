@@ -13,16 +13,17 @@ pub mod names;
 use std::fmt::Write as _;
 
 use harbour_contract::env::{key_var, origins_var};
-use harbour_core::admission::LocationAnswer;
-use harbour_core::challenge;
+use harbour_core::attempt::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
 use harbour_core::config::{Config, LogMode};
-use harbour_core::forward::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
 use harbour_core::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
+use harbour_core::outcome::Outcome;
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
+use harbour_core::phase::request::{Body, Facts};
+use harbour_core::phase::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
 use harbour_core::reply::Phase;
-use harbour_core::request::{Body, Facts};
-use harbour_core::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
-use harbour_core::shadow::{Comparison, View, PLACED};
+use harbour_core::shadow::{Comparison, View};
 use harbour_policy::country::Country;
 use harbour_policy::field::FieldKind;
 use harbour_policy::quota::Quota;
@@ -868,7 +869,7 @@ fn sample_forward(
         now_ms,
     };
     match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
-        Verdict::Forward { plan } => {
+        Verdict::Forward { plan, .. } => {
             let headers = plan.headers.iter().map(|(n, _)| (*n).to_owned()).collect();
             let body = serde_json::from_str(&plan.body).map_err(|e| e.to_string())?;
             Ok((headers, body))
@@ -891,20 +892,17 @@ fn sample_log_lines() -> (String, String) {
         campaign: Some("c".into()),
         region: Some("r".into()),
         phase: Phase::Forward,
-        outcome: "stored",
+        outcome: Outcome::Stored,
         status: 202,
         attempts: 1,
         received_ms: 0,
     };
     let decision = record.to_json(1);
     let mut journal = Journal::new(LogMode::Summary);
-    let placed = |region| View {
-        region: Some(region),
-        outcome: PLACED,
-    };
+    let placed = |region| View::placed(Some(region));
     let refused = View {
         region: None,
-        outcome: "residency_conflict",
+        outcome: Some(Outcome::Unplaceable(Unplaceable::Conflict)),
     };
     journal.shadow(
         &Comparison {

@@ -5,16 +5,17 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
-use harbour_core::admission::LocationAnswer;
-use harbour_core::challenge;
+use harbour_core::attempt::AttemptResult;
 use harbour_core::config::Config;
-use harbour_core::forward::{AttemptResult, TicketBook};
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
+use harbour_core::phase::request::Encoding;
+use harbour_core::phase::request::{Body, Facts};
+use harbour_core::phase::residency::{place, PlatformCountry};
+use harbour_core::phase::validate::{check, parse_body};
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
-use harbour_core::request::Encoding;
-use harbour_core::request::{Body, Facts};
-use harbour_core::residency::{place, PlatformCountry};
 use harbour_core::shadow;
-use harbour_core::validate::{check, parse_body};
+use harbour_core::tickets::TicketBook;
 use harbour_policy::{Policy, SHIPPED_POLICY};
 
 const SEEDS: Seeds = Seeds {
@@ -106,7 +107,7 @@ fn phases(c: &mut Criterion) {
                     now_ms: 1_764_000_000_000 + u64::from(n),
                 };
                 match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
-                    Verdict::Forward { plan } => plan,
+                    Verdict::Forward { plan, .. } => plan,
                     Verdict::Answer { reply, .. } => panic!("{}", reply.body),
                     Verdict::Consult { .. } => panic!("consulted twice"),
                 }
@@ -126,7 +127,8 @@ fn phases(c: &mut Criterion) {
         origin: None,
         now_ms: 1_764_000_000_000,
     };
-    let Verdict::Forward { plan } = pipeline.request_answered(&facts, LocationAnswer::Admitted)
+    let Verdict::Forward { ticket, .. } =
+        pipeline.request_answered(&facts, LocationAnswer::Admitted)
     else {
         panic!("not forwarded")
     };
@@ -158,13 +160,13 @@ fn phases(c: &mut Criterion) {
         |b| b.iter(|| shadow::evaluate(&candidate, "spring-launch", black_box(&shadow_facts))),
     );
     let receipt = r#"{"receipt":{"id":"eu-0000000001","region":"eu","stored_at_ms":1}}"#;
-    let mut book = TicketBook::default();
+    let mut book = TicketBook::with_max(16);
     c.bench_function("after_attempt (ticket + origin receipt to the 202)", |b| {
         b.iter(|| {
-            let id = book.file(plan.ticket.clone(), 1_764_000_000_000);
+            let id = book.file(ticket.clone(), 1_764_000_000_000);
             let ticket = book.take(black_box(id)).unwrap();
             pipeline.after_attempt(
-                &ticket,
+                ticket,
                 AttemptResult::Answered {
                     status: 201,
                     body: receipt,

@@ -16,8 +16,7 @@
 
 use harbour_contract::answer;
 
-use crate::forward::{busy_reply, AttemptResult};
-use crate::reply::{Answer, Flow, Phase};
+use crate::attempt::{AttemptResult, DEADLINE_MS};
 use harbour_policy::text::{push_quoted, push_u64};
 use harbour_policy::RegionIndex;
 
@@ -29,7 +28,7 @@ pub const MIN_OPEN_MS: u64 = 100;
 pub const MAX_OPEN_MS: u64 = 30_000;
 /// A trial that has not reported by then (its request died with its handler) is given up and
 /// another one is allowed.
-pub const TRIAL_STALE_MS: u64 = crate::forward::DEADLINE_MS + 2_000;
+pub const TRIAL_STALE_MS: u64 = DEADLINE_MS + 2_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -200,24 +199,6 @@ pub fn transition_line(region_id: &str, origin: usize, transition: Transition) -
     line
 }
 
-/// The shed phase: while every origin of `region` is open, answer 503 `region_busy` at once
-/// (no origin is called and no limit is charged). `key` gives the submission's idempotency key,
-/// worked out only for that answer.
-pub fn shed(
-    breakers: &Breakers,
-    region: RegionIndex,
-    now_ms: u64,
-    key: impl FnOnce() -> String,
-) -> Flow<()> {
-    match breakers.available(region, now_ms) {
-        Ok(()) => Flow::Continue(()),
-        Err(wait_ms) => Flow::Break(Answer::new(
-            Phase::Shed,
-            busy_reply("region_busy", &key(), wait_ms),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,31 +320,6 @@ mod tests {
             breakers.pick(harbour_policy::code::region_index(9), 0, 5),
             None
         );
-    }
-
-    #[test]
-    fn shed_answers_503_with_the_key_and_the_wait() {
-        let mut breakers = Breakers::new([1]);
-        assert!(matches!(
-            shed(&breakers, EU, 0, || unreachable!("no key needed")),
-            Flow::Continue(())
-        ));
-        breakers.record(EU, 0, Report::Busy { open_ms: 2_000 }, 0);
-        let Flow::Break(answer) = shed(&breakers, EU, 500, || "key-0123456789abcdef".into()) else {
-            panic!("every origin is open")
-        };
-        assert_eq!(answer.phase, Phase::Shed);
-        assert_eq!(answer.outcome, "region_busy");
-        assert_eq!(answer.reply.status, 503);
-        assert_eq!(answer.reply.header("retry-after"), Some("2"));
-        assert_eq!(
-            answer.reply.header("idempotency-key"),
-            Some("key-0123456789abcdef")
-        );
-        assert!(answer
-            .reply
-            .body
-            .contains("\"idempotency_key\":\"key-0123456789abcdef\""));
     }
 
     #[test]

@@ -183,11 +183,30 @@ fn form_key(
     Some(key)
 }
 
+/// Every problem found assembling a configuration: the policy's, and the environment's, each
+/// naming its entry or variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<Issue>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        PolicyError(self.0.clone()).fmt(f)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<PolicyError> for ConfigError {
+    fn from(error: PolicyError) -> ConfigError {
+        ConfigError(error.0)
+    }
+}
+
 impl Config {
     pub fn assemble(
         policy_json: &str,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, PolicyError> {
+    ) -> Result<Config, ConfigError> {
         Config::for_policy(Policy::parse(policy_json)?, env)
     }
 
@@ -195,7 +214,7 @@ impl Config {
     pub fn for_policy(
         policy: Policy,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, PolicyError> {
+    ) -> Result<Config, ConfigError> {
         let mut issues = Vec::new();
         let mut regions = Vec::new();
         // Origin hosts and secrets already taken, with the variable that took them.
@@ -295,7 +314,7 @@ impl Config {
                 form_key,
                 log,
             }),
-            _ => Err(PolicyError(issues)),
+            _ => Err(ConfigError(issues)),
         }
     }
 
@@ -328,7 +347,7 @@ impl Config {
     }
 
     /// `assemble` over `local_env`.
-    pub fn local(policy_json: &str, base_port: u16) -> Result<Config, PolicyError> {
+    pub fn local(policy_json: &str, base_port: u16) -> Result<Config, ConfigError> {
         let env = Config::local_env(policy_json, base_port)?;
         Config::assemble(policy_json, &|name| {
             env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())

@@ -14,6 +14,7 @@
 //! differed, in either log mode.
 
 use crate::config::LogMode;
+use crate::outcome::Outcome;
 use crate::reply::Phase;
 use crate::shadow::Comparison;
 use harbour_policy::text::{push_quoted, push_u64};
@@ -25,7 +26,7 @@ pub struct LogRecord {
     pub campaign: Option<String>,
     pub region: Option<String>,
     pub phase: Phase,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub status: u16,
     /// Origin attempts made: 0 when nothing was forwarded.
     pub attempts: u32,
@@ -45,7 +46,7 @@ impl LogRecord {
         line.push_str(",\"phase\":");
         push_quoted(&mut line, self.phase.as_str());
         line.push_str(",\"outcome\":");
-        push_quoted(&mut line, self.outcome);
+        push_quoted(&mut line, self.outcome.name());
         line.push_str(",\"status\":");
         push_u64(&mut line, u64::from(self.status));
         line.push_str(",\"attempts\":");
@@ -57,13 +58,6 @@ impl LogRecord {
     }
 }
 
-/// 503s that shed load: every origin of a region full (`region_busy` without a call,
-/// `origins_busy` after one) or no answer from the location's binding under `fail_closed`. They
-/// come by the thousand exactly when an isolate is busiest, so they are counted like visitor
-/// outcomes; what caused them is written at once, once (a breaker's transitions; an unavailable
-/// binding at most once a minute).
-pub const SHEDDING: [&str; 3] = ["region_busy", "origins_busy", "location_limit_unavailable"];
-
 /// The longest a summary covers.
 pub const SUMMARY_WINDOW_MS: u64 = 10_000;
 /// Distinct (campaign, region, outcome, status) rows a summary holds before it is written early.
@@ -73,7 +67,7 @@ const MAX_SUMMARY_ROWS: usize = 64;
 struct Row {
     campaign: Option<String>,
     region: Option<String>,
-    outcome: &'static str,
+    outcome: Outcome,
     status: u16,
     count: u64,
     latency_ms_max: u64,
@@ -88,7 +82,7 @@ struct ShadowRow {
     evaluated: u64,
     /// (live region, candidate region, count), `None` where a policy placed nothing.
     regions: Vec<(Option<String>, Option<String>, u64)>,
-    /// (live outcome, candidate outcome, count).
+    /// (live outcome, candidate outcome, count), by name.
     outcomes: Vec<(&'static str, &'static str, u64)>,
 }
 
@@ -118,7 +112,7 @@ impl Journal {
     /// Whether a decision gets a line of its own.
     pub fn stands_alone(&self, record: &LogRecord) -> bool {
         self.mode == LogMode::Decisions
-            || (record.status >= 500 && !SHEDDING.contains(&record.outcome))
+            || (record.status >= 500 && !record.outcome.sheds_load())
             || record.attempts > 1
     }
 
@@ -195,7 +189,7 @@ impl Journal {
             }
         }
         if comparison.outcome_differs() {
-            let pair = (live.outcome, candidate.outcome);
+            let pair = (live.outcome_name(), candidate.outcome_name());
             match row.outcomes.iter_mut().find(|p| (p.0, p.1) == pair) {
                 Some(found) => found.2 += 1,
                 None => row.outcomes.push((pair.0, pair.1, 1)),
@@ -228,7 +222,7 @@ impl Journal {
             line.push_str(",\"region\":");
             push_optional(&mut line, row.region.as_deref());
             line.push_str(",\"outcome\":");
-            push_quoted(&mut line, row.outcome);
+            push_quoted(&mut line, row.outcome.name());
             for (name, value) in [
                 (",\"status\":", u64::from(row.status)),
                 (",\"count\":", row.count),
@@ -302,7 +296,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn record(outcome: &'static str, status: u16, attempts: u32, received_ms: u64) -> LogRecord {
+    fn record(outcome: Outcome, status: u16, attempts: u32, received_ms: u64) -> LogRecord {
         LogRecord {
             request_id: "r1".into(),
             campaign: Some("spring-launch".into()),
@@ -320,12 +314,12 @@ mod tests {
         let mut journal = Journal::new(LogMode::Summary);
         let t0 = 1_000_000;
         for i in 0..5 {
-            let lines = journal.record(&record("stored", 202, 1, t0 + i), t0 + i + 3 + i);
+            let lines = journal.record(&record(Outcome::Stored, 202, 1, t0 + i), t0 + i + 3 + i);
             assert_eq!(lines, Lines::default(), "nothing written inside the window");
         }
-        journal.record(&record("validation_failed", 422, 0, t0 + 10), t0 + 10);
+        journal.record(&record(Outcome::ValidationFailed, 422, 0, t0 + 10), t0 + 10);
         let lines = journal.record(
-            &record("stored", 202, 1, t0 + SUMMARY_WINDOW_MS),
+            &record(Outcome::Stored, 202, 1, t0 + SUMMARY_WINDOW_MS),
             t0 + 3 + SUMMARY_WINDOW_MS,
         );
         assert_eq!(lines.decision, None);
@@ -341,7 +335,7 @@ mod tests {
         assert_eq!(rows[1]["count"], 1);
         // A fresh window starts empty.
         let next = journal.record(
-            &record("stored", 202, 1, t0 + SUMMARY_WINDOW_MS + 4),
+            &record(Outcome::Stored, 202, 1, t0 + SUMMARY_WINDOW_MS + 4),
             t0 + SUMMARY_WINDOW_MS + 4,
         );
         assert_eq!(next, Lines::default());
@@ -350,32 +344,38 @@ mod tests {
     #[test]
     fn operator_matters_stand_alone_and_carry_no_personal_data() {
         let mut journal = Journal::new(LogMode::Summary);
-        let failover = journal.record(&record("stored", 202, 2, 10), 20);
+        let failover = journal.record(&record(Outcome::Stored, 202, 2, 10), 20);
         let line: Value = serde_json::from_str(&failover.decision.unwrap()).unwrap();
         assert_eq!(line["attempts"], 2);
         assert_eq!(line["latency_ms"], 10);
-        let unavailable = journal.record(&record("origins_unavailable", 503, 2, 10), 20);
+        let unavailable = journal.record(&record(Outcome::OriginsUnavailable, 503, 2, 10), 20);
         assert!(unavailable.decision.is_some());
-        let config = journal.record(&record("config_invalid", 500, 0, 10), 20);
+        let config = journal.record(&record(Outcome::ConfigInvalid, 500, 0, 10), 20);
         assert!(config.decision.is_some());
     }
 
     #[test]
     fn load_shedding_503s_are_counted_not_written_one_by_one() {
         let mut journal = Journal::new(LogMode::Summary);
-        for outcome in SHEDDING {
+        let shedding = [
+            Outcome::RegionBusy,
+            Outcome::OriginsBusy,
+            Outcome::LocationLimitUnavailable,
+        ];
+        for outcome in shedding {
+            assert!(outcome.sheds_load());
             let lines = journal.record(&record(outcome, 503, 0, 10), 20);
-            assert_eq!(lines, Lines::default(), "{outcome}");
+            assert_eq!(lines, Lines::default(), "{outcome:?}");
         }
         let lines = journal.record(
-            &record("stored", 202, 1, 10 + SUMMARY_WINDOW_MS),
+            &record(Outcome::Stored, 202, 1, 10 + SUMMARY_WINDOW_MS),
             20 + SUMMARY_WINDOW_MS,
         );
         let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
         assert_eq!(summary["outcomes"].as_array().unwrap().len(), 4);
         // Other 5xx still stand alone.
         assert!(journal
-            .record(&record("origins_unavailable", 503, 1, 10), 20)
+            .record(&record(Outcome::OriginsUnavailable, 503, 1, 10), 20)
             .decision
             .is_some());
     }
@@ -383,17 +383,14 @@ mod tests {
     #[test]
     fn decisions_mode_writes_every_decision() {
         let mut journal = Journal::new(LogMode::Decisions);
-        let lines = journal.record(&record("stored", 202, 1, 10), 12);
+        let lines = journal.record(&record(Outcome::Stored, 202, 1, 10), 12);
         assert!(lines.decision.unwrap().contains("\"outcome\":\"stored\""));
     }
 
     #[test]
     fn shadow_differences_are_counted_per_campaign_in_either_mode() {
-        use crate::shadow::{View, PLACED};
-        let placed = |region| View {
-            region: Some(region),
-            outcome: PLACED,
-        };
+        use crate::shadow::View;
+        let placed = |region| View::placed(Some(region));
         let compare = |live, candidate| Comparison {
             campaign: "spring-launch",
             live,
@@ -401,7 +398,9 @@ mod tests {
         };
         let conflict = View {
             region: None,
-            outcome: "residency_conflict",
+            outcome: Some(Outcome::Unplaceable(
+                crate::phase::residency::Unplaceable::Conflict,
+            )),
         };
         for mode in [LogMode::Summary, LogMode::Decisions] {
             let mut journal = Journal::new(mode);
@@ -410,9 +409,10 @@ mod tests {
             journal.shadow(&compare(placed("eu"), placed("ru")), t0 + 1);
             journal.shadow(&compare(placed("eu"), placed("ru")), t0 + 2);
             journal.shadow(&compare(placed("cn"), conflict), t0 + 3);
-            let quiet = journal.record(&record("stored", 202, 1, t0), t0 + 4);
+            let quiet = journal.record(&record(Outcome::Stored, 202, 1, t0), t0 + 4);
             assert_eq!(quiet.summary, None, "{mode:?}: inside the window");
-            let lines = journal.record(&record("stored", 202, 1, t0), t0 + SUMMARY_WINDOW_MS);
+            let lines =
+                journal.record(&record(Outcome::Stored, 202, 1, t0), t0 + SUMMARY_WINDOW_MS);
             let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
             assert_eq!(
                 summary["shadow"],
@@ -429,7 +429,10 @@ mod tests {
                 }]),
                 "{mode:?}"
             );
-            let next = journal.record(&record("stored", 202, 1, t0), t0 + 2 * SUMMARY_WINDOW_MS);
+            let next = journal.record(
+                &record(Outcome::Stored, 202, 1, t0),
+                t0 + 2 * SUMMARY_WINDOW_MS,
+            );
             assert!(
                 next.summary.is_none_or(|line| !line.contains("shadow")),
                 "a fresh window starts without shadow counts"
@@ -440,8 +443,8 @@ mod tests {
     #[test]
     fn a_summary_without_a_candidate_has_no_shadow_member() {
         let mut journal = Journal::new(LogMode::Summary);
-        journal.record(&record("stored", 202, 1, 0), 1);
-        let lines = journal.record(&record("stored", 202, 1, 0), 1 + SUMMARY_WINDOW_MS);
+        journal.record(&record(Outcome::Stored, 202, 1, 0), 1);
+        let lines = journal.record(&record(Outcome::Stored, 202, 1, 0), 1 + SUMMARY_WINDOW_MS);
         let summary: Value = serde_json::from_str(&lines.summary.unwrap()).unwrap();
         assert!(summary.get("shadow").is_none());
     }
@@ -451,7 +454,7 @@ mod tests {
         let mut journal = Journal::new(LogMode::Summary);
         let mut written = None;
         for i in 0..MAX_SUMMARY_ROWS {
-            let mut r = record("stored", 202, 1, 10);
+            let mut r = record(Outcome::Stored, 202, 1, 10);
             r.campaign = Some(format!("campaign-{i}"));
             let lines = journal.record(&r, 11);
             if lines.summary.is_some() {

@@ -1,18 +1,27 @@
-//! harbour's request pipeline: named phases over plain data, composed into one verdict (see
-//! `pipeline`). Nothing here names the platform: time is an argument, the environment a lookup,
-//! and every platform call a decision needs is a value the shell carries out (harbour-worker).
+//! harbour's request pipeline: named phases over plain data, composed into one verdict. Nothing
+//! here names the platform: time is an argument, the environment a lookup, and every platform
+//! call a decision needs is a value the shell (harbour-worker) carries out.
+//!
+//! - [`pipeline`]: what an isolate keeps and the order of the phases (start here);
+//! - [`phase`]: one module per phase, in order;
+//! - [`context`]: what a request carries through the phases, and how it ends;
+//! - [`outcome`], [`reply`], [`journal`]: how it ends, what the visitor is sent, what is logged;
+//! - the isolate's state: [`limit`] (GCRA), [`breaker`] (per origin), [`tickets`] (requests
+//!   awaiting the platform);
+//! - [`config`] (the policy and the environment), [`entry`] (the entry as forwarded and keyed),
+//!   [`attempt`] (an origin attempt and its deadline), [`shadow`] (a candidate policy beside the
+//!   live one).
 
-pub mod admission;
+pub mod attempt;
 pub mod breaker;
-pub mod challenge;
 pub mod config;
-pub mod forward;
+pub mod context;
+pub mod entry;
 pub mod journal;
 pub mod limit;
+pub mod outcome;
+pub mod phase;
 pub mod pipeline;
 pub mod reply;
-pub mod request;
-pub mod residency;
-pub mod screen;
 pub mod shadow;
-pub mod validate;
+pub mod tickets;

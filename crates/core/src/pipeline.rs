@@ -4,18 +4,22 @@
 //! route → request_check → challenge → validate → classify → shed → admit   (Pipeline::request)
 //!   … the shell consults the location's rate-limiting binding …
 //! settle → screen → plan                                                      (Pipeline::after_consult)
-//!   then, per origin attempt, after_attempt                                   (Pipeline::after_attempt)
+//!   … the shell sends the plan to an origin …
+//! forward: the next origin of the region, or the answer                      (Pipeline::after_attempt)
 //! ```
 //!
-//! Each phase is a function of its own module that either goes on with a value or answers now
-//! ([`Flow`]); `Pipeline::flow` and `Pipeline::finish` read top to bottom. The proof of work is
-//! checked before the body is parsed or anything charged, so a request without it costs next to
-//! nothing and can never spend a budget that visitors who did the work need. Residency is
-//! classified before limits are charged because the per-region budget needs the region; nothing
-//! is charged for a request that is refused for any other reason, so a visitor correcting a form
-//! is not penalised. The one platform call a decision needs (the binding) is a value too:
-//! `request` ends with [`Verdict::Consult`], everything the later phases need held in [`Held`],
-//! and the shell hands the binding's answer back with it.
+//! Each phase is a function of its own module (`phase`) that either goes on with a value or
+//! answers now ([`Flow`]); `flow` and `flow_after_consult` read top to bottom. Each request has
+//! one [`Context`], which the phases fill in, and ends in one place, [`Pipeline::finish`]: its
+//! reply (the context's CORS and `RateLimit` headers applied) and its log record.
+//!
+//! The proof of work is checked before the body is parsed or anything charged, so a request
+//! without it costs next to nothing and can never spend a budget that visitors who did the work
+//! need. Residency is classified before limits are charged because the per-region budget needs
+//! the region; nothing is charged for a request that is refused for any other reason, so a
+//! visitor correcting a form is not penalised. The one platform call a decision needs (the
+//! binding) is a value too: `request` ends with [`Verdict::Consult`], everything the later
+//! phases need held in [`Held`], and the shell hands the binding's answer back with it.
 //!
 //! `Pipeline` holds what lives as long as an isolate: the configuration (or why it is invalid),
 //! the candidate policy evaluated in shadow (see `shadow`), the admission state, the origins'
@@ -24,25 +28,31 @@
 
 use std::ops::ControlFlow;
 
-use crate::admission::{
-    admit, settle, Admission, Applicant, Consult, LocationAnswer, Provisional, CONSULT_TIMEOUT_MS,
-};
-use crate::breaker::{shed, transition_line, Breakers, Report, OPEN_MS};
-use crate::challenge::challenge;
-use crate::config::Config;
-use crate::forward::{
-    self, AttemptResult, Entry, Filed, ForwardPlan, Next, Onward, PlanInput, Ticket,
-};
+use harbour_policy::text::push_hex_u64;
+use harbour_policy::Policy;
+
+use crate::attempt::{Attempt, AttemptResult};
+use crate::breaker::Breakers;
+use crate::config::{Config, ConfigError};
+use crate::context::{Context, Finished};
+use crate::entry::Entry;
 use crate::journal::LogRecord;
 use crate::limit::ClientKey;
-use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
-use crate::request::{request_check, route, Facts};
-use crate::residency::{classify, Residency};
-use crate::screen::{screen, Decoy};
+use crate::outcome::Outcome;
+use crate::phase::admission::{
+    admit, settle, Admission, Applicant, Consult, LocationAnswer, Provisional, CONSULT_TIMEOUT_MS,
+};
+use crate::phase::challenge::challenge;
+use crate::phase::forward::{self, Learning, Onward, Ticket};
+use crate::phase::plan::{plan, ForwardPlan};
+use crate::phase::request::{request_check, route, Facts};
+use crate::phase::residency::{classify, Residency};
+use crate::phase::screen::{screen, Decoy};
+use crate::phase::shed::shed;
+use crate::phase::validate::{validate, Submission};
+use crate::reply::{problem, retry_later, Answer, Flow, Phase, Reply};
 use crate::shadow::{self, Comparison, View};
-use crate::validate::{validate, Submission};
-use harbour_policy::text::push_hex_u64;
-use harbour_policy::{CampaignIndex, Policy, PolicyError};
+use crate::tickets::Filed;
 
 /// What the pipeline concluded for a request: answer it, forward it, or first ask the location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +61,10 @@ pub enum Verdict {
         reply: Reply,
         log: LogRecord,
     },
+    /// Send `plan`; report the origin's answer with `ticket` to [`Pipeline::after_attempt`].
     Forward {
         plan: Box<ForwardPlan>,
+        ticket: Ticket,
     },
     /// Ask the location's rate-limiting binding, then give its answer and `held` back to
     /// [`Pipeline::after_consult`].
@@ -62,17 +74,31 @@ pub enum Verdict {
     },
 }
 
-/// A request the isolate admitted while the location's answer is awaited: what the later phases
-/// need, and what admission charged (given back if the location refuses).
+impl From<Finished> for Verdict {
+    fn from(finished: Finished) -> Verdict {
+        Verdict::Answer {
+            reply: finished.reply,
+            log: finished.log,
+        }
+    }
+}
+
+/// What follows an origin's answer: another attempt, or the visitor's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    Retry { attempt: Attempt, ticket: Ticket },
+    Done { reply: Reply, log: LogRecord },
+}
+
+/// A request the isolate admitted while the location's answer is awaited: its context, what the
+/// later phases need, and what admission charged (given back if the location refuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
-    request_id: String,
-    received_ms: u64,
-    campaign: CampaignIndex,
+    ctx: Context,
     submission: Submission,
     residency: Residency,
-    idempotency_key: Option<String>,
-    cors: Cors,
+    /// The visitor's `Idempotency-Key`, if any (the entry's key is worked out from it later).
+    client_key: Option<String>,
     provisional: Provisional,
 }
 
@@ -83,9 +109,22 @@ pub const MAX_HELD: usize = 10_000;
 
 impl Filed for Held {
     fn drop_after_ms(&self) -> u64 {
-        self.received_ms
+        self.ctx
+            .received_ms
             .saturating_add(CONSULT_TIMEOUT_MS + HELD_GRACE_MS)
     }
+}
+
+/// What the platform reported for a request the isolate no longer holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// The location's answer, for a held request dropped meanwhile.
+    Admission,
+    /// An origin's answer, for a forward whose ticket was dropped meanwhile.
+    Forward,
+    /// An origin's answer, for a forward filed by an instance that trapped: the origin may have
+    /// stored the entry under `key` (from the forward's headers).
+    Orphaned { key: Option<String> },
 }
 
 /// Independent secrets of an isolate: one keys the limiter's hash table, one makes request ids,
@@ -97,16 +136,8 @@ pub struct Seeds {
     pub challenges: u64,
 }
 
-/// What the log of an early answer needs to know of the phases that went before it.
-#[derive(Default)]
-struct Trace {
-    campaign: Option<String>,
-    region: Option<String>,
-    cors: Cors,
-}
-
 pub struct Pipeline {
-    config: Result<Config, PolicyError>,
+    config: Result<Config, ConfigError>,
     /// Evaluated beside the live policy, never in its place.
     candidate: Option<Policy>,
     admission: Admission,
@@ -121,24 +152,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: Result<Config, PolicyError>, seeds: Seeds) -> Pipeline {
+    pub fn new(config: Result<Config, ConfigError>, seeds: Seeds) -> Pipeline {
         let admission = Admission::new(config.as_ref().ok().map(|c| &c.policy), seeds.limiter);
-        let breakers = Breakers::new(
-            config
-                .as_ref()
-                .map(|c| {
-                    c.regions
-                        .iter()
-                        .map(|r| r.origins.len())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        );
+        let origins = config
+            .as_ref()
+            .map(|c| c.regions.iter().map(|r| r.origins.len()).collect())
+            .unwrap_or_else(|_| Vec::new());
         Pipeline {
             config,
             candidate: None,
             admission,
-            breakers,
+            breakers: Breakers::new(origins),
             request_ids: RequestIds {
                 seed: seeds.request_ids,
                 counter: 0,
@@ -158,7 +182,7 @@ impl Pipeline {
         self
     }
 
-    pub fn config(&self) -> Result<&Config, &PolicyError> {
+    pub fn config(&self) -> Result<&Config, &ConfigError> {
         self.config.as_ref()
     }
 
@@ -168,26 +192,19 @@ impl Pipeline {
     /// forward.
     pub fn shadow<'a>(&'a self, facts: &Facts, verdict: &'a Verdict) -> Option<Comparison<'a>> {
         let candidate = self.candidate.as_ref()?;
+        let policy = &self.config.as_ref().ok()?.policy;
+        let id = |ctx: &Context| Some(policy.campaigns.get(ctx.campaign?.get())?.id.as_str());
+        let region = |ctx: &Context| Some(policy.region(ctx.region?).id.as_str());
         let (campaign, live) = match verdict {
             Verdict::Answer { log, .. } => (
                 log.campaign.as_deref()?,
                 View::live(Some((log.phase, log.outcome)), log.region.as_deref())?,
             ),
-            Verdict::Forward { plan } => {
-                let policy = &self.config.as_ref().ok()?.policy;
-                let region = policy.regions.get(plan.region.get())?.id.as_str();
-                (
-                    plan.ticket.campaign.as_str(),
-                    View::live(None, Some(region))?,
-                )
+            Verdict::Forward { ticket, .. } => {
+                (id(&ticket.ctx)?, View::placed(region(&ticket.ctx)))
             }
             // Placed and admitted by the isolate; the location's answer is outside the comparison.
-            Verdict::Consult { held, .. } => {
-                let policy = &self.config.as_ref().ok()?.policy;
-                let campaign = policy.campaigns.get(held.campaign.get())?.id.as_str();
-                let region = policy.regions.get(held.residency.region.get())?.id.as_str();
-                (campaign, View::live(None, Some(region))?)
-            }
+            Verdict::Consult { held, .. } => (id(&held.ctx)?, View::placed(region(&held.ctx))),
         };
         Some(Comparison {
             campaign,
@@ -201,8 +218,8 @@ impl Pipeline {
         std::mem::take(&mut self.notes)
     }
 
-    /// Never behind the latest time seen.
-    fn clock(&mut self, now_ms: u64) -> u64 {
+    /// `now_ms`, never behind the latest time seen.
+    fn monotonic(&mut self, now_ms: u64) -> u64 {
         self.latest_ms = self.latest_ms.max(now_ms);
         self.latest_ms
     }
@@ -210,131 +227,136 @@ impl Pipeline {
     /// Runs a request through every phase up to the location's binding.
     pub fn request(&mut self, facts: &Facts) -> Verdict {
         let facts = &Facts {
-            now_ms: self.clock(facts.now_ms),
+            now_ms: self.monotonic(facts.now_ms),
             ..*facts
         };
-        let request_id = self.request_ids.next(facts.now_ms);
-        let mut trace = Trace::default();
-        match self.flow(facts, &request_id, &mut trace) {
-            ControlFlow::Continue(held) => Verdict::Consult {
-                consult: held.provisional.consult.clone(),
-                held: Box::new(held),
+        let mut ctx = Context::new(self.request_ids.next(facts.now_ms), facts.now_ms);
+        match self.flow(facts, &mut ctx) {
+            ControlFlow::Continue((submission, residency, provisional)) => Verdict::Consult {
+                consult: provisional.consult.clone(),
+                held: Box::new(Held {
+                    ctx,
+                    submission,
+                    residency,
+                    client_key: facts.idempotency_key.map(str::to_owned),
+                    provisional,
+                }),
             },
-            ControlFlow::Break(answer) => answered(answer, request_id, trace, facts.now_ms),
+            ControlFlow::Break(answer) => self.finish(&ctx, answer).into(),
         }
     }
 
     /// The phases in the order a request meets them, up to the location's binding.
-    fn flow(&mut self, facts: &Facts, request_id: &str, trace: &mut Trace) -> Flow<Held> {
+    fn flow(
+        &mut self,
+        facts: &Facts,
+        ctx: &mut Context,
+    ) -> Flow<(Submission, Residency, Provisional)> {
         let config = configured(&self.config)?;
         let routed = route(config, facts, self.salts.salt())?;
         let campaign = routed.campaign;
-        trace.campaign = Some(campaign.id.clone());
-        trace.cors = routed.cors.clone();
+        (ctx.campaign, ctx.cors) = (Some(routed.index), routed.cors);
         let payload = request_check(&config.policy, facts)?;
         let (key, now_ms) = (facts.idempotency_key, facts.now_ms);
         challenge(config, campaign, facts.challenge, key, now_ms)?;
         let submission = validate(campaign, payload)?;
         let declared = submission.declared_country();
         let residency = classify(&config.policy, campaign, facts.country, declared)?;
-        trace.region = Some(config.policy.region(residency.region).id.clone());
-        shed(&self.breakers, residency.region, facts.now_ms, || {
-            Entry::new(&campaign.id, &submission, facts.idempotency_key).key
+        ctx.region = Some(residency.region);
+        shed(&self.breakers, residency.region, now_ms, || {
+            Entry::new(&campaign.id, &submission, key).key
         })?;
         let applicant = Applicant {
             campaign: routed.index,
             region: residency.region,
             client: ClientKey::from_ip(facts.client_ip),
         };
-        let provisional = admit(
-            &mut self.admission,
-            &config.policy,
-            &applicant,
-            facts.now_ms,
-        )?;
-        Flow::Continue(Held {
-            request_id: request_id.to_owned(),
-            received_ms: facts.now_ms,
-            campaign: routed.index,
-            submission,
-            residency,
-            idempotency_key: facts.idempotency_key.map(str::to_owned),
-            cors: routed.cors,
-            provisional,
-        })
+        let provisional = admit(&mut self.admission, &config.policy, &applicant, now_ms)?;
+        Flow::Continue((submission, residency, provisional))
     }
 
     /// The rest of a held request once the location answered: forward it, or answer it.
     pub fn after_consult(&mut self, held: Held, answer: LocationAnswer, now_ms: u64) -> Verdict {
-        let now_ms = self.clock(now_ms);
-        let policy = self.config.as_ref().ok().map(|c| &c.policy);
-        let trace = Trace {
-            campaign: policy
-                .and_then(|p| p.campaigns.get(held.campaign.get()))
-                .map(|c| c.id.clone()),
-            region: policy
-                .and_then(|p| p.regions.get(held.residency.region.get()))
-                .map(|r| r.id.clone()),
-            cors: held.cors.clone(),
+        let now_ms = self.monotonic(now_ms);
+        let Held {
+            mut ctx,
+            submission,
+            residency,
+            client_key,
+            provisional,
+        } = held;
+        let admitted = Admitted {
+            submission: &submission,
+            residency: &residency,
+            client_key: client_key.as_deref(),
+            provisional,
         };
-        let (request_id, received_ms) = (held.request_id.clone(), held.received_ms);
-        match self.finish(held, answer, now_ms) {
-            ControlFlow::Continue(plan) => Verdict::Forward {
-                plan: Box::new(plan),
-            },
-            ControlFlow::Break(answer) => answered(answer, request_id, trace, received_ms),
+        match self.flow_after_consult(&mut ctx, admitted, answer, now_ms) {
+            ControlFlow::Continue(plan) => {
+                ctx.attempts = 1;
+                let ticket = Ticket {
+                    region: plan.region,
+                    origin: plan.origin,
+                    ctx,
+                };
+                Verdict::Forward {
+                    plan: Box::new(plan),
+                    ticket,
+                }
+            }
+            ControlFlow::Break(answer) => self.finish(&ctx, answer).into(),
         }
     }
 
     /// The phases after the location's answer. The breakers are asked again first: the region's
     /// origins may have started shedding while the answer was awaited.
-    fn finish(&mut self, held: Held, answer: LocationAnswer, now_ms: u64) -> Flow<ForwardPlan> {
+    fn flow_after_consult(
+        &mut self,
+        ctx: &mut Context,
+        admitted: Admitted,
+        answer: LocationAnswer,
+        now_ms: u64,
+    ) -> Flow<ForwardPlan> {
         let config = configured(&self.config)?;
-        let Some(campaign) = config.policy.campaigns.get(held.campaign.get()) else {
-            return Flow::Break(Answer::new(Phase::Configure, config_invalid()));
+        let Admitted {
+            submission,
+            residency,
+            client_key,
+            provisional,
+        } = admitted;
+        let campaign = ctx
+            .campaign
+            .and_then(|c| config.policy.campaigns.get(c.get()));
+        let Some(campaign) = campaign else {
+            return Flow::Break(config_invalid());
         };
-        let region = held.residency.region;
-        let entry = Entry::new(
-            &campaign.id,
-            &held.submission,
-            held.idempotency_key.as_deref(),
-        );
+        let region = residency.region;
+        let entry = Entry::new(&campaign.id, submission, client_key);
+        ctx.key = Some(entry.key.clone());
         if let ControlFlow::Break(busy) = shed(&self.breakers, region, now_ms, || entry.key.clone())
         {
-            self.admission.withdraw(&held.provisional, now_ms);
+            self.admission.withdraw(&provisional, now_ms);
             return Flow::Break(busy);
         }
-        let charge = held.provisional.charge();
+        let charge = provisional.charge();
         let grant = settle(
             &mut self.admission,
-            held.provisional,
+            provisional,
             answer,
             &entry.key,
             now_ms,
             &mut self.notes,
         )?;
-        let region_id = &config.policy.region(region).id;
+        (ctx.charge, ctx.rate_headers) = (Some(charge), grant.headers());
         let decoy = Decoy {
-            region_id,
+            region_id: &config.policy.region(region).id,
             key: &entry.key,
             entropy: self.request_ids.entropy(),
-            grant: &grant,
         };
-        screen(&held.submission, decoy)?;
+        screen(submission, decoy)?;
         // Some origin is available (asked just above, in this same call): the first of them.
         let origin = self.breakers.pick(region, 0, now_ms).unwrap_or(0);
-        let input = PlanInput {
-            residency: &held.residency,
-            origin,
-            campaign: &campaign.id,
-            entry,
-            request_id: held.request_id,
-            now_ms: held.received_ms,
-            rate_headers: grant.headers(),
-            cors: held.cors,
-            charge: Some(charge),
-        };
-        forward::plan(config, input)
+        plan(config, ctx, residency, origin, &entry.fields_json)
     }
 
     /// `request`, with the binding answering `answer` at once: for tests and tools without one.
@@ -345,103 +367,137 @@ impl Pipeline {
         }
     }
 
-    /// After an attempt: the breaker of the origin learns what it answered, then the next
-    /// origin of the same region whose breaker lets it be called, or the final reply and its log.
-    pub fn after_attempt(&mut self, ticket: &Ticket, result: AttemptResult, now_ms: u64) -> Next {
+    /// After an attempt of the forward `ticket`: the forward phase decides (the origin's breaker
+    /// learns what it answered; the region's next origin, or the answer).
+    pub fn after_attempt(
+        &mut self,
+        mut ticket: Ticket,
+        result: AttemptResult,
+        now_ms: u64,
+    ) -> Next {
+        let now_ms = self.monotonic(now_ms);
         let Ok(config) = &self.config else {
-            return Next::Done {
-                reply: config_invalid(),
-                outcome: "config_invalid",
-            };
+            let Finished { reply, log } = self.finish(&ticket.ctx, config_invalid());
+            return Next::Done { reply, log };
         };
-        let (region, origin) = (ticket.region, ticket.attempt);
-        let report = Report::of(&result);
-        if let Some(transition) = self.breakers.record(region, origin, report, now_ms) {
-            let region_id = &config.policy.region(region).id;
-            self.notes
-                .push(transition_line(region_id, origin, transition));
-        }
-        let next = forward::is_retryable(&result)
-            .then(|| self.breakers.pick(region, origin + 1, now_ms))
-            .flatten();
-        let busy_retry_ms = matches!(report, Report::Busy { .. }).then(|| {
-            self.breakers
-                .available(region, now_ms)
-                .err()
-                .unwrap_or(OPEN_MS)
-        });
-        let onward = Onward {
-            next,
-            busy_retry_ms,
+        let state = Learning {
+            breakers: &mut self.breakers,
+            admission: &mut self.admission,
+            notes: &mut self.notes,
         };
-        let next = forward::after_attempt(config, ticket, result, now_ms, onward);
-        // Turned away by every origin it could try, nothing stored: the limits give it back.
-        if let (
-            Next::Done {
-                outcome: "origins_busy",
-                ..
-            },
-            Some(charge),
-        ) = (&next, &ticket.charge)
-        {
-            self.admission.refund(charge, now_ms);
+        match forward::after_attempt(config, state, &ticket, result, now_ms) {
+            ControlFlow::Continue(Onward { origin, attempt }) => {
+                ticket.origin = origin;
+                ticket.ctx.attempts = ticket.ctx.attempts.saturating_add(1);
+                Next::Retry { attempt, ticket }
+            }
+            ControlFlow::Break(answer) => {
+                let Finished { reply, log } = self.finish(&ticket.ctx, answer);
+                Next::Done { reply, log }
+            }
         }
-        next
     }
 
-    /// The log record that ends a forwarded request.
-    pub fn forward_log(&self, ticket: &Ticket, status: u16, outcome: &'static str) -> LogRecord {
-        let region = self
-            .config
-            .as_ref()
-            .ok()
-            .and_then(|c| c.policy.regions.get(ticket.region.get()))
-            .map(|r| r.id.clone());
-        LogRecord {
-            request_id: ticket.request_id.clone(),
-            campaign: Some(ticket.campaign.clone()),
-            region,
-            phase: Phase::Forward,
-            outcome,
-            status,
-            attempts: ticket.attempts,
-            received_ms: ticket.received_ms,
+    /// The answer for what the platform reported about a request the isolate no longer holds: 503
+    /// with retry advice (and the key, when the entry may have been stored).
+    pub fn expired(&mut self, what: Expired, now_ms: u64) -> Finished {
+        let now_ms = self.monotonic(now_ms);
+        let mut ctx = Context::new(String::new(), now_ms);
+        let (phase, outcome, title) = match &what {
+            Expired::Admission => (
+                Phase::Admit,
+                Outcome::AdmissionExpired,
+                "Your entry could not be taken right now",
+            ),
+            Expired::Forward => (
+                Phase::Forward,
+                Outcome::ForwardExpired,
+                "Your entry could not be stored right now",
+            ),
+            Expired::Orphaned { .. } => (
+                Phase::Forward,
+                Outcome::ForwardOrphaned,
+                "Your entry could not be confirmed",
+            ),
+        };
+        if let Expired::Orphaned { key } = what {
+            ctx.key = key;
         }
+        let reply = retry_later(outcome, title, ctx.key.as_deref(), 1_000);
+        self.finish(&ctx, Answer::new(phase, reply))
+    }
+
+    /// Where every request ends: its reply, with the `RateLimit` headers admission granted and
+    /// the CORS decision applied, and its log record.
+    pub fn finish(&self, ctx: &Context, answer: Answer) -> Finished {
+        let policy = self.config.as_ref().ok().map(|c| &c.policy);
+        let campaign = ctx
+            .campaign
+            .and_then(|c| policy?.campaigns.get(c.get()))
+            .map(|c| c.id.clone());
+        let region = ctx
+            .region
+            .and_then(|r| policy?.regions.get(r.get()))
+            .map(|r| r.id.clone());
+        let mut reply = answer.reply;
+        reply.headers.extend(ctx.rate_headers.iter().cloned());
+        let reply = ctx.cors.apply(reply);
+        let log = LogRecord {
+            request_id: ctx.request_id.clone(),
+            campaign,
+            region,
+            phase: answer.phase,
+            outcome: answer.outcome,
+            status: reply.status,
+            attempts: ctx.attempts,
+            received_ms: ctx.received_ms,
+        };
+        Finished { reply, log }
     }
 }
 
-/// An early answer with its log record.
-fn answered(answer: Answer, request_id: String, trace: Trace, received_ms: u64) -> Verdict {
-    Verdict::Answer {
+/// What admission let through, as the phases after the location's answer take it.
+struct Admitted<'a> {
+    submission: &'a Submission,
+    residency: &'a Residency,
+    client_key: Option<&'a str>,
+    provisional: Provisional,
+}
+
+/// The answer when the isolate has no configuration (or its state cannot be reached): 500.
+pub fn unconfigured(now_ms: u64) -> Finished {
+    let answer = config_invalid();
+    Finished {
         log: LogRecord {
-            request_id,
-            campaign: trace.campaign,
-            region: trace.region,
+            request_id: String::new(),
+            campaign: None,
+            region: None,
             phase: answer.phase,
             outcome: answer.outcome,
             status: answer.reply.status,
             attempts: 0,
-            received_ms,
+            received_ms: now_ms,
         },
-        reply: trace.cors.apply(answer.reply),
+        reply: answer.reply,
     }
 }
 
-fn config_invalid() -> Reply {
-    problem(
+fn config_invalid() -> Answer {
+    let reply = problem(
         500,
-        "config_invalid",
+        Outcome::ConfigInvalid,
         "Service misconfigured",
         "This service cannot accept entries right now.",
         None,
-    )
+    );
+    Answer::new(Phase::Configure, reply)
 }
 
 /// The configure "phase": an isolate without a valid configuration answers 500 to everything.
-fn configured(config: &Result<Config, PolicyError>) -> Flow<&Config> {
+fn configured(config: &Result<Config, ConfigError>) -> Flow<&Config> {
     match config {
         Ok(config) => Flow::Continue(config),
-        Err(_) => Flow::Break(Answer::new(Phase::Configure, config_invalid())),
+        Err(_) => Flow::Break(config_invalid()),
     }
 }
 
@@ -483,9 +539,9 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::challenge::solved_for_tests as solved;
     use crate::config::tests::local_config;
-    use crate::request::Body;
+    use crate::phase::challenge::solved_for_tests as solved;
+    use crate::phase::request::Body;
 
     const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
     const VALID: &str = r#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
@@ -533,7 +589,7 @@ mod tests {
             panic!("a Tor visitor was forwarded")
         };
         assert_eq!(
-            (log.phase, log.outcome),
+            (log.phase, log.outcome.name()),
             (Phase::Classify, "country_anonymised")
         );
     }
@@ -556,7 +612,7 @@ mod tests {
 
     #[test]
     fn an_isolate_without_configuration_answers_500_to_everything() {
-        let broken = Err(PolicyError(Vec::new()));
+        let broken = Err(ConfigError(Vec::new()));
         let mut pipeline = Pipeline::new(broken, seeds());
         let Verdict::Answer { reply, log } = pipeline.request(&facts(VALID)) else {
             panic!("forwarded without configuration")

@@ -12,7 +12,10 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use harbour_policy::text::push_quoted;
+use harbour_contract::http::HEADER_IDEMPOTENCY_KEY;
+use harbour_policy::text::{decimal, push_quoted};
+
+use crate::outcome::Outcome;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const JSON: &str = "application/json";
@@ -22,9 +25,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
-    /// The problem's machine code, kept beside the body so logs need not parse it back.
+    /// The outcome a problem answers, kept beside the body so logs need not parse it back.
     #[serde(skip)]
-    pub code: Option<&'static str>,
+    pub outcome: Option<Outcome>,
 }
 
 impl Reply {
@@ -36,7 +39,7 @@ impl Reply {
                 ("cache-control", "no-store".into()),
             ],
             body: body.to_string(),
-            code: None,
+            outcome: None,
         }
     }
 
@@ -52,20 +55,22 @@ impl Reply {
         self
     }
 
-    /// The problem's machine code, for logs.
+    /// The problem's machine code, as the body carries it.
     pub fn code(&self) -> Option<&'static str> {
-        self.code
+        self.outcome.and_then(Outcome::code)
     }
 }
 
-/// A problem detail; `extra` members are merged into the object.
+/// A problem detail answering `outcome`, whose `code` it carries; `extra` members are merged into
+/// the object.
 pub fn problem(
     status: u16,
-    code: &'static str,
+    outcome: Outcome,
     title: &str,
     detail: &str,
     extra: Option<Value>,
 ) -> Reply {
+    let code = outcome.code().unwrap_or(outcome.name());
     let mut body = json!({
         "type": format!("urn:harbour:problem:{code}"),
         "title": title,
@@ -83,7 +88,7 @@ pub fn problem(
             ("cache-control", "no-store".into()),
         ],
         body: body.to_string(),
-        code: Some(code),
+        outcome: Some(outcome),
     }
 }
 
@@ -125,27 +130,26 @@ impl Phase {
     }
 }
 
-/// A phase's early answer: the reply, the phase that gave it and the outcome logs count it under.
+/// A phase's answer: the reply, the phase that gave it and its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     pub phase: Phase,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reply: Reply,
 }
 
 impl Answer {
-    /// Answered with `reply`, counted under its problem code (or `ok`).
+    /// Answered with `reply`: a problem's own outcome, or a description.
     pub fn new(phase: Phase, reply: Reply) -> Answer {
         Answer {
             phase,
-            outcome: reply.code.unwrap_or("ok"),
+            outcome: reply.outcome.unwrap_or(Outcome::Described),
             reply,
         }
     }
 
-    /// Counted under an outcome of its own, for answers whose reply does not tell (a decoy
-    /// receipt must not).
-    pub fn counted_as(mut self, outcome: &'static str) -> Answer {
+    /// Answered with `reply` under an outcome its reply does not tell (a decoy receipt must not).
+    pub fn counted_as(mut self, outcome: Outcome) -> Answer {
         self.outcome = outcome;
         self
     }
@@ -197,7 +201,41 @@ pub fn accepted(receipt_id: &str, region_id: &str, key: &str, replayed: bool) ->
         status: 202,
         headers,
         body,
-        code: None,
+        outcome: None,
+    }
+}
+
+/// 503 for a region whose origins are all shedding load (`RegionBusy` without a call,
+/// `OriginsBusy` after one), with the visitor's idempotency key so the retry (after
+/// `Retry-After`) is stored at most once.
+pub fn busy(outcome: Outcome, key: &str, wait_ms: u64) -> Reply {
+    let seconds = retry_after_seconds(wait_ms);
+    problem(
+        503,
+        outcome,
+        "Lots of entries right now",
+        "Your entry was not stored yet. Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+        Some(json!({ "idempotency_key": key, "retry_after_s": seconds })),
+    )
+    .with_header("retry-after", decimal(seconds))
+    .with_header(HEADER_IDEMPOTENCY_KEY, key.to_owned())
+}
+
+/// 503 with retry advice and, when there is one, the idempotency key the retry must carry: for an
+/// entry that may or may not have been stored, or was not taken at all.
+pub fn retry_later(outcome: Outcome, title: &str, key: Option<&str>, wait_ms: u64) -> Reply {
+    let extra = key.map(|key| json!({ "idempotency_key": key }));
+    let reply = problem(
+        503,
+        outcome,
+        title,
+        "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+        extra,
+    )
+    .with_header("retry-after", decimal(retry_after_seconds(wait_ms)));
+    match key {
+        Some(key) => reply.with_header(HEADER_IDEMPOTENCY_KEY, key.to_owned()),
+        None => reply,
     }
 }
 
@@ -214,7 +252,7 @@ mod tests {
     fn problem_body_snapshot() {
         let reply = problem(
             422,
-            "validation_failed",
+            Outcome::ValidationFailed,
             "The submission has errors",
             "1 field needs attention",
             Some(json!({"errors": [{"field": "email", "code": "invalid_email"}]})),

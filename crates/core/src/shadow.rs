@@ -19,13 +19,14 @@
 
 use std::ops::ControlFlow;
 
+use crate::outcome::Outcome;
+use crate::phase::request::{request_check, Facts};
+use crate::phase::residency::classify;
+use crate::phase::validate::validate;
 use crate::reply::Phase;
-use crate::request::{request_check, Facts};
-use crate::residency::classify;
-use crate::validate::validate;
 use harbour_policy::Policy;
 
-/// The outcome of a submission that passed every phase the comparison covers.
+/// What logs call the outcome of a submission that passed every phase the comparison covers.
 pub const PLACED: &str = "placed";
 
 /// What one policy decided, within the comparison's scope.
@@ -33,23 +34,30 @@ pub const PLACED: &str = "placed";
 pub struct View<'p> {
     /// The region's id, when the submission was placed.
     pub region: Option<&'p str>,
-    /// A refusal code of `request_check`, `validate` or `classify` (`not_found` when the candidate
-    /// has no such campaign), or [`PLACED`].
-    pub outcome: &'static str,
+    /// A refusal of `request_check`, `validate` or `classify` (`NotFound` when the candidate has
+    /// no such campaign); `None` when the submission was placed.
+    pub outcome: Option<Outcome>,
 }
 
-impl View<'_> {
+impl<'p> View<'p> {
+    /// Placed in `region`.
+    pub fn placed(region: Option<&'p str>) -> View<'p> {
+        View {
+            region,
+            outcome: None,
+        }
+    }
+
+    /// The outcome's name in logs: a refusal's, or [`PLACED`].
+    pub fn outcome_name(&self) -> &'static str {
+        self.outcome.map_or(PLACED, Outcome::name)
+    }
+
     /// The live view from how far the live pipeline got: `stopped` is the phase and outcome of
     /// its answer (None when it forwarded), `region` what classify placed. None when the live
     /// pipeline stopped before the phases the comparison covers (no submission to a campaign).
-    pub fn live<'a>(
-        stopped: Option<(Phase, &'static str)>,
-        region: Option<&'a str>,
-    ) -> Option<View<'a>> {
-        let placed = View {
-            region,
-            outcome: PLACED,
-        };
+    pub fn live(stopped: Option<(Phase, Outcome)>, region: Option<&'p str>) -> Option<View<'p>> {
+        let placed = View::placed(region);
         let Some((phase, outcome)) = stopped else {
             return Some(placed);
         };
@@ -58,7 +66,7 @@ impl View<'_> {
             Phase::Configure | Phase::Route | Phase::Challenge => None,
             Phase::RequestCheck | Phase::Validate | Phase::Classify => Some(View {
                 region: None,
-                outcome,
+                outcome: Some(outcome),
             }),
             Phase::Shed | Phase::Admit | Phase::Screen | Phase::Plan | Phase::Forward => {
                 Some(placed)
@@ -90,7 +98,7 @@ pub fn evaluate<'p>(candidate: &'p Policy, campaign_id: &str, facts: &Facts) -> 
     let Some((_, campaign)) = candidate.find_campaign(campaign_id) else {
         return View {
             region: None,
-            outcome: "not_found",
+            outcome: Some(Outcome::NotFound),
         };
     };
     let placed = (|| {
@@ -100,13 +108,12 @@ pub fn evaluate<'p>(candidate: &'p Policy, campaign_id: &str, facts: &Facts) -> 
         classify(candidate, campaign, facts.country, declared)
     })();
     match placed {
-        ControlFlow::Continue(residency) => View {
-            region: Some(candidate.region(residency.region).id.as_str()),
-            outcome: PLACED,
-        },
+        ControlFlow::Continue(residency) => {
+            View::placed(Some(candidate.region(residency.region).id.as_str()))
+        }
         ControlFlow::Break(answer) => View {
             region: None,
-            outcome: answer.outcome,
+            outcome: Some(answer.outcome),
         },
     }
 }
@@ -114,7 +121,7 @@ pub fn evaluate<'p>(candidate: &'p Policy, campaign_id: &str, facts: &Facts) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Body;
+    use crate::phase::request::Body;
     use harbour_policy::SHIPPED_POLICY;
 
     fn facts<'a>(country: &'a str, body: &'a str) -> Facts<'a> {
@@ -150,22 +157,25 @@ mod tests {
         let same = Policy::shipped().unwrap();
         let view =
             |country: &str, body: &str| evaluate(&same, "spring-launch", &facts(country, body));
-        let placed = |region| View {
-            region: Some(region),
-            outcome: PLACED,
-        };
-        let refused = |outcome| View {
-            region: None,
-            outcome,
-        };
-        assert_eq!(view("IT", &entry("IT")), placed("eu"));
-        assert_eq!(view("US", &entry("CN")), placed("cn"));
-        assert_eq!(view("IT", &entry("CN")), refused("residency_conflict"));
-        assert_eq!(view("T1", &entry("US")), refused("country_anonymised"));
-        assert_eq!(view("IT", "{}"), refused("validation_failed"));
-        assert_eq!(view("IT", "{"), refused("malformed_body"));
+        fn seen(view: View<'_>) -> (Option<String>, &'static str) {
+            (view.region.map(str::to_owned), view.outcome_name())
+        }
+        let placed = |region: &str| (Some(region.to_owned()), PLACED);
+        let refused = |name| (None::<String>, name);
+        assert_eq!(seen(view("IT", &entry("IT"))), placed("eu"));
+        assert_eq!(seen(view("US", &entry("CN"))), placed("cn"));
+        assert_eq!(
+            seen(view("IT", &entry("CN"))),
+            refused("residency_conflict")
+        );
+        assert_eq!(
+            seen(view("T1", &entry("US"))),
+            refused("country_anonymised")
+        );
+        assert_eq!(seen(view("IT", "{}")), refused("validation_failed"));
+        assert_eq!(seen(view("IT", "{")), refused("malformed_body"));
         let unknown = evaluate(&same, "autumn", &facts("IT", &entry("IT")));
-        assert_eq!(unknown, refused("not_found"));
+        assert_eq!(seen(unknown), refused("not_found"));
     }
 
     #[test]
@@ -187,24 +197,30 @@ mod tests {
 
     #[test]
     fn the_live_view_stops_where_the_live_pipeline_did() {
-        assert_eq!(View::live(Some((Phase::Route, "not_found")), None), None);
         assert_eq!(
-            View::live(Some((Phase::Validate, "validation_failed")), None),
+            View::live(Some((Phase::Route, Outcome::NotFound)), None),
+            None
+        );
+        assert_eq!(
+            View::live(Some((Phase::Validate, Outcome::ValidationFailed)), None),
             Some(View {
                 region: None,
-                outcome: "validation_failed"
+                outcome: Some(Outcome::ValidationFailed)
             })
         );
         // Limits are outside the comparison: a limited submission was placed.
         assert_eq!(
-            View::live(Some((Phase::Admit, "rate_limited")), Some("eu")),
-            Some(View {
-                region: Some("eu"),
-                outcome: PLACED
-            })
+            View::live(
+                Some((
+                    Phase::Admit,
+                    Outcome::RateLimited(crate::phase::admission::Layer::Client)
+                )),
+                Some("eu")
+            ),
+            Some(View::placed(Some("eu")))
         );
         assert_eq!(
-            View::live(None, Some("cn")).map(|v| v.outcome),
+            View::live(None, Some("cn")).map(|v| v.outcome_name()),
             Some(PLACED)
         );
     }

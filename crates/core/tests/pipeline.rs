@@ -4,13 +4,14 @@
 
 use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour_contract::signature::SignatureHeader;
-use harbour_core::admission::LocationAnswer;
-use harbour_core::challenge;
+use harbour_core::attempt::AttemptResult;
 use harbour_core::config::Config;
-use harbour_core::forward::{after_attempt, AttemptResult, Next, Onward};
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
+use harbour_core::phase::request::{Body, Facts};
+use harbour_core::pipeline::Next;
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
 use harbour_core::reply::Reply;
-use harbour_core::request::{Body, Facts};
 use harbour_policy::SHIPPED_POLICY;
 
 const SEEDS: Seeds = Seeds {
@@ -73,7 +74,7 @@ fn facts<'a>(
 fn reply(step: Verdict) -> Reply {
     match step {
         Verdict::Answer { reply, .. } => reply,
-        Verdict::Forward { plan } => panic!("forwarded to {}", plan.first.url),
+        Verdict::Forward { plan, .. } => panic!("forwarded to {}", plan.first.url),
         Verdict::Consult { consult, .. } => panic!("consults {}", consult.binding),
     }
 }
@@ -305,7 +306,7 @@ fn the_forward_request_carries_only_harbours_own_headers() {
             "192.0.2.20",
         )
     };
-    let Verdict::Forward { plan } = admitted(&mut pipeline, &f) else {
+    let Verdict::Forward { plan, .. } = admitted(&mut pipeline, &f) else {
         panic!("not forwarded")
     };
     let names: Vec<&str> = plan.headers.iter().map(|(n, _)| *n).collect();
@@ -411,7 +412,7 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
 
     // The same submission without the honeypot, stored by an origin: the visitor's receipt.
     let real_body = r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true}"#;
-    let Verdict::Forward { plan } = admitted(
+    let Verdict::Forward { ticket, .. } = admitted(
         &mut pipeline,
         &facts(
             "POST",
@@ -424,15 +425,14 @@ fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
         panic!("not forwarded")
     };
     let origin_answer = r#"{"receipt":{"id":"eu-5f0c1d2e3a4b6978","region":"eu"}}"#;
-    let Next::Done { reply: real, .. } = after_attempt(
-        &config(),
-        &plan.ticket,
+    let received_ms = ticket.ctx.received_ms;
+    let Next::Done { reply: real, .. } = pipeline.after_attempt(
+        ticket,
         AttemptResult::Answered {
             status: 201,
             body: origin_answer,
         },
-        plan.ticket.received_ms + 5,
-        Onward::in_order(&plan.ticket),
+        received_ms + 5,
     ) else {
         panic!("not done")
     };
@@ -613,7 +613,7 @@ fn a_day_old_form_gets_an_honest_refusal_and_a_fresh_challenge_gets_it_in() {
     assert_eq!(body["challenge_url"], "/api/campaigns/spring-launch");
     // The same key with a fresh solution, sent within a millisecond of the challenge.
     let fresh = solved_at(KEY, NOW);
-    let Verdict::Forward { plan } = send(&mut pipeline, fresh, NOW + 1) else {
+    let Verdict::Forward { plan, .. } = send(&mut pipeline, fresh, NOW + 1) else {
         panic!("the fresh solution was not forwarded")
     };
     let key = plan
@@ -797,14 +797,15 @@ fn the_location_is_consulted_after_the_isolate_admits_and_decides_with_its_answe
     };
     assert_eq!(consult.binding, "HARBOUR_RL_5_PER_60S");
     assert_eq!(consult.key, "spring-launch 2001:db8:7:8::/64");
-    let Verdict::Forward { plan } =
+    let Verdict::Forward { plan, ticket } =
         pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3)
     else {
         panic!("admitted but not forwarded")
     };
-    assert_eq!(plan.ticket.received_ms, now, "signed as received");
-    let policies = plan
-        .ticket
+    assert_eq!(ticket.ctx.received_ms, now, "signed as received");
+    assert!(plan.first.url.ends_with("/v1/submissions"));
+    let policies = ticket
+        .ctx
         .rate_headers
         .iter()
         .find(|(n, _)| *n == "ratelimit-policy")
@@ -922,31 +923,35 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
         }
         other => other,
     };
-    let Verdict::Forward { plan } = forward(&mut pipeline, 1, "192.0.2.80", now) else {
+    let Verdict::Forward { plan, ticket } = forward(&mut pipeline, 1, "192.0.2.80", now) else {
         panic!("not forwarded")
     };
     assert_eq!(plan.first.url, urls[0]);
     // The primary is full: failover to the secondary, in the region.
-    let Next::Retry { attempt, ticket } = pipeline.after_attempt(&plan.ticket, BUSY, now + 1)
+    let Next::Retry { attempt, ticket } = pipeline.after_attempt(ticket.clone(), BUSY, now + 1)
     else {
         panic!("no failover")
     };
     assert_eq!(attempt.url, urls[1]);
     // While the primary's breaker is open, new submissions go straight to the secondary.
-    let Verdict::Forward { plan: second } = forward(&mut pipeline, 2, "192.0.2.81", now + 2) else {
+    let Verdict::Forward {
+        plan: second,
+        ticket: second_ticket,
+    } = forward(&mut pipeline, 2, "192.0.2.81", now + 2)
+    else {
         panic!("not forwarded")
     };
     assert_eq!(
-        (second.first.url.as_str(), second.ticket.attempts),
+        (second.first.url.as_str(), second_ticket.ctx.attempts),
         (urls[1].as_str(), 1)
     );
     // The secondary is full too: 503 with the key and when to come back.
-    let Next::Done { reply, outcome } = pipeline.after_attempt(&ticket, BUSY, now + 3) else {
+    let Next::Done { reply, log } = pipeline.after_attempt(ticket.clone(), BUSY, now + 3) else {
         panic!("no answer")
     };
-    assert_eq!((reply.status, outcome), (503, "origins_busy"));
+    assert_eq!((reply.status, log.outcome.name()), (503, "origins_busy"));
     assert_eq!(reply.header("retry-after"), Some("1"));
-    assert_eq!(reply.header("idempotency-key"), Some(ticket.key.as_str()));
+    assert_eq!(reply.header("idempotency-key"), ticket.ctx.key.as_deref());
     let notes = pipeline.take_notes();
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(notes[0].contains("\"origin\":0,\"state\":\"open\""));
@@ -965,26 +970,31 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
             .starts_with("test-key-"));
     }
     // The answer of the request sent to the secondary before it opened changes nothing.
-    pipeline.after_attempt(&second.ticket, receipt(), now + 20);
+    pipeline.after_attempt(second_ticket.clone(), receipt(), now + 20);
     assert!(matches!(
         run(&mut pipeline, &submission(4, "192.0.2.82", now + 21)),
         Verdict::Answer { .. }
     ));
     // After the interval: one trial at the primary; meanwhile the region is still shed.
-    let Verdict::Forward { plan: trial } = forward(&mut pipeline, 5, "192.0.2.82", now + 1_001)
+    let Verdict::Forward {
+        plan: trial,
+        ticket: trial_ticket,
+    } = forward(&mut pipeline, 5, "192.0.2.82", now + 1_001)
     else {
         panic!("no trial")
     };
     assert_eq!(trial.first.url, urls[0]);
     // The trial stored: closed; the same client still had its whole budget.
-    let Next::Done { reply, .. } = pipeline.after_attempt(&trial.ticket, receipt(), now + 1_010)
+    let Next::Done { reply, .. } =
+        pipeline.after_attempt(trial_ticket.clone(), receipt(), now + 1_010)
     else {
         panic!("no answer")
     };
     assert_eq!(reply.status, 202);
     assert!(pipeline.take_notes()[0].contains("\"origin\":0,\"state\":\"closed\""));
     for i in 0..4 {
-        let Verdict::Forward { plan } = forward(&mut pipeline, 6 + i, "192.0.2.82", now + 1_020)
+        let Verdict::Forward { plan, .. } =
+            forward(&mut pipeline, 6 + i, "192.0.2.82", now + 1_020)
         else {
             panic!("submission {i} refused")
         };
@@ -1010,7 +1020,7 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
         panic!("not consulted")
     };
     // While its binding is awaited, another request finds both EU origins full.
-    let Verdict::Forward { plan } = pipeline.request_answered(
+    let Verdict::Forward { ticket, .. } = pipeline.request_answered(
         &Facts {
             now_ms: now,
             ..facts(
@@ -1025,10 +1035,10 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
     ) else {
         panic!("not forwarded")
     };
-    let Next::Retry { ticket, .. } = pipeline.after_attempt(&plan.ticket, BUSY, now + 1) else {
+    let Next::Retry { ticket, .. } = pipeline.after_attempt(ticket.clone(), BUSY, now + 1) else {
         panic!("no failover")
     };
-    pipeline.after_attempt(&ticket, BUSY, now + 2);
+    pipeline.after_attempt(ticket.clone(), BUSY, now + 2);
     let shed = reply(pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3));
     assert_eq!((shed.status, shed.code()), (503, Some("region_busy")));
     // Its charge was given back: the client has all 5 once the region takes submissions again.

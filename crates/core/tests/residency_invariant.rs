@@ -14,14 +14,16 @@ use std::collections::HashMap;
 
 use harbour_contract::env::FORM_KEY_VAR;
 use harbour_contract::signature::SignatureHeader;
-use harbour_core::admission::LocationAnswer;
+use harbour_core::attempt::AttemptResult;
 use harbour_core::breaker::OPEN_MS;
-use harbour_core::challenge;
 use harbour_core::config::Config;
-use harbour_core::forward::{AttemptResult, Next, Ticket};
+use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::challenge;
+use harbour_core::phase::forward::Ticket;
+use harbour_core::phase::request::{Body, Facts};
+use harbour_core::phase::residency::{place, PlatformCountry};
+use harbour_core::pipeline::Next;
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
-use harbour_core::request::{Body, Facts};
-use harbour_core::residency::{place, PlatformCountry};
 use harbour_policy::country::Country;
 use harbour_policy::{OnConflict, Policy};
 use proptest::prelude::*;
@@ -254,7 +256,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
         };
         let expected = expected_region(spec, rule, &platform, declared);
         match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
-            Verdict::Forward { plan } => {
+            Verdict::Forward { plan, ticket } => {
                 let Expected::Region(region) = expected else {
                     return Err(TestCaseError::fail(format!(
                         "forwarded a refusal: {platform:?} / {declared:?}"
@@ -266,9 +268,9 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
                     declared.map(|c| region_of(spec, c)),
                 ];
                 prop_assert!(
-                    pointed.contains(&Some(plan.ticket.region.get())),
+                    pointed.contains(&Some(ticket.region.get())),
                     "r{} is neither signal's region {:?}",
-                    plan.ticket.region.get(),
+                    ticket.region.get(),
                     pointed
                 );
                 let signature = plan
@@ -283,22 +285,11 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let expected_tag = format!("r{region}");
                 prop_assert_eq!(body["region"].as_str(), Some(expected_tag.as_str()));
-                prop_assert_eq!(plan.ticket.region.get(), region);
+                prop_assert_eq!(ticket.region.get(), region);
                 prop_assert_eq!(region_of_url(&plan.first.url), region);
                 // The first origin whose breaker lets it be called.
-                prop_assert_eq!(
-                    Some(plan.ticket.attempt),
-                    model.first_callable(region, 0, now)
-                );
-                follow_attempts(
-                    &mut pipeline,
-                    &mut model,
-                    &plan.ticket,
-                    region,
-                    i,
-                    now,
-                    answers,
-                )?;
+                prop_assert_eq!(Some(ticket.origin), model.first_callable(region, 0, now));
+                follow_attempts(&mut pipeline, &mut model, &ticket, region, i, now, answers)?;
             }
             Verdict::Answer { reply, .. } => match expected {
                 Expected::Refused(status) => prop_assert_eq!(
@@ -338,7 +329,7 @@ fn follow_attempts(
     let mut t = now;
     loop {
         t += 10;
-        let origin = ticket.attempt;
+        let origin = ticket.origin;
         let given = answers.next().unwrap_or(Answer::Stored);
         let receipt = format!(r#"{{"receipt":{{"id":"r{region}-{i}","region":"r{region}"}}}}"#);
         let result = match given {
@@ -357,7 +348,7 @@ fn follow_attempts(
             },
         };
         model.record(region, origin, given, t);
-        match pipeline.after_attempt(&ticket, result, t) {
+        match pipeline.after_attempt(ticket.clone(), result, t) {
             Next::Retry {
                 attempt,
                 ticket: next,
@@ -366,7 +357,7 @@ fn follow_attempts(
                 prop_assert_eq!(next.region.get(), region);
                 prop_assert!(!matches!(given, Answer::Stored));
                 prop_assert_eq!(
-                    Some(next.attempt),
+                    Some(next.origin),
                     model.first_callable(region, origin + 1, t)
                 );
                 ticket = next;

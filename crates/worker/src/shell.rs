@@ -23,22 +23,28 @@ use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
-use harbour_core::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
-use harbour_core::config::Config;
-use harbour_core::forward::{AttemptResult, Next, TicketBook};
-use harbour_core::journal::{Journal, Lines, LogRecord};
-use harbour_core::pipeline::{Held, Pipeline, Seeds, Verdict, MAX_HELD};
+use harbour_core::attempt::AttemptResult;
+use harbour_core::config::{Config, ConfigError};
+use harbour_core::context::Finished;
+use harbour_core::journal::{Journal, Lines};
+use harbour_core::phase::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
+use harbour_core::phase::forward::Ticket;
+use harbour_core::phase::request::{Body, Facts};
+use harbour_core::pipeline::{
+    unconfigured, Expired, Held, Next, Pipeline, Seeds, Verdict, MAX_HELD,
+};
+use harbour_core::tickets::{TicketBook, MAX_FILED};
 use harbour_policy::{Issue, Policy, PolicyError};
 
-pub use crate::wire::{parse_decision, request_line};
-use crate::wire::{reply_text, request_facts, Wire};
-use harbour_core::reply::{problem, Phase};
-use harbour_core::request::{Body, Facts};
+use crate::wire::{
+    reply_text, request_facts, Wire, BODY_BYTES, BODY_INCOMPLETE, BODY_TOO_LARGE,
+    LOCATION_ADMITTED, LOCATION_REFUSED, LOCATION_TIMED_OUT,
+};
 
 /// Everything an isolate keeps between requests.
 struct Shell {
     pipeline: Pipeline,
-    tickets: TicketBook,
+    tickets: TicketBook<Ticket>,
     /// Requests awaiting the location's rate-limiting binding.
     holds: TicketBook<Held>,
     journal: Journal,
@@ -142,17 +148,18 @@ fn configure_parsed(
 ) -> String {
     let config = match live
         .clone()
+        .map_err(ConfigError::from)
         .and_then(|policy| Config::for_policy(policy, lookup))
     {
         Ok(config) => match missing_bindings(&config.policy, bound) {
             missing if missing.is_empty() => Ok(config),
-            missing => Err(PolicyError(missing)),
+            missing => Err(ConfigError(missing)),
         },
-        Err(PolicyError(mut issues)) => {
+        Err(ConfigError(mut issues)) => {
             if let Ok(policy) = &live {
                 issues.extend(missing_bindings(policy, bound));
             }
-            Err(PolicyError(issues))
+            Err(ConfigError(issues))
         }
     };
     let mut answer = match &config {
@@ -168,7 +175,7 @@ fn configure_parsed(
     }
     let shell = Shell {
         pipeline,
-        tickets: TicketBook::default(),
+        tickets: TicketBook::with_max(MAX_FILED),
         holds: TicketBook::with_max(MAX_HELD),
         journal,
     };
@@ -193,27 +200,11 @@ pub fn expected_variables() -> String {
     json!(names).to_string()
 }
 
-/// Body states passed from JS.
-pub const BODY_UNREAD: u8 = 0;
-pub const BODY_BYTES: u8 = 1;
-pub const BODY_TOO_LARGE: u8 = 2;
-pub const BODY_INCOMPLETE: u8 = 3;
-
-/// Decides a request from what the shim read of it: `request` is its text facts joined by
-/// `request_line`, `body` the bytes read as `body_state` says.
-///
-/// Every answer to the shim is lines of text, no JSON to parse: the number of notes (log lines
-/// of state changes, such as a breaker opening), the notes, then the answer's kind and its
-/// fields, one a line (no field can hold a newline; see `Wire`):
-/// - `reply`: status, header count, each header's name and value, the decision's log line (or
-///   an empty line), the summary log line (or an empty line), then its BODY;
-/// - `consult`: the location's rate-limiting binding must be asked first: hold id, binding
-///   name, key, timeout ms; then call `consulted` with the hold id and the answer;
-/// - `forward`: the first attempt of a forward: its idempotency key, URL, timeout ms, ticket,
-///   header count, each header's name and value, then the BODY to send;
-/// - `retry`: a further attempt (same headers and body): URL, timeout ms, ticket.
-///
-/// A BODY is the rest of the answer, verbatim: the largest part is never escaped or scanned.
+/// Decides a request from what the shim read of it: `request` is its text facts joined as
+/// `wire::REQUEST_FACTS` says, `body` the bytes read as `body_state` (a `wire::CODES` body
+/// state) says. The answer is in the line protocol (`wire::ANSWERS`): a `reply`, a `consult`
+/// (ask the location's binding, then call `consulted`) or a `forward` (send it, then call
+/// `conclude`).
 #[wasm_bindgen]
 pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String {
     // One string for the request's eight text facts: each string argument is a copy into wasm
@@ -224,7 +215,7 @@ pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String
     let url = url.unwrap_or_default();
     #[cfg(feature = "test-trap")]
     trap_on_test_path(url);
-    let now_ms = clock(now_ms);
+    let now_ms = whole_ms(now_ms);
     let facts = Facts {
         method,
         url,
@@ -242,85 +233,69 @@ pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String
         origin,
         now_ms,
     };
-    let answer = SHELL.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        let shell = slot.as_mut()?;
+    with_shell(now_ms, |shell| {
         let verdict = shell.pipeline.request(&facts);
         if let Some(comparison) = shell.pipeline.shadow(&facts, &verdict) {
             shell.journal.shadow(&comparison, now_ms);
         }
-        Some(verdict_text(shell, verdict, now_ms, &[]))
-    });
-    answer.unwrap_or_else(|| unconfigured(now_ms))
+        verdict_text(shell, verdict, now_ms, &[])
+    })
 }
 
-/// The binding's answer as `consulted` takes it from JS (see `shim.js`).
-pub const LOCATION_ADMITTED: u8 = 1;
-pub const LOCATION_REFUSED: u8 = 2;
-pub const LOCATION_FAILED: u8 = 3;
-pub const LOCATION_TIMED_OUT: u8 = 4;
-
 /// After the location's rate-limiting binding was consulted for the request held under `hold`:
-/// `answer` is one of the `LOCATION_*` codes (anything else counts as a failure). Answers with
+/// `answer` is a `wire::CODES` location answer (anything else counts as a failure). Answers with
 /// the first attempt of a forward, or a reply.
 #[wasm_bindgen]
 pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
-    let now_ms = clock(now_ms);
+    let now_ms = whole_ms(now_ms);
     let answer = match answer {
         LOCATION_ADMITTED => LocationAnswer::Admitted,
         LOCATION_REFUSED => LocationAnswer::Refused,
         LOCATION_TIMED_OUT => LocationAnswer::TimedOut,
         _ => LocationAnswer::Failed,
     };
-    let text = SHELL.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        let shell = slot.as_mut()?;
+    with_shell(now_ms, |shell| {
         // Ids are whole numbers below 2^53, exact in an f64.
         let Some(held) = shell.holds.take(hold as u64) else {
-            let reply = problem(
-                503,
-                "admission_expired",
-                "Your entry could not be taken right now",
-                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-                None,
-            )
-            .with_header("retry-after", "1");
-            let log = bare_log(Phase::Admit, "admission_expired", 503, now_ms);
-            let lines = shell.journal.record(&log, now_ms);
-            return Some(reply_text(&reply, lines, &[]));
+            let finished = shell.pipeline.expired(Expired::Admission, now_ms);
+            return finished_text(shell, finished, now_ms, &[]);
         };
         let verdict = shell.pipeline.after_consult(held, answer, now_ms);
         let notes = shell.pipeline.take_notes();
-        Some(verdict_text(shell, verdict, now_ms, &notes))
-    });
-    text.unwrap_or_else(|| unconfigured(now_ms))
+        verdict_text(shell, verdict, now_ms, &notes)
+    })
 }
 
-/// A verdict as the shim reads it; a forward's ticket or a held request is filed here.
+/// A verdict in the line protocol; a forward's ticket or a held request is filed here.
 fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[String]) -> String {
     match verdict {
         Verdict::Answer { reply, log } => {
-            let lines = shell.journal.record(&log, now_ms);
-            reply_text(&reply, lines, notes)
+            finished_text(shell, Finished { reply, log }, now_ms, notes)
         }
-        Verdict::Forward { plan } => {
+        Verdict::Forward { plan, ticket } => {
             let mut out = Wire::new(notes, "forward", 512 + plan.body.len());
-            out.field(&plan.ticket.key);
-            let ticket = shell.tickets.file(plan.ticket, now_ms);
+            out.text(ticket.ctx.key.as_deref().unwrap_or_default());
+            let ticket = shell.tickets.file(ticket, now_ms);
             out.attempt(&plan.first, ticket);
             out.headers(&plan.headers);
-            out.body(&plan.body)
+            out.end_with_body(&plan.body)
         }
         Verdict::Consult { consult, held } => {
             let hold = shell.holds.file(*held, now_ms);
             let mut out = Wire::new(notes, "consult", 160);
             out.number(hold);
-            out.field(&consult.binding);
-            out.field(&consult.key);
+            out.text(&consult.binding);
+            out.text(&consult.key);
             out.number(CONSULT_TIMEOUT_MS);
-            out.finish()
+            out.end()
         }
     }
+}
+
+/// A finished request as a `reply`, its log record through the journal.
+fn finished_text(shell: &mut Shell, finished: Finished, now_ms: u64, notes: &[String]) -> String {
+    let lines = shell.journal.record(&finished.log, now_ms);
+    reply_text(&finished.reply, lines, notes)
 }
 
 /// After an attempt of the forward filed under `ticket`. `status` 0 means the attempt failed
@@ -329,45 +304,33 @@ fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[Strin
 /// as empty, which no receipt is.
 #[wasm_bindgen]
 pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
-    let now_ms = clock(now_ms);
+    let now_ms = whole_ms(now_ms);
     let body = std::str::from_utf8(body).unwrap_or_default();
     let result = if status == 0 {
         AttemptResult::Failed
     } else {
         AttemptResult::Answered { status, body }
     };
-    let answer = SHELL.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        let shell = slot.as_mut()?;
+    with_shell(now_ms, |shell| {
         // Ids are whole numbers below 2^53, exact in an f64.
         let Some(ticket) = shell.tickets.take(ticket as u64) else {
-            let reply = problem(
-                503,
-                "forward_expired",
-                "Your entry could not be stored right now",
-                "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-                None,
-            )
-            .with_header("retry-after", "1");
-            let log = bare_log(Phase::Forward, "forward_expired", 503, now_ms);
-            let lines = shell.journal.record(&log, now_ms);
-            return Some(reply_text(&reply, lines, &[]));
+            let finished = shell.pipeline.expired(Expired::Forward, now_ms);
+            return finished_text(shell, finished, now_ms, &[]);
         };
-        let next = shell.pipeline.after_attempt(&ticket, result, now_ms);
+        let next = shell.pipeline.after_attempt(ticket, result, now_ms);
         let notes = shell.pipeline.take_notes();
-        let (reply, outcome) = match next {
+        match next {
             Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
                 let mut out = Wire::new(&notes, "retry", 128);
                 out.attempt(&attempt, id);
-                return Some(out.finish());
+                out.end()
             }
-            Next::Done { reply, outcome } => (reply, outcome),
-        };
-        let log = shell.pipeline.forward_log(&ticket, reply.status, outcome);
-        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &notes))
-    });
-    answer.unwrap_or_else(|| unconfigured(now_ms))
+            Next::Done { reply, log } => {
+                finished_text(shell, Finished { reply, log }, now_ms, &notes)
+            }
+        }
+    })
 }
 
 /// After an attempt of a forward filed by an instance that trapped and was replaced: its ticket
@@ -376,28 +339,31 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
 /// retry with the same key (`idempotency_key`, from the forward's headers), stored at most once.
 #[wasm_bindgen]
 pub fn orphaned(idempotency_key: Option<String>, now_ms: f64) -> String {
-    let now_ms = clock(now_ms);
-    let extra = idempotency_key
-        .as_ref()
-        .map(|key| json!({ "idempotency_key": key }));
-    let mut reply = problem(
-        503,
-        "forward_orphaned",
-        "Your entry could not be confirmed",
-        "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-        extra,
-    )
-    .with_header("retry-after", "1");
-    if let Some(key) = idempotency_key {
-        reply = reply.with_header(harbour_contract::http::HEADER_IDEMPOTENCY_KEY, key);
-    }
-    let log = bare_log(Phase::Forward, "forward_orphaned", 503, now_ms);
+    let now_ms = whole_ms(now_ms);
+    with_shell(now_ms, |shell| {
+        let what = Expired::Orphaned {
+            key: idempotency_key,
+        };
+        let finished = shell.pipeline.expired(what, now_ms);
+        finished_text(shell, finished, now_ms, &[])
+    })
+}
+
+/// Runs `work` on the isolate's shell; without one (never configured, or its state in use, which
+/// cannot happen in one thread), 500 with its own log line.
+fn with_shell(now_ms: u64, work: impl FnOnce(&mut Shell) -> String) -> String {
     let answer = SHELL.with(|cell| {
         let mut slot = cell.try_borrow_mut().ok()?;
-        let shell = slot.as_mut()?;
-        Some(reply_text(&reply, shell.journal.record(&log, now_ms), &[]))
+        Some(work(slot.as_mut()?))
     });
-    answer.unwrap_or_else(|| unconfigured(now_ms))
+    answer.unwrap_or_else(|| {
+        let Finished { reply, log } = unconfigured(now_ms);
+        let lines = Lines {
+            decision: Some(log.to_json(now_ms)),
+            summary: None,
+        };
+        reply_text(&reply, lines, &[])
+    })
 }
 
 /// Builds with the `test-trap` feature, never shipped, trap on a request for this path, with the
@@ -417,40 +383,10 @@ fn trap_on_test_path(url: &str) {
 }
 
 /// `Date.now()` as whole ms; a nonsense value becomes 0 rather than a panic.
-fn clock(now_ms: f64) -> u64 {
+fn whole_ms(now_ms: f64) -> u64 {
     if now_ms.is_finite() && now_ms >= 0.0 {
         now_ms as u64
     } else {
         0
     }
-}
-
-fn bare_log(phase: Phase, code: &'static str, status: u16, now_ms: u64) -> LogRecord {
-    LogRecord {
-        request_id: String::new(),
-        campaign: None,
-        region: None,
-        phase,
-        outcome: code,
-        status,
-        attempts: 0,
-        received_ms: now_ms,
-    }
-}
-
-/// The answer when the isolate has no configuration (or its state is in use, which cannot
-/// happen in one thread): 500, always with its own log line.
-fn unconfigured(now_ms: u64) -> String {
-    let reply = problem(
-        500,
-        "config_invalid",
-        "Internal error",
-        "This service cannot accept entries right now.",
-        None,
-    );
-    let lines = Lines {
-        decision: Some(bare_log(Phase::Configure, "config_invalid", 500, now_ms).to_json(now_ms)),
-        summary: None,
-    };
-    reply_text(&reply, lines, &[])
 }

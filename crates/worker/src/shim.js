@@ -12,7 +12,9 @@ const imports = {
   $SNIPPET_WASM_IMPORTS
 };
 
-// Must match src/edge/mod.rs.
+// wire: begin
+// Generated from crates/worker/src/wire.rs (`js_protocol`); a test there keeps it current.
+const ABSENT = "\0";
 const BODY_UNREAD = 0;
 const BODY_BYTES = 1;
 const BODY_TOO_LARGE = 2;
@@ -21,8 +23,28 @@ const LOCATION_ADMITTED = 1;
 const LOCATION_REFUSED = 2;
 const LOCATION_FAILED = 3;
 const LOCATION_TIMED_OUT = 4;
+// The request's text facts, in the order `decide` reads them.
+function requestFacts(request, headers) {
+  return (
+    (request.method ?? ABSENT) + "\n" +
+    (request.url ?? ABSENT) + "\n" +
+    (headers.get("content-type") ?? ABSENT) + "\n" +
+    (request.cf?.country ?? ABSENT) + "\n" +
+    (headers.get("cf-connecting-ip") ?? ABSENT) + "\n" +
+    (headers.get("idempotency-key") ?? ABSENT) + "\n" +
+    (headers.get("harbour-challenge") ?? ABSENT) + "\n" +
+    (headers.get("origin") ?? ABSENT)
+  );
+}
+// Each answer's fields, in the order the shell writes them.
+const READERS = {
+  reply: (a) => ({ status: a.number(), headers: a.headers(), log: a.field(), summary: a.field(), body: a.body() }),
+  consult: (a) => ({ hold: a.number(), binding: a.field(), key: a.field(), timeoutMs: a.number() }),
+  forward: (a) => ({ key: a.field(), url: a.field(), timeoutMs: a.number(), ticket: a.number(), headers: a.headers(), body: a.body() }),
+  retry: (a) => ({ url: a.field(), timeoutMs: a.number(), ticket: a.number() }),
+};
+// wire: end
 const EMPTY = new Uint8Array(0);
-const ABSENT = "\0"; // a fact the request does not have
 
 let maxBodyBytes = -1; // -1 until the current instance has read its environment
 
@@ -148,9 +170,9 @@ async function consult(env, binding, key, timeoutMs) {
   }
 }
 
-// An answer is lines of text (see `decide` in src/edge/mod.rs): its notes (log lines of state
-// changes, such as a breaker opening), written at once, then its kind and the kind's fields, one
-// a line, and a body as the rest. Read in order, field by field; nothing is parsed as JSON.
+// An answer is lines of text (the line protocol of crates/worker/src/wire.rs): its notes (log
+// lines of state changes, such as a breaker opening), written at once, then its kind and the
+// kind's fields (`READERS`), one a line, and a body as the rest. Nothing is parsed as JSON.
 class Answer {
   constructor(text) {
     this.text = text;
@@ -158,6 +180,9 @@ class Answer {
     const notes = this.number();
     for (let i = 0; i < notes; i++) console.log(this.field());
     this.kind = this.field();
+    const read = READERS[this.kind];
+    if (read === undefined) throw new Error(`malformed decision: ${this.kind}`);
+    this.fields = read(this);
   }
   field() {
     const end = this.text.indexOf("\n", this.at);
@@ -181,11 +206,7 @@ class Answer {
 
 function respond(answer) {
   if (answer.kind !== "reply") throw new Error(`malformed decision: ${answer.kind}`);
-  const status = answer.number();
-  const headers = answer.headers();
-  const log = answer.field();
-  const summary = answer.field();
-  const body = answer.body();
+  const { status, headers, log, summary, body } = answer.fields;
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
@@ -212,23 +233,14 @@ function ready(env) {
 async function handle(request, env, forward) {
   ready(env);
   const headers = request.headers;
-  const method = request.method;
   const [bodyState, bodyBytes] =
-    method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
+    request.method === "POST" ? await readBody(request, maxBodyBytes) : [BODY_UNREAD, EMPTY];
   ready(env);
-  // The request's text facts as one string (`request_line` in src/wire.rs): one copy into
-  // wasm memory instead of eight.
-  const facts =
-    `${method}\n${request.url}\n${headers.get("content-type") ?? ABSENT}\n` +
-    `${request.cf?.country ?? ABSENT}\n${headers.get("cf-connecting-ip") ?? ABSENT}\n` +
-    `${headers.get("idempotency-key") ?? ABSENT}\n${headers.get("harbour-challenge") ?? ABSENT}\n` +
-    `${headers.get("origin") ?? ABSENT}`;
+  // The request's text facts as one string: one copy into wasm memory instead of eight.
+  const facts = requestFacts(request, headers);
   let answer = new Answer(harbour.decide(facts, bodyState, bodyBytes, Date.now()));
   if (answer.kind === "consult") {
-    const hold = answer.number();
-    const binding = answer.field();
-    const key = answer.field();
-    const timeoutMs = answer.number();
+    const { hold, binding, key, timeoutMs } = answer.fields;
     const heldIn = generation;
     const outcome = await consult(env, binding, key, timeoutMs);
     ready(env);
@@ -238,13 +250,10 @@ async function handle(request, env, forward) {
     answer = new Answer(harbour.consulted(hold, outcome, Date.now()));
   }
   if (answer.kind !== "forward") return respond(answer);
-  forward.key = answer.field();
-  let url = answer.field();
-  let timeoutMs = answer.number();
-  let ticket = answer.number();
+  let { url, timeoutMs, ticket } = answer.fields;
+  forward.key = answer.fields.key;
   // The headers and body of the first attempt serve every attempt.
-  const forwardHeaders = answer.headers();
-  const forwardBody = answer.body();
+  const { headers: forwardHeaders, body: forwardBody } = answer.fields;
   // The ticket lives in this instance's memory; after a restart it means nothing (or another
   // request's forward) to the new one.
   const filedIn = generation;
@@ -257,9 +266,7 @@ async function handle(request, env, forward) {
         : harbour.orphaned(forward.key, Date.now()),
     );
     if (answer.kind !== "retry") return respond(answer);
-    url = answer.field();
-    timeoutMs = answer.number();
-    ticket = answer.number();
+    ({ url, timeoutMs, ticket } = answer.fields);
   }
 }
 

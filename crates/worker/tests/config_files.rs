@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
-use harbour_core::admission::location_limits;
 use harbour_core::config::Config;
+use harbour_core::phase::admission::location_limits;
 use harbour_policy::{Policy, SHIPPED_POLICY};
 
 fn wrangler() -> toml::Table {
@@ -26,7 +26,7 @@ fn wrangler_toml_parses_and_points_at_the_built_entry_and_the_page() {
 
 /// The vars of one environment assembled into a configuration, with a distinct dummy key per
 /// region standing in for the secrets.
-fn assemble(vars: &toml::Table) -> Result<Config, harbour_policy::PolicyError> {
+fn assemble(vars: &toml::Table) -> Result<Config, harbour_core::config::ConfigError> {
     Config::assemble(SHIPPED_POLICY, &|name| {
         if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
             return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));

@@ -6,11 +6,13 @@
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
 use harbour_contract::signature::SignatureHeader;
-use harbour_core::admission::location_limits;
-use harbour_core::challenge;
+use harbour_core::phase::admission::location_limits;
+use harbour_core::phase::challenge;
 use harbour_policy::{Policy, SHIPPED_POLICY};
 use harbour_worker::shell::{
     conclude, configure, configure_policies, consulted, expected_variables, orphaned,
+};
+use harbour_worker::wire::{
     parse_decision, request_line, BODY_BYTES, BODY_TOO_LARGE, BODY_UNREAD, LOCATION_ADMITTED,
     LOCATION_FAILED, LOCATION_REFUSED,
 };
@@ -207,10 +209,13 @@ fn refusals_come_back_as_replies_with_a_log_line() {
         "192.0.2.2",
     );
     assert_eq!(too_large["reply"]["status"], 413);
-    let log: Value = serde_json::from_str(too_large["log"].as_str().unwrap()).unwrap();
+    let log: Value = serde_json::from_str(too_large["reply"]["log"].as_str().unwrap()).unwrap();
     assert_eq!(log["outcome"], "body_too_large");
     assert!(
-        !too_large["log"].as_str().unwrap().contains("192.0.2.2"),
+        !too_large["reply"]["log"]
+            .as_str()
+            .unwrap()
+            .contains("192.0.2.2"),
         "the log carries no address"
     );
     let get = call("GET", None, BODY_UNREAD, b"", None, "192.0.2.2");
@@ -295,7 +300,10 @@ fn conclude_walks_the_region_then_answers() {
     assert_eq!(done["reply"]["status"], 202);
     let receipt: Value = serde_json::from_str(done["reply"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(receipt["receipt"]["region"], "au");
-    assert!(done["log"].as_str().unwrap().contains("\"attempts\":2"));
+    assert!(done["reply"]["log"]
+        .as_str()
+        .unwrap()
+        .contains("\"attempts\":2"));
     // A ticket is concluded once; a stale or unknown one is answered with retry advice.
     for stale in [ticket, next_ticket, 1e9] {
         let again = parse_decision(&conclude(stale, 201, b"", 1_764_000_000_300.0));
@@ -346,7 +354,7 @@ fn an_orphaned_forward_gets_retry_advice_with_its_key() {
     let body: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["code"], "forward_orphaned");
     assert_eq!(body["idempotency_key"], key);
-    let log: Value = serde_json::from_str(answer["log"].as_str().unwrap()).unwrap();
+    let log: Value = serde_json::from_str(answer["reply"]["log"].as_str().unwrap()).unwrap();
     assert_eq!(log["outcome"], "forward_orphaned");
     // Without a key there is none to show.
     let keyless = parse_decision(&orphaned(None, 1_764_000_000_000.0));
@@ -453,7 +461,7 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
         "every answer and forward is the live one"
     );
     let summary_of = |text: &str| -> Value {
-        serde_json::from_str(parse_decision(text)["summary"].as_str().unwrap()).unwrap()
+        serde_json::from_str(parse_decision(text)["reply"]["summary"].as_str().unwrap()).unwrap()
     };
     let (live_summary, mut summary) = (summary_of(last_live), summary_of(last_shadowed));
     assert_eq!(
@@ -467,9 +475,9 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
         "the same outcomes are counted"
     );
     let mut rest = parse_decision(last_shadowed);
-    rest["summary"] = Value::Null;
+    rest["reply"]["summary"] = Value::Null;
     let mut live_rest = parse_decision(last_live);
-    live_rest["summary"] = Value::Null;
+    live_rest["reply"]["summary"] = Value::Null;
     assert_eq!(rest, live_rest);
     assert_eq!(
         shadow,
@@ -514,10 +522,10 @@ fn a_submission_asks_the_location_then_its_answer_decides() {
         Some("IT"),
         "2001:db8:5:6::1",
     );
-    let consult = &decision["consult"]["consult"];
+    let consult = &decision["consult"];
     assert_eq!(consult["binding"], "HARBOUR_RL_5_PER_60S");
     assert_eq!(consult["key"], "spring-launch 2001:db8:5:6::/64");
-    assert_eq!(consult["timeout_ms"], 500);
+    assert_eq!(consult["timeoutMs"], 500);
     let hold = decision["consult"]["hold"].as_f64().unwrap();
     let refused = parse_decision(&consulted(hold, LOCATION_REFUSED, 1_764_000_000_002.0));
     assert_eq!(refused["reply"]["status"], 429);
@@ -547,7 +555,7 @@ fn a_submission_asks_the_location_then_its_answer_decides() {
         forward["forward"]["url"],
         "http://127.0.0.1:9002/v1/submissions"
     );
-    assert!(forward["forward"]["notes"]
+    assert!(forward["notes"]
         .as_str()
         .unwrap()
         .contains("harbour.location_limit_unavailable"));
@@ -571,7 +579,7 @@ fn a_full_origin_opens_its_breaker_and_the_shell_is_told_to_log_it() {
         retry["retry"]["url"],
         "http://127.0.0.1:9101/v1/submissions"
     );
-    let note: Value = serde_json::from_str(retry["retry"]["notes"].as_str().unwrap()).unwrap();
+    let note: Value = serde_json::from_str(retry["notes"].as_str().unwrap()).unwrap();
     assert_eq!(note["msg"], "harbour.breaker");
     assert_eq!(note["state"], "open");
     let next = retry["retry"]["ticket"].as_f64().unwrap();

@@ -6,7 +6,7 @@
 //!
 //! reads a form description (`GET /api/campaigns/{id}`) on standard input and prints the
 //! `Harbour-Challenge` value for the idempotency key `KEY`: the challenge's token and a nonce
-//! whose work covers that key (see `harbour_core::challenge`). Send it with `Idempotency-Key: KEY`.
+//! whose work covers that key (see `harbour_core::phase::challenge`). Send it with `Idempotency-Key: KEY`.
 
 use std::io::Read;
 
@@ -15,7 +15,7 @@ fn main() {
     let (Some(key), None) = (args.next(), args.next()) else {
         fail("usage: harbour-solve IDEMPOTENCY_KEY < form-description.json");
     };
-    if !harbour_core::challenge::is_well_formed_key(&key) {
+    if !harbour_core::phase::challenge::is_well_formed_key(&key) {
         fail("the idempotency key must be 16-64 of A-Z a-z 0-9 - _");
     }
     let mut text = String::new();
@@ -33,8 +33,11 @@ fn main() {
     ) else {
         fail("the description has no challenge (token, difficulty_bits)");
     };
-    let nonce = harbour_core::challenge::solve(token, &key, bits);
-    println!("{}", harbour_core::challenge::solution(token, &nonce));
+    let nonce = harbour_core::phase::challenge::solve(token, &key, bits);
+    println!(
+        "{}",
+        harbour_core::phase::challenge::solution(token, &nonce)
+    );
 }
 
 fn fail(message: &str) -> ! {

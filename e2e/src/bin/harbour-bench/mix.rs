@@ -105,9 +105,9 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
 
 /// The request, with the work for its key done as the page does it.
 pub fn request_bytes(p: &Planned, (token, bits): &(String, u8)) -> Vec<u8> {
-    let proof = harbour_core::challenge::solution(
+    let proof = harbour_core::phase::challenge::solution(
         token,
-        &harbour_core::challenge::solve(token, &p.key, *bits),
+        &harbour_core::phase::challenge::solve(token, &p.key, *bits),
     );
     format!(
         "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept-encoding: identity\r\n\

@@ -248,10 +248,10 @@ fn send(port: u16, tag: &str, case: &Case, client: &str) -> Response {
     }
     if case.solve {
         let (token, bits) = challenge_for(port);
-        let nonce = harbour_core::challenge::solve(&token, &key, bits);
+        let nonce = harbour_core::phase::challenge::solve(&token, &key, bits);
         head.push_str(&format!(
             "harbour-challenge: {}\r\n",
-            harbour_core::challenge::solution(&token, &nonce)
+            harbour_core::phase::challenge::solution(&token, &nonce)
         ));
     }
     if case.method != "GET" {

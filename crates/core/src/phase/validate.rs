@@ -14,8 +14,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::outcome::Outcome;
+use crate::phase::request::{Encoding, Payload};
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
-use crate::request::{Encoding, Payload};
 use harbour_policy::country::Country;
 use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue};
 use harbour_policy::Campaign;
@@ -33,14 +34,38 @@ pub enum BodyError {
     TooManyKeys,
 }
 
-impl BodyError {
-    pub fn code(&self) -> &'static str {
+/// A [`BodyError`] without its text, as outcomes count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    InvalidUtf8,
+    Malformed,
+    DuplicateKey,
+    TooManyKeys,
+}
+
+impl Unreadable {
+    pub fn code(self) -> &'static str {
         match self {
-            BodyError::InvalidUtf8 => "invalid_utf8",
-            BodyError::Malformed(_) => "malformed_body",
-            BodyError::DuplicateKey(_) => "duplicate_key",
-            BodyError::TooManyKeys => "too_many_keys",
+            Unreadable::InvalidUtf8 => "invalid_utf8",
+            Unreadable::Malformed => "malformed_body",
+            Unreadable::DuplicateKey => "duplicate_key",
+            Unreadable::TooManyKeys => "too_many_keys",
         }
+    }
+}
+
+impl BodyError {
+    pub fn kind(&self) -> Unreadable {
+        match self {
+            BodyError::InvalidUtf8 => Unreadable::InvalidUtf8,
+            BodyError::Malformed(_) => Unreadable::Malformed,
+            BodyError::DuplicateKey(_) => Unreadable::DuplicateKey,
+            BodyError::TooManyKeys => Unreadable::TooManyKeys,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind().code()
     }
 
     pub fn detail(&self) -> String {
@@ -216,7 +241,7 @@ pub fn validate(campaign: &Campaign, payload: Payload) -> Flow<Submission> {
         Err(e) => {
             return refuse(problem(
                 400,
-                e.code(),
+                Outcome::Unreadable(e.kind()),
                 "Unreadable submission",
                 &e.detail(),
                 None,
@@ -239,7 +264,7 @@ pub fn invalid_fields(errors: Vec<FieldError>) -> Reply {
         .collect();
     problem(
         422,
-        "validation_failed",
+        Outcome::ValidationFailed,
         "The submission has errors",
         &detail,
         Some(json!({ "errors": errors })),
@@ -411,7 +436,7 @@ mod tests {
             (
                 unreadable.phase,
                 unreadable.reply.status,
-                unreadable.outcome
+                unreadable.outcome.name()
             ),
             (Phase::Validate, 400, "malformed_body")
         );

@@ -8,14 +8,15 @@
 //! There is no minimum fill time: a form sent back within a second (autofill) or a day after it
 //! was loaded is a real visitor's often enough, and a fake success would drop their entry.
 
-use crate::admission::Grant;
-use crate::reply::{accepted, Answer, Flow, Phase};
-use crate::validate::Submission;
 use harbour_contract::receipt;
 
+use crate::outcome::Outcome;
+use crate::phase::validate::Submission;
+use crate::reply::{accepted, Answer, Flow, Phase};
+
 /// Why a submission was taken for a bot's, if it was.
-pub fn bot_sign(submission: &Submission) -> Option<&'static str> {
-    submission.honeypot_filled().then_some("honeypot")
+pub fn bot_sign(submission: &Submission) -> Option<Outcome> {
+    submission.honeypot_filled().then_some(Outcome::Honeypot)
 }
 
 /// What the screen phase needs to answer like an origin would.
@@ -24,7 +25,6 @@ pub struct Decoy<'a> {
     pub key: &'a str,
     /// Unpredictable bits for the receipt id.
     pub entropy: u64,
-    pub grant: &'a Grant,
 }
 
 /// The screen phase: a bot's submission gets a receipt and goes no further.
@@ -32,13 +32,12 @@ pub fn screen(submission: &Submission, decoy: Decoy) -> Flow<()> {
     let Some(sign) = bot_sign(submission) else {
         return Flow::Continue(());
     };
-    let mut reply = accepted(
+    let reply = accepted(
         &receipt::id(decoy.region_id, decoy.entropy),
         decoy.region_id,
         decoy.key,
         false,
     );
-    reply.headers.extend(decoy.grant.headers());
     Flow::Break(Answer::new(Phase::Screen, reply).counted_as(sign))
 }
 
@@ -46,10 +45,8 @@ pub fn screen(submission: &Submission, decoy: Decoy) -> Flow<()> {
 mod tests {
     use super::*;
     use crate::config::tests::local_config;
-    use crate::request::Encoding;
-    use crate::validate::{check, parse_body};
-    use harbour_policy::quota::Quota;
-    use std::num::{NonZeroU32, NonZeroU64};
+    use crate::phase::request::Encoding;
+    use crate::phase::validate::{check, parse_body};
 
     fn submission(body: &str) -> Submission {
         let campaign = local_config().policy.campaigns[0].clone();
@@ -70,7 +67,7 @@ mod tests {
         let blank = submission(&format!(r#"{{{ENTRY},"website":" "}}"#));
         assert_eq!(bot_sign(&blank), None);
         let honeypot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
-        assert_eq!(bot_sign(&honeypot), Some("honeypot"));
+        assert_eq!(bot_sign(&honeypot), Some(Outcome::Honeypot));
         // The old form token is no longer a key the body may carry.
         let campaign = local_config().policy.campaigns[0].clone();
         let old = format!(r#"{{{ENTRY},"_form":"1.ab"}}"#);
@@ -84,44 +81,24 @@ mod tests {
 
     #[test]
     fn a_bot_gets_a_receipt_shaped_like_an_origins() {
-        let grant = Grant {
-            quota: Quota::new(
-                NonZeroU32::new(5).unwrap(),
-                NonZeroU64::new(60_000).unwrap(),
-            ),
-            remaining: 4,
-            reset_ms: 12_000,
-            location: None,
-        };
         let decoy = Decoy {
             region_id: "global",
             key: "h-0123456789abcdef0123456789abcdef",
             entropy: 0xabc,
-            grant: &grant,
         };
         let bot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
         let Flow::Break(answer) = screen(&bot, decoy) else {
             panic!("a bot went on")
         };
-        assert_eq!(answer.outcome, "honeypot");
+        assert_eq!(answer.outcome.name(), "honeypot");
         let expected = crate::reply::accepted(
             "global-0000000000000abc",
             "global",
             "h-0123456789abcdef0123456789abcdef",
             false,
         );
-        assert_eq!(answer.reply.body, expected.body);
-        assert_eq!(answer.reply.status, 202);
-        let names: Vec<_> = answer.reply.headers.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            names,
-            [
-                "content-type",
-                "cache-control",
-                "idempotency-key",
-                "ratelimit-policy",
-                "ratelimit"
-            ]
-        );
+        // The receipt a stored entry gets, to the byte; the pipeline adds the same `RateLimit`
+        // headers to both.
+        assert_eq!(answer.reply, expected);
     }
 }

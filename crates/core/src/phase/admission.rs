@@ -20,6 +20,7 @@
 //! their own that no flood of clients can evict.
 
 use crate::limit::{Cell, Check, ClientKey, Decision, Limiter};
+use crate::outcome::Outcome;
 use crate::reply::{problem, retry_after_seconds, Answer, Flow, Phase};
 use harbour_policy::quota::{LocationLimit, Quota};
 use harbour_policy::text::{push_quoted, push_u64};
@@ -37,7 +38,7 @@ pub const CONSULT_TIMEOUT_MS: u64 = 500;
 /// While the binding is unavailable, one log line per isolate per this long at most.
 pub const UNAVAILABLE_LOG_MS: u64 = 60_000;
 /// What a visitor is asked to wait when `fail_closed` refuses for want of an answer.
-pub const UNAVAILABLE_RETRY_MS: u64 = 5_000;
+pub const LOCATION_UNAVAILABLE_RETRY_MS: u64 = 5_000;
 
 /// A limit layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,16 +57,6 @@ impl Layer {
             Layer::Campaign => "campaign",
             Layer::Region => "region",
             Layer::Location => "location",
-        }
-    }
-
-    /// The outcome logs count a refusal by this layer under.
-    pub fn refused_outcome(self) -> &'static str {
-        match self {
-            Layer::Client => "rate_limited_client",
-            Layer::Campaign => "rate_limited_campaign",
-            Layer::Region => "rate_limited_region",
-            Layer::Location => "rate_limited_location",
         }
     }
 }
@@ -402,7 +393,7 @@ fn refused(refusal: &Refusal) -> Answer {
     let seconds = retry_after_seconds(refusal.retry_after_ms);
     let reply = problem(
         429,
-        "rate_limited",
+        Outcome::RateLimited(refusal.layer),
         "Too many submissions",
         &format!("please wait {seconds} s and try again"),
         Some(serde_json::json!({ "retry_after_s": seconds })),
@@ -413,14 +404,14 @@ fn refused(refusal: &Refusal) -> Answer {
         policy_header(refusal.layer, &refusal.quota),
     )
     .with_header("ratelimit", limit_header(refusal.layer, 0, seconds));
-    Answer::new(Phase::Admit, reply).counted_as(refusal.layer.refused_outcome())
+    Answer::new(Phase::Admit, reply)
 }
 
 fn unavailable(key: &str) -> crate::reply::Reply {
-    let seconds = retry_after_seconds(UNAVAILABLE_RETRY_MS);
+    let seconds = retry_after_seconds(LOCATION_UNAVAILABLE_RETRY_MS);
     problem(
         503,
-        "location_limit_unavailable",
+        Outcome::LocationLimitUnavailable,
         "Your entry could not be taken right now",
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
         Some(serde_json::json!({ "idempotency_key": key, "retry_after_s": seconds })),
@@ -657,7 +648,7 @@ mod tests {
         let Flow::Break(answer) = admit(&mut admission, &policy, &who, 0) else {
             panic!("the campaign budget did not hold")
         };
-        assert_eq!(answer.outcome, "rate_limited_campaign");
+        assert_eq!(answer.outcome.name(), "rate_limited_campaign");
         let reply = answer.reply;
         assert_eq!(reply.status, 429);
         assert_eq!(reply.header("retry-after"), Some("1"));
@@ -706,7 +697,7 @@ mod tests {
             ) else {
                 panic!("the location refused")
             };
-            assert_eq!(answer.outcome, "rate_limited_location");
+            assert_eq!(answer.outcome.name(), "rate_limited_location");
             assert_eq!(answer.reply.status, 429);
             assert_eq!(answer.reply.header("retry-after"), Some("60"));
             assert_eq!(
@@ -790,7 +781,7 @@ mod tests {
                 panic!("fail_closed admitted")
             };
             assert_eq!(answer.reply.status, 503);
-            assert_eq!(answer.outcome, "location_limit_unavailable");
+            assert_eq!(answer.outcome.name(), "location_limit_unavailable");
             assert_eq!(answer.reply.header("retry-after"), Some("5"));
             assert_eq!(
                 answer.reply.header("idempotency-key"),

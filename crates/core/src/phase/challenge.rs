@@ -30,6 +30,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::outcome::Outcome;
 use crate::reply::{problem, Answer, Flow, Phase};
 use harbour_contract::signature::SigningKey;
 use harbour_policy::text::{push_hex, push_hex_u64, push_u64};
@@ -101,6 +102,16 @@ pub enum Refusal {
     /// Anything else: malformed, not issued here, for another campaign, sent without the key it
     /// was solved for, or short of the work. The text says which, for API users.
     Invalid(&'static str),
+}
+
+impl Refusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Required => "challenge_required",
+            Refusal::Expired => "challenge_expired",
+            Refusal::Invalid(_) => "challenge_invalid",
+        }
+    }
 }
 
 /// The parts of a received solution.
@@ -258,25 +269,29 @@ pub fn challenge(
         Ok(()) => return Flow::Continue(()),
         Err(refusal) => refusal,
     };
-    let (status, code, title, detail) = match refusal {
+    let (status, title, detail) = match refusal {
         Refusal::Required => (
             400,
-            "challenge_required",
             "Proof of work required",
             "solve the challenge from the form description and send Harbour-Challenge: {token}.{nonce} with your Idempotency-Key",
         ),
         Refusal::Expired => (
             403,
-            "challenge_expired",
             "Challenge expired",
             "fetch a fresh challenge from the form description, solve it and send again with the same Idempotency-Key",
         ),
-        Refusal::Invalid(why) => (403, "challenge_invalid", "Proof of work not accepted", why),
+        Refusal::Invalid(why) => (403, "Proof of work not accepted", why),
     };
     let extra = serde_json::json!({ "challenge_url": format!("/api/campaigns/{}", campaign.id) });
     Flow::Break(Answer::new(
         Phase::Challenge,
-        problem(status, code, title, detail, Some(extra)),
+        problem(
+            status,
+            Outcome::Challenge(refusal),
+            title,
+            detail,
+            Some(extra),
+        ),
     ))
 }
 
@@ -487,7 +502,7 @@ mod tests {
             Some(KEY),
             at,
         ) {
-            Flow::Break(a) => (a.phase, a.reply.status, a.outcome),
+            Flow::Break(a) => (a.phase, a.reply.status, a.outcome.name()),
             Flow::Continue(()) => (Phase::Challenge, 0, "passed"),
         };
         assert_eq!(answer(Some(&good), NOW), (Phase::Challenge, 0, "passed"));

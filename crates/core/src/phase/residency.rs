@@ -17,8 +17,9 @@
 //!
 //! Whatever the rule, a submission only ever goes to the region one of its two signals maps to.
 
+use crate::outcome::Outcome;
+use crate::phase::validate::invalid_fields;
 use crate::reply::{problem, Answer, Flow, Phase};
-use crate::validate::invalid_fields;
 use harbour_policy::country::Country;
 use harbour_policy::field::error;
 use harbour_policy::{Campaign, OnConflict, Policy, RegionIndex, SignalAction};
@@ -140,13 +141,13 @@ pub fn classify(
         }
         _ => problem(
             403,
-            refusal.code(),
+            Outcome::Unplaceable(refusal),
             "Entries cannot be accepted from here",
             "this campaign cannot determine where your entry may be stored",
             None,
         ),
     };
-    Flow::Break(Answer::new(Phase::Classify, reply).counted_as(refusal.code()))
+    Flow::Break(Answer::new(Phase::Classify, reply).counted_as(Outcome::Unplaceable(refusal)))
 }
 
 /// The region whose law a submission falls under, by the rules above.
@@ -372,7 +373,7 @@ mod tests {
             panic!("a Tor visitor was placed")
         };
         assert_eq!(
-            (answer.phase, answer.reply.status, answer.outcome),
+            (answer.phase, answer.reply.status, answer.outcome.name()),
             (Phase::Classify, 403, "country_anonymised")
         );
         let Flow::Continue(r) = classify(&p, campaign, Some("US"), Country::parse("DE")) else {
@@ -389,7 +390,7 @@ mod tests {
             panic!("an Italian visitor declaring China was placed")
         };
         assert_eq!(
-            (answer.phase, answer.reply.status, answer.outcome),
+            (answer.phase, answer.reply.status, answer.outcome.name()),
             (Phase::Classify, 422, "residency_conflict")
         );
         let body: serde_json::Value = serde_json::from_str(&answer.reply.body).unwrap();

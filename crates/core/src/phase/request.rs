@@ -10,8 +10,9 @@
 
 use serde_json::Value;
 
-use crate::challenge;
 use crate::config::Config;
+use crate::outcome::Outcome;
+use crate::phase::challenge;
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 use harbour_policy::{Campaign, CampaignIndex, Policy, LOCALES};
 
@@ -93,7 +94,7 @@ pub struct Routed<'c> {
 fn not_found(detail: &str) -> Answer {
     Answer::new(
         Phase::Route,
-        problem(404, "not_found", "Not found", detail, None),
+        problem(404, Outcome::NotFound, "Not found", detail, None),
     )
 }
 
@@ -114,7 +115,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
     if !method_ok {
         let reply = problem(
             405,
-            "method_not_allowed",
+            Outcome::MethodNotAllowed,
             "Method not allowed",
             &format!("use {allowed}"),
             None,
@@ -137,7 +138,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
         Some(_) => {
             let reply = problem(
                 403,
-                "origin_not_allowed",
+                Outcome::OriginNotAllowed,
                 "Cross-origin submission refused",
                 "this page is not allowed to submit to this campaign",
                 None,
@@ -157,7 +158,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
                 ("access-control-max-age", "600".into()),
             ],
             body: String::new(),
-            code: None,
+            outcome: None,
         };
         return Flow::Break(Answer::new(Phase::Route, cors.apply(reply)));
     }
@@ -265,7 +266,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
             return refuse(
                 problem(
                     415,
-                    "unsupported_media_type",
+                    Outcome::UnsupportedMediaType,
                     "Unsupported content type",
                     "send application/json or application/x-www-form-urlencoded (UTF-8)",
                     None,
@@ -282,7 +283,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
         Body::Bytes(_) | Body::TooLarge => {
             return refuse(problem(
                 413,
-                "body_too_large",
+                Outcome::BodyTooLarge,
                 "Submission too large",
                 &format!("a submission is at most {} bytes", policy.max_body_bytes),
                 None,
@@ -292,7 +293,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
         Body::Incomplete => {
             return refuse(problem(
                 400,
-                "body_incomplete",
+                Outcome::BodyIncomplete,
                 "Incomplete submission",
                 "the body ended early; please send it again",
                 None,
@@ -339,7 +340,7 @@ mod tests {
 
     fn answer<T: std::fmt::Debug>(flow: Flow<T>) -> (Phase, u16, &'static str) {
         match flow {
-            Flow::Break(a) => (a.phase, a.reply.status, a.outcome),
+            Flow::Break(a) => (a.phase, a.reply.status, a.outcome.name()),
             Flow::Continue(value) => panic!("went on with {value:?}"),
         }
     }
