@@ -65,12 +65,12 @@ const bodies = Array.from({ length: 64 }, (_, i) =>
 const receipt = encoder.encode('{"receipt":{"id":"eu-0000000000000001","region":"eu"}}');
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
-const LOCATION_ADMITTED = 1; // as src/edge/mod.rs
-// `decide`'s request facts as shim.js joins them (`request_line` in src/wire.rs): method, URL,
+const LOCATION_ADMITTED = 1; // as crates/worker/src/wire.rs
+// `decide`'s request facts as shim.js joins them (`REQUEST_FACTS` in crates/worker/src/wire.rs): method, URL,
 // content type, country, client IP, idempotency key, challenge, origin; "\0" for an absent one.
 const facts = (...values) =>
   Array.from({ length: 8 }, (_, i) => values[i] ?? "\0").join("\n");
-// An answer's kind and fields after its notes (the line protocol of `decide` in src/edge/mod.rs).
+// An answer's kind and fields after its notes (the line protocol of crates/worker/src/wire.rs).
 const fieldsOf = (answer) => {
   const lines = answer.split("\n");
   return lines.slice(Number(lines[0]) + 1);
@@ -84,7 +84,7 @@ const bodyOf = (answer) => {
   return answer.slice(at + 1);
 };
 
-// Work for 64 keys, for the challenge of a form description (src/challenge.rs). Challenges are
+// Work for 64 keys, for the challenge of a form description (crates/core/src/phase/challenge.rs). Challenges are
 // stateless: every bundle configured with the same form key takes the same work.
 function solveKeys(harbour, now) {
   const form = harbour.decide(facts("GET", url.replace("/submissions", ""), undefined, "IT", "192.0.2.1"), 0, new Uint8Array(0), now);

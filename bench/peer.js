@@ -7,7 +7,7 @@
 // - content type (415) and size (413) before the body is read;
 // - the proof of work (`Harbour-Challenge: {token}.{nonce}` covering the Idempotency-Key),
 //   checked with crypto.subtle before the body is parsed: 400 challenge_required, 403
-//   challenge_expired / challenge_invalid, the same order of checks as src/challenge.rs;
+//   challenge_expired / challenge_invalid, the same order of checks as crates/core/src/phase/challenge.rs;
 // - the field rules (every error at once, 422), the residency rule incl. `on_conflict` and the
 //   policy's signal fallbacks;
 // - GCRA limits in Maps: per client (IPv4 / IPv6 /64, per campaign and surge window), per
@@ -374,7 +374,7 @@ function invalidFields(errors, cors) {
 
 const UNPLACEABLE = { unknown: "country_unknown", tor: "country_anonymised", missing: "country_missing" };
 
-// The residency rule of src/residency.rs: a region, or the refusal's code.
+// The residency rule of crates/core/src/phase/residency.rs: a region, or the refusal's code.
 function place(platformRaw, declared) {
   const p = platformRaw?.trim() ?? "";
   let signal = null, region;
@@ -405,7 +405,7 @@ function place(platformRaw, declared) {
   return { region, basis, platform };
 }
 
-// The proof of work, checked as src/challenge.rs does; null when it passes, else the answer.
+// The proof of work, checked as crates/core/src/phase/challenge.rs does; null when it passes, else the answer.
 async function checkChallenge(form, campaign, solution, key, now, cors) {
   const refuse = (status, code, title, detail) =>
     problem(status, code, title, detail, { challenge_url: `/api/campaigns/${campaign.id}` }, cors);

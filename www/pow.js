@@ -1,5 +1,5 @@
 // Solves a harbour challenge off the main thread: finds a nonce (8 hex digits) such that
-// SHA-256("{token}\n{key}\n{nonce}") starts with `bits` zero bits (see src/challenge.rs). A small
+// SHA-256("{token}\n{key}\n{nonce}") starts with `bits` zero bits (see crates/core/src/phase/challenge.rs). A small
 // SHA-256 of its own rather than crypto.subtle.digest: the search hashes one short message per
 // try, and an awaited digest per try is several times slower (measured by the browser tests),
 // and the blocks before the nonce are hashed once, not once per try.

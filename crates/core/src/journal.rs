@@ -342,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn operator_matters_stand_alone_and_carry_no_personal_data() {
+    fn operator_matters_stand_alone() {
         let mut journal = Journal::new(LogMode::Summary);
         let failover = journal.record(&record(Outcome::Stored, 202, 2, 10), 20);
         let line: Value = serde_json::from_str(&failover.decision.unwrap()).unwrap();

@@ -11,7 +11,8 @@
 //! Each phase is a function of its own module (`phase`) that either goes on with a value or
 //! answers now ([`Flow`]); `flow` and `flow_after_consult` read top to bottom. Each request has
 //! one [`Context`], which the phases fill in, and ends in one place, [`Pipeline::finish`]: its
-//! reply (the context's CORS and `RateLimit` headers applied) and its log record.
+//! reply (the context's CORS and `RateLimit` headers applied) and its log record. What each
+//! phase answers: README, "How a request flows".
 //!
 //! The proof of work is checked before the body is parsed or anything charged, so a request
 //! without it costs next to nothing and can never spend a budget that visitors who did the work
@@ -636,5 +637,71 @@ mod tests {
             u64::from_str_radix(&b[11..], 16).unwrap(),
         );
         assert!(x.abs_diff(y) > 1 << 20, "consecutive ids are far apart");
+    }
+
+    /// What a log line may hold: ids, names of the policy's own things, codes and numbers.
+    const LOG_KEYS: [&str; 9] = [
+        "msg",
+        "request_id",
+        "campaign",
+        "region",
+        "phase",
+        "outcome",
+        "status",
+        "attempts",
+        "latency_ms",
+    ];
+
+    #[test]
+    fn log_records_carry_no_personal_data() {
+        // Personal data in every place a request carries it: fields, address, key, challenge.
+        let (name, email, ip) = (
+            "Zerlina Quokka",
+            "zerlina.quokka@example.org",
+            "198.51.100.77",
+        );
+        let body =
+            format!(r#"{{"name":"{name}","email":"{email}","country":"IT","consent":true}}"#);
+        let invalid = format!(r#"{{"name":"{name}","email":"{email}x","country":"IT"}}"#);
+        let mut pipeline = Pipeline::new(Ok(local_config()), seeds());
+        let mut records = Vec::new();
+        for body in [body.as_str(), invalid.as_str()] {
+            let facts = Facts {
+                client_ip: Some(ip),
+                ..facts(body)
+            };
+            match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+                Verdict::Answer { log, .. } => records.push(log),
+                Verdict::Forward { ticket, .. } => {
+                    let result = AttemptResult::Answered {
+                        status: 201,
+                        body: r#"{"receipt":{"id":"eu-0123456789abcdef","region":"eu"}}"#,
+                    };
+                    let Next::Done { log, .. } =
+                        pipeline.after_attempt(ticket, result, facts.now_ms)
+                    else {
+                        panic!("stored, so done")
+                    };
+                    records.push(log);
+                }
+                Verdict::Consult { .. } => panic!("answered at once"),
+            }
+        }
+        let outcomes: Vec<_> = records.iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, [Outcome::Stored, Outcome::ValidationFailed]);
+        for record in &records {
+            let line = record.to_json(record.received_ms);
+            for personal in [name, email, "zerlina", ip, "198.51.100", KEY] {
+                assert!(!line.contains(personal), "{personal:?} in {line}");
+            }
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let keys: Vec<&str> = value
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert!(keys.iter().all(|k| LOG_KEYS.contains(k)), "{keys:?}");
+        }
     }
 }
