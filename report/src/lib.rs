@@ -13,6 +13,7 @@ pub mod names;
 use std::fmt::Write as _;
 
 use harbour_contract::env::{key_var, origins_var};
+use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour_core::attempt::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
 use harbour_core::config::{Config, LogMode};
 use harbour_core::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
@@ -377,12 +378,12 @@ fn what_leaves_the_edge(out: &mut String, live_json: &str, policy: &Policy) -> R
 fn header_meaning(name: &str) -> Result<&'static str, String> {
     Ok(match name {
         "content-type" => "`application/json`",
-        "idempotency-key" => {
+        HEADER_IDEMPOTENCY_KEY => {
             "the key the campaign page made for this entry (random), so a retried entry is \
              stored once; for a client that sends none, one derived from a SHA-256 hash of the \
              campaign and the entry's fields"
         }
-        "x-harbour-signature" => {
+        HEADER_SIGNATURE => {
             "the time, the region, and an HMAC-SHA256 with the region's signing key over the \
              request: the origin refuses anything not signed for its own region"
         }
