@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use harbour_contract::http::HEADER_SIGNATURE;
 use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::config::Config;
 use harbour_core::attempt::AttemptResult;
@@ -72,9 +72,9 @@ fuzz_target!(|data: &[u8]| {
         now_ms: 1_764_000_000_000,
     };
     let expected = oracle.expected(Some(country), Some(declared));
-    let (plan, first_ticket) = match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+    let (plan, first_ticket) = match pipeline.request_answered(&facts, LocationResult::Admitted) {
         Verdict::Forward { plan, ticket } => (plan, ticket),
-        Verdict::Answer { log, .. } => {
+        Verdict::Reply { log, .. } => {
             // A valid submission whose signals the oracle places is always forwarded here.
             assert_eq!(
                 Expected::Refused(log.outcome.name()),

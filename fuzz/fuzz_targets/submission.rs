@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use harbour_contract::http::HEADER_SIGNATURE;
 use harbour_contract::signature::SignatureHeader;
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::config::Config;
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
@@ -135,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
     let verdict = pipeline.request(&facts);
     // What the oracle says of each policy, once the body was found valid (classify was reached).
     let reached_classify = match &verdict {
-        Verdict::Answer { log, .. } => !matches!(
+        Verdict::Reply { log, .. } => !matches!(
             log.phase,
             Phase::Configure
                 | Phase::Route
@@ -177,16 +177,16 @@ fuzz_target!(|data: &[u8]| {
         ),
         // Only a request without valid work (its body never read) goes uncompared.
         (None, _) => assert!(
-            matches!(&verdict, Verdict::Answer { log, .. } if log.phase == Phase::Challenge),
+            matches!(&verdict, Verdict::Reply { log, .. } if log.phase == Phase::Challenge),
             "a submission to a live campaign was not compared"
         ),
     }
     // The location's binding answers from the input too; only an admission (or fail_open) forwards.
     let answer = match rest.len() % 4 {
-        0 => LocationAnswer::Refused,
-        1 => LocationAnswer::Failed,
-        2 => LocationAnswer::TimedOut,
-        _ => LocationAnswer::Admitted,
+        0 => LocationResult::Refused,
+        1 => LocationResult::Failed,
+        2 => LocationResult::TimedOut,
+        _ => LocationResult::Admitted,
     };
     let verdict = match verdict {
         Verdict::Consult { held, .. } => pipeline.after_consult(*held, answer, facts.now_ms),

@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use harbour_contract::answer::busy_body;
+use harbour_contract::response::busy_body;
 use serde_json::json;
 
 /// Submissions in flight when `--max-in-flight` is not given.

@@ -21,7 +21,7 @@
 //! - `integer`: its decimal form;
 //! - `bool` cannot identify anyone and is refused by the policy check.
 
-use harbour_contract::answer::Code;
+use harbour_contract::response::Code;
 use harbour_contract::signature::{self, SigningKey};
 use harbour_policy::field::FieldKind;
 use harbour_policy::Policy;

@@ -22,8 +22,8 @@ use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use serde_json::json;
 
-use harbour_contract::answer::{code_body, receipt_body, Code};
 use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, SUBMISSIONS_PATH};
+use harbour_contract::response::{code_body, receipt_body, Code};
 use harbour_contract::signature::SigningKey;
 
 use crate::in_flight::{bounded, InFlight};
@@ -60,7 +60,7 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// An answer of the contract's (see `harbour_contract::answer`): its status and JSON body.
+/// An answer of the contract's (see `harbour_contract::response`): its status and JSON body.
 fn contract_answer(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, body).into_response();

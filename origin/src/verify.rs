@@ -3,9 +3,9 @@
 //! nothing from the answer but 401; then, for a request harbour really signed, its region tag,
 //! its timestamp window, and the body's own region field. Pure, so each refusal is unit-tested.
 
-use harbour_contract::answer::Code;
 use harbour_contract::entry::ReceivedEntry;
 use harbour_contract::http::METHOD;
+use harbour_contract::response::Code;
 use harbour_contract::signature::{sha256_hex, SignatureHeader, Signed, SigningKey};
 
 /// How far a submission's timestamp may be from the origin's clock (RFC 9421 style replay

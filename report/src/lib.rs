@@ -18,7 +18,7 @@ use harbour_core::attempt::{ATTEMPT_TIMEOUT_MS, DEADLINE_MS};
 use harbour_core::config::{Config, LogMode};
 use harbour_core::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
 use harbour_core::outcome::Outcome;
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::phase::request::{Body, Facts};
 use harbour_core::phase::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
@@ -869,7 +869,7 @@ fn sample_forward(
         origin: None,
         now_ms,
     };
-    match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+    match pipeline.request_answered(&facts, LocationResult::Admitted) {
         Verdict::Forward { plan, .. } => {
             let headers = plan.headers.iter().map(|(n, _)| (*n).to_owned()).collect();
             let body = serde_json::from_str(&plan.body).map_err(|e| e.to_string())?;
@@ -879,7 +879,7 @@ fn sample_forward(
             "a sample entry for campaign {:?} still waits for the location's count",
             campaign.id
         )),
-        Verdict::Answer { reply, .. } => Err(format!(
+        Verdict::Reply { reply, .. } => Err(format!(
             "a sample entry for campaign {:?} was not forwarded: {} {}",
             campaign.id, reply.status, reply.body
         )),

@@ -13,7 +13,7 @@
 use harbour_policy::text::{push_quoted, push_u64};
 use serde_json::Value;
 
-use crate::answer::Code;
+use crate::response::Code;
 
 /// What placed an entry in its region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

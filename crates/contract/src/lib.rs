@@ -2,9 +2,9 @@
 //! the headers that carry it, the submissions path, the answer codes, the forwarded entry, the
 //! receipt and its id, and the names of the environment variables both sides read.
 
-pub mod answer;
 pub mod entry;
 pub mod env;
 pub mod http;
 pub mod receipt;
+pub mod response;
 pub mod signature;

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
 use harbour_core::attempt::AttemptResult;
 use harbour_core::config::Config;
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::phase::request::Encoding;
 use harbour_core::phase::request::{Body, Facts};
@@ -106,9 +106,9 @@ fn phases(c: &mut Criterion) {
                     origin: None,
                     now_ms: 1_764_000_000_000 + u64::from(n),
                 };
-                match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+                match pipeline.request_answered(&facts, LocationResult::Admitted) {
                     Verdict::Forward { plan, .. } => plan,
-                    Verdict::Answer { reply, .. } => panic!("{}", reply.body),
+                    Verdict::Reply { reply, .. } => panic!("{}", reply.body),
                     Verdict::Consult { .. } => panic!("consulted twice"),
                 }
             })
@@ -128,7 +128,7 @@ fn phases(c: &mut Criterion) {
         now_ms: 1_764_000_000_000,
     };
     let Verdict::Forward { ticket, .. } =
-        pipeline.request_answered(&facts, LocationAnswer::Admitted)
+        pipeline.request_answered(&facts, LocationResult::Admitted)
     else {
         panic!("not forwarded")
     };

@@ -14,7 +14,7 @@
 //! the origin's own bound on what it has in flight: this only spares a shedding origin the
 //! calls of one isolate.
 
-use harbour_contract::answer;
+use harbour_contract::response;
 
 use crate::attempt::{AttemptResult, DEADLINE_MS};
 use harbour_policy::text::{push_quoted, push_u64};
@@ -69,7 +69,7 @@ impl Report {
 /// The interval a busy answer asks for (1 s if it names none, within the bounds), or `None` if
 /// the body is not a busy answer.
 fn busy_interval_ms(body: &str) -> Option<u64> {
-    let asked = answer::busy_interval_ms(body)?;
+    let asked = response::busy_interval_ms(body)?;
     Some(asked.unwrap_or(OPEN_MS).clamp(MIN_OPEN_MS, MAX_OPEN_MS))
 }
 

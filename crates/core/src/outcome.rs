@@ -2,7 +2,7 @@
 //! reply carries (the same text for most; where they differ, the log says more than the visitor
 //! is told, e.g. which limit layer refused, or that a 202 was a bot's decoy).
 
-use harbour_contract::answer::Code;
+use harbour_contract::response::Code;
 
 use crate::phase::admission::Layer;
 use crate::phase::challenge::Refusal as ChallengeRefusal;

@@ -41,7 +41,7 @@ use crate::journal::LogRecord;
 use crate::limit::ClientKey;
 use crate::outcome::Outcome;
 use crate::phase::admission::{
-    admit, settle, Admission, Applicant, Consult, LocationAnswer, Provisional, CONSULT_TIMEOUT_MS,
+    admit, settle, Admission, Applicant, Consult, LocationResult, Provisional, CONSULT_TIMEOUT_MS,
 };
 use crate::phase::challenge::challenge;
 use crate::phase::forward::{self, Learning, Onward, Ticket};
@@ -58,10 +58,8 @@ use crate::tickets::Filed;
 /// What the pipeline concluded for a request: answer it, forward it, or first ask the location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Answer {
-        reply: Reply,
-        log: LogRecord,
-    },
+    /// Send `reply`; `log` is the request's log record.
+    Reply { reply: Reply, log: LogRecord },
     /// Send `plan`; report the origin's answer with `ticket` to [`Pipeline::after_attempt`].
     Forward {
         plan: Box<ForwardPlan>,
@@ -69,15 +67,12 @@ pub enum Verdict {
     },
     /// Ask the location's rate-limiting binding, then give its answer and `held` back to
     /// [`Pipeline::after_consult`].
-    Consult {
-        consult: Consult,
-        held: Box<Held>,
-    },
+    Consult { consult: Consult, held: Box<Held> },
 }
 
 impl From<Finished> for Verdict {
     fn from(finished: Finished) -> Verdict {
-        Verdict::Answer {
+        Verdict::Reply {
             reply: finished.reply,
             log: finished.log,
         }
@@ -197,7 +192,7 @@ impl Pipeline {
         let id = |ctx: &Context| Some(policy.campaigns.get(ctx.campaign?.get())?.id.as_str());
         let region = |ctx: &Context| Some(policy.region(ctx.region?).id.as_str());
         let (campaign, live) = match verdict {
-            Verdict::Answer { log, .. } => (
+            Verdict::Reply { log, .. } => (
                 log.campaign.as_deref()?,
                 View::live(Some((log.phase, log.outcome)), log.region.as_deref())?,
             ),
@@ -277,7 +272,7 @@ impl Pipeline {
     }
 
     /// The rest of a held request once the location answered: forward it, or answer it.
-    pub fn after_consult(&mut self, held: Held, answer: LocationAnswer, now_ms: u64) -> Verdict {
+    pub fn after_consult(&mut self, held: Held, answer: LocationResult, now_ms: u64) -> Verdict {
         let now_ms = self.monotonic(now_ms);
         let Held {
             mut ctx,
@@ -315,7 +310,7 @@ impl Pipeline {
         &mut self,
         ctx: &mut Context,
         admitted: Admitted,
-        answer: LocationAnswer,
+        answer: LocationResult,
         now_ms: u64,
     ) -> Flow<ForwardPlan> {
         let config = configured(&self.config)?;
@@ -361,7 +356,7 @@ impl Pipeline {
     }
 
     /// `request`, with the binding answering `answer` at once: for tests and tools without one.
-    pub fn request_answered(&mut self, facts: &Facts, answer: LocationAnswer) -> Verdict {
+    pub fn request_answered(&mut self, facts: &Facts, answer: LocationResult) -> Verdict {
         match self.request(facts) {
             Verdict::Consult { held, .. } => self.after_consult(*held, answer, facts.now_ms),
             other => other,
@@ -575,7 +570,7 @@ mod tests {
     #[test]
     fn an_answer_is_logged_with_what_the_phases_before_it_learnt() {
         let mut pipeline = Pipeline::new(Ok(local_config()), seeds());
-        let Verdict::Answer { log, reply } = pipeline.request(&facts("{}")) else {
+        let Verdict::Reply { log, reply } = pipeline.request(&facts("{}")) else {
             panic!("an empty body was forwarded")
         };
         assert_eq!(reply.status, 422);
@@ -586,7 +581,7 @@ mod tests {
             country: Some("T1"),
             ..facts(VALID)
         };
-        let Verdict::Answer { log, .. } = pipeline.request(&blocked) else {
+        let Verdict::Reply { log, .. } = pipeline.request(&blocked) else {
             panic!("a Tor visitor was forwarded")
         };
         assert_eq!(
@@ -602,7 +597,7 @@ mod tests {
             origin: Some("http://localhost:8787"),
             ..facts("{}")
         };
-        let Verdict::Answer { reply, .. } = pipeline.request(&crossed) else {
+        let Verdict::Reply { reply, .. } = pipeline.request(&crossed) else {
             panic!("forwarded")
         };
         assert_eq!(
@@ -615,7 +610,7 @@ mod tests {
     fn an_isolate_without_configuration_answers_500_to_everything() {
         let broken = Err(ConfigError(Vec::new()));
         let mut pipeline = Pipeline::new(broken, seeds());
-        let Verdict::Answer { reply, log } = pipeline.request(&facts(VALID)) else {
+        let Verdict::Reply { reply, log } = pipeline.request(&facts(VALID)) else {
             panic!("forwarded without configuration")
         };
         assert_eq!((reply.status, log.phase), (500, Phase::Configure));
@@ -670,8 +665,8 @@ mod tests {
                 client_ip: Some(ip),
                 ..facts(body)
             };
-            match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
-                Verdict::Answer { log, .. } => records.push(log),
+            match pipeline.request_answered(&facts, LocationResult::Admitted) {
+                Verdict::Reply { log, .. } => records.push(log),
                 Verdict::Forward { ticket, .. } => {
                     let result = AttemptResult::Answered {
                         status: 201,

@@ -6,7 +6,7 @@ use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour_contract::signature::SignatureHeader;
 use harbour_core::attempt::AttemptResult;
 use harbour_core::config::Config;
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::phase::request::{Body, Facts};
 use harbour_core::pipeline::Next;
@@ -73,7 +73,7 @@ fn facts<'a>(
 
 fn reply(step: Verdict) -> Reply {
     match step {
-        Verdict::Answer { reply, .. } => reply,
+        Verdict::Reply { reply, .. } => reply,
         Verdict::Forward { plan, .. } => panic!("forwarded to {}", plan.first.url),
         Verdict::Consult { consult, .. } => panic!("consults {}", consult.binding),
     }
@@ -81,7 +81,7 @@ fn reply(step: Verdict) -> Reply {
 
 /// A request through every phase, the location's binding admitting it.
 fn admitted(pipeline: &mut Pipeline, facts: &Facts) -> Verdict {
-    pipeline.request_answered(facts, LocationAnswer::Admitted)
+    pipeline.request_answered(facts, LocationResult::Admitted)
 }
 
 fn code(reply: &Reply) -> String {
@@ -470,7 +470,7 @@ fn decision_logs_carry_no_personal_data() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
         r#"{"name":"Secret Name","email":"secret@example.org","country":"IT","consent":"maybe"}"#;
-    let Verdict::Answer { log, .. } = admitted(
+    let Verdict::Reply { log, .. } = admitted(
         &mut pipeline,
         &facts(
             "POST",
@@ -715,14 +715,14 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
         let verdict = shadowed.request(&f);
         assert_eq!(verdict, expected, "request {i} ({country}, {body})");
         statuses.push(match &verdict {
-            Verdict::Answer { reply, .. } => reply.status,
+            Verdict::Reply { reply, .. } => reply.status,
             Verdict::Forward { .. } | Verdict::Consult { .. } => 0,
         });
         let comparison = shadowed
             .shadow(&f, &verdict)
             .expect("a campaign submission");
         journal.shadow(&comparison, f.now_ms);
-        if let Verdict::Answer { log, .. } = &verdict {
+        if let Verdict::Reply { log, .. } = &verdict {
             journal.record(log, f.now_ms);
         }
     }
@@ -735,7 +735,7 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
 
     let mut closing = facts("POST", None, Body::Unread, Some("IT"), "192.0.2.17");
     closing.now_ms += SUMMARY_WINDOW_MS;
-    let Verdict::Answer { log, .. } = live.request(&closing) else {
+    let Verdict::Reply { log, .. } = live.request(&closing) else {
         panic!("forwarded without a body")
     };
     let summary = journal.record(&log, closing.now_ms).summary.unwrap();
@@ -798,7 +798,7 @@ fn the_location_is_consulted_after_the_isolate_admits_and_decides_with_its_answe
     assert_eq!(consult.binding, "HARBOUR_RL_5_PER_60S");
     assert_eq!(consult.key, "spring-launch 2001:db8:7:8::/64");
     let Verdict::Forward { plan, ticket } =
-        pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3)
+        pipeline.after_consult(*held, LocationResult::Admitted, now + 3)
     else {
         panic!("admitted but not forwarded")
     };
@@ -820,7 +820,7 @@ fn the_location_is_consulted_after_the_isolate_admits_and_decides_with_its_answe
         ) else {
             panic!("not consulted")
         };
-        let refused = reply(pipeline.after_consult(*held, LocationAnswer::Refused, now + 11));
+        let refused = reply(pipeline.after_consult(*held, LocationResult::Refused, now + 11));
         assert_eq!(refused.status, 429);
         assert_eq!(
             refused.header("ratelimit-policy"),
@@ -882,9 +882,9 @@ fn surge_window_limits_hold_from_start_to_the_millisecond_before_end() {
             consult.key
         );
         // The window's own admission mode: fail_closed inside, fail_open outside.
-        let verdict = pipeline.after_consult(*held, LocationAnswer::TimedOut, at + 500);
+        let verdict = pipeline.after_consult(*held, LocationResult::TimedOut, at + 500);
         match verdict {
-            Verdict::Answer { reply, .. } => {
+            Verdict::Reply { reply, .. } => {
                 assert!(mode_refuses, "at {at}: {}", reply.body);
                 assert_eq!(reply.status, 503);
                 assert_eq!(reply.code(), Some("location_limit_unavailable"));
@@ -919,7 +919,7 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
         &submission(n, ip, at),
     ) {
         Verdict::Consult { held, .. } => {
-            pipeline.after_consult(*held, LocationAnswer::Admitted, at)
+            pipeline.after_consult(*held, LocationResult::Admitted, at)
         }
         other => other,
     };
@@ -957,7 +957,7 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
     assert!(notes[0].contains("\"origin\":0,\"state\":\"open\""));
     // Both open: answered at once, no origin, no consult, no limit charged (one client, ten times).
     for i in 0..10 {
-        let Verdict::Answer { reply, log } =
+        let Verdict::Reply { reply, log } =
             run(&mut pipeline, &submission(3, "192.0.2.82", now + 4 + i))
         else {
             panic!("not answered at once")
@@ -973,7 +973,7 @@ fn origins_that_say_they_are_full_are_spared_until_their_breaker_half_opens() {
     pipeline.after_attempt(second_ticket.clone(), receipt(), now + 20);
     assert!(matches!(
         run(&mut pipeline, &submission(4, "192.0.2.82", now + 21)),
-        Verdict::Answer { .. }
+        Verdict::Reply { .. }
     ));
     // After the interval: one trial at the primary; meanwhile the region is still shed.
     let Verdict::Forward {
@@ -1031,7 +1031,7 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
                 "192.0.2.91",
             )
         },
-        LocationAnswer::Admitted,
+        LocationResult::Admitted,
     ) else {
         panic!("not forwarded")
     };
@@ -1039,7 +1039,7 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
         panic!("no failover")
     };
     pipeline.after_attempt(ticket.clone(), BUSY, now + 2);
-    let shed = reply(pipeline.after_consult(*held, LocationAnswer::Admitted, now + 3));
+    let shed = reply(pipeline.after_consult(*held, LocationResult::Admitted, now + 3));
     assert_eq!((shed.status, shed.code()), (503, Some("region_busy")));
     // Its charge was given back: the client has all 5 once the region takes submissions again.
     for i in 0..5 {

@@ -17,7 +17,7 @@ use harbour_contract::signature::SignatureHeader;
 use harbour_core::attempt::AttemptResult;
 use harbour_core::breaker::OPEN_MS;
 use harbour_core::config::Config;
-use harbour_core::phase::admission::LocationAnswer;
+use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::phase::forward::Ticket;
 use harbour_core::phase::request::{Body, Facts};
@@ -255,7 +255,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             now_ms: now,
         };
         let expected = expected_region(spec, rule, &platform, declared);
-        match pipeline.request_answered(&facts, LocationAnswer::Admitted) {
+        match pipeline.request_answered(&facts, LocationResult::Admitted) {
             Verdict::Forward { plan, ticket } => {
                 let Expected::Region(region) = expected else {
                     return Err(TestCaseError::fail(format!(
@@ -291,7 +291,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
                 prop_assert_eq!(Some(ticket.origin), model.first_callable(region, 0, now));
                 follow_attempts(&mut pipeline, &mut model, &ticket, region, i, now, answers)?;
             }
-            Verdict::Answer { reply, .. } => match expected {
+            Verdict::Reply { reply, .. } => match expected {
                 Expected::Refused(status) => prop_assert_eq!(
                     reply.status,
                     status,

@@ -27,7 +27,7 @@ use harbour_core::attempt::AttemptResult;
 use harbour_core::config::{Config, ConfigError};
 use harbour_core::context::Finished;
 use harbour_core::journal::{Journal, Lines};
-use harbour_core::phase::admission::{location_limits, LocationAnswer, CONSULT_TIMEOUT_MS};
+use harbour_core::phase::admission::{location_limits, LocationResult, CONSULT_TIMEOUT_MS};
 use harbour_core::phase::forward::Ticket;
 use harbour_core::phase::request::{Body, Facts};
 use harbour_core::pipeline::{
@@ -249,10 +249,10 @@ pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String
 pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
     let now_ms = whole_ms(now_ms);
     let answer = match answer {
-        LOCATION_ADMITTED => LocationAnswer::Admitted,
-        LOCATION_REFUSED => LocationAnswer::Refused,
-        LOCATION_TIMED_OUT => LocationAnswer::TimedOut,
-        _ => LocationAnswer::Failed,
+        LOCATION_ADMITTED => LocationResult::Admitted,
+        LOCATION_REFUSED => LocationResult::Refused,
+        LOCATION_TIMED_OUT => LocationResult::TimedOut,
+        _ => LocationResult::Failed,
     };
     with_shell(now_ms, |shell| {
         // Ids are whole numbers below 2^53, exact in an f64.
@@ -269,7 +269,7 @@ pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
 /// A verdict in the line protocol; a forward's ticket or a held request is filed here.
 fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[String]) -> String {
     match verdict {
-        Verdict::Answer { reply, log } => {
+        Verdict::Reply { reply, log } => {
             finished_text(shell, Finished { reply, log }, now_ms, notes)
         }
         Verdict::Forward { plan, ticket } => {

@@ -79,10 +79,10 @@ function restart() {
 function configure(env) {
   // Three independent seeds (the limiter's hash key, request ids, challenge salts) from the
   // platform's CSPRNG.
-  const answer = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(24))));
-  maxBodyBytes = answer.ok ? answer.max_body_bytes : 0;
-  if (!answer.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: answer.error }));
-  if (answer.candidate_error) console.error(JSON.stringify({ msg: "harbour.candidate_invalid", error: answer.candidate_error }));
+  const configured = JSON.parse(harbour.configure(env, crypto.getRandomValues(new Uint8Array(24))));
+  maxBodyBytes = configured.ok ? configured.max_body_bytes : 0;
+  if (!configured.ok) console.error(JSON.stringify({ msg: "harbour.config_invalid", error: configured.error }));
+  if (configured.candidate_error) console.error(JSON.stringify({ msg: "harbour.candidate_invalid", error: configured.candidate_error }));
 }
 
 // Reads at most `max` bytes; never buffers a body that declares or turns out to be larger.
@@ -170,10 +170,10 @@ async function consult(env, binding, key, timeoutMs) {
   }
 }
 
-// An answer is lines of text (the line protocol of crates/worker/src/wire.rs): its notes (log
+// A decision is lines of text (the line protocol of crates/worker/src/wire.rs): its notes (log
 // lines of state changes, such as a breaker opening), written at once, then its kind and the
 // kind's fields (`READERS`), one a line, and a body as the rest. Nothing is parsed as JSON.
-class Answer {
+class Decision {
   constructor(text) {
     this.text = text;
     this.at = 0;
@@ -204,9 +204,9 @@ class Answer {
   }
 }
 
-function respond(answer) {
-  if (answer.kind !== "reply") throw new Error(`malformed decision: ${answer.kind}`);
-  const { status, headers, log, summary, body } = answer.fields;
+function respond(decision) {
+  if (decision.kind !== "reply") throw new Error(`malformed decision: ${decision.kind}`);
+  const { status, headers, log, summary, body } = decision.fields;
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
@@ -238,35 +238,35 @@ async function handle(request, env, forward) {
   ready(env);
   // The request's text facts as one string: one copy into wasm memory instead of eight.
   const facts = requestFacts(request, headers);
-  let answer = new Answer(harbour.decide(facts, bodyState, bodyBytes, Date.now()));
-  if (answer.kind === "consult") {
-    const { hold, binding, key, timeoutMs } = answer.fields;
+  let decision = new Decision(harbour.decide(facts, bodyState, bodyBytes, Date.now()));
+  if (decision.kind === "consult") {
+    const { hold, binding, key, timeoutMs } = decision.fields;
     const heldIn = generation;
     const outcome = await consult(env, binding, key, timeoutMs);
     ready(env);
     // The held request lived in the trapped instance's memory. Nothing was forwarded: the
     // visitor retries, with the same key if it has one.
     if (generation !== heldIn) return emergency(503, "edge_restarting", undefined);
-    answer = new Answer(harbour.consulted(hold, outcome, Date.now()));
+    decision = new Decision(harbour.consulted(hold, outcome, Date.now()));
   }
-  if (answer.kind !== "forward") return respond(answer);
-  let { url, timeoutMs, ticket } = answer.fields;
-  forward.key = answer.fields.key;
+  if (decision.kind !== "forward") return respond(decision);
+  let { url, timeoutMs, ticket } = decision.fields;
+  forward.key = decision.fields.key;
   // The headers and body of the first attempt serve every attempt.
-  const { headers: forwardHeaders, body: forwardBody } = answer.fields;
+  const { headers: forwardHeaders, body: forwardBody } = decision.fields;
   // The ticket lives in this instance's memory; after a restart it means nothing (or another
   // request's forward) to the new one.
   const filedIn = generation;
   for (;;) {
     const [status, reply] = await attempt(url, timeoutMs, forwardHeaders, forwardBody);
     ready(env);
-    answer = new Answer(
+    decision = new Decision(
       generation === filedIn
         ? harbour.conclude(ticket, status, reply, Date.now())
         : harbour.orphaned(forward.key, Date.now()),
     );
-    if (answer.kind !== "retry") return respond(answer);
-    ({ url, timeoutMs, ticket } = answer.fields);
+    if (decision.kind !== "retry") return respond(decision);
+    ({ url, timeoutMs, ticket } = decision.fields);
   }
 }
 

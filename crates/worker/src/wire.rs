@@ -2,9 +2,9 @@
 //!
 //! Into Rust: the request's text facts as one string ([`REQUEST_FACTS`], in order, separated by
 //! a newline, [`ABSENT`] for a fact the request lacks), and small numbers ([`CODES`]) for a body's
-//! state and a binding's answer. Out of Rust: every answer is lines of text read in order, no JSON
-//! to parse per request: the number of notes (log lines of state changes, written at once), the
-//! notes, the answer's kind, then its fields ([`ANSWERS`]), one a line; a `body` is the rest of
+//! state and a binding's result. Out of Rust: every decision is lines of text read in order, no
+//! JSON to parse per request: the number of notes (log lines of state changes, written at once), the
+//! notes, the decision's kind, then its fields ([`DECISIONS`]), one a line; a `body` is the rest of
 //! the answer, verbatim (bodies are never escaped or scanned).
 //!
 //! The JS side is generated from these tables ([`js_protocol`]) into a marked block of
@@ -71,17 +71,17 @@ pub enum Field {
     Body,
 }
 
-/// An answer's kind and its fields, in the order they are written.
-pub struct AnswerKind {
+/// A decision's kind and its fields, in the order they are written.
+pub struct DecisionKind {
     pub kind: &'static str,
     /// `(name, how)`; the names are the JS reader's property names.
     pub fields: &'static [(&'static str, Field)],
 }
 
-/// Every answer `decide`, `consulted`, `conclude` and `orphaned` give.
-pub const ANSWERS: [AnswerKind; 4] = [
+/// Every decision `decide`, `consulted`, `conclude` and `orphaned` give.
+pub const DECISIONS: [DecisionKind; 4] = [
     // The visitor's reply, its decision's log line (or an empty line) and a summary (or one).
-    AnswerKind {
+    DecisionKind {
         kind: "reply",
         fields: &[
             ("status", Field::Number),
@@ -92,7 +92,7 @@ pub const ANSWERS: [AnswerKind; 4] = [
         ],
     },
     // Ask the location's binding; then call `consulted` with the hold and the answer.
-    AnswerKind {
+    DecisionKind {
         kind: "consult",
         fields: &[
             ("hold", Field::Number),
@@ -102,7 +102,7 @@ pub const ANSWERS: [AnswerKind; 4] = [
         ],
     },
     // The first attempt of a forward; its headers and body serve every attempt.
-    AnswerKind {
+    DecisionKind {
         kind: "forward",
         fields: &[
             ("key", Field::Text),
@@ -114,7 +114,7 @@ pub const ANSWERS: [AnswerKind; 4] = [
         ],
     },
     // A further attempt of the same forward.
-    AnswerKind {
+    DecisionKind {
         kind: "retry",
         fields: &[
             ("url", Field::Text),
@@ -146,7 +146,7 @@ pub fn request_facts(line: &str) -> [Option<&str>; 8] {
     facts
 }
 
-/// An answer being written, field by field, in the order of its [`AnswerKind`].
+/// A decision being written, field by field, in the order of its [`DecisionKind`].
 pub struct Wire(String);
 
 impl Wire {
@@ -220,7 +220,7 @@ pub fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
     out.end_with_body(&reply.body)
 }
 
-/// The JS side of the protocol: the constants and one reader per answer kind, each reading its
+/// The JS side of the protocol: the constants and one reader per decision kind, each reading its
 /// fields in order into an object. `shim.js` holds this text between its `wire` markers.
 pub fn js_protocol() -> String {
     let mut js = String::from(
@@ -249,7 +249,7 @@ pub fn js_protocol() -> String {
     js.push_str(
         "// Each answer's fields, in the order the shell writes them.\nconst READERS = {\n",
     );
-    for answer in &ANSWERS {
+    for answer in &DECISIONS {
         js.push_str(&format!("  {}: (a) => ({{", answer.kind));
         for (i, (name, field)) in answer.fields.iter().enumerate() {
             let read = match field {
@@ -267,7 +267,7 @@ pub fn js_protocol() -> String {
     js
 }
 
-/// Reads an answer back into one JSON value by the tables, for tests of the shell:
+/// Reads a decision back into one JSON value by the tables, for tests of the shell:
 /// `{"<kind>":{<fields>},"notes":..}`, headers as `[name, value]` pairs, notes one string of
 /// lines (absent when there are none); `configure`'s plain JSON as it is. `null` if malformed.
 pub fn parse_decision(text: &str) -> Value {
@@ -312,7 +312,7 @@ fn read_answer(text: &str) -> Option<Value> {
     let count = at.number()?;
     let notes: Vec<&str> = (0..count).map(|_| at.text()).collect::<Option<_>>()?;
     let kind = at.text()?;
-    let spec = ANSWERS.iter().find(|a| a.kind == kind)?;
+    let spec = DECISIONS.iter().find(|a| a.kind == kind)?;
     let mut fields = serde_json::Map::new();
     for (name, field) in spec.fields {
         fields.insert((*name).to_owned(), at.read(*field)?);

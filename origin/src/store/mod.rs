@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::verify::Verified;
 
-pub use harbour_contract::answer::Receipt;
+pub use harbour_contract::response::Receipt;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {

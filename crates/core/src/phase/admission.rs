@@ -97,7 +97,7 @@ pub struct Consult {
 
 /// What the shell learnt from the binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LocationAnswer {
+pub enum LocationResult {
     Admitted,
     Refused,
     /// The call threw.
@@ -106,13 +106,13 @@ pub enum LocationAnswer {
     TimedOut,
 }
 
-impl LocationAnswer {
+impl LocationResult {
     fn as_str(self) -> &'static str {
         match self {
-            LocationAnswer::Admitted => "admitted",
-            LocationAnswer::Refused => "refused",
-            LocationAnswer::Failed => "failed",
-            LocationAnswer::TimedOut => "timed_out",
+            LocationResult::Admitted => "admitted",
+            LocationResult::Refused => "refused",
+            LocationResult::Failed => "failed",
+            LocationResult::TimedOut => "timed_out",
         }
     }
 }
@@ -151,7 +151,7 @@ pub struct Admission {
     clients: Limiter<ClientSlot>,
     campaigns: Vec<Cell>,
     regions: Vec<Cell>,
-    unavailable: Unavailable,
+    unanswered: Unanswered,
 }
 
 impl Admission {
@@ -162,7 +162,7 @@ impl Admission {
             clients: Limiter::seeded(MAX_CLIENT_KEYS, seed),
             campaigns: vec![Cell::default(); policy.map_or(0, |p| p.campaigns.len())],
             regions: vec![Cell::default(); policy.map_or(0, |p| p.regions.len())],
-            unavailable: Unavailable::default(),
+            unanswered: Unanswered::default(),
         }
     }
 
@@ -345,7 +345,7 @@ pub fn admit(
 pub fn settle(
     admission: &mut Admission,
     provisional: Provisional,
-    answer: LocationAnswer,
+    answer: LocationResult,
     key: &str,
     now_ms: u64,
     notes: &mut Vec<String>,
@@ -357,11 +357,11 @@ pub fn settle(
         charge,
     } = provisional;
     match answer {
-        LocationAnswer::Admitted => {
+        LocationResult::Admitted => {
             grant.location = charge.client.location();
             Flow::Continue(grant)
         }
-        LocationAnswer::Refused => {
+        LocationResult::Refused => {
             admission.refund(&charge, now_ms);
             // The binding does not say when its count frees up: at the latest after its period.
             Flow::Break(refused(&Refusal {
@@ -370,8 +370,8 @@ pub fn settle(
                 retry_after_ms: charge.client.window_ms(),
             }))
         }
-        LocationAnswer::Failed | LocationAnswer::TimedOut => {
-            notes.extend(admission.unavailable.note(
+        LocationResult::Failed | LocationResult::TimedOut => {
+            notes.extend(admission.unanswered.note(
                 &consult.binding,
                 answer,
                 on_unavailable,
@@ -422,16 +422,16 @@ fn unavailable(key: &str) -> crate::reply::Reply {
 
 /// Unanswered consults since the last log line, and when that line was written.
 #[derive(Debug, Default)]
-struct Unavailable {
+struct Unanswered {
     last_line_ms: Option<u64>,
     unlogged: u64,
 }
 
-impl Unavailable {
+impl Unanswered {
     fn note(
         &mut self,
         binding: &str,
-        answer: LocationAnswer,
+        answer: LocationResult,
         mode: FailMode,
         now_ms: u64,
     ) -> Option<String> {
@@ -663,7 +663,7 @@ mod tests {
         admission: &mut Admission,
         policy: &Policy,
         who: &Applicant,
-        answer: LocationAnswer,
+        answer: LocationResult,
         now_ms: u64,
         notes: &mut Vec<String>,
     ) -> Flow<Grant> {
@@ -691,7 +691,7 @@ mod tests {
                 &mut admission,
                 &policy,
                 &one,
-                LocationAnswer::Refused,
+                LocationResult::Refused,
                 0,
                 &mut notes,
             ) else {
@@ -715,7 +715,7 @@ mod tests {
                 &mut admission,
                 &policy,
                 &one,
-                LocationAnswer::Admitted,
+                LocationResult::Admitted,
                 0,
                 &mut notes,
             ) else {
@@ -755,7 +755,7 @@ mod tests {
         let one = applicant(&policy, "eu", 1);
         let mut notes = Vec::new();
         // fail_open (the default): admitted on the isolate's layers alone, which still hold.
-        for (at, answer) in [(0, LocationAnswer::Failed), (1, LocationAnswer::TimedOut)] {
+        for (at, answer) in [(0, LocationResult::Failed), (1, LocationResult::TimedOut)] {
             let flow = settled(&mut admission, &policy, &one, answer, at, &mut notes);
             assert!(matches!(flow, Flow::Continue(_)));
         }
@@ -774,7 +774,7 @@ mod tests {
                 &mut admission,
                 &policy,
                 &one,
-                LocationAnswer::TimedOut,
+                LocationResult::TimedOut,
                 start,
                 &mut notes,
             ) else {

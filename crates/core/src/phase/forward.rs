@@ -10,7 +10,7 @@
 //!   origin full (503 `origins_busy` with the key, the isolate's limits given back: nothing was
 //!   stored and the visitor is not to blame), none answering (503 with the key), or 502.
 
-use harbour_contract::answer::{self, Code};
+use harbour_contract::response::{self, Code};
 use harbour_policy::RegionIndex;
 use serde_json::json;
 
@@ -128,7 +128,7 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
         return bad_gateway(key, Outcome::OriginBadAnswer);
     };
     match status {
-        200 | 201 => match answer::receipt(body, region_id) {
+        200 | 201 => match response::receipt(body, region_id) {
             Some(id) => {
                 let replayed = status == 200;
                 let outcome = if replayed {
@@ -141,7 +141,7 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
             }
             None => bad_gateway(key, Outcome::OriginBadAnswer),
         },
-        409 if answer::code(body) == Some(Code::AlreadyEntered) => Answer::new(
+        409 if response::code(body) == Some(Code::AlreadyEntered) => Answer::new(
             Phase::Forward,
             problem(
                 409,

@@ -1,4 +1,4 @@
-//! What an origin answers a forward, written by the origin and read by the edge:
+//! What an origin responds to a forward, written by the origin and read by the edge:
 //!
 //! | status | body | meaning |
 //! |---|---|---|
@@ -11,7 +11,7 @@
 //! | 400, 401, 421 | `{"code":...}` | refused (see [`Code`]) |
 //!
 //! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`]) through
-//! [`AnswerJson`], which parses like serde_json's `Value` without its tree in the worker.
+//! [`ResponseJson`], which parses like serde_json's `Value` without its tree in the worker.
 
 use harbour_policy::text::{push_quoted, push_u64};
 
@@ -143,14 +143,14 @@ pub fn busy_body(retry_after_ms: u64) -> String {
 
 /// The `code` of an origin's answer, if it has a known one.
 pub fn code(body: &str) -> Option<Code> {
-    Code::parse(AnswerJson::read(body)?.get("code")?.as_str()?)
+    Code::parse(ResponseJson::read(body)?.get("code")?.as_str()?)
 }
 
 /// The receipt id an origin's answer gives, if the answer holds one of `region`: an answer that
 /// claims another region is no receipt, nor is an id a visitor could not be shown as it is
 /// (empty, over 100 bytes, or other than ASCII letters, digits, `-` and `_`).
 pub fn receipt(body: &str, region: &str) -> Option<String> {
-    let value = AnswerJson::read(body)?;
+    let value = ResponseJson::read(body)?;
     let receipt = value.get("receipt")?;
     let id = receipt.get("id")?.as_str()?;
     let plain = !id.is_empty()
@@ -168,7 +168,7 @@ pub fn busy_interval_ms(body: &str) -> Option<Option<u64>> {
     if !body.contains(Code::OriginBusy.as_str()) {
         return None;
     }
-    let value = AnswerJson::read(body)?;
+    let value = ResponseJson::read(body)?;
     if value.get("code")?.as_str()? != Code::OriginBusy.as_str() {
         return None;
     }
@@ -186,88 +186,90 @@ pub fn busy_interval_ms(body: &str) -> Option<Option<u64>> {
 /// `Other`. Parsed by serde_json like a `Value` (same syntax, same nesting limit), without the
 /// `Value` tree and its code in the worker.
 #[derive(Debug, PartialEq)]
-pub enum AnswerJson {
+pub enum ResponseJson {
     Text(String),
     Whole(u64),
-    Object(Vec<(String, AnswerJson)>),
+    Object(Vec<(String, ResponseJson)>),
     Other,
 }
 
-impl AnswerJson {
+impl ResponseJson {
     /// `None` if `body` is not JSON.
-    pub fn read(body: &str) -> Option<AnswerJson> {
+    pub fn read(body: &str) -> Option<ResponseJson> {
         serde_json::from_str(body).ok()
     }
 
     /// The value under `key`, if this is an object that has it.
-    pub fn get(&self, key: &str) -> Option<&AnswerJson> {
+    pub fn get(&self, key: &str) -> Option<&ResponseJson> {
         match self {
-            AnswerJson::Object(pairs) => pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            ResponseJson::Object(pairs) => {
+                pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
 
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            AnswerJson::Text(text) => Some(text),
+            ResponseJson::Text(text) => Some(text),
             _ => None,
         }
     }
 
     pub fn as_u64(&self) -> Option<u64> {
         match self {
-            AnswerJson::Whole(n) => Some(*n),
+            ResponseJson::Whole(n) => Some(*n),
             _ => None,
         }
     }
 }
 
-impl<'de> serde::Deserialize<'de> for AnswerJson {
+impl<'de> serde::Deserialize<'de> for ResponseJson {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(AnswerVisitor)
+        deserializer.deserialize_any(ResponseVisitor)
     }
 }
 
 /// Takes every JSON type (serde's default visits would describe a refused one, which brings
 /// float formatting into the worker).
-struct AnswerVisitor;
+struct ResponseVisitor;
 
-impl<'de> serde::de::Visitor<'de> for AnswerVisitor {
-    type Value = AnswerJson;
+impl<'de> serde::de::Visitor<'de> for ResponseVisitor {
+    type Value = ResponseJson;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Other)
+    fn visit_bool<E>(self, _: bool) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Other)
     }
-    fn visit_i64<E>(self, n: i64) -> Result<AnswerJson, E> {
-        Ok(u64::try_from(n).map_or(AnswerJson::Other, AnswerJson::Whole))
+    fn visit_i64<E>(self, n: i64) -> Result<ResponseJson, E> {
+        Ok(u64::try_from(n).map_or(ResponseJson::Other, ResponseJson::Whole))
     }
-    fn visit_u64<E>(self, n: u64) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Whole(n))
+    fn visit_u64<E>(self, n: u64) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Whole(n))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Other)
+    fn visit_f64<E>(self, _: f64) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Other)
     }
-    fn visit_str<E>(self, text: &str) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Text(text.to_owned()))
+    fn visit_str<E>(self, text: &str) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Text(text.to_owned()))
     }
-    fn visit_string<E>(self, text: String) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Text(text))
+    fn visit_string<E>(self, text: String) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Text(text))
     }
-    fn visit_unit<E>(self) -> Result<AnswerJson, E> {
-        Ok(AnswerJson::Other)
+    fn visit_unit<E>(self) -> Result<ResponseJson, E> {
+        Ok(ResponseJson::Other)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnswerJson, A::Error> {
-        while seq.next_element::<AnswerJson>()?.is_some() {}
-        Ok(AnswerJson::Other)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ResponseJson, A::Error> {
+        while seq.next_element::<ResponseJson>()?.is_some() {}
+        Ok(ResponseJson::Other)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnswerJson, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ResponseJson, A::Error> {
         let mut pairs = Vec::new();
-        while let Some(pair) = map.next_entry::<String, AnswerJson>()? {
+        while let Some(pair) = map.next_entry::<String, ResponseJson>()? {
             pairs.push(pair);
         }
-        Ok(AnswerJson::Object(pairs))
+        Ok(ResponseJson::Object(pairs))
     }
 }
 
@@ -340,7 +342,7 @@ mod tests {
             &deep,
         ];
         for body in bodies {
-            let ours = AnswerJson::read(body);
+            let ours = ResponseJson::read(body);
             let value: Option<Value> = serde_json::from_str(body).ok();
             assert_eq!(ours.is_some(), value.is_some(), "{body}");
             let (Some(ours), Some(value)) = (ours, value) else {
@@ -350,12 +352,12 @@ mod tests {
                 let theirs = value.get(key);
                 assert_eq!(ours.get(key).is_some(), theirs.is_some(), "{body} {key}");
                 assert_eq!(
-                    ours.get(key).and_then(AnswerJson::as_str),
+                    ours.get(key).and_then(ResponseJson::as_str),
                     theirs.and_then(Value::as_str),
                     "{body} {key}"
                 );
                 assert_eq!(
-                    ours.get(key).and_then(AnswerJson::as_u64),
+                    ours.get(key).and_then(ResponseJson::as_u64),
                     theirs.and_then(Value::as_u64),
                     "{body} {key}"
                 );
@@ -368,7 +370,7 @@ mod tests {
                 let read = ours
                     .get("receipt")
                     .and_then(|r| r.get(key))
-                    .and_then(AnswerJson::as_str);
+                    .and_then(ResponseJson::as_str);
                 assert_eq!(read, theirs, "{body} receipt.{key}");
             }
         }

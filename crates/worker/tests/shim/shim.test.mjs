@@ -1,0 +1,180 @@
+// The real entry module (build/worker/shim.mjs: crates/worker/src/shim.js bundled with its glue)
+// against the real built wasm, under Node: the JS side of the line protocol is exercised below
+// the end-to-end suite. The platform's parts are stand-ins: the rate-limiting binding is an
+// object with `limit`, the origins are a `fetch` that answers as the test says, and
+// `request.cf.country` is set on the request. Run after `bash scripts/build`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { register } from "node:module";
+import { readFileSync } from "node:fs";
+
+register("./wasm-loader.mjs", import.meta.url);
+const root = new URL("../../../../", import.meta.url);
+const { default: worker } = await import(new URL("build/worker/shim.mjs", root));
+
+const policy = JSON.parse(readFileSync(new URL("policy/harbour.json", root), "utf8"));
+const campaign = policy.campaigns[0];
+const SUBMIT = `https://campaign.example/api/campaigns/${campaign.id}/submissions`;
+const DESCRIBE = `https://campaign.example/api/campaigns/${campaign.id}`;
+const suffix = (region) => region.toUpperCase().replaceAll("-", "_");
+// Two origins per region on loopback (the configuration takes http:// only there).
+const origins = (i) => [`http://127.0.0.1:${9100 + i}`, `http://127.0.0.1:${9200 + i}`];
+
+// The origins, as `fetch` sees them: each call is recorded and answered by `answer(url, init)`.
+const calls = [];
+let answer = () => new Response("{}", { status: 500 });
+globalThis.fetch = async (url, init) => {
+  calls.push({ url, init });
+  return answer(url, init);
+};
+
+// The rate-limiting binding: what `limit` resolves to (or throws) is up to each test.
+let limit = async () => ({ success: true });
+const env = { HARBOUR_LOG: "decisions", HARBOUR_FORM_KEY: "form-secret-0123456789abcdefghijklmnop" };
+policy.regions.forEach((region, i) => {
+  env[`HARBOUR_ORIGINS_${suffix(region.id)}`] = origins(i).join(" ");
+  env[`HARBOUR_KEY_${suffix(region.id)}`] = `${region.id}-secret-0123456789abcdefghijklmnop`;
+});
+env.HARBOUR_RL_5_PER_60S = { limit: (options) => limit(options) };
+
+// What the worker logs (its decision lines are JSON).
+const logged = [];
+console.log = (line) => logged.push(String(line));
+
+function request(url, { method = "GET", body, headers = {}, country = "IT" } = {}) {
+  const r = new Request(url, { method, body, headers });
+  Object.defineProperty(r, "cf", { value: { country } });
+  return r;
+}
+
+/// The page's work: a nonce whose SHA-256("{token}\n{key}\n{nonce}") starts with `bits` zeros.
+function solve(token, key, bits) {
+  for (let n = 0; ; n++) {
+    const nonce = n.toString(16).padStart(8, "0");
+    const digest = createHash("sha256").update(`${token}\n${key}\n${nonce}`).digest();
+    let zeros = 0;
+    for (const byte of digest) {
+      if (byte === 0) { zeros += 8; continue; }
+      zeros += Math.clz32(byte) - 24;
+      break;
+    }
+    if (zeros >= bits) return `${token}.${nonce}`;
+  }
+}
+
+async function submission(email, { ip = `192.0.2.${1 + (calls.length % 200)}`, country = "IT" } = {}) {
+  const description = await (await worker.fetch(request(DESCRIBE), env)).json();
+  const key = randomBytes(16).toString("hex");
+  const { token, difficulty_bits } = description.challenge;
+  const body = JSON.stringify({ name: "Ada", email, country, consent: true });
+  return request(SUBMIT, {
+    method: "POST",
+    body,
+    country,
+    headers: {
+      "content-type": "application/json",
+      "idempotency-key": key,
+      "harbour-challenge": solve(token, key, difficulty_bits),
+      "cf-connecting-ip": ip,
+    },
+  });
+}
+
+const receipt = (region) => () =>
+  new Response(JSON.stringify({ receipt: { id: `${region}-0123456789abcdef`, region } }), { status: 201 });
+
+test("a form description comes back with a challenge and no-store", async () => {
+  const response = await worker.fetch(request(DESCRIBE), env);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("cache-control"), "no-store");
+  const description = await response.json();
+  assert.equal(description.id, campaign.id);
+  assert.equal(description.challenge.difficulty_bits, campaign.challenge.difficulty_bits);
+});
+
+test("a submission is consulted, forwarded signed to its region's primary, and its receipt answered", async () => {
+  calls.length = 0;
+  let asked;
+  limit = async (options) => ((asked = options), { success: true });
+  answer = receipt("eu");
+  const sent = await submission("ada-1@example.org");
+  const response = await worker.fetch(sent, env);
+  assert.equal(response.status, 202, await response.clone().text());
+  const body = await response.json();
+  assert.equal(body.receipt.region, "eu");
+  assert.equal(response.headers.get("idempotency-key"), sent.headers.get("idempotency-key"));
+  assert.match(response.headers.get("ratelimit-policy"), /"location";q=5;w=60/);
+  assert.match(asked.key, /^spring-launch 192\.0\.2\./);
+  assert.equal(calls.length, 1);
+  const eu = policy.regions.findIndex((r) => r.id === "eu");
+  assert.equal(calls[0].url, `${origins(eu)[0]}/v1/submissions`);
+  const headers = new Map(calls[0].init.headers);
+  assert.equal(headers.get("idempotency-key"), sent.headers.get("idempotency-key"));
+  assert.match(headers.get("x-harbour-signature"), /^t=\d+,r=eu,v1=[0-9a-f]{64}$/);
+  assert.equal(JSON.parse(calls[0].init.body).fields.email, "ada-1@example.org");
+  const line = logged.map((l) => { try { return JSON.parse(l); } catch { return {}; } })
+    .find((l) => l.msg === "harbour.decision" && l.outcome === "stored");
+  assert.ok(line, `a decision line for the stored entry: ${logged.join("\n")}`);
+});
+
+test("an origin that does not answer is failed over to the region's secondary, with the same request", async () => {
+  calls.length = 0;
+  limit = async () => ({ success: true });
+  answer = (url) => {
+    if (calls.length === 1) throw new TypeError("connection refused");
+    return receipt("eu")(url);
+  };
+  const response = await worker.fetch(await submission("ada-2@example.org"), env);
+  assert.equal(response.status, 202, await response.clone().text());
+  assert.equal(calls.length, 2);
+  const eu = policy.regions.findIndex((r) => r.id === "eu");
+  assert.deepEqual(calls.map((c) => c.url), origins(eu).map((o) => `${o}/v1/submissions`));
+  assert.equal(calls[1].init.body, calls[0].init.body);
+  assert.deepEqual(calls[1].init.headers, calls[0].init.headers);
+});
+
+test("the location's refusal is a 429 naming the location, and nothing is forwarded", async () => {
+  calls.length = 0;
+  limit = async () => ({ success: false });
+  const response = await worker.fetch(await submission("ada-3@example.org"), env);
+  assert.equal(response.status, 429);
+  assert.equal(response.headers.get("ratelimit-policy"), '"location";q=5;w=60');
+  assert.equal((await response.json()).code, "rate_limited");
+  assert.equal(calls.length, 0);
+});
+
+test("a binding that throws fails open on the isolate's limits", async () => {
+  calls.length = 0;
+  limit = async () => { throw new Error("down"); };
+  answer = receipt("eu");
+  const response = await worker.fetch(await submission("ada-4@example.org"), env);
+  assert.equal(response.status, 202);
+  assert.equal(calls.length, 1);
+});
+
+test("an origin that says it is full, then its secondary too: 503 with the key, none stored", async () => {
+  calls.length = 0;
+  limit = async () => ({ success: true });
+  answer = () => new Response(JSON.stringify({ code: "origin_busy", retry_after_ms: 250 }), { status: 503 });
+  const sent = await submission("ada-5@example.org");
+  const response = await worker.fetch(sent, env);
+  assert.equal(response.status, 503);
+  const problem = await response.json();
+  assert.equal(problem.code, "origins_busy");
+  assert.equal(problem.idempotency_key, sent.headers.get("idempotency-key"));
+  assert.equal(calls.length, 2);
+  const breaker = logged.filter((l) => l.includes('"msg":"harbour.breaker"'));
+  assert.ok(breaker.length >= 2, "the breakers' opening is logged");
+});
+
+test("a refused request is answered by the module's reply, headers and body as written", async () => {
+  const response = await worker.fetch(
+    request(SUBMIT, { method: "POST", body: "{}", headers: { "content-type": "text/plain" } }),
+    env,
+  );
+  assert.equal(response.status, 415);
+  assert.equal(response.headers.get("content-type"), "application/problem+json");
+  assert.equal(response.headers.get("accept-post"), "application/json, application/x-www-form-urlencoded");
+  assert.equal((await response.json()).code, "unsupported_media_type");
+});
