@@ -11,6 +11,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::country::Country;
 use crate::field::Field;
+use crate::notice::DrawScope;
 use crate::quota::Quota;
 use crate::{Campaign, Policy, Region, RegionIndex, SignalAction, SurgeWindow};
 
@@ -54,6 +55,7 @@ pub fn rust_source(live: &Policy, candidate: Option<&Policy>) -> String {
     let mut out = String::from(
         "use harbour_policy::code::{countries, quota, region_index, text, texts};\n\
          use harbour_policy::field::{Field, FieldKind};\n\
+         use harbour_policy::notice::{Draw, DrawScope, Notice};\n\
          use harbour_policy::*;\n\n",
     );
     out.push_str("pub fn live() -> Option<Policy> {\n    Some(");
@@ -118,7 +120,9 @@ fn region(out: &mut String, r: &Region) {
         r.countries.iter().map(Country::as_str).collect::<Vec<_>>()
     );
     option_quota(out, r.budget);
-    out.push_str(" },\n");
+    let _ = write!(out, ", name: text({:?}), names: vec![", r.name);
+    locale_texts(out, &r.names);
+    let _ = write!(out, "], operator: {} }},\n", option_text(&r.operator));
 }
 
 fn quota_call(q: Quota) -> String {
@@ -182,7 +186,41 @@ fn campaign(out: &mut String, c: &Campaign) {
     for w in &c.surge_windows {
         surge_window(out, w);
     }
-    out.push_str("] },\n");
+    let n = &c.notice;
+    let _ = write!(
+        out,
+        "], ends_ms: {}, retention_days: {}, notice: Notice {{ controller: text({:?}), \
+         contact: text({:?}), purpose: text({:?}), link: text({:?}), purposes: vec![",
+        c.ends_ms, c.retention_days, n.controller, n.contact, n.purpose, n.link
+    );
+    locale_texts(out, &n.purposes);
+    out.push_str("] }, notice_versions: vec![");
+    locale_texts(out, &c.notice_versions);
+    out.push_str("], draw: ");
+    match &c.draw {
+        None => out.push_str("None"),
+        Some(draw) => {
+            let _ = write!(out, "Some(Draw {{ winners: {}, scope: ", draw.winners);
+            match &draw.scope {
+                DrawScope::PerRegion => out.push_str("DrawScope::PerRegion"),
+                DrawScope::Global { excluded } => {
+                    let _ = write!(
+                        out,
+                        "DrawScope::Global {{ excluded: texts(&{excluded:?}) }}"
+                    );
+                }
+            }
+            out.push_str(" })");
+        }
+    }
+    out.push_str(" },\n");
+}
+
+/// `(locale, text)` pairs, as `(&'static str, String)` tuples.
+fn locale_texts(out: &mut String, pairs: &[(&'static str, String)]) {
+    for (locale, value) in pairs {
+        let _ = write!(out, "({locale:?}, text({value:?})), ");
+    }
 }
 
 fn field(out: &mut String, f: &Field) {
@@ -190,7 +228,7 @@ fn field(out: &mut String, f: &Field) {
         out,
         "Field {{ name: text({:?}), label: text({:?}), kind: FieldKind::{:?}, required: {}, \
          max_length: {}, values: texts(&{:?}), min: {:?}, max: {:?}, must_be_true: {}, \
-         residency_signal: {} }},",
+         residency_signal: {}, marketing_consent: {} }},",
         f.name,
         f.label,
         f.kind,
@@ -200,7 +238,8 @@ fn field(out: &mut String, f: &Field) {
         f.min,
         f.max,
         f.must_be_true,
-        f.residency_signal
+        f.residency_signal,
+        f.marketing_consent
     );
 }
 

@@ -267,6 +267,8 @@ pub struct Field {
     pub must_be_true: bool,
     /// The visitor's declared country, a second residency signal.
     pub residency_signal: bool,
+    /// Agreeing to be contacted (marketing): never required (see `notice`).
+    pub marketing_consent: bool,
 }
 
 impl Field {
@@ -316,6 +318,9 @@ impl Field {
         }
         if self.must_be_true {
             set("must_be_true", json!(true));
+        }
+        if self.marketing_consent {
+            set("consent", json!("marketing"));
         }
         out
     }
@@ -525,6 +530,7 @@ mod tests {
             max: Some(9),
             must_be_true: kind == FieldKind::Bool,
             residency_signal: false,
+            marketing_consent: false,
         }
     }
 

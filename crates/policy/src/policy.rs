@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::country::Country;
 use crate::field::{Field, FieldKind, Options};
+use crate::notice::{notice_versions, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
 use crate::SHIPPED_POLICY;
@@ -43,6 +44,13 @@ impl CampaignIndex {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Region {
     pub id: String,
+    /// What a visitor is told their entry's place of storage is ("the European Union"), in
+    /// English; `names` in other locales.
+    pub name: String,
+    pub names: Vec<(&'static str, String)>,
+    /// Who runs this region's origins (hosting company and place), for the record of
+    /// processing; `None` until the deployment names one.
+    pub operator: Option<String>,
     /// Higher is stricter; when two signals disagree the stricter region wins.
     pub strictness: u32,
     pub countries: Vec<Country>,
@@ -128,6 +136,16 @@ pub struct Campaign {
     pub on_location_unavailable: FailMode,
     /// Scheduled windows with limits of their own, by start; they never overlap.
     pub surge_windows: Vec<SurgeWindow>,
+    /// When the campaign closes (UTC ms): the draw's seed is published after it, and retention
+    /// counts from it.
+    pub ends_ms: u64,
+    /// Entries are deleted this many days after `ends_ms`.
+    pub retention_days: u32,
+    pub notice: Notice,
+    /// The notice version of every locale (see `notice`), computed when the policy is read.
+    pub notice_versions: Vec<(&'static str, String)>,
+    /// How winners are drawn, if the campaign has a draw.
+    pub draw: Option<Draw>,
 }
 
 /// What admission does when the location's rate-limiting binding throws or does not answer.
@@ -437,6 +455,11 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawRegion {
     id: String,
+    name: String,
+    /// `{locale: name}`, read as plain JSON like `texts`.
+    #[serde(default)]
+    names: serde_json::Value,
+    operator: Option<String>,
     strictness: u32,
     #[serde(default)]
     countries: Vec<String>,
@@ -482,6 +505,34 @@ struct RawCampaign {
     /// deserializers to the worker, about 10 KB of wasm, for a part the check walks once.
     #[serde(default)]
     texts: serde_json::Value,
+    ends: String,
+    retention: RawRetention,
+    notice: RawNotice,
+    draw: Option<RawDraw>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    days_after_end: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotice {
+    controller: String,
+    contact: String,
+    purpose: String,
+    link: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDraw {
+    winners: u32,
+    scope: String,
+    #[serde(default)]
+    excluded_regions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -527,6 +578,8 @@ struct RawField {
     must_be_true: bool,
     #[serde(default)]
     residency_signal: bool,
+    /// `"marketing"`: agreeing to be contacted, which can never be required.
+    consent: Option<String>,
 }
 
 // ---- checking --------------------------------------------------------------------------------
@@ -761,8 +814,18 @@ impl Checker {
             let budget = r
                 .budget
                 .and_then(|q| self.quota(&format!("{path}.budget"), q));
+            let names = self.translations(&format!("{path}.names"), r.names);
+            if r.name.trim().is_empty() {
+                self.fail(
+                    format!("{path}.name"),
+                    "a region needs a name visitors are shown as where their entry is stored",
+                );
+            }
             regions.push(Region {
                 id: r.id,
+                name: r.name,
+                names,
+                operator: r.operator,
                 strictness: r.strictness,
                 countries,
                 budget,
@@ -845,6 +908,23 @@ impl Checker {
             }
         }
 
+        for (i, campaign) in campaigns.iter().enumerate() {
+            let Some(Draw {
+                scope: DrawScope::Global { excluded },
+                ..
+            }) = &campaign.draw
+            else {
+                continue;
+            };
+            for (j, id) in excluded.iter().enumerate() {
+                if !regions.iter().any(|r| &r.id == id) {
+                    self.fail(
+                        format!("campaigns[{i}].draw.excluded_regions[{j}]"),
+                        format!("unknown region {id:?}"),
+                    );
+                }
+            }
+        }
         let (Some(unknown), Some(tor), Some(missing)) = signals else {
             return None;
         };
@@ -937,8 +1017,18 @@ impl Checker {
         }
         self.one_entry_per(path, &c.one_entry_per, &names, &fields);
         let challenge = self.challenge(path, c.challenge);
-        let texts = self.texts(path, c.texts, &names);
-        Some(Campaign {
+        let (texts, purposes) = self.texts(path, c.texts, &names);
+        let ends_ms = self.instant(format!("{path}.ends"), &c.ends);
+        let retention_days = c.retention.days_after_end;
+        if !(1..=MAX_RETENTION_DAYS).contains(&retention_days) {
+            self.fail(
+                format!("{path}.retention.days_after_end"),
+                format!("{retention_days} is outside 1..={MAX_RETENTION_DAYS} days"),
+            );
+        }
+        let notice = self.notice(path, c.notice, purposes);
+        let draw = c.draw.and_then(|d| self.draw(path, d));
+        let mut campaign = Campaign {
             one_entry_per: c.one_entry_per,
             id: c.id,
             title: c.title,
@@ -952,7 +1042,110 @@ impl Checker {
             challenge,
             intro: c.intro,
             texts,
+            ends_ms: ends_ms?,
+            retention_days,
+            notice,
+            notice_versions: Vec::new(),
+            draw,
+        };
+        campaign.notice_versions = notice_versions(&campaign);
+        Some(campaign)
+    }
+
+    /// The notice: every part present, the link an https URL.
+    fn notice(
+        &mut self,
+        path: &str,
+        raw: RawNotice,
+        purposes: Vec<(&'static str, String)>,
+    ) -> Notice {
+        for (name, value) in [
+            ("controller", &raw.controller),
+            ("contact", &raw.contact),
+            ("purpose", &raw.purpose),
+        ] {
+            if value.trim().is_empty() {
+                self.fail(
+                    format!("{path}.notice.{name}"),
+                    "the notice must say it (GDPR Art. 13(1))",
+                );
+            }
+        }
+        let link_ok = raw.link.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains(char::is_whitespace) && !rest.starts_with('/')
+        });
+        if !link_ok {
+            self.fail(
+                format!("{path}.notice.link"),
+                format!("{:?} must be an https:// link to the full notice", raw.link),
+            );
+        }
+        Notice {
+            controller: raw.controller,
+            contact: raw.contact,
+            purpose: raw.purpose,
+            link: raw.link,
+            purposes,
+        }
+    }
+
+    /// `draw`: winners and scope; a global draw's excluded regions are the policy's own.
+    fn draw(&mut self, path: &str, raw: RawDraw) -> Option<Draw> {
+        if !(1..=MAX_WINNERS).contains(&raw.winners) {
+            self.fail(
+                format!("{path}.draw.winners"),
+                format!("{} is outside 1..={MAX_WINNERS}", raw.winners),
+            );
+        }
+        let scope = match raw.scope.as_str() {
+            "per_region" if raw.excluded_regions.is_empty() => DrawScope::PerRegion,
+            "per_region" => {
+                self.fail(
+                    format!("{path}.draw.excluded_regions"),
+                    "only a global draw excludes regions; a per-region draw keeps every region's entries in it",
+                );
+                return None;
+            }
+            "global" => DrawScope::Global {
+                excluded: raw.excluded_regions,
+            },
+            other => {
+                self.fail(
+                    format!("{path}.draw.scope"),
+                    format!("{other:?} must be \"per_region\" or \"global\""),
+                );
+                return None;
+            }
+        };
+        Some(Draw {
+            winners: raw.winners,
+            scope,
         })
+    }
+
+    /// `{locale: text}` for a translated name: known locales other than English, text values.
+    fn translations(&mut self, path: &str, raw: serde_json::Value) -> Vec<(&'static str, String)> {
+        use serde_json::Value;
+        let mut out = Vec::new();
+        let entries = match raw {
+            Value::Null => return out,
+            Value::Object(entries) => entries,
+            _ => {
+                self.fail(path, "must be an object of locale: text");
+                return out;
+            }
+        };
+        for (locale, text) in entries {
+            match (LOCALES[1..].iter().find(|l| **l == locale), text) {
+                (Some(known), Value::String(text)) => out.push((*known, text)),
+                (Some(_), _) => self.fail(format!("{path}.{locale}"), "must be text"),
+                (None, _) => self.fail(
+                    format!("{path}.{locale}"),
+                    format!("unknown locale; one of {}", LOCALES[1..].join(", ")),
+                ),
+            }
+        }
+        out
     }
 
     /// Each name a required field of the campaign, once, of a type that can tell people apart.
@@ -1019,24 +1212,30 @@ impl Checker {
         }
     }
 
-    /// `texts`: `{locale: {"title", "intro", "labels": {field: label}}}`, each part optional.
+    /// `texts`: `{locale: {"title", "intro", "labels": {field: label}, "notice": {"purpose"}}}`,
+    /// each part optional; the notice's purposes come back apart.
+    #[allow(clippy::type_complexity)]
     fn texts(
         &mut self,
         path: &str,
         raw: serde_json::Value,
         field_names: &[String],
-    ) -> Vec<(&'static str, CampaignTexts)> {
+    ) -> (
+        Vec<(&'static str, CampaignTexts)>,
+        Vec<(&'static str, String)>,
+    ) {
         use serde_json::Value;
         let mut texts = Vec::new();
+        let mut purposes = Vec::new();
         let locales = match raw {
-            Value::Null => return texts,
+            Value::Null => return (texts, purposes),
             Value::Object(locales) => locales,
             _ => {
                 self.fail(
                     format!("{path}.texts"),
                     "must be an object of locale: texts",
                 );
-                return texts;
+                return (texts, purposes);
             }
         };
         for (locale, t) in locales {
@@ -1071,6 +1270,17 @@ impl Checker {
                             }
                         }
                     }
+                    ("notice", Value::Object(notice)) => {
+                        for (part, value) in notice {
+                            match (part.as_str(), value) {
+                                ("purpose", Value::String(text)) => purposes.push((*known, text)),
+                                _ => self.fail(
+                                    format!("{tpath}.notice.{part}"),
+                                    "the notice's translated part is its purpose, as text",
+                                ),
+                            }
+                        }
+                    }
                     ("title" | "intro", _) => self.fail(format!("{tpath}.{key}"), "must be text"),
                     ("labels", _) => self.fail(
                         format!("{tpath}.labels"),
@@ -1078,13 +1288,13 @@ impl Checker {
                     ),
                     _ => self.fail(
                         format!("{tpath}.{key}"),
-                        "unknown key: title, intro or labels",
+                        "unknown key: title, intro, labels or notice",
                     ),
                 }
             }
             texts.push((*known, one));
         }
-        texts
+        (texts, purposes)
     }
 
     fn field(&mut self, path: &str, f: RawField) -> Option<Field> {
@@ -1129,6 +1339,32 @@ impl Checker {
                 format!("{} fields cannot be required to be true", kind.name()),
             );
         }
+        let marketing_consent = match f.consent.as_deref() {
+            None => false,
+            Some("marketing") if kind != FieldKind::Bool => {
+                self.fail(
+                    format!("{path}.consent"),
+                    "a marketing consent is a bool field (a box to tick)",
+                );
+                false
+            }
+            Some("marketing") => {
+                if f.required || f.must_be_true {
+                    self.fail(
+                        format!("{path}.consent"),
+                        "a marketing consent can never be required: agreeing to be contacted must be freely given, so entering cannot depend on it (GDPR Art. 7(4)); remove \"required\" and \"must_be_true\"",
+                    );
+                }
+                true
+            }
+            Some(other) => {
+                self.fail(
+                    format!("{path}.consent"),
+                    format!("{other:?} is not a kind of consent; the one kind is \"marketing\""),
+                );
+                false
+            }
+        };
         if f.residency_signal && !spec.residency_signal {
             self.fail(
                 format!("{path}.residency_signal"),
@@ -1153,6 +1389,7 @@ impl Checker {
             max: f.max,
             must_be_true: f.must_be_true,
             residency_signal: f.residency_signal,
+            marketing_consent,
         })
     }
 }
@@ -1202,8 +1439,17 @@ mod tests {
         assert_eq!(policy.on_conflict, OnConflict::Refuse);
         let campaign = policy.campaign("spring-launch").unwrap();
         let names: Vec<_> = campaign.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["name", "email", "country", "consent"]);
+        assert_eq!(names, ["name", "email", "country", "consent", "marketing"]);
         assert!(campaign.field("consent").unwrap().must_be_true);
+        // Entering does not depend on agreeing to marketing.
+        let marketing = campaign.field("marketing").unwrap();
+        assert!(marketing.marketing_consent && !marketing.required && !marketing.must_be_true);
+        assert_eq!(campaign.retention_days, 90);
+        assert!(campaign.delete_after_ms() > campaign.ends_ms);
+        assert!(policy
+            .regions
+            .iter()
+            .all(|r| r.names.len() == LOCALES.len() - 1));
         assert_eq!(campaign.one_entry_per, ["email"]);
         assert_eq!(campaign.challenge, DEFAULT_CHALLENGE);
         for locale in &LOCALES[1..] {
@@ -1267,7 +1513,7 @@ mod tests {
             ("challenge good for a week", Box::new(|p| p["campaigns"][0]["challenge"]["valid_ms"] = 604_800_000u64.into()), "campaigns[0].challenge.valid_ms: 604800000 is outside 60000..=86400000 ms"),
             ("unknown locale", Box::new(|p| p["campaigns"][0]["texts"]["pt"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.pt: unknown locale; one of zh-CN, ru, it, de, fr"),
             ("English texts", Box::new(|p| p["campaigns"][0]["texts"]["en"] = serde_json::json!({"title": "x"})), "campaigns[0].texts.en: English is the campaign's own title, intro and labels"),
-            ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro or labels"),
+            ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro, labels or notice"),
             ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
@@ -1504,5 +1750,126 @@ mod tests {
         assert!(found[0].contains("unknown field `requird`"), "{found:?}");
         let error = Policy::parse("{\"regions\": [").unwrap_err();
         assert!(error.0[0].path.starts_with("line 1 column"), "{error}");
+    }
+
+    #[test]
+    fn a_marketing_consent_can_never_be_required() {
+        let refusal = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut json = shipped_json();
+            change(&mut json);
+            Policy::parse(&json.to_string())
+                .unwrap_err()
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        let required = refusal(&|p| p["campaigns"][0]["fields"][4]["required"] = true.into());
+        assert_eq!(required.len(), 1, "{required:?}");
+        assert!(
+            required[0].starts_with(
+                "campaigns[0].fields[4].consent: a marketing consent can never be required"
+            ) && required[0].contains("GDPR Art. 7(4)"),
+            "{required:?}"
+        );
+        let forced = refusal(&|p| p["campaigns"][0]["fields"][4]["must_be_true"] = true.into());
+        assert!(forced[0].contains("can never be required"), "{forced:?}");
+        let on_text = refusal(&|p| p["campaigns"][0]["fields"][0]["consent"] = "marketing".into());
+        assert_eq!(
+            on_text,
+            ["campaigns[0].fields[0].consent: a marketing consent is a bool field (a box to tick)"]
+        );
+    }
+
+    #[test]
+    fn notice_retention_and_draw_are_checked_by_entry() {
+        let refusals = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut json = shipped_json();
+            change(&mut json);
+            let issues = Policy::parse(&json.to_string()).unwrap_err().0;
+            issues.into_iter().map(|i| i.path).collect::<Vec<_>>()
+        };
+        let c = "campaigns[0]";
+        assert_eq!(
+            refusals(&|p| p["campaigns"][0]["notice"]["link"] = "http://x.example".into()),
+            [format!("{c}.notice.link")]
+        );
+        assert_eq!(
+            refusals(&|p| p["campaigns"][0]["notice"]["controller"] = " ".into()),
+            [format!("{c}.notice.controller")]
+        );
+        assert_eq!(
+            refusals(&|p| p["campaigns"][0]["retention"]["days_after_end"] = 0.into()),
+            [format!("{c}.retention.days_after_end")]
+        );
+        assert_eq!(
+            refusals(&|p| p["campaigns"][0]["ends"] = "next summer".into()),
+            [format!("{c}.ends")]
+        );
+        assert_eq!(
+            refusals(&|p| {
+                p["campaigns"][0]["draw"] = serde_json::json!({"winners": 3, "scope": "global", "excluded_regions": ["mars"]})
+            }),
+            [format!("{c}.draw.excluded_regions[0]")]
+        );
+        assert_eq!(
+            refusals(&|p| p["campaigns"][0]["draw"]["scope"] = "everywhere".into()),
+            [format!("{c}.draw.scope")]
+        );
+        assert_eq!(
+            refusals(&|p| p["regions"][0]["names"]["xx"] = "?".into()),
+            ["regions[0].names.xx"]
+        );
+    }
+
+    #[test]
+    fn a_notice_version_changes_with_what_its_locale_shows_and_only_with_that() {
+        let versions = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut json = shipped_json();
+            change(&mut json);
+            let policy = Policy::parse(&json.to_string()).unwrap();
+            policy.campaigns[0].notice_versions.clone()
+        };
+        let shipped = versions(&|_| {});
+        assert_eq!(shipped.len(), LOCALES.len());
+        let distinct: std::collections::BTreeSet<_> = shipped.iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            distinct.len(),
+            LOCALES.len(),
+            "each locale shows other texts"
+        );
+        assert!(shipped.iter().all(|(_, v)| v.len() == 32));
+        fn changed(
+            a: &[(&'static str, String)],
+            b: &[(&'static str, String)],
+        ) -> Vec<&'static str> {
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.1 != y.1)
+                .map(|(x, _)| x.0)
+                .collect()
+        }
+        // The German purpose changes the German version only.
+        let german =
+            versions(&|p| p["campaigns"][0]["texts"]["de"]["notice"]["purpose"] = "Anders.".into());
+        assert_eq!(changed(&shipped, &german), ["de"]);
+        // The controller, retention and the English consent label are shown in every locale
+        // (English where a locale does not translate a label).
+        let controller =
+            versions(&|p| p["campaigns"][0]["notice"]["controller"] = "Other Ltd".into());
+        assert_eq!(changed(&shipped, &controller).len(), LOCALES.len());
+        let kept = versions(&|p| p["campaigns"][0]["retention"]["days_after_end"] = 30.into());
+        assert_eq!(changed(&shipped, &kept).len(), LOCALES.len());
+        let consent_en = versions(&|p| p["campaigns"][0]["fields"][3]["label"] = "Rules ok".into());
+        assert_eq!(changed(&shipped, &consent_en), ["en"]);
+        // A text the notice does not show (the title) changes no version.
+        assert_eq!(
+            changed(
+                &shipped,
+                &versions(&|p| p["campaigns"][0]["title"] = "T".into())
+            )
+            .len(),
+            0
+        );
     }
 }

@@ -452,7 +452,7 @@ mod tests {
             .iter()
             .map(|f| f["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["name", "email", "country", "consent"]);
+        assert_eq!(names, ["name", "email", "country", "consent", "marketing"]);
         let token = description["challenge"]["token"].as_str().unwrap();
         assert!(token.starts_with(&format!(
             "spring-launch.{}.",
