@@ -423,6 +423,12 @@ fn body_meaning(campaign: &Campaign, key: &str) -> Result<String, String> {
     }
     Ok(match key {
         "campaign" => "the campaign's id",
+        "notice.locale" => "the language the visitor was shown the notice and the consent boxes in",
+        "notice.version" => {
+            "the version of the notice the visitor was shown (a digest of the notice, the \
+             retention rule and the consent labels in that language): which texts the visitor \
+             agreed to, for the controller's record of consent"
+        }
         "received_at_ms" => "when the edge received the entry (milliseconds since 1970, UTC)",
         "region" => "the region the entry was placed in",
         "request_id" => {
@@ -432,7 +438,8 @@ fn body_meaning(campaign: &Campaign, key: &str) -> Result<String, String> {
             "which signal placed the entry: `platform`, `declared_law` (the platform's country is \
              in the rest of the world, the declared one's region has a law), `declared_stricter` \
              (under the `stricter` rule) or `policy_fallback` (the policy routed an unknown, Tor \
-             or missing country)"
+             or missing country); either `declared_*` means the visitor confirmed storage in \
+             that region"
         }
         "signals.declared_country" => "the country the visitor declared, or null",
         "signals.platform_country" => {
@@ -857,6 +864,7 @@ fn sample_forward(
         "https://campaign.example/api/campaigns/{}/submissions",
         campaign.id
     );
+    let notice = campaign.notice_header(harbour_policy::LOCALES[0]);
     let facts = Facts {
         method: "POST",
         url: &url,
@@ -867,6 +875,7 @@ fn sample_forward(
         idempotency_key: Some(key),
         challenge: Some(&work),
         origin: None,
+        notice: Some(&notice),
         now_ms,
     };
     match pipeline.request_answered(&facts, LocationResult::Admitted) {

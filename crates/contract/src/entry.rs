@@ -1,9 +1,13 @@
 //! The forwarded entry: the body of a forward, written by the edge and read by the origin.
 //!
 //! ```text
-//! {"campaign":..,"fields":{..},"received_at_ms":..,"region":..,"request_id":..,
-//!  "signals":{"basis":..,"declared_country":..|null,"platform_country":..}}
+//! {"campaign":..,"fields":{..},"notice":{"locale":..,"version":..}|null,"received_at_ms":..,
+//!  "region":..,"request_id":..,"signals":{"basis":..,"declared_country":..|null,"platform_country":..}}
 //! ```
+//!
+//! `notice` is the record of consent: the version of the campaign's notice (its texts and consent
+//! labels) the visitor was shown, and in which language; the edge takes an entry only under the
+//! current version.
 //!
 //! `fields` is the cleaned submission as a canonical JSON object (keys sorted), so the same
 //! content is the same text; both country signals travel so a store keeps what placed the entry.
@@ -26,12 +30,20 @@ pub struct Signals<'a> {
     pub platform_country: &'a str,
 }
 
+/// Which notice the visitor was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoticeRecord<'a> {
+    pub locale: &'a str,
+    pub version: &'a str,
+}
+
 /// A forward's body, as the edge writes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryBody<'a> {
     pub campaign: &'a str,
     /// The cleaned fields as a canonical JSON object.
     pub fields_json: &'a str,
+    pub notice: Option<NoticeRecord<'a>>,
     pub received_at_ms: u64,
     pub region: &'a str,
     pub request_id: &'a str,
@@ -47,6 +59,17 @@ impl EntryBody<'_> {
         push_quoted(&mut out, self.campaign);
         out.push_str(",\"fields\":");
         out.push_str(self.fields_json);
+        out.push_str(",\"notice\":");
+        match self.notice {
+            Some(notice) => {
+                out.push_str("{\"locale\":");
+                push_quoted(&mut out, notice.locale);
+                out.push_str(",\"version\":");
+                push_quoted(&mut out, notice.version);
+                out.push('}');
+            }
+            None => out.push_str("null"),
+        }
         out.push_str(",\"received_at_ms\":");
         push_u64(&mut out, self.received_at_ms);
         out.push_str(",\"region\":");
@@ -77,6 +100,8 @@ pub struct ReceivedEntry {
     pub fields: Value,
     pub platform_country: String,
     pub declared_country: Option<String>,
+    /// The notice the visitor was shown: `(locale, version)`.
+    pub notice: Option<(String, String)>,
     /// The whole body, as stored.
     pub payload: Value,
 }
@@ -97,12 +122,16 @@ impl ReceivedEntry {
             .ok_or(Code::MissingFields)?;
         let signals = payload.get("signals");
         let signal = |name: &str| text(signals.and_then(|s| s.get(name)));
+        let notice = payload.get("notice");
+        let notice = text(notice.and_then(|n| n.get("locale")))
+            .zip(text(notice.and_then(|n| n.get("version"))));
         Ok(ReceivedEntry {
             campaign,
             region: text(payload.get("region")),
             fields,
             platform_country: signal("platform_country").unwrap_or_default(),
             declared_country: signal("declared_country"),
+            notice,
             payload,
         })
     }
@@ -118,6 +147,10 @@ mod tests {
         let body = EntryBody {
             campaign: "c\"1",
             fields_json: r#"{"email":"ada@example.org","name":"Zoë"}"#,
+            notice: Some(NoticeRecord {
+                locale: "de",
+                version: "0f1e",
+            }),
             received_at_ms: 7,
             region: "cn",
             request_id: "r1",
@@ -133,7 +166,8 @@ mod tests {
             parsed,
             json!({"campaign": "c\"1", "region": "cn", "request_id": "r1", "received_at_ms": 7,
                    "signals": {"platform_country": "IT", "declared_country": "CN", "basis": "declared_stricter"},
-                   "fields": {"email": "ada@example.org", "name": "Zoë"}})
+                   "fields": {"email": "ada@example.org", "name": "Zoë"},
+                   "notice": {"locale": "de", "version": "0f1e"}})
         );
         // Keys in sorted order: the text serde_json's map would give.
         assert_eq!(body, parsed.to_string());
@@ -148,6 +182,7 @@ mod tests {
             ),
             ("IT", Some("CN"))
         );
+        assert_eq!(read.notice, Some(("de".to_owned(), "0f1e".to_owned())));
     }
 
     #[test]

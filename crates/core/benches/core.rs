@@ -34,6 +34,7 @@ fn config() -> Config {
 }
 
 fn phases(c: &mut Criterion) {
+    let notice = Policy::shipped().unwrap().campaigns[0].notice_header("en");
     let config = config();
     let campaign = config.policy.campaign("spring-launch").unwrap().clone();
     // At the shipped difficulty: the check costs the same whatever the work was.
@@ -104,6 +105,7 @@ fn phases(c: &mut Criterion) {
                     idempotency_key: Some(KEY),
                     challenge: Some(&solution),
                     origin: None,
+                    notice: Some(&notice),
                     now_ms: 1_764_000_000_000 + u64::from(n),
                 };
                 match pipeline.request_answered(&facts, LocationResult::Admitted) {
@@ -125,6 +127,7 @@ fn phases(c: &mut Criterion) {
         idempotency_key: Some(KEY),
         challenge: Some(&solution),
         origin: None,
+        notice: Some(&notice),
         now_ms: 1_764_000_000_000,
     };
     let Verdict::Forward { ticket, .. } =
@@ -153,6 +156,7 @@ fn phases(c: &mut Criterion) {
         idempotency_key: Some(KEY),
         challenge: Some(&solution),
         origin: None,
+        notice: Some(&notice),
         now_ms: 1_764_000_000_000,
     };
     c.bench_function(

@@ -255,9 +255,9 @@ impl Pipeline {
         let payload = request_check(&config.policy, facts)?;
         let (key, now_ms) = (facts.idempotency_key, facts.now_ms);
         challenge(config, campaign, facts.challenge, key, now_ms)?;
-        let submission = validate(campaign, payload)?;
-        let declared = submission.declared_country();
-        let residency = classify(&config.policy, campaign, facts.country, declared)?;
+        let submission = validate(campaign, payload, facts.notice)?;
+        let (declared, confirmed) = (submission.declared_country(), submission.confirmed_region());
+        let residency = classify(&config.policy, campaign, facts.country, declared, confirmed)?;
         ctx.region = Some(residency.region);
         shed(&self.breakers, residency.region, now_ms, || {
             Entry::new(&campaign.id, &submission, key).key
@@ -352,7 +352,8 @@ impl Pipeline {
         screen(submission, decoy)?;
         // Some origin is available (asked just above, in this same call): the first of them.
         let origin = self.breakers.pick(region, 0, now_ms).unwrap_or(0);
-        plan(config, ctx, residency, origin, &entry.fields_json)
+        let shown = (entry.fields_json.as_str(), submission.notice());
+        plan(config, ctx, residency, origin, shown)
     }
 
     /// `request`, with the binding answering `answer` at once: for tests and tools without one.
@@ -553,6 +554,7 @@ mod tests {
             idempotency_key: Some(KEY),
             challenge: Some(solved(&local_config(), KEY, 1_764_000_000_000)),
             origin: None,
+            notice: Some(crate::phase::validate::shipped_notice()),
             now_ms: 1_764_000_000_000,
         }
     }

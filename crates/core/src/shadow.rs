@@ -103,9 +103,9 @@ pub fn evaluate<'p>(candidate: &'p Policy, campaign_id: &str, facts: &Facts) -> 
     };
     let placed = (|| {
         let payload = request_check(candidate, facts)?;
-        let submission = validate(campaign, payload)?;
-        let declared = submission.declared_country();
-        classify(candidate, campaign, facts.country, declared)
+        let submission = validate(campaign, payload, facts.notice)?;
+        let (declared, confirmed) = (submission.declared_country(), submission.confirmed_region());
+        classify(candidate, campaign, facts.country, declared, confirmed)
     })();
     match placed {
         ControlFlow::Continue(residency) => {
@@ -135,8 +135,15 @@ mod tests {
             idempotency_key: None,
             challenge: None,
             origin: None,
+            notice: Some(crate::phase::validate::shipped_notice()),
             now_ms: 1,
         }
+    }
+
+    fn confirmed(country: &str, region: &str) -> String {
+        format!(
+            r#"{{"name":"Ada","email":"ada@example.org","country":"{country}","consent":true,"confirm_region":"{region}"}}"#
+        )
     }
 
     fn entry(country: &str) -> String {
@@ -163,7 +170,12 @@ mod tests {
         let placed = |region: &str| (Some(region.to_owned()), PLACED);
         let refused = |name| (None::<String>, name);
         assert_eq!(seen(view("IT", &entry("IT"))), placed("eu"));
-        assert_eq!(seen(view("US", &entry("CN"))), placed("cn"));
+        // Connecting from the rest of the world, declaring China: stored there once confirmed.
+        assert_eq!(
+            seen(view("US", &entry("CN"))),
+            refused("storage_unconfirmed")
+        );
+        assert_eq!(seen(view("US", &confirmed("CN", "cn"))), placed("cn"));
         assert_eq!(
             seen(view("IT", &entry("CN"))),
             refused("residency_conflict")
@@ -191,7 +203,11 @@ mod tests {
         let it = evaluate(&moved, "spring-launch", &facts("IT", &entry("IT")));
         assert_eq!(it.region, Some("ru"));
         let stricter = candidate(|p| p["on_conflict"] = "stricter".into());
-        let conflict = evaluate(&stricter, "spring-launch", &facts("IT", &entry("CN")));
+        let conflict = evaluate(
+            &stricter,
+            "spring-launch",
+            &facts("IT", &confirmed("CN", "cn")),
+        );
         assert_eq!(conflict.region, Some("cn"));
     }
 

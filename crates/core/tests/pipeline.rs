@@ -67,8 +67,16 @@ fn facts<'a>(
         idempotency_key: Some(key),
         challenge: Some(solution),
         origin: None,
+        notice: Some(notice()),
         now_ms: NOW,
     }
+}
+
+/// The `Harbour-Notice` a page showing the campaign's English notice sends.
+fn notice() -> &'static str {
+    static HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEADER
+        .get_or_init(|| harbour_policy::Policy::shipped().unwrap().campaigns[0].notice_header("en"))
 }
 
 fn reply(step: Verdict) -> Reply {
@@ -694,7 +702,12 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
         ("IT", entry("IT"), "192.0.2.10"),
         ("IT", entry("FR"), "192.0.2.11"),
         ("DE", entry("DE"), "192.0.2.12"),
-        ("US", entry("IT"), "192.0.2.13"),
+        // The visitor confirmed storage in the EU, where declaring Italy puts the entry.
+        (
+            "US",
+            entry("IT").replace('}', r#","confirm_region":"eu"}"#),
+            "192.0.2.13",
+        ),
         ("IT", entry("CN"), "192.0.2.14"),
         ("IT", "{}".to_owned(), "192.0.2.15"),
     ];
@@ -746,15 +759,17 @@ fn a_shadow_candidate_is_counted_and_changes_no_reply_or_forward() {
             "campaign": "spring-launch",
             "evaluated": 12,
             "region_changes": [
-                // IT declaring IT, the busy client's six (one of them limited: limits are
-                // outside the comparison, so it counts as placed), and US declaring IT (the
-                // declared country's law wins, now RU's).
-                {"live": "eu", "candidate": "ru", "count": 8},
-                // IT declaring FR: RU and the EU both have a law, so the candidate refuses.
-                {"live": "eu", "candidate": null, "count": 1}
+                // IT declaring IT and the busy client's six (one of them limited: limits are
+                // outside the comparison, so it counts as placed).
+                {"live": "eu", "candidate": "ru", "count": 7},
+                // IT declaring FR: RU and the EU both have a law, so the candidate refuses; US
+                // declaring IT: the visitor confirmed the EU, and the candidate would store the
+                // entry in RU, so it asks again.
+                {"live": "eu", "candidate": null, "count": 2}
             ],
             "outcome_changes": [
-                {"live": "placed", "candidate": "residency_conflict", "count": 1}
+                {"live": "placed", "candidate": "residency_conflict", "count": 1},
+                {"live": "placed", "candidate": "storage_unconfirmed", "count": 1}
             ]
         }])
     );

@@ -87,7 +87,7 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
                 .map(|(c, _)| (*c, all[*c].as_str_static()))
                 .collect();
             codes.sort();
-            json!({"id": format!("r{r}"), "strictness": strictness, "countries": codes.iter().map(|(_, c)| *c).collect::<Vec<_>>()})
+            json!({"id": format!("r{r}"), "name": format!("Region {r}"), "strictness": strictness, "countries": codes.iter().map(|(_, c)| *c).collect::<Vec<_>>()})
         })
         .collect();
     let action = |a: Option<usize>| a.map_or("refuse".to_owned(), |r| format!("region:r{r}"));
@@ -100,6 +100,8 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
         "campaigns": [{
             "id": "c", "title": "c",
             "challenge": {"difficulty_bits": 1, "valid_ms": 600000},
+            "ends": "2030-01-01T00:00:00Z", "retention": {"days_after_end": 30},
+            "notice": {"controller": "C", "contact": "c@example.org", "purpose": "P", "link": "https://example.org/n"},
             "limits": {"per_client": {"burst": 1000000, "window_ms": 60000}, "campaign": {"burst": 1000000, "window_ms": 1000}},
             "fields": [
                 {"name": "email", "label": "Email", "type": "email", "required": true},
@@ -160,12 +162,15 @@ fn region_of(spec: &Spec, country: usize) -> usize {
         .unwrap_or(spec.rest_of_world)
 }
 
-/// The rule as the policy documents it, written apart from `residency::place`.
+/// The rule as the policy documents it, written apart from `residency::place`: a declared
+/// country that moves the entry out of the platform's region does so only when the visitor
+/// confirmed that region (`confirmed`), and is refused on its field (422) otherwise.
 fn expected_region(
     spec: &Spec,
     rule: OnConflict,
     platform: &str,
     declared: Option<usize>,
+    confirmed: bool,
 ) -> Expected {
     let Some(p) = platform_region(spec, platform) else {
         return Expected::Refused(403);
@@ -174,15 +179,19 @@ fn expected_region(
         return Expected::Region(p);
     };
     let row = spec.rest_of_world;
-    Expected::Region(match rule {
-        _ if d == p => p,
-        OnConflict::Platform => p,
-        OnConflict::Stricter if spec.strictness[d] > spec.strictness[p] => d,
-        OnConflict::Stricter => p,
-        OnConflict::Refuse if p == row => d,
-        OnConflict::Refuse if d == row => p,
+    let moved = match rule {
+        _ if d == p => false,
+        OnConflict::Platform => false,
+        OnConflict::Stricter => spec.strictness[d] > spec.strictness[p],
+        OnConflict::Refuse if p == row => true,
+        OnConflict::Refuse if d == row => false,
         OnConflict::Refuse => return Expected::Refused(422),
-    })
+    };
+    match (moved, confirmed) {
+        (false, _) => Expected::Region(p),
+        (true, true) => Expected::Region(d),
+        (true, false) => Expected::Refused(422),
+    }
 }
 
 fn region_of_url(url: &str) -> usize {
@@ -204,7 +213,8 @@ fn platform_value() -> impl Strategy<Value = String> {
 
 /// One request: platform country, declared country, ms since the previous request, and how
 /// each origin attempt is answered.
-type Request = (String, Option<usize>, u64, Vec<Answer>);
+/// Whether the visitor confirmed storage in the declared country's region.
+type Request = (String, Option<usize>, bool, u64, Vec<Answer>);
 
 /// Runs `requests` through a pipeline over `spec` under `rule` and checks every verdict and
 /// every failover against the oracle and the breaker model.
@@ -233,9 +243,15 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             .collect(),
     );
     let mut now = 1_000_000u64;
-    for (i, (platform, declared, gap, answers)) in requests.into_iter().enumerate() {
+    let notice = config.policy.campaigns[0].notice_header("en");
+    for (i, (platform, declared, confirm, gap, answers)) in requests.into_iter().enumerate() {
         now += gap;
         let body = match declared {
+            Some(c) if confirm => format!(
+                r#"{{"email":"v{i}@example.org","country":"{}","confirm_region":"r{}"}}"#,
+                countries()[c],
+                region_of(spec, c)
+            ),
             Some(c) => format!(
                 r#"{{"email":"v{i}@example.org","country":"{}"}}"#,
                 countries()[c]
@@ -252,9 +268,10 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             idempotency_key: Some(key),
             challenge: Some(&solution),
             origin: None,
+            notice: Some(&notice),
             now_ms: now,
         };
-        let expected = expected_region(spec, rule, &platform, declared);
+        let expected = expected_region(spec, rule, &platform, declared, confirm);
         match pipeline.request_answered(&facts, LocationResult::Admitted) {
             Verdict::Forward { plan, ticket } => {
                 let Expected::Region(region) = expected else {
@@ -382,6 +399,7 @@ fn requests() -> impl Strategy<Value = Vec<Request>> {
         (
             platform_value(),
             proptest::option::of(0usize..COUNTRIES),
+            any::<bool>(),
             0u64..1_500,
             proptest::collection::vec(answer(), 4),
         ),

@@ -102,8 +102,8 @@ fn policy(out: &mut String, p: &Policy) {
     }
     let _ = write!(
         out,
-        "}}, OnConflict::{:?}, {}, vec![",
-        p.on_conflict, p.max_body_bytes
+        "}}, OnConflict::{:?}, DeclaredMove::{:?}, {}, vec![",
+        p.on_conflict, p.declared_move, p.max_body_bytes
     );
     for campaign in &p.campaigns {
         self::campaign(out, campaign);

@@ -250,6 +250,10 @@ impl FieldKind {
     }
 }
 
+/// Body members that are not fields: the region the visitor confirmed their entry may be stored
+/// in (`confirm_region`). No field may take these names.
+pub const RESERVED_MEMBERS: [&str; 1] = ["confirm_region"];
+
 /// A field of a campaign's form, as the policy defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field {

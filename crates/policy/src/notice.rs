@@ -85,6 +85,12 @@ impl Campaign {
             .map_or("", |(_, v)| v.as_str())
     }
 
+    /// What a page sends as `Harbour-Notice` for the notice it shows in `locale`:
+    /// `{locale}.{version}`.
+    pub fn notice_header(&self, locale: &str) -> String {
+        format!("{locale}.{}", self.notice_version(locale))
+    }
+
     /// The label of field `name` in `locale`, English where the policy does not translate it.
     pub fn label(&self, name: &str, locale: &str) -> Option<&str> {
         let translated = self

@@ -12,7 +12,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use serde::Deserialize;
 
 use crate::country::Country;
-use crate::field::{Field, FieldKind, Options};
+use crate::field::{Field, FieldKind, Options, RESERVED_MEMBERS};
 use crate::notice::{notice_versions, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
@@ -77,6 +77,28 @@ pub enum OnConflict {
     Platform,
     /// The stricter region (higher rank) wins.
     Stricter,
+}
+
+/// What happens when the declared country would store an entry in another region than the
+/// platform's country places the visitor in (the conflict rule let the declared one win): a
+/// choice in a dropdown must not move a visitor's data into another jurisdiction unknowingly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeclaredMove {
+    /// The page says where the entry will be stored and asks the visitor to confirm; the edge
+    /// takes the declared region only with that confirmation (`confirm_region`).
+    #[default]
+    Confirm,
+    /// The platform's region keeps it; the declared country is only recorded.
+    Platform,
+}
+
+impl DeclaredMove {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclaredMove::Confirm => "confirm",
+            DeclaredMove::Platform => "platform",
+        }
+    }
 }
 
 impl OnConflict {
@@ -280,6 +302,7 @@ pub struct Policy {
     /// Policy-wide, not per campaign: which law a visitor's data falls under is a matter of the
     /// regions, and one campaign must not be able to export what the others refuse to.
     pub on_conflict: OnConflict,
+    pub declared_move: DeclaredMove,
     pub max_body_bytes: u32,
     pub campaigns: Vec<Campaign>,
     by_country: HashMap<Country, RegionIndex>,
@@ -327,6 +350,7 @@ impl Policy {
         rest_of_world: RegionIndex,
         signals: SignalPolicy,
         on_conflict: OnConflict,
+        declared_move: DeclaredMove,
         max_body_bytes: u32,
         campaigns: Vec<Campaign>,
     ) -> Policy {
@@ -340,6 +364,7 @@ impl Policy {
             rest_of_world,
             signals,
             on_conflict,
+            declared_move,
             max_body_bytes,
             campaigns,
             by_country,
@@ -447,6 +472,7 @@ struct RawPolicy {
     rest_of_world: String,
     signals: RawSignals,
     on_conflict: Option<String>,
+    declared_move: Option<String>,
     max_body_bytes: u32,
     campaigns: Vec<RawCampaign>,
 }
@@ -929,6 +955,17 @@ impl Checker {
             return None;
         };
         let on_conflict = on_conflict?;
+        let declared_move = match raw.declared_move.as_deref() {
+            None | Some("confirm") => DeclaredMove::Confirm,
+            Some("platform") => DeclaredMove::Platform,
+            Some(other) => {
+                self.fail(
+                    "declared_move",
+                    format!("{other:?} must be \"confirm\" or \"platform\""),
+                );
+                return None;
+            }
+        };
         Some(Policy {
             regions,
             rest_of_world: rest_of_world?,
@@ -938,6 +975,7 @@ impl Checker {
                 missing,
             },
             on_conflict,
+            declared_move,
             max_body_bytes: raw.max_body_bytes,
             campaigns,
             by_country,
@@ -1302,6 +1340,16 @@ impl Checker {
             self.fail(
                 format!("{path}.name"),
                 format!("field name {:?} must be 1-64 of a-z 0-9 - _", f.name),
+            );
+        }
+        if RESERVED_MEMBERS.contains(&f.name.as_str()) {
+            self.fail(
+                format!("{path}.name"),
+                format!(
+                    "{:?} is a member every submission carries for itself ({}); name the field otherwise",
+                    f.name,
+                    RESERVED_MEMBERS.join(", ")
+                ),
             );
         }
         let kind = match FieldKind::parse(&f.kind) {

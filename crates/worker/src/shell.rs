@@ -207,9 +207,9 @@ pub fn expected_variables() -> String {
 /// `conclude`).
 #[wasm_bindgen]
 pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String {
-    // One string for the request's eight text facts: each string argument is a copy into wasm
-    // memory with an allocation of its own, so one costs less than eight.
-    let [method, url, content_type, country, client_ip, idempotency_key, challenge, origin] =
+    // One string for the request's text facts: each string argument is a copy into wasm memory
+    // with an allocation of its own, so one costs less than nine.
+    let [method, url, content_type, country, client_ip, idempotency_key, challenge, origin, notice] =
         request_facts(request);
     let method = method.unwrap_or_default();
     let url = url.unwrap_or_default();
@@ -231,6 +231,7 @@ pub fn decide(request: &str, body_state: u8, body: &[u8], now_ms: f64) -> String
         idempotency_key,
         challenge,
         origin,
+        notice,
         now_ms,
     };
     with_shell(now_ms, |shell| {

@@ -33,7 +33,8 @@ function requestFacts(request, headers) {
     (headers.get("cf-connecting-ip") ?? ABSENT) + "\n" +
     (headers.get("idempotency-key") ?? ABSENT) + "\n" +
     (headers.get("harbour-challenge") ?? ABSENT) + "\n" +
-    (headers.get("origin") ?? ABSENT)
+    (headers.get("origin") ?? ABSENT) + "\n" +
+    (headers.get("harbour-notice") ?? ABSENT)
   );
 }
 // Each answer's fields, in the order the shell writes them.

@@ -26,7 +26,7 @@ pub const ABSENT: &str = "\0";
 
 /// The request's text facts, in order: each one's name and the JS expression `shim.js` reads it
 /// with (`request`, and `headers` for `request.headers`).
-pub const REQUEST_FACTS: [(&str, &str); 8] = [
+pub const REQUEST_FACTS: [(&str, &str); 9] = [
     ("method", "request.method"),
     ("url", "request.url"),
     ("content_type", "headers.get(\"content-type\")"),
@@ -35,6 +35,7 @@ pub const REQUEST_FACTS: [(&str, &str); 8] = [
     ("idempotency_key", "headers.get(\"idempotency-key\")"),
     ("challenge", "headers.get(\"harbour-challenge\")"),
     ("origin", "headers.get(\"origin\")"),
+    ("notice", "headers.get(\"harbour-notice\")"),
 ];
 
 /// The numbers the shim passes for a body's state (`decide`) and a binding's answer
@@ -126,7 +127,7 @@ pub const DECISIONS: [DecisionKind; 4] = [
 
 /// `decide`'s `request` argument from its facts, in [`REQUEST_FACTS`] order (as `shim.js`
 /// builds it; for tests and tools).
-pub fn request_line(facts: [Option<&str>; 8]) -> String {
+pub fn request_line(facts: [Option<&str>; 9]) -> String {
     let mut line = String::with_capacity(256);
     for (i, fact) in facts.iter().enumerate() {
         if i > 0 {
@@ -137,9 +138,9 @@ pub fn request_line(facts: [Option<&str>; 8]) -> String {
     line
 }
 
-/// The eight facts of a request line; missing trailing ones are absent.
-pub fn request_facts(line: &str) -> [Option<&str>; 8] {
-    let mut facts = [None; 8];
+/// The facts of a request line; missing trailing ones are absent.
+pub fn request_facts(line: &str) -> [Option<&str>; 9] {
+    let mut facts = [None; 9];
     for (slot, value) in facts.iter_mut().zip(line.split(FACT_SEPARATOR)) {
         *slot = (value != ABSENT).then_some(value);
     }
@@ -343,10 +344,11 @@ mod tests {
             None,
             Some("token.1f"),
             None,
+            Some("en.0a"),
         ];
         assert_eq!(request_facts(&request_line(facts)), facts);
         // A line cut short leaves the missing facts absent.
-        let mut short = [None; 8];
+        let mut short = [None; 9];
         (short[0], short[1]) = (Some("GET"), Some("https://x.example/"));
         assert_eq!(request_facts("GET\nhttps://x.example/"), short);
     }

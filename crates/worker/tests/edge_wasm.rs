@@ -24,8 +24,8 @@ use wasm_bindgen_test::wasm_bindgen_test;
 const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 const VALID: &[u8] = br#"{"name":"Ada","email":"ada@example.org","country":"IT","consent":true}"#;
 
-/// `harbour_worker::shell::decide` with the request's text facts as separate values, joined as the shim
-/// joins them.
+/// `harbour_worker::shell::decide` with the request's text facts as separate values, joined as
+/// the shim joins them.
 #[allow(clippy::too_many_arguments)]
 fn decide(
     method: &str,
@@ -40,6 +40,8 @@ fn decide(
     origin: Option<String>,
     now_ms: f64,
 ) -> String {
+    // The notice the campaign page shows in English, as it sends it.
+    let notice = Policy::shipped().unwrap().campaigns[0].notice_header("en");
     let line = request_line([
         Some(method),
         Some(url),
@@ -49,6 +51,7 @@ fn decide(
         idempotency_key.as_deref(),
         challenge.as_deref(),
         origin.as_deref(),
+        Some(&notice),
     ]);
     harbour_worker::shell::decide(&line, body_state, body, now_ms)
 }

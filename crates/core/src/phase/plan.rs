@@ -10,7 +10,7 @@
 //!   covers with the region, the path, the receipt time and the idempotency key; every attempt
 //!   sends the same signed request.
 
-use harbour_contract::entry::{EntryBody, Signals};
+use harbour_contract::entry::{EntryBody, NoticeRecord, Signals};
 use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, METHOD};
 use harbour_contract::signature::{sha256_hex, Signed};
 use harbour_policy::RegionIndex;
@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::outcome::Outcome;
 use crate::phase::residency::Residency;
+use crate::phase::validate::NoticeShown;
 use crate::reply::{retry_later, Answer, Flow, Phase};
 
 /// What to send, and to which origin first.
@@ -34,16 +35,17 @@ pub struct ForwardPlan {
 }
 
 /// The plan phase: the signed request for the region's origin at position `origin` (the primary
-/// unless its breaker is open). `ctx` has the region, the campaign and the entry's key;
-/// `fields_json` is the entry's canonical fields. A region without that origin (configuration
-/// forbids a region without any) is answered 503 rather than guessed at.
+/// unless its breaker is open). `ctx` has the region, the campaign and the entry's key; `entry`
+/// is the entry's canonical fields and the notice its visitor was shown. A region without that
+/// origin (configuration forbids a region without any) is answered 503 rather than guessed at.
 pub fn plan(
     config: &Config,
     ctx: &Context,
     residency: &Residency,
     origin: usize,
-    fields_json: &str,
+    entry: (&str, Option<&NoticeShown>),
 ) -> Flow<ForwardPlan> {
+    let (fields_json, notice) = entry;
     let region = residency.region;
     let campaign = ctx
         .campaign
@@ -66,6 +68,10 @@ pub fn plan(
     let body = EntryBody {
         campaign: &campaign.id,
         fields_json,
+        notice: notice.map(|n| NoticeRecord {
+            locale: n.locale,
+            version: &n.version,
+        }),
         received_at_ms: ctx.received_ms,
         region: region_id,
         request_id: &ctx.request_id,

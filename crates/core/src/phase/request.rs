@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::phase::challenge;
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
-use harbour_policy::{Campaign, CampaignIndex, Policy, LOCALES};
+use harbour_policy::{utc, Campaign, CampaignIndex, Policy, RegionIndex, LOCALES};
+
+use crate::phase::residency::{choices, PlatformCountry};
 
 /// The request as the platform delivered it; every field is as read, unchecked.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +34,9 @@ pub struct Facts<'a> {
     pub challenge: Option<&'a str>,
     /// The `Origin` request header (CORS).
     pub origin: Option<&'a str>,
+    /// The `Harbour-Notice` request header: the notice the visitor was shown,
+    /// `{locale}.{version}` (see `validate::notice_shown`).
+    pub notice: Option<&'a str>,
     pub now_ms: u64,
 }
 
@@ -125,7 +130,8 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
     }
     if let Endpoint::Form(_) = endpoint {
         let locale = query_param(facts.url, "lang").unwrap_or(LOCALES[0]);
-        let description = form_description(config, campaign, locale, facts.now_ms, salt);
+        let platform = PlatformCountry::read(facts.country);
+        let description = form_description(config, campaign, locale, platform, facts.now_ms, salt);
         // Not shared by caches: each carries a challenge of its own.
         return Flow::Break(Answer::new(Phase::Route, Reply::json(200, &description)));
     }
@@ -153,7 +159,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
                 ("access-control-allow-methods", "POST".into()),
                 (
                     "access-control-allow-headers",
-                    "content-type, idempotency-key, harbour-challenge".into(),
+                    "content-type, idempotency-key, harbour-challenge, harbour-notice".into(),
                 ),
                 ("access-control-max-age", "600".into()),
             ],
@@ -187,12 +193,15 @@ fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
 
 /// What the campaign page needs to draw the form, straight from the policy, so the form and the
 /// validator cannot disagree: the campaign's texts and field labels in `locale` (one of
-/// [`LOCALES`], English for anything else or for what the policy does not translate), and a
-/// challenge to solve.
+/// [`LOCALES`], English for anything else or for what the policy does not translate), its notice
+/// (with the version the entry sends back), where an entry is stored for each country the
+/// visitor may choose (worked out by the residency rule itself, for this visitor's `platform`
+/// country), and a challenge to solve.
 pub fn form_description(
     config: &Config,
     campaign: &Campaign,
     locale: &str,
+    platform: PlatformCountry,
     now_ms: u64,
     salt: u128,
 ) -> Value {
@@ -227,6 +236,7 @@ pub fn form_description(
         .and_then(|t| t.intro.as_ref())
         .or(campaign.intro.as_ref());
     let issued = challenge::issue(&config.form_key, campaign, now_ms, salt);
+    let notice = &campaign.notice;
     serde_json::json!({
         "id": campaign.id,
         "lang": locale,
@@ -235,11 +245,56 @@ pub fn form_description(
         "fields": fields,
         "honeypot": campaign.honeypot,
         "submit": format!("/api/campaigns/{}/submissions", campaign.id),
+        "notice": {
+            "controller": notice.controller,
+            "contact": notice.contact,
+            "purpose": notice.purpose(locale),
+            "link": notice.link,
+            "retention_days": campaign.retention_days,
+            "ends": utc::format_ms(campaign.ends_ms),
+            "version": campaign.notice_version(locale),
+        },
+        "storage": storage(&config.policy, locale, platform),
         "challenge": {
             "token": issued.token,
             "difficulty_bits": issued.difficulty_bits,
             "expires_in_ms": issued.valid_ms,
         },
+    })
+}
+
+/// Where an entry is stored for each country the visitor may declare: per region, its countries
+/// and what declaring one does (`{"region", "name", "confirm"}`, or `{"refused": code}`), and
+/// the region every country no region lists falls to.
+fn storage(policy: &Policy, locale: &str, platform: PlatformCountry) -> Value {
+    let name = |index: RegionIndex| {
+        let region = policy.region(index);
+        let translated = region.names.iter().find(|(l, _)| *l == locale);
+        translated.map_or(region.name.as_str(), |(_, n)| n.as_str())
+    };
+    let choices: Vec<Value> = choices(policy, platform)
+        .into_iter()
+        .filter_map(|(region, choice)| {
+            let countries: Vec<&str> = policy
+                .region(region)
+                .countries
+                .iter()
+                .map(|c| c.as_str_static())
+                .collect();
+            let outcome = match choice? {
+                Ok((stored, confirm)) => serde_json::json!({
+                    "region": policy.region(stored).id, "name": name(stored), "confirm": confirm,
+                }),
+                Err(refusal) => serde_json::json!({ "refused": refusal.code() }),
+            };
+            Some(serde_json::json!({
+                "region": policy.region(region).id, "countries": countries, "then": outcome,
+            }))
+        })
+        .collect();
+    serde_json::json!({
+        "choices": choices,
+        "rest_of_world": policy.region(policy.rest_of_world).id,
     })
 }
 
@@ -334,6 +389,7 @@ mod tests {
             idempotency_key: None,
             challenge: None,
             origin: None,
+            notice: Some(crate::phase::validate::shipped_notice()),
             now_ms: 1_764_000_000_000,
         }
     }
@@ -445,7 +501,14 @@ mod tests {
     fn the_form_description_draws_every_field_and_carries_a_challenge() {
         let config = local_config();
         let campaign = config.policy.campaign("spring-launch").unwrap();
-        let description = form_description(&config, campaign, "en", 5, 9);
+        let description = form_description(
+            &config,
+            campaign,
+            "en",
+            PlatformCountry::read(Some("IT")),
+            5,
+            9,
+        );
         let names: Vec<_> = description["fields"]
             .as_array()
             .unwrap()
@@ -467,7 +530,14 @@ mod tests {
             campaign.challenge.valid_ms
         );
         // Each description has a challenge of its own.
-        let other = form_description(&config, campaign, "en", 5, 10);
+        let other = form_description(
+            &config,
+            campaign,
+            "en",
+            PlatformCountry::read(Some("IT")),
+            5,
+            10,
+        );
         assert_ne!(
             other["challenge"]["token"],
             description["challenge"]["token"]
@@ -486,11 +556,25 @@ mod tests {
         );
         assert_eq!(query_param(&url("?lang=%3Cb%3E"), "lang"), None);
         assert_eq!(query_param(&url(""), "lang"), None);
-        let english = form_description(&config, campaign, "en", 5, 9);
+        let english = form_description(
+            &config,
+            campaign,
+            "en",
+            PlatformCountry::read(Some("IT")),
+            5,
+            9,
+        );
         assert_eq!(english["lang"], "en");
         assert_eq!(english["title"], campaign.title.as_str());
         for locale in &LOCALES[1..] {
-            let described = form_description(&config, campaign, locale, 5, 9);
+            let described = form_description(
+                &config,
+                campaign,
+                locale,
+                PlatformCountry::read(Some("IT")),
+                5,
+                9,
+            );
             assert_eq!(described["lang"], *locale);
             let texts = campaign
                 .texts(locale)
@@ -513,11 +597,25 @@ mod tests {
         }
         // Case-insensitive; an unknown locale is English; a missing label falls back.
         assert_eq!(
-            form_description(&config, campaign, "ZH-cn", 5, 9)["lang"],
+            form_description(
+                &config,
+                campaign,
+                "ZH-cn",
+                PlatformCountry::read(Some("IT")),
+                5,
+                9
+            )["lang"],
             "zh-CN"
         );
         assert_eq!(
-            form_description(&config, campaign, "pt", 5, 9)["lang"],
+            form_description(
+                &config,
+                campaign,
+                "pt",
+                PlatformCountry::read(Some("IT")),
+                5,
+                9
+            )["lang"],
             "en"
         );
         let mut partial = campaign.clone();
@@ -529,7 +627,14 @@ mod tests {
                 labels: vec![("email".into(), "E-Mail".into())],
             },
         )];
-        let german = form_description(&config, &partial, "de", 5, 9);
+        let german = form_description(
+            &config,
+            &partial,
+            "de",
+            PlatformCountry::read(Some("IT")),
+            5,
+            9,
+        );
         assert_eq!(german["title"], campaign.title.as_str());
         assert_eq!(german["fields"][1]["label"], "E-Mail");
         assert_eq!(

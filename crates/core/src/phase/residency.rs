@@ -15,6 +15,12 @@
 //! - `platform`: the platform's region; the declared country is only recorded.
 //! - `stricter`: the region with the higher strictness rank.
 //!
+//! When the rule lets the declared country win, the entry would be stored in another region than
+//! the one the visitor connects from: the policy's `declared_move` decides whether that takes the
+//! visitor's confirmation (`confirm`, the default: the page says where the entry will be stored,
+//! the visitor confirms, and the edge takes the declared region only with `confirm_region` naming
+//! it, 422 on the declared field otherwise) or keeps the platform's region (`platform`).
+//!
 //! Whatever the rule, a submission only ever goes to the region one of its two signals maps to.
 
 use crate::outcome::Outcome;
@@ -22,7 +28,7 @@ use crate::phase::validate::invalid_fields;
 use crate::reply::{problem, Answer, Flow, Phase};
 use harbour_policy::country::Country;
 use harbour_policy::field::error;
-use harbour_policy::{Campaign, OnConflict, Policy, RegionIndex, SignalAction};
+use harbour_policy::{Campaign, DeclaredMove, OnConflict, Policy, RegionIndex, SignalAction};
 
 /// What the platform said about the visitor's country.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +106,9 @@ pub enum Unplaceable {
     Missing,
     /// `refuse`: the two signals point to two regions with laws of their own.
     Conflict,
+    /// The declared country would move the entry to another region, and the visitor has not
+    /// confirmed storage there.
+    Unconfirmed,
 }
 
 impl Unplaceable {
@@ -109,6 +118,7 @@ impl Unplaceable {
             Unplaceable::Tor => "country_anonymised",
             Unplaceable::Missing => "country_missing",
             Unplaceable::Conflict => CONFLICT,
+            Unplaceable::Unconfirmed => UNCONFIRMED,
         }
     }
 }
@@ -116,29 +126,45 @@ impl Unplaceable {
 /// The field error code of a refused conflict, and the outcome logs count it under.
 pub const CONFLICT: &str = "residency_conflict";
 
+/// The field error code of a declared move the visitor has not confirmed.
+pub const UNCONFIRMED: &str = "storage_unconfirmed";
+
 /// What the visitor is told next to the declared field (the page has its own words for it).
 pub const CONFLICT_DETAIL: &str = "entries from where you are cannot be stored under the data-protection law of the country you chose; choose the country you are in";
 
 /// The classify phase: the submission's region from the platform's country and the declared
-/// one; 403 when the policy refuses to guess, 422 on the declared field for a refused conflict,
-/// shaped like every other field error.
+/// one; 403 when the policy refuses to guess, 422 on the declared field for a refused conflict or
+/// an unconfirmed move, shaped like every other field error. `confirmed` is the region id the
+/// visitor confirmed storage in, if any.
 pub fn classify(
     policy: &Policy,
     campaign: &Campaign,
     platform_country: Option<&str>,
     declared: Option<Country>,
+    confirmed: Option<&str>,
 ) -> Flow<Residency> {
-    let refusal = match place(policy, PlatformCountry::read(platform_country), declared) {
+    let placed =
+        place(policy, PlatformCountry::read(platform_country), declared).and_then(|residency| {
+            let region = &policy.region(residency.region).id;
+            if moved_by_declared(&residency) && confirmed != Some(region.as_str()) {
+                return Err(Unplaceable::Unconfirmed);
+            }
+            Ok(residency)
+        });
+    let refusal = match placed {
         Ok(residency) => return Flow::Continue(residency),
         Err(refusal) => refusal,
     };
+    // Only a declared country conflicts or moves, and only the signal field declares one.
+    let field = campaign.fields.iter().find(|f| f.residency_signal);
+    let name = field.map_or("country", |f| f.name.as_str());
     let reply = match refusal {
-        Unplaceable::Conflict => {
-            // Only a declared country conflicts, and only the signal field declares one.
-            let field = campaign.fields.iter().find(|f| f.residency_signal);
-            let name = field.map_or("country", |f| f.name.as_str());
-            invalid_fields(vec![error(name, CONFLICT, CONFLICT_DETAIL)])
-        }
+        Unplaceable::Conflict => invalid_fields(vec![error(name, CONFLICT, CONFLICT_DETAIL)]),
+        Unplaceable::Unconfirmed => invalid_fields(vec![error(
+            name,
+            UNCONFIRMED,
+            "entries for the country you chose are stored in another region than the one you are connecting from; confirm where your entry will be stored to go on",
+        )]),
         _ => problem(
             403,
             Outcome::Unplaceable(refusal),
@@ -148,6 +174,15 @@ pub fn classify(
         ),
     };
     Flow::Break(Answer::new(Phase::Classify, reply).counted_as(Outcome::Unplaceable(refusal)))
+}
+
+/// Whether the declared country moved the entry out of the platform's region (which, under
+/// `declared_move: confirm`, takes the visitor's confirmation).
+pub fn moved_by_declared(residency: &Residency) -> bool {
+    matches!(
+        residency.basis,
+        Basis::DeclaredStricter | Basis::DeclaredLaw
+    )
 }
 
 /// The region whose law a submission falls under, by the rules above.
@@ -197,11 +232,38 @@ pub fn place(
             _ => None,
         },
     };
+    // Under `declared_move: platform` a declared country never moves an entry.
+    let declared_wins = declared_wins.filter(|_| policy.declared_move == DeclaredMove::Confirm);
     if let Some(basis) = declared_wins {
         residency.region = declared_region;
         residency.basis = basis;
     }
     Ok(residency)
+}
+
+/// What declaring a country of each region would do, for a visitor the platform places as
+/// `platform` (the page shows it before the visitor sends): the region the entry would be stored
+/// in and whether the visitor must confirm it, or why it would be refused. `None` for a region
+/// with no country a visitor can declare. Worked out by `place` itself, with a country of that
+/// region standing for the region.
+pub fn choices(
+    policy: &Policy,
+    platform: PlatformCountry,
+) -> Vec<(
+    RegionIndex,
+    Option<Result<(RegionIndex, bool), Unplaceable>>,
+)> {
+    policy
+        .region_indices()
+        .map(|region| {
+            let country = Country::all().find(|c| policy.region_of(*c) == region);
+            let choice = country.map(|country| {
+                place(policy, platform, Some(country))
+                    .map(|residency| (residency.region, moved_by_declared(&residency)))
+            });
+            (region, choice)
+        })
+        .collect()
 }
 
 fn fallback(action: SignalAction, refusal: Unplaceable) -> Result<RegionIndex, Unplaceable> {
@@ -369,24 +431,76 @@ mod tests {
     fn the_phase_answers_403_with_the_refusal_code() {
         let p = policy();
         let campaign = &p.campaigns[0];
-        let Flow::Break(answer) = classify(&p, campaign, Some("T1"), None) else {
+        let Flow::Break(answer) = classify(&p, campaign, Some("T1"), None, None) else {
             panic!("a Tor visitor was placed")
         };
         assert_eq!(
             (answer.phase, answer.reply.status, answer.outcome.name()),
             (Phase::Classify, 403, "country_anonymised")
         );
-        let Flow::Continue(r) = classify(&p, campaign, Some("US"), Country::parse("DE")) else {
-            panic!("a US visitor was refused")
+        let de = Country::parse("DE");
+        let Flow::Continue(r) = classify(&p, campaign, Some("US"), de, Some("eu")) else {
+            panic!("a US visitor who confirmed the EU was refused")
         };
         assert_eq!(p.region(r.region).id, "eu");
+    }
+
+    #[test]
+    fn a_declared_country_moves_an_entry_only_with_the_visitors_confirmation() {
+        let p = policy();
+        let campaign = &p.campaigns[0];
+        let de = Country::parse("DE");
+        // Connecting from the US, declaring Germany: stored in the EU only once confirmed.
+        for confirmed in [None, Some("global"), Some("cn")] {
+            let Flow::Break(answer) = classify(&p, campaign, Some("US"), de, confirmed) else {
+                panic!("moved to the EU without confirming it ({confirmed:?})")
+            };
+            assert_eq!(answer.reply.status, 422);
+            assert_eq!(answer.outcome.name(), UNCONFIRMED);
+            let body: serde_json::Value = serde_json::from_str(&answer.reply.body).unwrap();
+            assert_eq!(body["errors"][0]["field"], "country");
+            assert_eq!(body["errors"][0]["code"], UNCONFIRMED);
+        }
+        // Nothing to confirm when the declared country stays in the connection's region.
+        let Flow::Continue(r) = classify(&p, campaign, Some("IT"), de, None) else {
+            panic!("an Italian visitor declaring Germany was refused")
+        };
+        assert_eq!(p.region(r.region).id, "eu");
+        // A policy that keeps the platform's region never moves it, and asks nothing.
+        let mut keep = p.clone();
+        keep.declared_move = harbour_policy::DeclaredMove::Platform;
+        let Flow::Continue(r) = classify(&keep, campaign, Some("US"), de, None) else {
+            panic!("refused under declared_move: platform")
+        };
+        assert_eq!(
+            (keep.region(r.region).id.as_str(), r.basis),
+            ("global", Basis::Platform)
+        );
+        assert_eq!(r.declared, de, "the declared country is still recorded");
+    }
+
+    #[test]
+    fn the_choices_a_page_shows_are_what_placing_would_do() {
+        let p = policy();
+        for platform in ["IT", "US", "CN", "T1"] {
+            let platform = PlatformCountry::read(Some(platform));
+            let choices = choices(&p, platform);
+            for country in Country::all() {
+                let listed = p.region_of(country);
+                let (_, choice) = choices.iter().find(|(r, _)| *r == listed).unwrap();
+                let placed =
+                    place(&p, platform, Some(country)).map(|r| (r.region, moved_by_declared(&r)));
+                assert_eq!(choice.as_ref(), Some(&placed), "{platform:?} {country}");
+            }
+        }
     }
 
     #[test]
     fn a_refused_conflict_is_a_field_error_on_the_declared_field() {
         let p = policy();
         let campaign = &p.campaigns[0];
-        let Flow::Break(answer) = classify(&p, campaign, Some("IT"), Country::parse("CN")) else {
+        let Flow::Break(answer) = classify(&p, campaign, Some("IT"), Country::parse("CN"), None)
+        else {
             panic!("an Italian visitor declaring China was placed")
         };
         assert_eq!(

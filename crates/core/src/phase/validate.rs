@@ -18,8 +18,8 @@ use crate::outcome::Outcome;
 use crate::phase::request::{Encoding, Payload};
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use harbour_policy::country::Country;
-use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue};
-use harbour_policy::Campaign;
+use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue, RESERVED_MEMBERS};
+use harbour_policy::{Campaign, LOCALES};
 
 /// Beyond this many keys a body is not a form submission.
 const MAX_KEYS: usize = 64;
@@ -213,6 +213,17 @@ pub struct Submission {
     fields: Vec<(String, CleanValue)>,
     declared_country: Option<Country>,
     honeypot_filled: bool,
+    /// The notice the visitor was shown: its locale and version (checked against the campaign's).
+    notice: Option<NoticeShown>,
+    /// The region the visitor confirmed their entry may be stored in, if they were asked.
+    confirmed_region: Option<String>,
+}
+
+/// Which notice a visitor saw: the version of the campaign's notice in that locale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoticeShown {
+    pub locale: &'static str,
+    pub version: String,
 }
 
 impl Submission {
@@ -230,11 +241,21 @@ impl Submission {
     pub fn honeypot_filled(&self) -> bool {
         self.honeypot_filled
     }
+
+    /// The notice the visitor was shown, if the campaign has one.
+    pub fn notice(&self) -> Option<&NoticeShown> {
+        self.notice.as_ref()
+    }
+
+    /// The region id the visitor confirmed storage in, if any.
+    pub fn confirmed_region(&self) -> Option<&str> {
+        self.confirmed_region.as_deref()
+    }
 }
 
-/// The validate phase: a readable body (400 otherwise) whose every field passes (422 with every
-/// field error otherwise).
-pub fn validate(campaign: &Campaign, payload: Payload) -> Flow<Submission> {
+/// The validate phase: a readable body (400 otherwise) whose every field passes, sent under the
+/// campaign's current notice (422 with every error otherwise).
+pub fn validate(campaign: &Campaign, payload: Payload, notice: Option<&str>) -> Flow<Submission> {
     let refuse = |reply| Flow::Break(Answer::new(Phase::Validate, reply));
     let pairs = match parse_body(payload.encoding, payload.bytes) {
         Ok(pairs) => pairs,
@@ -248,9 +269,18 @@ pub fn validate(campaign: &Campaign, payload: Payload) -> Flow<Submission> {
             ))
         }
     };
-    match check(campaign, pairs) {
-        Ok(submission) => Flow::Continue(submission),
-        Err(errors) => refuse(invalid_fields(errors)),
+    // Every error at once: the fields' and the notice's.
+    let shown = notice_shown(campaign, notice);
+    match (check(campaign, pairs), shown) {
+        (Ok(mut submission), Ok(shown)) => {
+            submission.notice = Some(shown);
+            Flow::Continue(submission)
+        }
+        (Ok(_), Err(notice)) => refuse(invalid_fields(vec![notice])),
+        (Err(mut errors), shown) => {
+            errors.extend(shown.err());
+            refuse(invalid_fields(errors))
+        }
     }
 }
 
@@ -279,9 +309,14 @@ pub fn check(
     let mut errors = Vec::new();
     let mut honeypot_filled = false;
     let mut values: Vec<Option<RawValue>> = vec![None; campaign.fields.len()];
+    let mut reserved: [Option<RawValue>; 1] = [None];
     for (key, value) in pairs {
         if campaign.honeypot.as_deref() == Some(key.as_str()) {
             honeypot_filled |= !value.is_blank();
+            continue;
+        }
+        if let Some(at) = RESERVED_MEMBERS.iter().position(|m| *m == key) {
+            reserved[at] = Some(value);
             continue;
         }
         match campaign.fields.iter().position(|f| f.name == key) {
@@ -309,15 +344,63 @@ pub fn check(
             Err(e) => errors.push(e),
         }
     }
+    let [confirmed_region] = reserved.map(|value| match value {
+        Some(RawValue::Text(text)) => Some(text),
+        _ => None,
+    });
     if errors.is_empty() {
         Ok(Submission {
             fields,
             declared_country,
             honeypot_filled,
+            notice: None,
+            confirmed_region,
         })
     } else {
         Err(errors)
     }
+}
+
+/// The `Harbour-Notice` of the shipped policy's first campaign in English: what a page showing
+/// that notice sends, for tests.
+#[cfg(test)]
+pub(crate) fn shipped_notice() -> &'static str {
+    static HEADER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HEADER.get_or_init(|| {
+        let policy = harbour_policy::Policy::shipped().unwrap_or_else(|e| panic!("{e}"));
+        policy.campaigns[0].notice_header("en")
+    })
+}
+
+/// The notice a submission says its visitor was shown, from its `Harbour-Notice` header
+/// (`{locale}.{version}`): a locale harbour knows and that locale's current notice version. An
+/// entry without one, or with another version (a page loaded before the notice changed), is
+/// refused: the page shows the current notice and the visitor sends again, so every stored entry
+/// records a notice it was really made under.
+pub fn notice_shown(campaign: &Campaign, header: Option<&str>) -> Result<NoticeShown, FieldError> {
+    let fail = |code, detail: &str| Err(harbour_policy::field::error("notice", code, detail));
+    let Some((locale, version)) = header.and_then(|h| h.split_once('.')) else {
+        return fail(
+            "notice_required",
+            "send Harbour-Notice: {lang}.{version} from the form description",
+        );
+    };
+    let Some(locale) = LOCALES.iter().find(|known| **known == locale) else {
+        return fail(
+            "notice_required",
+            "the notice's locale is not one of harbour's",
+        );
+    };
+    if version != campaign.notice_version(locale) {
+        return fail(
+            "notice_outdated",
+            "the notice changed since this form was loaded; show the current one and send again",
+        );
+    }
+    Ok(NoticeShown {
+        locale,
+        version: version.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -427,6 +510,7 @@ mod tests {
                     encoding: Encoding::Json,
                     bytes,
                 },
+                Some(shipped_notice()),
             )
         };
         let Flow::Break(unreadable) = phase(b"[1]") else {

@@ -67,6 +67,7 @@ async function submission(email, { ip = `192.0.2.${1 + (calls.length % 200)}`, c
   const description = await (await worker.fetch(request(DESCRIBE), env)).json();
   const key = randomBytes(16).toString("hex");
   const { token, difficulty_bits } = description.challenge;
+  const notice = `${description.lang}.${description.notice.version}`;
   const body = JSON.stringify({ name: "Ada", email, country, consent: true });
   return request(SUBMIT, {
     method: "POST",
@@ -76,6 +77,7 @@ async function submission(email, { ip = `192.0.2.${1 + (calls.length % 200)}`, c
       "content-type": "application/json",
       "idempotency-key": key,
       "harbour-challenge": solve(token, key, difficulty_bits),
+      "harbour-notice": notice,
       "cf-connecting-ip": ip,
     },
   });
@@ -112,7 +114,9 @@ test("a submission is consulted, forwarded signed to its region's primary, and i
   const headers = new Map(calls[0].init.headers);
   assert.equal(headers.get("idempotency-key"), sent.headers.get("idempotency-key"));
   assert.match(headers.get("x-harbour-signature"), /^t=\d+,r=eu,v1=[0-9a-f]{64}$/);
-  assert.equal(JSON.parse(calls[0].init.body).fields.email, "ada-1@example.org");
+  const forwarded = JSON.parse(calls[0].init.body);
+  assert.equal(forwarded.fields.email, "ada-1@example.org");
+  assert.deepEqual(forwarded.notice, { locale: "en", version: (await (await worker.fetch(request(DESCRIBE), env)).json()).notice.version });
   const line = logged.map((l) => { try { return JSON.parse(l); } catch { return {}; } })
     .find((l) => l.msg === "harbour.decision" && l.outcome === "stored");
   assert.ok(line, `a decision line for the stored entry: ${logged.join("\n")}`);
