@@ -122,7 +122,7 @@ fn region(out: &mut String, r: &Region) {
     option_quota(out, r.budget);
     let _ = write!(out, ", name: text({:?}), names: vec![", r.name);
     locale_texts(out, &r.names);
-    let _ = write!(out, "], operator: {} }},\n", option_text(&r.operator));
+    let _ = writeln!(out, "], operator: {} }},", option_text(&r.operator));
 }
 
 fn quota_call(q: Quota) -> String {
