@@ -241,6 +241,10 @@ pub fn place(
     Ok(residency)
 }
 
+/// What declaring a country does: stored in a region (and whether the visitor must confirm it),
+/// or refused.
+pub type Choice = Result<(RegionIndex, bool), Unplaceable>;
+
 /// What declaring a country of each region would do, for a visitor the platform places as
 /// `platform` (the page shows it before the visitor sends): the region the entry would be stored
 /// in and whether the visitor must confirm it, or why it would be refused. `None` for a region
