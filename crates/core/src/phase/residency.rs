@@ -250,13 +250,7 @@ pub type Choice = Result<(RegionIndex, bool), Unplaceable>;
 /// in and whether the visitor must confirm it, or why it would be refused. `None` for a region
 /// with no country a visitor can declare. Worked out by `place` itself, with a country of that
 /// region standing for the region.
-pub fn choices(
-    policy: &Policy,
-    platform: PlatformCountry,
-) -> Vec<(
-    RegionIndex,
-    Option<Result<(RegionIndex, bool), Unplaceable>>,
-)> {
+pub fn choices(policy: &Policy, platform: PlatformCountry) -> Vec<(RegionIndex, Option<Choice>)> {
     policy
         .region_indices()
         .map(|region| {
