@@ -5,7 +5,10 @@
 // kept across retries, and the solution for that key; it follows harbour's answers: field errors
 // next to their fields (422), a visible countdown before retrying (429), backoff with jitter (503,
 // network), and a fresh challenge, solved and sent again with the same key, when the one it had
-// was refused (a day-old tab).
+// was refused (a day-old tab). Beside the form it shows the campaign's notice (who collects the
+// entry, why, where it is stored for the country chosen, how long it is kept) and sends the
+// notice's version with the entry; where the chosen country moves the entry to another region, it
+// asks the visitor to confirm that first.
 "use strict";
 (() => {
   const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
@@ -137,6 +140,54 @@
     return wrap;
   }
 
+  // Where an entry is stored for the country chosen, as the description says (the edge worked it
+  // out by its own rule for this visitor): `{region, name, confirm}`, `{refused}` or null.
+  function storageFor(country) {
+    const storage = description.storage;
+    if (!country) return null;
+    const choice = storage.choices.find((c) => c.countries.includes(country)) ||
+      storage.choices.find((c) => c.region === storage.rest_of_world);
+    return choice ? choice.then : null;
+  }
+  const signalField = () => description.fields.find((f) => f.residency_signal);
+  function showStorage() {
+    const field = signalField();
+    const choice = field ? storageFor(form.elements[field.name].value) : null;
+    $("n-stored").textContent = !choice ? t.notice.stored_pick : choice.refused ? t.fields.residency_conflict : choice.name;
+    const box = $("confirm-storage");
+    box.hidden = !(choice && choice.confirm);
+    if (box.hidden) $("f-confirm_region").checked = false;
+    else $("f-confirm_region-label").textContent = fill(t.notice.confirm, { name: choice.name });
+  }
+  function applyNotice() {
+    const n = description.notice;
+    $("notice").hidden = false;
+    $("notice-title").textContent = t.notice.title;
+    $("n-controller-t").textContent = t.notice.controller;
+    $("n-controller").textContent = `${n.controller} (${n.contact})`;
+    $("n-purpose-t").textContent = t.notice.purpose;
+    $("n-purpose").textContent = n.purpose;
+    $("n-stored-t").textContent = t.notice.stored;
+    $("n-kept-t").textContent = t.notice.kept;
+    const ends = new Date(n.ends).toLocaleDateString(locale, { dateStyle: "long", timeZone: "UTC" });
+    $("n-kept").textContent = fill(t.notice.kept_text, { days: n.retention_days, date: ends });
+    $("n-link").href = n.link;
+    $("n-link").textContent = t.notice.link;
+    showStorage();
+  }
+
+  // The confirmation a move to another region takes; shown only when the chosen country needs it.
+  function confirmBox() {
+    const box = el("div", { class: "field", id: "confirm-storage", hidden: true });
+    const row = el("div", { class: "field check" });
+    row.append(
+      el("input", { id: "f-confirm_region", name: "confirm_region", type: "checkbox", "aria-describedby": "f-confirm_region-error" }),
+      el("label", { for: "f-confirm_region", id: "f-confirm_region-label" }),
+    );
+    box.append(row, el("p", { id: "f-confirm_region-error", class: "error-text" }));
+    return box;
+  }
+
   function applyTexts() {
     document.documentElement.lang = locale;
     langSelect.value = locale;
@@ -149,6 +200,7 @@
       form.querySelector(`label[for="f-${f.name}"]`).textContent = f.label + (f.required ? "" : " " + t.optional);
       if (f.input === "select") fillOptions(form.elements[f.name], f);
     }
+    applyNotice();
     showErrors(errors, false);
     shown();
   }
@@ -163,6 +215,9 @@
     }
     const honeypot = form.elements[description.honeypot];
     if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
+    const field = signalField();
+    const choice = field ? storageFor(form.elements[field.name].value) : null;
+    if (choice && choice.confirm && $("f-confirm_region").checked) out.confirm_region = choice.region;
     return out;
   }
 
@@ -218,7 +273,11 @@
         say(() => t.sending);
         response = await fetch(description.submit, {
           method: "POST",
-          headers: { "content-type": "application/json", "idempotency-key": key, "harbour-challenge": proof },
+          headers: {
+            "content-type": "application/json", "idempotency-key": key, "harbour-challenge": proof,
+            // The notice this page shows, which the entry records (the edge refuses another).
+            "harbour-notice": `${description.lang}.${description.notice.version}`,
+          },
           body,
           // A hung answer is retried like an outage; the key makes the retry harmless.
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
@@ -229,7 +288,15 @@
       } catch { response = null; /* network, timeout or no challenge: retried below like an outage */ }
       const code = response ? response.status : 0;
       if (code === 202) return { ok: true, answer };
-      if (code === 422) return { ok: false, errors: answer.errors || [] };
+      if (code === 422) {
+        const list = answer.errors || [];
+        if (list.some((e) => e.code === "notice_outdated")) {
+          // The notice changed since this page loaded: show the current one before anything is sent.
+          description = await loadDescription();
+          applyTexts();
+        }
+        return { ok: false, errors: list };
+      }
       if (String(answer.code).startsWith("challenge_") && ++refreshed <= MAX_CHALLENGE_RETRIES) {
         // Stale or refused work (a day-old tab): solve a fresh challenge for the same key.
         work = null;
@@ -295,7 +362,9 @@
     const [texts, described] = await Promise.all([getJSON(`/locales/${locale}.json`), loadDescription()]);
     t = texts;
     if (!description) {
-      fieldsBox.replaceChildren(...described.fields.map(renderField));
+      fieldsBox.replaceChildren(...described.fields.map(renderField), confirmBox());
+      const field = described.fields.find((f) => f.residency_signal);
+      if (field) form.elements[field.name].addEventListener("change", showStorage);
       solve(described.challenge);
     }
     description = described;

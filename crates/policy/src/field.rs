@@ -326,6 +326,9 @@ impl Field {
         if self.marketing_consent {
             set("consent", json!("marketing"));
         }
+        if self.residency_signal {
+            set("residency_signal", json!(true));
+        }
         out
     }
 }
