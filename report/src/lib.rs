@@ -21,12 +21,15 @@ use harbour_core::outcome::Outcome;
 use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
 use harbour_core::phase::request::{Body, Facts};
-use harbour_core::phase::residency::{place, Basis, PlatformCountry, Residency, Unplaceable};
+use harbour_core::phase::residency::{
+    moved_by_declared, place, Basis, PlatformCountry, Residency, Unplaceable,
+};
 use harbour_core::pipeline::{Pipeline, Seeds, Verdict};
 use harbour_core::reply::Phase;
 use harbour_core::shadow::{Comparison, View};
 use harbour_policy::country::Country;
 use harbour_policy::field::FieldKind;
+use harbour_policy::notice::DrawScope;
 use harbour_policy::quota::Quota;
 use harbour_policy::{
     Campaign, FailMode, OnConflict, Policy, RegionIndex, SignalAction, CANDIDATE_FILE,
@@ -52,6 +55,9 @@ pub fn render(live_json: &str, candidate_json: Option<&str>) -> Result<String, S
     failover(&mut out, &policy);
     what_leaves_the_edge(&mut out, live_json, &policy)?;
     what_is_logged(&mut out)?;
+    notices(&mut out, &policy);
+    retention(&mut out, &policy);
+    draws(&mut out, &policy);
     limits(&mut out, &policy);
     shadow(&mut out, &policy, candidate.as_ref())?;
     Ok(out)
@@ -82,6 +88,15 @@ fn intro(out: &mut String, policy: &Policy) {
          region's other origins, never another region's.\n\n",
         laws = join_and(&laws),
     );
+    if policy.on_conflict == OnConflict::Stricter {
+        out.push_str(
+            "> **This policy uses the `stricter` conflict rule.** When the country a visitor \
+             declares falls in a stricter region than the country they connect from, their entry \
+             is stored in that stricter region, under its law — an EU visitor who chooses China \
+             is stored in China. The visitor is told where and must confirm it first (see \
+             below), but the choice of jurisdiction is theirs to make in a dropdown.\n\n",
+        );
+    }
 }
 
 fn regions(out: &mut String, policy: &Policy) {
@@ -98,7 +113,8 @@ fn regions(out: &mut String, policy: &Policy) {
         let law = if policy.has_own_law(index) {
             "yes"
         } else {
-            "no: the rest of the world"
+            "rest of the world: every country no other region lists, each under its own law (the \
+             UK's GDPR, Brazil's LGPD, ...), stored together"
         };
         let count = all_countries()
             .filter(|c| policy.region_of(*c) == index)
@@ -151,6 +167,154 @@ fn countries(out: &mut String, policy: &Policy) -> Result<(), String> {
         out.push('\n');
     }
     Ok(())
+}
+
+/// Reads a UTC instant for people.
+fn day(ms: u64) -> String {
+    harbour_policy::utc::format_ms(ms)
+}
+
+fn notices(out: &mut String, policy: &Policy) {
+    out.push_str(
+        "## What visitors are told, and the record of their consent\n\n\
+         The campaign page shows each campaign's notice beside its form, in the visitor's \
+         language: who collects the entry and how to reach them, why, where the entry will be \
+         stored for the country the visitor chooses (worked out by the edge's own rule), how \
+         long it is kept, and a link to the full notice (GDPR Art. 13, PIPL Art. 17). Every \
+         entry carries the **version** of the notice it was made under — a digest of the \
+         notice, the retention rule and the consent boxes' labels in that language — and the \
+         language; the edge refuses an entry made under any other version, and the origin \
+         stores both with the entry, which is the controller's record of what the visitor saw \
+         and agreed to (GDPR Art. 7(1)). Agreeing to marketing is a box of its own that is \
+         never required (GDPR Art. 7(4)); it is withdrawn with the origin's `withdraw` \
+         command.\n\n",
+    );
+    for campaign in &policy.campaigns {
+        let n = &campaign.notice;
+        let _ = write!(
+            out,
+            "### Campaign `{}`\n\n\
+             - Controller: {}\n\
+             - Contact: {}\n\
+             - Full notice: <{}>\n\
+             - Entries are deleted {} days after the campaign ends ({}).\n\n\
+             | Language | Version | Purpose | Consent boxes |\n| --- | --- | --- | --- |\n",
+            campaign.id,
+            n.controller,
+            n.contact,
+            n.link,
+            campaign.retention_days,
+            day(campaign.ends_ms)
+        );
+        for locale in harbour_policy::LOCALES {
+            let boxes: Vec<String> = campaign
+                .fields
+                .iter()
+                .filter(|f| f.kind == FieldKind::Bool)
+                .map(|f| {
+                    let kind = if f.marketing_consent {
+                        "marketing, optional"
+                    } else if f.must_be_true {
+                        "required to enter"
+                    } else {
+                        "optional"
+                    };
+                    format!(
+                        "`{}` ({kind}): {}",
+                        f.name,
+                        campaign.label(&f.name, locale).unwrap_or("")
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| `{locale}` | `{}` | {} | {} |",
+                campaign.notice_version(locale),
+                n.purpose(locale),
+                boxes.join("<br>")
+            );
+        }
+        out.push('\n');
+    }
+}
+
+fn retention(out: &mut String, policy: &Policy) {
+    out.push_str(
+        "## How long entries are kept\n\n\
+         Each region's origins delete their own expired entries, in batches, and log only how \
+         many they deleted; nothing leaves the region to be deleted. An entry, its person \
+         digest, its fields' digest and its idempotency key go together (GDPR Art. 5(1)(e), \
+         PIPL Art. 19 and 47, APP 11.2).\n\n\
+         | Campaign | Ends (UTC) | Deleted after (days) | Deleted from (UTC) |\n| --- | --- | ---: | --- |\n",
+    );
+    for c in &policy.campaigns {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            c.id,
+            day(c.ends_ms),
+            c.retention_days,
+            day(c.delete_after_ms())
+        );
+    }
+    out.push('\n');
+}
+
+fn draws(out: &mut String, policy: &Policy) {
+    out.push_str(
+        "## Drawing winners\n\n\
+         A draw picks its winners from a seed published after the campaign closes: each entry's \
+         ticket is HMAC-SHA256(seed, receipt id), the lowest tickets win, one entry per person. \
+         Anyone holding the seed and a region's receipt ids can run it again and get the same \
+         winners.\n\n",
+    );
+    for c in &policy.campaigns {
+        let Some(draw) = &c.draw else {
+            let _ = writeln!(out, "- `{}`: no draw.", c.id);
+            continue;
+        };
+        match &draw.scope {
+            DrawScope::PerRegion => {
+                let _ = writeln!(
+                    out,
+                    "- `{}`: **per region**, {} winner(s) in each region, drawn by each region's \
+                     origins from their own store. Nothing crosses a border.",
+                    c.id, draw.winners
+                );
+            }
+            DrawScope::Global { excluded } => {
+                let taking: Vec<String> = policy
+                    .regions
+                    .iter()
+                    .filter(|r| !excluded.contains(&r.id))
+                    .map(|r| format!("`{}`", r.id))
+                    .collect();
+                let left: Vec<String> = excluded.iter().map(|r| format!("`{r}`")).collect();
+                let _ = writeln!(
+                    out,
+                    "- `{}`: **global**, {} winner(s) in all. The regions {} each send their \
+                     {} lowest tickets to one merge, each with a pseudonymous person digest \
+                     (HMAC with a per-campaign draw key that every region's origins hold and \
+                     the edge never does) so a person who entered in several regions counts \
+                     once; no field value crosses a border. The merge names the winners' \
+                     receipt ids and regions, and each region looks its winners up locally.{}",
+                    c.id,
+                    draw.winners,
+                    join_and(&taking),
+                    draw.winners,
+                    if left.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " {} take(s) no part: nothing of theirs leaves them.",
+                            join_and(&left)
+                        )
+                    }
+                );
+            }
+        }
+    }
+    out.push('\n');
 }
 
 fn rule_text(rule: OnConflict) -> &'static str {
@@ -744,6 +908,10 @@ fn described(policy: &Policy, country: Country) -> Result<String, String> {
 
 fn result(policy: &Policy, decided: &Result<Residency, Unplaceable>) -> String {
     match decided {
+        Ok(residency) if moved_by_declared(residency) => format!(
+            "stored in `{}` once the visitor confirms it (422 `storage_unconfirmed` until then)",
+            policy.region(residency.region).id
+        ),
         Ok(residency) => format!("stored in `{}`", policy.region(residency.region).id),
         Err(Unplaceable::Conflict) => "**refused** (422 `residency_conflict`)".into(),
         Err(refusal) => format!("**refused** (403 `{}`)", refusal.code()),
@@ -968,7 +1136,14 @@ mod tests {
             "## When the two signals disagree",
             "**`refuse`**",
             "| Austria (`AT`, `eu`) | China (`CN`, `cn`) | **refused** (422 `residency_conflict`)",
-            "| United States (`US`, `global`) | China (`CN`, `cn`) | stored in `cn`",
+            "| United States (`US`, `global`) | China (`CN`, `cn`) | stored in `cn` once the visitor confirms it",
+            "## What visitors are told, and the record of their consent",
+            "| `de` | `",
+            "(marketing, optional)",
+            "## How long entries are kept",
+            "| `spring-launch` | 2027-06-30T22:00:00.000Z | 90 | 2027-09-28T22:00:00.000Z |",
+            "## Drawing winners",
+            "**per region**, 3 winner(s) in each region",
             "country_unknown",
             "country_anonymised",
             "country_missing",
