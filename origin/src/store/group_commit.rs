@@ -29,9 +29,8 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::sqlite::{self, Answer, Sqlite};
+use super::sqlite::{self, Answer, Prepared, Sqlite};
 use super::{Durability, Row, Stored, Unavailable};
-use crate::verify::Verified;
 
 /// Submissions per batch, at most: enough to absorb a burst between two commits, few enough that
 /// one batch's work stays a few milliseconds.
@@ -71,9 +70,7 @@ pub struct GroupCommitStats {
 }
 
 struct Job {
-    submission: Verified,
-    person: Option<String>,
-    now_ms: u64,
+    row: Prepared,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -95,6 +92,7 @@ pub struct SqliteStore {
 }
 
 struct Shared {
+    region: String,
     // Dropping the last handle drops this sender: the writer finishes its batch and stops.
     jobs: SyncSender<Job>,
     gauges: Arc<Gauges>,
@@ -110,13 +108,14 @@ impl SqliteStore {
         durability: Durability,
         limits: Limits,
     ) -> Result<SqliteStore, String> {
-        SqliteStore::start(Sqlite::open(path, region, durability), path, limits)
+        SqliteStore::start(Sqlite::open(path, region, durability), path, region, limits)
     }
 
     /// Starts the writer on an opened `sqlite` (tests prepare its connection first).
     fn start(
         sqlite: rusqlite::Result<Sqlite>,
         path: &Path,
+        region: &str,
         limits: Limits,
     ) -> Result<SqliteStore, String> {
         let sqlite = sqlite.map_err(|e| e.to_string())?;
@@ -139,6 +138,7 @@ impl SqliteStore {
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
+                region: region.to_owned(),
                 jobs,
                 gauges,
                 reader: Mutex::new(reader),
@@ -150,10 +150,9 @@ impl SqliteStore {
     /// Queues the submission for the writer and waits for its batch's commit.
     pub async fn store(&self, row: Row<'_>) -> Result<Stored, Unavailable> {
         let (answer, answered) = oneshot::channel();
+        // The writer is the bottleneck: what can be done before it, is.
         let job = Job {
-            submission: row.submission.clone(),
-            person: row.person.map(str::to_owned),
-            now_ms: row.now_ms,
+            row: Prepared::new(&row, &self.shared.region)?,
             answer,
         };
         let gauges = &self.shared.gauges;
@@ -235,29 +234,21 @@ fn write(mut sqlite: Sqlite, queue: &Receiver<Job>, gauges: &Gauges, max_batch: 
         gauges.batches.fetch_add(1, Ordering::SeqCst);
         let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         gauges.largest_batch.fetch_max(size, Ordering::SeqCst);
-        let rows: Vec<Row> = batch
-            .iter()
-            .map(|job| Row {
-                submission: &job.submission,
-                person: job.person.as_deref(),
-                now_ms: job.now_ms,
-            })
-            .collect();
-        let outcome = sqlite.store_batch(&rows);
-        drop(rows);
-        match outcome {
-            Ok(answers) => {
+        let (rows, answers): (Vec<Prepared>, Vec<_>) =
+            batch.into_iter().map(|job| (job.row, job.answer)).unzip();
+        match sqlite.store_batch(&rows) {
+            Ok(stored) => {
                 gauges.commits.fetch_add(1, Ordering::SeqCst);
                 gauges.submissions.fetch_add(size, Ordering::SeqCst);
                 // A caller that has gone away (its request dropped) just misses its answer.
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    let _ = job.answer.send(answer);
+                for (answer, stored) in answers.into_iter().zip(stored) {
+                    let _ = answer.send(stored);
                 }
             }
             Err(failed) => {
                 gauges.failed_batches.fetch_add(1, Ordering::SeqCst);
-                for job in batch {
-                    let _ = job.answer.send(Err(failed.clone()));
+                for answer in answers {
+                    let _ = answer.send(Err(failed.clone()));
                 }
             }
         }
@@ -271,6 +262,7 @@ mod tests {
 
     use super::*;
     use crate::store::Receipt;
+    use crate::verify::Verified;
 
     fn temp_file(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -290,7 +282,7 @@ mod tests {
     fn open_with(path: &Path, sql: &str) -> SqliteStore {
         let sqlite = Sqlite::open(path, "eu", Durability::Full).unwrap();
         sqlite.connection().execute_batch(sql).unwrap();
-        SqliteStore::start(Ok(sqlite), path, Limits::default()).unwrap()
+        SqliteStore::start(Ok(sqlite), path, "eu", Limits::default()).unwrap()
     }
 
     #[derive(Clone)]

@@ -87,14 +87,15 @@ impl Sqlite {
 
     /// One submission in a transaction of its own.
     pub fn store(&mut self, row: &Row) -> Result<Stored, Unavailable> {
-        self.store_batch(std::slice::from_ref(row))?
+        let prepared = Prepared::new(row, &self.region)?;
+        self.store_batch(std::slice::from_ref(&prepared))?
             .pop()
             .unwrap_or_else(|| Err(Unavailable("sqlite: a batch of one gave no answer".into())))
     }
 
     /// Stores `rows` in one IMMEDIATE transaction with one commit (see the module's rules).
     /// `Ok`: the commit succeeded; one answer per row, in order. `Err`: nothing was committed.
-    pub fn store_batch(&mut self, rows: &[Row]) -> Result<Vec<Answer>, Unavailable> {
+    pub fn store_batch(&mut self, rows: &[Prepared]) -> Result<Vec<Answer>, Unavailable> {
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -136,24 +137,54 @@ pub fn count(connection: &Connection) -> rusqlite::Result<u64> {
         .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
+/// A row ready for the writer: owned, its payload serialized and its first receipt id drawn, so
+/// the one thread that holds the write lock only binds and executes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    campaign: String,
+    idempotency_key: String,
+    fields_sha256: String,
+    person: Option<String>,
+    platform_country: String,
+    declared_country: Option<String>,
+    payload: String,
+    now_ms: u64,
+    id: String,
+}
+
+impl Prepared {
+    pub fn new(row: &Row, region: &str) -> Result<Prepared, Unavailable> {
+        let s = row.submission;
+        Ok(Prepared {
+            campaign: s.campaign.clone(),
+            idempotency_key: s.idempotency_key.clone(),
+            fields_sha256: s.fields_sha256.clone(),
+            person: row.person.map(str::to_owned),
+            platform_country: s.platform_country.clone(),
+            declared_country: s.declared_country.clone(),
+            payload: s.payload.to_string(),
+            now_ms: row.now_ms,
+            id: new_id(region)?,
+        })
+    }
+}
+
 /// One row of a batch, under the batch's write lock: insert, and only when nothing was inserted
 /// tell a replay, a conflict, a second entry and a receipt id collision apart.
-fn store_row(tx: &Transaction, region: &str, row: &Row) -> Result<Stored, Unavailable> {
-    let s = row.submission;
-    let payload = s.payload.to_string();
+fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, Unavailable> {
     let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
+    let mut id = row.id.clone();
     for _ in 0..MAX_ID_TRIES {
-        let id = new_id(region)?;
         let inserted = tx.prepare_cached(INSERT)?.execute(params![
             id,
             region,
-            s.campaign,
-            s.idempotency_key,
-            s.fields_sha256,
+            row.campaign,
+            row.idempotency_key,
+            row.fields_sha256,
             row.person,
-            s.platform_country,
-            s.declared_country,
-            payload,
+            row.platform_country,
+            row.declared_country,
+            row.payload,
             stored_at_ms,
         ])?;
         if inserted == 1 {
@@ -165,7 +196,7 @@ fn store_row(tx: &Transaction, region: &str, row: &Row) -> Result<Stored, Unavai
         }
         let existing = tx
             .prepare_cached(BY_KEY)?
-            .query_row(params![s.campaign, s.idempotency_key], |r| {
+            .query_row(params![row.campaign, row.idempotency_key], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -174,7 +205,7 @@ fn store_row(tx: &Transaction, region: &str, row: &Row) -> Result<Stored, Unavai
             })
             .optional()?;
         if let Some((id, fields_sha256, stored_at_ms)) = existing {
-            if fields_sha256 != s.fields_sha256 {
+            if fields_sha256 != row.fields_sha256 {
                 return Ok(Stored::Conflict);
             }
             return Ok(Stored::Replay(Receipt {
@@ -183,16 +214,17 @@ fn store_row(tx: &Transaction, region: &str, row: &Row) -> Result<Stored, Unavai
                 stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
             }));
         }
-        if let Some(person) = row.person {
+        if let Some(person) = &row.person {
             let entered = tx
                 .prepare_cached(BY_PERSON)?
-                .query_row(params![s.campaign, person], |_| Ok(()))
+                .query_row(params![row.campaign, person], |_| Ok(()))
                 .optional()?;
             if entered.is_some() {
                 return Ok(Stored::AlreadyEntered);
             }
         }
         // Neither key nor person: the receipt id collided. Try a fresh one.
+        id = new_id(region)?;
     }
     Err(Unavailable("no free receipt id after several tries".into()))
 }
