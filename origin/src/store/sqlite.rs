@@ -19,7 +19,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use super::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
@@ -30,6 +32,8 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// How long a batch waits for the write lock another process holds before it is `Unavailable`.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Sleep between two tries for a lock: short, as another process holds it for one batch.
+const LOCK_POLL: Duration = Duration::from_micros(100);
 
 // Any uniqueness conflict (key, person, receipt id) skips the row; the lookups below say which.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
@@ -68,16 +72,9 @@ impl Sqlite {
         region: &str,
         durability: Durability,
     ) -> rusqlite::Result<Sqlite> {
-        connection.busy_timeout(LOCK_WAIT)?;
+        connection.busy_handler(Some(wait_for_lock))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(
-            None,
-            "synchronous",
-            match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            },
-        )?;
+        set_durability(&connection, durability)?;
         migrate(&mut connection)?;
         Ok(Sqlite {
             connection,
@@ -115,6 +112,13 @@ impl Sqlite {
         Ok(answers)
     }
 
+    /// Pages in the WAL after which a commit on this connection checkpoints (SQLite's default
+    /// is 1000); 0 never.
+    pub fn set_auto_checkpoint(&self, pages: u32) -> rusqlite::Result<()> {
+        self.connection
+            .pragma_update(None, "wal_autocheckpoint", pages)
+    }
+
     pub fn ping(&self) -> rusqlite::Result<()> {
         self.connection.query_row("SELECT 1", [], |_| Ok(()))
     }
@@ -127,6 +131,47 @@ impl Sqlite {
     pub(super) fn connection(&self) -> &Connection {
         &self.connection
     }
+}
+
+/// A connection to a file `Sqlite::open` has prepared, for reads (`read_only`) or checkpoints.
+/// Checkpoints sync as `durability` says: FULL and NORMAL both sync the file at checkpoint.
+pub fn connect(
+    path: &Path,
+    durability: Durability,
+    read_only: bool,
+) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_handler(Some(wait_for_lock))?;
+    set_durability(&connection, durability)?;
+    Ok(connection)
+}
+
+fn set_durability(connection: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    connection.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )
+}
+
+/// The busy handler: SQLite's own (`busy_timeout`) sleeps 1, 2, 5, 10… ms between tries, so a
+/// writer waiting for another process's batch (a few ms) often sleeps well past its release.
+/// Short sleeps take the lock soon after it is free, for `LOCK_WAIT` in all.
+fn wait_for_lock(tries_before: i32) -> bool {
+    let waited = LOCK_POLL.saturating_mul(u32::try_from(tries_before).unwrap_or(u32::MAX));
+    if waited >= LOCK_WAIT {
+        return false;
+    }
+    std::thread::sleep(LOCK_POLL);
+    true
 }
 
 pub fn count(connection: &Connection) -> rusqlite::Result<u64> {
