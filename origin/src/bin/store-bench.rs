@@ -7,13 +7,17 @@
 //! For each store: C concurrent callers store distinct submissions until N rows or S seconds
 //! (saturation: rows/s, and p50/p99 of a store call including its wait for the store), then the
 //! same with 64 callers (the broadcast goal is stated at 64), then one caller at a time for N/10
-//! rows (p50/p99 of an uncontended call). "rows/commit" is SQLite's group commit at work (the
-//! submissions its writer answered per committed transaction). "sqlite FULL, 2 writers" is two
-//! stores on one file, the callers split between them: the writers of a region's two origin
-//! processes taking SQLite's write lock in turn. Durability is never lowered: FULL syncs every
-//! commit before any receipt of its batch is given. SQLite files go to a fresh temporary
-//! directory; PostgreSQL needs an empty database (`bash scripts/bench --store` starts a
-//! throwaway cluster and passes one).
+//! rows (p50/p99 of an uncontended call). "rows/commit" is batching at work: the submissions
+//! answered per committed transaction (SQLite's writer, PostgreSQL's batch statements). "sqlite
+//! FULL, 2 writers" is two stores on one file, the callers split between them: the writers of a
+//! region's two origin processes taking SQLite's write lock in turn. "postgres, 1 row/batch" is
+//! PostgreSQL as the origin stored before batching: one autocommit statement per submission, as
+//! many at once as there are callers, the server grouping their WAL flushes. The last line is
+//! SQLite FULL's rate over PostgreSQL's (as shipped) at each caller count. Durability is never
+//! lowered: FULL syncs every commit before any receipt of its batch is given, PostgreSQL runs
+//! with `synchronous_commit` on. SQLite files go to a fresh temporary directory; PostgreSQL
+//! needs an empty database (`bash scripts/bench --store` starts a throwaway cluster and passes
+//! one).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harbour::signature::sha256_hex;
+use harbour_origin::store::batch::Limits;
+use harbour_origin::store::postgres::Postgres;
 use harbour_origin::store::{Durability, Location, Row, Store, Stored};
 use harbour_origin::verify::Verified;
 
@@ -81,8 +87,8 @@ struct Measured {
     rows: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
-    /// SQLite only: (commits, submissions answered by them) during the run.
-    commits: Option<(u64, u64)>,
+    /// Commits and the submissions they answered during the run.
+    commits: (u64, u64),
 }
 
 impl Measured {
@@ -98,14 +104,10 @@ impl Measured {
     }
 
     fn line(&self, name: &str) -> String {
-        let per_commit = match self.commits {
-            Some((commits, submissions)) if commits > 0 => {
-                format!("{:.1}", submissions as f64 / commits as f64)
-            }
-            _ => "-".into(),
-        };
+        let (commits, submissions) = self.commits;
+        let per_commit = submissions as f64 / commits.max(1) as f64;
         format!(
-            "  {name:<24} {:>7} {:>9.0} {:>8} {:>9.2} {:>9.2} {:>12}",
+            "  {name:<24} {:>7} {:>9.0} {:>8} {:>9.2} {:>9.2} {:>12.1}",
             self.callers,
             self.rate(),
             self.rows,
@@ -116,11 +118,10 @@ impl Measured {
     }
 }
 
-fn commits(stores: &[Store]) -> Option<(u64, u64)> {
-    stores.iter().try_fold((0, 0), |(c, s), store| {
-        store
-            .group_commit_stats()
-            .map(|stats| (c + stats.commits, s + stats.submissions))
+fn commits(stores: &[Store]) -> (u64, u64) {
+    stores.iter().fold((0, 0), |(c, s), store| {
+        let stats = store.batch_stats();
+        (c + stats.commits, s + stats.submissions)
     })
 }
 
@@ -170,9 +171,8 @@ async fn measure(
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let commits = commits(stores)
-        .zip(before)
-        .map(|((c, s), (c0, s0))| (c - c0, s - s0));
+    let ((c, s), (c0, s0)) = (commits(stores), before);
+    let commits = (c - c0, s - s0);
     Measured {
         callers,
         rows: latencies.len(),
@@ -257,6 +257,22 @@ fn main() {
             &o,
         )
         .await;
+        // What the origin did before batching: one autocommit statement per submission, as
+        // many at once as there are callers (a connection each), the server grouping their
+        // WAL flushes.
+        let per_row = Postgres::connect_batching(
+            url,
+            "eu",
+            o.callers.max(GOAL_CALLERS),
+            o.callers.max(GOAL_CALLERS),
+            Limits {
+                max_batch: 1,
+                ..Limits::default()
+            },
+        )
+        .await
+        .unwrap();
+        bench("postgres, 1 row/batch", &[Store::Postgres(per_row)], &o).await;
         let ratios: Vec<String> = sqlite_full
             .iter()
             .zip(&postgres)

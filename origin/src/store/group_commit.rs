@@ -2,7 +2,7 @@
 //! every submission waiting in one transaction with one commit (one fsync under
 //! `synchronous=FULL`), instead of one transaction and one fsync per submission.
 //!
-//! Rules:
+//! Rules (besides `batch`'s):
 //!
 //! - a submission is answered only after the commit of its batch: `New` and `Replay` receipts
 //!   are on disk (as `Durability` promises) when the caller sees them;
@@ -11,8 +11,6 @@
 //!   `Unavailable` and stores nothing of it; the edge retries with the same key;
 //! - inside a batch, rows are stored in arrival order, each against the rows before it
 //!   (`sqlite::Sqlite::store_batch`): a conflict or a refused row affects only itself;
-//! - a batch holds at most `max_batch` submissions, the queue before the writer at most `queue`:
-//!   a submission that finds the queue full is answered `Unavailable` at once;
 //! - batches form by themselves: while one commits, the next waits in the queue; no timer holds a
 //!   submission back when the writer is idle.
 //!
@@ -22,13 +20,13 @@
 //!
 //! Checkpoints (copying the WAL into the database file, two syncs) run on a third connection in
 //! a checkpointer thread, so a batch's commit never waits for one: after commits it checkpoints
-//! what it can without blocking anyone (PASSIVE), and once the WAL holds `Limits::wal_pages`
-//! pages it restarts the log (RESTART: writers wait for the few frames left), so the WAL file
-//! stays bounded and is overwritten in place, never grown, under sustained load. The writer's
-//! own automatic checkpoint stays on, at a higher mark, should the checkpointer fall behind.
+//! what it can without blocking anyone (PASSIVE), and once the WAL holds `WAL_PAGES` pages it
+//! restarts the log (RESTART: writers wait for the few frames left), so the WAL file stays
+//! bounded and is overwritten in place, never grown, under sustained load. The writer's own
+//! automatic checkpoint stays on, at a higher mark, should the checkpointer fall behind.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,15 +35,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::sqlite::{self, Answer, Prepared, Sqlite};
+use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
+use super::sqlite::{self, Sqlite};
 use super::{Durability, Row, Stored, Unavailable};
 
-/// Submissions per batch, at most: enough to absorb a burst between two commits, few enough that
-/// one batch's work stays a few milliseconds.
-pub const MAX_BATCH: usize = 512;
-/// Submissions waiting for the writer, at most: two full batches. Beyond it a submission is
-/// refused at once (503, retried with its key) rather than waiting behind seconds of work.
-pub const QUEUE: usize = 1024;
 /// WAL pages (4 KiB) at which the checkpointer restarts the log: 16 MiB, a few seconds of
 /// peak load, so a page many commits touched is copied into the database once.
 pub const WAL_PAGES: u32 = 4096;
@@ -54,40 +47,13 @@ const WRITER_CHECKPOINT_PAGES: u32 = 4 * WAL_PAGES;
 /// Least time between two checkpoints: commits accumulate, and a page is copied once per round.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(20);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub max_batch: usize,
-    pub queue: usize,
-    pub wal_pages: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_batch: MAX_BATCH,
-            queue: QUEUE,
-            wal_pages: WAL_PAGES,
-        }
-    }
-}
-
-/// What the writer has done so far (for tests, the benchmark and operators).
+/// What the checkpointer has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GroupCommitStats {
-    /// Batches taken from the queue: committed, failed, or being written.
-    pub batches: u64,
-    /// Batches committed.
-    pub commits: u64,
-    /// Submissions answered by those commits (new rows, replays, conflicts, refused rows).
-    pub submissions: u64,
-    /// Batches that did not commit; each of their submissions was answered `Unavailable`.
-    pub failed_batches: u64,
-    /// The largest batch so far.
-    pub largest_batch: u64,
-    /// Times the checkpointer restarted the WAL.
+pub struct CheckpointStats {
+    /// Times it restarted the WAL.
     pub wal_restarts: u64,
     /// Checkpoints that failed (the writer's backstop then bounds the WAL).
-    pub checkpoint_failures: u64,
+    pub failures: u64,
 }
 
 struct Job {
@@ -96,16 +62,9 @@ struct Job {
 }
 
 #[derive(Default)]
-struct Gauges {
-    /// Submissions sent to the writer and not yet taken into a batch.
-    waiting: AtomicUsize,
-    batches: AtomicU64,
-    commits: AtomicU64,
-    submissions: AtomicU64,
-    failed_batches: AtomicU64,
-    largest_batch: AtomicU64,
+struct CheckpointGauges {
     wal_restarts: AtomicU64,
-    checkpoint_failures: AtomicU64,
+    failures: AtomicU64,
 }
 
 /// A SQLite store: the handle to this process's writer thread and read connection.
@@ -119,12 +78,13 @@ struct Shared {
     // Dropping the last handle drops this sender: the writer finishes its batch and stops.
     jobs: SyncSender<Job>,
     gauges: Arc<Gauges>,
+    checkpoints: Arc<CheckpointGauges>,
     reader: Mutex<Connection>,
     writer: JoinHandle<()>,
 }
 
 impl SqliteStore {
-    /// Opens (creating or migrating) the file and starts its writer thread.
+    /// Opens (creating or migrating) the file and starts its writer and checkpointer threads.
     pub fn open(
         path: &Path,
         region: &str,
@@ -132,36 +92,38 @@ impl SqliteStore {
         limits: Limits,
     ) -> Result<SqliteStore, String> {
         let sqlite = Sqlite::open(path, region, durability);
-        SqliteStore::start(sqlite, path, region, durability, limits)
+        SqliteStore::start(sqlite, path, region, durability, limits, WAL_PAGES)
     }
 
-    /// Starts the writer on an opened `sqlite` (tests prepare its connection first).
+    /// Starts the threads on an opened `sqlite` (tests prepare its connection first).
     fn start(
         sqlite: rusqlite::Result<Sqlite>,
         path: &Path,
         region: &str,
         durability: Durability,
         limits: Limits,
+        wal_pages: u32,
     ) -> Result<SqliteStore, String> {
         let sqlite = sqlite.map_err(|e| e.to_string())?;
         sqlite
-            .set_auto_checkpoint(WRITER_CHECKPOINT_PAGES.max(limits.wal_pages))
+            .set_auto_checkpoint(WRITER_CHECKPOINT_PAGES.max(wal_pages))
             .map_err(|e| e.to_string())?;
         // Opened after the writer's migration, so the file and its WAL mode exist.
         let reader =
             sqlite::connect(path, durability, true).map_err(|e| format!("read connection: {e}"))?;
-        let checkpoints = sqlite::connect(path, durability, false)
+        let checkpointer = sqlite::connect(path, durability, false)
             .map_err(|e| format!("checkpoint connection: {e}"))?;
         let (jobs, queue) = sync_channel(limits.queue.max(1));
         // One pending signal is enough: the checkpointer looks at the whole WAL each time.
         let (committed, commits) = sync_channel(1);
         let gauges = Arc::new(Gauges::default());
+        let checkpoints = Arc::new(CheckpointGauges::default());
         std::thread::Builder::new()
             .name("sqlite-checkpointer".into())
             .spawn({
-                let gauges = gauges.clone();
-                let wal_pages = i64::from(limits.wal_pages);
-                move || checkpoint(&checkpoints, &commits, &gauges, wal_pages)
+                let checkpoints = checkpoints.clone();
+                let wal_pages = i64::from(wal_pages);
+                move || checkpoint(&checkpointer, &commits, &checkpoints, wal_pages)
             })
             .map_err(|e| format!("cannot start the checkpointer thread: {e}"))?;
         let writer = std::thread::Builder::new()
@@ -177,6 +139,7 @@ impl SqliteStore {
                 region: region.to_owned(),
                 jobs,
                 gauges,
+                checkpoints,
                 reader: Mutex::new(reader),
                 writer,
             }),
@@ -192,10 +155,9 @@ impl SqliteStore {
             answer,
         };
         let gauges = &self.shared.gauges;
-        // Counted before it is sent, so the writer's count of what it took never goes below 0.
-        gauges.waiting.fetch_add(1, Ordering::SeqCst);
+        gauges.queued();
         if let Err(refused) = self.shared.jobs.try_send(job) {
-            gauges.waiting.fetch_sub(1, Ordering::SeqCst);
+            gauges.refused();
             return Err(Unavailable(match refused {
                 TrySendError::Full(_) => "sqlite: the write queue is full".into(),
                 TrySendError::Disconnected(_) => "sqlite: the writer has stopped".into(),
@@ -219,22 +181,21 @@ impl SqliteStore {
         self.read(sqlite::count).await
     }
 
-    pub fn stats(&self) -> GroupCommitStats {
-        let g = &self.shared.gauges;
-        GroupCommitStats {
-            batches: g.batches.load(Ordering::SeqCst),
-            commits: g.commits.load(Ordering::SeqCst),
-            submissions: g.submissions.load(Ordering::SeqCst),
-            failed_batches: g.failed_batches.load(Ordering::SeqCst),
-            largest_batch: g.largest_batch.load(Ordering::SeqCst),
-            wal_restarts: g.wal_restarts.load(Ordering::SeqCst),
-            checkpoint_failures: g.checkpoint_failures.load(Ordering::SeqCst),
+    pub fn stats(&self) -> BatchStats {
+        self.shared.gauges.stats()
+    }
+
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        let c = &self.shared.checkpoints;
+        CheckpointStats {
+            wal_restarts: c.wal_restarts.load(Ordering::SeqCst),
+            failures: c.failures.load(Ordering::SeqCst),
         }
     }
 
     /// Submissions queued and not yet taken by the writer.
     pub fn waiting(&self) -> usize {
-        self.shared.gauges.waiting.load(Ordering::SeqCst)
+        self.shared.gauges.waiting()
     }
 
     /// A read on the read connection, off the async runtime's threads.
@@ -274,25 +235,22 @@ fn write(
                 Err(_) => break,
             }
         }
-        gauges.waiting.fetch_sub(batch.len(), Ordering::SeqCst);
-        gauges.batches.fetch_add(1, Ordering::SeqCst);
-        let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-        gauges.largest_batch.fetch_max(size, Ordering::SeqCst);
+        gauges.took(batch.len());
+        let size = batch.len();
         let (rows, answers): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
         match sqlite.store_batch(&rows) {
             Ok(stored) => {
                 // Full: a signal is already pending, which covers this commit too.
                 let _ = committed.try_send(());
-                gauges.commits.fetch_add(1, Ordering::SeqCst);
-                gauges.submissions.fetch_add(size, Ordering::SeqCst);
+                gauges.committed(size);
                 // A caller that has gone away (its request dropped) just misses its answer.
                 for (answer, stored) in answers.into_iter().zip(stored) {
                     let _ = answer.send(stored);
                 }
             }
             Err(failed) => {
-                gauges.failed_batches.fetch_add(1, Ordering::SeqCst);
+                gauges.failed();
                 for answer in answers {
                     let _ = answer.send(Err(failed.clone()));
                 }
@@ -304,7 +262,12 @@ fn write(
 /// The checkpointer thread: after commits, a PASSIVE checkpoint (copies what no reader still
 /// needs, blocks no one); past `wal_pages` a RESTART one, so the next commit writes the WAL
 /// from its start. Ends when the writer does.
-fn checkpoint(connection: &Connection, commits: &Receiver<()>, gauges: &Gauges, wal_pages: i64) {
+fn checkpoint(
+    connection: &Connection,
+    commits: &Receiver<()>,
+    gauges: &CheckpointGauges,
+    wal_pages: i64,
+) {
     while commits.recv().is_ok() {
         let outcome = wal_checkpoint(connection, "PASSIVE").and_then(|log_pages| {
             if log_pages < wal_pages {
@@ -318,7 +281,7 @@ fn checkpoint(connection: &Connection, commits: &Receiver<()>, gauges: &Gauges, 
             }
             Ok(false) => {}
             Err(_) => {
-                gauges.checkpoint_failures.fetch_add(1, Ordering::SeqCst);
+                gauges.failures.fetch_add(1, Ordering::SeqCst);
             }
         }
         std::thread::sleep(CHECKPOINT_PAUSE);
@@ -368,7 +331,15 @@ mod tests {
     fn open_with(path: &Path, sql: &str) -> SqliteStore {
         let sqlite = Sqlite::open(path, "eu", Durability::Full).unwrap();
         sqlite.connection().execute_batch(sql).unwrap();
-        SqliteStore::start(Ok(sqlite), path, "eu", Durability::Full, Limits::default()).unwrap()
+        SqliteStore::start(
+            Ok(sqlite),
+            path,
+            "eu",
+            Durability::Full,
+            Limits::default(),
+            WAL_PAGES,
+        )
+        .unwrap()
     }
 
     #[derive(Clone)]
@@ -649,7 +620,6 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
-                ..Limits::default()
             },
         );
         let lock = WriteLock::take(&path);
@@ -728,14 +698,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_keeps_the_wal_bounded() {
         let path = temp_file("wal");
-        let wal_pages = 64;
-        let store = open(
-            &path,
-            Limits {
-                wal_pages,
-                ..Limits::default()
-            },
-        );
+        let sqlite = Sqlite::open(&path, "eu", Durability::Full);
+        let store =
+            SqliteStore::start(sqlite, &path, "eu", Durability::Full, Limits::default(), 64)
+                .unwrap();
         let tasks: Vec<_> = (0..16)
             .map(|c| {
                 let store = store.clone();
@@ -751,9 +717,9 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let stats = store.stats();
+        let stats = store.checkpoint_stats();
         assert!(stats.wal_restarts > 0, "{stats:?}");
-        assert_eq!(stats.checkpoint_failures, 0, "{stats:?}");
+        assert_eq!(stats.failures, 0, "{stats:?}");
         // The 1,600 rows' commits write about 18 MB of WAL frames, all of it in the file if
         // nothing restarts the log before the writer's backstop (16,384 pages); restarted past
         // 64 pages, it grows only by what commits during a checkpoint round (2-3 MB here).

@@ -6,20 +6,22 @@
 //! - with a person digest (`person`), `(campaign, person digest)` is unique too: a second entry
 //!   from the same person under a new key is refused (409 `already_entered`);
 //! - the row is committed (durably, see `Durability`) before `store` returns a receipt;
-//! - SQLite commits concurrent submissions together (`group_commit`), PostgreSQL commits each on
-//!   its own and the server shares one WAL flush among concurrent commits;
+//! - both commit concurrent submissions together (`batch`): SQLite in one transaction of its
+//!   writer thread (`group_commit`), PostgreSQL in one statement of a batcher task (`postgres`);
 //! - receipt ids are random (`receipt::new_id`), unique, and say nothing about order or count.
 //!
 //! A database that cannot be reached is `Unavailable`, which the origin answers 503: the edge
 //! then tries the region's next origin and tells the visitor to retry with the same key.
 
+pub mod batch;
 pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
 
-use group_commit::{GroupCommitStats, Limits, SqliteStore};
+use batch::{BatchStats, Limits};
+use group_commit::SqliteStore;
 
 use crate::verify::Verified;
 
@@ -127,6 +129,7 @@ fn redact_password(url: &str) -> String {
 pub enum Store {
     /// One writer thread per process, committing what waits in batches (`group_commit`).
     Sqlite(SqliteStore),
+    /// A pool per process and batcher tasks storing what waits with one statement a batch.
     Postgres(postgres::Postgres),
 }
 
@@ -182,11 +185,11 @@ impl Store {
         }
     }
 
-    /// SQLite's commits and the submissions they answered; `None` for PostgreSQL.
-    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+    /// The batches committed and the submissions they answered.
+    pub fn batch_stats(&self) -> BatchStats {
         match self {
-            Store::Sqlite(sqlite) => Some(sqlite.stats()),
-            Store::Postgres(_) => None,
+            Store::Sqlite(sqlite) => sqlite.stats(),
+            Store::Postgres(pg) => pg.stats(),
         }
     }
 }

@@ -23,6 +23,7 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
+use super::batch::{Answer, Prepared};
 use super::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
@@ -49,9 +50,6 @@ impl From<rusqlite::Error> for Unavailable {
         Unavailable(format!("sqlite: {error}"))
     }
 }
-
-/// One row's answer inside a batch that committed.
-pub type Answer = Result<Stored, Unavailable>;
 
 pub struct Sqlite {
     connection: Connection,
@@ -182,42 +180,10 @@ pub fn count(connection: &Connection) -> rusqlite::Result<u64> {
         .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
-/// A row ready for the writer: owned, its payload serialized and its first receipt id drawn, so
-/// the one thread that holds the write lock only binds and executes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prepared {
-    campaign: String,
-    idempotency_key: String,
-    fields_sha256: String,
-    person: Option<String>,
-    platform_country: String,
-    declared_country: Option<String>,
-    payload: String,
-    now_ms: u64,
-    id: String,
-}
-
-impl Prepared {
-    pub fn new(row: &Row, region: &str) -> Result<Prepared, Unavailable> {
-        let s = row.submission;
-        Ok(Prepared {
-            campaign: s.campaign.clone(),
-            idempotency_key: s.idempotency_key.clone(),
-            fields_sha256: s.fields_sha256.clone(),
-            person: row.person.map(str::to_owned),
-            platform_country: s.platform_country.clone(),
-            declared_country: s.declared_country.clone(),
-            payload: s.payload.to_string(),
-            now_ms: row.now_ms,
-            id: new_id(region)?,
-        })
-    }
-}
-
 /// One row of a batch, under the batch's write lock: insert, and only when nothing was inserted
 /// tell a replay, a conflict, a second entry and a receipt id collision apart.
 fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, Unavailable> {
-    let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
+    let stored_at_ms = row.stored_at_ms();
     let mut id = row.id.clone();
     for _ in 0..MAX_ID_TRIES {
         let inserted = tx.prepare_cached(INSERT)?.execute(params![
