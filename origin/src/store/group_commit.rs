@@ -131,7 +131,17 @@ impl SqliteStore {
             .spawn({
                 let gauges = gauges.clone();
                 let max_batch = limits.max_batch.max(1);
-                move || write(sqlite, &queue, &committed, &gauges, max_batch)
+                let runtime = tokio::runtime::Handle::try_current().ok();
+                move || {
+                    write(
+                        sqlite,
+                        &queue,
+                        &committed,
+                        &gauges,
+                        max_batch,
+                        runtime.as_ref(),
+                    )
+                }
             })
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         Ok(SqliteStore {
@@ -217,14 +227,16 @@ impl SqliteStore {
 }
 
 /// The writer thread: takes the first waiting submission and every one behind it (up to
-/// `max_batch`), stores them in one transaction, answers them, and again until every handle is
-/// gone (its end ends the checkpointer's too).
+/// `max_batch`), stores them in one transaction, answers them (on `runtime`, the one the store
+/// was opened on, if any), and again until every handle is gone (its end ends the
+/// checkpointer's too).
 fn write(
     mut sqlite: Sqlite,
     queue: &Receiver<Job>,
     committed: &SyncSender<()>,
     gauges: &Gauges,
     max_batch: usize,
+    runtime: Option<&tokio::runtime::Handle>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
@@ -239,22 +251,34 @@ fn write(
         let size = batch.len();
         let (rows, answers): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
-        match sqlite.store_batch(&rows) {
+        let outcome = sqlite.store_batch(&rows);
+        if outcome.is_ok() {
+            // Full: a signal is already pending, which covers this commit too.
+            let _ = committed.try_send(());
+            gauges.committed(size);
+        } else {
+            gauges.failed();
+        }
+        let deliver = move || match outcome {
             Ok(stored) => {
-                // Full: a signal is already pending, which covers this commit too.
-                let _ = committed.try_send(());
-                gauges.committed(size);
                 // A caller that has gone away (its request dropped) just misses its answer.
                 for (answer, stored) in answers.into_iter().zip(stored) {
                     let _ = answer.send(stored);
                 }
             }
             Err(failed) => {
-                gauges.failed();
                 for answer in answers {
                     let _ = answer.send(Err(failed.clone()));
                 }
             }
+        };
+        // Answers go out from a task on the runtime: one wake-up from this thread instead of
+        // one per caller, and the writer starts the next batch meanwhile.
+        match runtime {
+            Some(runtime) => {
+                runtime.spawn(async move { deliver() });
+            }
+            None => deliver(),
         }
     }
 }
