@@ -464,9 +464,12 @@ mod tests {
         format!("{base}/{database}")
     }
 
-    /// A store with one batcher, so a test can tell which submissions share a batch.
+    /// A store with one batcher, so a test can tell which submissions share a batch. Its
+    /// statements give up on a lock after 5 s, so a test whose lock is never released fails
+    /// rather than hangs.
     async fn one_batcher(url: &str, limits: Limits) -> Postgres {
-        Postgres::connect_batching(url, "eu", 4, 1, limits)
+        let url = format!("{url}?options=-c%20lock_timeout%3D5000");
+        Postgres::connect_batching(&url, "eu", 4, 1, limits)
             .await
             .unwrap()
     }
