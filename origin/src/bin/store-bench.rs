@@ -187,12 +187,8 @@ async fn measure(
 async fn bench(name: &str, stores: &[Store], o: &Options) -> Vec<(usize, f64)> {
     let limit = Duration::from_secs(o.seconds);
     measure(stores, &format!("{name}-warm"), 200, o.callers, limit).await;
-    let mut counts = vec![o.callers];
-    if o.callers != GOAL_CALLERS {
-        counts.push(GOAL_CALLERS);
-    }
     let mut rates = Vec::new();
-    for callers in counts {
+    for callers in caller_counts(o) {
         let run = format!("{name}-sat{callers}");
         let saturated = measure(stores, &run, o.rows, callers, limit).await;
         println!("{}", saturated.line(name));
@@ -201,6 +197,15 @@ async fn bench(name: &str, stores: &[Store], o: &Options) -> Vec<(usize, f64)> {
     let single = measure(stores, &format!("{name}-one"), o.rows / 10, 1, limit).await;
     println!("{}", single.line(name));
     rates
+}
+
+/// The saturation runs: `--callers`, and the goal's 64 if that is not it.
+fn caller_counts(o: &Options) -> Vec<usize> {
+    let mut counts = vec![o.callers];
+    if o.callers != GOAL_CALLERS {
+        counts.push(GOAL_CALLERS);
+    }
+    counts
 }
 
 async fn open(location: &Location, durability: Durability, o: &Options) -> Store {
@@ -219,8 +224,15 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "store throughput: {} and {GOAL_CALLERS} callers at saturation (up to {} rows or {} s each), then one caller ({} rows); ms per store call",
-        o.callers, o.rows, o.seconds, o.rows / 10
+        "store throughput: {} callers at saturation (up to {} rows or {} s each), then one caller ({} rows); ms per store call",
+        caller_counts(&o)
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        o.rows,
+        o.seconds,
+        o.rows / 10
     );
     println!(
         "  {:<24} {:>7} {:>9} {:>8} {:>9} {:>9} {:>12}",
