@@ -337,14 +337,33 @@ mod tests {
     use crate::store::Receipt;
     use crate::verify::Verified;
 
-    fn temp_file(name: &str) -> PathBuf {
+    /// A database path in a fresh directory, removed with it.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp_file(name: &str) -> TempFile {
         let dir = std::env::temp_dir().join(format!(
             "harbour-group-commit-{name}-{}-{:?}",
             std::process::id(),
             Instant::now()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("eu.sqlite")
+        TempFile(dir.join("eu.sqlite"))
     }
 
     fn open(path: &Path, limits: Limits) -> SqliteStore {
