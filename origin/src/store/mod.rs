@@ -6,16 +6,22 @@
 //! - with a person digest (`person`), `(campaign, person digest)` is unique too: a second entry
 //!   from the same person under a new key is refused (409 `already_entered`);
 //! - the row is committed (durably, see `Durability`) before `store` returns a receipt;
+//! - both commit concurrent submissions together (`batch`): SQLite in one transaction of its
+//!   writer thread (`group_commit`), PostgreSQL in one statement of a batcher task (`postgres`);
 //! - receipt ids are random (`receipt::new_id`), unique, and say nothing about order or count.
 //!
 //! A database that cannot be reached is `Unavailable`, which the origin answers 503: the edge
 //! then tries the region's next origin and tells the visitor to retry with the same key.
 
+pub mod batch;
+pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+
+use batch::{BatchStats, Limits};
+use group_commit::SqliteStore;
 
 use crate::verify::Verified;
 
@@ -116,8 +122,9 @@ fn redact_password(url: &str) -> String {
 /// A region's store.
 #[derive(Clone)]
 pub enum Store {
-    /// One connection per process, behind a lock; calls run on the blocking pool.
-    Sqlite(Arc<Mutex<sqlite::Sqlite>>),
+    /// One writer thread per process, committing what waits in batches (`group_commit`).
+    Sqlite(SqliteStore),
+    /// A pool per process and batcher tasks storing what waits with one statement a batch.
     Postgres(postgres::Postgres),
 }
 
@@ -131,9 +138,11 @@ impl Store {
         pool_size: usize,
     ) -> Result<Store, String> {
         match location {
-            Location::Sqlite(path) => sqlite::Sqlite::open(path, region, durability)
-                .map(|s| Store::Sqlite(Arc::new(Mutex::new(s))))
-                .map_err(|e| format!("cannot open {}: {e}", path.display())),
+            Location::Sqlite(path) => {
+                SqliteStore::open(path, region, durability, Limits::default())
+                    .map(Store::Sqlite)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+            }
             Location::Postgres(url) => postgres::Postgres::connect_with(url, region, pool_size)
                 .await
                 .map(Store::Postgres)
@@ -150,20 +159,7 @@ impl Store {
 
     pub async fn store(&self, row: Row<'_>) -> Result<Stored, Unavailable> {
         match self {
-            Store::Sqlite(sqlite) => {
-                let sqlite = sqlite.clone();
-                let submission = row.submission.clone();
-                let person = row.person.map(str::to_owned);
-                let now_ms = row.now_ms;
-                on_sqlite(sqlite, move |store| {
-                    store.store(&Row {
-                        submission: &submission,
-                        person: person.as_deref(),
-                        now_ms,
-                    })
-                })
-                .await
-            }
+            Store::Sqlite(sqlite) => sqlite.store(row).await,
             Store::Postgres(pg) => pg.store(row).await,
         }
     }
@@ -171,12 +167,7 @@ impl Store {
     /// Whether the store answers at all (for health checks; cheap).
     pub async fn ping(&self) -> Result<(), Unavailable> {
         match self {
-            Store::Sqlite(sqlite) => {
-                on_sqlite(sqlite.clone(), |store| {
-                    store.ping().map_err(|e| Unavailable(e.to_string()))
-                })
-                .await
-            }
+            Store::Sqlite(sqlite) => sqlite.ping().await,
             Store::Postgres(pg) => pg.ping().await,
         }
     }
@@ -184,31 +175,18 @@ impl Store {
     /// Rows stored in this region.
     pub async fn count(&self) -> Result<u64, Unavailable> {
         match self {
-            Store::Sqlite(sqlite) => {
-                on_sqlite(sqlite.clone(), |store| {
-                    store.count().map_err(|e| Unavailable(e.to_string()))
-                })
-                .await
-            }
+            Store::Sqlite(sqlite) => sqlite.count().await,
             Store::Postgres(pg) => pg.count().await,
         }
     }
-}
 
-/// SQLite work under the store's lock, off the async runtime's threads.
-async fn on_sqlite<T: Send + 'static>(
-    sqlite: Arc<Mutex<sqlite::Sqlite>>,
-    work: impl FnOnce(&mut sqlite::Sqlite) -> Result<T, Unavailable> + Send + 'static,
-) -> Result<T, Unavailable> {
-    tokio::task::spawn_blocking(move || {
-        let mut store = sqlite
-            .lock()
-            .map_err(|_| Unavailable("store lock poisoned".into()))?;
-        work(&mut store)
-    })
-    .await
-    .map_err(|e| Unavailable(e.to_string()))
-    .and_then(|r| r)
+    /// The batches committed and the submissions they answered.
+    pub fn batch_stats(&self) -> BatchStats {
+        match self {
+            Store::Sqlite(sqlite) => sqlite.stats(),
+            Store::Postgres(pg) => pg.stats(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,41 @@
 //! PostgreSQL storage: one database per region, shared by every origin host of that region.
 //!
-//! `tokio-postgres` with a `deadpool-postgres` pool. A store is one statement in the normal case,
-//! `INSERT … ON CONFLICT DO NOTHING RETURNING`, which commits before it answers (autocommit,
-//! `synchronous_commit` as the server has it, `on` by default); only when nothing was inserted
-//! do lookups tell a replay, a conflict and a second entry from the same person apart. The unique
-//! constraints decide, so two hosts storing the same key at once make one row: the second insert
-//! waits for the first to commit and then finds its row.
+//! `tokio-postgres` with a `deadpool-postgres` pool. Submissions are stored in batches (the rules
+//! are `batch`'s): `BATCHERS` tasks per process each take every submission waiting and store
+//! them with one statement, `INSERT … SELECT … FROM unnest(…) ON CONFLICT DO NOTHING
+//! RETURNING`, which commits (autocommit, `synchronous_commit` as the server has it, `on` by
+//! default) before any of its submissions is answered: one round trip and one commit for the
+//! batch. A statement that fails, at any point up to its commit, stores none of its rows and
+//! answers all of them `Unavailable`.
+//!
+//! The statement takes its rows ordered by (campaign, key), then arrival: a row whose key or
+//! person an earlier row holds, in the database or in the batch, is skipped, and only for
+//! skipped rows do lookups tell a replay, a conflict and a second entry from the same person
+//! apart (a receipt id collision is retried with a fresh id). The unique constraints decide, so
+//! two hosts storing the same key at once make one row: the second insert waits for the first
+//! to commit and then finds its row. The order keeps two hosts' batches from waiting on each
+//! other's keys in a cycle; rows of one person under different keys sent to two hosts at once
+//! still can, and PostgreSQL then aborts one batch (after `deadlock_timeout`), answered
+//! `Unavailable` and retried.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
+use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
 use super::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// Connections per origin process, unless `--pool-size` says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Batching tasks per process (at most the pool's size), each holding a connection while it
+/// stores a batch. Measured with store-bench on 2 cores: 4 did better than 1, 2 and 8.
+pub const BATCHERS: usize = 4;
 /// How long a store call waits for a connection, and a new connection for the server: short,
 /// so an origin whose database is down answers 503 well inside the edge's attempt timeout.
 const POOL_WAIT: Duration = Duration::from_secs(2);
@@ -25,23 +44,59 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MIGRATION_LOCK: i64 = 0x6861_7262_6f75_7231;
 const SCHEMA_VERSION: i32 = 1;
 
+/// A batch in one statement. `n` is the arrival order; rows are taken by key, then arrival.
+const INSERT_BATCH: &str = "INSERT INTO submissions (receipt_id, region, campaign,
+        idempotency_key, fields_sha256, person_digest, platform_country, declared_country,
+        payload, stored_at_ms)
+    SELECT id, $1, c, k, f, p, pc, dc, pl::jsonb, t
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::int8[]) WITH ORDINALITY AS u(id, c, k, f, p, pc, dc, pl, t, n)
+    ORDER BY c, k, n
+    ON CONFLICT DO NOTHING
+    RETURNING receipt_id";
+/// One row again, with a fresh receipt id, after its id collided.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
         fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10)
     ON CONFLICT DO NOTHING
     RETURNING receipt_id";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
     WHERE campaign = $1 AND idempotency_key = $2";
 const BY_PERSON: &str = "SELECT 1 FROM submissions WHERE campaign = $1 AND person_digest = $2";
 
+/// The handle: the queue to this process's batchers.
 #[derive(Clone)]
 pub struct Postgres {
+    database: Arc<Database>,
+    // Dropping the last handle closes the queue: the batchers finish their batches and stop.
+    jobs: mpsc::Sender<Job>,
+    gauges: Arc<Gauges>,
+}
+
+/// What the batchers share (never the queue's sender, so they stop with the last handle).
+struct Database {
     pool: Pool,
     region: String,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Unavailable {
-    Unavailable(format!("postgres: {error}"))
+struct Job {
+    row: Prepared,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The error and its causes: tokio-postgres says only "db error", the server's message is its
+/// source.
+fn unavailable(error: impl std::error::Error) -> Unavailable {
+    let mut text = format!("postgres: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    Unavailable(text)
 }
 
 impl Postgres {
@@ -54,6 +109,18 @@ impl Postgres {
         url: &str,
         region: &str,
         pool_size: usize,
+    ) -> Result<Postgres, String> {
+        let batchers = BATCHERS.min(pool_size.max(1));
+        Postgres::connect_batching(url, region, pool_size, batchers, Limits::default()).await
+    }
+
+    /// With `batchers` tasks and `limits` of one's own (the benchmark's one-row batches, tests).
+    pub async fn connect_batching(
+        url: &str,
+        region: &str,
+        pool_size: usize,
+        batchers: usize,
+        limits: Limits,
     ) -> Result<Postgres, String> {
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -79,14 +146,76 @@ impl Postgres {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| e.to_string())?;
-        let store = Postgres {
+        let database = Arc::new(Database {
             pool,
             region: region.to_owned(),
-        };
-        store.migrate().await.map_err(|e| e.to_string())?;
-        Ok(store)
+        });
+        database.migrate().await.map_err(|e| e.to_string())?;
+        let (jobs, queue) = mpsc::channel(limits.queue.max(1));
+        let queue = Arc::new(Mutex::new(queue));
+        let gauges = Arc::new(Gauges::default());
+        for _ in 0..batchers.max(1) {
+            tokio::spawn(batcher(
+                database.clone(),
+                queue.clone(),
+                gauges.clone(),
+                limits.max_batch.max(1),
+            ));
+        }
+        Ok(Postgres {
+            database,
+            jobs,
+            gauges,
+        })
     }
 
+    /// Queues the submission for a batcher and waits for its batch's commit.
+    pub async fn store(&self, row: Row<'_>) -> Result<Stored, Unavailable> {
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            row: Prepared::new(&row, &self.database.region)?,
+            answer,
+        };
+        self.gauges.queued();
+        if let Err(refused) = self.jobs.try_send(job) {
+            self.gauges.refused();
+            return Err(Unavailable(match refused {
+                TrySendError::Full(_) => "postgres: the batch queue is full".into(),
+                TrySendError::Closed(_) => "postgres: the batchers have stopped".into(),
+            }));
+        }
+        answered
+            .await
+            .map_err(|_| Unavailable("postgres: the batcher stopped before answering".into()))?
+    }
+
+    pub async fn count(&self) -> Result<u64, Unavailable> {
+        let client = self.database.pool.get().await.map_err(unavailable)?;
+        let row = client
+            .query_one("SELECT count(*) FROM submissions", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    /// Whether the database answers at all.
+    pub async fn ping(&self) -> Result<(), Unavailable> {
+        let client = self.database.pool.get().await.map_err(unavailable)?;
+        client.simple_query("").await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.gauges.stats()
+    }
+
+    /// Submissions queued and not yet taken by a batcher.
+    pub fn waiting(&self) -> usize {
+        self.gauges.waiting()
+    }
+}
+
+impl Database {
     /// Creates the schema, or brings an older one up to `SCHEMA_VERSION`, under an advisory lock
     /// so the region's origins starting together do it once.
     async fn migrate(&self) -> Result<(), Unavailable> {
@@ -153,11 +282,92 @@ impl Postgres {
         tx.commit().await.map_err(unavailable)
     }
 
-    pub async fn store(&self, row: Row<'_>) -> Result<Stored, Unavailable> {
-        let s = row.submission;
+    /// Stores `rows` with one statement. `Ok`: it committed; one answer per row, in order.
+    /// `Err`: nothing was stored.
+    async fn store_batch(&self, rows: &[Prepared]) -> Result<Vec<Answer>, Unavailable> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
-        for _ in 0..MAX_ID_TRIES {
+        let text = |f: fn(&Prepared) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
+        let maybe = |f: fn(&Prepared) -> Option<&str>| -> Vec<Option<&str>> {
+            rows.iter().map(f).collect()
+        };
+        let stored_at: Vec<i64> = rows.iter().map(Prepared::stored_at_ms).collect();
+        let insert = client
+            .prepare_cached(INSERT_BATCH)
+            .await
+            .map_err(unavailable)?;
+        let mut inserted: HashSet<String> = client
+            .query(
+                &insert,
+                &[
+                    &self.region,
+                    &text(|r| &r.id),
+                    &text(|r| &r.campaign),
+                    &text(|r| &r.idempotency_key),
+                    &text(|r| &r.fields_sha256),
+                    &maybe(|r| r.person.as_deref()),
+                    &text(|r| &r.platform_country),
+                    &maybe(|r| r.declared_country.as_deref()),
+                    &text(|r| &r.payload),
+                    &stored_at,
+                ],
+            )
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            // Taken out, so a second row that drew the same id (2^-64) is not answered with it.
+            if inserted.remove(&row.id) {
+                answers.push(Ok(Stored::New(Receipt {
+                    id: row.id.clone(),
+                    region: self.region.clone(),
+                    stored_at_ms: row.now_ms,
+                })));
+            } else {
+                // Committed or not, the batch's other rows keep their answers.
+                answers.push(self.settle(&client, row).await);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// A row the batch's statement skipped: a replay, a conflict, a second entry, or (neither
+    /// key nor person found) a receipt id collision, retried alone with fresh ids.
+    async fn settle(&self, client: &impl GenericClient, row: &Prepared) -> Answer {
+        for _ in 1..MAX_ID_TRIES {
+            let by_key = client.prepare_cached(BY_KEY).await.map_err(unavailable)?;
+            if let Some(existing) = client
+                .query_opt(&by_key, &[&row.campaign, &row.idempotency_key])
+                .await
+                .map_err(unavailable)?
+            {
+                let fields_sha256: String = existing.get(1);
+                if fields_sha256 != row.fields_sha256 {
+                    return Ok(Stored::Conflict);
+                }
+                let stored_at_ms: i64 = existing.get(2);
+                return Ok(Stored::Replay(Receipt {
+                    id: existing.get(0),
+                    region: self.region.clone(),
+                    stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
+                }));
+            }
+            if let Some(person) = &row.person {
+                let by_person = client
+                    .prepare_cached(BY_PERSON)
+                    .await
+                    .map_err(unavailable)?;
+                if client
+                    .query_opt(&by_person, &[&row.campaign, person])
+                    .await
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Ok(Stored::AlreadyEntered);
+                }
+            }
             let id = new_id(&self.region)?;
             let insert = client.prepare_cached(INSERT).await.map_err(unavailable)?;
             let inserted = client
@@ -166,14 +376,14 @@ impl Postgres {
                     &[
                         &id,
                         &self.region,
-                        &s.campaign,
-                        &s.idempotency_key,
-                        &s.fields_sha256,
+                        &row.campaign,
+                        &row.idempotency_key,
+                        &row.fields_sha256,
                         &row.person,
-                        &s.platform_country,
-                        &s.declared_country,
-                        &s.payload,
-                        &stored_at_ms,
+                        &row.platform_country,
+                        &row.declared_country,
+                        &row.payload,
+                        &row.stored_at_ms(),
                     ],
                 )
                 .await
@@ -185,55 +395,367 @@ impl Postgres {
                     stored_at_ms: row.now_ms,
                 }));
             }
-            let by_key = client.prepare_cached(BY_KEY).await.map_err(unavailable)?;
-            if let Some(existing) = client
-                .query_opt(&by_key, &[&s.campaign, &s.idempotency_key])
-                .await
-                .map_err(unavailable)?
-            {
-                let fields_sha256: String = existing.get(1);
-                if fields_sha256 != s.fields_sha256 {
-                    return Ok(Stored::Conflict);
-                }
-                let stored_at_ms: i64 = existing.get(2);
-                return Ok(Stored::Replay(Receipt {
-                    id: existing.get(0),
-                    region: self.region.clone(),
-                    stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
-                }));
-            }
-            if let Some(person) = row.person {
-                let by_person = client
-                    .prepare_cached(BY_PERSON)
-                    .await
-                    .map_err(unavailable)?;
-                if client
-                    .query_opt(&by_person, &[&s.campaign, &person])
-                    .await
-                    .map_err(unavailable)?
-                    .is_some()
-                {
-                    return Ok(Stored::AlreadyEntered);
-                }
-            }
-            // Neither key nor person: the receipt id collided. Try a fresh one.
         }
         Err(Unavailable("no free receipt id after several tries".into()))
     }
+}
 
-    pub async fn count(&self) -> Result<u64, Unavailable> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let row = client
-            .query_one("SELECT count(*) FROM submissions", &[])
+/// A batcher task: takes the first waiting submission and every one behind it (up to
+/// `max_batch`), stores them with one statement, answers each, and again until the queue
+/// closes.
+async fn batcher(
+    database: Arc<Database>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    gauges: Arc<Gauges>,
+    max_batch: usize,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            // One batcher gathers at a time; the others store meanwhile.
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        gauges.took(batch.len());
+        let size = batch.len();
+        let (rows, answers): (Vec<Prepared>, Vec<_>) =
+            batch.into_iter().map(|job| (job.row, job.answer)).unzip();
+        match database.store_batch(&rows).await {
+            Ok(stored) => {
+                gauges.committed(size);
+                // A caller that has gone away (its request dropped) just misses its answer.
+                for (answer, stored) in answers.into_iter().zip(stored) {
+                    let _ = answer.send(stored);
+                }
+            }
+            Err(failed) => {
+                gauges.failed();
+                for answer in answers {
+                    let _ = answer.send(Err(failed.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// These need a PostgreSQL server: the postgres tier of `bash scripts/test` runs them with
+/// `HARBOUR_TEST_PG_ADMIN` set (`cargo test -p harbour-origin -- --ignored`).
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::verify::Verified;
+
+    const NEEDS_PG: &str = "HARBOUR_TEST_PG_ADMIN";
+
+    /// A fresh, empty database on the test server; its URL.
+    async fn fresh_database(name: &str) -> String {
+        let admin = std::env::var(NEEDS_PG)
+            .unwrap_or_else(|_| panic!("{NEEDS_PG} is not set: the postgres tier sets it"));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let database = format!("u_{name}_{}_{nanos}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{database}\""))
             .await
-            .map_err(unavailable)?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            .unwrap();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        format!("{base}/{database}")
     }
 
-    /// Whether the database answers at all.
-    pub async fn ping(&self) -> Result<(), Unavailable> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        client.simple_query("").await.map_err(unavailable)?;
-        Ok(())
+    /// A store with one batcher, so a test can tell which submissions share a batch. Its
+    /// statements give up on a lock after 5 s, so a test whose lock is never released fails
+    /// rather than hangs.
+    async fn one_batcher(url: &str, limits: Limits) -> Postgres {
+        let url = format!("{url}?options=-c%20lock_timeout%3D5000");
+        Postgres::connect_batching(&url, "eu", 4, 1, limits)
+            .await
+            .unwrap()
+    }
+
+    async fn sql(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    #[derive(Clone)]
+    struct Entry {
+        key: &'static str,
+        fields: &'static str,
+        person: Option<&'static str>,
+    }
+
+    fn entry(key: &'static str, fields: &'static str, person: Option<&'static str>) -> Entry {
+        Entry {
+            key,
+            fields,
+            person,
+        }
+    }
+
+    async fn put(store: &Postgres, e: &Entry) -> Answer {
+        let submission = Verified {
+            campaign: "c1".into(),
+            idempotency_key: e.key.into(),
+            fields_sha256: e.fields.into(),
+            platform_country: "IT".into(),
+            declared_country: None,
+            payload: serde_json::json!({"fields": {}}),
+        };
+        store
+            .store(Row {
+                submission: &submission,
+                person: e.person,
+                now_ms: 7,
+            })
+            .await
+    }
+
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Stores `entries` as one batch, in this order: while another session holds a lock that
+    /// every insert waits for, a first submission occupies the one batcher, `entries` queue
+    /// one by one behind it, and the lock is released. Returns their answers.
+    async fn one_batch(store: &Postgres, url: &str, entries: &[Entry]) -> Vec<Answer> {
+        let locker = sql(url).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE submissions IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let before = store.stats();
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { put(&store, &entry("pacer", "p", None)).await }
+        });
+        wait_until("the batcher holds the first submission", || {
+            store.stats().batches == before.batches + 1 && store.waiting() == 0
+        })
+        .await;
+        let mut queued = Vec::new();
+        for (n, e) in entries.iter().enumerate() {
+            let (store_, e) = (store.clone(), e.clone());
+            queued.push(tokio::spawn(async move { put(&store_, &e).await }));
+            wait_until("the entry is queued", || store.waiting() == n + 1).await;
+        }
+        locker.batch_execute("COMMIT").await.unwrap();
+        assert!(matches!(first.await.unwrap(), Ok(Stored::New(_))));
+        let mut answers = Vec::new();
+        for task in queued {
+            answers.push(task.await.unwrap());
+        }
+        let after = store.stats();
+        assert_eq!(
+            after.batches,
+            before.batches + 2,
+            "the first submission's batch, then one batch of all entries: {after:?}"
+        );
+        answers
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn rows_of_one_batch_see_each_other_and_a_conflict_is_only_its_own() {
+        let url = fresh_database("in_batch").await;
+        let store = one_batcher(&url, Limits::default()).await;
+        let answers = one_batch(
+            &store,
+            &url,
+            &[
+                entry("k1", "h1", None),
+                entry("k1", "h1", None),
+                entry("k1", "other", None),
+                entry("k2", "h2", Some("p1")),
+                entry("k3", "h3", Some("p1")),
+                entry("k4", "h4", Some("p2")),
+            ],
+        )
+        .await;
+        let Ok(Stored::New(first)) = &answers[0] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(answers[1], Ok(Stored::Replay(first.clone())));
+        assert_eq!(answers[2], Ok(Stored::Conflict));
+        assert!(matches!(answers[3], Ok(Stored::New(_))), "{answers:?}");
+        assert_eq!(answers[4], Ok(Stored::AlreadyEntered));
+        assert!(matches!(answers[5], Ok(Stored::New(_))), "{answers:?}");
+        assert_eq!(store.count().await.unwrap(), 4);
+        assert_eq!(store.stats().failed_batches, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn replays_conflicts_and_second_entries_across_batches() {
+        let url = fresh_database("across").await;
+        let store = one_batcher(&url, Limits::default()).await;
+        let first = put(&store, &entry("k1", "h1", Some("p1"))).await;
+        let Ok(Stored::New(receipt)) = &first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            put(&store, &entry("k1", "h1", Some("p1"))).await,
+            Ok(Stored::Replay(receipt.clone()))
+        );
+        assert_eq!(
+            put(&store, &entry("k1", "h9", Some("p1"))).await,
+            Ok(Stored::Conflict)
+        );
+        assert_eq!(
+            put(&store, &entry("k2", "h2", Some("p1"))).await,
+            Ok(Stored::AlreadyEntered)
+        );
+        assert_eq!(store.stats().commits, 4);
+        assert_eq!(store.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn a_failed_commit_answers_its_whole_batch_unavailable_and_stores_nothing() {
+        let url = fresh_database("failed_commit").await;
+        let store = one_batcher(&url, Limits::default()).await;
+        // A real failure at commit: a deferred constraint trigger runs when the batch's
+        // statement commits, and refuses the transaction for one row.
+        sql(&url)
+            .await
+            .batch_execute(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF NEW.idempotency_key = 'poison' THEN
+                         RAISE EXCEPTION 'poisoned at commit';
+                     END IF;
+                     RETURN NULL;
+                 END $$;
+                 CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON submissions
+                     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION poison();",
+            )
+            .await
+            .unwrap();
+        let k0 = put(&store, &entry("k0", "h0", None)).await;
+        let answers = one_batch(
+            &store,
+            &url,
+            &[
+                entry("k0", "h0", None),
+                entry("k1", "h1", None),
+                entry("poison", "hp", None),
+                entry("k2", "h2", Some("p2")),
+            ],
+        )
+        .await;
+        for answer in &answers {
+            let Err(Unavailable(why)) = answer else {
+                panic!("{answers:?}")
+            };
+            assert!(why.contains("poisoned at commit"), "{why}");
+        }
+        assert_eq!(store.stats().failed_batches, 1);
+        // k0 and the pacer, from the batches before; nothing of the failed one.
+        assert_eq!(store.count().await.unwrap(), 2);
+        let Ok(Stored::New(k0)) = k0 else {
+            panic!("{k0:?}")
+        };
+        assert_eq!(
+            put(&store, &entry("k0", "h0", None)).await,
+            Ok(Stored::Replay(k0))
+        );
+        assert!(matches!(
+            put(&store, &entry("k1", "h1", None)).await,
+            Ok(Stored::New(_))
+        ));
+        assert_eq!(store.count().await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn concurrent_callers_share_commits() {
+        let url = fresh_database("concurrent").await;
+        let store = Postgres::connect(&url, "eu").await.unwrap();
+        let (callers, each) = (64, 20);
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for n in 0..each {
+                        let key: &'static str = format!("k-{c}-{n}").leak();
+                        let answer = put(&store, &entry(key, "h", Some(key))).await;
+                        assert!(matches!(answer, Ok(Stored::New(_))), "{answer:?}");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.submissions, callers * each);
+        assert_eq!(store.count().await.unwrap(), callers * each);
+        assert!(
+            stats.submissions >= 2 * stats.commits,
+            "rows per commit {:.2}: {stats:?}",
+            stats.submissions as f64 / stats.commits as f64
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn a_full_queue_answers_unavailable_at_once() {
+        let url = fresh_database("full_queue").await;
+        let store = one_batcher(
+            &url,
+            Limits {
+                max_batch: 8,
+                queue: 2,
+            },
+        )
+        .await;
+        let locker = sql(&url).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE submissions IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let mut queued = vec![tokio::spawn({
+            let store = store.clone();
+            async move { put(&store, &entry("k0", "h", None)).await }
+        })];
+        wait_until("the batcher holds k0", || store.stats().batches == 1).await;
+        for (n, key) in ["k1", "k2"].into_iter().enumerate() {
+            let store_ = store.clone();
+            queued.push(tokio::spawn(async move {
+                put(&store_, &entry(key, "h", None)).await
+            }));
+            wait_until("queued", || store.waiting() == n + 1).await;
+        }
+        let started = Instant::now();
+        assert_eq!(
+            put(&store, &entry("k3", "h", None)).await,
+            Err(Unavailable("postgres: the batch queue is full".into()))
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        locker.batch_execute("COMMIT").await.unwrap();
+        for task in queued {
+            assert!(matches!(task.await.unwrap(), Ok(Stored::New(_))));
+        }
+        assert_eq!(store.count().await.unwrap(), 3);
     }
 }

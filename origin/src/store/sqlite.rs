@@ -1,20 +1,49 @@
 //! SQLite storage, one file per region, shared by that region's origins on one host.
 //!
-//! WAL mode lets several processes write the same file safely; every store runs in an
-//! IMMEDIATE transaction (the write lock first), so its lookups and its insert see one state.
-//! `synchronous=FULL` by default: the commit is on disk before the receipt is sent.
+//! WAL mode lets several processes write the same file safely. Writes come in batches
+//! (`store_batch`, fed by the writer thread of `group_commit`): a batch is one IMMEDIATE
+//! transaction (the write lock first, so every lookup and insert in it sees one state) and one
+//! commit. Rules of a batch:
+//!
+//! - rows are taken in order, each against the file *and the rows before it in the batch*: two
+//!   rows with one key make one row (the second is a replay or a conflict), two rows from one
+//!   person make one entry (the second is `AlreadyEntered`);
+//! - a row writes with one statement (`INSERT … ON CONFLICT DO NOTHING`); a statement error that
+//!   SQLite confined to that statement answers only that row `Unavailable` (nothing of it is
+//!   stored) and the batch goes on; an error that ended the transaction fails the batch;
+//! - answers count only once the commit has succeeded: a batch that does not commit is answered
+//!   `Unavailable` as a whole and stores nothing.
+//!
+//! `synchronous=FULL` by default: the commit is on disk before any receipt of its batch is sent.
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
+use super::batch::{Answer, Prepared};
 use super::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
 /// digest; 1: with `person_digest` and its unique index.
 const SCHEMA_VERSION: i64 = 1;
+
+/// How long a batch waits for the write lock another process holds before it is `Unavailable`.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Sleep between two tries for a lock: short, as another process holds it for one batch.
+const LOCK_POLL: Duration = Duration::from_micros(100);
+
+// Any uniqueness conflict (key, person, receipt id) skips the row; the lookups below say which.
+const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+        fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    ON CONFLICT DO NOTHING";
+const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
+    WHERE campaign = ?1 AND idempotency_key = ?2";
+const BY_PERSON: &str = "SELECT 1 FROM submissions WHERE campaign = ?1 AND person_digest = ?2";
 
 impl From<rusqlite::Error> for Unavailable {
     fn from(error: rusqlite::Error) -> Unavailable {
@@ -41,16 +70,9 @@ impl Sqlite {
         region: &str,
         durability: Durability,
     ) -> rusqlite::Result<Sqlite> {
-        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.busy_handler(Some(wait_for_lock))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(
-            None,
-            "synchronous",
-            match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            },
-        )?;
+        set_durability(&connection, durability)?;
         migrate(&mut connection)?;
         Ok(Sqlite {
             connection,
@@ -58,87 +80,41 @@ impl Sqlite {
         })
     }
 
+    /// One submission in a transaction of its own.
     pub fn store(&mut self, row: &Row) -> Result<Stored, Unavailable> {
-        let submission = row.submission;
+        let prepared = Prepared::new(row, &self.region)?;
+        self.store_batch(std::slice::from_ref(&prepared))?
+            .pop()
+            .unwrap_or_else(|| Err(Unavailable("sqlite: a batch of one gave no answer".into())))
+    }
+
+    /// Stores `rows` in one IMMEDIATE transaction with one commit (see the module's rules).
+    /// `Ok`: the commit succeeded; one answer per row, in order. `Err`: nothing was committed.
+    pub fn store_batch(&mut self, rows: &[Prepared]) -> Result<Vec<Answer>, Unavailable> {
         let tx = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing = tx
-            .query_row(
-                "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
-                 WHERE campaign = ?1 AND idempotency_key = ?2",
-                params![submission.campaign, submission.idempotency_key],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                },
-            )
-            .optional()?;
-        if let Some((id, fields_sha256, stored_at_ms)) = existing {
-            if fields_sha256 != submission.fields_sha256 {
-                return Ok(Stored::Conflict);
-            }
-            return Ok(Stored::Replay(Receipt {
-                id,
-                region: self.region.clone(),
-                stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
-            }));
-        }
-        if let Some(person) = row.person {
-            let entered = tx
-                .query_row(
-                    "SELECT 1 FROM submissions WHERE campaign = ?1 AND person_digest = ?2",
-                    params![submission.campaign, person],
-                    |_| Ok(()),
-                )
-                .optional()?;
-            if entered.is_some() {
-                return Ok(Stored::AlreadyEntered);
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            match store_row(&tx, &self.region, row) {
+                Ok(stored) => answers.push(Ok(stored)),
+                // SQLite undid the failed statement only: this row is refused, the others go on.
+                Err(e) if !tx.is_autocommit() => answers.push(Err(e)),
+                // The error rolled the whole transaction back (SQLite does so for some I/O and
+                // memory errors): going on would write outside any transaction.
+                Err(e) => return Err(e),
             }
         }
-        let payload = submission.payload.to_string();
-        let stored_at_ms = i64::try_from(row.now_ms).unwrap_or(i64::MAX);
-        let mut tries = 0;
-        let id = loop {
-            let id = new_id(&self.region)?;
-            let inserted = tx.execute(
-                "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
-                    fields_sha256, person_digest, platform_country, declared_country, payload,
-                    stored_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    id,
-                    self.region,
-                    submission.campaign,
-                    submission.idempotency_key,
-                    submission.fields_sha256,
-                    row.person,
-                    submission.platform_country,
-                    submission.declared_country,
-                    payload,
-                    stored_at_ms,
-                ],
-            );
-            match inserted {
-                Ok(_) => break id,
-                // Key and person were checked under the write lock: only the id can collide.
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation && tries + 1 < MAX_ID_TRIES =>
-                {
-                    tries += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        // A failed COMMIT leaves the transaction open; dropping `tx` then rolls it back.
         tx.commit()?;
-        Ok(Stored::New(Receipt {
-            id,
-            region: self.region.clone(),
-            stored_at_ms: row.now_ms,
-        }))
+        Ok(answers)
+    }
+
+    /// Pages in the WAL after which a commit on this connection checkpoints (SQLite's default
+    /// is 1000); 0 never.
+    pub fn set_auto_checkpoint(&self, pages: u32) -> rusqlite::Result<()> {
+        self.connection
+            .pragma_update(None, "wal_autocheckpoint", pages)
     }
 
     pub fn ping(&self) -> rusqlite::Result<()> {
@@ -146,12 +122,122 @@ impl Sqlite {
     }
 
     pub fn count(&self) -> rusqlite::Result<u64> {
-        self.connection
-            .query_row("SELECT COUNT(*) FROM submissions", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|n| u64::try_from(n).unwrap_or(0))
+        count(&self.connection)
     }
+
+    #[cfg(test)]
+    pub(super) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+/// A connection to a file `Sqlite::open` has prepared, for reads (`read_only`) or checkpoints.
+/// Checkpoints sync as `durability` says: FULL and NORMAL both sync the file at checkpoint.
+pub fn connect(
+    path: &Path,
+    durability: Durability,
+    read_only: bool,
+) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.busy_handler(Some(wait_for_lock))?;
+    set_durability(&connection, durability)?;
+    Ok(connection)
+}
+
+fn set_durability(connection: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    connection.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )
+}
+
+/// The busy handler: SQLite's own (`busy_timeout`) sleeps 1, 2, 5, 10… ms between tries, so a
+/// writer waiting for another process's batch (a few ms) often sleeps well past its release.
+/// Short sleeps take the lock soon after it is free, for `LOCK_WAIT` in all.
+fn wait_for_lock(tries_before: i32) -> bool {
+    let waited = LOCK_POLL.saturating_mul(u32::try_from(tries_before).unwrap_or(u32::MAX));
+    if waited >= LOCK_WAIT {
+        return false;
+    }
+    std::thread::sleep(LOCK_POLL);
+    true
+}
+
+pub fn count(connection: &Connection) -> rusqlite::Result<u64> {
+    connection
+        .query_row("SELECT COUNT(*) FROM submissions", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+/// One row of a batch, under the batch's write lock: insert, and only when nothing was inserted
+/// tell a replay, a conflict, a second entry and a receipt id collision apart.
+fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, Unavailable> {
+    let stored_at_ms = row.stored_at_ms();
+    let mut id = row.id.clone();
+    for _ in 0..MAX_ID_TRIES {
+        let inserted = tx.prepare_cached(INSERT)?.execute(params![
+            id,
+            region,
+            row.campaign,
+            row.idempotency_key,
+            row.fields_sha256,
+            row.person,
+            row.platform_country,
+            row.declared_country,
+            row.payload,
+            stored_at_ms,
+        ])?;
+        if inserted == 1 {
+            return Ok(Stored::New(Receipt {
+                id,
+                region: region.to_owned(),
+                stored_at_ms: row.now_ms,
+            }));
+        }
+        let existing = tx
+            .prepare_cached(BY_KEY)?
+            .query_row(params![row.campaign, row.idempotency_key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?;
+        if let Some((id, fields_sha256, stored_at_ms)) = existing {
+            if fields_sha256 != row.fields_sha256 {
+                return Ok(Stored::Conflict);
+            }
+            return Ok(Stored::Replay(Receipt {
+                id,
+                region: region.to_owned(),
+                stored_at_ms: u64::try_from(stored_at_ms).unwrap_or(0),
+            }));
+        }
+        if let Some(person) = &row.person {
+            let entered = tx
+                .prepare_cached(BY_PERSON)?
+                .query_row(params![row.campaign, person], |_| Ok(()))
+                .optional()?;
+            if entered.is_some() {
+                return Ok(Stored::AlreadyEntered);
+            }
+        }
+        // Neither key nor person: the receipt id collided. Try a fresh one.
+        id = new_id(region)?;
+    }
+    Err(Unavailable("no free receipt id after several tries".into()))
 }
 
 /// Creates the table, or brings a file from an earlier version up to `SCHEMA_VERSION`, under the
