@@ -43,6 +43,10 @@ pub const HEADER: &str = "harbour-challenge";
 const MAC_BYTES: usize = 16;
 const MAC_PREFIX: &[u8] = b"harbour-challenge-v1\n";
 const MAX_NONCE_DIGITS: usize = 16;
+/// The longest a well-formed solution can be: a campaign id (64), an expiry (20 digits), a
+/// difficulty (3), a salt (32), the MAC (32), a nonce (16) and five dots. Anything longer is
+/// refused before any hashing, so a request cannot make the edge MAC an attacker-sized token.
+const MAX_SOLUTION_BYTES: usize = 64 + 20 + 3 + 32 + 2 * MAC_BYTES + MAX_NONCE_DIGITS + 5;
 
 /// The shape of an idempotency key a solution can cover, and that a forward carries as is
 /// (otherwise `forward` derives one from the content).
@@ -134,7 +138,12 @@ fn parse(solution: &str) -> Option<Parsed<'_>> {
     let hex = |s: &str, max: usize| {
         (1..=max).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
     let well_formed = parts.next().is_none()
+        && (1..=64).contains(&campaign.len())
+        && digits(expires, 20)
+        && digits(bits, 3)
         && hex(salt, 32)
         && salt.len() == 32
         && hex(mac_hex, 2 * MAC_BYTES)
@@ -198,18 +207,22 @@ pub fn verify(
     idempotency_key: Option<&str>,
     now_ms: u64,
 ) -> Result<(), Refusal> {
-    let solution = solution.ok_or(Refusal::Required)?;
-    let parsed = parse(solution.trim()).ok_or(Refusal::Invalid(
-        "the Harbour-Challenge header is not {token}.{nonce}",
-    ))?;
-    let signed = &parsed.token[..parsed.token.len() - parsed.mac_hex.len() - 1];
-    if !same_mac(&key.mac(&[MAC_PREFIX, signed.as_bytes()]), parsed.mac_hex) {
-        return Err(Refusal::Invalid("the challenge was not issued here"));
-    }
+    let solution = solution.ok_or(Refusal::Required)?.trim();
+    // The cheap checks first: length and shape, then the campaign, and only then the MAC.
+    let parsed = (solution.len() <= MAX_SOLUTION_BYTES)
+        .then(|| parse(solution))
+        .flatten()
+        .ok_or(Refusal::Invalid(
+            "the Harbour-Challenge header is not {token}.{nonce}",
+        ))?;
     if parsed.campaign != campaign.id {
         return Err(Refusal::Invalid(
             "the challenge was issued for another campaign",
         ));
+    }
+    let signed = &parsed.token[..parsed.token.len() - parsed.mac_hex.len() - 1];
+    if !same_mac(&key.mac(&[MAC_PREFIX, signed.as_bytes()]), parsed.mac_hex) {
+        return Err(Refusal::Invalid("the challenge was not issued here"));
     }
     if now_ms > parsed.expires_ms || parsed.bits < difficulty_at(campaign, now_ms) {
         return Err(Refusal::Expired);
@@ -531,5 +544,42 @@ mod tests {
         assert_eq!(leading_zero_bits(&[0x00, 0x01]), 15);
         assert_eq!(leading_zero_bits(&[0x00, 0x00, 0x10]), 19);
         assert_eq!(leading_zero_bits(&[0; 32]), 256);
+    }
+
+    #[test]
+    fn an_attacker_sized_or_foreign_token_is_refused_before_its_mac_is_computed() {
+        let config = local_config();
+        let campaign = campaign_with(8);
+        let good = solved(&config, &campaign, KEY, NOW);
+        let refusal =
+            |solution: &str| verify(&config.form_key, &campaign, Some(solution), Some(KEY), NOW);
+        // One byte over the longest well-formed solution: refused for its shape.
+        let long = format!("{}.{}", "c".repeat(MAX_SOLUTION_BYTES), good);
+        assert_eq!(
+            refusal(&long),
+            Err(Refusal::Invalid(
+                "the Harbour-Challenge header is not {token}.{nonce}"
+            ))
+        );
+        // Another campaign with a MAC that is not even ours: named for its campaign, which is
+        // checked before the MAC (a wrong MAC would otherwise be the answer).
+        let foreign = good.replacen("spring-launch", "autumn-sale", 1);
+        let forged = {
+            let (rest, nonce) = foreign.rsplit_once('.').unwrap();
+            let (signed, _) = rest.rsplit_once('.').unwrap();
+            format!("{signed}.{}.{nonce}", "0".repeat(2 * MAC_BYTES))
+        };
+        assert_eq!(
+            refusal(&forged),
+            Err(Refusal::Invalid(
+                "the challenge was issued for another campaign"
+            ))
+        );
+        // Digits beyond what an expiry or a difficulty can hold are malformed too.
+        let (campaign_id, rest) = good.split_once('.').unwrap();
+        let (expires, rest) = rest.split_once('.').unwrap();
+        let padded = format!("{campaign_id}.{}{expires}.{rest}", "0".repeat(30));
+        assert!(matches!(refusal(&padded), Err(Refusal::Invalid(_))));
+        assert_eq!(refusal(&good), Ok(()));
     }
 }
