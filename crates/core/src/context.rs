@@ -11,6 +11,7 @@ use harbour_policy::{CampaignIndex, RegionIndex};
 
 use crate::journal::LogRecord;
 use crate::phase::admission::Charge;
+use crate::replays::Sighting;
 use crate::reply::{Cors, Reply};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct Context {
     pub charge: Option<Charge>,
     /// Origin attempts made, the one under way included.
     pub attempts: u32,
+    /// The request's solution as the isolate's memory knows it (see `replays`), once it was
+    /// found new; its ending is remembered when the request finishes.
+    pub sighting: Option<Sighting>,
 }
 
 impl Context {
@@ -48,6 +52,7 @@ impl Context {
             rate_headers: Vec::new(),
             charge: None,
             attempts: 0,
+            sighting: None,
         }
     }
 }

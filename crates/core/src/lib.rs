@@ -7,7 +7,7 @@
 //! - [`context`]: what a request carries through the phases, and how it ends;
 //! - [`outcome`], [`reply`], [`journal`]: how it ends, what the visitor is sent, what is logged;
 //! - the isolate's state: [`limit`] (GCRA), [`breaker`] (per origin), [`tickets`] (requests
-//!   awaiting the platform);
+//!   awaiting the platform), [`replays`] (solutions seen lately and what they bought);
 //! - [`config`] (the policy and the environment), [`entry`] (the entry as forwarded and keyed),
 //!   [`attempt`] (an origin attempt and its deadline), [`shadow`] (a candidate policy beside the
 //!   live one).
@@ -22,6 +22,7 @@ pub mod limit;
 pub mod outcome;
 pub mod phase;
 pub mod pipeline;
+pub mod replays;
 pub mod reply;
 pub mod shadow;
 pub mod tickets;

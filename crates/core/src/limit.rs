@@ -184,6 +184,12 @@ impl ClientKey {
 #[derive(Clone, Debug)]
 pub struct SeededState(u64);
 
+impl SeededState {
+    pub fn new(seed: u64) -> SeededState {
+        SeededState(seed)
+    }
+}
+
 impl BuildHasher for SeededState {
     type Hasher = DefaultHasher;
 

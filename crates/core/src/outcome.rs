@@ -25,6 +25,10 @@ pub enum Outcome {
     Unreadable(Unreadable),
     /// Field errors (422).
     ValidationFailed,
+    /// The same solution (so the same key) is already under way in this isolate.
+    InProgress,
+    /// The same solution came before with another body: the key belongs to another entry.
+    KeyReused,
     /// No region could be chosen (403, or 422 on the country field for a conflict).
     Unplaceable(Unplaceable),
     /// Every origin of the region is shedding load: answered without calling one.
@@ -74,6 +78,8 @@ impl Outcome {
             Outcome::Challenge(refusal) => refusal.code(),
             Outcome::Unreadable(error) => error.code(),
             Outcome::ValidationFailed => "validation_failed",
+            Outcome::InProgress => "entry_in_progress",
+            Outcome::KeyReused => "key_reused",
             Outcome::Unplaceable(refusal) => refusal.code(),
             Outcome::RegionBusy => "region_busy",
             Outcome::RateLimited(layer) => match layer {
@@ -112,7 +118,7 @@ impl Outcome {
             }
             Outcome::RateLimited(_) => "rate_limited",
             Outcome::NoOrigin | Outcome::OriginsUnavailable => "region_unavailable",
-            Outcome::OriginConflict => Code::IdempotencyKeyReused.as_str(),
+            Outcome::OriginConflict | Outcome::KeyReused => Code::IdempotencyKeyReused.as_str(),
             Outcome::OriginBadAnswer | Outcome::OriginRefused => "origin_error",
             other => other.name(),
         })

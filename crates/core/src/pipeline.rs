@@ -51,7 +51,8 @@ use crate::phase::residency::{classify, Residency};
 use crate::phase::screen::{screen, Decoy};
 use crate::phase::shed::shed;
 use crate::phase::validate::{validate, Submission};
-use crate::reply::{problem, retry_later, Answer, Flow, Phase, Reply};
+use crate::replays::{Recall, Replays, Sighting, MAX_SEEN};
+use crate::reply::{problem, retry_later, Answer, Flow, Phase, Receipt, Reply};
 use crate::shadow::{self, Comparison, View};
 use crate::tickets::Filed;
 
@@ -138,6 +139,8 @@ pub struct Pipeline {
     candidate: Option<Policy>,
     admission: Admission,
     breakers: Breakers,
+    /// Solutions seen lately and what they bought (see `replays`).
+    replays: Replays,
     request_ids: RequestIds,
     salts: RequestIds,
     /// The latest time seen: limits never see the clock go backwards (a wall clock can step back,
@@ -159,6 +162,8 @@ impl Pipeline {
             candidate: None,
             admission,
             breakers: Breakers::new(origins),
+            // The limiter's secret, spread apart: replay ids are never shown to anyone.
+            replays: Replays::new(mix(seeds.limiter ^ 0x7265_706c_6179_73), MAX_SEEN),
             request_ids: RequestIds {
                 seed: seeds.request_ids,
                 counter: 0,
@@ -228,16 +233,21 @@ impl Pipeline {
         };
         let mut ctx = Context::new(self.request_ids.next(facts.now_ms), facts.now_ms);
         match self.flow(facts, &mut ctx) {
-            ControlFlow::Continue((submission, residency, provisional)) => Verdict::Consult {
-                consult: provisional.consult.clone(),
-                held: Box::new(Held {
-                    ctx,
-                    submission,
-                    residency,
-                    client_key: facts.idempotency_key.map(str::to_owned),
-                    provisional,
-                }),
-            },
+            ControlFlow::Continue((submission, residency, provisional)) => {
+                if let Some(sighting) = ctx.sighting {
+                    self.replays.start(sighting, facts.now_ms);
+                }
+                Verdict::Consult {
+                    consult: provisional.consult.clone(),
+                    held: Box::new(Held {
+                        ctx,
+                        submission,
+                        residency,
+                        client_key: facts.idempotency_key.map(str::to_owned),
+                        provisional,
+                    }),
+                }
+            }
             ControlFlow::Break(answer) => self.finish(&ctx, answer).into(),
         }
     }
@@ -255,6 +265,13 @@ impl Pipeline {
         let payload = request_check(&config.policy, facts)?;
         let (key, now_ms) = (facts.idempotency_key, facts.now_ms);
         challenge(config, campaign, facts.challenge, key, now_ms)?;
+        ctx.sighting = Some(recall(
+            &mut self.replays,
+            config,
+            ctx,
+            facts,
+            payload.bytes,
+        )?);
         let submission = validate(campaign, payload, facts.notice)?;
         let (declared, confirmed) = (submission.declared_country(), submission.confirmed_region());
         let residency = classify(&config.policy, campaign, facts.country, declared, confirmed)?;
@@ -426,7 +443,12 @@ impl Pipeline {
 
     /// Where every request ends: its reply, with the `RateLimit` headers admission granted and
     /// the CORS decision applied, and its log record.
-    pub fn finish(&self, ctx: &Context, answer: Answer) -> Finished {
+    pub fn finish(&mut self, ctx: &Context, answer: Answer) -> Finished {
+        if let Some(sighting) = ctx.sighting {
+            let region = ctx.region;
+            let accepted = answer.receipt.clone().zip(region);
+            self.replays.end(sighting, accepted);
+        }
         let policy = self.config.as_ref().ok().map(|c| &c.policy);
         let campaign = ctx
             .campaign
@@ -451,6 +473,52 @@ impl Pipeline {
         };
         Finished { reply, log }
     }
+}
+
+/// What the isolate remembers of this request's solution: new (go on), or answered from
+/// memory (see `replays`): a resend of an accepted entry gets its receipt again, cheaply.
+fn recall(
+    replays: &mut Replays,
+    config: &Config,
+    ctx: &mut Context,
+    facts: &Facts,
+    body: &[u8],
+) -> Flow<Sighting> {
+    let solution = facts.challenge.unwrap_or_default();
+    let key = facts.idempotency_key.unwrap_or_default();
+    let answer = match replays.recall(solution, key, body, facts.now_ms) {
+        Recall::New(sighting) => return Flow::Continue(sighting),
+        Recall::InFlight => Answer::new(
+            Phase::Challenge,
+            retry_later(
+                Outcome::InProgress,
+                "This entry is being stored",
+                Some(key),
+                1_000,
+            ),
+        ),
+        Recall::OtherBody => Answer::new(
+            Phase::Challenge,
+            problem(
+                409,
+                Outcome::KeyReused,
+                "This key was already used for a different entry",
+                "Start a new entry; the key belongs to an earlier, different submission.",
+                None,
+            ),
+        ),
+        Recall::Accepted { receipt, region } => {
+            ctx.region = Some(region);
+            let receipt = Receipt {
+                id: receipt,
+                region_id: &config.policy.region(region).id,
+                key,
+                replayed: true,
+            };
+            Answer::accepted(Phase::Challenge, Outcome::Replayed, receipt)
+        }
+    };
+    Flow::Break(answer)
 }
 
 /// What admission let through, as the phases after the location's answer take it.
@@ -662,9 +730,16 @@ mod tests {
         let invalid = format!(r#"{{"name":"{name}","email":"{email}x","country":"IT"}}"#);
         let mut pipeline = Pipeline::new(Ok(local_config()), seeds());
         let mut records = Vec::new();
-        for body in [body.as_str(), invalid.as_str()] {
+        let other_key = "pipeline-key-other-0123456";
+        let other_work = solved(&local_config(), other_key, 1_764_000_000_000);
+        for (body, key, work) in [
+            (body.as_str(), KEY, facts("").challenge),
+            (invalid.as_str(), other_key, Some(other_work)),
+        ] {
             let facts = Facts {
                 client_ip: Some(ip),
+                idempotency_key: Some(key),
+                challenge: work,
                 ..facts(body)
             };
             match pipeline.request_answered(&facts, LocationResult::Admitted) {
@@ -688,7 +763,7 @@ mod tests {
         assert_eq!(outcomes, [Outcome::Stored, Outcome::ValidationFailed]);
         for record in &records {
             let line = record.to_json(record.received_ms);
-            for personal in [name, email, "zerlina", ip, "198.51.100", KEY] {
+            for personal in [name, email, "zerlina", ip, "198.51.100", KEY, other_key] {
                 assert!(!line.contains(personal), "{personal:?} in {line}");
             }
             let value: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -136,6 +136,8 @@ pub struct Answer {
     pub phase: Phase,
     pub outcome: Outcome,
     pub reply: Reply,
+    /// The receipt id an accepted answer gives, remembered for the solution's replays.
+    pub receipt: Option<String>,
 }
 
 impl Answer {
@@ -145,6 +147,23 @@ impl Answer {
             phase,
             outcome: reply.outcome.unwrap_or(Outcome::Described),
             reply,
+            receipt: None,
+        }
+    }
+
+    /// The one receipt for an accepted entry (see [`accepted`]), counted under `outcome`.
+    pub fn accepted(phase: Phase, outcome: Outcome, receipt: Receipt) -> Answer {
+        let Receipt {
+            id,
+            region_id,
+            key,
+            replayed,
+        } = receipt;
+        Answer {
+            phase,
+            outcome,
+            reply: accepted(&id, region_id, key, replayed),
+            receipt: Some(id),
         }
     }
 
@@ -175,6 +194,15 @@ impl Cors {
             )
             .with_header("vary", "origin")
     }
+}
+
+/// What an accepted answer tells the visitor.
+pub struct Receipt<'a> {
+    pub id: String,
+    pub region_id: &'a str,
+    pub key: &'a str,
+    /// A resend of an entry already accepted.
+    pub replayed: bool,
 }
 
 /// The one receipt for an accepted submission (202): `{"status":"accepted","receipt":{"id",

@@ -544,12 +544,51 @@ fn work_is_checked_first_and_a_request_without_it_costs_nothing() {
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
     }
     let answer = challenge::solution(&token, &challenge::solve(&token, KEY, bits));
+    let Verdict::Forward { ticket, .. } = submit(&mut pipeline, VALID, KEY, Some(&answer), NOW)
+    else {
+        panic!("a solved entry was not forwarded")
+    };
+    // One solution buys one entry: while it is under way a resend waits, once stored a resend
+    // gets its receipt from the isolate's memory, and another body under it is a reused key;
+    // none of them costs a binding call or an origin.
+    let waiting = reply(submit(&mut pipeline, VALID, KEY, Some(&answer), NOW + 1));
+    assert_eq!(
+        (waiting.status, code(&waiting).as_str()),
+        (503, "entry_in_progress")
+    );
+    assert_eq!(waiting.header("idempotency-key"), Some(KEY));
+    let stored = AttemptResult::Answered {
+        status: 201,
+        body: r#"{"receipt":{"id":"eu-0123456789abcdef","region":"eu"}}"#,
+    };
+    let Next::Done { reply: first, .. } = pipeline.after_attempt(ticket, stored, NOW + 2) else {
+        panic!("stored, so done")
+    };
+    assert_eq!(first.status, 202);
     for i in 0..5 {
-        let body =
-            format!(r#"{{"name":"A","email":"a{i}@example.org","country":"IT","consent":true}}"#);
-        let step = submit(&mut pipeline, &body, KEY, Some(&answer), NOW + i);
-        assert!(matches!(step, Verdict::Forward { .. }), "submission {i}");
+        let again = reply(submit(
+            &mut pipeline,
+            VALID,
+            KEY,
+            Some(&answer),
+            NOW + 3 + i,
+        ));
+        assert_eq!(again.status, 202, "resend {i}");
+        assert_eq!(again.body, first.body, "the first receipt");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
     }
+    let other_body = r#"{"name":"B","email":"b@example.org","country":"IT","consent":true}"#;
+    let reused = reply(submit(
+        &mut pipeline,
+        other_body,
+        KEY,
+        Some(&answer),
+        NOW + 9,
+    ));
+    assert_eq!(
+        (reused.status, code(&reused).as_str()),
+        (409, "idempotency_key_reused")
+    );
     // The solution is bound to its key: another key is refused, before the limits again.
     let other = reply(submit(
         &mut pipeline,
@@ -1064,4 +1103,69 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
         );
         assert!(matches!(verdict, Verdict::Consult { .. }), "submission {i}");
     }
+}
+
+#[test]
+fn a_bots_resend_gets_the_same_decoy_again_as_a_visitors_resend_gets_its_receipt() {
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
+    let bot =
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+    let sent = facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(bot.as_bytes()),
+        Some("IT"),
+        "192.0.2.60",
+    );
+    let first = reply(admitted(&mut pipeline, &sent));
+    assert_eq!(first.status, 202);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = reply(admitted(
+        &mut pipeline,
+        &Facts {
+            now_ms: NOW + 5,
+            ..sent
+        },
+    ));
+    assert_eq!(again.status, 202);
+    assert_eq!(
+        again.body, first.body,
+        "the same decoy id, as an origin's replay would give"
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+}
+
+#[test]
+fn after_a_503_that_stored_nothing_the_same_key_and_work_go_through_again() {
+    let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
+    let sent = facts(
+        "POST",
+        Some("application/json"),
+        Body::Bytes(VALID.as_bytes()),
+        Some("IT"),
+        "192.0.2.61",
+    );
+    let Verdict::Forward { ticket, .. } = admitted(&mut pipeline, &sent) else {
+        panic!("not forwarded")
+    };
+    // Neither origin answers: 503 with the key, nothing stored.
+    let Next::Retry { ticket, .. } = pipeline.after_attempt(ticket, AttemptResult::Failed, NOW + 1)
+    else {
+        panic!("no failover")
+    };
+    let Next::Done { reply: failed, .. } =
+        pipeline.after_attempt(ticket, AttemptResult::Failed, NOW + 2)
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(failed.status, 503);
+    // The page's retry, same key and same work, is a new attempt, not a memory.
+    let retry = admitted(
+        &mut pipeline,
+        &Facts {
+            now_ms: NOW + 3,
+            ..sent
+        },
+    );
+    assert!(matches!(retry, Verdict::Forward { .. }), "{retry:?}");
 }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::outcome::Outcome;
 use crate::phase::admission::Admission;
-use crate::reply::{accepted, busy, problem, retry_later, Answer, Flow, Phase, Reply};
+use crate::reply::{busy, problem, retry_later, Answer, Flow, Phase, Receipt, Reply};
 use crate::tickets::Filed;
 
 /// What the visitor is asked to wait when every origin of the region failed.
@@ -136,8 +136,13 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
                 } else {
                     Outcome::Stored
                 };
-                let reply = accepted(&id, region_id, key, replayed);
-                Answer::new(Phase::Forward, reply).counted_as(outcome)
+                let receipt = Receipt {
+                    id,
+                    region_id,
+                    key,
+                    replayed,
+                };
+                Answer::accepted(Phase::Forward, outcome, receipt)
             }
             None => bad_gateway(key, Outcome::OriginBadAnswer),
         },

@@ -12,7 +12,7 @@ use harbour_contract::receipt;
 
 use crate::outcome::Outcome;
 use crate::phase::validate::Submission;
-use crate::reply::{accepted, Answer, Flow, Phase};
+use crate::reply::{Answer, Flow, Phase, Receipt};
 
 /// Why a submission was taken for a bot's, if it was.
 pub fn bot_sign(submission: &Submission) -> Option<Outcome> {
@@ -32,13 +32,13 @@ pub fn screen(submission: &Submission, decoy: Decoy) -> Flow<()> {
     let Some(sign) = bot_sign(submission) else {
         return Flow::Continue(());
     };
-    let reply = accepted(
-        &receipt::id(decoy.region_id, decoy.entropy),
-        decoy.region_id,
-        decoy.key,
-        false,
-    );
-    Flow::Break(Answer::new(Phase::Screen, reply).counted_as(sign))
+    let receipt = Receipt {
+        id: receipt::id(decoy.region_id, decoy.entropy),
+        region_id: decoy.region_id,
+        key: decoy.key,
+        replayed: false,
+    };
+    Flow::Break(Answer::accepted(Phase::Screen, sign, receipt))
 }
 
 #[cfg(test)]
