@@ -163,7 +163,7 @@ impl Pipeline {
             admission,
             breakers: Breakers::new(origins),
             // The limiter's secret, spread apart: replay ids are never shown to anyone.
-            replays: Replays::new(mix(seeds.limiter ^ 0x7265_706c_6179_73), MAX_SEEN),
+            replays: Replays::new(mix(seeds.limiter ^ 0x0072_6570_6c61_7973), MAX_SEEN),
             request_ids: RequestIds {
                 seed: seeds.request_ids,
                 counter: 0,

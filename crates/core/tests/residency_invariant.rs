@@ -228,14 +228,9 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             challenges: 9,
         },
     );
-    // One solved challenge for one key: each request here may reuse it (the challenge is not
-    // what this test is about, and it is checked before the residency rule).
-    let key = "residency-key-0123456789";
+    // A key and its solved work per request (the challenge is not what this test is about, and
+    // one solution buys one entry).
     let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], 1_000_000, 1);
-    let solution = challenge::solution(
-        &issued.token,
-        &challenge::solve(&issued.token, key, issued.difficulty_bits),
-    );
     let mut model = Model(
         spec.origins_per_region
             .iter()
@@ -246,6 +241,11 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
     let notice = config.policy.campaigns[0].notice_header("en");
     for (i, (platform, declared, confirm, gap, answers)) in requests.into_iter().enumerate() {
         now += gap;
+        let key = format!("residency-key-{i:010}");
+        let solution = challenge::solution(
+            &issued.token,
+            &challenge::solve(&issued.token, &key, issued.difficulty_bits),
+        );
         let body = match declared {
             Some(c) if confirm => format!(
                 r#"{{"email":"v{i}@example.org","country":"{}","confirm_region":"r{}"}}"#,
@@ -265,7 +265,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             body: Body::Bytes(body.as_bytes()),
             country: (!platform.is_empty()).then_some(platform.as_str()),
             client_ip: Some("192.0.2.1"),
-            idempotency_key: Some(key),
+            idempotency_key: Some(&key),
             challenge: Some(&solution),
             origin: None,
             notice: Some(&notice),
