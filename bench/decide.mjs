@@ -66,37 +66,43 @@ const receipt = encoder.encode('{"receipt":{"id":"eu-0000000000000001","region":
 const perRound = 20_000;
 const batch = 1_000; // concluded soon after being decided, as in service
 const LOCATION_ADMITTED = 1; // as crates/worker/src/wire.rs
-// `decide`'s request facts as shim.js joins them (`REQUEST_FACTS` in crates/worker/src/wire.rs): method, URL,
-// content type, country, client IP, idempotency key, challenge, origin; "\0" for an absent one.
+// `decide`'s request facts as shim.js joins them (`REQUEST_FACTS` in crates/worker/src/wire.rs):
+// method, URL, content type, country, client IP, idempotency key, challenge, origin, notice;
+// "\0" for an absent one.
 const facts = (...values) =>
-  Array.from({ length: 8 }, (_, i) => values[i] ?? "\0").join("\n");
+  Array.from({ length: 9 }, (_, i) => values[i] ?? "\0").join("\n");
 // An answer's kind and fields after its notes (the line protocol of crates/worker/src/wire.rs).
 const fieldsOf = (answer) => {
   const lines = answer.split("\n");
   return lines.slice(Number(lines[0]) + 1);
 };
-// A reply's body: after kind, status, the headers, the log line and the summary line.
+// A reply's body: after kind, status, the headers, the log line, the summary line and the delay.
 const bodyOf = (answer) => {
   const [kind, , count] = fieldsOf(answer);
   if (kind !== "reply") throw new Error(`not a reply: ${answer}`);
   let at = -1;
-  for (let i = 0; i < Number(answer.split("\n")[0]) + 6 + 2 * Number(count); i++) at = answer.indexOf("\n", at + 1);
+  for (let i = 0; i < Number(answer.split("\n")[0]) + 7 + 2 * Number(count); i++) at = answer.indexOf("\n", at + 1);
   return answer.slice(at + 1);
 };
 
-// Work for 64 keys, for the challenge of a form description (crates/core/src/phase/challenge.rs). Challenges are
-// stateless: every bundle configured with the same form key takes the same work.
-function solveKeys(harbour, now) {
+// Work for every decision of the run, a key of its own each (one solution buys one entry: a
+// resend is answered from the isolate's memory), for the challenge of a form description
+// (crates/core/src/phase/challenge.rs), and the notice it shows. Challenges are stateless: every
+// bundle configured with the same form key takes the same work.
+function solveKeys(harbour, now, count) {
   const form = harbour.decide(facts("GET", url.replace("/submissions", ""), undefined, "IT", "192.0.2.1"), 0, new Uint8Array(0), now);
-  const { token, difficulty_bits: bits } = JSON.parse(bodyOf(form)).challenge;
+  const description = JSON.parse(bodyOf(form));
+  const { token, difficulty_bits: bits } = description.challenge;
+  const notice = `${description.lang}.${description.notice.version}`;
   const zeroBits = (digest) => { let z = 0; for (const b of digest) { if (b) return z + Math.clz32(b) - 24; z += 8; } return z; };
-  return Array.from({ length: 64 }, (_, i) => {
+  const keys = Array.from({ length: count }, (_, i) => {
     const key = `bench-key-${i.toString().padStart(12, "0")}`;
     for (let nonce = 0; ; nonce++) {
       const hex = nonce.toString(16);
       if (zeroBits(createHash("sha256").update(`${token}\n${key}\n${hex}`).digest()) >= bits) return [key, `${token}.${hex}`];
     }
   });
+  return { keys, notice };
 }
 
 // One round of `perRound` decide + consulted + conclude calls; returns µs per call of each.
@@ -111,9 +117,9 @@ function round(harbour, state, keys) {
     for (let i = 0; i < batch; i++) {
       const n = ++state.n;
       const ip = `100.${64 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`;
-      const [key, work] = keys[n & 63];
+      const [key, work] = keys.keys[n - 1];
       const answer = harbour.decide(
-        `POST\n${url}\napplication/json\nIT\n${ip}\n${key}\n${work}\n\0`, 1, bodies[n & 63], state.now++,
+        `POST\n${url}\napplication/json\nIT\n${ip}\n${key}\n${work}\n\0\n${keys.notice}`, 1, bodies[n & 63], state.now++,
       );
       const [kind, hold] = fieldsOf(answer);
       if (kind !== "consult") throw new Error(`not held for the location: ${answer}`);
@@ -148,7 +154,7 @@ const rounds = 5;
 const start = 1_764_000_000_000;
 const runs = [{ name: "live", harbour: await load(dir, "live") }];
 if (shadowDir) runs.push({ name: "shadow", harbour: await load(shadowDir, "shadow") });
-const keys = solveKeys(runs[0].harbour, start);
+const keys = solveKeys(runs[0].harbour, start, (rounds + 1) * perRound);
 for (const run of runs) {
   run.state = { n: 0, now: start + 1, summaries: 0 };
   run.decide = [];

@@ -32,7 +32,7 @@ use std::ops::ControlFlow;
 use harbour_policy::text::push_hex_u64;
 use harbour_policy::Policy;
 
-use crate::attempt::{Attempt, AttemptResult};
+use crate::attempt::{Attempt, AttemptResult, DEADLINE_MS};
 use crate::breaker::Breakers;
 use crate::config::{Config, ConfigError};
 use crate::context::{Context, Finished};
@@ -148,7 +148,12 @@ pub struct Pipeline {
     latest_ms: u64,
     /// Log lines of state changes (breakers, an unavailable binding), for the shell to write.
     notes: Vec<String>,
+    /// How long a stored entry's forward takes here, smoothed: what a bot's decoy waits.
+    forward_ms: u64,
 }
+
+/// What a decoy waits before any forward was timed in this isolate.
+const FIRST_FORWARD_MS: u64 = 40;
 
 impl Pipeline {
     pub fn new(config: Result<Config, ConfigError>, seeds: Seeds) -> Pipeline {
@@ -174,6 +179,7 @@ impl Pipeline {
             },
             latest_ms: 0,
             notes: Vec::new(),
+            forward_ms: FIRST_FORWARD_MS,
         }
     }
 
@@ -366,7 +372,12 @@ impl Pipeline {
             key: &entry.key,
             entropy: self.request_ids.entropy(),
         };
-        screen(submission, decoy)?;
+        if let ControlFlow::Break(mut decoy) = screen(submission, decoy) {
+            // As long as a real forward: ±25 % of the typical one.
+            let spread = self.request_ids.entropy() % 51;
+            decoy.reply.delay_ms = self.forward_ms * (75 + spread) / 100;
+            return Flow::Break(decoy);
+        }
         // Some origin is available (asked just above, in this same call): the first of them.
         let origin = self.breakers.pick(region, 0, now_ms).unwrap_or(0);
         let shown = (entry.fields_json.as_str(), submission.notice());
@@ -406,6 +417,13 @@ impl Pipeline {
                 Next::Retry { attempt, ticket }
             }
             ControlFlow::Break(answer) => {
+                if matches!(answer.outcome, Outcome::Stored | Outcome::Replayed) {
+                    // Smoothed over the last dozens of entries, bounded by the deadline.
+                    let took = now_ms
+                        .saturating_sub(ticket.ctx.received_ms)
+                        .min(DEADLINE_MS);
+                    self.forward_ms = (self.forward_ms * 15 + took) / 16;
+                }
                 let Finished { reply, log } = self.finish(&ticket.ctx, answer);
                 Next::Done { reply, log }
             }

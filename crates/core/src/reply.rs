@@ -28,6 +28,10 @@ pub struct Reply {
     /// The outcome a problem answers, kept beside the body so logs need not parse it back.
     #[serde(skip)]
     pub outcome: Option<Outcome>,
+    /// How long the shell waits before sending it: 0 but for a bot's decoy receipt, which must
+    /// take as long as a real one (an origin round trip) or it tells itself apart.
+    #[serde(skip)]
+    pub delay_ms: u64,
 }
 
 impl Reply {
@@ -40,6 +44,7 @@ impl Reply {
             ],
             body: body.to_string(),
             outcome: None,
+            delay_ms: 0,
         }
     }
 
@@ -89,6 +94,7 @@ pub fn problem(
         ],
         body: body.to_string(),
         outcome: Some(outcome),
+        delay_ms: 0,
     }
 }
 
@@ -230,6 +236,7 @@ pub fn accepted(receipt_id: &str, region_id: &str, key: &str, replayed: bool) ->
         headers,
         body,
         outcome: None,
+        delay_ms: 0,
     }
 }
 

@@ -39,7 +39,7 @@ function requestFacts(request, headers) {
 }
 // Each answer's fields, in the order the shell writes them.
 const READERS = {
-  reply: (a) => ({ status: a.number(), headers: a.headers(), log: a.field(), summary: a.field(), body: a.body() }),
+  reply: (a) => ({ status: a.number(), headers: a.headers(), log: a.field(), summary: a.field(), delayMs: a.number(), body: a.body() }),
   consult: (a) => ({ hold: a.number(), binding: a.field(), key: a.field(), timeoutMs: a.number() }),
   forward: (a) => ({ key: a.field(), url: a.field(), timeoutMs: a.number(), ticket: a.number(), headers: a.headers(), body: a.body() }),
   retry: (a) => ({ url: a.field(), timeoutMs: a.number(), ticket: a.number() }),
@@ -205,11 +205,12 @@ class Decision {
   }
 }
 
-function respond(decision) {
+async function respond(decision) {
   if (decision.kind !== "reply") throw new Error(`malformed decision: ${decision.kind}`);
-  const { status, headers, log, summary, body } = decision.fields;
+  const { status, headers, log, summary, delayMs, body } = decision.fields;
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
+  if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 

@@ -81,7 +81,8 @@ pub struct DecisionKind {
 
 /// Every decision `decide`, `consulted`, `conclude` and `orphaned` give.
 pub const DECISIONS: [DecisionKind; 4] = [
-    // The visitor's reply, its decision's log line (or an empty line) and a summary (or one).
+    // The visitor's reply, its decision's log line (or an empty line), a summary (or one), and
+    // how long to wait before sending it (0 but for a bot's decoy).
     DecisionKind {
         kind: "reply",
         fields: &[
@@ -89,6 +90,7 @@ pub const DECISIONS: [DecisionKind; 4] = [
             ("headers", Field::Headers),
             ("log", Field::Text),
             ("summary", Field::Text),
+            ("delayMs", Field::Number),
             ("body", Field::Body),
         ],
     },
@@ -218,6 +220,7 @@ pub fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
     out.headers(&reply.headers);
     out.text(&log);
     out.text(&summary);
+    out.number(reply.delay_ms);
     out.end_with_body(&reply.body)
 }
 
@@ -360,6 +363,7 @@ mod tests {
             headers: vec![("x-a", "one\ntwo".into()), ("x-b", "three".into())],
             body: "{\"a\":\n1}".into(),
             outcome: None,
+            delay_ms: 0,
         };
         let lines = Lines {
             decision: Some("{\"log\":1}".into()),
@@ -370,7 +374,7 @@ mod tests {
         assert_eq!(
             answer,
             json!({"reply": {"status": 400, "headers": [["x-a", "one two"], ["x-b", "three"]],
-                             "log": "{\"log\":1}", "summary": "", "body": "{\"a\":\n1}"},
+                             "log": "{\"log\":1}", "summary": "", "delayMs": 0, "body": "{\"a\":\n1}"},
                    "notes": "{\"note\":1}\n{\"note\":2}"})
         );
     }

@@ -165,6 +165,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
             ],
             body: String::new(),
             outcome: None,
+            delay_ms: 0,
         };
         return Flow::Break(Answer::new(Phase::Route, cors.apply(reply)));
     }
