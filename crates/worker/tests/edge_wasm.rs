@@ -465,7 +465,10 @@ fn a_shadow_candidate_changes_no_answer_and_is_counted_in_the_summary() {
     };
     // The work first, before either run's isolate is configured: fetching a challenge is a
     // decision of its own, which would be counted in one run's summary and not the other's.
-    for key in (0..4).map(|i| format!("{KEY}-{i}")).chain([format!("{KEY}-last")]) {
+    for key in (0..4)
+        .map(|i| format!("{KEY}-{i}"))
+        .chain([format!("{KEY}-last")])
+    {
         solution_for(&key);
     }
     let live = run(None);
