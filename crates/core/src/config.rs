@@ -18,8 +18,9 @@
 //! Beyond the form of each entry, assembly refuses what would weaken residency or the signature:
 //! plain `http://` to anything but a loopback address (the submission and its signature would
 //! cross the network in clear), one origin host (`host:port`) in two regions (one server would
-//! hold two regions' data), and one signing secret in two regions (an origin would accept another
-//! region's signatures).
+//! hold two regions' data), one signing secret in two regions (an origin would accept another
+//! region's signatures), and, once any origin is off this machine, the secrets `local_env` hands
+//! out (they are in harbour's own source, so anyone can sign with them).
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
 use harbour_contract::http::SUBMISSIONS_PATH;
@@ -105,14 +106,22 @@ fn origin_host(base: &str) -> Option<String> {
     };
     let authority = rest[..rest.find('/').unwrap_or(rest.len())].to_ascii_lowercase();
     // A port follows the last `:`, unless that `:` is inside an IPv6 literal's brackets.
-    let has_port = authority
-        .rfind(':')
-        .is_some_and(|colon| !authority[colon..].contains(']'));
-    Some(if has_port {
-        authority
-    } else {
-        format!("{authority}:{default_port}")
-    })
+    let (host, port) = match authority.rfind(':') {
+        Some(colon) if !authority[colon..].contains(']') => {
+            (&authority[..colon], &authority[colon + 1..])
+        }
+        _ => (authority.as_str(), default_port),
+    };
+    // `a.example.` is the fully qualified spelling of `a.example`: one host.
+    Some(format!("{}:{port}", host.trim_end_matches('.')))
+}
+
+/// How the secrets of `Config::local_env` end. They are published with harbour's source: fine for a
+/// stack on loopback, refused anywhere else.
+const PUBLISHED_SECRET_SUFFIX: &str = "-secret-0123456789abcdefghijklmnop";
+
+fn published_secret(name: &str) -> String {
+    format!("{name}{PUBLISHED_SECRET_SUFFIX}")
 }
 
 /// Whether `host_port` (from `origin_host`) names this machine: `localhost`, 127.0.0.0/8 or `::1`.
@@ -181,6 +190,24 @@ fn form_key(
         return None;
     }
     Some(key)
+}
+
+/// The secrets that are `local_env`'s published ones, each an issue: the configuration has an
+/// origin off this machine, which must not trust a key anyone can read.
+fn published_secrets(
+    policy: &Policy,
+    env: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Vec<Issue>,
+) {
+    let names = policy.regions.iter().map(|r| key_var(&r.id));
+    for name in names.chain([FORM_KEY_VAR.to_owned()]) {
+        if env(&name).is_some_and(|secret| secret.ends_with(PUBLISHED_SECRET_SUFFIX)) {
+            issues.push(Issue {
+                message: "this is a test secret published with harbour's source, accepted only while every origin is on this machine; set a secret of its own (openssl rand -hex 32)".into(),
+                path: name,
+            });
+        }
+    }
 }
 
 /// Every problem found assembling a configuration: the policy's, and the environment's, each
@@ -296,6 +323,9 @@ impl Config {
             }
         }
         let form_key = form_key(env, &secrets_seen, &mut issues);
+        if !hosts_seen.iter().all(|(host, _)| is_loopback(host)) {
+            published_secrets(&policy, env, &mut issues);
+        }
         let log_value = env(LogMode::VARIABLE);
         let log = LogMode::parse(log_value.as_deref()).unwrap_or_else(|| {
             issues.push(Issue {
@@ -334,15 +364,9 @@ impl Config {
                 origins_var(&region.id),
                 format!("http://127.0.0.1:{primary} http://127.0.0.1:{secondary}"),
             ));
-            env.push((
-                key_var(&region.id),
-                format!("{}-secret-0123456789abcdefghijklmnop", region.id),
-            ));
+            env.push((key_var(&region.id), published_secret(&region.id)));
         }
-        env.push((
-            FORM_KEY_VAR.to_owned(),
-            "form-secret-0123456789abcdefghijklmnop".to_owned(),
-        ));
+        env.push((FORM_KEY_VAR.to_owned(), published_secret("form")));
         Ok(env)
     }
 
@@ -409,7 +433,7 @@ pub(crate) mod tests {
 
     #[test]
     fn names_every_missing_or_bad_entry() {
-        let mut env = local_env();
+        let mut env = deployed_env();
         env.remove("HARBOUR_ORIGINS_RU");
         env.insert("HARBOUR_KEY_CN".into(), "short".into());
         env.insert("HARBOUR_ORIGINS_AU".into(), "ftp://x".into());
@@ -435,8 +459,19 @@ pub(crate) mod tests {
         assert!(error.to_string().contains("\"verbose\" is not a log mode"));
     }
 
-    fn issues_with(changes: &[(&str, &str)]) -> Vec<String> {
+    /// `local_env` with secrets of its own in place of the published ones, as a deployment has.
+    fn deployed_env() -> HashMap<String, String> {
         let mut env = local_env();
+        for (name, value) in env.iter_mut() {
+            if name.starts_with("HARBOUR_KEY_") || name == FORM_KEY_VAR {
+                *value = format!("{name}-own-0123456789abcdefghijklmnopqrstuv");
+            }
+        }
+        env
+    }
+
+    fn issues_with(changes: &[(&str, &str)]) -> Vec<String> {
+        let mut env = deployed_env();
         for (name, value) in changes {
             env.insert((*name).into(), (*value).into());
         }
@@ -520,6 +555,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_fully_qualified_host_is_the_same_host() {
+        let found = issues_with(&[
+            ("HARBOUR_ORIGINS_CN", "https://store.example./in"),
+            ("HARBOUR_ORIGINS_AU", "https://Store.Example:443/in"),
+        ]);
+        assert_eq!(
+            found,
+            ["HARBOUR_ORIGINS_AU: origin host store.example:443 is also in HARBOUR_ORIGINS_CN; each region needs origins of its own"]
+        );
+    }
+
+    #[test]
+    fn published_secrets_serve_only_a_stack_on_this_machine() {
+        // The local stack: published secrets, every origin on loopback.
+        let env = local_env();
+        assert!(Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).is_ok());
+        // One origin elsewhere: each published secret is named, and only those.
+        let mut env = local_env();
+        env.insert("HARBOUR_ORIGINS_AU".into(), "https://au.example".into());
+        env.insert(
+            "HARBOUR_KEY_RU".into(),
+            "ru-own-0123456789abcdefghijklmnopqrstuv".into(),
+        );
+        let error = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap_err();
+        let paths: Vec<_> = error.0.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "HARBOUR_KEY_CN",
+                "HARBOUR_KEY_EU",
+                "HARBOUR_KEY_AU",
+                "HARBOUR_KEY_GLOBAL",
+                "HARBOUR_FORM_KEY"
+            ]
+        );
+        assert!(error.0[0].message.contains("published"), "{error}");
+    }
+
+    #[test]
     fn one_signing_secret_in_two_regions_is_refused_without_showing_it() {
         let secret = "the-same-secret-0123456789abcdefghijklmnop";
         let found = issues_with(&[("HARBOUR_KEY_RU", secret), ("HARBOUR_KEY_GLOBAL", secret)]);
@@ -547,7 +621,7 @@ pub(crate) mod tests {
             issues_with(&[(FORM_KEY_VAR, "short")]),
             ["HARBOUR_FORM_KEY: the form key needs a secret of at least 32 bytes"]
         );
-        let eu_secret = local_env()["HARBOUR_KEY_EU"].clone();
+        let eu_secret = deployed_env()["HARBOUR_KEY_EU"].clone();
         let reused = issues_with(&[(FORM_KEY_VAR, &eu_secret)]);
         assert_eq!(
             reused,

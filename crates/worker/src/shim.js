@@ -205,12 +205,16 @@ class Decision {
   }
 }
 
+// Every API answer: a browser never reads one as anything but its declared type.
+const NOSNIFF = ["x-content-type-options", "nosniff"];
+
 async function respond(decision) {
   if (decision.kind !== "reply") throw new Error(`malformed decision: ${decision.kind}`);
   const { status, headers, log, summary, delayMs, body } = decision.fields;
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
   if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+  headers.push(NOSNIFF);
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 
@@ -218,7 +222,7 @@ async function respond(decision) {
 // the origin may have stored the entry, and a retry with that key is stored at most once.
 function emergency(status, code, key) {
   const problem = { type: `urn:harbour:problem:${code}`, title: "Service unavailable", status, code };
-  const headers = { "content-type": "application/problem+json", "retry-after": "1" };
+  const headers = { "content-type": "application/problem+json", "retry-after": "1", [NOSNIFF[0]]: NOSNIFF[1] };
   if (key !== undefined) {
     problem.idempotency_key = key;
     headers["idempotency-key"] = key;

@@ -24,18 +24,31 @@ fn wrangler_toml_parses_and_points_at_the_built_entry_and_the_page() {
         .contains("scripts/build"));
 }
 
-/// The vars of one environment assembled into a configuration, with a distinct dummy key per
-/// region standing in for the secrets.
-fn assemble(vars: &toml::Table) -> Result<Config, harbour_core::config::ConfigError> {
+/// The vars of one environment assembled into a configuration, with `secret` giving the secret of
+/// each key variable.
+fn assemble_with(
+    vars: &toml::Table,
+    secret: &dyn Fn(&str) -> String,
+) -> Result<Config, harbour_core::config::ConfigError> {
     Config::assemble(SHIPPED_POLICY, &|name| {
-        if let Some(region) = name.strip_prefix("HARBOUR_KEY_") {
-            return Some(format!("{region}-secret-0123456789abcdefghijklmnop"));
-        }
-        if name == FORM_KEY_VAR {
-            return Some("form-secret-0123456789abcdefghijklmnop".into());
+        if name.starts_with("HARBOUR_KEY_") || name == FORM_KEY_VAR {
+            return Some(secret(name));
         }
         vars.get(name).and_then(|v| v.as_str()).map(String::from)
     })
+}
+
+/// `assemble_with` the secrets a deployer would set: one of their own per variable.
+fn assemble(vars: &toml::Table) -> Result<Config, harbour_core::config::ConfigError> {
+    assemble_with(vars, &|name| {
+        format!("{name}-own-0123456789abcdefghijklmnopqrstuv")
+    })
+}
+
+/// The secrets of the local stack (`Config::local_env`), published with the source.
+fn published_secret(name: &str) -> String {
+    let local = Config::local_env(SHIPPED_POLICY, 8700).unwrap();
+    local.into_iter().find(|(n, _)| n == name).unwrap().1
 }
 
 fn assert_every_region_has_origins_and_no_secrets(vars: &toml::Table, environment: &str) {
@@ -107,13 +120,55 @@ fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
             region.id
         );
     }
-    // The build and the page are inherited, not redefined differently for production.
-    for key in ["build", "assets", "main"] {
+    // The published test secrets work locally and are refused in production.
+    assert!(assemble_with(top, &published_secret).is_ok());
+    let refused = assemble_with(production, &published_secret).unwrap_err();
+    assert_eq!(refused.0.len(), policy.regions.len() + 1, "{refused}");
+    // The page and the entry are inherited, not redefined differently for production.
+    for key in ["assets", "main"] {
         assert!(
             config["env"]["production"].get(key).is_none(),
             "env.production.{key} would override the top level"
         );
     }
+}
+
+#[test]
+fn production_answers_on_its_routes_only_and_builds_the_shipped_policy() {
+    let config = wrangler();
+    let production = config["env"]["production"].as_table().unwrap();
+    // workers_dev is inherited unless set: production must say false itself, or the worker also
+    // answers on workers.dev, outside the zone's WAF.
+    assert_eq!(production["workers_dev"].as_bool(), Some(false));
+    assert_eq!(production["preview_urls"].as_bool(), Some(false));
+    assert!(!production["routes"].as_array().unwrap().is_empty());
+    assert_eq!(
+        production["build"]["command"].as_str(),
+        Some("bash scripts/build --production")
+    );
+    assert_eq!(
+        production["build"]["watch_dir"],
+        config["build"]["watch_dir"]
+    );
+}
+
+#[test]
+fn the_page_is_served_with_strict_transport_security() {
+    let headers =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../www/_headers"))
+            .unwrap();
+    let hsts = headers
+        .lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("Strict-Transport-Security: "))
+        .expect("www/_headers sets Strict-Transport-Security");
+    let max_age: u64 = hsts
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("max-age="))
+        .and_then(|age| age.parse().ok())
+        .unwrap();
+    // A year at least, the preload list's floor.
+    assert!(max_age >= 31_536_000, "{hsts}");
 }
 
 /// `(name, limit, period)` of each `[[ratelimits]]` of one environment, sorted, and their

@@ -90,6 +90,7 @@ test("a form description comes back with a challenge and no-store", async () => 
   const response = await worker.fetch(request(DESCRIBE), env);
   assert.equal(response.status, 200);
   assert.equal(response.headers.get("cache-control"), "no-store");
+  assert.equal(response.headers.get("x-content-type-options"), "nosniff");
   const description = await response.json();
   assert.equal(description.id, campaign.id);
   assert.equal(description.challenge.difficulty_bits, campaign.challenge.difficulty_bits);
@@ -105,6 +106,7 @@ test("a submission is consulted, forwarded signed to its region's primary, and i
   assert.equal(response.status, 202, await response.clone().text());
   const body = await response.json();
   assert.equal(body.receipt.region, "eu");
+  assert.equal(response.headers.get("x-content-type-options"), "nosniff");
   assert.equal(response.headers.get("idempotency-key"), sent.headers.get("idempotency-key"));
   assert.match(response.headers.get("ratelimit-policy"), /"location";q=5;w=60/);
   assert.match(asked.key, /^spring-launch 192\.0\.2\./);
@@ -181,4 +183,5 @@ test("a refused request is answered by the module's reply, headers and body as w
   assert.equal(response.headers.get("content-type"), "application/problem+json");
   assert.equal(response.headers.get("accept-post"), "application/json, application/x-www-form-urlencoded");
   assert.equal((await response.json()).code, "unsupported_media_type");
+  assert.equal(response.headers.get("x-content-type-options"), "nosniff");
 });
