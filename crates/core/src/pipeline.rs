@@ -157,7 +157,10 @@ const FIRST_FORWARD_MS: u64 = 40;
 
 impl Pipeline {
     pub fn new(config: Result<Config, ConfigError>, seeds: Seeds) -> Pipeline {
-        let admission = Admission::new(config.as_ref().ok().map(|c| &c.policy), seeds.limiter);
+        let admission = Admission::new(
+            config.as_ref().ok().map(|c| (&c.policy, &c.form_key)),
+            seeds.limiter,
+        );
         let origins = config
             .as_ref()
             .map(|c| c.regions.iter().map(|r| r.origins.len()).collect())

@@ -22,8 +22,9 @@
 use crate::limit::{Cell, Check, ClientKey, Decision, Limiter};
 use crate::outcome::Outcome;
 use crate::reply::{problem, retry_after_seconds, Answer, Flow, Phase};
+use harbour_contract::signature::SigningKey;
 use harbour_policy::quota::{LocationLimit, Quota};
-use harbour_policy::text::{push_quoted, push_u64};
+use harbour_policy::text::{push_hex, push_quoted, push_u64};
 use harbour_policy::{Campaign, CampaignIndex, FailMode, Policy, RegionIndex, SurgeWindow};
 
 /// Client keys the table holds per isolate before it sheds recovered and near-recovered ones.
@@ -88,7 +89,8 @@ pub struct Refusal {
 }
 
 /// The location's rate-limiting binding to ask: its name in the environment and the key, the
-/// same text in every isolate of the location (campaign, window and client).
+/// same text in every isolate of the location (campaign, window and a keyed digest of the
+/// client: the platform's counter never sees the visitor's address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Consult {
     pub binding: String,
@@ -148,6 +150,9 @@ impl Provisional {
 
 /// The limit state of one isolate.
 pub struct Admission {
+    /// Keys the client's digest in a binding key (the form key: every isolate of every location
+    /// holds it, so one client has one key everywhere).
+    location_key: Option<SigningKey>,
     clients: Limiter<ClientSlot>,
     campaigns: Vec<Cell>,
     regions: Vec<Cell>,
@@ -155,10 +160,12 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// State for `policy`'s campaigns and regions (none without one); `seed` keys the client
-    /// table's hash.
-    pub fn new(policy: Option<&Policy>, seed: u64) -> Admission {
+    /// State for `policy`'s campaigns and regions (none without one), with the key of the
+    /// client digests it sends to the location's binding; `seed` keys the client table's hash.
+    pub fn new(setup: Option<(&Policy, &SigningKey)>, seed: u64) -> Admission {
+        let policy = setup.map(|(policy, _)| policy);
         Admission {
+            location_key: setup.map(|(_, key)| key.clone()),
             clients: Limiter::seeded(MAX_CLIENT_KEYS, seed),
             campaigns: vec![Cell::default(); policy.map_or(0, |p| p.campaigns.len())],
             regions: vec![Cell::default(); policy.map_or(0, |p| p.regions.len())],
@@ -243,7 +250,13 @@ impl Admission {
                 reset_ms,
                 location: None,
             },
-            consult: consult(campaign, in_force.window, &per_client, &applicant.client),
+            consult: consult(
+                campaign,
+                in_force.window,
+                &per_client,
+                &applicant.client,
+                self.location_key.as_ref(),
+            ),
             on_unavailable: in_force.on_location_unavailable,
             charge: Charge {
                 slot,
@@ -282,6 +295,9 @@ impl Admission {
     }
 }
 
+/// What a client digest's MAC starts with, so it can stand for no other of the form key's MACs.
+const CLIENT_DIGEST_PREFIX: &[u8] = b"harbour-client-v1\n";
+
 /// The binding and key for a client under `per_client` (the policy checks guarantee the
 /// binding can count it; should it not, the name says so and configuration finds no binding).
 fn consult(
@@ -289,6 +305,7 @@ fn consult(
     window: Option<(usize, &SurgeWindow)>,
     per_client: &Quota,
     client: &ClientKey,
+    location_key: Option<&SigningKey>,
 ) -> Consult {
     let binding = per_client.location().map_or_else(
         || "HARBOUR_RL_INEXPRESSIBLE".to_owned(),
@@ -301,7 +318,18 @@ fn consult(
         key.push_str(&window.id);
     }
     key.push(' ');
-    client.push_text(&mut key);
+    let mut address = String::with_capacity(24);
+    client.push_text(&mut address);
+    // 128 bits of HMAC: the same client is the same key in every location, and the key cannot
+    // be turned back into an address without the form key.
+    match location_key {
+        Some(location_key) => {
+            let digest = location_key.mac(&[CLIENT_DIGEST_PREFIX, address.as_bytes()]);
+            push_hex(&mut key, &digest[..16]);
+        }
+        // Only an admission without a configuration, which admits nothing.
+        None => key.push_str("unkeyed"),
+    }
     Consult { binding, key }
 }
 
@@ -533,6 +561,52 @@ mod tests {
         Policy::parse(&raw.to_string()).unwrap()
     }
 
+    const FORM_SECRET: &[u8] = b"form-0123456789abcdef0123456789abcdef";
+
+    fn form_key() -> SigningKey {
+        SigningKey::new(FORM_SECRET).unwrap()
+    }
+
+    /// The binding key's client part, computed apart from harbour's code: HMAC-SHA-256 under the
+    /// form key of `harbour-client-v1\n{address}`, its first 16 bytes in hex.
+    fn client_digest(address: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(FORM_SECRET).unwrap();
+        mac.update(format!("harbour-client-v1\n{address}").as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_binding_key_holds_a_keyed_digest_of_the_client_not_its_address() {
+        let policy = policy();
+        let key_of = |admission: &mut Admission, client: &ClientKey| {
+            let applicant = Applicant {
+                client: *client,
+                ..applicant(&policy, "eu", 0)
+            };
+            admission.admit(&policy, &applicant, 0).unwrap().consult.key
+        };
+        let v6 = ClientKey::from_ip(Some("2001:db8:1:2::7"));
+        // Two isolates with the same form key: one key per client.
+        let (mut here, mut there) = (
+            Admission::new(Some((&policy, &form_key())), 1),
+            Admission::new(Some((&policy, &form_key())), 2),
+        );
+        let key = key_of(&mut here, &v6);
+        assert_eq!(
+            key,
+            format!("spring-launch {}", client_digest("2001:db8:1:2::/64"))
+        );
+        assert_eq!(key_of(&mut there, &v6), key);
+        assert!(!key.contains("2001"), "{key}");
+        assert_ne!(key_of(&mut here, &ClientKey::V4(7)), key);
+        // Another form key: another digest.
+        let other = SigningKey::new(b"another-form-key-0123456789abcdef0123").unwrap();
+        let mut elsewhere = Admission::new(Some((&policy, &other)), 1);
+        assert_ne!(key_of(&mut elsewhere, &v6), key);
+    }
+
     fn applicant(policy: &Policy, region: &str, client: u32) -> Applicant {
         Applicant {
             campaign: policy.find_campaign("spring-launch").unwrap().0,
@@ -544,7 +618,7 @@ mod tests {
     #[test]
     fn each_layer_refuses_with_its_own_quota_and_wait() {
         let policy = policy();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let one = applicant(&policy, "global", 1);
         for left in [2, 1, 0] {
             let admitted = admission.admit(&policy, &one, 0).unwrap();
@@ -586,7 +660,7 @@ mod tests {
     #[test]
     fn a_refused_request_is_charged_nowhere() {
         let policy = policy();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let one = applicant(&policy, "global", 1);
         for _ in 0..3 {
             admission.admit(&policy, &one, 0).unwrap();
@@ -609,7 +683,7 @@ mod tests {
             serde_json::json!({"burst": 1_000_000, "window_ms": 3_600_000});
         raw["regions"][4]["budget"] = serde_json::json!({"burst": 300_000, "window_ms": 3_600_000});
         let policy = Policy::parse(&raw.to_string()).unwrap();
-        let mut admission = Admission::new(Some(&policy), 7);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 7);
         let mut admitted = 0u32;
         for client in 0..(MAX_CLIENT_KEYS as u32 + 150_000) {
             let who = applicant(&policy, "global", client);
@@ -624,7 +698,7 @@ mod tests {
     #[test]
     fn the_phase_answers_429_with_the_refusing_layers_headers() {
         let policy = policy();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let campaign = policy.find_campaign("spring-launch").unwrap().0;
         for client in 0..5 {
             let who = Applicant {
@@ -683,7 +757,7 @@ mod tests {
     #[test]
     fn a_refusal_by_the_location_names_it_and_is_charged_nowhere() {
         let policy = policy();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let one = applicant(&policy, "global", 1);
         let mut notes = Vec::new();
         for _ in 0..10 {
@@ -751,7 +825,7 @@ mod tests {
              "per_client": {"burst": 2, "window_ms": 10_000}, "on_location_unavailable": "fail_closed"}
         ]);
         let policy = Policy::parse(&raw.to_string()).unwrap();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let one = applicant(&policy, "eu", 1);
         let mut notes = Vec::new();
         // fail_open (the default): admitted on the isolate's layers alone, which still hold.
@@ -811,7 +885,7 @@ mod tests {
              "per_client": {"burst": 10, "window_ms": 10_000}}
         ]);
         let policy = Policy::parse(&raw.to_string()).unwrap();
-        let mut admission = Admission::new(Some(&policy), 1);
+        let mut admission = Admission::new(Some((&policy, &form_key())), 1);
         let one = applicant(&policy, "eu", 1);
         let (start, end) = (600_000, 610_000);
         // Just before the window: the campaign's 2 per minute, used up.
@@ -825,7 +899,10 @@ mod tests {
         assert_eq!(provisional.grant.quota.burst(), 10);
         assert_eq!(provisional.grant.remaining, 9);
         assert_eq!(provisional.consult.binding, "HARBOUR_RL_10_PER_10S");
-        assert_eq!(provisional.consult.key, "spring-launch@spot 0.0.0.1");
+        assert_eq!(
+            provisional.consult.key,
+            format!("spring-launch@spot {}", client_digest("0.0.0.1"))
+        );
         for _ in 0..9 {
             admission.admit(&policy, &one, start).unwrap();
         }
@@ -843,7 +920,10 @@ mod tests {
         );
         let after = admission.admit(&policy, &one, start - 1 + 30_000).unwrap();
         assert_eq!(after.grant.quota.burst(), 2);
-        assert_eq!(after.consult.key, "spring-launch 0.0.0.1");
+        assert_eq!(
+            after.consult.key,
+            format!("spring-launch {}", client_digest("0.0.0.1"))
+        );
         assert_eq!(after.consult.binding, "HARBOUR_RL_2_PER_60S");
     }
 
