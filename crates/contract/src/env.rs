@@ -6,6 +6,11 @@
 //! - `HARBOUR_PERSON_KEY_R`: the key of the one-entry-per-person digest (origins only; the edge
 //!   never holds it);
 //!
+//! per campaign `C` (its id upper-cased, `-` as `_`):
+//!
+//! - `HARBOUR_DRAW_KEY_C`: the key of the person digest a global draw compares across regions
+//!   (every region's origins hold the same value; the edge never does);
+//!
 //! and once, `HARBOUR_FORM_KEY`: the secret that vouches for the proof-of-work challenges (the
 //! edge only; never a region's signing secret).
 
@@ -24,6 +29,10 @@ pub fn person_key_var(region_id: &str) -> String {
     format!("HARBOUR_PERSON_KEY_{}", suffix(region_id))
 }
 
+pub fn draw_key_var(campaign_id: &str) -> String {
+    format!("HARBOUR_DRAW_KEY_{}", suffix(campaign_id))
+}
+
 fn suffix(region_id: &str) -> String {
     region_id.to_ascii_uppercase().replace('-', "_")
 }
@@ -37,5 +46,9 @@ mod tests {
         assert_eq!(origins_var("eu"), "HARBOUR_ORIGINS_EU");
         assert_eq!(key_var("rest-of-world"), "HARBOUR_KEY_REST_OF_WORLD");
         assert_eq!(person_key_var("cn"), "HARBOUR_PERSON_KEY_CN");
+        assert_eq!(
+            draw_key_var("spring-launch"),
+            "HARBOUR_DRAW_KEY_SPRING_LAUNCH"
+        );
     }
 }

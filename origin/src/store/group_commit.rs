@@ -407,6 +407,7 @@ mod tests {
             fields_sha256: e.fields.into(),
             platform_country: "IT".into(),
             declared_country: None,
+            notice: None,
             payload: serde_json::json!({"fields": {}}),
         };
         store
