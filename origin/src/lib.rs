@@ -8,9 +8,11 @@
 //! same key with different fields is a conflict (409); a campaign with `one_entry_per` takes one
 //! entry per person (409 `already_entered`). Receipt ids are random.
 
+pub mod draw;
 pub mod in_flight;
 pub mod person;
 pub mod receipt;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod verify;

@@ -16,6 +16,7 @@
 pub mod batch;
 pub mod group_commit;
 pub mod postgres;
+pub mod records;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -161,6 +162,19 @@ impl Store {
         match self {
             Store::Sqlite(sqlite) => sqlite.store(row).await,
             Store::Postgres(pg) => pg.store(row).await,
+        }
+    }
+
+    /// Deletes at most `at_most` rows of `campaign` in one short transaction of its own, so
+    /// submissions wait at most that long for it (retention; see `retention`); how many.
+    pub async fn delete_campaign_rows(
+        &self,
+        campaign: &str,
+        at_most: usize,
+    ) -> Result<u64, Unavailable> {
+        match self {
+            Store::Sqlite(sqlite) => sqlite.delete_campaign_rows(campaign, at_most).await,
+            Store::Postgres(pg) => pg.delete_campaign_rows(campaign, at_most).await,
         }
     }
 

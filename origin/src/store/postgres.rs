@@ -90,7 +90,7 @@ struct Job {
 
 /// The error and its causes: tokio-postgres says only "db error", the server's message is its
 /// source.
-fn unavailable(error: impl std::error::Error) -> Unavailable {
+pub(in crate::store) fn unavailable(error: impl std::error::Error) -> Unavailable {
     let mut text = format!("postgres: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
@@ -200,6 +200,16 @@ impl Postgres {
             .await
             .map_err(unavailable)?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    /// Deletes at most `at_most` rows of `campaign` in one statement (retention); how many.
+    pub async fn delete_campaign_rows(
+        &self,
+        campaign: &str,
+        at_most: usize,
+    ) -> Result<u64, Unavailable> {
+        let client = self.database.pool.get().await.map_err(unavailable)?;
+        super::records::delete_campaign_rows_postgres(&client, campaign, at_most).await
     }
 
     /// Whether the database answers at all.
@@ -349,7 +359,9 @@ impl Database {
 
 /// Creates the schema, or brings an older one up to `SCHEMA_VERSION`, under an advisory lock so
 /// the region's origins (and commands) starting together do it once.
-pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), Unavailable> {
+pub(in crate::store) async fn migrate(
+    client: &mut tokio_postgres::Client,
+) -> Result<(), Unavailable> {
     let tx = client.transaction().await.map_err(unavailable)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await

@@ -136,6 +136,11 @@ impl Sqlite {
         count(&self.connection)
     }
 
+    /// The prepared connection, for the records' statements (`records`).
+    pub(super) fn into_connection(self) -> Connection {
+        self.connection
+    }
+
     #[cfg(test)]
     pub(super) fn connection(&self) -> &Connection {
         &self.connection
