@@ -9,6 +9,7 @@
 //! entry per person (409 `already_entered`). Receipt ids are random.
 
 pub mod draw;
+pub mod entries;
 pub mod in_flight;
 pub mod person;
 pub mod receipt;

@@ -12,10 +12,14 @@
 //!   (every region's origins hold the same value; the edge never does);
 //!
 //! and once, `HARBOUR_FORM_KEY`: the secret that vouches for the proof-of-work challenges (the
-//! edge only; never a region's signing secret).
+//! edge only; never a region's signing secret); on an origin host, `HARBOUR_STORE`: where the
+//! region's store is (a PostgreSQL URL may hold a password) when no `--store` or `--db` says.
 
 /// The form key's variable.
 pub const FORM_KEY_VAR: &str = "HARBOUR_FORM_KEY";
+
+/// Where an origin host's store is (the origin and the region's commands).
+pub const STORE_VAR: &str = "HARBOUR_STORE";
 
 pub fn origins_var(region_id: &str) -> String {
     format!("HARBOUR_ORIGINS_{}", suffix(region_id))
