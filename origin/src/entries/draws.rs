@@ -107,14 +107,14 @@ pub(super) async fn draw(
 /// A per-region draw again from a list of the region's receipt ids (one a line, as `export`
 /// gives them), without the store: the store keeps one entry per person, so every receipt is
 /// a person of its own and the winners are the store's.
-pub(super) fn rerun(args: &Args, now_ms: u64, out: &mut dyn Write) -> Result<(), String> {
-    let policy = super::load_policy(args.policy.as_ref())?;
-    let campaign = super::campaign(&policy, args)?;
-    let region = args.region.as_deref().ok_or("--region is required")?;
-    if policy.region_index(region).is_none() {
-        return Err(format!("region {region} is not in the policy"));
-    }
-    let (seed, winners) = checked(&campaign, args, false, now_ms)?;
+pub(super) fn rerun(
+    campaign: &Campaign,
+    region: &str,
+    args: &Args,
+    now_ms: u64,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let (seed, winners) = checked(campaign, args, false, now_ms)?;
     let path = args.receipts.as_ref().ok_or("--receipts is required")?;
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--receipts {}: {e}", path.display()))?;
@@ -144,6 +144,19 @@ pub(super) fn rerun(args: &Args, now_ms: u64, out: &mut dyn Write) -> Result<(),
     )
 }
 
+/// Refuses a region that `campaign`'s global draw leaves out.
+pub(super) fn refuse_excluded(campaign: &Campaign, region: &str) -> Result<(), String> {
+    match campaign.draw.as_ref().map(|d| &d.scope) {
+        Some(DrawScope::Global { excluded }) if excluded.iter().any(|r| r == region) => {
+            Err(format!(
+                "region {region} is excluded from campaign {}'s global draw: its entries take no part and nothing of them leaves the region",
+                campaign.id
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// This region's candidates for a global draw: its lowest persons by the draw digest, which
 /// every region computes alike; no field value.
 pub(super) async fn candidates(
@@ -153,14 +166,7 @@ pub(super) async fn candidates(
     out: &mut dyn Write,
 ) -> Result<(), String> {
     let campaign = region.campaign.clone();
-    if let Some(DrawScope::Global { excluded }) = campaign.draw.as_ref().map(|d| &d.scope) {
-        if excluded.contains(&region.id) {
-            return Err(format!(
-                "region {} is excluded from campaign {}'s global draw: its entries take no part and nothing of them leaves the region",
-                region.id, campaign.id
-            ));
-        }
-    }
+    refuse_excluded(&campaign, &region.id)?;
     let (seed, winners) = checked(&campaign, args, true, now_ms)?;
     let rules = PersonRules::from_policy(&region.policy);
     let key = match rules.identifying(&campaign.id) {

@@ -197,14 +197,10 @@ fn campaign(policy: &Policy, args: &Args) -> Result<Campaign, String> {
 }
 
 impl Region {
-    /// Opens the region's store for `args`'s campaign, refusing what it does not hold.
-    pub async fn open(args: &Args) -> Result<Region, String> {
-        let policy = load_policy(args.policy.as_ref())?;
-        let id = args.region.clone().ok_or("--region is required")?;
-        if policy.region_index(&id).is_none() {
-            return Err(format!("region {id} is not in the policy"));
-        }
-        let campaign = campaign(&policy, args)?;
+    /// Opens the region's store for `campaign`, refusing a region the policy does not hold and
+    /// a store holding another region's entries of the campaign.
+    pub async fn open(policy: Policy, campaign: Campaign, args: &Args) -> Result<Region, String> {
+        let id = region_id(&policy, args)?;
         let location = match &args.store {
             Some(location) => location.clone(),
             None => match std::env::var(STORE_VAR) {
@@ -235,6 +231,15 @@ impl Region {
     }
 }
 
+/// The region `args` names, if the policy holds it.
+fn region_id(policy: &Policy, args: &Args) -> Result<String, String> {
+    let id = args.region.clone().ok_or("--region is required")?;
+    if policy.region_index(&id).is_none() {
+        return Err(format!("region {id} is not in the policy"));
+    }
+    Ok(id)
+}
+
 /// Runs the command; what it prints goes to `out`. `Err`: one line saying what was refused.
 pub async fn run(args: &Args, now_ms: u64, out: &mut dyn Write) -> Result<(), String> {
     let about_a_person = matches!(
@@ -251,15 +256,19 @@ pub async fn run(args: &Args, now_ms: u64, out: &mut dyn Write) -> Result<(), St
     {
         return Err(format!("unexpected argument {}", file.display()));
     }
-    if args.command == Command::Merge {
-        let policy = load_policy(args.policy.as_ref())?;
-        let campaign = campaign(&policy, args)?;
-        return draws::merge(&policy, &campaign, args, out);
+    let policy = load_policy(args.policy.as_ref())?;
+    let campaign = campaign(&policy, args)?;
+    match args.command {
+        Command::Merge => return draws::merge(&policy, &campaign, args, out),
+        Command::Draw if args.receipts.is_some() => {
+            let region = region_id(&policy, args)?;
+            return draws::rerun(&campaign, &region, args, now_ms, out);
+        }
+        // Refused before any store is opened: nothing of an excluded region is read.
+        Command::Candidates => draws::refuse_excluded(&campaign, &region_id(&policy, args)?)?,
+        _ => {}
     }
-    if args.command == Command::Draw && args.receipts.is_some() {
-        return draws::rerun(args, now_ms, out);
-    }
-    let mut region = Region::open(args).await?;
+    let mut region = Region::open(policy, campaign, args).await?;
     match args.command {
         Command::Access => requests::access(&mut region, args, out).await,
         Command::Erase => requests::erase(&mut region, args, now_ms, out).await,
