@@ -12,44 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use common::{fresh_pg_database, temp_dir};
-use dpo::{entries, fields, per_region, policy_file, RegionOrigin, Spec, CLOSED, OPEN};
-
-/// Where a test's stores are: a SQLite file per region in a fresh directory, or a fresh
-/// PostgreSQL database per region.
-#[derive(Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
-
-struct Stores {
-    kind: Kind,
-    dir: PathBuf,
-    name: &'static str,
-}
-
-impl Stores {
-    fn new(kind: Kind, name: &'static str) -> Stores {
-        Stores {
-            kind,
-            dir: temp_dir(name),
-            name,
-        }
-    }
-
-    /// A new store for `region`.
-    fn store(&self, region: &str) -> String {
-        match self.kind {
-            Kind::Sqlite => self
-                .dir
-                .join(format!("{region}.sqlite"))
-                .display()
-                .to_string(),
-            Kind::Postgres => fresh_pg_database(&format!("{}_{region}", self.name)),
-        }
-    }
-}
+use dpo::{
+    entries, fields, per_region, policy_file, Kind, RegionOrigin, Spec, Stores, CLOSED, OPEN,
+};
 
 /// spring: closed, kept ten years, drawn per region; autumn: open.
 fn two_campaigns(dir: &Path) -> PathBuf {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{exchange, free_port, now_ms, try_request, Entry, Response};
+use crate::common::{
+    exchange, free_port, fresh_pg_database, now_ms, temp_dir, try_request, Entry, Response,
+};
 
 /// The signing key of region `r` in these tests.
 pub fn signing_key(region: &str) -> String {
@@ -292,4 +294,40 @@ pub fn expected_ticket(seed: &str, receipt_id: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Where a test's stores are: a SQLite file per region in a fresh directory, or a fresh
+/// PostgreSQL database per region.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Stores {
+    pub kind: Kind,
+    pub dir: PathBuf,
+    pub name: &'static str,
+}
+
+impl Stores {
+    pub fn new(kind: Kind, name: &'static str) -> Stores {
+        Stores {
+            kind,
+            dir: temp_dir(name),
+            name,
+        }
+    }
+
+    /// A new store for `region`.
+    pub fn store(&self, region: &str) -> String {
+        match self.kind {
+            Kind::Sqlite => self
+                .dir
+                .join(format!("{region}.sqlite"))
+                .display()
+                .to_string(),
+            Kind::Postgres => fresh_pg_database(&format!("{}_{region}", self.name)),
+        }
+    }
 }
