@@ -112,7 +112,7 @@ async fn expired_rows_go_and_only_those(policy: &Policy, location: &Location) {
         deleted: 7,
         error: None,
     };
-    assert_eq!(swept, [expected.clone()]);
+    assert_eq!(swept, std::slice::from_ref(&expected));
     assert_eq!(
         campaigns_of_rows(&location, &policy).await,
         ["live", "live"]
