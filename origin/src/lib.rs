@@ -7,10 +7,18 @@
 //! hosts) is idempotent on (campaign, idempotency key): a replay gets the first receipt back; the
 //! same key with different fields is a conflict (409); a campaign with `one_entry_per` takes one
 //! entry per person (409 `already_entered`). Receipt ids are random.
+//!
+//! Each row keeps the record of consent (the notice's locale and version). The origin deletes
+//! its region's expired entries itself (`retention`); what else is done with a region's entries
+//! (access, erasure, withdrawal of marketing consent, export, draws) is `harbour-entries`, run in
+//! the region against its store (`entries`, over `store::records` and `draw`).
 
+pub mod draw;
+pub mod entries;
 pub mod in_flight;
 pub mod person;
 pub mod receipt;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod verify;

@@ -206,6 +206,8 @@ async fn run(args: Args) -> Result<(), String> {
             "store": args.store.describe(),
         })
     );
+    // Expired entries are deleted here, in the region (see `retention`).
+    harbour_origin::retention::spawn(store.clone(), policy, args.region.clone());
     let origin = Arc::new(Origin {
         region: args.region,
         received: AtomicU64::new(0),

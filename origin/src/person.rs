@@ -14,6 +14,11 @@
 //! is its own secret, not the signing key: the edge never holds it, and rotating the signing
 //! key leaves every stored digest valid.
 //!
+//! A global draw needs a digest that is the same for one person in every region (see `draw`):
+//! the same message under the campaign's draw key (`HARBOUR_DRAW_KEY_<CAMPAIGN>`, held by every
+//! region's origins, never by the edge) with its own prefix, `harbour-draw-v1\n`, so a draw
+//! digest can never be matched against a stored person digest even under one key.
+//!
 //! Normalisation per field type (the edge has already validated and cleaned each value):
 //! - `email`: trimmed, the whole address lower-cased (`Ada@Example.org ` = `ada@example.org`);
 //! - `string`: trimmed, runs of white space made one space, lower-cased;
@@ -73,6 +78,15 @@ impl PersonRules {
         self.campaigns.is_empty()
     }
 
+    /// The identifying fields of `campaign` (name and type), or `None` for a campaign without
+    /// a rule.
+    pub fn identifying(&self, campaign: &str) -> Option<&[(String, FieldKind)]> {
+        self.campaigns
+            .iter()
+            .find(|(id, _)| id == campaign)
+            .map(|(_, fields)| fields.as_slice())
+    }
+
     /// The digest identifying the person behind `fields` in `campaign`: `Ok(None)` for a campaign
     /// without a rule, `Err` when an identifying field is missing or unusable (the edge never
     /// forwards such an entry; a store must not take it as a new person).
@@ -82,7 +96,28 @@ impl PersonRules {
         campaign: &str,
         fields: &Value,
     ) -> Result<Option<String>, Code> {
-        let Some((_, identifying)) = self.campaigns.iter().find(|(id, _)| id == campaign) else {
+        self.keyed(b"harbour-person-v1\n", key, campaign, fields)
+    }
+
+    /// The person's digest for a global draw, under the campaign's draw key: the same in every
+    /// region for the same normalised values (see the module's rules).
+    pub fn draw_digest(
+        &self,
+        draw_key: &SigningKey,
+        campaign: &str,
+        fields: &Value,
+    ) -> Result<Option<String>, Code> {
+        self.keyed(b"harbour-draw-v1\n", Some(draw_key), campaign, fields)
+    }
+
+    fn keyed(
+        &self,
+        prefix: &[u8],
+        key: Option<&SigningKey>,
+        campaign: &str,
+        fields: &Value,
+    ) -> Result<Option<String>, Code> {
+        let Some(identifying) = self.identifying(campaign) else {
             return Ok(None);
         };
         let key = key.ok_or(Code::NoPersonKey)?;
@@ -96,7 +131,7 @@ impl PersonRules {
             message.push(Value::from(value));
         }
         let message = Value::Array(message).to_string();
-        let mac = key.mac(&[b"harbour-person-v1\n", message.as_bytes()]);
+        let mac = key.mac(&[prefix, message.as_bytes()]);
         Ok(Some(signature::hex(&mac)))
     }
 }
@@ -161,6 +196,33 @@ mod tests {
             rules.digest(Some(&eu), "spring-launch", &json!({"name": "x"})),
             Err(Code::MissingIdentifyingField)
         );
+    }
+
+    #[test]
+    fn the_draw_digest_is_one_per_person_under_one_key_and_never_a_person_digest() {
+        let draw = key(b"draw-key-spring-0123456789abcdefghijkl");
+        let fields = |email: &str| json!({"email": email});
+        let digest = |email: &str| {
+            rules()
+                .draw_digest(&draw, "spring-launch", &fields(email))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(digest(" Ada@Example.ORG"), digest("ada@example.org"));
+        assert_ne!(digest("ada2@example.org"), digest("ada@example.org"));
+        // The same key as a person key gives another digest: the prefixes keep them apart.
+        assert_ne!(
+            rules()
+                .digest(Some(&draw), "spring-launch", &fields("ada@example.org"))
+                .unwrap()
+                .unwrap(),
+            digest("ada@example.org")
+        );
+        assert_eq!(
+            rules().identifying("spring-launch").map(<[_]>::len),
+            Some(1)
+        );
+        assert!(rules().identifying("no-rule").is_none());
     }
 
     #[test]

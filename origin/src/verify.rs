@@ -29,6 +29,8 @@ pub struct Verified {
     pub fields_sha256: String,
     pub platform_country: String,
     pub declared_country: Option<String>,
+    /// The notice the visitor was shown, `(locale, version)`: the record of consent.
+    pub notice: Option<(String, String)>,
     pub payload: serde_json::Value,
 }
 
@@ -73,6 +75,7 @@ pub fn verify(
         idempotency_key: idempotency_key.to_owned(),
         platform_country: entry.platform_country,
         declared_country: entry.declared_country,
+        notice: entry.notice,
         payload: entry.payload,
     })
 }

@@ -80,6 +80,7 @@ fn submission(run: &str, n: usize) -> Verified {
         fields_sha256: sha256_hex(fields.to_string().as_bytes()),
         platform_country: "IT".into(),
         declared_country: Some("IT".into()),
+        notice: Some(("en".into(), "e014aab9287016c0008bfb485773be83".into())),
         payload,
     }
 }

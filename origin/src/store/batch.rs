@@ -47,6 +47,9 @@ pub struct Prepared {
     pub person: Option<String>,
     pub platform_country: String,
     pub declared_country: Option<String>,
+    /// The notice the visitor was shown (the record of consent), when the entry names one.
+    pub notice_locale: Option<String>,
+    pub notice_version: Option<String>,
     /// The payload as JSON text.
     pub payload: String,
     pub now_ms: u64,
@@ -64,6 +67,8 @@ impl Prepared {
             person: row.person.map(str::to_owned),
             platform_country: s.platform_country.clone(),
             declared_country: s.declared_country.clone(),
+            notice_locale: s.notice.as_ref().map(|(locale, _)| locale.clone()),
+            notice_version: s.notice.as_ref().map(|(_, version)| version.clone()),
             payload: s.payload.to_string(),
             now_ms: row.now_ms,
             id: new_id(region)?,

@@ -17,6 +17,8 @@
 //! Several processes may share the file: each has its own writer, and SQLite's write lock
 //! (WAL, a busy handler polling every 100 µs for up to `sqlite::LOCK_WAIT`) orders their
 //! batches. Reads (`ping`, `count`) use a second connection, so they never queue behind writes.
+//! Retention's deletes (`delete_campaign_rows`) use a connection of their own too, each a short
+//! transaction that the writer's batches take the lock around, as they do another process's.
 //!
 //! Checkpoints (copying the WAL into the database file, two syncs) run on a third connection in
 //! a checkpointer thread, so a batch's commit never waits for one: after commits it checkpoints
@@ -36,6 +38,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
+use super::records;
 use super::sqlite::{self, Sqlite};
 use super::{Durability, Row, Stored, Unavailable};
 
@@ -80,6 +83,8 @@ struct Shared {
     gauges: Arc<Gauges>,
     checkpoints: Arc<CheckpointGauges>,
     reader: Mutex<Connection>,
+    /// Retention's deletes, with `secure_delete` on.
+    maintenance: Mutex<Connection>,
     writer: JoinHandle<()>,
 }
 
@@ -113,6 +118,9 @@ impl SqliteStore {
             sqlite::connect(path, durability, true).map_err(|e| format!("read connection: {e}"))?;
         let checkpointer = sqlite::connect(path, durability, false)
             .map_err(|e| format!("checkpoint connection: {e}"))?;
+        let maintenance = sqlite::connect(path, durability, false)
+            .and_then(|c| c.pragma_update(None, "secure_delete", "ON").map(|()| c))
+            .map_err(|e| format!("maintenance connection: {e}"))?;
         let (jobs, queue) = sync_channel(limits.queue.max(1));
         // One pending signal is enough: the checkpointer looks at the whole WAL each time.
         let (committed, commits) = sync_channel(1);
@@ -151,6 +159,7 @@ impl SqliteStore {
                 gauges,
                 checkpoints,
                 reader: Mutex::new(reader),
+                maintenance: Mutex::new(maintenance),
                 writer,
             }),
         })
@@ -189,6 +198,25 @@ impl SqliteStore {
     /// Rows in the file (every process's, committed).
     pub async fn count(&self) -> Result<u64, Unavailable> {
         self.read(sqlite::count).await
+    }
+
+    /// Deletes at most `at_most` rows of `campaign` on the maintenance connection, in one
+    /// statement (its own transaction); how many.
+    pub async fn delete_campaign_rows(
+        &self,
+        campaign: &str,
+        at_most: usize,
+    ) -> Result<u64, Unavailable> {
+        let (shared, campaign) = (self.shared.clone(), campaign.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let connection = shared
+                .maintenance
+                .lock()
+                .map_err(|_| Unavailable("sqlite: maintenance connection lock poisoned".into()))?;
+            records::delete_campaign_rows_sqlite(&connection, &campaign, at_most)
+        })
+        .await
+        .map_err(|e| Unavailable(e.to_string()))?
     }
 
     pub fn stats(&self) -> BatchStats {
@@ -407,6 +435,7 @@ mod tests {
             fields_sha256: e.fields.into(),
             platform_country: "IT".into(),
             declared_country: None,
+            notice: None,
             payload: serde_json::json!({"fields": {}}),
         };
         store

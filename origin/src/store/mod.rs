@@ -8,7 +8,11 @@
 //! - the row is committed (durably, see `Durability`) before `store` returns a receipt;
 //! - both commit concurrent submissions together (`batch`): SQLite in one transaction of its
 //!   writer thread (`group_commit`), PostgreSQL in one statement of a batcher task (`postgres`);
-//! - receipt ids are random (`receipt::new_id`), unique, and say nothing about order or count.
+//! - receipt ids are random (`receipt::new_id`), unique, and say nothing about order or count;
+//! - each row keeps the notice the visitor was shown (locale and version: the record of
+//!   consent), and, once withdrawn, when marketing consent was withdrawn;
+//! - retention's deletes (`Store::delete_campaign_rows`) and the region's commands (`records`)
+//!   take a bounded number of rows per statement, each its own short transaction.
 //!
 //! A database that cannot be reached is `Unavailable`, which the origin answers 503: the edge
 //! then tries the region's next origin and tells the visitor to retry with the same key.
@@ -16,6 +20,7 @@
 pub mod batch;
 pub mod group_commit;
 pub mod postgres;
+pub mod records;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -161,6 +166,19 @@ impl Store {
         match self {
             Store::Sqlite(sqlite) => sqlite.store(row).await,
             Store::Postgres(pg) => pg.store(row).await,
+        }
+    }
+
+    /// Deletes at most `at_most` rows of `campaign` in one short transaction of its own, so
+    /// submissions wait at most that long for it (retention; see `retention`); how many.
+    pub async fn delete_campaign_rows(
+        &self,
+        campaign: &str,
+        at_most: usize,
+    ) -> Result<u64, Unavailable> {
+        match self {
+            Store::Sqlite(sqlite) => sqlite.delete_campaign_rows(campaign, at_most).await,
+            Store::Postgres(pg) => pg.delete_campaign_rows(campaign, at_most).await,
         }
     }
 

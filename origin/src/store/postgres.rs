@@ -42,22 +42,26 @@ const POOL_WAIT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Key of the advisory lock held while the schema is created or migrated ("harbour1").
 const MIGRATION_LOCK: i64 = 0x6861_7262_6f75_7231;
-const SCHEMA_VERSION: i32 = 1;
+/// 1: with `person_digest`; 2: with the record of consent (`notice_locale`, `notice_version`),
+/// `marketing_withdrawn_ms` and the `erasures` table.
+const SCHEMA_VERSION: i32 = 2;
 
 /// A batch in one statement. `n` is the arrival order; rows are taken by key, then arrival.
 const INSERT_BATCH: &str = "INSERT INTO submissions (receipt_id, region, campaign,
         idempotency_key, fields_sha256, person_digest, platform_country, declared_country,
-        payload, stored_at_ms)
-    SELECT id, $1, c, k, f, p, pc, dc, pl::jsonb, t
+        payload, stored_at_ms, notice_locale, notice_version)
+    SELECT id, $1, c, k, f, p, pc, dc, pl::jsonb, t, nl, nv
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::int8[]) WITH ORDINALITY AS u(id, c, k, f, p, pc, dc, pl, t, n)
+        $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
+        WITH ORDINALITY AS u(id, c, k, f, p, pc, dc, pl, t, nl, nv, n)
     ORDER BY c, k, n
     ON CONFLICT DO NOTHING
     RETURNING receipt_id";
 /// One row again, with a fresh receipt id, after its id collided.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
-        fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10)
+        fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
+        notice_locale, notice_version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10, $11, $12)
     ON CONFLICT DO NOTHING
     RETURNING receipt_id";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
@@ -86,7 +90,7 @@ struct Job {
 
 /// The error and its causes: tokio-postgres says only "db error", the server's message is its
 /// source.
-fn unavailable(error: impl std::error::Error) -> Unavailable {
+pub(in crate::store) fn unavailable(error: impl std::error::Error) -> Unavailable {
     let mut text = format!("postgres: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
@@ -198,6 +202,16 @@ impl Postgres {
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
+    /// Deletes at most `at_most` rows of `campaign` in one statement (retention); how many.
+    pub async fn delete_campaign_rows(
+        &self,
+        campaign: &str,
+        at_most: usize,
+    ) -> Result<u64, Unavailable> {
+        let client = self.database.pool.get().await.map_err(unavailable)?;
+        super::records::delete_campaign_rows_postgres(&client, campaign, at_most).await
+    }
+
     /// Whether the database answers at all.
     pub async fn ping(&self) -> Result<(), Unavailable> {
         let client = self.database.pool.get().await.map_err(unavailable)?;
@@ -216,70 +230,9 @@ impl Postgres {
 }
 
 impl Database {
-    /// Creates the schema, or brings an older one up to `SCHEMA_VERSION`, under an advisory lock
-    /// so the region's origins starting together do it once.
     async fn migrate(&self) -> Result<(), Unavailable> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(unavailable)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS harbour_schema (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS submissions (
-                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                receipt_id TEXT NOT NULL UNIQUE,
-                region TEXT NOT NULL,
-                campaign TEXT NOT NULL,
-                idempotency_key TEXT NOT NULL,
-                fields_sha256 TEXT NOT NULL,
-                person_digest TEXT,
-                platform_country TEXT NOT NULL,
-                declared_country TEXT,
-                payload JSONB NOT NULL,
-                stored_at_ms BIGINT NOT NULL,
-                CONSTRAINT submissions_key UNIQUE (campaign, idempotency_key),
-                -- NULLs are distinct: rows of campaigns without the rule never collide.
-                CONSTRAINT submissions_person UNIQUE (campaign, person_digest)
-             );",
-        )
-        .await
-        .map_err(unavailable)?;
-        let version: Option<i32> = tx
-            .query_opt("SELECT max(version) FROM harbour_schema", &[])
-            .await
-            .map_err(unavailable)?
-            .and_then(|row| row.get(0));
-        if let Some(v) = version.filter(|v| *v > SCHEMA_VERSION) {
-            return Err(Unavailable(format!(
-                "the database has schema version {v}, newer than this origin's {SCHEMA_VERSION}"
-            )));
-        }
-        // A table from version 0 (before the person digest) is left as it was by CREATE TABLE IF
-        // NOT EXISTS: bring it up to version 1 here, whatever version row it has.
-        tx.batch_execute(
-            "ALTER TABLE submissions ADD COLUMN IF NOT EXISTS person_digest TEXT;
-             DO $$ BEGIN
-                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'submissions_person') THEN
-                    ALTER TABLE submissions
-                        ADD CONSTRAINT submissions_person UNIQUE (campaign, person_digest);
-                END IF;
-             END $$;",
-        )
-        .await
-        .map_err(unavailable)?;
-        if version != Some(SCHEMA_VERSION) {
-            tx.execute("DELETE FROM harbour_schema", &[])
-                .await
-                .map_err(unavailable)?;
-            tx.execute(
-                "INSERT INTO harbour_schema (version) VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        migrate(&mut client).await
     }
 
     /// Stores `rows` with one statement. `Ok`: it committed; one answer per row, in order.
@@ -309,6 +262,8 @@ impl Database {
                     &maybe(|r| r.declared_country.as_deref()),
                     &text(|r| &r.payload),
                     &stored_at,
+                    &maybe(|r| r.notice_locale.as_deref()),
+                    &maybe(|r| r.notice_version.as_deref()),
                 ],
             )
             .await
@@ -384,6 +339,8 @@ impl Database {
                         &row.declared_country,
                         &row.payload,
                         &row.stored_at_ms(),
+                        &row.notice_locale,
+                        &row.notice_version,
                     ],
                 )
                 .await
@@ -398,6 +355,91 @@ impl Database {
         }
         Err(Unavailable("no free receipt id after several tries".into()))
     }
+}
+
+/// Creates the schema, or brings an older one up to `SCHEMA_VERSION`, under an advisory lock so
+/// the region's origins (and commands) starting together do it once.
+pub(in crate::store) async fn migrate(
+    client: &mut tokio_postgres::Client,
+) -> Result<(), Unavailable> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(unavailable)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS harbour_schema (version INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS submissions (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            receipt_id TEXT NOT NULL UNIQUE,
+            region TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            fields_sha256 TEXT NOT NULL,
+            person_digest TEXT,
+            platform_country TEXT NOT NULL,
+            declared_country TEXT,
+            payload JSONB NOT NULL,
+            stored_at_ms BIGINT NOT NULL,
+            notice_locale TEXT,
+            notice_version TEXT,
+            marketing_withdrawn_ms BIGINT,
+            CONSTRAINT submissions_key UNIQUE (campaign, idempotency_key),
+            -- NULLs are distinct: rows of campaigns without the rule never collide.
+            CONSTRAINT submissions_person UNIQUE (campaign, person_digest)
+         );",
+    )
+    .await
+    .map_err(unavailable)?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM harbour_schema", &[])
+        .await
+        .map_err(unavailable)?
+        .and_then(|row| row.get(0));
+    if let Some(v) = version.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(Unavailable(format!(
+            "the database has schema version {v}, newer than this origin's {SCHEMA_VERSION}"
+        )));
+    }
+    if version == Some(SCHEMA_VERSION) {
+        return tx.commit().await.map_err(unavailable);
+    }
+    // A table of an earlier version is left as it was by CREATE TABLE IF NOT EXISTS: bring it
+    // up here, whatever version row it has. Entries stored before version 2 carry their notice
+    // in the payload only: it is copied into the columns, so the record of consent reads the
+    // same for every row.
+    tx.batch_execute(
+        "ALTER TABLE submissions ADD COLUMN IF NOT EXISTS person_digest TEXT,
+            ADD COLUMN IF NOT EXISTS notice_locale TEXT,
+            ADD COLUMN IF NOT EXISTS notice_version TEXT,
+            ADD COLUMN IF NOT EXISTS marketing_withdrawn_ms BIGINT;
+         DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'submissions_person') THEN
+                ALTER TABLE submissions
+                    ADD CONSTRAINT submissions_person UNIQUE (campaign, person_digest);
+            END IF;
+         END $$;
+         UPDATE submissions
+            SET notice_locale = payload->'notice'->>'locale',
+                notice_version = payload->'notice'->>'version'
+            WHERE notice_locale IS NULL AND jsonb_typeof(payload->'notice') = 'object';
+         CREATE TABLE IF NOT EXISTS erasures (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            region TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            entries BIGINT NOT NULL
+         );
+         DELETE FROM harbour_schema;",
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.execute(
+        "INSERT INTO harbour_schema (version) VALUES ($1)",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)
 }
 
 /// A batcher task: takes the first waiting submission and every one behind it (up to
@@ -515,6 +557,7 @@ mod tests {
             fields_sha256: e.fields.into(),
             platform_country: "IT".into(),
             declared_country: None,
+            notice: None,
             payload: serde_json::json!({"fields": {}}),
         };
         store

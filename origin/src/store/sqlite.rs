@@ -28,8 +28,18 @@ use super::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
-/// digest; 1: with `person_digest` and its unique index.
-const SCHEMA_VERSION: i64 = 1;
+/// digest; 1: with `person_digest` and its unique index; 2: with the record of consent
+/// (`notice_locale`, `notice_version`), `marketing_withdrawn_ms` and the `erasures` table.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns added after version 0, with their types: a file of any earlier version gets those
+/// it lacks (all nullable, so rows stored before keep their meaning).
+const ADDED_COLUMNS: [(&str, &str); 4] = [
+    ("person_digest", "TEXT"),
+    ("notice_locale", "TEXT"),
+    ("notice_version", "TEXT"),
+    ("marketing_withdrawn_ms", "INTEGER"),
+];
 
 /// How long a batch waits for the write lock another process holds before it is `Unavailable`.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -38,8 +48,9 @@ const LOCK_POLL: Duration = Duration::from_micros(100);
 
 // Any uniqueness conflict (key, person, receipt id) skips the row; the lookups below say which.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
-        fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
+        notice_locale, notice_version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
     ON CONFLICT DO NOTHING";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
     WHERE campaign = ?1 AND idempotency_key = ?2";
@@ -125,6 +136,11 @@ impl Sqlite {
         count(&self.connection)
     }
 
+    /// The prepared connection, for the records' statements (`records`).
+    pub(super) fn into_connection(self) -> Connection {
+        self.connection
+    }
+
     #[cfg(test)]
     pub(super) fn connection(&self) -> &Connection {
         &self.connection
@@ -197,6 +213,8 @@ fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, U
             row.declared_country,
             row.payload,
             stored_at_ms,
+            row.notice_locale,
+            row.notice_version,
         ])?;
         if inserted == 1 {
             return Ok(Stored::New(Receipt {
@@ -240,8 +258,8 @@ fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, U
     Err(Unavailable("no free receipt id after several tries".into()))
 }
 
-/// Creates the table, or brings a file from an earlier version up to `SCHEMA_VERSION`, under the
-/// write lock so two origins starting at once do it once.
+/// Creates the tables, or brings a file from an earlier version up to `SCHEMA_VERSION`, under
+/// the write lock so two origins starting at once do it once.
 fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -261,21 +279,44 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
             declared_country TEXT,
             payload TEXT NOT NULL,
             stored_at_ms INTEGER NOT NULL,
+            notice_locale TEXT,
+            notice_version TEXT,
+            marketing_withdrawn_ms INTEGER,
             UNIQUE (campaign, idempotency_key)
         );",
     )?;
-    let has_person: bool = tx.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = 'person_digest'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_person {
-        tx.execute_batch("ALTER TABLE submissions ADD COLUMN person_digest TEXT;")?;
+    for (column, kind) in ADDED_COLUMNS {
+        let present: bool = tx.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE submissions ADD COLUMN {column} {kind};"
+            ))?;
+        }
     }
+    // Entries stored before version 2 carry their notice in the payload only: copy it into the
+    // columns, so the record of consent reads the same for every row.
+    tx.execute_batch(
+        "UPDATE submissions
+            SET notice_locale = json_extract(payload, '$.notice.locale'),
+                notice_version = json_extract(payload, '$.notice.version')
+            WHERE notice_locale IS NULL AND json_valid(payload)
+                AND json_type(payload, '$.notice') = 'object';",
+    )?;
     // NULLs are distinct: rows of campaigns without the rule never collide.
     tx.execute_batch(&format!(
         "CREATE UNIQUE INDEX IF NOT EXISTS submissions_person
             ON submissions (campaign, person_digest);
+         CREATE TABLE IF NOT EXISTS erasures (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_ms INTEGER NOT NULL,
+            region TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            entries INTEGER NOT NULL
+         );
          PRAGMA user_version = {SCHEMA_VERSION};"
     ))?;
     tx.commit()
@@ -294,6 +335,7 @@ mod tests {
             fields_sha256: fields_sha256.into(),
             platform_country: "IT".into(),
             declared_country: None,
+            notice: None,
             payload: serde_json::json!({"fields": {}}),
         }
     }
