@@ -24,6 +24,8 @@ use harbour_e2e::scenarios::{
 use harbour_e2e::stack::Stack;
 use harbour_policy::Policy;
 
+const SUBMIT: &str = "/api/campaigns/spring-launch/submissions";
+
 fn page_and_form_description(stack: &Stack) {
     let page = request(stack.port, "GET", "/", &[], b"");
     assert_eq!(page.status, 200);
@@ -95,13 +97,8 @@ fn a_law_beats_the_rest_of_the_world_and_both_signals_are_kept(stack: &Stack) {
     assert_eq!(row.payload["signals"]["basis"], "declared_law");
 }
 
-fn refusals_reach_no_origin(stack: &Stack) {
-    let received_before = stack.received();
-    let stored_before = counts(stack);
-    let path = "/api/campaigns/spring-launch/submissions";
-    let json = ("content-type", "application/json");
-    let it = ("mf-cf-blob", r#"{"country":"IT"}"#);
-
+/// Every field error of a body at once, in the order of the fields.
+fn every_field_error_at_once(stack: &Stack) {
     let invalid = stack.submit(
         Some("IT"),
         &client(),
@@ -132,7 +129,13 @@ fn refusals_reach_no_origin(stack: &Stack) {
         ("consent", "must_be_true"),
     ];
     assert_eq!(codes, expected.map(|(f, c)| (f.to_owned(), c.to_owned())));
+}
 
+/// Over the body cap, with a length and while streaming one without.
+fn oversize_bodies_are_refused(stack: &Stack) {
+    let path = SUBMIT;
+    let json = ("content-type", "application/json");
+    let it = ("mf-cf-blob", r#"{"country":"IT"}"#);
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(20_000));
     let ip = client();
     let oversize = request(
@@ -158,7 +161,12 @@ fn refusals_reach_no_origin(stack: &Stack) {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let streamed = raw(stack.port, &chunked).unwrap();
     assert_eq!(streamed.status, 413, "{}", streamed.body);
+}
 
+fn methods_types_and_campaigns_are_checked(stack: &Stack) {
+    let path = SUBMIT;
+    let json = ("content-type", "application/json");
+    let it = ("mf-cf-blob", r#"{"country":"IT"}"#);
     let get = request(stack.port, "GET", path, &[], b"");
     assert_eq!(
         (get.status, get.header("allow")),
@@ -198,7 +206,12 @@ fn refusals_reach_no_origin(stack: &Stack) {
         (unknown.status, unknown.json()["code"].as_str()),
         (404, Some("not_found"))
     );
+}
 
+/// A body that is not JSON, and country signals that place nothing.
+fn unreadable_bodies_and_unplaceable_countries_are_refused(stack: &Stack) {
+    let path = SUBMIT;
+    let json = ("content-type", "application/json");
     let broken = stack.submit(Some("IT"), &client(), r#"{"name":"#, &[]);
     assert_eq!(
         (broken.status, broken.json()["code"].as_str()),
@@ -231,7 +244,15 @@ fn refusals_reach_no_origin(stack: &Stack) {
             "{blob}"
         );
     }
+}
 
+fn refusals_reach_no_origin(stack: &Stack) {
+    let received_before = stack.received();
+    let stored_before = counts(stack);
+    every_field_error_at_once(stack);
+    oversize_bodies_are_refused(stack);
+    methods_types_and_campaigns_are_checked(stack);
+    unreadable_bodies_and_unplaceable_countries_are_refused(stack);
     // A filled honeypot looks accepted and goes nowhere.
     let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"http://spam.example"}"#, &[]);
     assert_eq!(bot.status, 202);
@@ -443,8 +464,6 @@ fn a_hanging_primary_times_out_and_the_secondary_stores(stack: &mut Stack) {
 /// milliseconds here; a server that hangs until the client gives up, or drops the connection
 /// without a word, fails.
 const REFUSAL_BOUND: Duration = Duration::from_secs(10);
-
-const SUBMIT: &str = "/api/campaigns/spring-launch/submissions";
 
 /// A submission from Italy with a fresh client, key (unless `headers` has one) and its work,
 /// then `headers`.

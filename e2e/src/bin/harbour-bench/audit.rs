@@ -382,7 +382,9 @@ mod tests {
     fn trouble_outside_the_faulted_region_fails() {
         let (mut ledger, mut stats) = clean();
         // A valid submission of the rest of the world, away from the clean ones.
-        let n = (10..).find(|n| region_of(*n) == "global" && n % 20 >= 4).unwrap();
+        let n = (10..)
+            .find(|n| region_of(*n) == "global" && n % 20 >= 4)
+            .unwrap();
         let region = region_of(n);
         stats.per_request.push((n, 503));
         stats.per_request.push((n, 202));
