@@ -183,3 +183,51 @@ pub fn responds(port: u16, path: &str) -> bool {
     let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     matches!(raw(port, request.as_bytes()), Ok(r) if r.status == 200)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A loopback server that does `serve` with each of its first `n` connections.
+    fn server(n: usize, serve: fn(TcpStream)) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(n).flatten() {
+                serve(stream);
+            }
+        });
+        port
+    }
+
+    const BOUND: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn an_answer_within_the_bound_is_an_answer() {
+        let port = server(1, |mut s| {
+            let _ = s.write_all(b"HTTP/1.1 431 Too Large\r\ncontent-length: 0\r\n\r\n");
+        });
+        let (outcome, took) = send_within(port, b"GET / HTTP/1.1\r\n\r\n", BOUND);
+        assert!(matches!(outcome, Refusal::Answered(r) if r.status == 431));
+        assert!(took < BOUND);
+    }
+
+    #[test]
+    fn a_server_that_hangs_is_silent_not_an_answer() {
+        let port = server(1, |s| {
+            std::thread::sleep(Duration::from_secs(2));
+            drop(s);
+        });
+        let (outcome, took) = send_within(port, b"GET / HTTP/1.1\r\n\r\n", BOUND);
+        assert!(matches!(outcome, Refusal::Silent), "{outcome:?}");
+        assert!(took >= BOUND);
+    }
+
+    #[test]
+    fn a_dropped_connection_is_closed_not_an_answer() {
+        let port = server(1, drop);
+        let (outcome, _) = send_within(port, b"GET / HTTP/1.1\r\n\r\n", BOUND);
+        assert!(matches!(outcome, Refusal::Closed(_)), "{outcome:?}");
+    }
+}
