@@ -350,12 +350,17 @@ mod tests {
     #[test]
     fn a_key_stored_twice_is_a_duplicate_even_with_one_entry_per_email() {
         let (mut ledger, stats) = clean();
-        // The same submission (same key, same email) in a second store.
-        let other = if region_of(5) == "eu" { "global" } else { "eu" };
-        ledger.add(other, &stored(5, other));
+        // Submission 5's key stored a second time, with the body of a submission never sent
+        // (one entry per email lets that in): by email, nothing is stored twice.
+        let unsent = plan(Mix::Realistic, RUN, 204);
+        let store = region_of(204);
+        let mut again = stored(5, &store);
+        again.payload = serde_json::json!({"fields": {"email": unsent.email}});
+        ledger.add(&store, &again);
         let policy = Policy::shipped().unwrap();
         let audit = audit(&policy, &ledger, &stats, &rehearsal(None));
         assert_eq!(audit.duplicates, 1);
+        assert_eq!(audit.receipts.stored_twice, 1);
         assert!(!audit.passed());
     }
 
