@@ -45,9 +45,17 @@ const MOST_LINES: usize = 120;
 /// Inside harbour-core: (module, the modules it must not import). A module is it and its
 /// submodules, on either side.
 const CORE_LAYERS: &[(&str, &[&str])] = &[
-    ("forward", &["pipeline", "journal"]),
-    ("config", &["pipeline", "journal"]),
-    ("breaker", &["forward"]),
+    // The phases are steps over plain data: the composition, the log and the shadow run above.
+    ("phase", &["pipeline", "journal", "shadow"]),
+    // Read once per isolate, before any request.
+    ("config", &["pipeline", "journal", "shadow", "phase"]),
+    // The vocabulary and the state the phases use, below every phase.
+    ("outcome", &["phase"]),
+    ("reply", &["phase"]),
+    ("limit", &["phase"]),
+    ("breaker", &["phase"]),
+    ("tickets", &["phase"]),
+    ("attempt", &["phase"]),
 ];
 /// The module that composes the phases: nothing else in harbour-core imports it.
 const CORE_TOP: &str = "pipeline";

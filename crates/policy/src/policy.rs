@@ -15,7 +15,10 @@ use crate::country::Country;
 use crate::field::{Field, FieldKind, Options};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
-use crate::SHIPPED_POLICY;
+/// The repository's live policy as committed (`policy/harbour.json`): what the origins, the
+/// report and the tests read. The worker compiles in the file its build names (`HARBOUR_POLICY`,
+/// see harbour-worker's build.rs), which is this one unless a build says otherwise.
+pub const SHIPPED_POLICY: &str = include_str!("../../../policy/harbour.json");
 
 /// Where the candidate policy lives; the worker's build.rs compiles it in when the file exists.
 pub const CANDIDATE_FILE: &str = "policy/candidate.json";

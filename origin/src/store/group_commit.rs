@@ -36,8 +36,8 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
+use super::row::{Durability, Row, Stored, Unavailable};
 use super::sqlite::{self, Sqlite};
-use super::{Durability, Row, Stored, Unavailable};
 
 /// WAL pages (4 KiB) at which the checkpointer restarts the log: 16 MiB, a few seconds of
 /// peak load, so a page many commits touched is copied into the database once.
@@ -334,7 +334,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::Receipt;
+    use crate::store::row::Receipt;
     use crate::verify::Verified;
 
     /// A database path in a fresh directory, removed with it.

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
-use super::{Receipt, Row, Stored, Unavailable};
+use super::row::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// Connections per origin process, unless `--pool-size` says otherwise.

@@ -24,7 +24,7 @@ use rusqlite::{
 };
 
 use super::batch::{Answer, Prepared};
-use super::{Durability, Receipt, Row, Stored, Unavailable};
+use super::row::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person

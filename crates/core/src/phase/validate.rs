@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::outcome::Outcome;
+pub use crate::outcome::Unreadable;
 use crate::phase::request::{Encoding, Payload};
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use harbour_policy::country::Country;
@@ -32,26 +33,6 @@ pub enum BodyError {
     Malformed(String),
     DuplicateKey(String),
     TooManyKeys,
-}
-
-/// A [`BodyError`] without its text, as outcomes count it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unreadable {
-    InvalidUtf8,
-    Malformed,
-    DuplicateKey,
-    TooManyKeys,
-}
-
-impl Unreadable {
-    pub fn code(self) -> &'static str {
-        match self {
-            Unreadable::InvalidUtf8 => "invalid_utf8",
-            Unreadable::Malformed => "malformed_body",
-            Unreadable::DuplicateKey => "duplicate_key",
-            Unreadable::TooManyKeys => "too_many_keys",
-        }
-    }
 }
 
 impl BodyError {
