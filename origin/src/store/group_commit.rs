@@ -52,6 +52,9 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(20);
 pub struct CheckpointStats {
     /// Times it restarted the WAL.
     pub wal_restarts: u64,
+    /// RESTART checkpoints that could not finish: a commit was under way past the busy timeout.
+    /// Expected now and then under load; the next commit's round tries again.
+    pub unfinished: u64,
     /// Checkpoints that failed (the writer's backstop then bounds the WAL).
     pub failures: u64,
 }
@@ -64,6 +67,7 @@ struct Job {
 #[derive(Default)]
 struct CheckpointGauges {
     wal_restarts: AtomicU64,
+    unfinished: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -199,6 +203,7 @@ impl SqliteStore {
         let c = &self.shared.checkpoints;
         CheckpointStats {
             wal_restarts: c.wal_restarts.load(Ordering::SeqCst),
+            unfinished: c.unfinished.load(Ordering::SeqCst),
             failures: c.failures.load(Ordering::SeqCst),
         }
     }
@@ -304,6 +309,11 @@ fn checkpoint(
                 gauges.wal_restarts.fetch_add(1, Ordering::SeqCst);
             }
             Ok(false) => {}
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                gauges.unfinished.fetch_add(1, Ordering::SeqCst);
+            }
             Err(_) => {
                 gauges.failures.fetch_add(1, Ordering::SeqCst);
             }
