@@ -21,6 +21,12 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+// What the deployed worker runs with, so what the worker under test runs with.
+const COMPATIBILITY_DATE = (() => {
+  const found = readFileSync(join(root, "wrangler.toml"), "utf8").match(/^compatibility_date\s*=\s*"([^"]+)"/m);
+  if (!found) throw new Error("wrangler.toml has no compatibility_date");
+  return found[1];
+})();
 const work = join(root, "target", "e2e", "browser");
 export const artifacts = join(root, "target", "test-artifacts");
 // The regions and the campaign's texts come from the shipped policy, the only list of them.
@@ -171,7 +177,7 @@ before(async () => {
   writeFileSync(join(work, "wrangler.toml"), [
     'name = "harbour-browser"',
     `main = "${join(root, "build", "worker", "shim.mjs")}"`,
-    'compatibility_date = "2025-09-01"',
+    `compatibility_date = "${COMPATIBILITY_DATE}"`,
     "[assets]",
     `directory = "${join(root, "www")}"`,
     'not_found_handling = "none"',

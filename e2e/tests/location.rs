@@ -6,28 +6,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harbour_contract::env::{key_var, origins_var};
+use harbour_contract::env::FORM_KEY_VAR;
 use harbour_core::phase::admission::CONSULT_TIMEOUT_MS;
-use harbour_e2e::{
-    free_port, origin_binary, person_key_var, read_rows, request, wait_until,
-    workerd_ratelimits_over, workspace_root, Process, Response,
-};
-use harbour_policy::country::Country;
-use harbour_policy::Policy;
+use harbour_e2e::http::{request, Response};
+use harbour_e2e::process::{free_port, wait_until, Process};
+use harbour_e2e::project::workspace_root;
+use harbour_e2e::proof::{proof_from, Prepared};
+use harbour_e2e::region::RegionOrigin;
+use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
 
 const SUBMIT_PATH: &str = "/api/campaigns/spring-launch/submissions";
 const COUNTRY: &str = "IT";
 
 struct Edge {
     port: u16,
-    dir: PathBuf,
-    db: PathBuf,
-    _processes: Vec<Process>,
+    dir: std::path::PathBuf,
+    origin: RegionOrigin,
+    _workerd: Process,
 }
 
 impl Edge {
@@ -44,108 +41,36 @@ impl Edge {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ratelimit.js"), binding_js).unwrap();
-        let policy = Policy::shipped().unwrap();
-        let region = policy.region(policy.region_of(Country::parse(COUNTRY).unwrap()));
-        let origin_port = free_port();
-        let key = format!(
-            "location-{}-0123456789abcdefghijklmnopqrstuvwxyz",
-            region.id
-        );
-        let db = dir.join("origin.sqlite");
-        let log = std::fs::File::create(dir.join("origin.log")).unwrap();
-        let mut command = Command::new(origin_binary());
-        command
-            .args(["--region", &region.id, "--listen"])
-            .arg(format!("127.0.0.1:{origin_port}"))
-            .arg("--db")
-            .arg(&db)
-            .env(key_var(&region.id), &key)
-            .env(
-                person_key_var(&region.id),
-                format!(
-                    "location-person-{}-0123456789abcdefghijklmnopqrstuvwxyz",
-                    region.id
-                ),
-            )
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut processes = vec![Process::spawn("origin", &mut command)];
-        wait_until("origin", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", origin_port)).is_ok()
-        });
-        let mut bindings = String::new();
-        for other in &policy.regions {
-            let (origins, secret) = if other.id == region.id {
-                (format!("http://127.0.0.1:{origin_port}"), key.clone())
-            } else {
-                // Never reached: every submission of the test is for the one region.
-                (
-                    format!("http://127.0.0.1:{}", free_port()),
-                    format!("location-{}-0123456789abcdefghijklmnopqrstuvwxyz", other.id),
-                )
-            };
-            bindings.push_str(&format!(
-                "    (name = \"{}\", text = \"{origins}\"),\n    (name = \"{}\", text = \"{secret}\"),\n",
-                origins_var(&other.id),
-                key_var(&other.id)
-            ));
-        }
-        let (ratelimits, extensions) = workerd_ratelimits_over("ratelimit.js");
+        let origin = RegionOrigin::start(&dir, "location", COUNTRY);
         let port = free_port();
-        let config = format!(
-            r#"using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    (name = "harbour", worker = .harbour),
-    (name = "loopback", network = (allow = ["local"])),
-  ],
-  sockets = [
-    (name = "harbour", address = "127.0.0.1:{port}", http = (cfBlobHeader = "x-test-cf"), service = "harbour"),
-  ],
-{extensions});
-const harbour :Workerd.Worker = (
-  modules = [
-    (name = "shim.mjs", esModule = embed "../../../build/worker/shim.mjs"),
-    (name = "index.wasm", wasm = embed "../../../build/worker/index.wasm"),
-  ],
-  compatibilityDate = "2025-09-01",
-  bindings = [
-    (name = "HARBOUR_FORM_KEY", text = "location-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
-{ratelimits}{bindings}  ],
-  globalOutbound = "loopback",
-);
-"#
-        );
-        let config_path = dir.join("workerd.capnp");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
-        let mut command = Command::new(root.join("node_modules/.bin/workerd"));
-        command
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        processes.push(Process::spawn("workerd", &mut command));
-        wait_until("workerd", Duration::from_secs(30), || {
-            harbour_e2e::raw(
-                port,
-                b"GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        let worker = Worker::build("harbour", &root.join("build/worker"))
+            .text(
+                FORM_KEY_VAR,
+                "location-form-key-0123456789abcdefghijklmnopqrstuvwxyz",
             )
-            .is_ok_and(|r| r.status == 200)
-        });
+            .with_rate_limits()
+            .texts(&origin.bindings(None));
+        let socket = Socket {
+            port,
+            cf_header: Some("x-test-cf"),
+        };
+        let workerd = WorkerdConfig::new(&dir, &["local"])
+            .serve(worker, socket)
+            .rate_limits_from(&dir.join("ratelimit.js"))
+            .start("workerd.capnp", &dir.join("workerd.log"), port);
         Edge {
             port,
             dir,
-            db,
-            _processes: processes,
+            origin,
+            _workerd: workerd,
         }
     }
 
     /// A fresh idempotency key with its solved challenge: the work a visitor does before sending,
     /// done before a test starts its clock.
     fn prepared(&self) -> Prepared {
-        let key = harbour_e2e::new_key();
-        let proof = harbour_e2e::proof_from(self.port, &key);
+        let key = harbour_e2e::proof::new_key();
+        let proof = proof_from(self.port, &key);
         Prepared { key, proof }
     }
 
@@ -181,17 +106,12 @@ const harbour :Workerd.Worker = (
     }
 }
 
-struct Prepared {
-    key: String,
-    proof: String,
-}
-
 /// Six submissions from one client: five admitted on the isolate's limits alone, the sixth
 /// refused by them; every admitted one stored. Their work (`prepared`) is done before, so the six
 /// arrive well inside one emission interval of the 5-per-minute limit (12 s), and inside the
 /// minute of one unavailable line, on a slow machine too.
 fn fails_open_on_the_isolates_limits(edge: &Edge, answer: &str, prepared: &[Prepared]) {
-    let stored_before = read_rows(&edge.db).len();
+    let stored_before = edge.origin.rows().len();
     for n in 0..5 {
         let reply = edge.send("198.51.100.7", n, &prepared[n as usize]);
         assert_eq!(reply.status, 202, "submission {n}: {}", reply.body);
@@ -207,7 +127,7 @@ fn fails_open_on_the_isolates_limits(edge: &Edge, answer: &str, prepared: &[Prep
         limited.header("ratelimit-policy"),
         Some("\"client\";q=5;w=60")
     );
-    assert_eq!(read_rows(&edge.db).len(), stored_before + 5);
+    assert_eq!(edge.origin.rows().len(), stored_before + 5);
     wait_until("the unavailable line", Duration::from_secs(5), || {
         !edge.unavailable_lines().is_empty()
     });

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use harbour_e2e::workspace_root;
+use harbour_e2e::project::workspace_root;
 use harbour_policy::{Policy, SHIPPED_POLICY};
 
 /// Copies the project's files as they stand (tracked or new, not ignored) from `root` to `to`.

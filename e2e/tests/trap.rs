@@ -11,13 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use harbour_contract::env::{key_var, origins_var};
-use harbour_e2e::{
-    free_port, origin_binary, person_key_var, read_rows, request, wait_until, workerd_ratelimits,
-    workspace_root, Process, Response,
-};
-use harbour_policy::country::Country;
-use harbour_policy::Policy;
+use harbour_contract::env::FORM_KEY_VAR;
+use harbour_e2e::http::{request, Response};
+use harbour_e2e::process::{free_port, wait_until, Process};
+use harbour_e2e::project::workspace_root;
+use harbour_e2e::proof::{new_key, proof_from, Prepared};
+use harbour_e2e::region::RegionOrigin;
+use harbour_e2e::rows::StoredRow;
+use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
 
 const TRAP_PATH: &str = "/api/__test_trap";
 const FORM_PATH: &str = "/api/campaigns/spring-launch";
@@ -94,10 +95,8 @@ impl Gate {
 struct Edge {
     port: u16,
     dir: PathBuf,
-    db: PathBuf,
-    region: String,
-    // Dropped (stopped) with the edge.
-    _processes: Vec<Process>,
+    origin: RegionOrigin,
+    _workerd: Process,
 }
 
 impl Edge {
@@ -105,133 +104,55 @@ impl Edge {
     /// and as primary the same origin, behind a `Gate` when `gated`.
     fn start(name: &str, gated: bool) -> (Edge, Option<Gate>) {
         let root = workspace_root();
-        trap_worker();
+        let build = trap_worker();
         let dir = root.join("target/e2e").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let policy = Policy::shipped().unwrap();
-        let region = policy.region(policy.region_of(Country::parse(COUNTRY).unwrap()));
-        let mut processes = Vec::new();
-
-        let origin_port = free_port();
-        let key = format!("trap-{}-0123456789abcdefghijklmnopqrstuvwxyz", region.id);
-        let db = dir.join("origin.sqlite");
-        let log = std::fs::File::create(dir.join("origin.log")).unwrap();
-        let mut command = Command::new(origin_binary());
-        command
-            .args(["--region", &region.id, "--listen"])
-            .arg(format!("127.0.0.1:{origin_port}"))
-            .arg("--db")
-            .arg(&db)
-            .env(key_var(&region.id), &key)
-            .env(
-                person_key_var(&region.id),
-                format!(
-                    "trap-person-{}-0123456789abcdefghijklmnopqrstuvwxyz",
-                    region.id
-                ),
-            )
-            .stdout(Stdio::null())
-            .stderr(log);
-        processes.push(Process::spawn("origin", &mut command));
-        wait_until("origin", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", origin_port)).is_ok()
-        });
-        let gate = gated.then(|| Gate::new(origin_port));
-        let first = gate.as_ref().map_or(origin_port, |g| g.port);
-
-        let mut bindings = String::new();
-        for other in &policy.regions {
-            let (origins, secret) = if other.id == region.id {
-                (
-                    format!("http://127.0.0.1:{first} http://127.0.0.1:{origin_port}"),
-                    key.clone(),
-                )
-            } else {
-                // Never reached: no submission of the test goes there.
-                (
-                    format!("http://127.0.0.1:{}", free_port()),
-                    format!("trap-{}-0123456789abcdefghijklmnopqrstuvwxyz", other.id),
-                )
-            };
-            bindings.push_str(&format!(
-                "    (name = \"{}\", text = \"{origins}\"),\n    (name = \"{}\", text = \"{secret}\"),\n",
-                origins_var(&other.id),
-                key_var(&other.id)
-            ));
-        }
+        let origin = RegionOrigin::start(&dir, "trap", COUNTRY);
+        let gate = gated.then(|| Gate::new(origin.port));
         let port = free_port();
-        let (ratelimits, extensions) = workerd_ratelimits(&dir);
-        let config = format!(
-            r#"using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    (name = "harbour", worker = .harbour),
-    (name = "loopback", network = (allow = ["local"])),
-  ],
-  sockets = [
-    (name = "harbour", address = "127.0.0.1:{port}", http = (cfBlobHeader = "x-test-cf"), service = "harbour"),
-  ],
-{extensions});
-const harbour :Workerd.Worker = (
-  modules = [
-    (name = "shim.mjs", esModule = embed "{shim}"),
-    (name = "index.wasm", wasm = embed "{wasm}"),
-  ],
-  compatibilityDate = "2025-09-01",
-  bindings = [
-    (name = "HARBOUR_LOG", text = "decisions"),
-    (name = "HARBOUR_FORM_KEY", text = "trap-form-key-0123456789abcdefghijklmnopqrstuvwxyz"),
-{ratelimits}{bindings}  ],
-  globalOutbound = "loopback",
-);
-"#,
-            // capnp `embed` paths are relative to the config file, in target/e2e/<name>.
-            shim = "../../trap-worker/worker/shim.mjs",
-            wasm = "../../trap-worker/worker/index.wasm",
-        );
-        let config_path = dir.join("workerd.capnp");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
-        let mut command = Command::new(root.join("node_modules/.bin/workerd"));
-        command
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        processes.push(Process::spawn("workerd", &mut command));
-        wait_until("workerd", Duration::from_secs(30), || {
-            harbour_e2e::raw(
-                port,
-                format!("GET {FORM_PATH} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                    .as_bytes(),
+        let worker = Worker::build("harbour", build)
+            .text("HARBOUR_LOG", "decisions")
+            .text(
+                FORM_KEY_VAR,
+                "trap-form-key-0123456789abcdefghijklmnopqrstuvwxyz",
             )
-            .is_ok_and(|r| r.status == 200)
-        });
+            .with_rate_limits()
+            .texts(&origin.bindings(Some(gate.as_ref().map_or(origin.port, |g| g.port))));
+        let socket = Socket {
+            port,
+            cf_header: Some("x-test-cf"),
+        };
+        let workerd = WorkerdConfig::new(&dir, &["local"])
+            .serve(worker, socket)
+            .start("workerd.capnp", &dir.join("workerd.log"), port);
         let edge = Edge {
             port,
             dir,
-            db,
-            region: region.id.clone(),
-            _processes: processes,
+            origin,
+            _workerd: workerd,
         };
         (edge, gate)
     }
 
-    /// A submission with a key (`key`, or a new one) and the work for it, solved for a
-    /// challenge this edge handed out.
-    fn submit(&self, n: u32, key: Option<&str>) -> Response {
+    /// A fresh key (or `key`) with its work done: the solve happens before a test waits on
+    /// what the submission does, never inside the wait.
+    fn prepared(&self, key: Option<&str>) -> Prepared {
+        let key = key.map_or_else(new_key, str::to_owned);
+        let proof = proof_from(self.port, &key);
+        Prepared { key, proof }
+    }
+
+    /// Entry `n` from its own client, with the key and work of `prepared`.
+    fn submit(&self, n: u32, prepared: &Prepared) -> Response {
         let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
         let ip = format!("198.51.100.{n}");
-        let key = key.map_or_else(harbour_e2e::new_key, str::to_owned);
-        let proof = harbour_e2e::proof_from(self.port, &key);
-        let headers = vec![
+        let mut headers = vec![
             ("content-type", "application/json"),
             ("x-test-cf", blob.as_str()),
             ("cf-connecting-ip", ip.as_str()),
-            ("idempotency-key", key.as_str()),
-            ("harbour-challenge", proof.as_str()),
         ];
+        headers.extend(prepared.headers());
         request(
             self.port,
             "POST",
@@ -239,6 +160,11 @@ const harbour :Workerd.Worker = (
             &headers,
             entry(n).as_bytes(),
         )
+    }
+
+    /// Entry `n` with a fresh key, its work done just before.
+    fn submit_new(&self, n: u32) -> Response {
+        self.submit(n, &self.prepared(None))
     }
 
     fn trap(&self) -> Response {
@@ -263,8 +189,9 @@ fn entry(n: u32) -> String {
 }
 
 /// The stored row whose fields are entry `n`'s.
-fn row_of(edge: &Edge, n: u32) -> Vec<harbour_e2e::StoredRow> {
-    read_rows(&edge.db)
+fn row_of(edge: &Edge, n: u32) -> Vec<StoredRow> {
+    edge.origin
+        .rows()
         .into_iter()
         .filter(|r| r.payload["fields"]["email"] == format!("visitor{n}@example.org"))
         .collect()
@@ -275,13 +202,16 @@ fn assert_accepted(edge: &Edge, reply: &Response, n: u32) {
     let rows = row_of(edge, n);
     assert_eq!(rows.len(), 1, "entry {n} stored once");
     assert_eq!(reply.json()["receipt"]["id"], rows[0].receipt_id.as_str());
-    assert_eq!(reply.json()["receipt"]["region"], edge.region.as_str());
+    assert_eq!(
+        reply.json()["receipt"]["region"],
+        edge.origin.region.as_str()
+    );
 }
 
 #[test]
 fn after_a_trap_the_next_request_is_answered_normally() {
     let (edge, _) = Edge::start("trap-recovery", false);
-    assert_accepted(&edge, &edge.submit(1, None), 1);
+    assert_accepted(&edge, &edge.submit_new(1), 1);
 
     let trapped = edge.trap();
     assert_eq!(trapped.status, 503, "{}", trapped.body);
@@ -293,8 +223,8 @@ fn after_a_trap_the_next_request_is_answered_normally() {
     let form = request(edge.port, "GET", FORM_PATH, &[], b"");
     assert_eq!(form.status, 200, "{}", form.body);
     assert_eq!(form.json()["id"], "spring-launch");
-    assert_accepted(&edge, &edge.submit(2, None), 2);
-    assert_accepted(&edge, &edge.submit(3, None), 3);
+    assert_accepted(&edge, &edge.submit_new(2), 2);
+    assert_accepted(&edge, &edge.submit_new(3), 3);
     assert_eq!(
         edge.restarts(),
         1,
@@ -304,7 +234,7 @@ fn after_a_trap_the_next_request_is_answered_normally() {
 
     // Every trap is recovered from, with one line each.
     assert_eq!(edge.trap().status, 503);
-    assert_accepted(&edge, &edge.submit(4, None), 4);
+    assert_accepted(&edge, &edge.submit_new(4), 4);
     assert_eq!(edge.restarts(), 2, "{}", edge.log());
     let log = edge.log();
     assert!(log.contains("\"generation\":2"), "{log}");
@@ -320,10 +250,12 @@ fn a_forward_under_way_across_a_restart_is_answered_with_retry_advice_never_anot
     assert_eq!(request(edge.port, "GET", FORM_PATH, &[], b"").status, 200);
 
     let key_a = "entry-a-0123456789abcdef";
+    // The work first: each wait below bounds what the edge does, not a solve.
+    let (prepared_a, prepared_b) = (edge.prepared(Some(key_a)), edge.prepared(None));
     let edge = Arc::new(edge);
     let a = {
-        let edge = edge.clone();
-        std::thread::spawn(move || edge.submit(10, Some(key_a)))
+        let (edge, prepared) = (edge.clone(), prepared_a.clone());
+        std::thread::spawn(move || edge.submit(10, &prepared))
     };
     wait_until("A at the origin", Duration::from_secs(5), || {
         gate.waiting() == 1
@@ -331,7 +263,7 @@ fn a_forward_under_way_across_a_restart_is_answered_with_retry_advice_never_anot
     assert_eq!(edge.trap().status, 503);
     let b = {
         let edge = edge.clone();
-        std::thread::spawn(move || edge.submit(11, None))
+        std::thread::spawn(move || edge.submit(11, &prepared_b))
     };
     wait_until("B at the origin", Duration::from_secs(5), || {
         gate.waiting() == 2
@@ -355,7 +287,7 @@ fn a_forward_under_way_across_a_restart_is_answered_with_retry_advice_never_anot
     // reuse a connection the gate already let through, or open one it holds.
     let retried = {
         let edge = edge.clone();
-        std::thread::spawn(move || edge.submit(10, Some(key_a)))
+        std::thread::spawn(move || edge.submit(10, &prepared_a))
     };
     wait_until("the retry's answer", Duration::from_secs(5), || {
         if gate.waiting() > 0 {

@@ -5,14 +5,16 @@
 
 use harbour_contract::receipt;
 
-use crate::store::Unavailable;
-
 /// How many fresh ids a store tries before giving up (a collision is already a 2^-64 event).
 pub const MAX_ID_TRIES: usize = 4;
 
-pub fn new_id(region: &str) -> Result<String, Unavailable> {
+/// The operating system gave no random bytes: no id can be made (the store is unavailable).
+#[derive(Debug)]
+pub struct NoRandomness(pub String);
+
+pub fn new_id(region: &str) -> Result<String, NoRandomness> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| Unavailable(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| NoRandomness(format!("no randomness: {e}")))?;
     Ok(receipt::id(region, u64::from_le_bytes(bytes)))
 }
 

@@ -4,11 +4,6 @@
 
 use harbour_contract::response::Code;
 
-use crate::phase::admission::Layer;
-use crate::phase::challenge::Refusal as ChallengeRefusal;
-use crate::phase::residency::Unplaceable;
-use crate::phase::validate::Unreadable;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A form description or a CORS preflight.
@@ -134,6 +129,102 @@ impl Outcome {
             self,
             Outcome::RegionBusy | Outcome::OriginsBusy | Outcome::LocationLimitUnavailable
         )
+    }
+}
+
+// The refusals phases name, defined here so an outcome needs no phase.
+
+/// A limit layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    Client,
+    Campaign,
+    Region,
+    /// Per client across the location: the platform's rate-limiting binding.
+    Location,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Client => "client",
+            Layer::Campaign => "campaign",
+            Layer::Region => "region",
+            Layer::Location => "location",
+        }
+    }
+}
+
+/// Why a submission's work was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeRefusal {
+    /// No `Harbour-Challenge` header.
+    Required,
+    /// A genuine challenge past its expiry, or issued with less work than is now required.
+    Expired,
+    /// Anything else: malformed, not issued here, for another campaign, sent without the key it
+    /// was solved for, or short of the work. The text says which, for API users.
+    Invalid(&'static str),
+}
+
+impl ChallengeRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            ChallengeRefusal::Required => "challenge_required",
+            ChallengeRefusal::Expired => "challenge_expired",
+            ChallengeRefusal::Invalid(_) => "challenge_invalid",
+        }
+    }
+}
+
+/// Why no region could be chosen; nothing is forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unplaceable {
+    Unknown,
+    Tor,
+    Missing,
+    /// `refuse`: the two signals point to two regions with laws of their own.
+    Conflict,
+    /// The declared country would move the entry to another region, and the visitor has not
+    /// confirmed storage there.
+    Unconfirmed,
+}
+
+impl Unplaceable {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Unplaceable::Unknown => "country_unknown",
+            Unplaceable::Tor => "country_anonymised",
+            Unplaceable::Missing => "country_missing",
+            Unplaceable::Conflict => CONFLICT,
+            Unplaceable::Unconfirmed => UNCONFIRMED,
+        }
+    }
+}
+
+/// The field error code of a refused conflict, and the outcome logs count it under.
+pub const CONFLICT: &str = "residency_conflict";
+
+/// The field error code of a declared move the visitor has not confirmed.
+pub const UNCONFIRMED: &str = "storage_unconfirmed";
+
+/// A body error (`phase::validate::BodyError`) without its text, as outcomes count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    InvalidUtf8,
+    Malformed,
+    DuplicateKey,
+    TooManyKeys,
+}
+
+impl Unreadable {
+    pub fn code(self) -> &'static str {
+        match self {
+            Unreadable::InvalidUtf8 => "invalid_utf8",
+            Unreadable::Malformed => "malformed_body",
+            Unreadable::DuplicateKey => "duplicate_key",
+            Unreadable::TooManyKeys => "too_many_keys",
+        }
     }
 }
 

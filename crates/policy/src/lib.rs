@@ -16,8 +16,3 @@ pub mod text;
 pub mod utc;
 
 pub use policy::*;
-
-/// The repository's live policy as committed (`policy/harbour.json`): what the origins, the
-/// report and the tests read. The worker compiles in the file its build names (`HARBOUR_POLICY`,
-/// see harbour-worker's build.rs), which is this one unless a build says otherwise.
-pub const SHIPPED_POLICY: &str = include_str!("../../../policy/harbour.json");

@@ -16,9 +16,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::field::FieldKind;
 use crate::text::push_hex;
-use crate::{Campaign, LOCALES};
 
 /// Who collects entries, why, and where the full notice is, as the policy writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,52 +64,17 @@ pub enum DrawScope {
 pub const MAX_RETENTION_DAYS: u32 = 3_650;
 /// The most winners a draw may pick.
 pub const MAX_WINNERS: u32 = 10_000;
-const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-
-impl Campaign {
-    /// When the campaign's entries are deleted: `retention_days` after its end.
-    pub fn delete_after_ms(&self) -> u64 {
-        self.ends_ms
-            .saturating_add(u64::from(self.retention_days).saturating_mul(DAY_MS))
-    }
-
-    /// The notice version of `locale` (see the module's rules), or the English one for a
-    /// locale harbour does not know.
-    pub fn notice_version(&self, locale: &str) -> &str {
-        self.notice_versions
-            .iter()
-            .find(|(l, _)| *l == locale)
-            .or(self.notice_versions.first())
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    /// What a page sends as `Harbour-Notice` for the notice it shows in `locale`:
-    /// `{locale}.{version}`.
-    pub fn notice_header(&self, locale: &str) -> String {
-        format!("{locale}.{}", self.notice_version(locale))
-    }
-
-    /// The label of field `name` in `locale`, English where the policy does not translate it.
-    pub fn label(&self, name: &str, locale: &str) -> Option<&str> {
-        let translated = self
-            .texts(locale)
-            .and_then(|t| t.labels.iter().find(|(n, _)| n == name))
-            .map(|(_, l)| l.as_str());
-        translated.or_else(|| self.field(name).map(|f| f.label.as_str()))
-    }
+/// What a notice's version covers besides the notice itself: how long entries are kept, when the
+/// campaign ends, and the tick boxes' labels (name, label) in the version's locale.
+pub struct Covered<'a> {
+    pub retention_days: u32,
+    pub ends_ms: u64,
+    pub boxes: Vec<(&'a str, &'a str)>,
 }
 
-/// The notice version of every locale, in [`LOCALES`] order: the first 16 bytes of SHA-256 over
-/// the texts the visitor is shown in that locale, in hex.
-pub fn notice_versions(campaign: &Campaign) -> Vec<(&'static str, String)> {
-    LOCALES
-        .iter()
-        .map(|locale| (*locale, notice_version(campaign, locale)))
-        .collect()
-}
-
-fn notice_version(campaign: &Campaign, locale: &str) -> String {
-    let notice = &campaign.notice;
+/// The version of `notice` in `locale`: the first 16 bytes of SHA-256 over the texts the visitor
+/// is shown in that locale, in hex.
+pub fn version(notice: &Notice, locale: &str, covered: &Covered) -> String {
     let mut hash = Sha256::new();
     let mut part = |name: &str, value: &str| {
         // Length-prefixed, so no two sets of texts hash alike by moving a boundary.
@@ -126,13 +89,10 @@ fn notice_version(campaign: &Campaign, locale: &str) -> String {
     part("contact", &notice.contact);
     part("purpose", notice.purpose(locale));
     part("link", &notice.link);
-    part("retention_days", &campaign.retention_days.to_string());
-    part("ends_ms", &campaign.ends_ms.to_string());
-    for field in campaign.fields.iter().filter(|f| f.kind == FieldKind::Bool) {
-        part(
-            &field.name,
-            campaign.label(&field.name, locale).unwrap_or(""),
-        );
+    part("retention_days", &covered.retention_days.to_string());
+    part("ends_ms", &covered.ends_ms.to_string());
+    for (name, label) in &covered.boxes {
+        part(name, label);
     }
     let digest = hash.finalize();
     let mut version = String::with_capacity(32);

@@ -13,10 +13,13 @@ use serde::Deserialize;
 
 use crate::country::Country;
 use crate::field::{Field, FieldKind, Options, RESERVED_MEMBERS};
-use crate::notice::{notice_versions, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
+use crate::notice::{self, Covered, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
-use crate::SHIPPED_POLICY;
+/// The repository's live policy as committed (`policy/harbour.json`): what the origins, the
+/// report and the tests read. The worker compiles in the file its build names (`HARBOUR_POLICY`,
+/// see harbour-worker's build.rs), which is this one unless a build says otherwise.
+pub const SHIPPED_POLICY: &str = include_str!("../../../policy/harbour.json");
 
 /// Where the candidate policy lives; the worker's build.rs compiles it in when the file exists.
 pub const CANDIDATE_FILE: &str = "policy/candidate.json";
@@ -238,6 +241,66 @@ pub const DEFAULT_CHALLENGE: ChallengeRule = ChallengeRule {
 pub const MAX_DIFFICULTY_BITS: u8 = 32;
 pub const MIN_CHALLENGE_VALID_MS: u64 = 60_000;
 pub const MAX_CHALLENGE_VALID_MS: u64 = 24 * 60 * 60 * 1000;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+impl Campaign {
+    /// When the campaign's entries are deleted: `retention_days` after its end.
+    pub fn delete_after_ms(&self) -> u64 {
+        self.ends_ms
+            .saturating_add(u64::from(self.retention_days).saturating_mul(DAY_MS))
+    }
+
+    /// The notice version of `locale` (see the module's rules), or the English one for a
+    /// locale harbour does not know.
+    pub fn notice_version(&self, locale: &str) -> &str {
+        self.notice_versions
+            .iter()
+            .find(|(l, _)| *l == locale)
+            .or(self.notice_versions.first())
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// What a page sends as `Harbour-Notice` for the notice it shows in `locale`:
+    /// `{locale}.{version}`.
+    pub fn notice_header(&self, locale: &str) -> String {
+        format!("{locale}.{}", self.notice_version(locale))
+    }
+
+    /// The label of field `name` in `locale`, English where the policy does not translate it.
+    pub fn label(&self, name: &str, locale: &str) -> Option<&str> {
+        let translated = self
+            .texts(locale)
+            .and_then(|t| t.labels.iter().find(|(n, _)| n == name))
+            .map(|(_, l)| l.as_str());
+        translated.or_else(|| self.field(name).map(|f| f.label.as_str()))
+    }
+}
+
+/// The notice version of every locale, in [`LOCALES`] order (see `notice::version`).
+fn notice_versions(campaign: &Campaign) -> Vec<(&'static str, String)> {
+    LOCALES
+        .iter()
+        .map(|locale| {
+            let covered = Covered {
+                retention_days: campaign.retention_days,
+                ends_ms: campaign.ends_ms,
+                boxes: campaign
+                    .fields
+                    .iter()
+                    .filter(|f| f.kind == FieldKind::Bool)
+                    .map(|f| {
+                        (
+                            f.name.as_str(),
+                            campaign.label(&f.name, locale).unwrap_or(""),
+                        )
+                    })
+                    .collect(),
+            };
+            (*locale, notice::version(&campaign.notice, locale, &covered))
+        })
+        .collect()
+}
 
 /// The languages the campaign page speaks, English first (the fallback). A campaign's texts may
 /// name any but English, whose texts are the campaign's own.
@@ -860,6 +923,27 @@ impl Checker {
         (regions, by_country)
     }
 
+    /// A global draw's excluded regions must be the policy's.
+    fn draw_regions(&mut self, campaigns: &[Campaign], regions: &[Region]) {
+        for (i, campaign) in campaigns.iter().enumerate() {
+            let Some(Draw {
+                scope: DrawScope::Global { excluded },
+                ..
+            }) = &campaign.draw
+            else {
+                continue;
+            };
+            for (j, id) in excluded.iter().enumerate() {
+                if !regions.iter().any(|r| &r.id == id) {
+                    self.fail(
+                        format!("campaigns[{i}].draw.excluded_regions[{j}]"),
+                        format!("unknown region {id:?}"),
+                    );
+                }
+            }
+        }
+    }
+
     fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
         let (regions, by_country) = self.regions(raw.regions);
         let find = |id: &str| regions.iter().position(|r| r.id == id).map(RegionIndex);
@@ -934,23 +1018,7 @@ impl Checker {
             }
         }
 
-        for (i, campaign) in campaigns.iter().enumerate() {
-            let Some(Draw {
-                scope: DrawScope::Global { excluded },
-                ..
-            }) = &campaign.draw
-            else {
-                continue;
-            };
-            for (j, id) in excluded.iter().enumerate() {
-                if !regions.iter().any(|r| &r.id == id) {
-                    self.fail(
-                        format!("campaigns[{i}].draw.excluded_regions[{j}]"),
-                        format!("unknown region {id:?}"),
-                    );
-                }
-            }
-        }
+        self.draw_regions(&campaigns, &regions);
         let (Some(unknown), Some(tor), Some(missing)) = signals else {
             return None;
         };

@@ -12,7 +12,7 @@ use harbour_policy::notice::DrawScope;
 use harbour_policy::utc::format_ms;
 use harbour_policy::{Campaign, Policy};
 
-use super::{print, secret, Args, Region};
+use super::setup::{print, secret, Args, Region};
 use crate::draw::{ticket, CandidateFile, GlobalDraw, Lowest, Ticket};
 use crate::person::PersonRules;
 use crate::store::records::StoredEntry;

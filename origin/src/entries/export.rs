@@ -13,7 +13,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::{print, Format, Region};
+use super::setup::{print, Format, Region};
 use crate::store::records::StoredEntry;
 use crate::store::Unavailable;
 

@@ -9,7 +9,7 @@ use harbour_contract::env::person_key_var;
 use harbour_contract::receipt::is_id_of;
 use harbour_policy::field::FieldKind;
 
-use super::{print, secret, Args, Region};
+use super::setup::{print, secret, Args, Region};
 use crate::person::PersonRules;
 
 /// The person digest of the identifying values in `args`, as the origin computes it for one

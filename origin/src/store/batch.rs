@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::{Row, Stored, Unavailable};
+use super::row::{Row, Stored, Unavailable};
 use crate::receipt::new_id;
 
 /// Submissions per batch, at most: enough to absorb a burst between two commits, few enough that

@@ -38,9 +38,8 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
-use super::records;
+use super::row::{Durability, Row, Stored, Unavailable};
 use super::sqlite::{self, Sqlite};
-use super::{Durability, Row, Stored, Unavailable};
 
 /// WAL pages (4 KiB) at which the checkpointer restarts the log: 16 MiB, a few seconds of
 /// peak load, so a page many commits touched is copied into the database once.
@@ -55,6 +54,9 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(20);
 pub struct CheckpointStats {
     /// Times it restarted the WAL.
     pub wal_restarts: u64,
+    /// RESTART checkpoints that could not finish: a commit was under way past the busy timeout.
+    /// Expected now and then under load; the next commit's round tries again.
+    pub unfinished: u64,
     /// Checkpoints that failed (the writer's backstop then bounds the WAL).
     pub failures: u64,
 }
@@ -67,6 +69,7 @@ struct Job {
 #[derive(Default)]
 struct CheckpointGauges {
     wal_restarts: AtomicU64,
+    unfinished: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -213,7 +216,7 @@ impl SqliteStore {
                 .maintenance
                 .lock()
                 .map_err(|_| Unavailable("sqlite: maintenance connection lock poisoned".into()))?;
-            records::delete_campaign_rows_sqlite(&connection, &campaign, at_most)
+            sqlite::delete_campaign_rows(&connection, &campaign, at_most)
         })
         .await
         .map_err(|e| Unavailable(e.to_string()))?
@@ -227,6 +230,7 @@ impl SqliteStore {
         let c = &self.shared.checkpoints;
         CheckpointStats {
             wal_restarts: c.wal_restarts.load(Ordering::SeqCst),
+            unfinished: c.unfinished.load(Ordering::SeqCst),
             failures: c.failures.load(Ordering::SeqCst),
         }
     }
@@ -332,6 +336,11 @@ fn checkpoint(
                 gauges.wal_restarts.fetch_add(1, Ordering::SeqCst);
             }
             Ok(false) => {}
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                gauges.unfinished.fetch_add(1, Ordering::SeqCst);
+            }
             Err(_) => {
                 gauges.failures.fetch_add(1, Ordering::SeqCst);
             }
@@ -362,7 +371,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::Receipt;
+    use crate::store::row::Receipt;
     use crate::verify::Verified;
 
     /// A database path in a fresh directory, removed with it.

@@ -19,110 +19,17 @@
 
 pub mod batch;
 pub mod group_commit;
+pub mod location;
 pub mod postgres;
 pub mod records;
+pub mod row;
 pub mod sqlite;
-
-use std::path::PathBuf;
 
 use batch::{BatchStats, Limits};
 use group_commit::SqliteStore;
 
-use crate::verify::Verified;
-
-pub use harbour_contract::response::Receipt;
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stored {
-    New(Receipt),
-    /// The key was seen before with the same fields: the first receipt.
-    Replay(Receipt),
-    /// The key was seen before with different fields.
-    Conflict,
-    /// Another key already holds an entry from the same person in this campaign.
-    AlreadyEntered,
-}
-
-/// The store could not answer (database down, disk full, pool exhausted): retry later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What is written for one submission.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row<'a> {
-    pub submission: &'a Verified,
-    /// Keyed digest of the normalised values that identify a person (`person::digest`), for
-    /// campaigns with `one_entry_per`.
-    pub person: Option<&'a str>,
-    pub now_ms: u64,
-}
-
-/// SQLite's `synchronous` setting: FULL survives power loss at the cost of an fsync per commit;
-/// NORMAL (with WAL) survives a crash of the process but may lose the last commits on power
-/// loss, so a receipt may already have been given for a row that is gone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    Full,
-    Normal,
-}
-
-/// Where the store is, as given on the command line (`--store`, `--db`) or in `HARBOUR_STORE`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    Sqlite(PathBuf),
-    /// A libpq-style URL (`postgres://user@host:port/db?options`).
-    Postgres(String),
-}
-
-impl Location {
-    /// `postgres://…` / `postgresql://…`, `sqlite:PATH`, or a bare path (SQLite).
-    pub fn parse(text: &str) -> Result<Location, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err("the store location is empty".into());
-        }
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(Location::Postgres(text.to_owned()));
-        }
-        if let Some((scheme, _)) = text.split_once("://") {
-            return Err(format!(
-                "unknown store scheme {scheme:?}: use postgres://… or a SQLite file path"
-            ));
-        }
-        let path = text.strip_prefix("sqlite:").unwrap_or(text);
-        Ok(Location::Sqlite(PathBuf::from(path)))
-    }
-
-    /// For logs: the kind and where, without a password.
-    pub fn describe(&self) -> String {
-        match self {
-            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
-            Location::Postgres(url) => redact_password(url),
-        }
-    }
-}
-
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
+pub use location::Location;
+pub use row::{Durability, Receipt, Row, Stored, Unavailable};
 
 /// A region's store.
 #[derive(Clone)]

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
-use super::{Receipt, Row, Stored, Unavailable};
+use super::row::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// Connections per origin process, unless `--pool-size` says otherwise.
@@ -209,7 +209,7 @@ impl Postgres {
         at_most: usize,
     ) -> Result<u64, Unavailable> {
         let client = self.database.pool.get().await.map_err(unavailable)?;
-        super::records::delete_campaign_rows_postgres(&client, campaign, at_most).await
+        delete_campaign_rows(&client, campaign, at_most).await
     }
 
     /// Whether the database answers at all.
@@ -487,6 +487,24 @@ async fn batcher(
             }
         }
     }
+}
+
+/// Deletes at most `at_most` rows of `campaign` in one statement (retention); how many.
+async fn delete_campaign_rows(
+    client: &tokio_postgres::Client,
+    campaign: &str,
+    at_most: usize,
+) -> Result<u64, Unavailable> {
+    let at_most = i64::try_from(at_most).unwrap_or(i64::MAX);
+    // Autocommit: each statement is its own transaction, holding its rows' locks briefly.
+    client
+        .execute(
+            "DELETE FROM submissions WHERE seq IN
+                (SELECT seq FROM submissions WHERE campaign = $1 LIMIT $2)",
+            &[&campaign, &at_most],
+        )
+        .await
+        .map_err(unavailable)
 }
 
 /// These need a PostgreSQL server: the postgres tier of `bash scripts/test` runs them with

@@ -24,7 +24,7 @@ use rusqlite::{
 };
 
 use super::batch::{Answer, Prepared};
-use super::{Durability, Receipt, Row, Stored, Unavailable};
+use super::row::{Durability, Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
 /// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
@@ -320,6 +320,22 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
          PRAGMA user_version = {SCHEMA_VERSION};"
     ))?;
     tx.commit()
+}
+
+/// Deletes at most `at_most` rows of `campaign` in one statement (retention); how many.
+pub(in crate::store) fn delete_campaign_rows(
+    connection: &Connection,
+    campaign: &str,
+    at_most: usize,
+) -> Result<u64, Unavailable> {
+    // SQLite's DELETE takes no LIMIT unless built for it: bound the rows by their keys. The
+    // (campaign, idempotency_key) index finds them.
+    let deleted = connection.execute(
+        "DELETE FROM submissions WHERE seq IN
+            (SELECT seq FROM submissions WHERE campaign = ?1 LIMIT ?2)",
+        params![campaign, i64::try_from(at_most).unwrap_or(i64::MAX)],
+    )?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! their own that no flood of clients can evict.
 
 use crate::limit::{Cell, Check, ClientKey, Decision, Limiter};
+pub use crate::outcome::Layer;
 use crate::outcome::Outcome;
 use crate::reply::{problem, retry_after_seconds, Answer, Flow, Phase};
 use harbour_contract::signature::SigningKey;
@@ -40,27 +41,6 @@ pub const CONSULT_TIMEOUT_MS: u64 = 500;
 pub const UNAVAILABLE_LOG_MS: u64 = 60_000;
 /// What a visitor is asked to wait when `fail_closed` refuses for want of an answer.
 pub const LOCATION_UNAVAILABLE_RETRY_MS: u64 = 5_000;
-
-/// A limit layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Layer {
-    Client,
-    Campaign,
-    Region,
-    /// Per client across the location: the platform's rate-limiting binding.
-    Location,
-}
-
-impl Layer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Layer::Client => "client",
-            Layer::Campaign => "campaign",
-            Layer::Region => "region",
-            Layer::Location => "location",
-        }
-    }
-}
 
 /// Who asks to be admitted, as the limits see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

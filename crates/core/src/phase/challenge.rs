@@ -30,6 +30,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+pub use crate::outcome::ChallengeRefusal as Refusal;
 use crate::outcome::Outcome;
 use crate::reply::{problem, Answer, Flow, Phase};
 use harbour_contract::signature::SigningKey;
@@ -93,28 +94,6 @@ pub fn issue(key: &SigningKey, campaign: &Campaign, now_ms: u64, salt: u128) -> 
         token,
         difficulty_bits: bits,
         valid_ms,
-    }
-}
-
-/// Why a submission's work was not accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No `Harbour-Challenge` header.
-    Required,
-    /// A genuine challenge past its expiry, or issued with less work than is now required.
-    Expired,
-    /// Anything else: malformed, not issued here, for another campaign, sent without the key it
-    /// was solved for, or short of the work. The text says which, for API users.
-    Invalid(&'static str),
-}
-
-impl Refusal {
-    pub fn code(self) -> &'static str {
-        match self {
-            Refusal::Required => "challenge_required",
-            Refusal::Expired => "challenge_expired",
-            Refusal::Invalid(_) => "challenge_invalid",
-        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 use harbour_policy::{utc, Campaign, CampaignIndex, Policy, RegionIndex, LOCALES};
 
 use crate::phase::residency::{choices, PlatformCountry};
+pub use crate::phase::validate::{Encoding, Payload};
 
 /// The request as the platform delivered it; every field is as read, unchecked.
 #[derive(Clone, Copy, Debug)]
@@ -297,20 +298,6 @@ fn storage(policy: &Policy, locale: &str, platform: PlatformCountry) -> Value {
         "choices": choices,
         "rest_of_world": policy.region(policy.rest_of_world).id,
     })
-}
-
-/// How a submission's body is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    Json,
-    Form,
-}
-
-/// A body that may be read as a submission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Payload<'f> {
-    pub encoding: Encoding,
-    pub bytes: &'f [u8],
 }
 
 pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>> {

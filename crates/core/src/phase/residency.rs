@@ -24,6 +24,7 @@
 //! Whatever the rule, a submission only ever goes to the region one of its two signals maps to.
 
 use crate::outcome::Outcome;
+pub use crate::outcome::{Unplaceable, CONFLICT, UNCONFIRMED};
 use crate::phase::validate::invalid_fields;
 use crate::reply::{problem, Answer, Flow, Phase};
 use harbour_policy::country::Country;
@@ -97,37 +98,6 @@ pub struct Residency {
     pub declared: Option<Country>,
     pub basis: Basis,
 }
-
-/// Why no region could be chosen; nothing is forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unplaceable {
-    Unknown,
-    Tor,
-    Missing,
-    /// `refuse`: the two signals point to two regions with laws of their own.
-    Conflict,
-    /// The declared country would move the entry to another region, and the visitor has not
-    /// confirmed storage there.
-    Unconfirmed,
-}
-
-impl Unplaceable {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Unplaceable::Unknown => "country_unknown",
-            Unplaceable::Tor => "country_anonymised",
-            Unplaceable::Missing => "country_missing",
-            Unplaceable::Conflict => CONFLICT,
-            Unplaceable::Unconfirmed => UNCONFIRMED,
-        }
-    }
-}
-
-/// The field error code of a refused conflict, and the outcome logs count it under.
-pub const CONFLICT: &str = "residency_conflict";
-
-/// The field error code of a declared move the visitor has not confirmed.
-pub const UNCONFIRMED: &str = "storage_unconfirmed";
 
 /// What the visitor is told next to the declared field (the page has its own words for it).
 pub const CONFLICT_DETAIL: &str = "entries from where you are cannot be stored under the data-protection law of the country you chose; choose the country you are in";

@@ -15,11 +15,25 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::outcome::Outcome;
-use crate::phase::request::{Encoding, Payload};
+pub use crate::outcome::Unreadable;
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use harbour_policy::country::Country;
 use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue, RESERVED_MEMBERS};
 use harbour_policy::{Campaign, LOCALES};
+
+/// How a submission's body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Form,
+}
+
+/// A body that may be read as a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload<'f> {
+    pub encoding: Encoding,
+    pub bytes: &'f [u8],
+}
 
 /// Beyond this many keys a body is not a form submission.
 const MAX_KEYS: usize = 64;
@@ -32,26 +46,6 @@ pub enum BodyError {
     Malformed(String),
     DuplicateKey(String),
     TooManyKeys,
-}
-
-/// A [`BodyError`] without its text, as outcomes count it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unreadable {
-    InvalidUtf8,
-    Malformed,
-    DuplicateKey,
-    TooManyKeys,
-}
-
-impl Unreadable {
-    pub fn code(self) -> &'static str {
-        match self {
-            Unreadable::InvalidUtf8 => "invalid_utf8",
-            Unreadable::Malformed => "malformed_body",
-            Unreadable::DuplicateKey => "duplicate_key",
-            Unreadable::TooManyKeys => "too_many_keys",
-        }
-    }
 }
 
 impl BodyError {

@@ -2,15 +2,14 @@
 //! databases (nothing lost, stored twice or delivered outside its region).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use harbour_e2e::read_rows;
 use harbour_policy::country::Country;
 use harbour_policy::Policy;
 
+use crate::ledger::{match_receipts, Ledger, Matched};
 use crate::load::{Load, Stats};
-use crate::mix::{plan, Mix};
+use crate::mix::{key_of, plan, Mix};
 use crate::workerd::{cpu_seconds, measure, Bench};
 
 fn expected_region(policy: &Policy, country: &str) -> String {
@@ -20,25 +19,47 @@ fn expected_region(policy: &Policy, country: &str) -> String {
         .clone()
 }
 
+/// The rehearsal's run number: its keys are `bench-2-…` (`mix::key_of`).
+const RUN: u32 = 2;
+
+/// What a rehearsal offers and what its audit expects.
+pub struct Rehearsal {
+    pub rate: f64,
+    pub duration_s: u64,
+    /// Clients retry 502/503/504 and no answer with the same key, as the page does.
+    pub retry: bool,
+    /// The one region whose origins are made to fail: attempts answered 502/503/504 or not at
+    /// all may be for it alone. `None`: not checked.
+    pub faulted: Option<&'static str>,
+}
+
 /// Runs the rehearsal and its audit; whether the audit passed, and the answers.
-pub fn rehearse(bench: &Bench, rate: f64, duration_s: u64, retry: bool) -> (bool, Stats) {
+pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> (bool, Stats) {
     let policy = Policy::shipped().unwrap();
-    println!("rehearsal: {rate:.0} req/s offered for {duration_s} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients){}",
-        if retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" });
+    println!("rehearsal: {:.0} req/s offered for {} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients){}",
+        plan.rate, plan.duration_s,
+        if plan.retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" });
     let load = Load {
         port: bench.harbour_port,
         connections: 256,
-        duration: Duration::from_secs(duration_s),
-        rate: Some(rate),
+        duration: Duration::from_secs(plan.duration_s),
+        rate: Some(plan.rate),
         mix: Mix::Realistic,
-        run: 2,
+        run: RUN,
         first: 0,
-        retry,
+        retry: plan.retry,
     };
     let before = Usage::of(bench);
     let (stats, cpu) = measure(bench, &load);
     let used = Usage::of(bench).since(&before);
-    let audit = audit(&policy, &bench.dbs, &stats, retry);
+    let ledger = match Ledger::read(&bench.dbs) {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            println!("  audit: the stores cannot be read: {e}");
+            return (false, stats);
+        }
+    };
+    let audit = audit(&policy, &ledger, &stats, plan);
     report(&audit, &stats, cpu);
     used.report(stats.elapsed.as_secs_f64());
     (audit.passed(), stats)
@@ -91,18 +112,26 @@ impl Usage {
 }
 
 /// What the answers and the origins' databases say about a rehearsal.
+#[derive(Debug, Default)]
 struct Audit {
     retry: bool,
     submissions: usize,
     accepted: u64,
     rows_stored: usize,
+    /// Rows past the first under one key, in any store.
     duplicates: u64,
+    /// Rows whose body is not the submission their key names.
+    wrong_entry: u64,
     lost: u64,
     cross_region: u64,
     not_told_to_retry: u64,
     unstored_after_retries: u64,
+    /// Receipts matched to the rows of their keys.
+    receipts: Matched,
     /// Attempts answered 502/503/504 or not at all, by the region they were for.
     trouble_by_region: Vec<(String, u64)>,
+    /// Those of a region that was not made to fail.
+    trouble_elsewhere: u64,
 }
 
 impl Audit {
@@ -110,57 +139,66 @@ impl Audit {
         self.lost == 0
             && self.cross_region == 0
             && self.duplicates == 0
+            && self.wrong_entry == 0
             && self.not_told_to_retry == 0
+            && self.receipts.passed()
+            && self.trouble_elsewhere == 0
             && (!self.retry || self.unstored_after_retries == 0)
     }
 }
 
-fn audit(policy: &Policy, dbs: &[(String, PathBuf)], stats: &Stats, retry: bool) -> Audit {
-    // Audit against the origins' own databases.
-    let mut rows_per_request: HashMap<u64, u64> = HashMap::new();
-    let mut cross_region = 0u64;
-    for (region, db) in dbs {
-        for row in read_rows(db) {
-            let email = row.payload["fields"]["email"].as_str().unwrap_or("");
-            let Some(n) = email
-                .strip_prefix("load2-")
-                .and_then(|r| r.split('@').next())
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let expected = expected_region(policy, plan(Mix::Realistic, 2, n).country);
-            if row.region != *region || expected != *region {
-                cross_region += 1;
+/// The request number of a key of this run.
+fn request_number(key: &str) -> Option<u64> {
+    key.strip_prefix(&format!("bench-{RUN}-"))?.parse().ok()
+}
+
+fn audit(policy: &Policy, ledger: &Ledger, stats: &Stats, plan: &Rehearsal) -> Audit {
+    let mut audit = Audit {
+        retry: plan.retry,
+        receipts: match_receipts(&stats.receipts, |n| key_of(RUN, n), ledger),
+        ..Audit::default()
+    };
+    audit_rows(policy, ledger, &mut audit);
+    audit_answers(stats, ledger, &mut audit);
+    audit_trouble(policy, stats, plan.faulted, &mut audit);
+    audit
+}
+
+/// Every row of this run, by its key: once, in its region, holding its own submission.
+fn audit_rows(policy: &Policy, ledger: &Ledger, audit: &mut Audit) {
+    for (key, rows) in ledger.iter() {
+        let Some(n) = request_number(key) else {
+            continue;
+        };
+        let planned = plan(Mix::Realistic, RUN, n);
+        let expected = expected_region(policy, planned.country);
+        for row in rows {
+            if row.region != row.store || row.store != expected {
+                audit.cross_region += 1;
             }
-            *rows_per_request.entry(n).or_default() += 1;
+            if row.email.as_deref() != Some(planned.email.as_str()) {
+                audit.wrong_entry += 1;
+            }
         }
+        audit.rows_stored += 1;
+        audit.duplicates += rows.len() as u64 - 1;
     }
+}
+
+/// Each submission's last answer against whether its key was stored.
+fn audit_answers(stats: &Stats, ledger: &Ledger, audit: &mut Audit) {
     // The last answer each submission got (retries of one submission run on one connection, in order).
     let mut last: HashMap<u64, u16> = HashMap::new();
     for (n, status) in &stats.per_request {
         last.insert(*n, *status);
     }
-    // Every attempt that met an origin problem, by the region it was for: only a faulted region
-    // should appear.
-    let mut trouble_by_region: HashMap<String, u64> = HashMap::new();
-    for (n, status) in &stats.per_request {
-        if matches!(status, 0 | 502..=504) {
-            let country = plan(Mix::Realistic, 2, *n).country;
-            *trouble_by_region
-                .entry(expected_region(policy, country))
-                .or_default() += 1;
-        }
-    }
-    let duplicates: u64 = rows_per_request.values().map(|c| c.saturating_sub(1)).sum();
-    let (mut accepted, mut lost, mut not_told_to_retry, mut unstored_after_retries) =
-        (0u64, 0u64, 0u64, 0u64);
+    audit.submissions = last.len();
     for (n, status) in &last {
-        let planned = plan(Mix::Realistic, 2, *n);
-        let stored = rows_per_request.contains_key(n);
+        let planned = plan(Mix::Realistic, RUN, *n);
+        let stored = !ledger.rows(&planned.key).is_empty();
         let told_to_retry = matches!(status, 429 | 502..=504);
         if *status == 202 {
-            accepted += 1;
+            audit.accepted += 1;
         }
         // Lost: neither stored nor told to retry.
         if !stored
@@ -169,30 +207,39 @@ fn audit(policy: &Policy, dbs: &[(String, PathBuf)], stats: &Stats, retry: bool)
                 || (planned.valid && *status == 0)
                 || (planned.valid && !(400..500).contains(status)))
         {
-            lost += 1;
+            audit.lost += 1;
         }
         if planned.valid && *status != 202 && !told_to_retry {
-            not_told_to_retry += 1;
+            audit.not_told_to_retry += 1;
         }
         let hot_client = planned.ip.starts_with("198.18.");
-        if retry && planned.valid && !hot_client && !stored {
-            unstored_after_retries += 1;
+        if audit.retry && planned.valid && !hot_client && !stored {
+            audit.unstored_after_retries += 1;
         }
     }
-    let mut trouble_by_region: Vec<_> = trouble_by_region.into_iter().collect();
-    trouble_by_region.sort();
-    Audit {
-        retry,
-        submissions: last.len(),
-        accepted,
-        rows_stored: rows_per_request.len(),
-        duplicates,
-        lost,
-        cross_region,
-        not_told_to_retry,
-        unstored_after_retries,
-        trouble_by_region,
+}
+
+/// Every attempt that met an origin problem, by the region it was for: with a faulted region,
+/// no other may appear.
+fn audit_trouble(policy: &Policy, stats: &Stats, faulted: Option<&str>, audit: &mut Audit) {
+    let mut by_region: HashMap<String, u64> = HashMap::new();
+    for (n, status) in &stats.per_request {
+        if matches!(status, 0 | 502..=504) {
+            let country = plan(Mix::Realistic, RUN, *n).country;
+            *by_region
+                .entry(expected_region(policy, country))
+                .or_default() += 1;
+        }
     }
+    if let Some(faulted) = faulted {
+        audit.trouble_elsewhere = by_region
+            .iter()
+            .filter(|(region, _)| region.as_str() != faulted)
+            .map(|(_, count)| count)
+            .sum();
+    }
+    audit.trouble_by_region = by_region.into_iter().collect();
+    audit.trouble_by_region.sort();
 }
 
 fn report(audit: &Audit, stats: &Stats, cpu: f64) {
@@ -203,16 +250,26 @@ fn report(audit: &Audit, stats: &Stats, cpu: f64) {
         audit.submissions, stats.sent, stats.answered
     );
     println!(
-        "  receipts (202) {}, rows stored {}, duplicate rows {}",
-        audit.accepted, audit.rows_stored, audit.duplicates
+        "  receipts (202) {}, keys stored {}, rows past the first under one key {}, rows holding another submission {}",
+        audit.accepted, audit.rows_stored, audit.duplicates, audit.wrong_entry
+    );
+    let m = &audit.receipts;
+    println!(
+        "  receipts matched to their key's one row {} of {}; without a row {}, the row's receipt another {}, stored twice {}",
+        m.matched, m.receipts, m.without_row, m.other_receipt, m.stored_twice
     );
     println!("  answers by outcome (all attempts):");
     for (label, count) in outcomes {
         println!("    {label:40} {count}");
     }
     println!(
-        "  attempts answered 502/503/504 or not at all, by region: {:?}",
-        audit.trouble_by_region
+        "  attempts answered 502/503/504 or not at all, by region: {:?}{}",
+        audit.trouble_by_region,
+        if audit.trouble_elsewhere > 0 {
+            " (NOT only the faulted region)"
+        } else {
+            ""
+        }
     );
     println!(
         "  lost {}, cross-region deliveries {}, valid non-202 without retry advice {}",
@@ -235,4 +292,115 @@ fn report(audit: &Audit, stats: &Stats, cpu: f64) {
         cpu * 1e6 / stats.answered.max(1) as f64,
         cpu / stats.elapsed.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harbour_e2e::rows::StoredRow;
+
+    fn stored(n: u64, region: &str) -> StoredRow {
+        let planned = plan(Mix::Realistic, RUN, n);
+        StoredRow {
+            receipt_id: format!("{region}-{n}"),
+            region: region.into(),
+            idempotency_key: planned.key,
+            platform_country: planned.country.into(),
+            declared_country: None,
+            payload: serde_json::json!({"fields": {"email": planned.email}}),
+        }
+    }
+
+    fn region_of(n: u64) -> String {
+        let policy = Policy::shipped().unwrap();
+        expected_region(&policy, plan(Mix::Realistic, RUN, n).country)
+    }
+
+    /// Valid submissions (kind 4..20 of every 20) answered 202, each stored once in its region.
+    fn clean() -> (Ledger, Stats) {
+        let mut ledger = Ledger::default();
+        let mut stats = Stats::default();
+        for n in 4..10 {
+            let region = region_of(n);
+            ledger.add(&region, &stored(n, &region));
+            stats.per_request.push((n, 202));
+            stats.receipts.push((n, format!("{region}-{n}")));
+        }
+        (ledger, stats)
+    }
+
+    fn rehearsal(faulted: Option<&'static str>) -> Rehearsal {
+        Rehearsal {
+            rate: 1.0,
+            duration_s: 1,
+            retry: false,
+            faulted,
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let (ledger, stats) = clean();
+        let policy = Policy::shipped().unwrap();
+        let audit = audit(&policy, &ledger, &stats, &rehearsal(None));
+        assert!(audit.passed(), "{audit:?}");
+        assert_eq!(audit.receipts.matched, 6);
+    }
+
+    #[test]
+    fn a_key_stored_twice_is_a_duplicate_even_with_one_entry_per_email() {
+        let (mut ledger, stats) = clean();
+        // Submission 5's key stored a second time, with the body of a submission never sent
+        // (one entry per email lets that in): by email, nothing is stored twice.
+        let unsent = plan(Mix::Realistic, RUN, 204);
+        let store = region_of(204);
+        let mut again = stored(5, &store);
+        again.payload = serde_json::json!({"fields": {"email": unsent.email}});
+        ledger.add(&store, &again);
+        let policy = Policy::shipped().unwrap();
+        let audit = audit(&policy, &ledger, &stats, &rehearsal(None));
+        assert_eq!(audit.duplicates, 1);
+        assert_eq!(audit.receipts.stored_twice, 1);
+        assert!(!audit.passed());
+    }
+
+    #[test]
+    fn a_row_with_another_submissions_body_fails() {
+        let (_, stats) = clean();
+        let mut ledger = Ledger::default();
+        for n in 4..10 {
+            let region = region_of(n);
+            let mut row = stored(n, &region);
+            if n == 4 {
+                let other = plan(Mix::Realistic, RUN, 5).email;
+                row.payload = serde_json::json!({"fields": {"email": other}});
+            }
+            ledger.add(&region, &row);
+        }
+        let policy = Policy::shipped().unwrap();
+        let audit = audit(&policy, &ledger, &stats, &rehearsal(None));
+        assert_eq!(audit.wrong_entry, 1);
+        assert!(!audit.passed());
+    }
+
+    #[test]
+    fn trouble_outside_the_faulted_region_fails() {
+        let (mut ledger, mut stats) = clean();
+        // A valid submission of the rest of the world, away from the clean ones.
+        let n = (10..)
+            .find(|n| region_of(*n) == "global" && n % 20 >= 4)
+            .unwrap();
+        let region = region_of(n);
+        stats.per_request.push((n, 503));
+        stats.per_request.push((n, 202));
+        stats.receipts.push((n, format!("{region}-{n}")));
+        ledger.add(&region, &stored(n, &region));
+        let policy = Policy::shipped().unwrap();
+        let audit_eu = audit(&policy, &ledger, &stats, &rehearsal(Some("eu")));
+        assert_eq!(audit_eu.trouble_elsewhere, 1);
+        assert!(!audit_eu.passed());
+        let audit_there = audit(&policy, &ledger, &stats, &rehearsal(Some("global")));
+        assert_eq!(audit_there.trouble_elsewhere, 0);
+        assert!(audit_there.passed(), "{audit_there:?}");
+    }
 }

@@ -10,12 +10,14 @@
 
 use std::time::Duration;
 
-use crate::audit::rehearse;
-use crate::workerd::{spawn_origin, Bench};
+use crate::audit::{rehearse, Rehearsal};
+use crate::workerd::Bench;
 
 /// What an origin reports of its in-flight bound, from its operations listener.
 fn load_of(ops_port: u16) -> serde_json::Value {
-    harbour_e2e::request(ops_port, "GET", "/v1/load", &[], b"").json()
+    let load = harbour_e2e::http::request(ops_port, "GET", "/v1/load", &[], b"");
+    assert_eq!(load.status, 200, "/v1/load on :{ops_port}: {}", load.body);
+    load.json()
 }
 
 pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
@@ -25,22 +27,29 @@ pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
         let eu: Vec<usize> = origins
             .iter()
             .enumerate()
-            .filter(|(_, o)| o.region == "eu")
+            .filter(|(_, o)| o.launch.region == "eu")
             .map(|(i, _)| i)
             .collect();
         for &i in &eu {
             if let Some(mut process) = origins[i].process.take() {
                 process.stop();
             }
-            origins[i].extra = vec!["--max-in-flight".into(), bound.to_string()];
-            spawn_origin(&bench.dir, &mut origins[i]);
+            let extra = &mut origins[i].launch.extra;
+            extra.extend(["--max-in-flight".into(), bound.to_string()]);
+            origins[i].start(&bench.dir);
         }
         eu.iter()
-            .map(|&i| (i, origins[i].port, origins[i].ops_port))
+            .map(|&i| (i, origins[i].launch.port, origins[i].launch.ops_port))
             .collect()
     };
     let log_before = std::fs::read_to_string(bench.dir.join("workerd.log")).unwrap_or_default();
-    let (audited, stats) = rehearse(bench, rate, duration_s, true);
+    let plan = Rehearsal {
+        rate,
+        duration_s,
+        retry: true,
+        faulted: None,
+    };
+    let (audited, stats) = rehearse(bench, &plan);
     // Let the last log lines reach the file.
     std::thread::sleep(Duration::from_millis(500));
     let log = std::fs::read_to_string(bench.dir.join("workerd.log")).unwrap_or_default();

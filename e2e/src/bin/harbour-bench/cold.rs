@@ -2,42 +2,38 @@
 //! description), each contestant in a workerd of its own, started several times in alternation.
 //! The origins need not run: a form description calls none.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harbour_e2e::{free_port, workerd_ratelimits, workspace_root, Process};
+use harbour_e2e::process::{free_port, Process};
+use harbour_e2e::workerd::{serve_command, Socket, WorkerdConfig};
 
-use crate::workerd::{worker_def, Bench, Contestant};
+use crate::workerd::{contestant, Bench, Contestant};
 
-/// Milliseconds from spawning a workerd serving only `contestant` to its first 200.
-fn once(bench: &Bench, contestant: Contestant) -> f64 {
-    let (ratelimits, extensions) = workerd_ratelimits(&bench.dir);
+/// Milliseconds from spawning a workerd serving only `which` to its first 200.
+fn once(bench: &Bench, which: Contestant) -> f64 {
     let port = free_port();
-    let config = format!(
-        "using Workerd = import \"/workerd/workerd.capnp\";\nconst config :Workerd.Config = (\n  services = [\n    (name = \"w\", worker = .w),\n    (name = \"loopback\", network = (allow = [\"local\"])),\n  ],\n  sockets = [(name = \"w\", address = \"127.0.0.1:{port}\", http = (), service = \"w\")],\n{extensions});\n{}",
-        worker_def("w", contestant, &ratelimits, &bench.bindings)
-    );
-    let path = bench.dir.join(format!("cold-{contestant:?}.capnp"));
-    std::fs::write(&path, config).unwrap();
-    let workerd_bin =
-        workspace_root().join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
-    let mut command = Command::new(workerd_bin);
-    command
-        .arg("serve")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let worker = contestant("w", which.clone(), &bench.bindings);
+    let socket = Socket {
+        port,
+        cf_header: None,
+    };
+    let path = WorkerdConfig::new(&bench.dir, &["local"])
+        .serve(worker, socket)
+        .write(&format!("cold-{which:?}.capnp"));
+    let mut command = serve_command(&path);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
     let probe = "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     let started = Instant::now();
     let process = Process::spawn("workerd (cold start)", &mut command);
     let deadline = started + Duration::from_secs(30);
     loop {
-        if harbour_e2e::raw(port, probe.as_bytes()).is_ok_and(|r| r.status == 200) {
+        if harbour_e2e::http::raw(port, probe.as_bytes()).is_ok_and(|r| r.status == 200) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{contestant:?}: no answer within 30 s"
+            "{which:?}: no answer within 30 s"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -52,7 +48,7 @@ pub fn measure(bench: &Bench, samples: usize) {
     for i in 0..samples {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
-            let contestant = [Contestant::Harbour, Contestant::Peer][which];
+            let contestant = [Contestant::Harbour, Contestant::Peer][which].clone();
             times[which].push(once(bench, contestant));
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::ledger::{match_receipts, Ledger};
 use crate::load::Load;
 use crate::mix::Mix;
 use crate::workerd::{measure, Bench};
@@ -51,60 +52,56 @@ pub struct Comparison {
     pub fixed: bool,
 }
 
-/// Rows the origins stored for the keys of requests `first..=last` of the comparison's run.
-fn stored_rows(bench: &Bench, first: u64, last: u64) -> u64 {
-    let (low, high) = (
-        crate::mix::key_of(COMPARISON_RUN, first),
-        crate::mix::key_of(COMPARISON_RUN, last),
-    );
-    bench
-        .dbs
-        .iter()
-        .map(|(_, db)| {
-            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .and_then(|c| {
-                    c.query_row(
-                        "SELECT count(*) FROM submissions WHERE idempotency_key BETWEEN ?1 AND ?2",
-                        [&low, &high],
-                        |row| row.get::<_, u64>(0),
-                    )
-                })
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 const COMPARISON_RUN: u32 = 1;
 
-/// Compares; whether every receipt (202) of a contestant that stores was found stored.
+/// (throughput, CPU µs per request, p50 ms, p99 ms) of one phase.
+type Sample = (f64, f64, f64, f64);
+
+/// What the rounds measured, per (worker, phase), and the receipts (request number, receipt id)
+/// each contestant that stores gave.
+#[derive(Default)]
+struct Measured {
+    samples: HashMap<(&'static str, &'static str), Vec<Sample>>,
+    receipts: HashMap<&'static str, Vec<(u64, String)>>,
+}
+
+/// Compares; whether every receipt (202) of a contestant that stores is the row of its key.
 pub fn compare(bench: &Bench, plan: &Comparison) -> bool {
-    let (rounds, seconds, fixed_rate) = (plan.rounds, plan.seconds, plan.fixed_rate);
+    warm_up(bench);
+    println!(
+        "comparison: {} interleaved rounds of {} s per phase, valid submissions only, 32 connections",
+        plan.rounds, plan.seconds
+    );
+    let measured = run_rounds(bench, plan);
+    print_medians(&measured, plan.fixed_rate);
+    audit_receipts(bench, &measured)
+}
+
+/// The workers of a round, in order: harbour, `other` when served, the peer, the baseline, and
+/// "origin": the fixed-rate load straight at a reference origin (no workerd), which answers 404
+/// at once: the latency floor of this machine, load generator and loopback.
+fn workers(bench: &Bench) -> Vec<(&'static str, u16)> {
+    let floor_port = bench.origins.lock().unwrap()[0].launch.port;
+    let mut workers = vec![("harbour", bench.harbour_port)];
+    workers.extend(bench.other_port.map(|port| ("other", port)));
+    workers.extend([
+        ("peer", bench.peer_port),
+        ("baseline", bench.baseline_port),
+        ("origin", floor_port),
+    ]);
+    workers
+}
+
+fn run_rounds(bench: &Bench, plan: &Comparison) -> Measured {
     let phases: &[(&str, Option<f64>)] = if plan.fixed {
-        &[("max", None), ("fixed", Some(fixed_rate))]
+        &[("max", None), ("fixed", Some(plan.fixed_rate))]
     } else {
         &[("max", None)]
     };
+    let mut measured = Measured::default();
     let mut first = 0u64;
-    // (throughput, CPU µs per request, p50 ms, p99 ms) per (worker, phase)
-    type Sample = (f64, f64, f64, f64);
-    type Row<'a> = (&'a str, &'a str, fn(&Sample) -> f64);
-    let mut results: HashMap<(&str, &str), Vec<Sample>> = HashMap::new();
-    // (receipts, rows stored) per contestant that stores
-    let mut receipts: HashMap<&str, (u64, u64)> = HashMap::new();
-    warm_up(bench);
-    println!("comparison: {rounds} interleaved rounds of {seconds} s per phase, valid submissions only, 32 connections");
-    for round in 0..rounds {
-        // "origin": the same fixed-rate load straight at a reference origin (no workerd), which
-        // answers 404 at once: the latency floor of this machine, load generator and loopback.
-        let floor_port = bench.origins.lock().unwrap()[0].port;
-        let mut workers = vec![("harbour", bench.harbour_port)];
-        workers.extend(bench.other_port.map(|port| ("other", port)));
-        workers.extend([
-            ("peer", bench.peer_port),
-            ("baseline", bench.baseline_port),
-            ("origin", floor_port),
-        ]);
-        for (name, port) in workers {
+    for round in 0..plan.rounds {
+        for (name, port) in workers(bench) {
             for &(phase, rate) in phases {
                 if name == "origin" && phase != "fixed" {
                     continue;
@@ -112,7 +109,7 @@ pub fn compare(bench: &Bench, plan: &Comparison) -> bool {
                 let load = Load {
                     port,
                     connections: 32,
-                    duration: Duration::from_secs(seconds),
+                    duration: Duration::from_secs(plan.seconds),
                     rate,
                     mix: Mix::ValidOnly,
                     run: COMPARISON_RUN,
@@ -120,28 +117,34 @@ pub fn compare(bench: &Bench, plan: &Comparison) -> bool {
                     retry: false,
                 };
                 let (stats, cpu) = measure(bench, &load);
-                let stored = stored_rows(bench, first, first + stats.sent);
                 first += stats.sent + 1;
-                let accepted = stats.outcomes.get("202").copied().unwrap_or(0);
-                if matches!(name, "harbour" | "peer" | "other") {
-                    let tally = receipts.entry(name).or_default();
-                    tally.0 += accepted;
-                    tally.1 += stored;
-                }
                 let cpu_us = cpu * 1e6 / stats.answered.max(1) as f64;
                 println!(
-                    "  round {round} {name:8} {phase:5}: {:7.0} req/s, CPU {:6.1} us/req, p50 {:6.2} ms, p99 {:6.2} ms, stored {stored}, outcomes {:?}",
+                    "  round {round} {name:8} {phase:5}: {:7.0} req/s, CPU {:6.1} us/req, p50 {:6.2} ms, p99 {:6.2} ms, outcomes {:?}",
                     stats.throughput(), cpu_us, stats.percentile_ms(0.5), stats.percentile_ms(0.99), stats.outcomes
                 );
-                results.entry((name, phase)).or_default().push((
+                measured.samples.entry((name, phase)).or_default().push((
                     stats.throughput(),
                     cpu_us,
                     stats.percentile_ms(0.5),
                     stats.percentile_ms(0.99),
                 ));
+                if matches!(name, "harbour" | "peer" | "other") {
+                    measured
+                        .receipts
+                        .entry(name)
+                        .or_default()
+                        .extend(stats.receipts);
+                }
             }
         }
     }
+    measured
+}
+
+fn print_medians(measured: &Measured, fixed_rate: f64) {
+    type Row<'a> = (&'a str, &'static str, fn(&Sample) -> f64);
+    let results = &measured.samples;
     let summary = |name, phase, pick: fn(&Sample) -> f64| {
         let mut v: Vec<f64> = results[&(name, phase)].iter().map(pick).collect();
         median(&mut v)
@@ -185,15 +188,27 @@ pub fn compare(bench: &Bench, plan: &Comparison) -> bool {
         );
     }
     println!("  (fixed rate = {fixed_rate:.0} req/s offered)");
-    let mut all_stored = true;
-    let mut names: Vec<_> = receipts.keys().copied().collect();
+}
+
+/// Each receipt matched to the row of its key, per contestant; whether all matched.
+fn audit_receipts(bench: &Bench, measured: &Measured) -> bool {
+    let ledger = match Ledger::read(&bench.dbs) {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            println!("  audit: the stores cannot be read: {e}");
+            return false;
+        }
+    };
+    let mut names: Vec<_> = measured.receipts.keys().copied().collect();
     names.sort_unstable();
+    let mut all_stored = true;
     for name in names {
-        let (accepted, stored) = receipts[name];
-        let lost = accepted.saturating_sub(stored);
-        all_stored &= lost == 0;
+        let key_of = |n| crate::mix::key_of(COMPARISON_RUN, n);
+        let m = match_receipts(&measured.receipts[name], key_of, &ledger);
+        all_stored &= m.passed();
         println!(
-            "  audit {name:8}: receipts (202) {accepted}, rows stored for its keys {stored}, receipts without a row {lost}"
+            "  audit {name:8}: receipts (202) {}, each its key's one row {}; without a row {}, the row's receipt another {}, stored twice {}",
+            m.receipts, m.matched, m.without_row, m.other_receipt, m.stored_twice
         );
     }
     all_stored

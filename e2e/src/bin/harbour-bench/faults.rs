@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::workerd::{spawn_origin, Bench};
+use crate::workerd::Bench;
+
+/// The region whose origins the faults hit: the audit allows origin trouble for it alone.
+pub const FAULTED: &str = "eu";
 
 /// While load runs, in five equal steps: kill the EU primary; kill the EU secondary too; restart
 /// both; stall the EU primary (it accepts and never answers); restore it.
@@ -16,7 +19,7 @@ pub fn inject_faults(bench: &Bench, duration_s: u64) -> std::thread::JoinHandle<
             let eu: Vec<usize> = o
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.region == "eu")
+                .filter(|(_, s)| s.launch.region == FAULTED)
                 .map(|(i, _)| i)
                 .collect();
             (eu[0], eu[1])
@@ -40,18 +43,18 @@ pub fn inject_faults(bench: &Bench, duration_s: u64) -> std::thread::JoinHandle<
         println!("    EU origins restarted");
         {
             let mut o = origins.lock().unwrap();
-            spawn_origin(&dir, &mut o[primary]);
-            spawn_origin(&dir, &mut o[secondary]);
+            o[primary].start(&dir);
+            o[secondary].start(&dir);
         }
         std::thread::sleep(step);
         at(4.0);
         println!("    EU primary stalled (accepts, never answers)");
         kill(primary);
-        let port = origins.lock().unwrap()[primary].port;
-        let hole = harbour_e2e::Blackhole::bind(port);
+        let port = origins.lock().unwrap()[primary].launch.port;
+        let hole = harbour_e2e::proxy::Blackhole::bind(port);
         std::thread::sleep(step);
         drop(hole);
         println!("    EU primary restored");
-        spawn_origin(&dir, &mut origins.lock().unwrap()[primary]);
+        origins.lock().unwrap()[primary].start(&dir);
     })
 }

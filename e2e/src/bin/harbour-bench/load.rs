@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::mix::{challenge_for, plan, request_bytes, Mix};
@@ -98,6 +97,8 @@ pub struct Stats {
     pub outcomes: HashMap<String, u64>,
     /// Request number → status (0 = no answer), for the audit.
     pub per_request: Vec<(u64, u16)>,
+    /// Request number → the receipt id of each 202 it was answered (empty if the body had none).
+    pub receipts: Vec<(u64, String)>,
     pub elapsed: Duration,
 }
 
@@ -113,146 +114,205 @@ impl Stats {
     pub fn throughput(&self) -> f64 {
         self.answered as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// Counts the answer (or its absence) request `n` got, timed from `from`.
+    fn record(&mut self, n: u64, answer: Option<Answer>, from: Instant) {
+        let Some((status, _, body)) = answer else {
+            *self.outcomes.entry("no answer".into()).or_default() += 1;
+            self.per_request.push((n, 0));
+            return;
+        };
+        self.answered += 1;
+        self.latencies_us.push(from.elapsed().as_micros() as u64);
+        *self
+            .outcomes
+            .entry(outcome_label(status, &body))
+            .or_default() += 1;
+        self.per_request.push((n, status));
+        if status == 202 {
+            self.receipts
+                .push((n, receipt_id(&body).unwrap_or("").to_owned()));
+        }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.latencies_us.extend(other.latencies_us);
+        self.per_request.extend(other.per_request);
+        self.receipts.extend(other.receipts);
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// The receipt id of an accepted answer: `{"status":"accepted","receipt":{"id":"…"`.
+pub fn receipt_id(body: &str) -> Option<&str> {
+    body.split("\"receipt\":{\"id\":\"")
+        .nth(1)?
+        .split('"')
+        .next()
+}
+
+/// A retry waiting its turn: when it is due, the request number, the attempts so far.
+type Retry = (Instant, u64, u32);
+
+/// One connection's schedule: fresh requests at its share of the rate until the deadline, and
+/// the page's retries, which may run up to a minute past it.
+struct Schedule<'a> {
+    next: &'a AtomicU64,
+    deadline: Instant,
+    interval: Option<Duration>,
+    scheduled: Instant,
+    retries: std::collections::VecDeque<Retry>,
+}
+
+impl Schedule<'_> {
+    /// The next request to send and its attempt number (1 for a fresh one), after waiting for
+    /// its time; `None` when the connection is done.
+    fn next_request(&mut self) -> Option<(u64, u32)> {
+        loop {
+            if Instant::now() >= self.deadline {
+                return self.next_retry_after_deadline();
+            }
+            if let Some(interval) = self.interval {
+                sleep_until(self.scheduled);
+                self.scheduled += interval;
+            }
+            if Instant::now() >= self.deadline {
+                continue;
+            }
+            return Some(match self.retries.front() {
+                Some(&(due, n, attempts)) if due <= Instant::now() => {
+                    self.retries.pop_front();
+                    (n, attempts + 1)
+                }
+                _ => (self.next.fetch_add(1, Ordering::Relaxed), 1),
+            });
+        }
+    }
+
+    /// Past the load: finish the retries, then stop.
+    fn next_retry_after_deadline(&mut self) -> Option<(u64, u32)> {
+        let (due, n, attempts) = self.retries.pop_front()?;
+        if Instant::now() > self.deadline + Duration::from_secs(60) {
+            return None;
+        }
+        sleep_until(due);
+        Some((n, attempts + 1))
+    }
+
+    /// When a fresh request sent now was due: latency counts from the scheduled send time at a
+    /// fixed rate, so a stall is not hidden by sending late (coordinated omission).
+    fn due_time(&self, attempt: u32) -> Instant {
+        let now = Instant::now();
+        match self.interval {
+            Some(interval) if attempt == 1 => self.scheduled.checked_sub(interval).unwrap_or(now),
+            _ => now,
+        }
+    }
+
+    /// As the page does: after the advised wait, else a fixed one. The queue stays in due order:
+    /// a short hint may come after a long one.
+    fn retry_later(&mut self, n: u64, attempt: u32, hint: Option<u64>) {
+        let wait = hint.map_or(RETRY_WAIT, Duration::from_secs);
+        let due = Instant::now() + wait;
+        let at = self.retries.partition_point(|(other, _, _)| *other <= due);
+        self.retries.insert(at, (due, n, attempt));
+    }
+}
+
+fn sleep_until(when: Instant) {
+    let now = Instant::now();
+    if when > now {
+        std::thread::sleep(when - now);
+    }
+}
+
+/// A keep-alive connection to `port`, opened again when the server closed it.
+struct Connection {
+    port: u16,
+    stream: Option<TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    /// Sends `bytes` and reads the answer. A kept-alive connection closed under us before the
+    /// request was read is opened again once; a second failure is no answer.
+    fn send(&mut self, bytes: &[u8]) -> Option<Answer> {
+        for _attempt in 0..2 {
+            if self.stream.is_none() {
+                self.stream = TcpStream::connect(("127.0.0.1", self.port)).ok();
+                if let Some(s) = &self.stream {
+                    let _ = s.set_nodelay(true);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                }
+                self.buffer.clear();
+            }
+            let s = self.stream.as_mut()?;
+            if s.write_all(bytes).is_ok() {
+                if let Ok(answer) = read_response(s, &mut self.buffer) {
+                    return Some(answer);
+                }
+            }
+            self.stream = None;
+        }
+        None
+    }
+}
+
+/// What one connection's thread does: send until its schedule ends; its counts.
+fn drive(load: &Load, c: usize, next: &AtomicU64, started: Instant) -> Stats {
+    let interval = load
+        .rate
+        .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
+    // Spread the connections' schedules over one interval.
+    let offset = interval.map(|i| i.mul_f64(c as f64 / load.connections as f64));
+    let mut schedule = Schedule {
+        next,
+        deadline: started + load.duration,
+        interval,
+        scheduled: started + offset.unwrap_or_default(),
+        retries: Default::default(),
+    };
+    let mut connection = Connection {
+        port: load.port,
+        stream: None,
+        buffer: Vec::new(),
+    };
+    let challenge = challenge_for(load.port);
+    let mut local = Stats::default();
+    while let Some((n, attempt)) = schedule.next_request() {
+        let bytes = request_bytes(&plan(load.mix, load.run, n), &challenge);
+        let from = schedule.due_time(attempt);
+        local.sent += 1;
+        let answer = connection.send(&bytes);
+        let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
+        if load.retry && matches!(status, 0 | 502..=504) && attempt < MAX_ATTEMPTS {
+            schedule.retry_later(n, attempt, answer.as_ref().and_then(|(_, hint, _)| *hint));
+        }
+        local.record(n, answer, from);
+    }
+    local
 }
 
 pub fn run_load(load: &Load) -> Stats {
-    let next = Arc::new(AtomicU64::new(load.first));
-    let merged = Arc::new(Mutex::new(Stats::default()));
+    let next = AtomicU64::new(load.first);
     let started = Instant::now();
-    let deadline = started + load.duration;
-    let per_connection_interval = load
-        .rate
-        .map(|r| Duration::from_secs_f64(load.connections as f64 / r));
-    let threads: Vec<_> = (0..load.connections)
-        .map(|c| {
-            let next = next.clone();
-            let merged = merged.clone();
-            let (port, mix, run, connections, retry) =
-                (load.port, load.mix, load.run, load.connections, load.retry);
-            let challenge = challenge_for(port);
-            std::thread::spawn(move || {
-                let mut local = Stats::default();
-                let mut stream: Option<TcpStream> = None;
-                let mut buffer = Vec::new();
-                // Spread the connections' schedules over one interval.
-                let offset =
-                    per_connection_interval.map(|i| i.mul_f64(c as f64 / connections as f64));
-                let mut scheduled = started + offset.unwrap_or_default();
-                let mut retries: std::collections::VecDeque<(Instant, u64, u32)> =
-                    Default::default();
-                loop {
-                    let mut attempt_of = 1;
-                    let n = if Instant::now() < deadline {
-                        if let Some(interval) = per_connection_interval {
-                            let now = Instant::now();
-                            if scheduled > now {
-                                std::thread::sleep(scheduled - now);
-                            }
-                            scheduled += interval;
-                        }
-                        if Instant::now() >= deadline {
-                            continue;
-                        }
-                        match retries.front() {
-                            Some(&(due, n, attempts)) if due <= Instant::now() => {
-                                retries.pop_front();
-                                attempt_of = attempts + 1;
-                                n
-                            }
-                            _ => next.fetch_add(1, Ordering::Relaxed),
-                        }
-                    } else {
-                        // Past the load: finish the retries, then stop.
-                        let Some((due, n, attempts)) = retries.pop_front() else {
-                            break;
-                        };
-                        if Instant::now() > deadline + Duration::from_secs(60) {
-                            break;
-                        }
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
-                        }
-                        attempt_of = attempts + 1;
-                        n
-                    };
-                    let planned = plan(mix, run, n);
-                    let bytes = request_bytes(&planned, &challenge);
-                    // Latency from the scheduled send time at a fixed rate, so a stall is not hidden
-                    // by sending late (coordinated omission).
-                    let now = Instant::now();
-                    let from = if per_connection_interval.is_some() && attempt_of == 1 {
-                        scheduled
-                            .checked_sub(per_connection_interval.unwrap_or_default())
-                            .unwrap_or(now)
-                    } else {
-                        now
-                    };
-                    local.sent += 1;
-                    let mut answer = None;
-                    for _attempt in 0..2 {
-                        if stream.is_none() {
-                            stream = TcpStream::connect(("127.0.0.1", port)).ok();
-                            if let Some(s) = &stream {
-                                let _ = s.set_nodelay(true);
-                                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                            }
-                            buffer.clear();
-                        }
-                        let Some(s) = stream.as_mut() else { break };
-                        if s.write_all(&bytes).is_ok() {
-                            if let Ok(r) = read_response(s, &mut buffer) {
-                                answer = Some(r);
-                                break;
-                            }
-                        }
-                        // A kept-alive connection closed under us before the request was read:
-                        // reconnect once. A second failure counts as no answer.
-                        stream = None;
-                    }
-                    let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
-                    if retry && matches!(status, 0 | 502..=504) && attempt_of < MAX_ATTEMPTS {
-                        // As the page does: after the advised wait, else a fixed one.
-                        let wait = answer
-                            .as_ref()
-                            .and_then(|(_, hint, _)| *hint)
-                            .map_or(RETRY_WAIT, Duration::from_secs);
-                        // Keep the queue in due order: a short hint may come after a long one.
-                        let due = Instant::now() + wait;
-                        let at = retries.partition_point(|(other, _, _)| *other <= due);
-                        retries.insert(at, (due, n, attempt_of));
-                    }
-                    match answer {
-                        Some((status, _, body)) => {
-                            local.answered += 1;
-                            local.latencies_us.push(from.elapsed().as_micros() as u64);
-                            *local
-                                .outcomes
-                                .entry(outcome_label(status, &body))
-                                .or_default() += 1;
-                            local.per_request.push((n, status));
-                        }
-                        None => {
-                            *local.outcomes.entry("no answer".into()).or_default() += 1;
-                            local.per_request.push((n, 0));
-                        }
-                    }
-                }
-                let mut m = merged.lock().unwrap();
-                m.sent += local.sent;
-                m.answered += local.answered;
-                m.latencies_us.extend(local.latencies_us);
-                m.per_request.extend(local.per_request);
-                for (k, v) in local.outcomes {
-                    *m.outcomes.entry(k).or_default() += v;
-                }
+    let mut stats = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..load.connections)
+            .map(|c| {
+                let next = &next;
+                scope.spawn(move || drive(load, c, next, started))
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let mut stats = std::mem::take(&mut *merged.lock().unwrap());
+            .collect();
+        let mut merged = Stats::default();
+        for t in threads {
+            merged.merge(t.join().unwrap());
+        }
+        merged
+    });
     stats.elapsed = load.duration;
     stats.latencies_us.sort_unstable();
     stats

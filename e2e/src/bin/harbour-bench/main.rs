@@ -34,11 +34,13 @@ mod backpressure;
 mod cold;
 mod compare;
 mod faults;
+mod ledger;
 mod load;
 mod mix;
 mod parity;
 mod workerd;
 
+use audit::Rehearsal;
 use compare::{compare, Comparison};
 
 fn main() {
@@ -64,7 +66,13 @@ fn main() {
         let duration = value("--duration").unwrap_or(50.0) as u64;
         println!("faults under load: EU origins killed, restarted and stalled");
         let faults = faults::inject_faults(&bench, duration);
-        let (ok, _) = audit::rehearse(&bench, value("--rate").unwrap_or(1000.0), duration, true);
+        let plan = Rehearsal {
+            rate: value("--rate").unwrap_or(1000.0),
+            duration_s: duration,
+            retry: true,
+            faulted: Some(faults::FAULTED),
+        };
+        let (ok, _) = audit::rehearse(&bench, &plan);
         faults.join().unwrap();
         ok
     } else if args.iter().any(|a| a == "--backpressure") {
@@ -75,13 +83,13 @@ fn main() {
             value("--duration").unwrap_or(30.0) as u64,
         )
     } else if args.iter().any(|a| a == "--rehearsal") {
-        audit::rehearse(
-            &bench,
-            value("--rate").unwrap_or(5000.0),
-            value("--duration").unwrap_or(300.0) as u64,
-            false,
-        )
-        .0
+        let plan = Rehearsal {
+            rate: value("--rate").unwrap_or(5000.0),
+            duration_s: value("--duration").unwrap_or(300.0) as u64,
+            retry: false,
+            faulted: None,
+        };
+        audit::rehearse(&bench, &plan).0
     } else {
         let short = args.iter().any(|a| a == "--short");
         let (rounds, seconds, fixed_rate) = if short {
@@ -103,7 +111,13 @@ fn main() {
             cold::measure(&bench, if short { 5 } else { 7 });
         }
         let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
-            audit::rehearse(&bench, 1000.0, 5, false).0
+            let plan = Rehearsal {
+                rate: 1000.0,
+                duration_s: 5,
+                retry: false,
+                faulted: None,
+            };
+            audit::rehearse(&bench, &plan).0
         } else {
             true
         };

@@ -51,6 +51,8 @@ pub struct Planned {
     pub key: String,
     pub country: &'static str,
     pub ip: String,
+    /// The email field of its body: one entry per email, so each submission's own.
+    pub email: String,
     pub body: String,
     pub valid: bool,
 }
@@ -98,6 +100,7 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
         key: key_of(run, n),
         country,
         ip,
+        email,
         body,
         valid: kind >= 2,
     }

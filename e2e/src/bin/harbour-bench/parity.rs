@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use harbour_e2e::{raw, read_rows, Response};
+use harbour_e2e::http::{raw, Response};
+use harbour_e2e::rows::{read_rows, StoredRow};
 
 use crate::mix::challenge_for;
 use crate::workerd::Bench;
@@ -31,8 +32,9 @@ fn entry(tag: &str, country: &str, extra: &str) -> String {
     )
 }
 
-fn cases(tag: &str) -> Vec<Case> {
-    let json = |body: String| Case {
+/// A JSON submission to the campaign, with a key and its work.
+fn json(body: String) -> Case {
+    Case {
         name: "",
         method: "POST",
         path: SUBMIT,
@@ -40,40 +42,61 @@ fn cases(tag: &str) -> Vec<Case> {
         body,
         solve: true,
         key: true,
-    };
-    let named = |name, case: Case| Case { name, ..case };
-    let with = |mut case: Case, header: &'static str, value: &str| {
-        case.headers.push((header, value.to_owned()));
-        case
-    };
-    let it = r#"{"country":"IT"}"#;
+    }
+}
+
+fn named(name: &'static str, case: Case) -> Case {
+    Case { name, ..case }
+}
+
+fn with(mut case: Case, header: &'static str, value: &str) -> Case {
+    case.headers.push((header, value.to_owned()));
+    case
+}
+
+/// `case` from the platform country `country` (workerd's `request.cf`, from `x-bench-cf`).
+fn from(country: &str, case: Case) -> Case {
+    with(case, "x-bench-cf", &format!(r#"{{"country":"{country}"}}"#))
+}
+
+fn cases(tag: &str) -> Vec<Case> {
+    let mut cases = routing_cases(tag);
+    cases.extend(refusal_cases(tag));
+    cases.extend(accepted_cases(tag));
+    cases
+}
+
+/// Paths, methods, CORS, content types, the size cap and the proof of work.
+fn routing_cases(tag: &str) -> Vec<Case> {
+    let empty = || json(String::new());
+    let it = || json(entry(tag, "IT", ""));
     vec![
         named(
             "no such path",
             Case {
                 path: "/api/other",
-                ..json(String::new())
+                ..empty()
             },
         ),
         named(
             "no such campaign",
             Case {
                 path: "/api/campaigns/nope/submissions",
-                ..json(String::new())
+                ..empty()
             },
         ),
         named(
             "form by POST",
             Case {
                 path: FORM,
-                ..json(String::new())
+                ..empty()
             },
         ),
         named(
             "submissions by GET",
             Case {
                 method: "GET",
-                ..json(String::new())
+                ..empty()
             },
         ),
         named(
@@ -81,21 +104,18 @@ fn cases(tag: &str) -> Vec<Case> {
             with(
                 Case {
                     method: "OPTIONS",
-                    ..json(String::new())
+                    ..empty()
                 },
                 "origin",
                 "http://localhost:8787",
             ),
         ),
-        named(
-            "foreign page",
-            with(json(entry(tag, "IT", "")), "origin", "https://evil.example"),
-        ),
+        named("foreign page", with(it(), "origin", "https://evil.example")),
         named(
             "text/plain",
             Case {
                 headers: vec![("content-type", "text/plain".into())],
-                ..json(entry(tag, "IT", ""))
+                ..it()
             },
         ),
         named(
@@ -106,7 +126,7 @@ fn cases(tag: &str) -> Vec<Case> {
             "no proof",
             Case {
                 solve: false,
-                ..json(entry(tag, "IT", ""))
+                ..it()
             },
         ),
         named(
@@ -114,19 +134,20 @@ fn cases(tag: &str) -> Vec<Case> {
             with(
                 Case {
                     solve: false,
-                    ..json(entry(tag, "IT", ""))
+                    ..it()
                 },
                 "harbour-challenge",
                 "junk",
             ),
         ),
-        named(
-            "proof without key",
-            Case {
-                key: false,
-                ..json(entry(tag, "IT", ""))
-            },
-        ),
+        named("proof without key", Case { key: false, ..it() }),
+    ]
+}
+
+/// Bodies that do not validate, and country signals that place nothing.
+fn refusal_cases(tag: &str) -> Vec<Case> {
+    let it = || json(entry(tag, "IT", ""));
+    vec![
         named("not JSON", json("{\"name\":".into())),
         named("an array", json("[1,2]".into())),
         named(
@@ -141,92 +162,47 @@ fn cases(tag: &str) -> Vec<Case> {
             "control character",
             json(r#"{"name":"A\u202eB","email":"a@b.co","country":"IT","consent":true}"#.into()),
         ),
-        named(
-            "residency conflict",
-            with(json(entry(tag, "CN", "")), "x-bench-cf", it),
-        ),
+        named("residency conflict", from("IT", json(entry(tag, "CN", "")))),
         named(
             "no platform country",
             Case {
                 headers: vec![("content-type", "application/json".into())],
-                ..json(entry(tag, "IT", ""))
+                ..it()
             },
         ),
-        named(
-            "tor",
-            with(
-                json(entry(tag, "IT", "")),
-                "x-bench-cf",
-                r#"{"country":"T1"}"#,
-            ),
-        ),
-        named(
-            "unknown country",
-            with(
-                json(entry(tag, "IT", "")),
-                "x-bench-cf",
-                r#"{"country":"XX"}"#,
-            ),
-        ),
-        named(
-            "valid, EU",
-            with(json(entry(tag, "IT", "")), "x-bench-cf", it),
-        ),
+        named("tor", from("T1", it())),
+        named("unknown country", from("XX", it())),
+    ]
+}
+
+/// Submissions that are stored (or, for the honeypot, look it).
+fn accepted_cases(tag: &str) -> Vec<Case> {
+    let form = Case {
+        headers: vec![(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8".into(),
+        )],
+        ..json(format!(
+            "name=Form+{tag}&email=form-{tag}%40example.org&country=de&consent=on"
+        ))
+    };
+    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","website":"http://spam""#);
+    let page = from("AU", json(entry(&format!("{tag}-page"), "AU", "")));
+    vec![
+        named("valid, EU", from("IT", json(entry(tag, "IT", "")))),
         named(
             "valid, rest of world",
-            with(
-                json(entry(&format!("{tag}-us"), "US", "")),
-                "x-bench-cf",
-                r#"{"country":"US"}"#,
-            ),
+            from("US", json(entry(&format!("{tag}-us"), "US", ""))),
         ),
         named(
             "declared law wins",
-            with(
-                json(entry(&format!("{tag}-cn"), "CN", "")),
-                "x-bench-cf",
-                r#"{"country":"US"}"#,
-            ),
+            from("US", json(entry(&format!("{tag}-cn"), "CN", ""))),
         ),
-        named(
-            "form encoded",
-            with(
-                Case {
-                    headers: vec![(
-                        "content-type",
-                        "application/x-www-form-urlencoded; charset=UTF-8".into(),
-                    )],
-                    ..json(format!(
-                        "name=Form+{tag}&email=form-{tag}%40example.org&country=de&consent=on"
-                    ))
-                },
-                "x-bench-cf",
-                r#"{"country":"DE"}"#,
-            ),
-        ),
-        named(
-            "honeypot",
-            with(
-                json(entry(
-                    &format!("{tag}-bot"),
-                    "IT",
-                    r#","website":"http://spam""#,
-                )),
-                "x-bench-cf",
-                it,
-            ),
-        ),
+        named("form encoded", from("DE", form)),
+        named("honeypot", from("IT", json(honeypot))),
         named(
             "cross-origin allowed",
-            with(
-                with(
-                    json(entry(&format!("{tag}-page"), "AU", "")),
-                    "x-bench-cf",
-                    r#"{"country":"AU"}"#,
-                ),
-                "origin",
-                "http://localhost:8787",
-            ),
+            with(page, "origin", "http://localhost:8787"),
         ),
     ]
 }
@@ -298,7 +274,7 @@ fn view(response: &Response) -> Value {
 }
 
 /// A stored row with what differs by contestant by design taken out.
-fn row_view(tag: &str, row: &harbour_e2e::StoredRow) -> Value {
+fn row_view(tag: &str, row: &StoredRow) -> Value {
     let mut payload = row.payload.clone();
     for volatile in ["request_id", "received_at_ms"] {
         payload.as_object_mut().map(|p| p.remove(volatile));
@@ -316,114 +292,113 @@ fn row_view(tag: &str, row: &harbour_e2e::StoredRow) -> Value {
     })
 }
 
+/// The checks that agreed, and a description of each that did not.
+#[derive(Default)]
+struct Tally {
+    agreed: usize,
+    differences: Vec<String>,
+}
+
+impl Tally {
+    fn compare<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, harbour: T, peer: T) {
+        if harbour == peer {
+            self.agreed += 1;
+        } else {
+            self.differ(what, format!("{harbour:?}"), format!("{peer:?}"));
+        }
+    }
+
+    fn differ(&mut self, what: &str, harbour: String, peer: String) {
+        self.differences.push(format!(
+            "{what}:\n      harbour {harbour}\n      peer    {peer}"
+        ));
+    }
+}
+
 /// Sends every case to harbour and to the peer; whether they all agreed.
 pub fn check(bench: &Bench) -> bool {
-    let contestants = [("harbour", bench.harbour_port), ("peer", bench.peer_port)];
-    let mut agreed = 0;
-    let mut differences = Vec::new();
+    let mut tally = Tally::default();
     let (harbour_cases, peer_cases) = (cases("harbour"), cases("peer"));
     for (i, (hc, pc)) in harbour_cases.iter().zip(&peer_cases).enumerate() {
         // A client of its own per case: the per-client limit is a case of its own below.
         let client = format!("198.51.100.{}", 10 + i);
-        let h = view(&send(contestants[0].1, "harbour", hc, &client));
-        let p = view(&send(contestants[1].1, "peer", pc, &client));
+        let h = view(&send(bench.harbour_port, "harbour", hc, &client));
+        let p = view(&send(bench.peer_port, "peer", pc, &client));
         if h == p {
-            agreed += 1;
+            tally.agreed += 1;
         } else {
-            differences.push(format!(
-                "{}:\n      harbour {h}\n      peer    {p}",
-                hc.name
-            ));
+            tally.differ(hc.name, h.to_string(), p.to_string());
         }
     }
-    // The form description: the same, challenge token aside (each hands out its own).
-    let description = |port| {
-        let mut d = raw(
-            port,
-            format!("GET {FORM}?lang=de HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap()
-        .json();
-        let token = d["challenge"]["token"].take();
-        (
-            d,
-            token
-                .as_str()
-                .map(|t| t.split('.').map(str::len).collect::<Vec<_>>()),
-        )
-    };
-    let (hd, pd) = (
+    tally.compare(
+        "form description",
         description(bench.harbour_port),
         description(bench.peer_port),
     );
-    if hd == pd {
-        agreed += 1;
-    } else {
-        differences.push(format!(
-            "form description:\n      harbour {hd:?}\n      peer    {pd:?}"
-        ));
-    }
-    // Six entries from one client: the sixth is over the per-client limit.
-    let limit: Vec<Vec<u16>> = contestants
-        .iter()
-        .map(|(tag, port)| {
-            (0..6)
-                .map(|n| {
-                    let case = Case {
-                        name: [
-                            "limit 0", "limit 1", "limit 2", "limit 3", "limit 4", "limit 5",
-                        ][n],
-                        method: "POST",
-                        path: SUBMIT,
-                        headers: vec![
-                            ("content-type", "application/json".into()),
-                            ("x-bench-cf", r#"{"country":"FR"}"#.into()),
-                        ],
-                        body: entry(&format!("{tag}-limit{n}"), "FR", ""),
-                        solve: true,
-                        key: true,
-                    };
-                    send(*port, tag, &case, "203.0.113.9").status
-                })
-                .collect()
-        })
-        .collect();
-    if limit[0] == limit[1] {
-        agreed += 1;
-    } else {
-        differences.push(format!(
-            "per-client limit: harbour {:?}, peer {:?}",
-            limit[0], limit[1]
-        ));
-    }
-    // The rows each stored, alike once the tag is taken out.
-    let rows = |tag: &str| {
-        let mut rows: Vec<Value> = bench
-            .dbs
-            .iter()
-            .flat_map(|(_, db)| read_rows(db))
-            .filter(|r| r.idempotency_key.starts_with(&format!("parity-{tag}-")))
-            .map(|r| row_view(tag, &r))
-            .collect();
-        rows.sort_by_key(|r| r["key"].to_string());
-        rows
-    };
-    let (hr, pr) = (rows("harbour"), rows("peer"));
-    if hr == pr && !hr.is_empty() {
-        agreed += 1;
-    } else {
-        differences.push(format!(
-            "stored rows:\n      harbour {hr:?}\n      peer    {pr:?}"
-        ));
+    tally.compare(
+        "per-client limit",
+        limit_statuses(bench.harbour_port, "harbour"),
+        limit_statuses(bench.peer_port, "peer"),
+    );
+    let (hr, pr) = (stored_rows(bench, "harbour"), stored_rows(bench, "peer"));
+    let stored = hr.as_ref().map_or(0, Vec::len);
+    match (hr, pr) {
+        (Ok(hr), Ok(pr)) if !hr.is_empty() => tally.compare("stored rows", hr, pr),
+        (Ok(_), Ok(_)) => tally.differ("stored rows", "none".into(), "-".into()),
+        (Err(e), _) | (_, Err(e)) => tally.differ("stored rows", e.clone(), e),
     }
     println!(
-        "parity: harbour and the peer agree on {agreed} of {} checks ({} stored rows each)",
-        agreed + differences.len(),
-        hr.len()
+        "parity: harbour and the peer agree on {} of {} checks ({stored} stored rows each)",
+        tally.agreed,
+        tally.agreed + tally.differences.len(),
     );
-    for d in &differences {
+    for d in &tally.differences {
         println!("    differs: {d}");
     }
-    differences.is_empty()
+    tally.differences.is_empty()
+}
+
+/// The form description: the same, challenge token aside (each hands out its own), but for the
+/// lengths of the token's parts.
+fn description(port: u16) -> (Value, Option<Vec<usize>>) {
+    let request = format!("GET {FORM}?lang=de HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut d = raw(port, request.as_bytes()).unwrap().json();
+    let token = d["challenge"]["token"].take();
+    let parts = token
+        .as_str()
+        .map(|t| t.split('.').map(str::len).collect::<Vec<_>>());
+    (d, parts)
+}
+
+/// Six entries from one client: the sixth is over the per-client limit.
+fn limit_statuses(port: u16, tag: &str) -> Vec<u16> {
+    const NAMES: [&str; 6] = [
+        "limit 0", "limit 1", "limit 2", "limit 3", "limit 4", "limit 5",
+    ];
+    NAMES
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            let case = named(
+                name,
+                from("FR", json(entry(&format!("{tag}-limit{n}"), "FR", ""))),
+            );
+            send(port, tag, &case, "203.0.113.9").status
+        })
+        .collect()
+}
+
+/// The rows a contestant stored, alike once the tag is taken out; an unreadable store is an
+/// error.
+fn stored_rows(bench: &Bench, tag: &str) -> Result<Vec<Value>, String> {
+    let mut rows = Vec::new();
+    for (_, db) in &bench.dbs {
+        for row in read_rows(db)? {
+            if row.idempotency_key.starts_with(&format!("parity-{tag}-")) {
+                rows.push(row_view(tag, &row));
+            }
+        }
+    }
+    rows.sort_by_key(|r| r["key"].to_string());
+    Ok(rows)
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, Row};
 
-use super::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
+use super::entry::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
 use crate::store::postgres::{migrate, unavailable};
 use crate::store::Unavailable;
 
@@ -199,21 +199,4 @@ pub(super) async fn erasures(client: &Client, campaign: &str) -> Result<Vec<Eras
             entries: to_u64(r.get(3)),
         })
         .collect())
-}
-
-pub(super) async fn delete_campaign_rows(
-    client: &Client,
-    campaign: &str,
-    at_most: usize,
-) -> Result<u64, Unavailable> {
-    let at_most = to_i64(u64::try_from(at_most).unwrap_or(u64::MAX));
-    // Autocommit: each statement is its own transaction, holding its rows' locks briefly.
-    client
-        .execute(
-            "DELETE FROM submissions WHERE seq IN
-                (SELECT seq FROM submissions WHERE campaign = $1 LIMIT $2)",
-            &[&campaign, &at_most],
-        )
-        .await
-        .map_err(unavailable)
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
+use super::entry::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
 use crate::store::sqlite::Sqlite;
 use crate::store::{Durability, Unavailable};
 
@@ -184,19 +184,4 @@ pub(super) fn erasures(
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
-pub(super) fn delete_campaign_rows(
-    connection: &Connection,
-    campaign: &str,
-    at_most: usize,
-) -> Result<u64, Unavailable> {
-    // SQLite's DELETE takes no LIMIT unless built for it: bound the rows by their keys. The
-    // (campaign, idempotency_key) index finds them.
-    let deleted = connection.execute(
-        "DELETE FROM submissions WHERE seq IN
-            (SELECT seq FROM submissions WHERE campaign = ?1 LIMIT ?2)",
-        params![campaign, to_i64(u64::try_from(at_most).unwrap_or(u64::MAX))],
-    )?;
-    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
