@@ -194,10 +194,10 @@ const FORM: &str = "/api/campaigns/spring-launch";
 /// checks them with its own code.
 fn use_challenges(harbour_port: u16, peer_port: u16) {
     let description = harbour_e2e::http::request(harbour_port, "GET", FORM, &[], b"").json();
-    crate::mix::use_challenge(None, &description["challenge"]);
-    crate::mix::use_challenge(Some(harbour_port), &description["challenge"]);
+    crate::mix::use_description(None, &description);
+    crate::mix::use_description(Some(harbour_port), &description);
     let peer_description = harbour_e2e::http::request(peer_port, "GET", FORM, &[], b"").json();
-    crate::mix::use_challenge(Some(peer_port), &peer_description["challenge"]);
+    crate::mix::use_description(Some(peer_port), &peer_description);
 }
 
 /// A worker that does the whole job, as the bench serves it.
