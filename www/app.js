@@ -213,8 +213,8 @@
       else if (f.input === "number") { if (input.value !== "") out[f.name] = Number(input.value); }
       else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
-    const honeypot = form.elements[description.honeypot];
-    if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
+    const honeypot = $("f-hp");
+    if (description.honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
     const field = signalField();
     const choice = field ? storageFor(form.elements[field.name].value) : null;
     if (choice && choice.confirm && $("f-confirm_region").checked) out.confirm_region = choice.region;
@@ -365,6 +365,10 @@
       fieldsBox.replaceChildren(...described.fields.map(renderField), confirmBox());
       const field = described.fields.find((f) => f.residency_signal);
       if (field) form.elements[field.name].addEventListener("change", showStorage);
+      if (described.honeypot) {
+        $("f-hp").name = described.honeypot;
+        $("hp").hidden = false;
+      }
       solve(described.challenge);
     }
     description = described;

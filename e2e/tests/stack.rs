@@ -42,7 +42,7 @@ fn page_and_form_description(stack: &Stack) {
         .map(|f| f["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["name", "email", "country", "consent"]);
-    assert_eq!(form.json()["honeypot"], "website");
+    assert_eq!(form.json()["honeypot"], "remarks");
     assert_eq!(form.json()["lang"], "en");
     let challenge = &form.json()["challenge"];
     assert!(challenge["token"]
@@ -255,7 +255,7 @@ fn refusals_reach_no_origin(stack: &Stack) {
     methods_types_and_campaigns_are_checked(stack);
     unreadable_bodies_and_unplaceable_countries_are_refused(stack);
     // A filled honeypot looks accepted and goes nowhere.
-    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"http://spam.example"}"#, &[]);
+    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"http://spam.example"}"#, &[]);
     assert_eq!(bot.status, 202);
 
     assert_eq!(

@@ -403,7 +403,7 @@ fn cors_allows_listed_origins_and_refuses_others() {
 fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
-        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"x"}"#;
     let r = reply(admitted(
         &mut pipeline,
         &facts(
@@ -1115,7 +1115,7 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
 fn a_bots_resend_gets_the_same_decoy_again_as_a_visitors_resend_gets_its_receipt() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let bot =
-        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"x"}"#;
     let sent = facts(
         "POST",
         Some("application/json"),

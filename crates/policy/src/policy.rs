@@ -673,6 +673,31 @@ struct RawField {
 
 // ---- checking --------------------------------------------------------------------------------
 
+/// Words of a name that autofill (browsers' heuristics, password managers' identities) reads as
+/// something it can fill: a whole word of the name (split at `_`, `-`, `.`), or any part of it
+/// for the longer ones.
+const AUTOFILL_WORDS: &[&str] = &[
+    "name", "first", "last", "given", "family", "middle", "nick", "mail", "tel", "fax", "zip",
+    "city", "town", "state", "org", "job", "title", "age", "sex", "user", "pass", "pin", "card",
+    "cc", "cvc", "cvv", "iban", "url", "web", "site", "www", "home", "otp", "code", "bday",
+];
+const AUTOFILL_PARTS: &[&str] = &[
+    "email", "phone", "mobile", "address", "street", "postal", "postcode", "country", "region",
+    "province", "company", "organi", "birth", "login", "password", "username", "website",
+    "homepage", "surname", "account", "gender",
+];
+
+/// The autofill word in `name`, if it has one (see `AUTOFILL_WORDS`).
+fn autofilled(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let whole = lower
+        .split(['_', '-', '.'])
+        .find_map(|word| AUTOFILL_WORDS.iter().find(|w| **w == word));
+    whole
+        .or_else(|| AUTOFILL_PARTS.iter().find(|part| lower.contains(**part)))
+        .copied()
+}
+
 /// Field and campaign ids appear in URLs, JSON keys and logs: keep them plain.
 fn is_plain_id(id: &str) -> bool {
     !id.is_empty()
@@ -1112,6 +1137,11 @@ impl Checker {
                 self.fail(
                     format!("{path}.honeypot"),
                     format!("{honeypot:?} must be a plain name that is not a real field"),
+                );
+            } else if let Some(word) = autofilled(honeypot) {
+                self.fail(
+                    format!("{path}.honeypot"),
+                    format!("{honeypot:?} names what browsers and password managers fill in by themselves ({word:?}): an autofilled honeypot turns a real entry into a decoy; choose a name no form asks for, such as \"remarks\""),
                 );
             }
         }
@@ -1618,6 +1648,7 @@ mod tests {
                 p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
             }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
+            ("autofilled honeypot", Box::new(|p| p["campaigns"][0]["honeypot"] = "website".into()), "campaigns[0].honeypot: \"website\" names what browsers and password managers fill in by themselves (\"website\"): an autofilled honeypot turns a real entry into a decoy; choose a name no form asks for, such as \"remarks\""),
             // (fields[3], not the email field the campaign's one_entry_per names)
             ("duplicate field", Box::new(|p| {
                 p["campaigns"][0]["fields"][3]["name"] = "name".into();
@@ -1987,5 +2018,23 @@ mod tests {
             .len(),
             0
         );
+    }
+
+    #[test]
+    fn honeypot_names_that_autofill_fills_are_named() {
+        for (name, word) in [
+            ("website", "website"),
+            ("url", "url"),
+            ("home_page", "home"),
+            ("company", "company"),
+            ("contact-email", "email"),
+            ("fax", "fax"),
+            ("billingAddress", "address"),
+        ] {
+            assert_eq!(autofilled(name), Some(word), "{name}");
+        }
+        for name in ["remarks", "comment", "hp_check", "message", "page_note"] {
+            assert_eq!(autofilled(name), None, "{name}");
+        }
     }
 }
