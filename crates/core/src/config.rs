@@ -10,7 +10,10 @@
 //! hands out (see `challenge`), at least 32 bytes and never a region's signing secret (a
 //! challenge MAC must never be something an origin would take for a signature, nor the reverse).
 //!
-//! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`).
+//! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`), and
+//! `HARBOUR_PAGE_ORIGINS`: pages of this environment, beside each campaign's `allowed_origins`,
+//! that may submit across origins (space- or comma-separated `scheme://host[:port]`; plain http
+//! only on loopback), e.g. a developer's page on `http://localhost:8787`.
 //!
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
 //! answers every request with 500 `config_invalid` and forwards nothing.
@@ -74,6 +77,37 @@ pub struct Config {
     /// Keys the challenges' MACs (`HARBOUR_FORM_KEY`).
     pub form_key: SigningKey,
     pub log: LogMode,
+    /// This environment's pages allowed to submit to every campaign (`HARBOUR_PAGE_ORIGINS`).
+    pub page_origins: Vec<String>,
+}
+
+/// The variable naming this environment's own campaign pages.
+pub const PAGE_ORIGINS_VAR: &str = "HARBOUR_PAGE_ORIGINS";
+
+/// `HARBOUR_PAGE_ORIGINS`, checked: web origins, plain http only on loopback.
+fn page_origins(env: &dyn Fn(&str) -> Option<String>, issues: &mut Vec<Issue>) -> Vec<String> {
+    let mut origins = Vec::new();
+    for origin in env(PAGE_ORIGINS_VAR)
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+    {
+        let problem = match harbour_policy::web_origin(origin) {
+            None => Some("is not a scheme://host[:port] origin without a path"),
+            Some(("http", _)) if !origin_host(origin).is_some_and(|h| is_loopback(&h)) => Some(
+                "uses http://, allowed only for a page on this machine (loopback); use https://",
+            ),
+            Some(_) => None,
+        };
+        match problem {
+            Some(problem) => issues.push(Issue {
+                path: PAGE_ORIGINS_VAR.into(),
+                message: format!("{origin:?} {problem}"),
+            }),
+            None => origins.push(origin.to_owned()),
+        }
+    }
+    origins
 }
 
 /// Splits `scheme://host[:port][/base]` into the endpoint URL and its path.
@@ -323,6 +357,7 @@ impl Config {
             }
         }
         let form_key = form_key(env, &secrets_seen, &mut issues);
+        let page_origins = page_origins(env, &mut issues);
         if !hosts_seen.iter().all(|(host, _)| is_loopback(host)) {
             published_secrets(&policy, env, &mut issues);
         }
@@ -343,13 +378,15 @@ impl Config {
                 regions,
                 form_key,
                 log,
+                page_origins,
             }),
             _ => Err(ConfigError(issues)),
         }
     }
 
     /// The environment of a local stack: every region of `policy_json` on two origins at
-    /// 127.0.0.1 (`base_port + i` primary, `base_port + 100 + i` secondary) with fixed keys.
+    /// 127.0.0.1 (`base_port + i` primary, `base_port + 100 + i` secondary) with fixed keys, and
+    /// the page of `wrangler dev` (port 8787) allowed to submit.
     /// For tests, benches and tools; a deployment reads its own environment.
     pub fn local_env(
         policy_json: &str,
@@ -367,6 +404,11 @@ impl Config {
             env.push((key_var(&region.id), published_secret(&region.id)));
         }
         env.push((FORM_KEY_VAR.to_owned(), published_secret("form")));
+        // The page `wrangler dev` serves, by either name.
+        env.push((
+            PAGE_ORIGINS_VAR.to_owned(),
+            "http://localhost:8787 http://127.0.0.1:8787".to_owned(),
+        ));
         Ok(env)
     }
 
@@ -552,6 +594,32 @@ pub(crate) mod tests {
         assert!(local[0].starts_with(
             "HARBOUR_ORIGINS_GLOBAL: origin host 127.0.0.1:9100 is also in HARBOUR_ORIGINS_CN"
         ));
+    }
+
+    #[test]
+    fn page_origins_are_web_origins_and_plain_http_only_on_loopback() {
+        let mut env = local_env();
+        env.insert(
+            PAGE_ORIGINS_VAR.into(),
+            "http://localhost:8787, https://staging.campaign.example http://127.0.0.1:8787".into(),
+        );
+        let config = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap();
+        assert_eq!(
+            config.page_origins,
+            [
+                "http://localhost:8787",
+                "https://staging.campaign.example",
+                "http://127.0.0.1:8787"
+            ]
+        );
+        assert_eq!(
+            issues_with(&[(PAGE_ORIGINS_VAR, "http://campaign.example https://a.example/page")]),
+            [
+                "HARBOUR_PAGE_ORIGINS: \"http://campaign.example\" uses http://, allowed only for a page on this machine (loopback); use https://",
+                "HARBOUR_PAGE_ORIGINS: \"https://a.example/page\" is not a scheme://host[:port] origin without a path"
+            ]
+        );
+        assert!(issues_with(&[]).is_empty(), "unset: no page origins");
     }
 
     #[test]

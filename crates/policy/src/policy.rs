@@ -673,6 +673,17 @@ struct RawField {
 
 // ---- checking --------------------------------------------------------------------------------
 
+/// `(scheme, host[:port])` of a web origin (`http` or `https`, no path, query or fragment).
+pub fn web_origin(origin: &str) -> Option<(&'static str, &str)> {
+    let (scheme, host) = match origin.strip_prefix("https://") {
+        Some(host) => ("https", host),
+        None => ("http", origin.strip_prefix("http://")?),
+    };
+    let ok =
+        !host.is_empty() && !host.contains(['/', '?', '#']) && !host.contains(char::is_whitespace);
+    ok.then_some((scheme, host))
+}
+
 /// Words of a name that autofill (browsers' heuristics, password managers' identities) reads as
 /// something it can fill: a whole word of the name (split at `_`, `-`, `.`), or any part of it
 /// for the longer ones.
@@ -1083,18 +1094,15 @@ impl Checker {
             );
         }
         for (j, origin) in c.allowed_origins.iter().enumerate() {
-            let host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            let ok = host.is_some_and(|h| {
-                !h.is_empty() && !h.contains(['/', '?', '#']) && !h.contains(char::is_whitespace)
-            });
-            if !ok {
-                self.fail(
-                    format!("{path}.allowed_origins[{j}]"),
-                    format!("{origin:?} must be a scheme://host[:port] origin without a path"),
-                );
-            }
+            let problem = match web_origin(origin) {
+                None => "must be a scheme://host[:port] origin without a path",
+                Some(("http", _)) => "is plain http: a campaign page is served over https; a page on a developer's machine belongs in the local environment's HARBOUR_PAGE_ORIGINS, never in the policy every environment ships",
+                Some(_) => continue,
+            };
+            self.fail(
+                format!("{path}.allowed_origins[{j}]"),
+                format!("{origin:?} {problem}"),
+            );
         }
         let per_client =
             self.per_client_quota(&format!("{path}.limits.per_client"), c.limits.per_client);
@@ -1663,6 +1671,7 @@ mod tests {
             ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro, labels or notice"),
             ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
+            ("a developer's page in the policy", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["http://localhost:8787"])), "campaigns[0].allowed_origins[0]: \"http://localhost:8787\" is plain http: a campaign page is served over https; a page on a developer's machine belongs in the local environment's HARBOUR_PAGE_ORIGINS, never in the policy every environment ships"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
             ("one entry per unknown field", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["emial"])), "campaigns[0].one_entry_per[0]: \"emial\" is not a field of this campaign"),

@@ -120,6 +120,15 @@ fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
             region.id
         );
     }
+    // No developer's page may submit to production.
+    assert!(
+        assembled
+            .page_origins
+            .iter()
+            .all(|o| o.starts_with("https://")),
+        "{:?}",
+        assembled.page_origins
+    );
     // The published test secrets work locally and are refused in production.
     assert!(assemble_with(top, &published_secret).is_ok());
     let refused = assemble_with(production, &published_secret).unwrap_err();

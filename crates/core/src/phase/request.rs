@@ -139,7 +139,10 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
     let cors = match facts.origin {
         None => Cors(None),
         Some(origin) if origin == origin_of(facts.url) => Cors(None),
-        Some(origin) if campaign.allowed_origins.iter().any(|a| a == origin) => {
+        Some(origin)
+            if campaign.allowed_origins.iter().any(|a| a == origin)
+                || config.page_origins.iter().any(|a| a == origin) =>
+        {
             Cors(Some(origin.to_owned()))
         }
         Some(_) => {
