@@ -9,6 +9,7 @@
 //! entry per person (409 `already_entered`). Receipt ids are random.
 
 pub mod in_flight;
+pub mod listener;
 pub mod person;
 pub mod receipt;
 pub mod server;
