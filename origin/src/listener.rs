@@ -540,7 +540,10 @@ where
     let Some(acceptor) = &shared.tls else {
         return http(tcp, shared, route, stop).await;
     };
-    match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp)).await {
+    // Pinned out here so that a handshake cut off is counted before its socket closes.
+    let handshake = acceptor.accept(tcp);
+    tokio::pin!(handshake);
+    match tokio::time::timeout(shared.limits.handshake_timeout, &mut handshake).await {
         Ok(Ok(tls)) => http(tls, shared, route, stop).await,
         // Not TLS, or a handshake that failed: nothing to answer.
         Ok(Err(_)) => {}
