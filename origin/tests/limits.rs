@@ -353,3 +353,46 @@ fn a_slow_tls_handshake_is_cut_off() {
         "{load}"
     );
 }
+
+/// SIGTERM: the listener stops taking connections, an idle connection is closed, a request
+/// under way (its head in, half its body still to come) is finished and answered, and the
+/// process exits cleanly within the 5 s grace.
+#[test]
+fn sigterm_finishes_requests_under_way_then_exits() {
+    let mut origin = start("sigterm", &["--body-timeout", "60"]);
+    let mut idle = BufReader::new(connect(origin.port));
+    assert_eq!(keep_alive_request(&mut idle, "/"), 404);
+    let entry = Entry::new("sigterm-key-0123456789abcdef", "sigterm@example.org");
+    let body = entry.body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut under_way = connect(origin.port);
+    let mut head = format!(
+        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in entry.headers(&body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    under_way.write_all(head.as_bytes()).unwrap();
+    under_way.write_all(first.as_bytes()).unwrap();
+    wait_for_load(&origin, "both connections open", |l| {
+        l["connections"]["open"] == 2
+    });
+    let terminated = Instant::now();
+    origin.terminate();
+    let (rest_of_idle, _) = until_closed(idle.get_mut(), terminated);
+    assert_eq!(rest_of_idle, "");
+    // The listening socket is closed: a new connection is refused.
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", origin.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    under_way.write_all(rest.as_bytes()).unwrap();
+    let (answer, _) = until_closed(&mut under_way, terminated);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+    let status = origin.wait_exit(PATIENCE).expect("exited");
+    assert!(status.success(), "{status}");
+    assert!(terminated.elapsed() < PATIENCE);
+}
