@@ -122,6 +122,7 @@ impl Limits {
 #[derive(Default)]
 pub struct Gauges {
     cap: usize,
+    accepted: AtomicU64,
     open: AtomicUsize,
     most: AtomicUsize,
     timed_out: AtomicU64,
@@ -130,12 +131,14 @@ pub struct Gauges {
 }
 
 impl Gauges {
-    /// `{"cap","open","max_open_seen","timed_out","drained","refused_bodies"}`: connections
-    /// cut by a deadline (handshake, head, body, idle), idle ones closed to make room at the cap,
-    /// and bodies refused (too large, too slow, broken).
+    /// `{"cap","accepted","open","max_open_seen","timed_out","drained","refused_bodies"}`:
+    /// connections accepted so far, open now, the most ever open, cut by a deadline (handshake,
+    /// head, body, idle), idle ones closed to make room at the cap, and bodies refused (too
+    /// large, too slow, broken).
     pub fn report(&self) -> serde_json::Value {
         json!({
             "cap": self.cap,
+            "accepted": self.accepted.load(Ordering::Relaxed),
             "open": self.open.load(Ordering::Relaxed),
             "max_open_seen": self.most.load(Ordering::Relaxed),
             "timed_out": self.timed_out.load(Ordering::Relaxed),
@@ -145,6 +148,7 @@ impl Gauges {
     }
 
     fn opened(self: &Arc<Self>) -> Open {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let now = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.most.fetch_max(now, Ordering::Relaxed);
         Open(self.clone())

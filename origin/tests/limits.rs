@@ -126,8 +126,8 @@ fn slow_bodies_cannot_hold_a_place_in_flight() {
         ],
     );
     let slow: Vec<TcpStream> = (0..40).map(|_| slow_body(origin.port, 16_000)).collect();
-    wait_for_load(&origin, "40 slow connections open", |l| {
-        l["connections"]["open"].as_u64() >= Some(40)
+    wait_for_load(&origin, "40 slow connections accepted", |l| {
+        l["connections"]["accepted"].as_u64() >= Some(40)
     });
     let started = Instant::now();
     for i in 0..10 {
