@@ -29,11 +29,14 @@ use harbour_policy::Policy;
 
 const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          (--db FILE | --store sqlite:FILE | --store postgres://… | HARBOUR_STORE=…)
-         [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--policy FILE]
+         [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
+         [--policy FILE]
          [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]
          [--max-in-flight N] [--max-connections N] [--handshake-timeout S]
          [--head-timeout S] [--body-timeout S] [--min-body-rate BYTES] [--idle-timeout S]
          [--max-body-bytes N]
+--tls-client-ca PEM: only clients with a certificate from these CAs complete a TLS handshake
+  (mTLS: the edge's client certificate; see README, \"Running origins in production\").
 The submissions listener's limits (seconds may have decimals):
   --max-in-flight N       verified submissions being stored at once; past it 503 origin_busy (256)
   --max-connections N     open connections; past it new ones wait in the kernel's backlog and
@@ -61,12 +64,13 @@ struct Args {
     max_in_flight: usize,
     limits: Limits,
     tls: Option<(PathBuf, PathBuf)>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let (mut region, mut listen, mut ops_listen, mut store) = (None, None, None, None);
     let (mut policy, mut key_env, mut person_key_env) = (None, None, None);
-    let (mut tls_cert, mut tls_key) = (None, None);
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut durability = Durability::Full;
     let mut pool_size = DEFAULT_POOL_SIZE;
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
@@ -91,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
             "--person-key-env" => person_key_env = Some(value()?),
             "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--tls-client-ca" => tls_client_ca = Some(PathBuf::from(value()?)),
             "--pool-size" => {
                 pool_size = value()?
                     .parse()
@@ -127,6 +132,9 @@ fn parse_args() -> Result<Args, String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    if tls_client_ca.is_some() && tls.is_none() {
+        return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+    }
     Ok(Args {
         region: region.ok_or("--region is required")?,
         listen: listen.ok_or("--listen is required")?,
@@ -140,6 +148,7 @@ fn parse_args() -> Result<Args, String> {
         max_in_flight,
         limits,
         tls,
+        tls_client_ca,
     })
 }
 
@@ -246,7 +255,7 @@ async fn run(args: Args) -> Result<(), String> {
         log_warning("--durability normal: SQLite commits are not synced to disk before the receipt is sent; a power cut can lose entries whose receipts were already given");
     }
     let tls = match &args.tls {
-        Some((cert, key)) => Some(tls_config(cert, key)?),
+        Some((cert, key)) => Some(tls_config(cert, key, args.tls_client_ca.as_deref())?),
         None => None,
     };
     let store = Store::open(&args.store, &args.region, args.durability, args.pool_size).await?;
@@ -268,6 +277,7 @@ async fn run(args: Args) -> Result<(), String> {
             "region": args.region,
             "listen": bound(&public),
             "tls": tls.is_some(),
+            "tls_client_ca": args.tls_client_ca.is_some(),
             "ops_listen": ops.as_ref().map(bound),
             "store": args.store.describe(),
         })

@@ -242,26 +242,49 @@ pub async fn operations(origin: &Origin, connections: &Gauges, request: Request<
     }
 }
 
-/// The TLS configuration from PEM files: the certificate chain (leaf first) and its private key.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The TLS configuration from PEM files: the certificate chain (leaf first) and its private key;
+/// with `client_ca`, only clients presenting a certificate issued by one of its certificates
+/// complete a handshake (mTLS: the edge's client certificate, see README).
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no certificate in it",
-            cert.display()
-        ));
-    }
+    let certificates = |flag: &str, path: &Path| {
+        let chain = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{flag} {}: no certificate in it", path.display()));
+        }
+        Ok(chain)
+    };
+    let chain = certificates("--tls-cert", cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates("--tls-client-ca", path)? {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, private_key)
         .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
