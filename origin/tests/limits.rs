@@ -398,3 +398,30 @@ fn sigterm_finishes_requests_under_way_then_exits() {
     assert!(status.success(), "{status}");
     assert!(terminated.elapsed() < PATIENCE);
 }
+
+/// A signed submission of 20 KB (under the 32 KiB cap) arriving in pieces, well above the
+/// minimum rate: read whole across its frames and stored.
+#[test]
+fn a_large_body_in_pieces_is_read_whole() {
+    let origin = start("pieces", &[]);
+    let mut entry = Entry::new("pieces-key-0123456789abcdef", "pieces@example.org");
+    entry.fields["note"] = "x".repeat(20_000).into();
+    let body = entry.body();
+    let mut stream = connect(origin.port);
+    let mut head = format!(
+        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in entry.headers(&body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    for piece in body.as_bytes().chunks(4096) {
+        stream.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (answer, _) = until_closed(&mut stream, Instant::now());
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 1);
+}
