@@ -58,11 +58,17 @@ pub type Reply = Response<Full<Bytes>>;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// The operations listener's cap: an operator's probes and scrapers.
 pub const OPS_MAX_CONNECTIONS: usize = 64;
+/// The edge sends each request at once and gives a whole attempt 3 s: a handshake, head or body
+/// slower than a few seconds is one the edge has already given up on.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes a second a body must average after `BODY_GRACE`; 0 turns the rate check off.
+/// Bytes a second a body must average after `BODY_GRACE`; 0 turns the rate check off. A
+/// submission arrives in one or two packets; a stranger trickling a byte at a time is cut off
+/// about a second in instead of at the body deadline.
 pub const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+/// Long enough that a steady edge keeps its connections (Cloudflare keeps idle ones up to 900 s);
+/// at the cap idle connections are closed first, so a stranger gains nothing from it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Submissions are a few hundred bytes. The shipped policy caps a visitor's body at 8 KiB, and the
 /// entry forwarded from it is at most twice that (a `%01` in a form becomes `\u0001` in JSON) plus
@@ -109,13 +115,21 @@ impl Limits {
     /// When a body begun at `start`, `received` bytes of it in, must have shown its next byte:
     /// the body deadline, or sooner if it is behind the minimum rate.
     pub fn body_deadline(&self, start: Instant, received: u64) -> Instant {
-        let hard = start + self.body_timeout;
+        let hard = later(start, self.body_timeout);
         if self.min_body_rate == 0 {
             return hard;
         }
         let earned = Duration::from_micros(received.saturating_mul(1_000_000) / self.min_body_rate);
-        hard.min(start + BODY_GRACE + earned)
+        hard.min(later(start, BODY_GRACE.saturating_add(earned)))
     }
+}
+
+/// `time` after `start`, at most a year (the command line allows a day): adding never panics,
+/// and a year after a monotonic clock reading always exists, so `start` itself is never returned
+/// in practice.
+fn later(start: Instant, time: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    start.checked_add(time.min(YEAR)).unwrap_or(start)
 }
 
 /// What a listener has done, for `/v1/load`.
@@ -262,7 +276,7 @@ impl Watch {
     }
 
     fn due_in(&self, time: Duration) {
-        let at = (self.born.elapsed() + time).as_micros();
+        let at = self.born.elapsed().saturating_add(time).as_micros();
         self.deadline_us
             .store(u64::try_from(at).unwrap_or(NEVER - 1), Ordering::Relaxed);
     }
@@ -292,7 +306,7 @@ impl Watch {
 
     fn deadline(&self) -> Option<Instant> {
         let us = self.deadline_us.load(Ordering::Relaxed);
-        (us != NEVER).then(|| self.born + Duration::from_micros(us))
+        (us != NEVER).then(|| later(self.born, Duration::from_micros(us)))
     }
 }
 

@@ -168,12 +168,15 @@ fn set_limit(limits: &mut Limits, flag: &str, text: &str) -> Result<(), String> 
         text.parse::<usize>()
             .map_err(|_| format!("{flag}: a whole number, not {text:?}"))
     };
+    // Above 0 and at most a day: a deadline of days would hold nothing off.
     let seconds = || {
         text.parse::<f64>()
             .ok()
-            .filter(|s| *s > 0.0)
+            .filter(|s| *s > 0.0 && *s <= 86_400.0)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or(format!("{flag}: a number of seconds above 0, not {text:?}"))
+            .ok_or(format!(
+                "{flag}: seconds above 0 and at most 86400, not {text:?}"
+            ))
     };
     match flag {
         // At least one; at most what a semaphore counts.
