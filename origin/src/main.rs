@@ -190,7 +190,11 @@ fn set_limit(limits: &mut Limits, flag: &str, text: &str) -> Result<(), String> 
         "--body-timeout" => limits.body_timeout = seconds()?,
         "--min-body-rate" => limits.min_body_rate = count()? as u64,
         "--idle-timeout" => limits.idle_timeout = seconds()?,
-        "--max-body-bytes" => limits.max_body_bytes = count()?,
+        "--max-body-bytes" => {
+            limits.max_body_bytes = Some(count()?)
+                .filter(|n| *n > 0)
+                .ok_or(format!("{flag}: at least 1 byte"))?
+        }
         _ => return Err(format!("unknown argument {flag:?}")),
     }
     Ok(())
