@@ -5,6 +5,9 @@
 //! - `HARBOUR_KEY_R`: the region's signing secret (the edge signs, the region's origins verify);
 //! - `HARBOUR_PERSON_KEY_R`: the key of the one-entry-per-person digest (origins only; the edge
 //!   never holds it);
+//! - `HARBOUR_INGRESS_R`: where the region's ingress (the policy's hostname for its submissions)
+//!   answers on this machine, e.g. `http://cn.localhost:8787` (the edge, local stacks and tests
+//!   only: a deployment serves the policy's own hostname);
 //!
 //! and once, `HARBOUR_FORM_KEY`: the secret that vouches for the proof-of-work challenges (the
 //! edge only; never a region's signing secret).
@@ -18,6 +21,10 @@ pub fn origins_var(region_id: &str) -> String {
 
 pub fn key_var(region_id: &str) -> String {
     format!("HARBOUR_KEY_{}", suffix(region_id))
+}
+
+pub fn ingress_var(region_id: &str) -> String {
+    format!("HARBOUR_INGRESS_{}", suffix(region_id))
 }
 
 pub fn person_key_var(region_id: &str) -> String {
@@ -37,5 +44,9 @@ mod tests {
         assert_eq!(origins_var("eu"), "HARBOUR_ORIGINS_EU");
         assert_eq!(key_var("rest-of-world"), "HARBOUR_KEY_REST_OF_WORLD");
         assert_eq!(person_key_var("cn"), "HARBOUR_PERSON_KEY_CN");
+        assert_eq!(
+            ingress_var("rest-of-world"),
+            "HARBOUR_INGRESS_REST_OF_WORLD"
+        );
     }
 }
