@@ -525,8 +525,9 @@ fn where_processing_happens(out: &mut String, policy: &Policy) {
          is a location outside mainland China**, unless the hostname's zone is on Cloudflare's \
          China Network.\n\n\
          A region keeps this processing inside it with an **ingress**: a hostname of its own, \
-         named in the policy, whose zone has Regional Services set to the region (the EU is one of \
-         the regions Cloudflare offers) or, for mainland China, is on the China Network. The edge \
+         named in the policy, whose zone has Regional Services set to the region (the EU, Russia \
+         and Australia are among the processing regions Cloudflare offers; mainland China is not) \
+         or, for mainland China, is on the China Network. The edge \
          then takes that region's entries on that hostname only: sent anywhere else, they are \
          refused (421 `wrong_ingress`, naming the hostname) right after they are placed, before \
          any limit is counted or anything is sent on; and it takes no other region's entries \
@@ -578,7 +579,7 @@ fn where_processing_happens(out: &mut String, policy: &Policy) {
             out,
             "| `{id}` | {ingress} | {edge} | the same location as the edge (a keyed digest of the \
              address, never the address) | in the region, on its own origins \
-             (`{origins}`){operator} | the account's log region: the US or the EU (below) |",
+             (`{origins}`){operator} | where the account's log region says (below) |",
             id = region.id,
             origins = origins_var(&region.id),
         );
@@ -586,9 +587,11 @@ fn where_processing_happens(out: &mut String, policy: &Policy) {
     out.push_str(
         "\nThe platform's logs: Cloudflare keeps its records of an account's requests (analytics, \
          and Workers Logs or Logpush where the account turns them on) in the account's log region \
-         (Customer Metadata Boundary), which is the US or the EU; harbour's `wrangler.toml` turns \
-         none of them on. `wrangler tail` streams each request live to whoever runs it on the \
-         account: see what the platform sees, below.\n\n",
+         (Customer Metadata Boundary), the US or the EU, when one is set, and otherwise in its \
+         core data centres anywhere. Only for a region inside the EU (or the US) can they stay in \
+         the region that way. harbour's `wrangler.toml` turns none of them on. `wrangler tail` \
+         streams each request live to whoever runs it on the account: see what the platform \
+         sees, below.\n\n",
     );
 }
 
@@ -1348,13 +1351,16 @@ mod tests {
             assert!(cells[2].starts_with("any Cloudflare location"), "{rows:?}");
             assert!(cells[3].contains("same location as the edge"), "{rows:?}");
             assert!(cells[4].contains(&origins_var(&region.id)), "{rows:?}");
-            assert!(cells[5].contains("the US or the EU"), "{rows:?}");
+            assert!(cells[5].contains("log region"), "{rows:?}");
         }
         assert!(table.contains("Regions with an ingress in this policy: none."));
         let cn = table.lines().find(|l| l.starts_with("| `cn` |")).unwrap();
         assert!(
             cn.contains("**for a visitor in mainland China, a location outside mainland China**")
         );
+        assert!(table.contains(
+            "the US or the EU, when one is set, and otherwise in its core data centres anywhere"
+        ));
     }
 
     #[test]
