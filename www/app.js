@@ -8,7 +8,10 @@
 // was refused (a day-old tab). Beside the form it shows the campaign's notice (who collects the
 // entry, why, where it is stored for the country chosen, how long it is kept) and sends the
 // notice's version with the entry; where the chosen country moves the entry to another region, it
-// asks the visitor to confirm that first.
+// asks the visitor to confirm that first. It sends each entry where the description says entries
+// for the country chosen are taken (a region's own hostname, its ingress, or this page's host);
+// told 421 `wrong_ingress`, it sends the same entry once more to the address named, if the
+// description lists it.
 "use strict";
 (() => {
   const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
@@ -150,6 +153,13 @@
     return choice ? choice.then : null;
   }
   const signalField = () => description.fields.find((f) => f.residency_signal);
+  // Where this entry is sent: the chosen country's region's address, else the description's own.
+  function submitUrl() {
+    const field = signalField();
+    const choice = field ? storageFor(form.elements[field.name].value) : null;
+    return (choice && choice.submit) || description.submit;
+  }
+  const knownUrl = (url) => url === description.submit || description.storage.choices.some((c) => c.then && c.then.submit === url);
   function showStorage() {
     const field = signalField();
     const choice = field ? storageFor(form.elements[field.name].value) : null;
@@ -262,16 +272,17 @@
     }
   }
 
-  async function send(body) {
+  async function send(body, url) {
     let outages = 0;
     let refreshed = 0;
+    let moved = false;
     for (;;) {
       let response = null;
       let answer = {};
       try {
         const proof = await solution().catch((error) => { work = null; throw error; });
         say(() => t.sending);
-        response = await fetch(description.submit, {
+        response = await fetch(url, {
           method: "POST",
           headers: {
             "content-type": "application/json", "idempotency-key": key, "harbour-challenge": proof,
@@ -300,6 +311,12 @@
       if (String(answer.code).startsWith("challenge_") && ++refreshed <= MAX_CHALLENGE_RETRIES) {
         // Stale or refused work (a day-old tab): solve a fresh challenge for the same key.
         work = null;
+        continue;
+      }
+      if (code === 421 && answer.code === "wrong_ingress" && !moved && knownUrl(answer.submit)) {
+        // Taken at another address (the network moved since the form loaded): the same entry, once.
+        moved = true;
+        url = answer.submit;
         continue;
       }
       if (code === 429) {
@@ -339,7 +356,7 @@
     clearErrors();
     say(() => t.preparing);
     try {
-      const result = await send(JSON.stringify(values()));
+      const result = await send(JSON.stringify(values()), submitUrl());
       if (result.ok) {
         form.reset();
         key = newKey();

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::country::Country;
 use crate::field::{Field, FieldKind, Options, RESERVED_MEMBERS};
+use crate::ingress::{host_problem, Ingress, KeptInRegionBy};
 use crate::notice::{self, Covered, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
@@ -59,6 +60,9 @@ pub struct Region {
     pub countries: Vec<Country>,
     /// Admissions per isolate that protect this region's origin capacity.
     pub budget: Option<Quota>,
+    /// The hostname that alone takes this region's submissions, if the region has one (see
+    /// `ingress`).
+    pub ingress: Option<Ingress>,
 }
 
 /// What to do with a request whose country signal cannot place it.
@@ -553,6 +557,14 @@ struct RawRegion {
     #[serde(default)]
     countries: Vec<String>,
     budget: Option<RawQuota>,
+    ingress: Option<RawIngress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    host: String,
+    kept_in_region_by: String,
 }
 
 #[derive(Deserialize)]
@@ -940,6 +952,22 @@ impl Checker {
                 .budget
                 .and_then(|q| self.quota(&format!("{path}.budget"), q));
             let names = self.translations(&format!("{path}.names"), r.names);
+            let ingress = r
+                .ingress
+                .and_then(|raw| self.ingress(&format!("{path}.ingress"), raw, &countries));
+            if let Some((host, other)) = ingress.as_ref().and_then(|i| {
+                let other = regions.iter().find(|o: &&Region| {
+                    o.ingress
+                        .as_ref()
+                        .is_some_and(|theirs| theirs.host == i.host)
+                })?;
+                Some((&i.host, &other.id))
+            }) {
+                self.fail(
+                    format!("{path}.ingress.host"),
+                    format!("{host:?} is also region {other:?}'s ingress; each region needs a hostname of its own"),
+                );
+            }
             if r.name.trim().is_empty() {
                 self.fail(
                     format!("{path}.name"),
@@ -954,6 +982,7 @@ impl Checker {
                 strictness: r.strictness,
                 countries,
                 budget,
+                ingress,
             });
         }
         (regions, by_country)
@@ -978,6 +1007,39 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// A region's ingress: a plain hostname and a product that can keep it in the region (the
+    /// China Network only for a region that takes mainland China).
+    fn ingress(&mut self, path: &str, raw: RawIngress, countries: &[Country]) -> Option<Ingress> {
+        if let Some(problem) = host_problem(&raw.host) {
+            self.fail(format!("{path}.host"), problem);
+            return None;
+        }
+        let Some(kept_in_region_by) = KeptInRegionBy::parse(&raw.kept_in_region_by) else {
+            self.fail(
+                format!("{path}.kept_in_region_by"),
+                format!(
+                    "{:?} must be \"regional_services\" or \"china_network\"",
+                    raw.kept_in_region_by
+                ),
+            );
+            return None;
+        };
+        let china = Country::parse("CN");
+        if kept_in_region_by == KeptInRegionBy::ChinaNetwork
+            && !china.is_some_and(|cn| countries.contains(&cn))
+        {
+            self.fail(
+                format!("{path}.kept_in_region_by"),
+                "the China Network serves from mainland China only; this region does not list CN",
+            );
+            return None;
+        }
+        Some(Ingress {
+            host: raw.host,
+            kept_in_region_by,
+        })
     }
 
     fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
@@ -1887,6 +1949,66 @@ mod tests {
                 "policy/candidate.json: rest_of_world: unknown region \"mars\""
             ]
         );
+    }
+
+    #[test]
+    fn a_region_may_name_its_ingress_and_each_problem_names_the_entry() {
+        let ingress =
+            |host: &str, kept: &str| serde_json::json!({"host": host, "kept_in_region_by": kept});
+        let mut raw = shipped_json();
+        raw["regions"][0]["ingress"] = ingress("cn.campaign.example", "china_network");
+        raw["regions"][2]["ingress"] = ingress("eu.campaign.example", "regional_services");
+        let policy = Policy::parse(&raw.to_string()).unwrap();
+        assert_eq!(
+            policy.regions[0].ingress,
+            Some(Ingress {
+                host: "cn.campaign.example".into(),
+                kept_in_region_by: KeptInRegionBy::ChinaNetwork
+            })
+        );
+        assert_eq!(
+            policy.regions[2]
+                .ingress
+                .as_ref()
+                .map(|i| i.kept_in_region_by),
+            Some(KeptInRegionBy::RegionalServices)
+        );
+        assert_eq!(policy.regions[1].ingress, None);
+        // The shipped policy names none: its zones are placeholders, and an ingress is a promise
+        // about a zone's settings.
+        assert!(Policy::shipped()
+            .unwrap()
+            .regions
+            .iter()
+            .all(|r| r.ingress.is_none()));
+
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let table: Vec<(Edit, &str)> = vec![
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("EU.campaign.example", "regional_services")),
+             "regions[2].ingress.host: \"EU.campaign.example\" is not a hostname: lower-case labels of a-z 0-9 - joined by dots (cn.campaign.example), without a scheme, port or path"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("https://eu.campaign.example", "regional_services")),
+             "regions[2].ingress.host: \"https://eu.campaign.example\" is not a hostname: lower-case labels of a-z 0-9 - joined by dots (cn.campaign.example), without a scheme, port or path"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("eu.localhost", "regional_services")),
+             "regions[2].ingress.host: \"eu.localhost\" is this machine; the policy names the deployed hostname (HARBOUR_INGRESS_<REGION> simulates it locally)"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("eu.campaign.example", "regional-services")),
+             "regions[2].ingress.kept_in_region_by: \"regional-services\" must be \"regional_services\" or \"china_network\""),
+            (Box::new(move |p| p["regions"][1]["ingress"] = ingress("ru.campaign.example", "china_network")),
+             "regions[1].ingress.kept_in_region_by: the China Network serves from mainland China only; this region does not list CN"),
+            (Box::new(move |p| {
+                p["regions"][0]["ingress"] = ingress("in.campaign.example", "china_network");
+                p["regions"][3]["ingress"] = ingress("in.campaign.example", "regional_services");
+            }), "regions[3].ingress.host: \"in.campaign.example\" is also region \"cn\"'s ingress; each region needs a hostname of its own"),
+            (Box::new(|p| p["regions"][0]["ingress"] = serde_json::json!({"host": "cn.campaign.example"})),
+             "line 1 column"),
+        ];
+        for (edit, expected) in table {
+            let found = problems(edit);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(
+                found[0].starts_with(expected),
+                "{found:?} is not {expected:?}"
+            );
+        }
     }
 
     #[test]
