@@ -269,7 +269,7 @@
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (busy || !description) return;
+    if (busy || sent || !description) return; // a stored entry's form sends nothing until edited
     busy = true;
     button.disabled = true;
     clearErrors();
@@ -289,7 +289,7 @@
       }
     } finally {
       busy = false;
-      button.disabled = false;
+      button.disabled = sent;
     }
   });
 
