@@ -353,7 +353,7 @@
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (busy || !description) return;
+    if (busy || sent || !description) return; // a stored entry's form sends nothing until edited
     busy = true;
     button.disabled = true;
     clearErrors();
@@ -373,7 +373,7 @@
       }
     } finally {
       busy = false;
-      button.disabled = false;
+      button.disabled = sent;
     }
   });
 
