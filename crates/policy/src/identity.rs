@@ -1,0 +1,403 @@
+//! Who is the same person, and which characters no text may carry: the one implementation the
+//! edge validates with and the origin digests with, so the two cannot disagree.
+//!
+//! Rules, from Unicode's own data (ICU4X's `icu_properties` and `icu_normalizer`, and `idna`
+//! on top of them), not from lists kept here:
+//!
+//! - **Invisible characters are refused** in every text: a character with the
+//!   Default_Ignorable_Code_Point property (soft hyphen U+00AD, combining grapheme joiner U+034F,
+//!   variation selectors such as U+FE0F, zero-width characters, bidi controls, Hangul fillers,
+//!   tags, ...) or of general category Cc (control), Cf (format), Zl or Zp (line and paragraph
+//!   separators). Refused rather than dropped: `ada\u{AD}@example.org` is sent back with a reason,
+//!   never stored as a spelling its owner cannot see.
+//! - **An address** is `local@domain`. The domain is processed as UTS 46 ToASCII (non-transitional,
+//!   STD3 rules, hyphens checked first and last, DNS lengths) into its ASCII form:
+//!   `bücher.example`, `Bücher.Example`, `xn--bcher-kva.example` and `ｂüｃｈｅｒ．ｅｘａｍｐｌｅ`
+//!   are all `xn--bcher-kva.example`. It needs two labels and a top-level label that is not
+//!   numeric. The local part keeps RFC 5321's shape (ASCII letters, digits and
+//!   ``!#$%&'*+-/=?^_`{|}~``, dots not first, last or doubled; any other Unicode, RFC 6531) and
+//!   must still have it once folded (below).
+//! - **The identifying form** of a local part or of a text is its UTS 46 mapping with the two
+//!   deviation characters folded too (ß → ss, ς → σ, as UTS 46's transitional processing
+//!   does): case folded and NFKC, so `ａｄａX`, `adaX` and `ADAX` are `adax`, and `jose\u{301}`
+//!   is `josé`. On every character the mapping accepts this is exactly NFKC with full case
+//!   folding (NFKC(casefold(NFKC(c)))), except that the ideographic full stops 。 and ｡ become
+//!   `.` (the tests check every scalar value against ICU4X's case folding). A character the
+//!   mapping disallows (unassigned, private use, a few symbols such as ⒈) cannot identify anyone
+//!   and is refused. White space runs become one space.
+//! - **What is forwarded and stored** for an address: the local part as the visitor typed it
+//!   (trimmed) and the domain in its ASCII form. Not the identifying form: a mail system may
+//!   tell `Ada` from `ada` (RFC 5321 §2.4), and folding `strauß` to `strauss` could name
+//!   another mailbox; the folded form only goes into the person digest. The domain has one
+//!   meaning whatever its spelling, and its A-label form is one every mail system can route.
+//! - **Provider rules** (a policy option per field, off by default; for the digest only): a
+//!   `+tag` ends the local part (RFC 5233 sub-addressing), and at gmail.com (googlemail.com is
+//!   the same mailbox) dots do not count: `a.da+x@googlemail.com` is `ada@gmail.com`.
+//!
+//! Why these crates: ICU4X's data is one set of compact tries that idna's ICU4X back end also
+//! uses, so the UTS 46 mapping for local parts comes at no extra size. Full NFKC plus ICU4X's
+//! case folder would add about 30 KB gzip to the worker for the same answers; the unicode-rs
+//! stack (unicode-normalization, caseless, idna's unicode-rs back end) about twice the whole.
+
+use std::borrow::Cow;
+
+use icu_normalizer::uts46::Uts46MapperBorrowed;
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
+use icu_properties::{CodePointMapData, CodePointSetData};
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+
+/// Characters no text may carry: invisible, or not text at all.
+pub fn is_invisible(c: char) -> bool {
+    // ASCII's only such characters are its controls; most text is ASCII.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
+    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || matches!(
+            CodePointMapData::<GeneralCategory>::new().get(c),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// The first invisible character of `text`, if any.
+pub fn first_invisible(text: &str) -> Option<char> {
+    text.chars().find(|c| is_invisible(*c))
+}
+
+/// Case folded and NFKC (see the module's rules), or `None` for a text with a character that
+/// cannot identify anyone. Invisible characters must have been refused before: UTS 46 drops
+/// most of them silently.
+fn fold(text: &str) -> Option<String> {
+    if text.is_ascii() {
+        return Some(text.to_ascii_lowercase());
+    }
+    let mapper = Uts46MapperBorrowed::new();
+    let mut out = String::with_capacity(text.len());
+    for c in mapper.map_normalize(text.chars()) {
+        match c {
+            // What the mapper puts in place of a disallowed character.
+            '\u{FFFD}' => return None,
+            // UTS 46's deviations, folded as full case folding (and transitional UTS 46) does.
+            'ß' => out.push_str("ss"),
+            'ς' => out.push('σ'),
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The identifying form of a text field's value: trimmed, case folded and NFKC, runs of white
+/// space made one space. `None` when it has an invisible character, a character that cannot
+/// identify anyone, or nothing left.
+pub fn text(value: &str) -> Option<String> {
+    if first_invisible(value).is_some() {
+        return None;
+    }
+    let folded = fold(value)?;
+    let joined = folded.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!joined.is_empty()).then_some(joined)
+}
+
+/// An address that passed every check: its forwarded form and its identifying parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// The local part as typed (trimmed).
+    local: String,
+    /// The local part's identifying form.
+    folded_local: String,
+    /// The domain's ASCII form (A-labels, lower case).
+    domain: String,
+}
+
+/// RFC 5321 §4.5.3.1: 64 octets for a local part, 254 for a whole path's address.
+const MAX_LOCAL_BYTES: usize = 64;
+const MAX_ADDRESS_BYTES: usize = 254;
+
+impl Address {
+    /// Checks an address (see the module's rules); `None` if it is not one.
+    pub fn parse(text: &str) -> Option<Address> {
+        let text = text.trim();
+        if text.len() > MAX_ADDRESS_BYTES || first_invisible(text).is_some() {
+            return None;
+        }
+        let (local, domain) = text.rsplit_once('@')?;
+        if local.len() > MAX_LOCAL_BYTES || !local_shape(local) {
+            return None;
+        }
+        let folded_local = fold(local).filter(|folded| local_shape(folded))?;
+        let domain = ascii_domain(domain)?;
+        (local.len() + 1 + domain.len() <= MAX_ADDRESS_BYTES).then(|| Address {
+            local: local.to_owned(),
+            folded_local,
+            domain,
+        })
+    }
+
+    /// What is forwarded and stored: the local part as typed, the domain's ASCII form.
+    pub fn forwarded(&self) -> String {
+        format!("{}@{}", self.local, self.domain)
+    }
+
+    /// What identifies the person behind the address: both parts folded, and with
+    /// `provider_rules` sub-addresses (and gmail's dots) removed.
+    pub fn identity(&self, provider_rules: bool) -> String {
+        let mut local = Cow::Borrowed(self.folded_local.as_str());
+        let mut domain = self.domain.as_str();
+        if provider_rules {
+            if let Some((mailbox, _tag)) = local.split_once('+') {
+                local = Cow::Owned(mailbox.to_owned());
+            }
+            if domain == "googlemail.com" {
+                domain = "gmail.com";
+            }
+            if domain == "gmail.com" {
+                local = Cow::Owned(local.replace('.', ""));
+            }
+        }
+        format!("{local}@{domain}")
+    }
+}
+
+/// The local part's shape, before and after folding.
+fn local_shape(local: &str) -> bool {
+    !local.is_empty()
+        && local.chars().all(|c| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+        })
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+}
+
+/// The domain's ASCII form per UTS 46 ToASCII, with two labels or more and a top-level label of
+/// two characters or more that is not all digits.
+fn ascii_domain(domain: &str) -> Option<String> {
+    let ascii = Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::CheckFirstLast,
+            DnsLength::Verify,
+        )
+        .ok()?;
+    let tld = ascii.rsplit_once('.')?.1;
+    let tld_ok = tld.len() >= 2 && !tld.bytes().all(|b| b.is_ascii_digit());
+    tld_ok.then(|| ascii.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(address: &str) -> Option<String> {
+        Address::parse(address).map(|a| a.identity(false))
+    }
+
+    /// Issue 23: each spelling of `adaX@example.org` (and of `josé@`, `bücher-…`) that was
+    /// stored as a new entry is now the same person, or not an address at all.
+    #[test]
+    fn another_spelling_of_the_same_address_is_the_same_person_or_refused() {
+        let ada = identity("adaX@example.org").unwrap();
+        assert_eq!(ada, "adax@example.org");
+        let same = [
+            ("case", "ADAx@Example.ORG"),
+            ("fullwidth letters", "ａｄａX@example.org"),
+            ("fullwidth domain", "adaX@ｅｘａｍｐｌｅ.ｏｒｇ"),
+            ("fullwidth dot", "adaX@example．org"),
+            ("surrounding space", "  adaX@example.org "),
+        ];
+        for (what, variant) in same {
+            assert_eq!(identity(variant).as_deref(), Some(ada.as_str()), "{what}");
+        }
+        let refused = [
+            ("soft hyphen", "ada\u{AD}X@example.org"),
+            ("variation selector", "adaX\u{FE0F}@example.org"),
+            ("combining grapheme joiner", "ad\u{34F}aX@example.org"),
+            ("zero width space", "ada\u{200B}X@example.org"),
+            ("soft hyphen in the domain", "adaX@exam\u{AD}ple.org"),
+        ];
+        for (what, variant) in refused {
+            assert_eq!(identity(variant), None, "{what}");
+        }
+        let jose = identity("jos\u{E9}@example.org").unwrap();
+        assert_eq!(identity("jose\u{301}@example.org").unwrap(), jose, "NFD");
+        let buecher = identity("ada@bücher-laden.example").unwrap();
+        assert_eq!(buecher, "ada@xn--bcher-laden-thb.example");
+        assert_eq!(
+            identity("ada@xn--bcher-laden-thb.example").unwrap(),
+            buecher,
+            "A-label"
+        );
+        assert_eq!(identity("ada@BÜCHER-Laden.example").unwrap(), buecher);
+    }
+
+    #[test]
+    fn the_forwarded_form_keeps_the_local_part_and_writes_the_domain_in_ascii() {
+        let forwarded = |text: &str| Address::parse(text).map(|a| a.forwarded());
+        assert_eq!(
+            forwarded(" Ada@Example.ORG ").as_deref(),
+            Some("Ada@example.org")
+        );
+        assert_eq!(
+            forwarded("ａｄａX@bücher.example").as_deref(),
+            Some("ａｄａX@xn--bcher-kva.example")
+        );
+        assert_eq!(
+            forwarded("用户@例子.中国").as_deref(),
+            Some("用户@xn--fsqu00a.xn--fiqs8s")
+        );
+    }
+
+    #[test]
+    fn address_shapes() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@sub.example.com",
+            "x@xn--bcher-kva.example",
+            "用户@例子.中国",
+            "o'brien@example.ie",
+            "strauß@example.de",
+            "a@b--c.example",
+        ] {
+            assert!(Address::parse(good).is_some(), "{good}");
+        }
+        let long_local = format!("{}@example.org", "a".repeat(65));
+        let long_label = format!("a@{}.org", "b".repeat(64));
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a@b.",
+            "a@.b.co",
+            "a..b@c.co",
+            ".a@c.co",
+            "a.@c.co",
+            "a b@c.co",
+            "a@b_c.co",
+            "a@-b.co",
+            "a@b-.co",
+            "a@b.123",
+            "a@b.c",
+            "a@@b.co",
+            "a\u{0}@b.co",
+            "a@b\u{2028}.co",
+            "\u{FEFF}a@b.co",
+            "a@xn--zz.example",
+            "ａ．．b@example.org",
+            "\u{E000}@example.org",
+            "a@\u{E000}.example",
+            "a@b\u{202E}.co",
+            &long_local,
+            &long_label,
+        ] {
+            assert!(Address::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn provider_rules_drop_sub_addresses_and_gmail_dots() {
+        let rules = |text: &str| Address::parse(text).map(|a| a.identity(true));
+        assert_eq!(
+            rules("A.da+x@googlemail.com").as_deref(),
+            Some("ada@gmail.com")
+        );
+        assert_eq!(rules("ada@gmail.com").as_deref(), Some("ada@gmail.com"));
+        assert_eq!(
+            rules("a.da+news@example.org").as_deref(),
+            Some("a.da@example.org")
+        );
+        // Off by default: every tag and dot counts.
+        assert_eq!(
+            identity("a.da+x@gmail.com").as_deref(),
+            Some("a.da+x@gmail.com")
+        );
+    }
+
+    #[test]
+    fn texts_are_folded_and_invisible_characters_refused() {
+        assert_eq!(
+            text("  Ada \u{A0} LOVELACE ").as_deref(),
+            Some("ada lovelace")
+        );
+        assert_eq!(text("Ada\tLovelace"), None, "a control character");
+        assert_eq!(
+            text("ＡＤＡ\u{3000}Lovelace").as_deref(),
+            Some("ada lovelace")
+        );
+        assert_eq!(text("STRAUẞ").as_deref(), text("strauss").as_deref());
+        assert_eq!(text("ΣΊΣΥΦΟΣ").as_deref(), text("σίσυφος").as_deref());
+        assert_eq!(text("Jose\u{301}"), text("José"));
+        assert_eq!(text("   "), None);
+        assert_eq!(text("Ada\u{AD}"), None);
+        assert_eq!(text("Ada\u{FE0F}"), None);
+        assert_eq!(text("\u{E000}"), None, "private use cannot identify anyone");
+    }
+
+    #[test]
+    fn invisible_is_the_unicode_property_and_categories() {
+        // Default_Ignorable_Code_Point (some of them visible to no one, some Mn or Lo).
+        for c in [
+            '\u{AD}',
+            '\u{34F}',
+            '\u{FE0F}',
+            '\u{FE00}',
+            '\u{115F}',
+            '\u{3164}',
+            '\u{E0041}',
+        ] {
+            assert!(is_invisible(c), "{c:?}");
+        }
+        // Cc, Cf (not default ignorable: Arabic number sign, interlinear annotation), Zl, Zp.
+        for c in [
+            '\u{0}', '\u{7F}', '\u{85}', '\u{600}', '\u{FFF9}', '\u{2028}', '\u{2029}',
+        ] {
+            assert!(is_invisible(c), "{c:?}");
+        }
+        for c in ['a', ' ', '\u{A0}', 'é', '\u{301}', '用', '😀', '\u{E000}'] {
+            assert!(!is_invisible(c), "{c:?}");
+        }
+    }
+}
+
+/// The identifying form is NFKC with full case folding: checked for every Unicode scalar value
+/// against ICU4X's case folder and NFKC normaliser (native only: too slow under wasm).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod conformance {
+    use super::*;
+    use icu_casemap::CaseMapperBorrowed;
+    use icu_normalizer::ComposingNormalizerBorrowed;
+
+    #[test]
+    fn the_fold_is_nfkc_casefold_wherever_it_accepts_a_character() {
+        let (nfkc, case) = (
+            ComposingNormalizerBorrowed::new_nfkc(),
+            CaseMapperBorrowed::new(),
+        );
+        let mut differ = Vec::new();
+        let mut accepted = 0;
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            if is_invisible(c) {
+                continue;
+            }
+            let text = c.to_string();
+            let Some(folded) = fold(&text) else { continue };
+            accepted += 1;
+            let nfkc_text = nfkc.normalize(&text);
+            let case_folded = case.fold_string(&nfkc_text);
+            let expected = nfkc.normalize(&case_folded);
+            if folded != expected {
+                differ.push((c, folded));
+            }
+        }
+        assert_eq!(
+            differ,
+            [('\u{3002}', ".".to_owned()), ('\u{FF61}', ".".to_owned())]
+        );
+        assert!(accepted > 150_000, "{accepted}");
+    }
+}
