@@ -19,41 +19,90 @@
 //! region's origins, never by the edge) with its own prefix, `harbour-draw-v1\n`, so a draw
 //! digest can never be matched against a stored person digest even under one key.
 //!
-//! Normalisation per field type (the edge has already validated and cleaned each value):
-//! - `email`: trimmed, the whole address lower-cased (`Ada@Example.org ` = `ada@example.org`);
-//! - `string`: trimmed, runs of white space made one space, lower-cased;
+//! Normalisation per field type, by the implementation the edge validates with
+//! (`harbour_policy::identity`), so a value the edge took is one this origin can digest and
+//! every spelling of one person gives one digest:
+//! - `email`: the address's identifying form: the local part case folded and NFKC, the domain
+//!   in its UTS 46 ASCII form (`ＡＤＡ@Bücher.example` = `ada@xn--bcher-kva.example`); with the
+//!   field's `provider_rules`, without a `+tag` (and without gmail's dots);
+//! - `string`: case folded and NFKC, trimmed, runs of white space made one space;
 //! - `enum`, `country`: the value as validated (already canonical);
 //! - `integer`: its decimal form;
 //! - `bool` cannot identify anyone and is refused by the policy check.
+//!
+//! A submitted value with an invisible character or that is not an address is refused (422
+//! `invalid_identifying_field`), never digested: UTS 46 would drop a soft hyphen silently. A
+//! stored value (`Read::Stored`, what a draw reads) is read as Unicode's NFKC_Casefold reads
+//! text, without its invisible characters: an entry stored before they were refused,
+//! `ada\u{AD}@example.org`, is then the same person as `ada@example.org`, and counts once.
+//!
+//! The message is still `harbour-person-v1`: the rule before this one lower-cased and trimmed,
+//! and on ASCII values (and lower-case NFC ones with an ASCII domain) both rules give the same
+//! form, so the digests of rows stored before stay valid and such a person still cannot enter
+//! twice. A row stored before
+//! whose value this rule reads otherwise (a Unicode domain, which is now its A-label; a local
+//! part or name NFKC or case folding changes) keeps its old digest: that person could enter once
+//! more, with any spelling, and `harbour-entries access` (which looks a person up by digest)
+//! does not find it by any spelling. No migration recomputes those digests (it would read every
+//! stored row's fields with the person key as the origin starts, in both stores): a documented
+//! limit, see the README's Stores section. Draws compute their digests from the stored fields,
+//! so they count such a person once.
 
 use harbour_contract::response::Code;
 use harbour_contract::signature::{self, SigningKey};
-use harbour_policy::field::FieldKind;
+use harbour_policy::field::{Field, FieldKind};
+use harbour_policy::identity::{self, Address};
 use harbour_policy::Policy;
 use serde_json::Value;
 
-/// The normalised form of one value, or `None` when the value cannot identify anyone.
-pub fn normalise(kind: FieldKind, value: &Value) -> Option<String> {
-    match (kind, value) {
-        (FieldKind::Email, Value::String(text)) => Some(text.trim().to_lowercase()),
-        (FieldKind::String, Value::String(text)) => Some(
-            text.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase(),
-        ),
-        (FieldKind::Enum | FieldKind::Country, Value::String(text)) => Some(text.trim().to_owned()),
-        (FieldKind::Integer, Value::Number(number)) => number.as_i64().map(|n| n.to_string()),
-        _ => None,
+/// How a value is read: as submitted (invisible characters refused) or as stored (invisible
+/// characters left out, as NFKC_Casefold does; rows stored before they were refused have them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Submitted,
+    Stored,
+}
+
+/// The normalised form of one identifying value: `MissingIdentifyingField` when it is absent
+/// or of the wrong type, `InvalidIdentifyingField` when it cannot identify anyone.
+pub fn normalise(field: &Field, value: Option<&Value>, read: Read) -> Result<String, Code> {
+    let (missing, invalid) = (Code::MissingIdentifyingField, Code::InvalidIdentifyingField);
+    let visible;
+    let value = match (read, value) {
+        (Read::Stored, Some(Value::String(text))) => {
+            visible = Value::from(identity::without_invisible(text));
+            Some(&visible)
+        }
+        _ => value,
+    };
+    match (field.kind, value) {
+        (FieldKind::Email, Some(Value::String(text))) => Address::parse(text)
+            .map(|address| address.identity(field.provider_rules))
+            .ok_or(invalid),
+        (FieldKind::String, Some(Value::String(text))) if text.trim().is_empty() => Err(missing),
+        (FieldKind::String, Some(Value::String(text))) => identity::text(text).ok_or(invalid),
+        (FieldKind::Enum | FieldKind::Country, Some(Value::String(text))) => {
+            Ok(text.trim().to_owned())
+        }
+        (FieldKind::Integer, Some(Value::Number(number))) => {
+            number.as_i64().map(|n| n.to_string()).ok_or(invalid)
+        }
+        _ => Err(missing),
     }
-    .filter(|text| !text.is_empty())
+    .and_then(|text| {
+        if text.is_empty() {
+            Err(missing)
+        } else {
+            Ok(text)
+        }
+    })
 }
 
 /// What identifies a person in each campaign of the policy.
 #[derive(Clone, Debug, Default)]
 pub struct PersonRules {
-    /// (campaign id, the identifying fields with their types); campaigns without a rule absent.
-    campaigns: Vec<(String, Vec<(String, FieldKind)>)>,
+    /// (campaign id, the identifying fields); campaigns without a rule absent.
+    campaigns: Vec<(String, Vec<Field>)>,
 }
 
 impl PersonRules {
@@ -66,7 +115,7 @@ impl PersonRules {
                 let fields = c
                     .one_entry_per
                     .iter()
-                    .filter_map(|name| c.field(name).map(|f| (name.clone(), f.kind)))
+                    .filter_map(|name| c.field(name).cloned())
                     .collect();
                 (c.id.clone(), fields)
             })
@@ -78,9 +127,8 @@ impl PersonRules {
         self.campaigns.is_empty()
     }
 
-    /// The identifying fields of `campaign` (name and type), or `None` for a campaign without
-    /// a rule.
-    pub fn identifying(&self, campaign: &str) -> Option<&[(String, FieldKind)]> {
+    /// The identifying fields of `campaign`, or `None` for a campaign without a rule.
+    pub fn identifying(&self, campaign: &str) -> Option<&[Field]> {
         self.campaigns
             .iter()
             .find(|(id, _)| id == campaign)
@@ -88,26 +136,38 @@ impl PersonRules {
     }
 
     /// The digest identifying the person behind `fields` in `campaign`: `Ok(None)` for a campaign
-    /// without a rule, `Err` when an identifying field is missing or unusable (the edge never
-    /// forwards such an entry; a store must not take it as a new person).
+    /// without a rule, `Err` when an identifying field is missing or cannot identify anyone (the
+    /// edge never forwards such an entry; a store must not take it as a new person).
     pub fn digest(
         &self,
         key: Option<&SigningKey>,
         campaign: &str,
         fields: &Value,
     ) -> Result<Option<String>, Code> {
-        self.keyed(b"harbour-person-v1\n", key, campaign, fields)
+        self.keyed(
+            b"harbour-person-v1\n",
+            key,
+            campaign,
+            fields,
+            Read::Submitted,
+        )
     }
 
     /// The person's digest for a global draw, under the campaign's draw key: the same in every
-    /// region for the same normalised values (see the module's rules).
+    /// region for the same normalised values (see the module's rules), read from stored entries.
     pub fn draw_digest(
         &self,
         draw_key: &SigningKey,
         campaign: &str,
         fields: &Value,
     ) -> Result<Option<String>, Code> {
-        self.keyed(b"harbour-draw-v1\n", Some(draw_key), campaign, fields)
+        self.keyed(
+            b"harbour-draw-v1\n",
+            Some(draw_key),
+            campaign,
+            fields,
+            Read::Stored,
+        )
     }
 
     fn keyed(
@@ -116,18 +176,16 @@ impl PersonRules {
         key: Option<&SigningKey>,
         campaign: &str,
         fields: &Value,
+        read: Read,
     ) -> Result<Option<String>, Code> {
         let Some(identifying) = self.identifying(campaign) else {
             return Ok(None);
         };
         let key = key.ok_or(Code::NoPersonKey)?;
         let mut message = vec![Value::from(campaign)];
-        for (name, kind) in identifying {
-            let value = fields
-                .get(name)
-                .and_then(|v| normalise(*kind, v))
-                .ok_or(Code::MissingIdentifyingField)?;
-            message.push(Value::from(name.as_str()));
+        for field in identifying {
+            let value = normalise(field, fields.get(&field.name), read)?;
+            message.push(Value::from(field.name.as_str()));
             message.push(Value::from(value));
         }
         let message = Value::Array(message).to_string();
@@ -149,25 +207,87 @@ mod tests {
         SigningKey::new(secret).unwrap()
     }
 
+    fn digest_of(rules: &PersonRules, email: &str) -> Result<Option<String>, Code> {
+        let k = key(b"person-key-eu-0123456789abcdefghijkl");
+        rules.digest(
+            Some(&k),
+            "spring-launch",
+            &json!({"email": email, "name": "x"}),
+        )
+    }
+
     #[test]
     fn email_variants_are_one_person() {
-        let k = key(b"person-key-eu-0123456789abcdefghijkl");
-        let digest = |email: &str| {
-            rules()
-                .digest(
-                    Some(&k),
-                    "spring-launch",
-                    &json!({"email": email, "name": "x"}),
-                )
-                .unwrap()
-                .unwrap()
-        };
+        let digest = |email: &str| digest_of(&rules(), email).unwrap().unwrap();
         let first = digest("ada@example.org");
         assert_eq!(digest("  Ada@Example.ORG "), first);
         assert_eq!(digest("ADA@EXAMPLE.ORG"), first);
         assert_ne!(digest("ada2@example.org"), first);
         assert_eq!(first.len(), 64);
         assert!(!first.contains("ada"));
+    }
+
+    /// Issue 23: each of these was a new entry after `adaX@example.org` (or `josé@`,
+    /// `bücher-…`); now each is the same person, or refused as no address.
+    #[test]
+    fn another_spelling_of_an_address_is_the_same_person_or_refused() {
+        let digest = |email: &str| digest_of(&rules(), email);
+        let ada = digest("adaX@example.org").unwrap();
+        for same in [
+            "ADAX@EXAMPLE.ORG",
+            "ａｄａX@example.org",
+            "adaX@ｅｘａｍｐｌｅ.ｏｒｇ",
+        ] {
+            assert_eq!(digest(same).unwrap(), ada, "{same}");
+        }
+        for invisible in [
+            "ada\u{AD}X@example.org",
+            "adaX\u{FE0F}@example.org",
+            "ada\u{34F}X@example.org",
+        ] {
+            assert_eq!(
+                digest(invisible),
+                Err(Code::InvalidIdentifyingField),
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(
+            digest("jose\u{301}@example.org"),
+            digest("jos\u{E9}@example.org")
+        );
+        assert_eq!(
+            digest("ada@xn--bcher-laden-thb.example"),
+            digest("ada@bücher-laden.example")
+        );
+        assert_eq!(digest("not an address"), Err(Code::InvalidIdentifyingField));
+    }
+
+    /// The rule before this one lower-cased and trimmed: on ASCII values both agree, so the
+    /// digests of rows stored before stay what a new entry of the same person computes.
+    #[test]
+    fn an_ascii_address_keeps_the_digest_the_earlier_rule_gave_it() {
+        // hex HMAC-SHA256(key, "harbour-person-v1\n" + ["spring-launch","email","ada@example.org"])
+        let earlier = "b24dfb9d230e07038b723c32337caba2ade0fd5626f53b91ad9cb19c7be55505";
+        assert_eq!(
+            digest_of(&rules(), " Ada@Example.ORG").unwrap().as_deref(),
+            Some(earlier)
+        );
+    }
+
+    #[test]
+    fn provider_rules_make_sub_addresses_one_person_only_when_the_policy_says_so() {
+        let mut raw: Value = serde_json::from_str(harbour_policy::SHIPPED_POLICY).unwrap();
+        raw["campaigns"][0]["fields"][1]["provider_rules"] = true.into();
+        let with_rules = PersonRules::from_policy(&Policy::parse(&raw.to_string()).unwrap());
+        let tagged = "a.da+spring@gmail.com";
+        assert_eq!(
+            digest_of(&with_rules, tagged),
+            digest_of(&with_rules, "ada@googlemail.com")
+        );
+        assert_ne!(
+            digest_of(&rules(), tagged),
+            digest_of(&rules(), "ada@gmail.com")
+        );
     }
 
     #[test]
@@ -209,6 +329,12 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(digest(" Ada@Example.ORG"), digest("ada@example.org"));
+        // Stored before invisible characters were refused: the same person, counted once.
+        assert_eq!(digest("ada\u{AD}@example.org"), digest("ada@example.org"));
+        assert_eq!(
+            digest("ada@bücher.example"),
+            digest("ada@xn--bcher-kva.example")
+        );
         assert_ne!(digest("ada2@example.org"), digest("ada@example.org"));
         // The same key as a person key gives another digest: the prefixes keep them apart.
         assert_ne!(
@@ -227,20 +353,46 @@ mod tests {
 
     #[test]
     fn normalisation_per_type() {
-        let n = |kind, value: Value| normalise(kind, &value);
+        let field = |kind| {
+            let mut field = Policy::shipped().unwrap().campaigns[0].fields[0].clone();
+            field.kind = kind;
+            field
+        };
+        let n = |kind, value: Value| normalise(&field(kind), Some(&value), Read::Submitted);
         assert_eq!(
-            n(FieldKind::Email, json!(" Ada@Example.org ")).as_deref(),
-            Some("ada@example.org")
+            n(FieldKind::Email, json!(" Ada@Example.org ")),
+            Ok("ada@example.org".into())
         );
         assert_eq!(
-            n(FieldKind::String, json!("  Ada \t LOVELACE ")).as_deref(),
-            Some("ada lovelace")
+            n(FieldKind::String, json!("  Ada \u{A0} LOVELACE ")),
+            Ok("ada lovelace".into())
         );
-        assert_eq!(n(FieldKind::Country, json!("IT")).as_deref(), Some("IT"));
-        assert_eq!(n(FieldKind::Enum, json!("gold")).as_deref(), Some("gold"));
-        assert_eq!(n(FieldKind::Integer, json!(-42)).as_deref(), Some("-42"));
-        assert_eq!(n(FieldKind::Bool, json!(true)), None);
-        assert_eq!(n(FieldKind::Email, json!(7)), None);
-        assert_eq!(n(FieldKind::String, json!("   ")), None);
+        assert_eq!(
+            n(FieldKind::String, json!("ＡＤＡ Straße")),
+            Ok("ada strasse".into())
+        );
+        assert_eq!(n(FieldKind::Country, json!("IT")), Ok("IT".into()));
+        assert_eq!(n(FieldKind::Enum, json!("gold")), Ok("gold".into()));
+        assert_eq!(n(FieldKind::Integer, json!(-42)), Ok("-42".into()));
+        let (missing, invalid) = (
+            Err(Code::MissingIdentifyingField),
+            Err(Code::InvalidIdentifyingField),
+        );
+        assert_eq!(n(FieldKind::Bool, json!(true)), missing);
+        assert_eq!(n(FieldKind::Email, json!(7)), missing);
+        assert_eq!(n(FieldKind::String, json!("   ")), missing);
+        assert_eq!(
+            normalise(&field(FieldKind::String), None, Read::Submitted),
+            missing
+        );
+        assert_eq!(n(FieldKind::String, json!("Ada\tLovelace")), invalid);
+        assert_eq!(n(FieldKind::String, json!("Ada\u{200B}")), invalid);
+        assert_eq!(n(FieldKind::Email, json!("ada@b")), invalid);
+        let stored = |value: Value| normalise(&field(FieldKind::Email), Some(&value), Read::Stored);
+        assert_eq!(
+            stored(json!("ada\u{AD}@exa\u{FE0F}mple.org")),
+            Ok("ada@example.org".into())
+        );
+        assert_eq!(stored(json!("ada@b")), invalid);
     }
 }

@@ -8,7 +8,7 @@
 //! | 409 | `{"code":"already_entered"}` | another key holds this person's entry in the campaign |
 //! | 503 | `{"code":"origin_busy","retry_after_ms":N}` | full, stored nothing: spare this origin for N ms |
 //! | 503 | `{"code":"storage_unavailable"}` | the store cannot answer: try the region's next origin |
-//! | 400, 401, 421 | `{"code":...}` | refused (see [`Code`]) |
+//! | 400, 401, 421, 422 | `{"code":...}` | refused (see [`Code`]) |
 //!
 //! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`]) through
 //! [`ResponseJson`], which parses like serde_json's `Value` without its tree in the worker.
@@ -40,12 +40,15 @@ pub enum Code {
     MissingFields,
     /// 400: a campaign takes one entry per person and this origin has no person key.
     NoPersonKey,
-    /// 400: a field that identifies a person is missing or unusable.
+    /// 400: a field that identifies a person is missing or of the wrong type.
     MissingIdentifyingField,
+    /// 422: a field that identifies a person has a value no person can be told by (an invisible
+    /// character, not an address; see `harbour_policy::identity`), which the edge refuses too.
+    InvalidIdentifyingField,
 }
 
 impl Code {
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::OriginBusy,
         Code::StorageUnavailable,
         Code::AlreadyEntered,
@@ -58,6 +61,7 @@ impl Code {
         Code::MissingFields,
         Code::NoPersonKey,
         Code::MissingIdentifyingField,
+        Code::InvalidIdentifyingField,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -74,6 +78,7 @@ impl Code {
             Code::MissingFields => "missing_fields",
             Code::NoPersonKey => "no_person_key",
             Code::MissingIdentifyingField => "missing_identifying_field",
+            Code::InvalidIdentifyingField => "invalid_identifying_field",
         }
     }
 
@@ -89,6 +94,7 @@ impl Code {
             | Code::MissingFields
             | Code::NoPersonKey
             | Code::MissingIdentifyingField => 400,
+            Code::InvalidIdentifyingField => 422,
         }
     }
 

@@ -67,6 +67,15 @@ pub fn first_invisible(text: &str) -> Option<char> {
     text.chars().find(|c| is_invisible(*c))
 }
 
+/// `text` without its invisible characters, as Unicode's NFKC_Casefold reads text without its
+/// default ignorables: for reading values stored before they were refused.
+pub fn without_invisible(text: &str) -> Cow<'_, str> {
+    if first_invisible(text).is_none() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().filter(|c| !is_invisible(*c)).collect())
+}
+
 /// Case folded and NFKC (see the module's rules), or `None` for a text with a character that
 /// cannot identify anyone. Invisible characters must have been refused before: UTS 46 drops
 /// most of them silently.
@@ -336,6 +345,7 @@ mod tests {
         assert_eq!(text("Ada\u{AD}"), None);
         assert_eq!(text("Ada\u{FE0F}"), None);
         assert_eq!(text("\u{E000}"), None, "private use cannot identify anyone");
+        assert_eq!(without_invisible("A\u{AD}d\u{FE0F}a\u{600}"), "Ada");
     }
 
     #[test]
