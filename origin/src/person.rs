@@ -34,7 +34,9 @@
 //! `invalid_identifying_field`), never digested: UTS 46 would drop a soft hyphen silently. A
 //! stored value (`Read::Stored`, what a draw reads) is read as Unicode's NFKC_Casefold reads
 //! text, without its invisible characters: an entry stored before they were refused,
-//! `ada\u{AD}@example.org`, is then the same person as `ada@example.org`, and counts once.
+//! `ada\u{AD}@example.org`, is then the same person as `ada@example.org`, and counts once; one
+//! this rule refuses for another reason is read as the rule before read it, so every entry the
+//! edge took has a draw digest.
 //!
 //! The message is still `harbour-person-v1`: the rule before this one lower-cased and trimmed,
 //! and on ASCII values (and lower-case NFC ones with an ASCII domain) both rules give the same
@@ -55,47 +57,58 @@ use harbour_policy::identity::{self, Address};
 use harbour_policy::Policy;
 use serde_json::Value;
 
-/// How a value is read: as submitted (invisible characters refused) or as stored (invisible
-/// characters left out, as NFKC_Casefold does; rows stored before they were refused have them).
+/// How a value is read: as submitted, or as stored (what a draw reads; rows stored before this
+/// rule may hold what it refuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
+    /// Invisible characters and values that identify no one are refused.
     Submitted,
+    /// Invisible characters are left out (as NFKC_Casefold leaves out default ignorables), and
+    /// a value this rule still refuses is read as the rule before read it (trimmed and
+    /// lower-cased): an entry the edge once took always has a digest. Such a form cannot equal
+    /// one this rule gives, whose domains are ASCII and texts mapped.
     Stored,
 }
 
 /// The normalised form of one identifying value: `MissingIdentifyingField` when it is absent
 /// or of the wrong type, `InvalidIdentifyingField` when it cannot identify anyone.
 pub fn normalise(field: &Field, value: Option<&Value>, read: Read) -> Result<String, Code> {
-    let (missing, invalid) = (Code::MissingIdentifyingField, Code::InvalidIdentifyingField);
-    let visible;
-    let value = match (read, value) {
-        (Read::Stored, Some(Value::String(text))) => {
-            visible = Value::from(identity::without_invisible(text));
-            Some(&visible)
-        }
-        _ => value,
-    };
-    match (field.kind, value) {
-        (FieldKind::Email, Some(Value::String(text))) => Address::parse(text)
-            .map(|address| address.identity(field.provider_rules))
-            .ok_or(invalid),
-        (FieldKind::String, Some(Value::String(text))) if text.trim().is_empty() => Err(missing),
-        (FieldKind::String, Some(Value::String(text))) => identity::text(text).ok_or(invalid),
+    let missing = Code::MissingIdentifyingField;
+    let text = match (field.kind, value) {
+        (FieldKind::Email | FieldKind::String, Some(Value::String(text))) => text,
         (FieldKind::Enum | FieldKind::Country, Some(Value::String(text))) => {
-            Ok(text.trim().to_owned())
+            return Some(text.trim().to_owned())
+                .filter(|text| !text.is_empty())
+                .ok_or(missing);
         }
         (FieldKind::Integer, Some(Value::Number(number))) => {
-            number.as_i64().map(|n| n.to_string()).ok_or(invalid)
+            return number
+                .as_i64()
+                .map(|n| n.to_string())
+                .ok_or(Code::InvalidIdentifyingField);
         }
-        _ => Err(missing),
+        _ => return Err(missing),
+    };
+    if text.trim().is_empty() {
+        return Err(missing);
     }
-    .and_then(|text| {
-        if text.is_empty() {
-            Err(missing)
-        } else {
-            Ok(text)
-        }
-    })
+    let folded = |text: &str| match field.kind {
+        FieldKind::Email => Address::parse(text).map(|a| a.identity(field.provider_rules)),
+        _ => identity::text(text),
+    };
+    match read {
+        Read::Submitted => folded(text).ok_or(Code::InvalidIdentifyingField),
+        Read::Stored => Ok(folded(&identity::without_invisible(text)).unwrap_or_else(
+            || match field.kind {
+                FieldKind::Email => text.trim().to_lowercase(),
+                _ => text
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase(),
+            },
+        )),
+    }
 }
 
 /// What identifies a person in each campaign of the policy.
@@ -393,6 +406,10 @@ mod tests {
             stored(json!("ada\u{AD}@exa\u{FE0F}mple.org")),
             Ok("ada@example.org".into())
         );
-        assert_eq!(stored(json!("ada@b")), invalid);
+        // What this rule refuses but the edge once took: read as the rule before read it.
+        assert_eq!(
+            stored(json!(" Ada@\u{E000}.Example ")),
+            Ok("ada@\u{e000}.example".into())
+        );
     }
 }
