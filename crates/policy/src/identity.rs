@@ -36,7 +36,7 @@
 //!
 //! Why these crates: ICU4X's data is one set of compact tries that idna's ICU4X back end also
 //! uses, so the UTS 46 mapping for local parts comes at no extra size. Full NFKC plus ICU4X's
-//! case folder would add about 30 KB gzip to the worker for the same answers; the unicode-rs
+//! case folder would add about 27 KB gzip to the worker for the same answers; the unicode-rs
 //! stack (unicode-normalization, caseless, idna's unicode-rs back end) about twice the whole.
 
 use std::borrow::Cow;
