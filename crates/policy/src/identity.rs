@@ -22,9 +22,10 @@
 //!   does): case folded and NFKC, so `ａｄａX`, `adaX` and `ADAX` are `adax`, and `jose\u{301}`
 //!   is `josé`. On every character the mapping accepts this is exactly NFKC with full case
 //!   folding (NFKC(casefold(NFKC(c)))), except that the ideographic full stops 。 and ｡ become
-//!   `.` (the tests check every scalar value against ICU4X's case folding). A character the
-//!   mapping disallows (unassigned, private use, a few symbols such as ⒈) cannot identify anyone
-//!   and is refused. White space runs become one space.
+//!   `.`; on a text it is Unicode's toNFKC_Casefold (each character so mapped, then NFC). The
+//!   tests check every scalar value, and random texts, against ICU4X's case folder. A
+//!   character the mapping disallows (unassigned, private use, a few symbols such as ⒈)
+//!   cannot identify anyone and is refused. White space runs become one space.
 //! - **What is forwarded and stored** for an address: the local part as the visitor typed it
 //!   (trimmed) and the domain in its ASCII form. Not the identifying form: a mail system may
 //!   tell `Ada` from `ada` (RFC 5321 §2.4), and folding `strauß` to `strauss` could name
@@ -83,19 +84,23 @@ fn fold(text: &str) -> Option<String> {
     if text.is_ascii() {
         return Some(text.to_ascii_lowercase());
     }
-    let mapper = Uts46MapperBorrowed::new();
-    let mut out = String::with_capacity(text.len());
-    for c in mapper.map_normalize(text.chars()) {
-        match c {
-            // What the mapper puts in place of a disallowed character.
-            '\u{FFFD}' => return None,
-            // UTS 46's deviations, folded as full case folding (and transitional UTS 46) does.
-            'ß' => out.push_str("ss"),
-            'ς' => out.push('σ'),
-            c => out.push(c),
-        }
+    let mapped = uts46_map(text)?;
+    if !mapped.contains(['ß', 'ς']) {
+        return Some(mapped);
     }
-    Some(out)
+    // UTS 46's deviations, folded as full case folding (and transitional UTS 46) does, and
+    // mapped again for NFC: `ß\u{301}` is `ss\u{301}`, which composes to `sś`.
+    uts46_map(&mapped.replace('ß', "ss").replace('ς', "σ"))
+}
+
+/// The UTS 46 mapping (mapped, ignored and deviation characters as UTS 46 says, then NFC), or
+/// `None` if a character is disallowed.
+fn uts46_map(text: &str) -> Option<String> {
+    let mapped: String = Uts46MapperBorrowed::new()
+        .map_normalize(text.chars())
+        .collect();
+    // U+FFFD is what the mapper puts in place of a disallowed character.
+    (!mapped.contains('\u{FFFD}')).then_some(mapped)
 }
 
 /// The identifying form of a text field's value: trimmed, case folded and NFKC, runs of white
@@ -156,7 +161,8 @@ impl Address {
         let mut local = Cow::Borrowed(self.folded_local.as_str());
         let mut domain = self.domain.as_str();
         if provider_rules {
-            if let Some((mailbox, _tag)) = local.split_once('+') {
+            // `user+detail` (RFC 5233): a tag needs a mailbox before it.
+            if let Some((mailbox, _tag)) = local.split_once('+').filter(|(m, _)| !m.is_empty()) {
                 local = Cow::Owned(mailbox.to_owned());
             }
             if domain == "googlemail.com" {
@@ -320,6 +326,10 @@ mod tests {
             rules("a.da+news@example.org").as_deref(),
             Some("a.da@example.org")
         );
+        assert_eq!(
+            rules("+news@example.org").as_deref(),
+            Some("+news@example.org")
+        );
         // Off by default: every tag and dot counts.
         assert_eq!(
             identity("a.da+x@gmail.com").as_deref(),
@@ -339,6 +349,8 @@ mod tests {
             Some("ada lovelace")
         );
         assert_eq!(text("STRAUẞ").as_deref(), text("strauss").as_deref());
+        // Folded, then composed: ß and a combining acute are s and ś.
+        assert_eq!(text("ß\u{301}").as_deref(), Some("s\u{15B}"));
         assert_eq!(text("ΣΊΣΥΦΟΣ").as_deref(), text("σίσυφος").as_deref());
         assert_eq!(text("Jose\u{301}"), text("José"));
         assert_eq!(text("   "), None);
@@ -409,5 +421,65 @@ mod conformance {
             [('\u{3002}', ".".to_owned()), ('\u{FF61}', ".".to_owned())]
         );
         assert!(accepted > 150_000, "{accepted}");
+    }
+
+    proptest::proptest! {
+        /// On strings: Unicode's toNFKC_Casefold, each character mapped as above and the
+        /// result made NFC (which is not NFKC(casefold(NFKC(s))) for a combining mark before
+        /// its base: U+0345 U+0308 is ϊ).
+        #[test]
+        fn on_strings_it_is_to_nfkc_casefold(text in "[a-zßςΣſéÅＡ-Ｚ\u{301}\u{308}\u{345}ǅﬃ。]{0,12}|\\PC{0,12}") {
+            if first_invisible(&text).is_none() {
+                if let Some(folded) = fold(&text) {
+                    let (nfkc, nfc, case) = (
+                        ComposingNormalizerBorrowed::new_nfkc(),
+                        ComposingNormalizerBorrowed::new_nfc(),
+                        CaseMapperBorrowed::new(),
+                    );
+                    let mapped: String = text
+                        .chars()
+                        .map(|c| {
+                            let nfkc_c = nfkc.normalize(c.encode_utf8(&mut [0; 4])).into_owned();
+                            let folded_c = case.fold_string(&nfkc_c).into_owned();
+                            nfkc.normalize(&folded_c).replace(['\u{3002}', '\u{FF61}'], ".")
+                        })
+                        .collect();
+                    proptest::prop_assert_eq!(folded, nfc.normalize(&mapped).into_owned());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text: no panic; an address's identity, read again as an address, is itself
+        /// (unless folding made its local part longer than an address may be).
+        #[test]
+        fn the_identity_is_a_fixed_point(
+            text in "[a-zA-Z0-9.+_ßſςΣéＡ-Ｚａ-ｚ\u{301}\u{AD}]{0,20}@[a-zA-Z0-9üＢ．。-]{1,20}\\.[a-zï]{2,4}",
+            noise in "\\PC{0,12}",
+        ) {
+            let _ = Address::parse(&noise);
+            let _ = text_of(&noise);
+            if let Some(address) = Address::parse(&text) {
+                // Provider rules may leave a local part no address has (`ada.+x` is `ada.`),
+                // which is still one person's identity, never empty.
+                prop_assert!(!address.identity(true).starts_with('@'));
+                let identity = address.identity(false);
+                let local_bytes = identity.rsplit_once('@').map_or(0, |(l, _)| l.len());
+                prop_assume!(local_bytes <= MAX_LOCAL_BYTES && identity.len() <= MAX_ADDRESS_BYTES);
+                let again = Address::parse(&identity).map(|a| a.identity(false));
+                prop_assert_eq!(again.as_deref(), Some(identity.as_str()));
+            }
+        }
+    }
+
+    fn text_of(value: &str) -> Option<String> {
+        text(value).filter(|folded| text(folded).as_deref() == Some(folded.as_str()))
     }
 }
