@@ -19,9 +19,9 @@
 //! region's origins, never by the edge) with its own prefix, `harbour-draw-v1\n`, so a draw
 //! digest can never be matched against a stored person digest even under one key.
 //!
-//! Normalisation per field type, by the implementation the edge validates with
-//! (`harbour_policy::identity`), so a value the edge took is one this origin can digest and
-//! every spelling of one person gives one digest:
+//! Normalisation per field type, by `harbour_policy::identity` (the edge validates with its
+//! checks; this origin runs the same checks and then the fold, which needs Unicode's data the
+//! worker does not carry), so every spelling of one person gives one digest:
 //! - `email`: the address's identifying form: the local part case folded and NFKC, the domain
 //!   in its UTS 46 ASCII form (`ＡＤＡ@Bücher.example` = `ada@xn--bcher-kva.example`); with the
 //!   field's `provider_rules`, without a `+tag` (and without gmail's dots);
@@ -31,12 +31,22 @@
 //! - `bool` cannot identify anyone and is refused by the policy check.
 //!
 //! A submitted value with an invisible character or that is not an address is refused (422
-//! `invalid_identifying_field`), never digested: UTS 46 would drop a soft hyphen silently. A
-//! stored value (`Read::Stored`, what a draw reads) is read as Unicode's NFKC_Casefold reads
-//! text, without its invisible characters: an entry stored before they were refused,
+//! `invalid_identifying_field`, naming the field: [`PersonRules::refused_field`]), never
+//! digested: UTS 46 would drop a soft hyphen silently. The edge refuses invisible characters
+//! and an address's wrong shape itself; what reaches this refusal is what only the fold can
+//! tell (a domain UTS 46 refuses, a character that identifies no one). A stored value
+//! (`Read::Stored`, what a draw reads) is read as Unicode's NFKC_Casefold reads text, without
+//! its invisible characters: an entry stored before they were refused,
 //! `ada\u{AD}@example.org`, is then the same person as `ada@example.org`, and counts once; one
 //! this rule refuses for another reason is read as the rule before read it, so every entry the
 //! edge took has a draw digest.
+//!
+//! **What a row stores** for an address ([`PersonRules::store_addresses`]): the local part as
+//! typed and the domain in its UTS 46 ASCII form, for every email field of the campaign. The
+//! edge forwards the domain as typed (only its ASCII letters lower-cased: it has no UTS 46), so
+//! the origin writes the form every mail system can route: `ａｄａX@ｅｘａｍｐｌｅ．ｏｒｇ` is
+//! stored as `ａｄａX@example.org`. Replays compare the fields as received, so a retry is still
+//! a replay.
 //!
 //! The message is still `harbour-person-v1`: the rule before this one lower-cased and trimmed,
 //! and on ASCII values (and lower-case NFC ones with an ASCII domain) both rules give the same
@@ -111,11 +121,13 @@ pub fn normalise(field: &Field, value: Option<&Value>, read: Read) -> Result<Str
     }
 }
 
-/// What identifies a person in each campaign of the policy.
+/// What identifies a person in each campaign of the policy, and how its addresses are stored.
 #[derive(Clone, Debug, Default)]
 pub struct PersonRules {
     /// (campaign id, the identifying fields); campaigns without a rule absent.
     campaigns: Vec<(String, Vec<Field>)>,
+    /// (campaign id, its email fields' names); campaigns without one absent.
+    addresses: Vec<(String, Vec<String>)>,
 }
 
 impl PersonRules {
@@ -133,7 +145,23 @@ impl PersonRules {
                 (c.id.clone(), fields)
             })
             .collect();
-        PersonRules { campaigns }
+        let addresses = policy
+            .campaigns
+            .iter()
+            .map(|c| {
+                let names = c
+                    .fields
+                    .iter()
+                    .filter(|f| f.kind == FieldKind::Email)
+                    .map(|f| f.name.clone());
+                (c.id.clone(), names.collect::<Vec<_>>())
+            })
+            .filter(|(_, names)| !names.is_empty())
+            .collect();
+        PersonRules {
+            campaigns,
+            addresses,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,6 +192,34 @@ impl PersonRules {
             fields,
             Read::Submitted,
         )
+    }
+
+    /// The first identifying field of `campaign` whose submitted value identifies no one: what
+    /// a refusal of `digest` with `InvalidIdentifyingField` names.
+    pub fn refused_field(&self, campaign: &str, fields: &Value) -> Option<&str> {
+        self.identifying(campaign)?
+            .iter()
+            .find(|field| {
+                normalise(field, fields.get(&field.name), Read::Submitted)
+                    == Err(Code::InvalidIdentifyingField)
+            })
+            .map(|field| field.name.as_str())
+    }
+
+    /// Writes each address of `fields` in the form a row stores: the local part as typed, the
+    /// domain's ASCII form (see the module's rules). An address the fold refuses (in a field
+    /// that identifies no one: `digest` refuses the others) stays as the edge forwarded it.
+    pub fn store_addresses(&self, campaign: &str, fields: &mut Value) {
+        let Some((_, names)) = self.addresses.iter().find(|(id, _)| id == campaign) else {
+            return;
+        };
+        for name in names {
+            if let Some(value) = fields.get_mut(name) {
+                if let Some(address) = value.as_str().and_then(Address::parse) {
+                    *value = Value::from(address.stored());
+                }
+            }
+        }
     }
 
     /// The person's digest for a global draw, under the campaign's draw key: the same in every
@@ -362,6 +418,39 @@ mod tests {
             Some(1)
         );
         assert!(rules().identifying("no-rule").is_none());
+    }
+
+    /// The edge forwards a domain as typed; the row holds its ASCII form, the local part as
+    /// typed. A refused value is named.
+    #[test]
+    fn rows_store_addresses_with_ascii_domains_and_refusals_name_the_field() {
+        let mut fields = json!({"email": " ａｄａX@ｅｘａｍｐｌｅ．ｏｒｇ ", "name": "Ada"});
+        rules().store_addresses("spring-launch", &mut fields);
+        assert_eq!(
+            fields,
+            json!({"email": "ａｄａX@example.org", "name": "Ada"})
+        );
+        let mut fields = json!({"email": "Ada@Bücher.example"});
+        rules().store_addresses("spring-launch", &mut fields);
+        assert_eq!(fields["email"], "Ada@xn--bcher-kva.example");
+        // Refused by the fold (the edge let it through): kept as it came, and named.
+        let refused = json!({"email": "ada@xn--zz.example"});
+        let mut kept = refused.clone();
+        rules().store_addresses("spring-launch", &mut kept);
+        assert_eq!(kept, refused);
+        assert_eq!(
+            digest_of(&rules(), "ada@xn--zz.example"),
+            Err(Code::InvalidIdentifyingField)
+        );
+        assert_eq!(
+            rules().refused_field("spring-launch", &refused),
+            Some("email")
+        );
+        assert_eq!(
+            rules().refused_field("spring-launch", &json!({"email": "ada@example.org"})),
+            None
+        );
+        assert_eq!(rules().refused_field("no-rule", &refused), None);
     }
 
     #[test]

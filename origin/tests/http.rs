@@ -203,14 +203,18 @@ fn another_spelling_of_an_address_is_the_same_person(store: &str) {
     ];
     for (n, (what, email, status)) in variants.into_iter().enumerate() {
         let reply = origin.submit(&Entry::new(&format!("spelling-{n}-0123456789"), email));
-        let code = if status == 409 {
-            "already_entered"
+        let (code, field) = if status == 409 {
+            ("already_entered", None)
         } else {
-            "invalid_identifying_field"
+            ("invalid_identifying_field", Some("email"))
         };
         assert_eq!(
-            (reply.status, reply.json()["code"].as_str()),
-            (status, Some(code)),
+            (
+                reply.status,
+                reply.json()["code"].as_str(),
+                reply.json()["field"].as_str()
+            ),
+            (status, Some(code), field),
             "{what}: {}",
             reply.body
         );

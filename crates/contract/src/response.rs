@@ -8,9 +8,10 @@
 //! | 409 | `{"code":"already_entered"}` | another key holds this person's entry in the campaign |
 //! | 503 | `{"code":"origin_busy","retry_after_ms":N}` | full, stored nothing: spare this origin for N ms |
 //! | 503 | `{"code":"storage_unavailable"}` | the store cannot answer: try the region's next origin |
-//! | 400, 401, 421, 422 | `{"code":...}` | refused (see [`Code`]) |
+//! | 422 | `{"code":"invalid_identifying_field","field":NAME}` | the field's value identifies no one |
+//! | 400, 401, 421 | `{"code":...}` | refused (see [`Code`]) |
 //!
-//! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`]) through
+//! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`], [`field`]) through
 //! [`ResponseJson`], which parses like serde_json's `Value` without its tree in the worker.
 
 use harbour_policy::text::{push_quoted, push_u64};
@@ -43,7 +44,8 @@ pub enum Code {
     /// 400: a field that identifies a person is missing or of the wrong type.
     MissingIdentifyingField,
     /// 422: a field that identifies a person has a value no person can be told by (an invisible
-    /// character, not an address; see `harbour_policy::identity`), which the edge refuses too.
+    /// character, not an address; see `harbour_policy::identity`). The edge refuses what it can
+    /// tell without Unicode's data; the origin's fold refuses the rest, naming the field.
     InvalidIdentifyingField,
 }
 
@@ -137,6 +139,16 @@ pub fn code_body(code: Code) -> String {
     out
 }
 
+/// The body of an answer about one field (`invalid_identifying_field`).
+pub fn field_body(code: Code, field: &str) -> String {
+    let mut out = String::from("{\"code\":");
+    push_quoted(&mut out, code.as_str());
+    out.push_str(",\"field\":");
+    push_quoted(&mut out, field);
+    out.push('}');
+    out
+}
+
 /// The body of a busy answer: spare this origin for `retry_after_ms`.
 pub fn busy_body(retry_after_ms: u64) -> String {
     let mut out = String::from("{\"code\":");
@@ -150,6 +162,14 @@ pub fn busy_body(retry_after_ms: u64) -> String {
 /// The `code` of an origin's answer, if it has a known one.
 pub fn code(body: &str) -> Option<Code> {
     Code::parse(ResponseJson::read(body)?.get("code")?.as_str()?)
+}
+
+/// The `field` an origin's answer names, if any.
+pub fn field(body: &str) -> Option<String> {
+    ResponseJson::read(body)?
+        .get("field")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The receipt id an origin's answer gives, if the answer holds one of `region`: an answer that
@@ -291,6 +311,19 @@ mod tests {
             assert_eq!(self::code(&code_body(code)), Some(code));
         }
         assert_eq!(Code::parse("teapot"), None);
+    }
+
+    #[test]
+    fn an_answer_about_a_field_names_it() {
+        let body = field_body(Code::InvalidIdentifyingField, "e\"mail");
+        assert_eq!(
+            body,
+            r#"{"code":"invalid_identifying_field","field":"e\"mail"}"#
+        );
+        assert_eq!(code(&body), Some(Code::InvalidIdentifyingField));
+        assert_eq!(field(&body).as_deref(), Some("e\"mail"));
+        assert_eq!(field(&code_body(Code::AlreadyEntered)), None);
+        assert_eq!(field(r#"{"field":7}"#), None);
     }
 
     #[test]

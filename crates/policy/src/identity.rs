@@ -1,51 +1,54 @@
-//! Who is the same person, and which characters no text may carry: the one implementation the
-//! edge validates with and the origin digests with, so the two cannot disagree.
+//! Who is the same person, and which characters no text may carry: one implementation, in two
+//! parts so the worker carries only the cheap one.
 //!
-//! Rules, from Unicode's own data (ICU4X's `icu_properties` and `icu_normalizer`, and `idna`
-//! on top of them), not from lists kept here:
+//! **What the edge checks** (always built; the edge validates with it, and the origin runs the
+//! same functions first):
 //!
 //! - **Invisible characters are refused** in every text: a character with the
 //!   Default_Ignorable_Code_Point property (soft hyphen U+00AD, combining grapheme joiner U+034F,
 //!   variation selectors such as U+FE0F, zero-width characters, bidi controls, Hangul fillers,
 //!   tags, ...) or of general category Cc (control), Cf (format), Zl or Zp (line and paragraph
-//!   separators). Refused rather than dropped: `ada\u{AD}@example.org` is sent back with a reason,
-//!   never stored as a spelling its owner cannot see.
-//! - **An address** is `local@domain`. The domain is processed as UTS 46 ToASCII (non-transitional,
-//!   STD3 rules, hyphens checked first and last, DNS lengths) into its ASCII form:
-//!   `bücher.example`, `Bücher.Example`, `xn--bcher-kva.example` and `ｂüｃｈｅｒ．ｅｘａｍｐｌｅ`
-//!   are all `xn--bcher-kva.example`. It needs two labels and a top-level label that is not
-//!   numeric. The local part keeps RFC 5321's shape (ASCII letters, digits and
-//!   ``!#$%&'*+-/=?^_`{|}~``, dots not first, last or doubled; any other Unicode, RFC 6531) and
-//!   must still have it once folded (below).
-//! - **The identifying form** of a local part or of a text is its UTS 46 mapping with the two
-//!   deviation characters folded too (ß → ss, ς → σ, as UTS 46's transitional processing
-//!   does): case folded and NFKC, so `ａｄａX`, `adaX` and `ADAX` are `adax`, and `jose\u{301}`
-//!   is `josé`. On every character the mapping accepts this is exactly NFKC with full case
-//!   folding (NFKC(casefold(NFKC(c)))), except that the ideographic full stops 。 and ｡ become
-//!   `.`; on a text it is Unicode's toNFKC_Casefold (each character so mapped, then NFC). The
-//!   tests check every scalar value, and random texts, against ICU4X's case folder. A
-//!   character the mapping disallows (unassigned, private use, a few symbols such as ⒈)
-//!   cannot identify anyone and is refused. White space runs become one space.
-//! - **What is forwarded and stored** for an address: the local part as the visitor typed it
-//!   (trimmed) and the domain in its ASCII form. Not the identifying form: a mail system may
-//!   tell `Ada` from `ada` (RFC 5321 §2.4), and folding `strauß` to `strauss` could name
-//!   another mailbox; the folded form only goes into the person digest. The domain has one
-//!   meaning whatever its spelling, and its A-label form is one every mail system can route.
-//! - **Provider rules** (a policy option per field, off by default; for the digest only): a
-//!   `+tag` ends the local part (RFC 5233 sub-addressing), and at gmail.com (googlemail.com is
-//!   the same mailbox) dots do not count: `a.da+x@googlemail.com` is `ada@gmail.com`.
+//!   separators): Unicode's data as a table of 27 ranges, checked against ICU4X's for every
+//!   scalar value (`invisible`). Refused rather than dropped: `ada\u{AD}@example.org` is sent
+//!   back with a reason, never stored as a spelling its owner cannot see.
+//! - **An address's shape** ([`address`]): `local@domain`, at most 254 bytes; the local part at
+//!   most 64 bytes of ASCII letters, digits and ``!#$%&'*+-/=?^_`{|}~``, dots not first, last or
+//!   doubled, and any other Unicode (RFC 6531); the domain two labels or more, separated by `.`
+//!   or by the full stops UTS 46 reads as one (`．`, `。`, `｡`), none empty, none starting or
+//!   ending with `-`, ASCII in a label only letters, digits and `-`, no white space; an ASCII
+//!   label at most 63 bytes, an ASCII top-level label two
+//!   characters or more and not all digits.
+//! - **What the edge forwards** for an address: as typed (trimmed), the domain's ASCII letters
+//!   lower-cased. Not folded: a mail system may tell `Ada` from `ada` (RFC 5321 §2.4).
 //!
-//! Why these crates: ICU4X's data is one set of compact tries that idna's ICU4X back end also
-//! uses, so the UTS 46 mapping for local parts comes at no extra size. Full NFKC plus ICU4X's
-//! case folder would add about 27 KB gzip to the worker for the same answers; the unicode-rs
-//! stack (unicode-normalization, caseless, idna's unicode-rs back end) about twice the whole.
+//! **The fold** (feature `fold`: the origin, which keeps the person digest, and host tools; not
+//! the worker, for which its Unicode data would be about 58 KB gzip), in `fold`: UTS 46 ToASCII
+//! for the domain, NFKC with full case folding for the local part and for texts, after the
+//! checks above. The fold refuses more than the edge can see without Unicode's data (a domain
+//! UTS 46 refuses, such as an `xn--` label that is no Punycode or a disallowed symbol; a local
+//! part whose folded form loses the shape, such as `ａ．．b`; a character that cannot identify
+//! anyone, such as private use), never less: what the edge refuses, the origin refuses, and an
+//! ASCII address is refused by both or by neither (the tests check both, the first for every
+//! scalar value). The origin answers what only it refuses with 422 `invalid_identifying_field`
+//! naming the field, which the edge passes on as the field's error.
+
+mod invisible;
+
+#[cfg(feature = "fold")]
+mod fold;
+#[cfg(feature = "fold")]
+pub use fold::{text, Address};
 
 use std::borrow::Cow;
 
-use icu_normalizer::uts46::Uts46MapperBorrowed;
-use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
-use icu_properties::{CodePointMapData, CodePointSetData};
-use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+/// RFC 5321 §4.5.3.1: 64 octets for a local part, 254 for a whole path's address (so a domain
+/// within it is shorter than DNS's 253); DNS: 63 for a label.
+pub const MAX_LOCAL_BYTES: usize = 64;
+pub const MAX_ADDRESS_BYTES: usize = 254;
+const MAX_LABEL_BYTES: usize = 63;
+
+/// The full stops UTS 46 maps to `.` between a domain's labels (and IDNA2003 read as one).
+const LABEL_SEPARATORS: [char; 4] = ['.', '\u{FF0E}', '\u{3002}', '\u{FF61}'];
 
 /// Characters no text may carry: invisible, or not text at all.
 pub fn is_invisible(c: char) -> bool {
@@ -53,14 +56,7 @@ pub fn is_invisible(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_control();
     }
-    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
-        || matches!(
-            CodePointMapData::<GeneralCategory>::new().get(c),
-            GeneralCategory::Control
-                | GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
-        )
+    invisible::contains(c)
 }
 
 /// The first invisible character of `text`, if any.
@@ -77,106 +73,25 @@ pub fn without_invisible(text: &str) -> Cow<'_, str> {
     Cow::Owned(text.chars().filter(|c| !is_invisible(*c)).collect())
 }
 
-/// Case folded and NFKC (see the module's rules), or `None` for a text with a character that
-/// cannot identify anyone. Invisible characters must have been refused before: UTS 46 drops
-/// most of them silently.
-fn fold(text: &str) -> Option<String> {
-    if text.is_ascii() {
-        return Some(text.to_ascii_lowercase());
-    }
-    let mapped = uts46_map(text)?;
-    if !mapped.contains(['ß', 'ς']) {
-        return Some(mapped);
-    }
-    // UTS 46's deviations, folded as full case folding (and transitional UTS 46) does, and
-    // mapped again for NFC: `ß\u{301}` is `ss\u{301}`, which composes to `sś`.
-    uts46_map(&mapped.replace('ß', "ss").replace('ς', "σ"))
+/// The edge's check of an address (see the module's rules): what it forwards, or `None` if
+/// `text` is not shaped like an address.
+pub fn address(text: &str) -> Option<String> {
+    let (local, domain) = shape(text)?;
+    Some(format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
-/// The UTS 46 mapping (mapped, ignored and deviation characters as UTS 46 says, then NFC), or
-/// `None` if a character is disallowed.
-fn uts46_map(text: &str) -> Option<String> {
-    let mapped: String = Uts46MapperBorrowed::new()
-        .map_normalize(text.chars())
-        .collect();
-    // U+FFFD is what the mapper puts in place of a disallowed character.
-    (!mapped.contains('\u{FFFD}')).then_some(mapped)
-}
-
-/// The identifying form of a text field's value: trimmed, case folded and NFKC, runs of white
-/// space made one space. `None` when it has an invisible character, a character that cannot
-/// identify anyone, or nothing left.
-pub fn text(value: &str) -> Option<String> {
-    if first_invisible(value).is_some() {
+/// The trimmed local part and domain of an address of the right shape.
+fn shape(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim();
+    if text.len() > MAX_ADDRESS_BYTES || first_invisible(text).is_some() {
         return None;
     }
-    let folded = fold(value)?;
-    let joined = folded.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!joined.is_empty()).then_some(joined)
+    let (local, domain) = text.rsplit_once('@')?;
+    let ok = local.len() <= MAX_LOCAL_BYTES && local_shape(local) && domain_shape(domain);
+    ok.then_some((local, domain))
 }
 
-/// An address that passed every check: its forwarded form and its identifying parts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Address {
-    /// The local part as typed (trimmed).
-    local: String,
-    /// The local part's identifying form.
-    folded_local: String,
-    /// The domain's ASCII form (A-labels, lower case).
-    domain: String,
-}
-
-/// RFC 5321 §4.5.3.1: 64 octets for a local part, 254 for a whole path's address.
-const MAX_LOCAL_BYTES: usize = 64;
-const MAX_ADDRESS_BYTES: usize = 254;
-
-impl Address {
-    /// Checks an address (see the module's rules); `None` if it is not one.
-    pub fn parse(text: &str) -> Option<Address> {
-        let text = text.trim();
-        if text.len() > MAX_ADDRESS_BYTES || first_invisible(text).is_some() {
-            return None;
-        }
-        let (local, domain) = text.rsplit_once('@')?;
-        if local.len() > MAX_LOCAL_BYTES || !local_shape(local) {
-            return None;
-        }
-        let folded_local = fold(local).filter(|folded| local_shape(folded))?;
-        let domain = ascii_domain(domain)?;
-        (local.len() + 1 + domain.len() <= MAX_ADDRESS_BYTES).then(|| Address {
-            local: local.to_owned(),
-            folded_local,
-            domain,
-        })
-    }
-
-    /// What is forwarded and stored: the local part as typed, the domain's ASCII form.
-    pub fn forwarded(&self) -> String {
-        format!("{}@{}", self.local, self.domain)
-    }
-
-    /// What identifies the person behind the address: both parts folded, and with
-    /// `provider_rules` sub-addresses (and gmail's dots) removed.
-    pub fn identity(&self, provider_rules: bool) -> String {
-        let mut local = Cow::Borrowed(self.folded_local.as_str());
-        let mut domain = self.domain.as_str();
-        if provider_rules {
-            // `user+detail` (RFC 5233): a tag needs a mailbox before it.
-            if let Some((mailbox, _tag)) = local.split_once('+').filter(|(m, _)| !m.is_empty()) {
-                local = Cow::Owned(mailbox.to_owned());
-            }
-            if domain == "googlemail.com" {
-                domain = "gmail.com";
-            }
-            if domain == "gmail.com" {
-                local = Cow::Owned(local.replace('.', ""));
-            }
-        }
-        format!("{local}@{domain}")
-    }
-}
-
-/// The local part's shape, before and after folding.
+/// The local part's shape (the fold checks it again on the folded form).
 fn local_shape(local: &str) -> bool {
     !local.is_empty()
         && local.chars().all(|c| {
@@ -187,83 +102,64 @@ fn local_shape(local: &str) -> bool {
         && !local.contains("..")
 }
 
-/// The domain's ASCII form per UTS 46 ToASCII, with two labels or more and a top-level label of
-/// two characters or more that is not all digits.
-fn ascii_domain(domain: &str) -> Option<String> {
-    let ascii = Uts46::new()
-        .to_ascii(
-            domain.as_bytes(),
-            AsciiDenyList::STD3,
-            Hyphens::CheckFirstLast,
-            DnsLength::Verify,
-        )
-        .ok()?;
-    let tld = ascii.rsplit_once('.')?.1;
-    let tld_ok = tld.len() >= 2 && !tld.bytes().all(|b| b.is_ascii_digit());
-    tld_ok.then(|| ascii.into_owned())
+/// The domain's shape, as far as it can be told without Unicode's data: for an ASCII domain
+/// exactly what UTS 46 ToASCII (STD3 rules, hyphens first and last, DNS lengths) and the
+/// top-level rule accept, but for the Punycode of an `xn--` label.
+fn domain_shape(domain: &str) -> bool {
+    let mut labels = 0;
+    let mut last = "";
+    for label in domain.split(LABEL_SEPARATORS) {
+        let ok = !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && (!label.is_ascii() || label.len() <= MAX_LABEL_BYTES)
+            && label.chars().all(|c| {
+                if c.is_ascii() {
+                    c.is_ascii_alphanumeric() || c == '-'
+                } else {
+                    !c.is_whitespace()
+                }
+            });
+        if !ok {
+            return false;
+        }
+        labels += 1;
+        last = label;
+    }
+    let tld_ok = !last.is_ascii() || (last.len() >= 2 && !last.bytes().all(|b| b.is_ascii_digit()));
+    labels >= 2 && tld_ok
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn identity(address: &str) -> Option<String> {
-        Address::parse(address).map(|a| a.identity(false))
-    }
-
-    /// Issue 23: each spelling of `adaX@example.org` (and of `josé@`, `bücher-…`) that was
-    /// stored as a new entry is now the same person, or not an address at all.
+    /// Issue 23's spellings of `adaX@example.org` at the edge: the invisible ones refused, the
+    /// others forwarded as typed (the origin's fold makes them one person).
     #[test]
-    fn another_spelling_of_the_same_address_is_the_same_person_or_refused() {
-        let ada = identity("adaX@example.org").unwrap();
-        assert_eq!(ada, "adax@example.org");
-        let same = [
-            ("case", "ADAx@Example.ORG"),
-            ("fullwidth letters", "ａｄａX@example.org"),
-            ("fullwidth domain", "adaX@ｅｘａｍｐｌｅ.ｏｒｇ"),
-            ("fullwidth dot", "adaX@example．org"),
-            ("surrounding space", "  adaX@example.org "),
-        ];
-        for (what, variant) in same {
-            assert_eq!(identity(variant).as_deref(), Some(ada.as_str()), "{what}");
-        }
-        let refused = [
+    fn the_edge_refuses_invisible_spellings_and_forwards_the_others_as_typed() {
+        for (what, variant) in [
             ("soft hyphen", "ada\u{AD}X@example.org"),
             ("variation selector", "adaX\u{FE0F}@example.org"),
             ("combining grapheme joiner", "ad\u{34F}aX@example.org"),
             ("zero width space", "ada\u{200B}X@example.org"),
             ("soft hyphen in the domain", "adaX@exam\u{AD}ple.org"),
-        ];
-        for (what, variant) in refused {
-            assert_eq!(identity(variant), None, "{what}");
+        ] {
+            assert_eq!(address(variant), None, "{what}");
         }
-        let jose = identity("jos\u{E9}@example.org").unwrap();
-        assert_eq!(identity("jose\u{301}@example.org").unwrap(), jose, "NFD");
-        let buecher = identity("ada@bücher-laden.example").unwrap();
-        assert_eq!(buecher, "ada@xn--bcher-laden-thb.example");
-        assert_eq!(
-            identity("ada@xn--bcher-laden-thb.example").unwrap(),
-            buecher,
-            "A-label"
-        );
-        assert_eq!(identity("ada@BÜCHER-Laden.example").unwrap(), buecher);
-    }
-
-    #[test]
-    fn the_forwarded_form_keeps_the_local_part_and_writes_the_domain_in_ascii() {
-        let forwarded = |text: &str| Address::parse(text).map(|a| a.forwarded());
-        assert_eq!(
-            forwarded(" Ada@Example.ORG ").as_deref(),
-            Some("Ada@example.org")
-        );
-        assert_eq!(
-            forwarded("ａｄａX@bücher.example").as_deref(),
-            Some("ａｄａX@xn--bcher-kva.example")
-        );
-        assert_eq!(
-            forwarded("用户@例子.中国").as_deref(),
-            Some("用户@xn--fsqu00a.xn--fiqs8s")
-        );
+        for (variant, forwarded) in [
+            (" ADAx@Example.ORG ", "ADAx@example.org"),
+            ("ａｄａX@example.org", "ａｄａX@example.org"),
+            ("adaX@ｅｘａｍｐｌｅ．ｏｒｇ", "adaX@ｅｘａｍｐｌｅ．ｏｒｇ"),
+            ("jose\u{301}@example.org", "jose\u{301}@example.org"),
+            ("ada@Bücher-Laden.example", "ada@bücher-laden.example"),
+            (
+                "ada@XN--bcher-laden-thb.example",
+                "ada@xn--bcher-laden-thb.example",
+            ),
+        ] {
+            assert_eq!(address(variant).as_deref(), Some(forwarded), "{variant}");
+        }
     }
 
     #[test]
@@ -276,11 +172,14 @@ mod tests {
             "o'brien@example.ie",
             "strauß@example.de",
             "a@b--c.example",
+            "a@b.xn--p1ai",
+            "a@example。org",
         ] {
-            assert!(Address::parse(good).is_some(), "{good}");
+            assert!(address(good).is_some(), "{good}");
         }
         let long_local = format!("{}@example.org", "a".repeat(65));
         let long_label = format!("a@{}.org", "b".repeat(64));
+        let too_long = format!("a@{}org", "b.".repeat(126));
         for bad in [
             "",
             "a",
@@ -289,6 +188,7 @@ mod tests {
             "a@b",
             "a@b.",
             "a@.b.co",
+            "a@b..co",
             "a..b@c.co",
             ".a@c.co",
             "a.@c.co",
@@ -302,62 +202,15 @@ mod tests {
             "a\u{0}@b.co",
             "a@b\u{2028}.co",
             "\u{FEFF}a@b.co",
-            "a@xn--zz.example",
-            "ａ．．b@example.org",
-            "\u{E000}@example.org",
-            "a@\u{E000}.example",
             "a@b\u{202E}.co",
+            "a@bü\u{3000}x.co",
+            "a@ü．．co",
             &long_local,
             &long_label,
+            &too_long,
         ] {
-            assert!(Address::parse(bad).is_none(), "{bad:?}");
+            assert!(address(bad).is_none(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn provider_rules_drop_sub_addresses_and_gmail_dots() {
-        let rules = |text: &str| Address::parse(text).map(|a| a.identity(true));
-        assert_eq!(
-            rules("A.da+x@googlemail.com").as_deref(),
-            Some("ada@gmail.com")
-        );
-        assert_eq!(rules("ada@gmail.com").as_deref(), Some("ada@gmail.com"));
-        assert_eq!(
-            rules("a.da+news@example.org").as_deref(),
-            Some("a.da@example.org")
-        );
-        assert_eq!(
-            rules("+news@example.org").as_deref(),
-            Some("+news@example.org")
-        );
-        // Off by default: every tag and dot counts.
-        assert_eq!(
-            identity("a.da+x@gmail.com").as_deref(),
-            Some("a.da+x@gmail.com")
-        );
-    }
-
-    #[test]
-    fn texts_are_folded_and_invisible_characters_refused() {
-        assert_eq!(
-            text("  Ada \u{A0} LOVELACE ").as_deref(),
-            Some("ada lovelace")
-        );
-        assert_eq!(text("Ada\tLovelace"), None, "a control character");
-        assert_eq!(
-            text("ＡＤＡ\u{3000}Lovelace").as_deref(),
-            Some("ada lovelace")
-        );
-        assert_eq!(text("STRAUẞ").as_deref(), text("strauss").as_deref());
-        // Folded, then composed: ß and a combining acute are s and ś.
-        assert_eq!(text("ß\u{301}").as_deref(), Some("s\u{15B}"));
-        assert_eq!(text("ΣΊΣΥΦΟΣ").as_deref(), text("σίσυφος").as_deref());
-        assert_eq!(text("Jose\u{301}"), text("José"));
-        assert_eq!(text("   "), None);
-        assert_eq!(text("Ada\u{AD}"), None);
-        assert_eq!(text("Ada\u{FE0F}"), None);
-        assert_eq!(text("\u{E000}"), None, "private use cannot identify anyone");
-        assert_eq!(without_invisible("A\u{AD}d\u{FE0F}a\u{600}"), "Ada");
     }
 
     #[test]
@@ -371,6 +224,7 @@ mod tests {
             '\u{115F}',
             '\u{3164}',
             '\u{E0041}',
+            '\u{E0FFF}',
         ] {
             assert!(is_invisible(c), "{c:?}");
         }
@@ -380,106 +234,19 @@ mod tests {
         ] {
             assert!(is_invisible(c), "{c:?}");
         }
-        for c in ['a', ' ', '\u{A0}', 'é', '\u{301}', '用', '😀', '\u{E000}'] {
+        for c in [
+            'a',
+            ' ',
+            '\u{A0}',
+            'é',
+            '\u{301}',
+            '用',
+            '😀',
+            '\u{E000}',
+            '\u{10FFFF}',
+        ] {
             assert!(!is_invisible(c), "{c:?}");
         }
-    }
-}
-
-/// The identifying form is NFKC with full case folding: checked for every Unicode scalar value
-/// against ICU4X's case folder and NFKC normaliser (native only: too slow under wasm).
-#[cfg(all(test, not(target_arch = "wasm32")))]
-mod conformance {
-    use super::*;
-    use icu_casemap::CaseMapperBorrowed;
-    use icu_normalizer::ComposingNormalizerBorrowed;
-
-    #[test]
-    fn the_fold_is_nfkc_casefold_wherever_it_accepts_a_character() {
-        let (nfkc, case) = (
-            ComposingNormalizerBorrowed::new_nfkc(),
-            CaseMapperBorrowed::new(),
-        );
-        let mut differ = Vec::new();
-        let mut accepted = 0;
-        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            if is_invisible(c) {
-                continue;
-            }
-            let text = c.to_string();
-            let Some(folded) = fold(&text) else { continue };
-            accepted += 1;
-            let nfkc_text = nfkc.normalize(&text);
-            let case_folded = case.fold_string(&nfkc_text);
-            let expected = nfkc.normalize(&case_folded);
-            if folded != expected {
-                differ.push((c, folded));
-            }
-        }
-        assert_eq!(
-            differ,
-            [('\u{3002}', ".".to_owned()), ('\u{FF61}', ".".to_owned())]
-        );
-        assert!(accepted > 150_000, "{accepted}");
-    }
-
-    proptest::proptest! {
-        /// On strings: Unicode's toNFKC_Casefold, each character mapped as above and the
-        /// result made NFC (which is not NFKC(casefold(NFKC(s))) for a combining mark before
-        /// its base: U+0345 U+0308 is ϊ).
-        #[test]
-        fn on_strings_it_is_to_nfkc_casefold(text in "[a-zßςΣſéÅＡ-Ｚ\u{301}\u{308}\u{345}ǅﬃ。]{0,12}|\\PC{0,12}") {
-            if first_invisible(&text).is_none() {
-                if let Some(folded) = fold(&text) {
-                    let (nfkc, nfc, case) = (
-                        ComposingNormalizerBorrowed::new_nfkc(),
-                        ComposingNormalizerBorrowed::new_nfc(),
-                        CaseMapperBorrowed::new(),
-                    );
-                    let mapped: String = text
-                        .chars()
-                        .map(|c| {
-                            let nfkc_c = nfkc.normalize(c.encode_utf8(&mut [0; 4])).into_owned();
-                            let folded_c = case.fold_string(&nfkc_c).into_owned();
-                            nfkc.normalize(&folded_c).replace(['\u{3002}', '\u{FF61}'], ".")
-                        })
-                        .collect();
-                    proptest::prop_assert_eq!(folded, nfc.normalize(&mapped).into_owned());
-                }
-            }
-        }
-    }
-}
-
-#[cfg(all(test, not(target_arch = "wasm32")))]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Any text: no panic; an address's identity, read again as an address, is itself
-        /// (unless folding made its local part longer than an address may be).
-        #[test]
-        fn the_identity_is_a_fixed_point(
-            text in "[a-zA-Z0-9.+_ßſςΣéＡ-Ｚａ-ｚ\u{301}\u{AD}]{0,20}@[a-zA-Z0-9üＢ．。-]{1,20}\\.[a-zï]{2,4}",
-            noise in "\\PC{0,12}",
-        ) {
-            let _ = Address::parse(&noise);
-            let _ = text_of(&noise);
-            if let Some(address) = Address::parse(&text) {
-                // Provider rules may leave a local part no address has (`ada.+x` is `ada.`),
-                // which is still one person's identity, never empty.
-                prop_assert!(!address.identity(true).starts_with('@'));
-                let identity = address.identity(false);
-                let local_bytes = identity.rsplit_once('@').map_or(0, |(l, _)| l.len());
-                prop_assume!(local_bytes <= MAX_LOCAL_BYTES && identity.len() <= MAX_ADDRESS_BYTES);
-                let again = Address::parse(&identity).map(|a| a.identity(false));
-                prop_assert_eq!(again.as_deref(), Some(identity.as_str()));
-            }
-        }
-    }
-
-    fn text_of(value: &str) -> Option<String> {
-        text(value).filter(|folded| text(folded).as_deref() == Some(folded.as_str()))
+        assert_eq!(without_invisible("A\u{AD}d\u{FE0F}a\u{600}"), "Ada");
     }
 }
