@@ -35,6 +35,9 @@
   let work = null; // { key, expiresAt, solution: Promise<string> }
   let worker = null;
   let busy = false;
+  // Set once an entry is stored: the button stays off until the visitor edits the form, so the
+  // second click of a double click (or a click on the receipt's button) sends no empty entry.
+  let sent = false;
   let shown = () => {}; // redraws what the status says, in the current language
   let errors = [];
 
@@ -350,7 +353,7 @@
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (busy || !description) return;
+    if (busy || sent || !description) return; // a stored entry's form sends nothing until edited
     busy = true;
     button.disabled = true;
     clearErrors();
@@ -359,6 +362,7 @@
       const result = await send(JSON.stringify(values()), submitUrl());
       if (result.ok) {
         form.reset();
+        sent = true;
         key = newKey();
         showReceipt(result.answer.receipt);
         freshWork().catch(() => {}); // the next entry's work, ahead of time
@@ -369,8 +373,14 @@
       }
     } finally {
       busy = false;
-      button.disabled = false;
+      button.disabled = sent;
     }
+  });
+
+  form.addEventListener("input", () => {
+    if (!sent) return;
+    sent = false;
+    button.disabled = busy;
   });
 
   // Loads the chosen locale's texts and the description in it; the first load also draws the
@@ -390,7 +400,7 @@
     }
     description = described;
     applyTexts();
-    button.disabled = busy;
+    button.disabled = busy || sent;
   }
 
   langSelect.value = locale;
