@@ -63,7 +63,8 @@
 use harbour_contract::response::Code;
 use harbour_contract::signature::{self, SigningKey};
 use harbour_policy::field::{Field, FieldKind};
-use harbour_policy::identity::{self, Address};
+use harbour_policy::identity::fold::{self, Address};
+use harbour_policy::identity::without_invisible;
 use harbour_policy::Policy;
 use serde_json::Value;
 
@@ -104,20 +105,20 @@ pub fn normalise(field: &Field, value: Option<&Value>, read: Read) -> Result<Str
     }
     let folded = |text: &str| match field.kind {
         FieldKind::Email => Address::parse(text).map(|a| a.identity(field.provider_rules)),
-        _ => identity::text(text),
+        _ => fold::text(text),
     };
     match read {
         Read::Submitted => folded(text).ok_or(Code::InvalidIdentifyingField),
-        Read::Stored => Ok(folded(&identity::without_invisible(text)).unwrap_or_else(
-            || match field.kind {
+        Read::Stored => Ok(
+            folded(&without_invisible(text)).unwrap_or_else(|| match field.kind {
                 FieldKind::Email => text.trim().to_lowercase(),
                 _ => text
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ")
                     .to_lowercase(),
-            },
-        )),
+            }),
+        ),
     }
 }
 

@@ -36,9 +36,7 @@
 mod invisible;
 
 #[cfg(feature = "fold")]
-mod fold;
-#[cfg(feature = "fold")]
-pub use fold::{text, Address};
+pub mod fold;
 
 use std::borrow::Cow;
 
