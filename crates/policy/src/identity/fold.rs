@@ -376,20 +376,25 @@ mod properties {
 /// Punycode), and what the edge forwards is the same person as what was typed.
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod agreement {
-    use super::super::{address, is_invisible};
+    use super::super::{address, is_invisible, shape};
     use super::*;
     use proptest::prelude::*;
 
     /// Every scalar value in a local part, in a domain label and in a top-level label.
     #[test]
     fn every_scalar_value_in_each_part_of_an_address() {
+        let parts = [
+            ("a", "b@example.org"),
+            ("ada@ex", "ample.org"),
+            ("ada@example.o", "g"),
+        ];
+        let mut text = String::new();
         for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            for text in [
-                format!("a{c}b@example.org"),
-                format!("ada@ex{c}ample.org"),
-                format!("ada@example.o{c}g"),
-            ] {
-                let edge = address(&text).is_some();
+            for (before, after) in parts {
+                text.clear();
+                text.extend([before, c.encode_utf8(&mut [0; 4]), after]);
+                // `address` without its forwarded copy: three million checks.
+                let edge = shape(&text).is_some();
                 if is_invisible(c) {
                     assert!(!edge, "the edge takes {text:?}");
                 }
