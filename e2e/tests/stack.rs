@@ -1161,6 +1161,106 @@ fn a_replayed_solution_reaches_the_origin_once(stack: &Stack) {
     assert_eq!(rows, 1);
 }
 
+/// Issue 23, against the real stack: after an entry from `adaX…@example.org` (and `josé…@`,
+/// `…@bücher-laden.example`), each other spelling of the same address is 409
+/// `already_entered` (the origin's fold) or, with an invisible character, 422 at the edge
+/// without reaching any origin. An address only the origin's fold refuses (no Punycode) is the
+/// field's 422 too. Each person has one row, its domain in ASCII.
+fn another_spelling_of_an_address_is_one_person(stack: &Stack) {
+    // Zero-padded: no other scenario's address holds `{n}@`.
+    let n = format!("{:08}", unique());
+    let (ada, jose, buecher) = (
+        format!("adaX{n}@example.org"),
+        format!("jos\u{E9}{n}@example.org"),
+        format!("ada{n}@bücher-laden.example"),
+    );
+    let body = |email: &str| {
+        serde_json::json!({"name": "Ada", "email": email, "country": "FR", "consent": true})
+            .to_string()
+    };
+    let submit = |email: &str| {
+        let key = format!("spelling-{:016}", unique());
+        stack.submit(
+            Some("FR"),
+            &client(),
+            &body(email),
+            &[("idempotency-key", &key)],
+        )
+    };
+    for email in [&ada, &jose, &buecher] {
+        let first = submit(email);
+        assert_eq!(first.status, 202, "{email}: {}", first.body);
+    }
+    let before = stack.received();
+    let same_person = [
+        ("case", format!("ADAx{n}@Example.ORG")),
+        ("fullwidth letters", format!("ａｄａX{n}@example.org")),
+        ("NFD after NFC", format!("jose\u{301}{n}@example.org")),
+        (
+            "A-label after U-label",
+            format!("ada{n}@xn--bcher-laden-thb.example"),
+        ),
+        (
+            "fullwidth domain",
+            format!("adaX{n}@ｅｘａｍｐｌｅ．ｏｒｇ"),
+        ),
+    ];
+    for (what, email) in &same_person {
+        let reply = submit(email);
+        assert_eq!(reply.status, 409, "{what}: {}", reply.body);
+        expect_problem(&reply, 409, "already_entered");
+    }
+    let invisible = [
+        ("soft hyphen", format!("ada\u{AD}X{n}@example.org")),
+        ("variation selector", format!("adaX\u{FE0F}{n}@example.org")),
+        (
+            "combining grapheme joiner",
+            format!("ada\u{34F}X{n}@example.org"),
+        ),
+    ];
+    let only_the_fold_refuses = format!("ada{n}@xn--zz.example");
+    for (what, email, code) in invisible
+        .iter()
+        .map(|(what, email)| (*what, email, "invalid_characters"))
+        .chain([("no Punycode", &only_the_fold_refuses, "invalid_email")])
+    {
+        let reply = submit(email);
+        expect_problem(&reply, 422, "validation_failed");
+        let error = &reply.json()["errors"][0];
+        assert_eq!(
+            (error["field"].as_str(), error["code"].as_str()),
+            (Some("email"), Some(code)),
+            "{what}: {}",
+            reply.body
+        );
+    }
+    // The 409s and the one only the fold refuses reached the origin; the invisible ones not.
+    let after = stack.received();
+    for (region, was) in &before {
+        let expected = if region == "eu" {
+            same_person.len() + 1
+        } else {
+            0
+        };
+        assert_eq!(
+            after[region] - was,
+            expected as u64,
+            "POSTs received in {region}"
+        );
+    }
+    let stored: Vec<String> = stack.stored()["eu"]
+        .iter()
+        .filter_map(|r| r.payload["fields"]["email"].as_str())
+        .filter(|email| email.contains(&format!("{n}@")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        stored,
+        [ada, jose, format!("ada{n}@xn--bcher-laden-thb.example")],
+        "one row per person, the domain in its ASCII form"
+    );
+}
+
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
@@ -1215,6 +1315,9 @@ fn main() {
             a_replayed_solution_reaches_the_origin_once(s)
         }),
         ("one_entry_per_person", |s| one_entry_per_person(s)),
+        ("another_spelling_of_an_address_is_one_person", |s| {
+            another_spelling_of_an_address_is_one_person(s)
+        }),
         ("origin_refuses_forged_stale_and_misdirected", |s| {
             origin_refuses_forged_stale_and_misdirected(s)
         }),
