@@ -27,7 +27,7 @@ use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, SUBMISSIO
 use harbour_contract::response::{code_body, field_body, receipt_body, Code};
 use harbour_contract::signature::SigningKey;
 
-use crate::in_flight::{busy, InFlight};
+use crate::in_flight::InFlight;
 use crate::listener::{Gauges, Limits, Listener, Reply, OPS_MAX_CONNECTIONS};
 use crate::person::PersonRules;
 use crate::store::{Row, Store, Stored};
@@ -134,7 +134,7 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
     };
     // Whole and signed by harbour: only now does it take a place in flight.
     let Some(_slot) = origin.in_flight.enter() else {
-        return busy();
+        return origin.in_flight.busy();
     };
     let fields = verified
         .payload

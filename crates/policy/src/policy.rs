@@ -410,6 +410,33 @@ impl Policy {
         Policy::parse(SHIPPED_POLICY)
     }
 
+    /// Choices that pass the checks but have a consequence a deployer must know before shipping:
+    /// the build prints each as a warning, and the residency report says it in its first lines.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.on_conflict == OnConflict::Stricter {
+            let mut ranked: Vec<&Region> = self.regions.iter().collect();
+            ranked.sort_by_key(|r| std::cmp::Reverse(r.strictness));
+            let example = match ranked.as_slice() {
+                [strictest, next, ..] => format!(
+                    " (a visitor connecting from `{}` who declares a country of `{}` is stored in `{}`)",
+                    next.id, strictest.id, strictest.id
+                ),
+                _ => String::new(),
+            };
+            let how = match self.declared_move {
+                DeclaredMove::Confirm => "once the visitor confirms it on the page",
+                DeclaredMove::Platform => "unless declared_move keeps the platform's region",
+            };
+            warnings.push(format!(
+                "on_conflict: \"stricter\" stores an entry in the stricter region of the country the \
+                 visitor declares, under that region's law{example}, {how}: a choice in a form \
+                 moves personal data into another jurisdiction"
+            ));
+        }
+        warnings
+    }
+
     /// A policy from parts that passed the checks (the code `code::rust_source` writes, which
     /// the worker compiles in); the country index is derived from the regions.
     pub fn assembled(
@@ -1662,6 +1689,25 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn only_a_stricter_conflict_rule_warns_and_the_warning_names_the_move() {
+        assert_eq!(Policy::shipped().unwrap().warnings(), Vec::<String>::new());
+        let mut stricter = shipped_json();
+        stricter["on_conflict"] = "stricter".into();
+        let warnings = Policy::parse(&stricter.to_string()).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("declares a country of `cn` is stored in `cn`"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[0].contains("once the visitor confirms it"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]
