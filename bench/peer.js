@@ -2,21 +2,33 @@
 // engineer would write it for Workers, reading the same policy file harbour compiles in (a JSON
 // module here). It answers the same requests with the same statuses, problem codes, headers and
 // body shapes, and forwards the same signed body, which the reference origins verify and store:
-// - routes, 404/405, the form description (with a proof-of-work challenge of its own, MACed with
-//   HARBOUR_FORM_KEY), CORS and the preflight;
+// - routes, 404/405, the form description (its fields, the campaign's notice with the version of
+//   each locale, where an entry is stored for each country the visitor may declare, and a
+//   proof-of-work challenge of its own, MACed with HARBOUR_FORM_KEY), CORS and the preflight;
+//   `x-content-type-options: nosniff` on every answer;
 // - content type (415) and size (413) before the body is read;
 // - the proof of work (`Harbour-Challenge: {token}.{nonce}` covering the Idempotency-Key),
-//   checked with crypto.subtle before the body is parsed: 400 challenge_required, 403
-//   challenge_expired / challenge_invalid, the same order of checks as crates/core/src/phase/challenge.rs;
-// - the field rules (every error at once, 422), the residency rule incl. `on_conflict` and the
+//   checked before the body is parsed, length, shape and campaign before the MAC: 400
+//   challenge_required, 403 challenge_expired / challenge_invalid, in the order of
+//   crates/core/src/phase/challenge.rs;
+// - the isolate's memory of solved challenges (crates/core/src/replays.rs): a resend while the
+//   first is under way is 503 entry_in_progress, after it was accepted the first receipt again
+//   (`Idempotent-Replayed: true`, no binding call, no origin), with another body 409
+//   idempotency_key_reused; forgotten when the first did not end accepted; bounded;
+// - the field rules (every error at once, 422), the notice the visitor was shown
+//   (`Harbour-Notice: {locale}.{version}`, 422 notice_required / notice_outdated), the residency
+//   rule incl. `on_conflict`, `declared_move` (a declared country moves an entry to another
+//   region only with `confirm_region` naming it, 422 storage_unconfirmed otherwise) and the
 //   policy's signal fallbacks;
 // - GCRA limits in Maps: per client (IPv4 / IPv6 /64, per campaign and surge window), per
 //   campaign and per region budget, charged to all or none; then the location's rate-limiting
-//   binding (HARBOUR_RL_<limit>_PER_<period>S) with a 500 ms timeout and the campaign's
+//   binding (HARBOUR_RL_<limit>_PER_<period>S, keyed by campaign, window and an HMAC of the
+//   client under the form key, never the address) with a 500 ms timeout and the campaign's
 //   fail_open / fail_closed, the isolate's charges given back on a refusal;
-// - the honeypot (a decoy receipt of the same shape), the idempotency key, the HMAC signature
-//   (crypto.subtle) over harbour's canonical request, a timeout per attempt under one deadline,
-//   failover inside the region only, and a 202 with the same headers and body.
+// - the honeypot (a decoy receipt of the same shape, sent after about as long as a real forward
+//   takes here, and remembered like one), the idempotency key, the HMAC signature over harbour's
+//   canonical request, the notice in the forwarded entry, a timeout per attempt under one
+//   deadline, failover inside the region only, and a 202 with the same headers and body.
 // Left out, because a plain worker of this kind would not have them or the bench does not reach
 // them: the origins' circuit breakers and shedding (503 region_busy before any attempt; an
 // origin's `origin_busy` answer is passed on as 503 origins_busy with the wait it asked for),
@@ -24,8 +36,10 @@
 // binding only; request ids are random rather than from a seeded counter), the recovery
 // from a trapped module, duplicate JSON keys (JSON.parse keeps the last one; harbour answers 400
 // duplicate_key) and `1.0` as an integer (JSON.parse cannot tell it from `1`), the line and
-// column in a JSON syntax error's detail, and the content-derived idempotency key (unreachable:
-// the proof of work requires the client's key).
+// column in a JSON syntax error's detail, the content-derived idempotency key (unreachable:
+// the proof of work requires the client's key), and a body sent without Content-Length that is
+// too large or incomplete (harbour reads every body before the proof of work and answers 413 or
+// 400 first; the peer reads none before the proof of work passed).
 import policy from "./policy.json";
 
 const ATTEMPT_TIMEOUT_MS = 3000;
@@ -36,6 +50,9 @@ const UNAVAILABLE_RETRY_S = 5;
 const BUSY_DEFAULT_MS = 1000;
 const MAX_CLIENT_KEYS = 200_000;
 const MAX_KEYS = 64;
+// A campaign id (64), an expiry (20 digits), a difficulty (3), a salt (32), a MAC (32), a nonce
+// (16) and five dots: anything longer is refused before any hashing.
+const MAX_SOLUTION_LENGTH = 64 + 20 + 3 + 32 + 32 + 16 + 5;
 const DEFAULT_MAX_LENGTH = 200;
 const DEFAULT_CHALLENGE = { difficulty_bits: 20, valid_ms: 30 * 60 * 1000 };
 const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
@@ -55,6 +72,15 @@ const HEX = /^[0-9a-f]+$/;
 const EMAIL_LOCAL = /^(?:[^\x00-\x7f]|[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.])+$/u;
 const LABEL = /^(?:[A-Za-z0-9-]|[^\x00-\x7f\s])+$/u;
 const RATE_EXPOSED = "retry-after, ratelimit, ratelimit-policy, idempotency-key, idempotent-replayed";
+const NOSNIFF = "nosniff";
+const CONFIRM_REGION = "confirm_region";
+const CLIENT_DIGEST_PREFIX = "harbour-client-v1\n";
+// Solutions remembered: at most this many, each at most as long as a challenge can be valid, and
+// counted as under way until past its forward's deadline.
+const MAX_SEEN = 50_000;
+const SEEN_FOR_MS = 24 * 60 * 60 * 1000;
+const IN_FLIGHT_MS = DEADLINE_MS + 2000;
+const FIRST_FORWARD_MS = 40;
 const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -71,6 +97,9 @@ const regionById = new Map(regions.map((r) => [r.id, r]));
 const regionOf = new Map();
 for (const r of regions) for (const c of r.countries) regionOf.set(c, r);
 const restOfWorld = regionById.get(policy.rest_of_world);
+const declaredMoves = (policy.declared_move ?? "confirm") === "confirm";
+// A country that stands for each region when the page asks what declaring it would do.
+for (const r of regions) r.example = ASSIGNED.find((c) => (regionOf.get(c) ?? restOfWorld) === r) ?? null;
 const quota = (q) => ({ burst: q.burst, window: q.window_ms, tolerance: q.burst * q.window_ms });
 const campaigns = new Map(policy.campaigns.map((c) => {
   const perClient = quota(c.limits.per_client);
@@ -89,6 +118,9 @@ const campaigns = new Map(policy.campaigns.map((c) => {
       bits: w.difficulty_bits ?? challenge.difficulty_bits,
     })),
     campaignCell: { tat: null },
+    endsMs: Date.parse(c.ends),
+    // The notice version of each locale, filled in by `setup`.
+    versions: new Map(),
   }];
 }));
 const regionCells = regions.map(() => ({ tat: null }));
@@ -107,12 +139,12 @@ function bindingName(q) {
 
 function problem(status, code, title, detail, extra, headers) {
   const body = JSON.stringify({ type: `urn:harbour:problem:${code}`, title, status, code, detail, ...extra });
-  return new Response(body, { status, headers: { "content-type": PROBLEM, "cache-control": "no-store", ...headers } });
+  return new Response(body, { status, headers: { "content-type": PROBLEM, "cache-control": "no-store", "x-content-type-options": NOSNIFF, ...headers } });
 }
 
 function accepted(id, region, key, replayed, headers) {
   const body = JSON.stringify({ status: "accepted", receipt: { id, region }, idempotency_key: key });
-  const h = { "content-type": "application/json", "cache-control": "no-store", "idempotency-key": key };
+  const h = { "content-type": "application/json", "cache-control": "no-store", "idempotency-key": key, "x-content-type-options": NOSNIFF };
   if (replayed) h["idempotent-replayed"] = "true";
   return new Response(body, { status: 202, headers: { ...h, ...headers } });
 }
@@ -129,7 +161,34 @@ async function setup(env) {
     if (!urls.length) throw new Error(`HARBOUR_ORIGINS_${name} is empty`);
     targets.push({ key: await hmac(env[`HARBOUR_KEY_${name}`]), urls, path: new URL(urls[0]).pathname });
   }
+  bodySeed = crypto.getRandomValues(new Uint32Array(1))[0];
+  for (const campaign of campaigns.values()) {
+    for (const locale of LOCALES) campaign.versions.set(locale, await noticeVersion(campaign, locale));
+  }
   return { form: await hmac(env.HARBOUR_FORM_KEY), targets };
+}
+
+const purposeIn = (campaign, locale) => campaign.texts?.[locale]?.notice?.purpose ?? campaign.notice.purpose;
+const labelIn = (campaign, field, locale) => campaign.texts?.[locale]?.labels?.[field.name] ?? field.label;
+
+// The version of a campaign's notice in `locale` (crates/policy/src/notice.rs): the first 16
+// bytes of SHA-256 over the texts shown in that locale, each with its length as a u64 before it.
+async function noticeVersion(campaign, locale) {
+  const parts = [
+    "harbour-notice", "v1", "locale", locale, "controller", campaign.notice.controller, "contact", campaign.notice.contact,
+    "purpose", purposeIn(campaign, locale), "link", campaign.notice.link,
+    "retention_days", String(campaign.retention.days_after_end), "ends_ms", String(campaign.endsMs),
+  ];
+  for (const f of campaign.fields) if (f.type === "bool") parts.push(f.name, labelIn(campaign, f, locale));
+  const texts = parts.map((p) => encoder.encode(p));
+  const bytes = new Uint8Array(texts.reduce((n, t) => n + 8 + t.length, 0));
+  let at = 0;
+  for (const t of texts) {
+    new DataView(bytes.buffer).setBigUint64(at, BigInt(t.length), true);
+    bytes.set(t, at + 8);
+    at += 8 + t.length;
+  }
+  return hex(await crypto.subtle.digest("SHA-256", bytes)).slice(0, 32);
 }
 
 // GCRA in integer units (ms × burst) counted from the isolate's first request, exact like
@@ -163,7 +222,7 @@ function admit(campaign, region, client, now) {
   if (region.budget) regionCells[region.index].tat = checks[2].next;
   let key = campaign.id;
   if (force.id !== null) key += `@${force.id}`;
-  return { force, slot, remaining: checks[0].remaining, reset: checks[0].reset, consult: { binding: bindingName(force.perClient), key: `${key} ${client}` } };
+  return { force, slot, remaining: checks[0].remaining, reset: checks[0].reset, consult: { binding: bindingName(force.perClient), key, client } };
 }
 
 function giveBack(campaign, region, grant, now) {
@@ -181,7 +240,11 @@ function rateLimited(layer, q, waitMs, cors) {
 }
 
 // The location's binding: admitted, refused, or unavailable (a throw, or no answer in time).
-async function consultLocation(env, { binding, key }) {
+async function consultLocation(env, { binding, key: scope, client }) {
+  // 128 bits of HMAC under the form key: the same client is the same key in every location, and
+  // the platform's counter never sees an address.
+  const digest = await crypto.subtle.sign("HMAC", secrets.form, encoder.encode(CLIENT_DIGEST_PREFIX + client));
+  const key = `${scope} ${hex(digest).slice(0, 32)}`;
   let timer;
   const silence = new Promise((resolve) => { timer = setTimeout(() => resolve("unavailable"), CONSULT_TIMEOUT_MS); });
   try {
@@ -343,12 +406,17 @@ function parseBody(json, bytes) {
   return { pairs };
 }
 
-function validate(campaign, pairs) {
+// The fields against the campaign's rules and the notice against its current version: every
+// error at once, the notice's last.
+function validate(campaign, pairs, noticeHeader) {
   const errors = [];
   const values = new Map();
   let honeypot = false;
+  let confirmed = null;
   for (const [key, value] of pairs) {
     if (key === campaign.honeypot) honeypot ||= !blank(value);
+    // A reserved member, not a field: the region the visitor confirmed storage in.
+    else if (key === CONFIRM_REGION) confirmed = typeof value === "string" ? value : null;
     else if (campaign.fieldByName.has(key)) values.set(key, value);
     else errors.push(fieldError(key, "unknown_field", "this field is not part of the form"));
   }
@@ -365,7 +433,23 @@ function validate(campaign, pairs) {
     fields.push([f.name, clean]);
     if (f.residency_signal) declared = clean;
   }
-  return { errors, fields, declared, honeypot };
+  const notice = noticeShown(campaign, noticeHeader);
+  if (notice.error) errors.push(notice.error);
+  return { errors, fields, declared, honeypot, confirmed, notice };
+}
+
+// The notice a submission says its visitor was shown (`{locale}.{version}`), as
+// crates/core/src/phase/validate.rs reads it: a locale harbour knows and its current version.
+function noticeShown(campaign, header) {
+  const dot = header === null ? -1 : header.indexOf(".");
+  if (dot < 0) return { error: fieldError("notice", "notice_required", "send Harbour-Notice: {lang}.{version} from the form description") };
+  const locale = header.slice(0, dot);
+  if (!LOCALES.includes(locale)) return { error: fieldError("notice", "notice_required", "the notice's locale is not one of harbour's") };
+  const version = header.slice(dot + 1);
+  if (version !== campaign.versions.get(locale)) {
+    return { error: fieldError("notice", "notice_outdated", "the notice changed since this form was loaded; show the current one and send again") };
+  }
+  return { locale, version };
 }
 
 function invalidFields(errors, cors) {
@@ -395,14 +479,17 @@ function place(platformRaw, declared) {
     const other = regionOf.get(declared) ?? restOfWorld;
     if (other !== region) {
       const rule = policy.on_conflict ?? "refuse";
-      if (rule === "stricter" && other.strictness > region.strictness) [region, basis] = [other, "declared_stricter"];
+      let wins = null;
+      if (rule === "stricter" && other.strictness > region.strictness) wins = "declared_stricter";
       else if (rule === "refuse") {
         if (region.law && other.law) return { refused: "residency_conflict" };
-        if (!region.law && other.law) [region, basis] = [other, "declared_law"];
+        if (!region.law && other.law) wins = "declared_law";
       }
+      // Under `declared_move: platform` a declared country never moves an entry.
+      if (wins !== null && declaredMoves) [region, basis] = [other, wins];
     }
   }
-  return { region, basis, platform };
+  return { region, basis, platform, moved: basis === "declared_stricter" || basis === "declared_law" };
 }
 
 // The proof of work, checked as crates/core/src/phase/challenge.rs does; null when it passes, else the answer.
@@ -414,17 +501,21 @@ async function checkChallenge(form, campaign, solution, key, now, cors) {
     return refuse(400, "challenge_required", "Proof of work required",
       "solve the challenge from the form description and send Harbour-Challenge: {token}.{nonce} with your Idempotency-Key");
   }
-  const parts = solution.trim().split(".");
+  // The cheap checks first: length and shape, then the campaign, and only then the MAC.
+  const text = solution.trim();
+  const parts = text.split(".");
   const [id, expires, bits, salt, mac, nonce] = parts;
-  const well = parts.length === 6 && salt.length === 32 && HEX.test(salt) && mac.length === 32 && HEX.test(mac) &&
-    nonce.length >= 1 && nonce.length <= 16 && HEX.test(nonce) && /^\+?\d+$/.test(expires) && /^\+?\d+$/.test(bits) && Number(bits) <= 255;
+  const well = text.length <= MAX_SOLUTION_LENGTH && parts.length === 6 && id.length >= 1 && id.length <= 64 &&
+    /^\d{1,20}$/.test(expires) && (expires.length < 20 || expires <= "18446744073709551615") && /^\d{1,3}$/.test(bits) &&
+    Number(bits) <= 255 && salt.length === 32 && HEX.test(salt) && mac.length === 32 && HEX.test(mac) &&
+    nonce.length >= 1 && nonce.length <= 16 && HEX.test(nonce);
   if (!well) return invalid("the Harbour-Challenge header is not {token}.{nonce}");
+  if (id !== campaign.id) return invalid("the challenge was issued for another campaign");
   const signed = `${id}.${expires}.${bits}.${salt}`;
   const expected = new Uint8Array(await crypto.subtle.sign("HMAC", form, encoder.encode(`harbour-challenge-v1\n${signed}`)));
   let difference = 0;
   for (let i = 0; i < 16; i++) difference |= expected[i] ^ parseInt(mac.slice(2 * i, 2 * i + 2), 16);
   if (difference !== 0) return invalid("the challenge was not issued here");
-  if (id !== campaign.id) return invalid("the challenge was issued for another campaign");
   if (now > Number(expires) || Number(bits) < inForce(campaign, now).bits) {
     return refuse(403, "challenge_expired", "Challenge expired",
       "fetch a fresh challenge from the form description, solve it and send again with the same Idempotency-Key");
@@ -441,9 +532,40 @@ async function checkChallenge(form, campaign, solution, key, now, cors) {
   return zeros >= Number(bits) ? null : invalid("the solution does not meet the challenge's difficulty for this Idempotency-Key");
 }
 
-async function describe(form, campaign, url, now) {
-  const asked = url.searchParams.get("lang") ?? "en";
-  const lang = LOCALES.find((l) => l.toLowerCase() === (/^[A-Za-z0-9-]*$/.test(asked) ? asked : "en").toLowerCase()) ?? "en";
+// The value of `name` in a URL's query when it is made of plain characters (a locale tag), as
+// crates/core/src/phase/request.rs reads it: the first pair with that name, not decoded.
+function queryParam(url, name) {
+  const q = url.indexOf("?");
+  if (q < 0) return null;
+  const hash = url.indexOf("#", q);
+  for (const pair of url.slice(q + 1, hash < 0 ? url.length : hash).split("&")) {
+    const eq = pair.indexOf("=");
+    if (eq >= 0 && pair.slice(0, eq) === name) {
+      const value = pair.slice(eq + 1);
+      return /^[A-Za-z0-9-]*$/.test(value) ? value : null;
+    }
+  }
+  return null;
+}
+
+// Where an entry is stored for each country the visitor may declare, worked out by the residency
+// rule for this visitor's platform country: per region, its countries and what declaring one does.
+function storage(platformRaw, locale) {
+  const choices = [];
+  for (const r of regions) {
+    if (r.example === null) continue;
+    const placed = place(platformRaw, r.example);
+    const then = placed.refused
+      ? { refused: placed.refused }
+      : { region: placed.region.id, name: placed.region.names?.[locale] ?? placed.region.name, confirm: placed.moved };
+    choices.push({ region: r.id, countries: r.countries, then });
+  }
+  return { choices, rest_of_world: policy.rest_of_world };
+}
+
+async function describe(form, campaign, request, now) {
+  const asked = queryParam(request.url, "lang") ?? "en";
+  const lang = LOCALES.find((l) => l.toLowerCase() === asked.toLowerCase()) ?? "en";
   const texts = campaign.texts?.[lang];
   const fields = campaign.fields.map((f) => {
     const out = { name: f.name, label: texts?.labels?.[f.name] ?? f.label, type: f.type, required: !!f.required };
@@ -454,18 +576,29 @@ async function describe(form, campaign, url, now) {
     if (f.type === "enum") out.values = f.values;
     if (f.type === "integer") Object.assign(out, { min: f.min ?? null, max: f.max ?? null });
     if (f.must_be_true) out.must_be_true = true;
+    if (f.consent === "marketing") out.consent = "marketing";
+    if (f.residency_signal) out.residency_signal = true;
     return out;
   });
   const bits = inForce(campaign, now).bits;
   const salt = hex(crypto.getRandomValues(new Uint8Array(16)));
   const signed = `${campaign.id}.${now + campaign.challenge.valid_ms}.${bits}.${salt}`;
   const mac = hex(await crypto.subtle.sign("HMAC", form, encoder.encode(`harbour-challenge-v1\n${signed}`))).slice(0, 32);
+  const notice = campaign.notice;
   const body = {
     id: campaign.id, lang, title: texts?.title ?? campaign.title, intro: texts?.intro ?? campaign.intro ?? null, fields,
     honeypot: campaign.honeypot ?? null, submit: `/api/campaigns/${campaign.id}/submissions`,
+    notice: {
+      controller: notice.controller, contact: notice.contact, purpose: purposeIn(campaign, lang), link: notice.link,
+      retention_days: campaign.retention.days_after_end, ends: new Date(campaign.endsMs).toISOString(),
+      version: campaign.versions.get(lang),
+    },
+    storage: storage(request.cf?.country, lang),
     challenge: { token: `${signed}.${mac}`, difficulty_bits: bits, expires_in_ms: campaign.challenge.valid_ms },
   };
-  return new Response(JSON.stringify(body), { headers: { "content-type": "application/json", "cache-control": "no-store" } });
+  return new Response(JSON.stringify(body), {
+    headers: { "content-type": "application/json", "cache-control": "no-store", "x-content-type-options": NOSNIFF },
+  });
 }
 
 // One origin attempt: [status, body text], or null for no answer within `timeout`.
@@ -486,11 +619,72 @@ function json(text) {
   }
 }
 
-// Signs and forwards to the region's origins in order, and answers as harbour does.
+// Solutions seen lately and what each one bought (crates/core/src/replays.rs), by solution and
+// key, oldest first: { body: the body's digest, since: ms, receipt: id | null, region }.
+const seen = new Map();
+// Seeded at the first request (random values are not available in the global scope).
+let bodySeed = 0;
+
+// A 53-bit digest of the body's bytes (two 32-bit FNV-style lanes, seeded per isolate).
+function bodyDigest(bytes) {
+  let a = 0x811c9dc5 ^ bodySeed, b = 0x01000193 ^ bodySeed;
+  for (const byte of bytes) {
+    a = Math.imul(a ^ byte, 0x01000193);
+    b = Math.imul(b ^ byte, 0x5bd1e995);
+  }
+  return (b >>> 0) * 0x200000 + ((a >>> 0) & 0x1fffff);
+}
+
+function forgetOld(now) {
+  for (const [slot, memory] of seen) {
+    if (memory.since + SEEN_FOR_MS > now) break;
+    seen.delete(slot);
+  }
+}
+
+// What memory says of this solution: undefined (new: go on), or the answer.
+function recall(slot, digest, key, cors, now) {
+  forgetOld(now);
+  const memory = seen.get(slot);
+  if (memory === undefined) return undefined;
+  if (memory.receipt === null) {
+    // Past its forward's deadline it ended one way or another.
+    if (now - memory.since >= IN_FLIGHT_MS) return void seen.delete(slot);
+    return problem(503, "entry_in_progress", "This entry is being stored",
+      "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
+      { idempotency_key: key }, { "retry-after": "1", "idempotency-key": key, ...cors });
+  }
+  if (memory.body !== digest) {
+    return problem(409, "idempotency_key_reused", "This key was already used for a different entry",
+      "Start a new entry; the key belongs to an earlier, different submission.", {}, cors);
+  }
+  return accepted(memory.receipt, memory.region, key, true, cors);
+}
+
+// The request with this solution was admitted and is under way.
+function start(slot, digest, now) {
+  forgetOld(now);
+  while (seen.size >= MAX_SEEN) seen.delete(seen.keys().next().value);
+  seen.set(slot, { body: digest, since: now, receipt: null, region: null });
+}
+
+// It ended accepted (a receipt id), or otherwise (null: forgotten, so a retry goes through).
+function end(slot, receipt, region) {
+  if (receipt === null) return void seen.delete(slot);
+  const memory = seen.get(slot);
+  if (memory !== undefined) [memory.receipt, memory.region] = [receipt, region];
+}
+
+// How long a stored entry's forward takes here, smoothed over the last dozens: what a decoy waits.
+let forwardMs = FIRST_FORWARD_MS;
+
+// Signs and forwards to the region's origins in order, and answers as harbour does: the answer,
+// and the receipt id when it was accepted.
 async function forward(target, region, campaign, entry, ctx) {
   const { key, fieldsJson, received, placed, rate, cors } = ctx;
   const requestId = received.toString(16).padStart(11, "0") + hex(crypto.getRandomValues(new Uint8Array(8)));
-  const body = `{"campaign":${JSON.stringify(campaign.id)},"fields":${fieldsJson},"received_at_ms":${received},"region":${JSON.stringify(region.id)},` +
+  const notice = `{"locale":${JSON.stringify(entry.notice.locale)},"version":${JSON.stringify(entry.notice.version)}}`;
+  const body = `{"campaign":${JSON.stringify(campaign.id)},"fields":${fieldsJson},"notice":${notice},"received_at_ms":${received},"region":${JSON.stringify(region.id)},` +
     `"request_id":"${requestId}","signals":{"basis":"${placed.basis}","declared_country":${entry.declared ? `"${entry.declared}"` : "null"},"platform_country":${JSON.stringify(placed.platform)}}}`;
   const digest = hex(await crypto.subtle.digest("SHA-256", encoder.encode(body)));
   const canonical = `harbour-v1\nPOST\n${target.path}\n${received}\n${region.id}\n${key}\n${digest}`;
@@ -512,27 +706,29 @@ async function forward(target, region, campaign, entry, ctx) {
     if (status === 200 || status === 201) {
       const receipt = json(text)?.receipt;
       if (receipt?.region === region.id && typeof receipt.id === "string" && /^[A-Za-z0-9_-]{1,100}$/.test(receipt.id)) {
-        return accepted(receipt.id, region.id, key, status === 200, finish);
+        const took = Math.min(Math.max(Date.now() - received, 0), DEADLINE_MS);
+        forwardMs = Math.floor((forwardMs * 15 + took) / 16);
+        return [accepted(receipt.id, region.id, key, status === 200, finish), receipt.id];
       }
     } else if (status === 409) {
-      return json(text)?.code === "already_entered"
+      return [json(text)?.code === "already_entered"
         ? problem(409, "already_entered", "You have already entered", "This campaign takes one entry per person, and we already have yours.", {}, finish)
-        : problem(409, "idempotency_key_reused", "This key was already used for a different entry", "Start a new entry; the key belongs to an earlier, different submission.", {}, finish);
+        : problem(409, "idempotency_key_reused", "This key was already used for a different entry", "Start a new entry; the key belongs to an earlier, different submission.", {}, finish), null];
     }
     console.error(JSON.stringify({ msg: "peer.origin_refused", status, region: region.id }));
-    return problem(502, "origin_error", "Your entry could not be stored", "The storage service did not accept it. Please try again later with the same Idempotency-Key.",
-      { idempotency_key: key }, { ...retryable, ...finish });
+    return [problem(502, "origin_error", "Your entry could not be stored", "The storage service did not accept it. Please try again later with the same Idempotency-Key.",
+      { idempotency_key: key }, { ...retryable, ...finish }), null];
   }
   console.error(JSON.stringify({ msg: "peer.origins_unavailable", region: region.id, busy: busyMs !== null }));
   if (busyMs !== null) {
     giveBack(campaign, region, ctx.grant, Date.now());
     const s = seconds(busyMs || BUSY_DEFAULT_MS);
-    return problem(503, "origins_busy", "Lots of entries right now",
+    return [problem(503, "origins_busy", "Lots of entries right now",
       "Your entry was not stored yet. Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-      { idempotency_key: key, retry_after_s: s }, { "retry-after": String(s), "idempotency-key": key, ...finish });
+      { idempotency_key: key, retry_after_s: s }, { "retry-after": String(s), "idempotency-key": key, ...finish }), null];
   }
-  return problem(503, "region_unavailable", "Your entry could not be stored right now",
-    "Please try again shortly with the same Idempotency-Key; it will not be stored twice.", { idempotency_key: key }, { ...retryable, ...finish });
+  return [problem(503, "region_unavailable", "Your entry could not be stored right now",
+    "Please try again shortly with the same Idempotency-Key; it will not be stored twice.", { idempotency_key: key }, { ...retryable, ...finish }), null];
 }
 
 async function submit(request, env, campaign, cors, now) {
@@ -551,7 +747,8 @@ async function submit(request, env, campaign, cors, now) {
   const declaredLength = request.headers.get("content-length");
   if (declaredLength !== null && !(Number(declaredLength) <= policy.max_body_bytes)) return tooLarge();
   const key = request.headers.get("idempotency-key");
-  const refused = await checkChallenge(secrets.form, campaign, request.headers.get("harbour-challenge"), key, now, cors);
+  const solution = request.headers.get("harbour-challenge");
+  const refused = await checkChallenge(secrets.form, campaign, solution, key, now, cors);
   if (refused) return refused;
   let bytes;
   try {
@@ -560,33 +757,57 @@ async function submit(request, env, campaign, cors, now) {
     return problem(400, "body_incomplete", "Incomplete submission", "the body ended early; please send it again", {}, cors);
   }
   if (bytes.byteLength > policy.max_body_bytes) return tooLarge();
+  // The work covers the key, but two keys can share a token and a nonce: both make the slot.
+  const slot = `${solution}\n${key}`;
+  const digest = bodyDigest(new Uint8Array(bytes));
+  const remembered = recall(slot, digest, key, cors, now);
+  if (remembered) return remembered;
   const parsed = parseBody(media === "application/json", bytes);
   if (parsed.error) return problem(400, parsed.error[0], "Unreadable submission", parsed.error[1], {}, cors);
-  const entry = validate(campaign, parsed.pairs);
+  const entry = validate(campaign, parsed.pairs, request.headers.get("harbour-notice"));
   if (entry.errors.length) return invalidFields(entry.errors, cors);
   const placed = place(request.cf?.country, entry.declared);
+  const signal = campaign.signal ?? "country";
   if (placed.refused === "residency_conflict") {
-    return invalidFields([fieldError(campaign.signal ?? "country", "residency_conflict",
+    return invalidFields([fieldError(signal, "residency_conflict",
       "entries from where you are cannot be stored under the data-protection law of the country you chose; choose the country you are in")], cors);
   }
   if (placed.refused) return problem(403, placed.refused, "Entries cannot be accepted from here", "this campaign cannot determine where your entry may be stored", {}, cors);
   const region = placed.region;
+  if (placed.moved && entry.confirmed !== region.id) {
+    return invalidFields([fieldError(signal, "storage_unconfirmed",
+      "entries for the country you chose are stored in another region than the one you are connecting from; confirm where your entry will be stored to go on")], cors);
+  }
   const grant = admit(campaign, region, clientText(request.headers.get("cf-connecting-ip")), now);
   if (grant.refusal) return rateLimited(...grant.refusal, cors);
+  start(slot, digest, now);
+  let receipt = null;
+  try {
+    const [answer, id] = await admitted(env, campaign, region, entry, { key, slot, received: now, placed, cors, grant });
+    receipt = id;
+    return answer;
+  } finally {
+    end(slot, receipt, region.id);
+  }
+}
+
+// An entry the isolate's limits admitted: the location's binding, then the decoy or the forward.
+async function admitted(env, campaign, region, entry, ctx) {
+  const { key, grant, cors } = ctx;
   const location = await consultLocation(env, grant.consult);
-  const later = Math.max(Date.now(), now);
+  const later = Math.max(Date.now(), ctx.received);
   const q = grant.force.perClient;
   if (location === "refused") {
     giveBack(campaign, region, grant, later);
-    return rateLimited("location", q, q.window, cors);
+    return [rateLimited("location", q, q.window, cors), null];
   }
   if (location === "unavailable") {
     console.error(JSON.stringify({ msg: "peer.location_limit_unavailable", binding: grant.consult.binding }));
     if (grant.force.failClosed) {
       giveBack(campaign, region, grant, later);
-      return problem(503, "location_limit_unavailable", "Your entry could not be taken right now",
+      return [problem(503, "location_limit_unavailable", "Your entry could not be taken right now",
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-        { idempotency_key: key, retry_after_s: UNAVAILABLE_RETRY_S }, { "retry-after": String(UNAVAILABLE_RETRY_S), "idempotency-key": key, ...cors });
+        { idempotency_key: key, retry_after_s: UNAVAILABLE_RETRY_S }, { "retry-after": String(UNAVAILABLE_RETRY_S), "idempotency-key": key, ...cors }), null];
     }
   }
   const locationPolicy = location === "admitted" && bindingName(q) !== "HARBOUR_RL_INEXPRESSIBLE" ? `, "location";q=${q.burst};w=${q.window / 1000}` : "";
@@ -594,10 +815,18 @@ async function submit(request, env, campaign, cors, now) {
     "ratelimit-policy": `"client";q=${q.burst};w=${seconds(q.window)}${locationPolicy}`,
     ratelimit: `"client";r=${grant.remaining};t=${seconds(grant.reset)}`,
   };
-  if (entry.honeypot) return accepted(`${region.id}-${hex(crypto.getRandomValues(new Uint8Array(8)))}`, region.id, key, false, { ...rate, ...cors });
+  if (entry.honeypot) {
+    // A decoy: remembered like a real receipt (a resend gets the same id), sent after about as
+    // long as a real forward takes here (±25 %), or its speed would tell it apart.
+    const id = `${region.id}-${hex(crypto.getRandomValues(new Uint8Array(8)))}`;
+    end(ctx.slot, id, region.id);
+    const spread = crypto.getRandomValues(new Uint32Array(1))[0] % 51;
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(forwardMs * (75 + spread) / 100)));
+    return [accepted(id, region.id, key, false, { ...rate, ...cors }), id];
+  }
   const sorted = entry.fields.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const fieldsJson = JSON.stringify(Object.fromEntries(sorted));
-  return forward(secrets.targets[region.index], region, campaign, entry, { key, fieldsJson, received: now, placed, rate, cors, grant });
+  return forward(secrets.targets[region.index], region, campaign, entry, { ...ctx, fieldsJson, rate });
 }
 
 let latest = 0;
@@ -621,7 +850,7 @@ export default {
     const method = request.method;
     if (match[2] !== undefined) {
       if (method !== "GET" && method !== "HEAD") return problem(405, "method_not_allowed", "Method not allowed", "use GET, HEAD", {}, { allow: "GET, HEAD" });
-      return describe(secrets.form, campaign, url, now);
+      return describe(secrets.form, campaign, request, now);
     }
     if (method !== "POST" && method !== "OPTIONS") return problem(405, "method_not_allowed", "Method not allowed", "use POST, OPTIONS", {}, { allow: "POST, OPTIONS" });
     const origin = request.headers.get("origin");
@@ -635,7 +864,10 @@ export default {
     if (method === "OPTIONS") {
       return new Response(null, {
         status: 204,
-        headers: { "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type, idempotency-key, harbour-challenge", "access-control-max-age": "600", ...cors },
+        headers: {
+          "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type, idempotency-key, harbour-challenge, harbour-notice",
+          "access-control-max-age": "600", "x-content-type-options": NOSNIFF, ...cors,
+        },
       });
     }
     return submit(request, env, campaign, cors, now);
