@@ -84,15 +84,62 @@ const FIRST_FORWARD_MS = 40;
 const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-const hex = (bytes) => {
+// Hex of the first `count` bytes (all when omitted).
+const hex = (buffer, count) => {
+  const bytes = new Uint8Array(buffer);
+  const n = count ?? bytes.length;
   let out = "";
-  for (const b of new Uint8Array(bytes)) out += HEX_BYTE[b];
+  for (let i = 0; i < n; i++) out += HEX_BYTE[bytes[i]];
   return out;
 };
+// Every regular expression once per isolate: a literal in a function is a new object per call.
+const ROUTE = /^\/api\/campaigns\/(?:([^/]+)\/submissions|([^/]+))$/;
+const DIGITS = /^\d{1,20}$/;
+const BITS = /^\d{1,3}$/;
+const RECEIPT_ID = /^[A-Za-z0-9_-]{1,100}$/;
+const ASCII = /^[\x00-\x7f]*$/;
+const IP_CHARS = /^[0-9A-Fa-f:.]+$/;
+const DOUBLE_COLON = /::/g;
+const GROUP = /^[0-9A-Fa-f]{1,4}$/;
+const ALL_DIGITS = /^\d+$/;
+const UPPER = /[A-Z]+/g;
+const SIGNED_INTEGER = /^[+-]?\d+$/;
+const ALPHA2 = /^[A-Za-z]{2}$/;
+const LOCALE_TAG = /^[A-Za-z0-9-]*$/;
+const NO_SLASHES_AT_END = /\/+$/;
+const LIST = /[ ,]+/;
+// Text to hash or sign, written into one reused buffer: crypto.subtle copies its input before
+// it returns, so the next call may overwrite it.
+let scratch = new Uint8Array(1024);
+function utf8(text) {
+  if (text.length * 3 > scratch.length) scratch = new Uint8Array(text.length * 3);
+  return scratch.subarray(0, encoder.encodeInto(text, scratch).written);
+}
+// Random bytes as hex from a pool refilled 4 KB at a time: one platform call per 512 ids.
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+function randomHex(count) {
+  if (poolAt + count > pool.length) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  let out = "";
+  for (const end = poolAt + count; poolAt < end; poolAt++) out += HEX_BYTE[pool[poolAt]];
+  return out;
+}
+function randomWord() {
+  if (poolAt + 4 > pool.length) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  const word = (pool[poolAt] | (pool[poolAt + 1] << 8) | (pool[poolAt + 2] << 16) | (pool[poolAt + 3] << 24)) >>> 0;
+  poolAt += 4;
+  return word;
+}
 const seconds = (ms) => Math.max(1, Math.ceil(ms / 1000));
 
 // The policy, indexed once per isolate.
-const regions = policy.regions.map((r, index) => ({ ...r, index, law: r.id !== policy.rest_of_world }));
+const regions = policy.regions.map((r, index) => ({ ...r, index, law: r.id !== policy.rest_of_world, quotedId: JSON.stringify(r.id) }));
 const regionById = new Map(regions.map((r) => [r.id, r]));
 const regionOf = new Map();
 for (const r of regions) for (const c of r.countries) regionOf.set(c, r);
@@ -106,7 +153,8 @@ const campaigns = new Map(policy.campaigns.map((c) => {
   const challenge = c.challenge ?? DEFAULT_CHALLENGE;
   return [c.id, {
     ...c,
-    fieldByName: new Map(c.fields.map((f) => [f.name, f])),
+    fieldByName: new Map(c.fields.map((f, index) => [f.name, Object.assign(f, { index, quotedName: `${JSON.stringify(f.name)}:` })])),
+    sortedFields: [...c.fields].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     signal: c.fields.find((f) => f.residency_signal)?.name,
     perClient,
     campaignQuota: quota(c.limits.campaign),
@@ -119,17 +167,37 @@ const campaigns = new Map(policy.campaigns.map((c) => {
     })),
     campaignCell: { tat: null },
     endsMs: Date.parse(c.ends),
+    challengeUrl: `/api/campaigns/${c.id}`,
+    quotedId: JSON.stringify(c.id),
     // The notice version of each locale, filled in by `setup`.
     versions: new Map(),
   }];
 }));
 const regionCells = regions.map(() => ({ tat: null }));
 for (const r of regions) r.budget &&= quota(r.budget);
+// Per limit in force, what a request under it reads: the binding's name, the location's
+// scope and the rate headers' policy parts.
+function limitsOf(campaign, force) {
+  const q = force.perClient;
+  force.binding = bindingName(q);
+  force.scope = force.id === null ? campaign.id : `${campaign.id}@${force.id}`;
+  const location = force.binding !== "HARBOUR_RL_INEXPRESSIBLE" ? `, "location";q=${q.burst};w=${q.window / 1000}` : "";
+  force.clientPolicy = `"client";q=${q.burst};w=${seconds(q.window)}`;
+  force.admittedPolicy = force.clientPolicy + location;
+  return force;
+}
+for (const campaign of campaigns.values()) {
+  campaign.ownLimits = limitsOf(campaign, {
+    id: null, period: 0, perClient: campaign.perClient, failClosed: campaign.failClosed, bits: campaign.challenge.difficulty_bits,
+  });
+  for (const w of campaign.windows) limitsOf(campaign, w);
+}
 
 // The limits in force for a campaign at `now`: its own or a surge window's.
 function inForce(campaign, now) {
-  for (const w of campaign.windows) if (w.start <= now && now < w.end) return w;
-  return { id: null, period: 0, perClient: campaign.perClient, failClosed: campaign.failClosed, bits: campaign.challenge.difficulty_bits };
+  const windows = campaign.windows;
+  for (let i = 0; i < windows.length; i++) if (windows[i].start <= now && now < windows[i].end) return windows[i];
+  return campaign.ownLimits;
 }
 
 function bindingName(q) {
@@ -142,11 +210,22 @@ function problem(status, code, title, detail, extra, headers) {
   return new Response(body, { status, headers: { "content-type": PROBLEM, "cache-control": "no-store", "x-content-type-options": NOSNIFF, ...headers } });
 }
 
-function accepted(id, region, key, replayed, headers) {
-  const body = JSON.stringify({ status: "accepted", receipt: { id, region }, idempotency_key: key });
+// The 202, its headers written straight into one object: the rate headers (`rate` may be null)
+// and the CORS ones (none when `cors` is NO_CORS) after the fixed ones.
+function accepted(id, region, key, replayed, rate, cors) {
+  const body = `{"status":"accepted","receipt":{"id":${JSON.stringify(id)},"region":${JSON.stringify(region)}},"idempotency_key":${JSON.stringify(key)}}`;
   const h = { "content-type": "application/json", "cache-control": "no-store", "idempotency-key": key, "x-content-type-options": NOSNIFF };
   if (replayed) h["idempotent-replayed"] = "true";
-  return new Response(body, { status: 202, headers: { ...h, ...headers } });
+  if (rate !== null) {
+    h["ratelimit-policy"] = rate.policy;
+    h.ratelimit = rate.limit;
+  }
+  if (cors !== NO_CORS) {
+    h["access-control-allow-origin"] = cors["access-control-allow-origin"];
+    h["access-control-expose-headers"] = RATE_EXPOSED;
+    h.vary = "origin";
+  }
+  return new Response(body, { status: 202, headers: h });
 }
 
 // Secrets imported once per isolate (the environment is only known at the first request).
@@ -156,8 +235,8 @@ async function setup(env) {
   const targets = [];
   for (const region of regions) {
     const name = region.id.toUpperCase().replaceAll("-", "_");
-    const urls = (env[`HARBOUR_ORIGINS_${name}`] ?? "").split(/[ ,]+/).filter(Boolean)
-      .map((base) => base.replace(/\/+$/, "") + "/v1/submissions");
+    const urls = (env[`HARBOUR_ORIGINS_${name}`] ?? "").split(LIST).filter(Boolean)
+      .map((base) => base.replace(NO_SLASHES_AT_END, "") + "/v1/submissions");
     if (!urls.length) throw new Error(`HARBOUR_ORIGINS_${name} is empty`);
     targets.push({ key: await hmac(env[`HARBOUR_KEY_${name}`]), urls, path: new URL(urls[0]).pathname });
   }
@@ -194,35 +273,49 @@ async function noticeVersion(campaign, locale) {
 // GCRA in integer units (ms × burst) counted from the isolate's first request, exact like
 // harbour's u128 arithmetic while it stays below 2^53 (years).
 let epoch = -1;
+// The cell's next theoretical arrival time when admitted (never negative), or minus the wait in ms.
 function gcra(q, tat, now) {
   const nowU = (now - epoch) * q.burst;
   const next = Math.max(tat ?? nowU, nowU) + q.window;
   const ahead = next - nowU;
-  if (ahead > q.tolerance) return { ok: false, wait: Math.ceil((ahead - q.tolerance) / q.burst) };
-  return { ok: true, next, remaining: Math.floor((q.tolerance - ahead) / q.window), reset: Math.ceil(ahead / q.burst) };
+  return ahead > q.tolerance ? -Math.ceil((ahead - q.tolerance) / q.burst) : next;
 }
 const refund = (q, tat, now) => Math.max(tat - q.window, (now - epoch) * q.burst);
 const clients = new Map(); // key → [tat, expires ms]
 
+// The client's, the campaign's and the region's limits, charged to all or none: the grant, or
+// the refusal of the layer that waits longest (of equal waits, the later layer).
 function admit(campaign, region, client, now) {
   const force = inForce(campaign, now);
   const slot = `${campaign.id}|${force.period}|${client}`;
-  const layers = [["client", force.perClient, clients.get(slot)?.[0]], ["campaign", campaign.campaignQuota, campaign.campaignCell.tat]];
-  if (region.budget) layers.push(["region", region.budget, regionCells[region.index].tat]);
-  const checks = layers.map(([, q, tat]) => gcra(q, tat, now));
-  let refused = -1;
-  checks.forEach((c, i) => { if (!c.ok && (refused < 0 || c.wait >= checks[refused].wait)) refused = i; });
-  if (refused >= 0) return { refusal: [layers[refused][0], layers[refused][1], checks[refused].wait] };
-  if (clients.size >= MAX_CLIENT_KEYS && !clients.has(slot)) {
-    for (const [k, [, expires]] of clients) if (expires <= now) clients.delete(k);
-    if (clients.size >= MAX_CLIENT_KEYS) clients.delete(clients.keys().next().value);
+  const cell = clients.get(slot);
+  const q = force.perClient;
+  const own = gcra(q, cell === undefined ? undefined : cell[0], now);
+  const shared = gcra(campaign.campaignQuota, campaign.campaignCell.tat, now);
+  const budget = region.budget;
+  const regional = budget ? gcra(budget, regionCells[region.index].tat, now) : 0;
+  if (own < 0 || shared < 0 || regional < 0) {
+    const refusal = { refusal: true, layer: "client", q, wait: own < 0 ? -own : 0 };
+    if (shared < 0 && -shared >= refusal.wait) [refusal.layer, refusal.q, refusal.wait] = ["campaign", campaign.campaignQuota, -shared];
+    if (regional < 0 && -regional >= refusal.wait) [refusal.layer, refusal.q, refusal.wait] = ["region", budget, -regional];
+    return refusal;
   }
-  clients.set(slot, [checks[0].next, now + checks[0].reset]);
-  campaign.campaignCell.tat = checks[1].next;
-  if (region.budget) regionCells[region.index].tat = checks[2].next;
-  let key = campaign.id;
-  if (force.id !== null) key += `@${force.id}`;
-  return { force, slot, remaining: checks[0].remaining, reset: checks[0].reset, consult: { binding: bindingName(force.perClient), key, client } };
+  const ahead = own - (now - epoch) * q.burst;
+  const reset = Math.ceil(ahead / q.burst);
+  if (cell !== undefined) {
+    // In place: the Map keeps a key where it was first set, as set() on it would.
+    cell[0] = own;
+    cell[1] = now + reset;
+  } else {
+    if (clients.size >= MAX_CLIENT_KEYS) {
+      for (const [k, [, expires]] of clients) if (expires <= now) clients.delete(k);
+      if (clients.size >= MAX_CLIENT_KEYS) clients.delete(clients.keys().next().value);
+    }
+    clients.set(slot, [own, now + reset]);
+  }
+  campaign.campaignCell.tat = shared;
+  if (budget) regionCells[region.index].tat = regional;
+  return { refusal: false, force, slot, client, remaining: Math.floor((q.tolerance - ahead) / q.window), reset };
 }
 
 function giveBack(campaign, region, grant, now) {
@@ -240,16 +333,17 @@ function rateLimited(layer, q, waitMs, cors) {
 }
 
 // The location's binding: admitted, refused, or unavailable (a throw, or no answer in time).
-async function consultLocation(env, { binding, key: scope, client }) {
+const SILENT = {};
+async function consultLocation(env, grant) {
   // 128 bits of HMAC under the form key: the same client is the same key in every location, and
   // the platform's counter never sees an address.
-  const digest = await crypto.subtle.sign("HMAC", secrets.form, encoder.encode(CLIENT_DIGEST_PREFIX + client));
-  const key = `${scope} ${hex(digest).slice(0, 32)}`;
+  const digest = await crypto.subtle.sign("HMAC", secrets.form, utf8(CLIENT_DIGEST_PREFIX + grant.client));
+  const key = `${grant.force.scope} ${hex(digest, 16)}`;
   let timer;
-  const silence = new Promise((resolve) => { timer = setTimeout(() => resolve("unavailable"), CONSULT_TIMEOUT_MS); });
   try {
-    const asked = env[binding].limit({ key }).then((o) => o?.success === true ? "admitted" : o?.success === false ? "refused" : "unavailable");
-    return await Promise.race([asked, silence]);
+    const silence = new Promise((resolve) => { timer = setTimeout(resolve, CONSULT_TIMEOUT_MS, SILENT); });
+    const o = await Promise.race([env[grant.force.binding].limit({ key }), silence]);
+    return o?.success === true ? "admitted" : o?.success === false ? "refused" : "unavailable";
   } catch {
     return "unavailable";
   } finally {
@@ -263,7 +357,7 @@ function clientText(raw) {
   const ip = raw?.trim();
   if (!ip) return "unknown";
   if (V4.test(ip)) return ip;
-  if (!ip.includes(":") || !/^[0-9A-Fa-f:.]+$/.test(ip) || (ip.match(/::/g)?.length ?? 0) > 1) return "unknown";
+  if (!ip.includes(":") || !IP_CHARS.test(ip) || (ip.match(DOUBLE_COLON)?.length ?? 0) > 1) return "unknown";
   let [head, tail] = ip.includes("::") ? ip.split("::") : [ip, null];
   const parts = (s) => (s ? s.split(":") : []);
   let h = parts(head), t = parts(tail ?? "");
@@ -278,7 +372,7 @@ function clientText(raw) {
   const fill = groupsWanted - h.length - t.length;
   if ((tail === null && fill !== 0) || (tail !== null && fill < 1)) return "unknown";
   const groups = [...h, ...Array(tail === null ? 0 : fill).fill("0"), ...t];
-  if (!groups.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return "unknown";
+  if (!groups.every((g) => GROUP.test(g))) return "unknown";
   const n = groups.map((g) => parseInt(g, 16));
   // An IPv4-mapped address (::ffff:a.b.c.d, also written in hex) is its IPv4 client.
   if (n.slice(0, 5).every((x) => x === 0) && n[5] === 0xffff) {
@@ -287,7 +381,16 @@ function clientText(raw) {
   return n.slice(0, 4).map((x) => x.toString(16)).join(":") + "::/64";
 }
 
-const utf8Length = (s) => (/^[\x00-\x7f]*$/.test(s) ? s.length : encoder.encode(s).length);
+const utf8Length = (s) => (ASCII.test(s) ? s.length : encoder.encode(s).length);
+// Code points, counted only when UTF-16 units could exceed them (never more units than points).
+function codePoints(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff || i === 0 || (s.charCodeAt(i - 1) & 0xfc00) !== 0xd800) n++;
+  }
+  return n;
+}
 const blank = (v) => v === null || v === undefined || (typeof v === "string" && v.trim() === "");
 
 function fieldError(field, code, detail) {
@@ -298,7 +401,7 @@ function cleanText(f, value, errors) {
   const t = value.trim();
   if (FORBIDDEN.test(t)) return void errors.push(fieldError(f.name, "invalid_characters", "remove control or invisible formatting characters"));
   const max = f.max_length ?? DEFAULT_MAX_LENGTH;
-  if ([...t].length > max) return void errors.push(fieldError(f.name, "too_long", `use at most ${max} characters`));
+  if (t.length > max && codePoints(t) > max) return void errors.push(fieldError(f.name, "too_long", `use at most ${max} characters`));
   return t;
 }
 
@@ -313,10 +416,13 @@ function normaliseEmail(t) {
   for (const l of labels) {
     if (!l || utf8Length(l) > 63 || l.startsWith("-") || l.endsWith("-") || !LABEL.test(l)) return undefined;
   }
-  const tld = labels.at(-1);
-  if ([...tld].length < 2 || /^\d+$/.test(tld)) return undefined;
-  return `${local}@${domain.replace(/[A-Z]+/g, (s) => s.toLowerCase())}`;
+  const tld = labels[labels.length - 1];
+  if ((tld.length < 4 && codePoints(tld) < 2) || ALL_DIGITS.test(tld)) return undefined;
+  // Only ASCII letters are lowered (toLowerCase would lower others too).
+  return `${local}@${ASCII.test(domain) ? domain.toLowerCase() : domain.replace(UPPER, lower)}`;
 }
+
+const lower = (s) => s.toLowerCase();
 
 const TRUE_WORDS = new Map([["true", true], ["on", true], ["1", true], ["yes", true], ["false", false], ["off", false], ["0", false], ["no", false]]);
 
@@ -348,7 +454,7 @@ function checkField(f, value, errors) {
     }
     case "integer": {
       const n = typeof value === "number" ? (Number.isInteger(value) ? value : NaN)
-        : typeof value === "string" && /^[+-]?\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+        : typeof value === "string" && SIGNED_INTEGER.test(value.trim()) ? Number(value.trim()) : NaN;
       if (!Number.isSafeInteger(n)) return wrong();
       const min = f.min ?? null, max = f.max ?? null;
       if ((min !== null && n < min) || (max !== null && n > max)) {
@@ -360,7 +466,7 @@ function checkField(f, value, errors) {
     case "country": {
       if (typeof value !== "string") return wrong();
       const code = value.trim();
-      if (/^[A-Za-z]{2}$/.test(code) && COUNTRIES.has(code.toUpperCase())) return code.toUpperCase();
+      if (ALPHA2.test(code) && COUNTRIES.has(code.toUpperCase())) return code.toUpperCase();
       return void errors.push(fieldError(f.name, "invalid_country", "choose a country (ISO 3166-1 alpha-2 code)"));
     }
   }
@@ -384,7 +490,11 @@ function parseBody(json, bytes) {
       return { error: ["malformed_body", "the body is not valid JSON"] };
     }
     if (value === null || typeof value !== "object" || Array.isArray(value)) return { error: ["malformed_body", "the body must be one JSON object"] };
-    pairs = Object.entries(value);
+    // The object itself, not its entries as arrays: validate reads its members in order.
+    let count = 0;
+    for (const _ in value) count++;
+    if (count > MAX_KEYS) return { error: ["too_many_keys", `a submission has at most ${MAX_KEYS} keys`] };
+    return { object: value };
   } else {
     pairs = [];
     for (const part of text.split("&")) {
@@ -408,34 +518,54 @@ function parseBody(json, bytes) {
 
 // The fields against the campaign's rules and the notice against its current version: every
 // error at once, the notice's last.
-function validate(campaign, pairs, noticeHeader) {
-  const errors = [];
-  const values = new Map();
-  let honeypot = false;
-  let confirmed = null;
-  for (const [key, value] of pairs) {
-    if (key === campaign.honeypot) honeypot ||= !blank(value);
-    // A reserved member, not a field: the region the visitor confirmed storage in.
-    else if (key === CONFIRM_REGION) confirmed = typeof value === "string" ? value : null;
-    else if (campaign.fieldByName.has(key)) values.set(key, value);
-    else errors.push(fieldError(key, "unknown_field", "this field is not part of the form"));
+// One member of the body: a field's value, the honeypot, the confirmed region, or an error.
+function take(campaign, entry, key, value) {
+  if (key === campaign.honeypot) entry.honeypot ||= !blank(value);
+  // A reserved member, not a field: the region the visitor confirmed storage in.
+  else if (key === CONFIRM_REGION) entry.confirmed = typeof value === "string" ? value : null;
+  else {
+    const f = campaign.fieldByName.get(key);
+    if (f !== undefined) entry.values[f.index] = value;
+    else entry.errors.push(fieldError(key, "unknown_field", "this field is not part of the form"));
   }
-  const fields = [];
-  let declared = null;
-  for (const f of campaign.fields) {
-    const value = values.get(f.name);
+}
+
+function validate(campaign, parsed, noticeHeader) {
+  const entry = { errors: [], values: new Array(campaign.fields.length), declared: null, honeypot: false, confirmed: null, notice: null, fieldsJson: "" };
+  if (parsed.object !== undefined) {
+    const object = parsed.object;
+    for (const key in object) take(campaign, entry, key, object[key]);
+  } else {
+    for (const [key, value] of parsed.pairs) take(campaign, entry, key, value);
+  }
+  const { errors, values } = entry;
+  const fields = campaign.fields;
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i];
+    const value = values[i];
     if (blank(value)) {
+      values[i] = undefined;
       if (f.required) errors.push(fieldError(f.name, "required", "this field is required"));
       continue;
     }
     const clean = checkField(f, typeof value === "object" ? Symbol.for("nested") : value, errors);
-    if (clean === undefined) continue;
-    fields.push([f.name, clean]);
-    if (f.residency_signal) declared = clean;
+    values[i] = clean;
+    if (clean !== undefined && f.residency_signal) entry.declared = clean;
   }
   const notice = noticeShown(campaign, noticeHeader);
   if (notice.error) errors.push(notice.error);
-  return { errors, fields, declared, honeypot, confirmed, notice };
+  entry.notice = notice;
+  if (errors.length === 0) {
+    // The fields as the forwarded JSON object, keys sorted (harbour's canonical order).
+    let json = "{";
+    for (const f of campaign.sortedFields) {
+      const clean = values[f.index];
+      if (clean === undefined) continue;
+      json += (json.length > 1 ? "," : "") + f.quotedName + JSON.stringify(clean);
+    }
+    entry.fieldsJson = json + "}";
+  }
+  return entry;
 }
 
 // The notice a submission says its visitor was shown (`{locale}.{version}`), as
@@ -464,7 +594,8 @@ function place(platformRaw, declared) {
   let signal = null, region;
   if (p === "") signal = "missing";
   else if (p === "T1") signal = "tor";
-  else if (!/^[A-Z]{2}$/.test(p) || !COUNTRIES.has(p)) signal = "unknown";
+  // The set holds only assigned two-letter codes in capitals.
+  else if (!COUNTRIES.has(p)) signal = "unknown";
   let basis = "platform";
   if (signal) {
     const action = policy.signals[signal];
@@ -493,12 +624,16 @@ function place(platformRaw, declared) {
 }
 
 // The proof of work, checked as crates/core/src/phase/challenge.rs does; null when it passes, else the answer.
+function refuseWork(campaign, cors, status, code, title, detail) {
+  return problem(status, code, title, detail, { challenge_url: campaign.challengeUrl }, cors);
+}
+function invalidWork(campaign, cors, why) {
+  return refuseWork(campaign, cors, 403, "challenge_invalid", "Proof of work not accepted", why);
+}
+
 async function checkChallenge(form, campaign, solution, key, now, cors) {
-  const refuse = (status, code, title, detail) =>
-    problem(status, code, title, detail, { challenge_url: `/api/campaigns/${campaign.id}` }, cors);
-  const invalid = (why) => refuse(403, "challenge_invalid", "Proof of work not accepted", why);
   if (solution === null) {
-    return refuse(400, "challenge_required", "Proof of work required",
+    return refuseWork(campaign, cors, 400, "challenge_required", "Proof of work required",
       "solve the challenge from the form description and send Harbour-Challenge: {token}.{nonce} with your Idempotency-Key");
   }
   // The cheap checks first: length and shape, then the campaign, and only then the MAC.
@@ -506,30 +641,31 @@ async function checkChallenge(form, campaign, solution, key, now, cors) {
   const parts = text.split(".");
   const [id, expires, bits, salt, mac, nonce] = parts;
   const well = text.length <= MAX_SOLUTION_LENGTH && parts.length === 6 && id.length >= 1 && id.length <= 64 &&
-    /^\d{1,20}$/.test(expires) && (expires.length < 20 || expires <= "18446744073709551615") && /^\d{1,3}$/.test(bits) &&
+    DIGITS.test(expires) && (expires.length < 20 || expires <= "18446744073709551615") && BITS.test(bits) &&
     Number(bits) <= 255 && salt.length === 32 && HEX.test(salt) && mac.length === 32 && HEX.test(mac) &&
     nonce.length >= 1 && nonce.length <= 16 && HEX.test(nonce);
-  if (!well) return invalid("the Harbour-Challenge header is not {token}.{nonce}");
-  if (id !== campaign.id) return invalid("the challenge was issued for another campaign");
+  if (!well) return invalidWork(campaign, cors, "the Harbour-Challenge header is not {token}.{nonce}");
+  if (id !== campaign.id) return invalidWork(campaign, cors, "the challenge was issued for another campaign");
   const signed = `${id}.${expires}.${bits}.${salt}`;
-  const expected = new Uint8Array(await crypto.subtle.sign("HMAC", form, encoder.encode(`harbour-challenge-v1\n${signed}`)));
+  // The MAC compared as lowercase hex (the shape check above), every character looked at.
+  const expected = hex(await crypto.subtle.sign("HMAC", form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
   let difference = 0;
-  for (let i = 0; i < 16; i++) difference |= expected[i] ^ parseInt(mac.slice(2 * i, 2 * i + 2), 16);
-  if (difference !== 0) return invalid("the challenge was not issued here");
+  for (let i = 0; i < 32; i++) difference |= expected.charCodeAt(i) ^ mac.charCodeAt(i);
+  if (difference !== 0) return invalidWork(campaign, cors, "the challenge was not issued here");
   if (now > Number(expires) || Number(bits) < inForce(campaign, now).bits) {
-    return refuse(403, "challenge_expired", "Challenge expired",
+    return refuseWork(campaign, cors, 403, "challenge_expired", "Challenge expired",
       "fetch a fresh challenge from the form description, solve it and send again with the same Idempotency-Key");
   }
   if (key === null || !KEY_SHAPE.test(key)) {
-    return invalid("a solution covers the Idempotency-Key it was solved for: send that key (16-64 of A-Z a-z 0-9 - _)");
+    return invalidWork(campaign, cors, "a solution covers the Idempotency-Key it was solved for: send that key (16-64 of A-Z a-z 0-9 - _)");
   }
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(`${signed}.${mac}\n${key}\n${nonce}`)));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8(`${signed}.${mac}\n${key}\n${nonce}`)));
   let zeros = 0;
-  for (const byte of digest) {
-    zeros += Math.clz32(byte) - 24;
-    if (byte !== 0) break;
+  for (let i = 0; i < digest.length; i++) {
+    zeros += Math.clz32(digest[i]) - 24;
+    if (digest[i] !== 0) break;
   }
-  return zeros >= Number(bits) ? null : invalid("the solution does not meet the challenge's difficulty for this Idempotency-Key");
+  return zeros >= Number(bits) ? null : invalidWork(campaign, cors, "the solution does not meet the challenge's difficulty for this Idempotency-Key");
 }
 
 // The value of `name` in a URL's query when it is made of plain characters (a locale tag), as
@@ -542,7 +678,7 @@ function queryParam(url, name) {
     const eq = pair.indexOf("=");
     if (eq >= 0 && pair.slice(0, eq) === name) {
       const value = pair.slice(eq + 1);
-      return /^[A-Za-z0-9-]*$/.test(value) ? value : null;
+      return LOCALE_TAG.test(value) ? value : null;
     }
   }
   return null;
@@ -581,9 +717,9 @@ async function describe(form, campaign, request, now) {
     return out;
   });
   const bits = inForce(campaign, now).bits;
-  const salt = hex(crypto.getRandomValues(new Uint8Array(16)));
+  const salt = randomHex(16);
   const signed = `${campaign.id}.${now + campaign.challenge.valid_ms}.${bits}.${salt}`;
-  const mac = hex(await crypto.subtle.sign("HMAC", form, encoder.encode(`harbour-challenge-v1\n${signed}`))).slice(0, 32);
+  const mac = hex(await crypto.subtle.sign("HMAC", form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
   const notice = campaign.notice;
   const body = {
     id: campaign.id, lang, title: texts?.title ?? campaign.title, intro: texts?.intro ?? campaign.intro ?? null, fields,
@@ -628,14 +764,15 @@ let bodySeed = 0;
 // A 53-bit digest of the body's bytes (two 32-bit FNV-style lanes, seeded per isolate).
 function bodyDigest(bytes) {
   let a = 0x811c9dc5 ^ bodySeed, b = 0x01000193 ^ bodySeed;
-  for (const byte of bytes) {
-    a = Math.imul(a ^ byte, 0x01000193);
-    b = Math.imul(b ^ byte, 0x5bd1e995);
+  for (let i = 0; i < bytes.length; i++) {
+    a = Math.imul(a ^ bytes[i], 0x01000193);
+    b = Math.imul(b ^ bytes[i], 0x5bd1e995);
   }
   return (b >>> 0) * 0x200000 + ((a >>> 0) & 0x1fffff);
 }
 
 function forgetOld(now) {
+  if (seen.size === 0) return;
   for (const [slot, memory] of seen) {
     if (memory.since + SEEN_FOR_MS > now) break;
     seen.delete(slot);
@@ -658,12 +795,12 @@ function recall(slot, digest, key, cors, now) {
     return problem(409, "idempotency_key_reused", "This key was already used for a different entry",
       "Start a new entry; the key belongs to an earlier, different submission.", {}, cors);
   }
-  return accepted(memory.receipt, memory.region, key, true, cors);
+  return accepted(memory.receipt, memory.region, key, true, null, cors);
 }
 
-// The request with this solution was admitted and is under way.
+// The request with this solution was admitted and is under way (`recall` just forgot the old
+// ones at the same `now`).
 function start(slot, digest, now) {
-  forgetOld(now);
   while (seen.size >= MAX_SEEN) seen.delete(seen.keys().next().value);
   seen.set(slot, { body: digest, since: now, receipt: null, region: null });
 }
@@ -680,18 +817,16 @@ let forwardMs = FIRST_FORWARD_MS;
 
 // Signs and forwards to the region's origins in order, and answers as harbour does: the answer,
 // and the receipt id when it was accepted.
-async function forward(target, region, campaign, entry, ctx) {
-  const { key, fieldsJson, received, placed, rate, cors } = ctx;
-  const requestId = received.toString(16).padStart(11, "0") + hex(crypto.getRandomValues(new Uint8Array(8)));
+async function forward(target, region, campaign, entry, ctx, rate) {
+  const { key, received, placed, cors } = ctx;
+  const requestId = received.toString(16).padStart(11, "0") + randomHex(8);
   const notice = `{"locale":${JSON.stringify(entry.notice.locale)},"version":${JSON.stringify(entry.notice.version)}}`;
-  const body = `{"campaign":${JSON.stringify(campaign.id)},"fields":${fieldsJson},"notice":${notice},"received_at_ms":${received},"region":${JSON.stringify(region.id)},` +
+  const body = `{"campaign":${campaign.quotedId},"fields":${entry.fieldsJson},"notice":${notice},"received_at_ms":${received},"region":${region.quotedId},` +
     `"request_id":"${requestId}","signals":{"basis":"${placed.basis}","declared_country":${entry.declared ? `"${entry.declared}"` : "null"},"platform_country":${JSON.stringify(placed.platform)}}}`;
-  const digest = hex(await crypto.subtle.digest("SHA-256", encoder.encode(body)));
+  const digest = hex(await crypto.subtle.digest("SHA-256", utf8(body)));
   const canonical = `harbour-v1\nPOST\n${target.path}\n${received}\n${region.id}\n${key}\n${digest}`;
-  const mac = hex(await crypto.subtle.sign("HMAC", target.key, encoder.encode(canonical)));
+  const mac = hex(await crypto.subtle.sign("HMAC", target.key, utf8(canonical)));
   const headers = { "content-type": "application/json", "idempotency-key": key, "x-harbour-signature": `t=${received},r=${region.id},v1=${mac}` };
-  const finish = { ...rate, ...cors };
-  const retryable = { "retry-after": String(UNAVAILABLE_RETRY_S), "idempotency-key": key };
   let busyMs = null;
   for (let i = 0; i < target.urls.length; i++) {
     const left = received + DEADLINE_MS - Date.now();
@@ -705,19 +840,19 @@ async function forward(target, region, campaign, entry, ctx) {
     const [status, text] = answer;
     if (status === 200 || status === 201) {
       const receipt = json(text)?.receipt;
-      if (receipt?.region === region.id && typeof receipt.id === "string" && /^[A-Za-z0-9_-]{1,100}$/.test(receipt.id)) {
+      if (receipt?.region === region.id && typeof receipt.id === "string" && RECEIPT_ID.test(receipt.id)) {
         const took = Math.min(Math.max(Date.now() - received, 0), DEADLINE_MS);
         forwardMs = Math.floor((forwardMs * 15 + took) / 16);
-        return [accepted(receipt.id, region.id, key, status === 200, finish), receipt.id];
+        return [accepted(receipt.id, region.id, key, status === 200, rate, cors), receipt.id];
       }
     } else if (status === 409) {
       return [json(text)?.code === "already_entered"
-        ? problem(409, "already_entered", "You have already entered", "This campaign takes one entry per person, and we already have yours.", {}, finish)
-        : problem(409, "idempotency_key_reused", "This key was already used for a different entry", "Start a new entry; the key belongs to an earlier, different submission.", {}, finish), null];
+        ? problem(409, "already_entered", "You have already entered", "This campaign takes one entry per person, and we already have yours.", {}, finish(rate, cors))
+        : problem(409, "idempotency_key_reused", "This key was already used for a different entry", "Start a new entry; the key belongs to an earlier, different submission.", {}, finish(rate, cors)), null];
     }
     console.error(JSON.stringify({ msg: "peer.origin_refused", status, region: region.id }));
     return [problem(502, "origin_error", "Your entry could not be stored", "The storage service did not accept it. Please try again later with the same Idempotency-Key.",
-      { idempotency_key: key }, { ...retryable, ...finish }), null];
+      { idempotency_key: key }, { ...retryable(key), ...finish(rate, cors) }), null];
   }
   console.error(JSON.stringify({ msg: "peer.origins_unavailable", region: region.id, busy: busyMs !== null }));
   if (busyMs !== null) {
@@ -725,46 +860,58 @@ async function forward(target, region, campaign, entry, ctx) {
     const s = seconds(busyMs || BUSY_DEFAULT_MS);
     return [problem(503, "origins_busy", "Lots of entries right now",
       "Your entry was not stored yet. Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-      { idempotency_key: key, retry_after_s: s }, { "retry-after": String(s), "idempotency-key": key, ...finish }), null];
+      { idempotency_key: key, retry_after_s: s }, { "retry-after": String(s), "idempotency-key": key, ...finish(rate, cors) }), null];
   }
   return [problem(503, "region_unavailable", "Your entry could not be stored right now",
-    "Please try again shortly with the same Idempotency-Key; it will not be stored twice.", { idempotency_key: key }, { ...retryable, ...finish }), null];
+    "Please try again shortly with the same Idempotency-Key; it will not be stored twice.", { idempotency_key: key }, { ...retryable(key), ...finish(rate, cors) }), null];
 }
 
-async function submit(request, env, campaign, cors, now) {
-  const type = request.headers.get("content-type");
-  const [essence, ...params] = (type ?? "").split(";");
+// A failed forward's headers, built only when one fails.
+const finish = (rate, cors) => ({ "ratelimit-policy": rate.policy, ratelimit: rate.limit, ...cors });
+const retryable = (key) => ({ "retry-after": String(UNAVAILABLE_RETRY_S), "idempotency-key": key });
+
+const ACCEPT_POST = { "accept-post": "application/json, application/x-www-form-urlencoded" };
+// The media type a submission's Content-Type names (JSON or form), or null when it is neither or
+// not UTF-8.
+function mediaOf(type) {
+  if (type === "application/json") return "application/json";
+  if (type === null) return null;
+  const [essence, ...params] = type.split(";");
   const media = essence.trim().toLowerCase();
   const utf8 = params.every((p) => {
     const eq = p.indexOf("=");
     return eq < 0 || p.slice(0, eq).trim().toLowerCase() !== "charset" || p.slice(eq + 1).trim().replaceAll('"', "").toLowerCase() === "utf-8";
   });
-  if (type === null || !utf8 || (media !== "application/json" && media !== "application/x-www-form-urlencoded")) {
+  return utf8 && (media === "application/json" || media === "application/x-www-form-urlencoded") ? media : null;
+}
+
+async function submit(request, headers, env, campaign, cors, now) {
+  const media = mediaOf(headers.get("content-type"));
+  if (media === null) {
     return problem(415, "unsupported_media_type", "Unsupported content type", "send application/json or application/x-www-form-urlencoded (UTF-8)", {},
-      { "accept-post": "application/json, application/x-www-form-urlencoded", ...cors });
+      { ...ACCEPT_POST, ...cors });
   }
-  const tooLarge = () => problem(413, "body_too_large", "Submission too large", `a submission is at most ${policy.max_body_bytes} bytes`, {}, cors);
-  const declaredLength = request.headers.get("content-length");
-  if (declaredLength !== null && !(Number(declaredLength) <= policy.max_body_bytes)) return tooLarge();
-  const key = request.headers.get("idempotency-key");
-  const solution = request.headers.get("harbour-challenge");
+  const declaredLength = headers.get("content-length");
+  if (declaredLength !== null && !(Number(declaredLength) <= policy.max_body_bytes)) return tooLarge(cors);
+  const key = headers.get("idempotency-key");
+  const solution = headers.get("harbour-challenge");
   const refused = await checkChallenge(secrets.form, campaign, solution, key, now, cors);
   if (refused) return refused;
   let bytes;
   try {
-    bytes = await request.arrayBuffer();
+    bytes = new Uint8Array(await request.arrayBuffer());
   } catch {
     return problem(400, "body_incomplete", "Incomplete submission", "the body ended early; please send it again", {}, cors);
   }
-  if (bytes.byteLength > policy.max_body_bytes) return tooLarge();
+  if (bytes.byteLength > policy.max_body_bytes) return tooLarge(cors);
   // The work covers the key, but two keys can share a token and a nonce: both make the slot.
   const slot = `${solution}\n${key}`;
-  const digest = bodyDigest(new Uint8Array(bytes));
+  const digest = bodyDigest(bytes);
   const remembered = recall(slot, digest, key, cors, now);
   if (remembered) return remembered;
   const parsed = parseBody(media === "application/json", bytes);
   if (parsed.error) return problem(400, parsed.error[0], "Unreadable submission", parsed.error[1], {}, cors);
-  const entry = validate(campaign, parsed.pairs, request.headers.get("harbour-notice"));
+  const entry = validate(campaign, parsed, headers.get("harbour-notice"));
   if (entry.errors.length) return invalidFields(entry.errors, cors);
   const placed = place(request.cf?.country, entry.declared);
   const signal = campaign.signal ?? "country";
@@ -778,8 +925,8 @@ async function submit(request, env, campaign, cors, now) {
     return invalidFields([fieldError(signal, "storage_unconfirmed",
       "entries for the country you chose are stored in another region than the one you are connecting from; confirm where your entry will be stored to go on")], cors);
   }
-  const grant = admit(campaign, region, clientText(request.headers.get("cf-connecting-ip")), now);
-  if (grant.refusal) return rateLimited(...grant.refusal, cors);
+  const grant = admit(campaign, region, clientText(headers.get("cf-connecting-ip")), now);
+  if (grant.refusal) return rateLimited(grant.layer, grant.q, grant.wait, cors);
   start(slot, digest, now);
   let receipt = null;
   try {
@@ -791,43 +938,71 @@ async function submit(request, env, campaign, cors, now) {
   }
 }
 
+function tooLarge(cors) {
+  return problem(413, "body_too_large", "Submission too large", `a submission is at most ${policy.max_body_bytes} bytes`, {}, cors);
+}
+
 // An entry the isolate's limits admitted: the location's binding, then the decoy or the forward.
 async function admitted(env, campaign, region, entry, ctx) {
   const { key, grant, cors } = ctx;
-  const location = await consultLocation(env, grant.consult);
-  const later = Math.max(Date.now(), ctx.received);
-  const q = grant.force.perClient;
+  const location = await consultLocation(env, grant);
+  const force = grant.force;
+  const q = force.perClient;
   if (location === "refused") {
-    giveBack(campaign, region, grant, later);
+    giveBack(campaign, region, grant, Math.max(Date.now(), ctx.received));
     return [rateLimited("location", q, q.window, cors), null];
   }
   if (location === "unavailable") {
-    console.error(JSON.stringify({ msg: "peer.location_limit_unavailable", binding: grant.consult.binding }));
-    if (grant.force.failClosed) {
-      giveBack(campaign, region, grant, later);
+    console.error(JSON.stringify({ msg: "peer.location_limit_unavailable", binding: force.binding }));
+    if (force.failClosed) {
+      giveBack(campaign, region, grant, Math.max(Date.now(), ctx.received));
       return [problem(503, "location_limit_unavailable", "Your entry could not be taken right now",
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
         { idempotency_key: key, retry_after_s: UNAVAILABLE_RETRY_S }, { "retry-after": String(UNAVAILABLE_RETRY_S), "idempotency-key": key, ...cors }), null];
     }
   }
-  const locationPolicy = location === "admitted" && bindingName(q) !== "HARBOUR_RL_INEXPRESSIBLE" ? `, "location";q=${q.burst};w=${q.window / 1000}` : "";
   const rate = {
-    "ratelimit-policy": `"client";q=${q.burst};w=${seconds(q.window)}${locationPolicy}`,
-    ratelimit: `"client";r=${grant.remaining};t=${seconds(grant.reset)}`,
+    policy: location === "admitted" ? force.admittedPolicy : force.clientPolicy,
+    limit: `"client";r=${grant.remaining};t=${seconds(grant.reset)}`,
   };
   if (entry.honeypot) {
     // A decoy: remembered like a real receipt (a resend gets the same id), sent after about as
     // long as a real forward takes here (±25 %), or its speed would tell it apart.
-    const id = `${region.id}-${hex(crypto.getRandomValues(new Uint8Array(8)))}`;
+    const id = `${region.id}-${randomHex(8)}`;
     end(ctx.slot, id, region.id);
-    const spread = crypto.getRandomValues(new Uint32Array(1))[0] % 51;
+    const spread = randomWord() % 51;
     await new Promise((resolve) => setTimeout(resolve, Math.floor(forwardMs * (75 + spread) / 100)));
-    return [accepted(id, region.id, key, false, { ...rate, ...cors }), id];
+    return [accepted(id, region.id, key, false, rate, cors), id];
   }
-  const sorted = entry.fields.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const fieldsJson = JSON.stringify(Object.fromEntries(sorted));
-  return forward(secrets.targets[region.index], region, campaign, entry, { ...ctx, fieldsJson, rate });
+  return forward(secrets.targets[region.index], region, campaign, entry, ctx, rate);
 }
+
+// Routes by URL, remembered: a campaign's page sends every submission to one URL, so each is
+// parsed once. Bounded; the oldest goes first.
+const NO_ROUTE = { campaign: null, describe: false, origin: "" };
+const routes = new Map();
+const MAX_ROUTES = 256;
+function route(url) {
+  let found = routes.get(url);
+  if (found !== undefined) return found;
+  const parsed = new URL(url);
+  const match = ROUTE.exec(parsed.pathname);
+  if (match === null) found = NO_ROUTE;
+  else {
+    const campaign = campaigns.get(match[1] ?? match[2]);
+    found = campaign === undefined ? { campaign: null, describe: false, origin: "" }
+      : { campaign, describe: match[2] !== undefined, origin: parsed.origin };
+  }
+  if (routes.size >= MAX_ROUTES) routes.delete(routes.keys().next().value);
+  routes.set(url, found);
+  return found;
+}
+
+const NO_CORS = Object.freeze({});
+const PREFLIGHT = {
+  "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type, idempotency-key, harbour-challenge, harbour-notice",
+  "access-control-max-age": "600", "x-content-type-options": NOSNIFF,
+};
 
 let latest = 0;
 export default {
@@ -842,34 +1017,26 @@ export default {
       console.error(JSON.stringify({ msg: "peer.config_invalid", error: String(error) }));
       return problem(500, "config_invalid", "Service misconfigured", "This service cannot accept entries right now.", {}, {});
     }
-    const url = new URL(request.url);
-    const match = /^\/api\/campaigns\/(?:([^/]+)\/submissions|([^/]+))$/.exec(url.pathname);
-    if (!match) return problem(404, "not_found", "Not found", "no such resource", {}, {});
-    const campaign = campaigns.get(match[1] ?? match[2]);
-    if (!campaign) return problem(404, "not_found", "Not found", "no such campaign", {}, {});
+    const found = route(request.url);
+    if (found === NO_ROUTE) return problem(404, "not_found", "Not found", "no such resource", {}, {});
+    const campaign = found.campaign;
+    if (campaign === null) return problem(404, "not_found", "Not found", "no such campaign", {}, {});
     const method = request.method;
-    if (match[2] !== undefined) {
+    if (found.describe) {
       if (method !== "GET" && method !== "HEAD") return problem(405, "method_not_allowed", "Method not allowed", "use GET, HEAD", {}, { allow: "GET, HEAD" });
       return describe(secrets.form, campaign, request, now);
     }
     if (method !== "POST" && method !== "OPTIONS") return problem(405, "method_not_allowed", "Method not allowed", "use POST, OPTIONS", {}, { allow: "POST, OPTIONS" });
-    const origin = request.headers.get("origin");
-    let cors = {};
-    if (origin !== null && origin !== url.origin) {
+    const headers = request.headers;
+    const origin = headers.get("origin");
+    let cors = NO_CORS;
+    if (origin !== null && origin !== found.origin) {
       if (!campaign.allowed_origins?.includes(origin)) {
         return problem(403, "origin_not_allowed", "Cross-origin submission refused", "this page is not allowed to submit to this campaign", {}, {});
       }
       cors = { "access-control-allow-origin": origin, "access-control-expose-headers": RATE_EXPOSED, vary: "origin" };
     }
-    if (method === "OPTIONS") {
-      return new Response(null, {
-        status: 204,
-        headers: {
-          "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type, idempotency-key, harbour-challenge, harbour-notice",
-          "access-control-max-age": "600", "x-content-type-options": NOSNIFF, ...cors,
-        },
-      });
-    }
-    return submit(request, env, campaign, cors, now);
+    if (method === "OPTIONS") return new Response(null, { status: 204, headers: { ...PREFLIGHT, ...cors } });
+    return submit(request, headers, env, campaign, cors, now);
   },
 };
