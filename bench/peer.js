@@ -108,13 +108,88 @@ const ALPHA2 = /^[A-Za-z]{2}$/;
 const LOCALE_TAG = /^[A-Za-z0-9-]*$/;
 const NO_SLASHES_AT_END = /\/+$/;
 const LIST = /[ ,]+/;
-// Text to hash or sign, written into one reused buffer: crypto.subtle copies its input before
-// it returns, so the next call may overwrite it.
+// Text to hash or sign, written into one reused buffer (the hashes read it before they return).
 let scratch = new Uint8Array(1024);
 function utf8(text) {
   if (text.length * 3 > scratch.length) scratch = new Uint8Array(text.length * 3);
   return scratch.subarray(0, encoder.encodeInto(text, scratch).written);
 }
+// SHA-256 and HMAC-SHA-256 in JS (FIPS 180-4, RFC 2104): synchronous, so a submission's five
+// hashes cost no promise, no await and no copy into the platform each. An HMAC key is kept as
+// the hash states after its inner and outer pad blocks.
+const IV = Int32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+const K = Int32Array.of(
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+  0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+  0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+  0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+  0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+  0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2);
+const W = new Int32Array(64);
+const H = new Int32Array(8);
+const tail = new Uint8Array(128);
+
+// The 64-byte blocks of bytes[at..end] into the state h.
+function blocks(h, bytes, at, end) {
+  let h0 = h[0], h1 = h[1], h2 = h[2], h3 = h[3], h4 = h[4], h5 = h[5], h6 = h[6], h7 = h[7];
+  for (; at < end; at += 64) {
+    for (let i = 0, j = at; i < 16; i++, j += 4) W[i] = (bytes[j] << 24) | (bytes[j + 1] << 16) | (bytes[j + 2] << 8) | bytes[j + 3];
+    for (let i = 16; i < 64; i++) {
+      const x = W[i - 15], y = W[i - 2];
+      const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
+      const s1 = ((y >>> 17) | (y << 15)) ^ ((y >>> 19) | (y << 13)) ^ (y >>> 10);
+      W[i] = (W[i - 16] + s0 + W[i - 7] + s1) | 0;
+    }
+    let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, k = h7;
+    for (let i = 0; i < 64; i++) {
+      const t1 = (k + (((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7))) + ((e & f) ^ (~e & g)) + K[i] + W[i]) | 0;
+      const t2 = ((((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10))) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+      k = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+    }
+    h0 = (h0 + a) | 0; h1 = (h1 + b) | 0; h2 = (h2 + c) | 0; h3 = (h3 + d) | 0;
+    h4 = (h4 + e) | 0; h5 = (h5 + f) | 0; h6 = (h6 + g) | 0; h7 = (h7 + k) | 0;
+  }
+  h[0] = h0; h[1] = h1; h[2] = h2; h[3] = h3; h[4] = h4; h[5] = h5; h[6] = h6; h[7] = h7;
+}
+
+// The digest of `bytes` hashed on from `start`, a state after `before` bytes (whole blocks).
+function sha256(bytes, start = IV, before = 0) {
+  H.set(start);
+  const full = bytes.length - (bytes.length % 64);
+  blocks(H, bytes, 0, full);
+  const rest = bytes.length - full;
+  tail.fill(0);
+  tail.set(bytes.subarray(full), 0);
+  tail[rest] = 0x80;
+  const end = rest + 9 > 64 ? 128 : 64;
+  const bits = (before + bytes.length) * 8;
+  const high = Math.floor(bits / 0x100000000), low = bits >>> 0;
+  tail[end - 8] = high >>> 24; tail[end - 7] = high >>> 16; tail[end - 6] = high >>> 8; tail[end - 5] = high;
+  tail[end - 4] = low >>> 24; tail[end - 3] = low >>> 16; tail[end - 2] = low >>> 8; tail[end - 1] = low;
+  blocks(H, tail, 0, end);
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 8; i++) {
+    out[4 * i] = H[i] >>> 24; out[4 * i + 1] = H[i] >>> 16; out[4 * i + 2] = H[i] >>> 8; out[4 * i + 3] = H[i];
+  }
+  return out;
+}
+
+function hmacKey(secret) {
+  const raw = encoder.encode(secret);
+  const key = new Uint8Array(64);
+  key.set(raw.length > 64 ? sha256(raw) : raw);
+  const state = (pad) => {
+    const block = key.map((b) => b ^ pad);
+    const h = IV.slice();
+    blocks(h, block, 0, 64);
+    return h;
+  };
+  return { inner: state(0x36), outer: state(0x5c) };
+}
+
+const hmac = (key, bytes) => sha256(sha256(bytes, key.inner, 64), key.outer, 64);
+
 // Random bytes as hex from a pool refilled 4 KB at a time: one platform call per 512 ids.
 const pool = new Uint8Array(4096);
 let poolAt = pool.length;
@@ -231,20 +306,19 @@ function accepted(id, region, key, replayed, rate, cors) {
 // Secrets imported once per isolate (the environment is only known at the first request).
 let secrets = null;
 async function setup(env) {
-  const hmac = (secret) => crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const targets = [];
   for (const region of regions) {
     const name = region.id.toUpperCase().replaceAll("-", "_");
     const urls = (env[`HARBOUR_ORIGINS_${name}`] ?? "").split(LIST).filter(Boolean)
       .map((base) => base.replace(NO_SLASHES_AT_END, "") + "/v1/submissions");
     if (!urls.length) throw new Error(`HARBOUR_ORIGINS_${name} is empty`);
-    targets.push({ key: await hmac(env[`HARBOUR_KEY_${name}`]), urls, path: new URL(urls[0]).pathname });
+    targets.push({ key: hmacKey(env[`HARBOUR_KEY_${name}`]), urls, path: new URL(urls[0]).pathname });
   }
   bodySeed = crypto.getRandomValues(new Uint32Array(1))[0];
   for (const campaign of campaigns.values()) {
     for (const locale of LOCALES) campaign.versions.set(locale, await noticeVersion(campaign, locale));
   }
-  return { form: await hmac(env.HARBOUR_FORM_KEY), targets };
+  return { form: hmacKey(env.HARBOUR_FORM_KEY), targets };
 }
 
 const purposeIn = (campaign, locale) => campaign.texts?.[locale]?.notice?.purpose ?? campaign.notice.purpose;
@@ -267,7 +341,7 @@ async function noticeVersion(campaign, locale) {
     bytes.set(t, at + 8);
     at += 8 + t.length;
   }
-  return hex(await crypto.subtle.digest("SHA-256", bytes)).slice(0, 32);
+  return hex(sha256(bytes), 16);
 }
 
 // GCRA in integer units (ms × burst) counted from the isolate's first request, exact like
@@ -337,7 +411,7 @@ const SILENT = {};
 async function consultLocation(env, grant) {
   // 128 bits of HMAC under the form key: the same client is the same key in every location, and
   // the platform's counter never sees an address.
-  const digest = await crypto.subtle.sign("HMAC", secrets.form, utf8(CLIENT_DIGEST_PREFIX + grant.client));
+  const digest = hmac(secrets.form, utf8(CLIENT_DIGEST_PREFIX + grant.client));
   const key = `${grant.force.scope} ${hex(digest, 16)}`;
   let timer;
   try {
@@ -648,7 +722,7 @@ async function checkChallenge(form, campaign, solution, key, now, cors) {
   if (id !== campaign.id) return invalidWork(campaign, cors, "the challenge was issued for another campaign");
   const signed = `${id}.${expires}.${bits}.${salt}`;
   // The MAC compared as lowercase hex (the shape check above), every character looked at.
-  const expected = hex(await crypto.subtle.sign("HMAC", form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
+  const expected = hex(hmac(form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
   let difference = 0;
   for (let i = 0; i < 32; i++) difference |= expected.charCodeAt(i) ^ mac.charCodeAt(i);
   if (difference !== 0) return invalidWork(campaign, cors, "the challenge was not issued here");
@@ -659,7 +733,7 @@ async function checkChallenge(form, campaign, solution, key, now, cors) {
   if (key === null || !KEY_SHAPE.test(key)) {
     return invalidWork(campaign, cors, "a solution covers the Idempotency-Key it was solved for: send that key (16-64 of A-Z a-z 0-9 - _)");
   }
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8(`${signed}.${mac}\n${key}\n${nonce}`)));
+  const digest = sha256(utf8(`${signed}.${mac}\n${key}\n${nonce}`));
   let zeros = 0;
   for (let i = 0; i < digest.length; i++) {
     zeros += Math.clz32(digest[i]) - 24;
@@ -719,7 +793,7 @@ async function describe(form, campaign, request, now) {
   const bits = inForce(campaign, now).bits;
   const salt = randomHex(16);
   const signed = `${campaign.id}.${now + campaign.challenge.valid_ms}.${bits}.${salt}`;
-  const mac = hex(await crypto.subtle.sign("HMAC", form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
+  const mac = hex(hmac(form, utf8(`harbour-challenge-v1\n${signed}`)), 16);
   const notice = campaign.notice;
   const body = {
     id: campaign.id, lang, title: texts?.title ?? campaign.title, intro: texts?.intro ?? campaign.intro ?? null, fields,
@@ -823,9 +897,9 @@ async function forward(target, region, campaign, entry, ctx, rate) {
   const notice = `{"locale":${JSON.stringify(entry.notice.locale)},"version":${JSON.stringify(entry.notice.version)}}`;
   const body = `{"campaign":${campaign.quotedId},"fields":${entry.fieldsJson},"notice":${notice},"received_at_ms":${received},"region":${region.quotedId},` +
     `"request_id":"${requestId}","signals":{"basis":"${placed.basis}","declared_country":${entry.declared ? `"${entry.declared}"` : "null"},"platform_country":${JSON.stringify(placed.platform)}}}`;
-  const digest = hex(await crypto.subtle.digest("SHA-256", utf8(body)));
+  const digest = hex(sha256(utf8(body)));
   const canonical = `harbour-v1\nPOST\n${target.path}\n${received}\n${region.id}\n${key}\n${digest}`;
-  const mac = hex(await crypto.subtle.sign("HMAC", target.key, utf8(canonical)));
+  const mac = hex(hmac(target.key, utf8(canonical)));
   const headers = { "content-type": "application/json", "idempotency-key": key, "x-harbour-signature": `t=${received},r=${region.id},v1=${mac}` };
   let busyMs = null;
   for (let i = 0; i < target.urls.length; i++) {
