@@ -318,7 +318,8 @@ async function setup(env) {
   for (const campaign of campaigns.values()) {
     for (const locale of LOCALES) campaign.versions.set(locale, await noticeVersion(campaign, locale));
   }
-  return { form: hmacKey(env.HARBOUR_FORM_KEY), targets };
+  const pageOrigins = new Set((env.HARBOUR_PAGE_ORIGINS ?? "").split(LIST).filter(Boolean));
+  return { form: hmacKey(env.HARBOUR_FORM_KEY), targets, pageOrigins };
 }
 
 const purposeIn = (campaign, locale) => campaign.texts?.[locale]?.notice?.purpose ?? campaign.notice.purpose;
@@ -1105,7 +1106,7 @@ export default {
     const origin = headers.get("origin");
     let cors = NO_CORS;
     if (origin !== null && origin !== found.origin) {
-      if (!campaign.allowed_origins?.includes(origin)) {
+      if (!campaign.allowed_origins?.includes(origin) && !secrets.pageOrigins.has(origin)) {
         return problem(403, "origin_not_allowed", "Cross-origin submission refused", "this page is not allowed to submit to this campaign", {}, {});
       }
       cors = { "access-control-allow-origin": origin, "access-control-expose-headers": RATE_EXPOSED, vary: "origin" };

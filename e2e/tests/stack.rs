@@ -17,7 +17,7 @@ use harbour_e2e::proof::{new_key, Prepared};
 use harbour_e2e::proxy::Blackhole;
 use harbour_e2e::runner::{chosen, run, Scenario};
 use harbour_e2e::scenarios::{
-    a_lost_answer_after_commit_gives_the_first_receipt, client, counts,
+    a_lost_answer_after_commit_gives_the_first_receipt, client, confirmed_entry, counts,
     each_country_lands_in_its_region_only, entry, one_entry_per_person,
     same_key_twice_gives_one_row_and_one_receipt, unique,
 };
@@ -41,8 +41,8 @@ fn page_and_form_description(stack: &Stack) {
         .iter()
         .map(|f| f["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["name", "email", "country", "consent"]);
-    assert_eq!(form.json()["honeypot"], "website");
+    assert_eq!(names, ["name", "email", "country", "consent", "marketing"]);
+    assert_eq!(form.json()["honeypot"], "remarks");
     assert_eq!(form.json()["lang"], "en");
     let challenge = &form.json()["challenge"];
     assert!(challenge["token"]
@@ -72,11 +72,20 @@ fn a_conflict_between_two_laws_is_refused_and_stored_nowhere(stack: &Stack) {
     assert_eq!(counts(stack), stored, "a conflict was stored");
 }
 
-/// Platform US (rest of the world), declared CN: the region with a law wins, the row is in CN
-/// and nowhere else, and both signals are kept with the basis that placed it.
+/// Platform US (rest of the world), declared CN: the region with a law wins once the visitor
+/// confirms where the entry is stored (unconfirmed, it is a field error and stored nowhere); the
+/// row is in CN and nowhere else, and both signals are kept with the basis that placed it.
 fn a_law_beats_the_rest_of_the_world_and_both_signals_are_kept(stack: &Stack) {
     let before = counts(stack);
-    let reply = stack.submit(Some("US"), &client(), &entry("CN"), &[]);
+    let unconfirmed = stack.submit(Some("US"), &client(), &entry("CN"), &[]);
+    assert_eq!(unconfirmed.status, 422, "{}", unconfirmed.body);
+    assert_eq!(unconfirmed.json()["errors"][0]["field"], "country");
+    assert_eq!(
+        unconfirmed.json()["errors"][0]["code"],
+        "storage_unconfirmed"
+    );
+    assert_eq!(counts(stack), before, "an unconfirmed move was stored");
+    let reply = stack.submit(Some("US"), &client(), &confirmed_entry("CN", "cn"), &[]);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "cn");
     let after = counts(stack);
@@ -255,7 +264,7 @@ fn refusals_reach_no_origin(stack: &Stack) {
     methods_types_and_campaigns_are_checked(stack);
     unreadable_bodies_and_unplaceable_countries_are_refused(stack);
     // A filled honeypot looks accepted and goes nowhere.
-    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"http://spam.example"}"#, &[]);
+    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"http://spam.example"}"#, &[]);
     assert_eq!(bot.status, 202);
 
     assert_eq!(

@@ -224,7 +224,7 @@ fn accepted_cases(tag: &str) -> Vec<Case> {
             "name=Form+{tag}&email=form-{tag}%40example.org&country=de&consent=on"
         ))
     };
-    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","website":"http://spam""#);
+    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","remarks":"http://spam""#);
     let page = from("AU", json(entry(&format!("{tag}-page"), "AU", "")));
     vec![
         named("valid, EU", from("IT", json(entry(tag, "IT", "")))),

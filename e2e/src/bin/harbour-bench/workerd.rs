@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_core::config::PAGE_ORIGINS_VAR;
 use harbour_e2e::origin::{OriginLaunch, OriginSecrets};
 use harbour_e2e::policy::regions;
 use harbour_e2e::process::{free_port, wait_until, Process};
@@ -238,6 +239,7 @@ pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, Strin
     };
     worker
         .text(FORM_KEY_VAR, FORM_KEY)
+        .text(PAGE_ORIGINS_VAR, PAGE_ORIGIN)
         .with_rate_limits()
         .texts(bindings)
 }
@@ -253,6 +255,9 @@ fn peer(name: &str, file: PathBuf) -> Worker {
         ],
     )
 }
+
+/// A page on this machine allowed to submit across origins (the parity's CORS cases).
+pub const PAGE_ORIGIN: &str = "http://localhost:8787";
 
 pub const FORM_KEY: &str = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
