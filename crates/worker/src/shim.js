@@ -154,16 +154,16 @@ async function attempt(url, timeoutMs, headers, body) {
 
 // Asks the location's rate-limiting binding (`env[binding].limit({ key })`). A throw and no
 // answer within `timeoutMs` are answers too: Rust applies the campaign's fail_open/fail_closed.
+const SILENCE = {};
 async function consult(env, binding, key, timeoutMs) {
   let timer;
-  const silence = new Promise((resolve) => {
-    timer = setTimeout(() => resolve(LOCATION_TIMED_OUT), timeoutMs);
-  });
   try {
-    const asked = env[binding].limit({ key }).then((outcome) =>
-      outcome?.success === true ? LOCATION_ADMITTED : outcome?.success === false ? LOCATION_REFUSED : LOCATION_FAILED,
-    );
-    return await Promise.race([asked, silence]);
+    const silence = new Promise((resolve) => {
+      timer = setTimeout(resolve, timeoutMs, SILENCE);
+    });
+    const outcome = await Promise.race([env[binding].limit({ key }), silence]);
+    if (outcome === SILENCE) return LOCATION_TIMED_OUT;
+    return outcome?.success === true ? LOCATION_ADMITTED : outcome?.success === false ? LOCATION_REFUSED : LOCATION_FAILED;
   } catch {
     return LOCATION_FAILED;
   } finally {
@@ -195,10 +195,16 @@ class Decision {
   number() {
     return Number(this.field());
   }
+  // One object, not an array of pairs: the platform converts a record with fewer steps than a
+  // sequence of sequences. A name given twice reads as Headers.append leaves it: values joined.
   headers() {
-    const pairs = new Array(this.number());
-    for (let i = 0; i < pairs.length; i++) pairs[i] = [this.field(), this.field()];
-    return pairs;
+    const headers = {};
+    for (let i = this.number(); i > 0; i--) {
+      const name = this.field();
+      const value = this.field();
+      headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+    }
+    return headers;
   }
   body() {
     return this.text.slice(this.at);
@@ -206,7 +212,7 @@ class Decision {
 }
 
 // Every API answer: a browser never reads one as anything but its declared type.
-const NOSNIFF = ["x-content-type-options", "nosniff"];
+const NOSNIFF = "nosniff";
 
 async function respond(decision) {
   if (decision.kind !== "reply") throw new Error(`malformed decision: ${decision.kind}`);
@@ -214,7 +220,7 @@ async function respond(decision) {
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
   if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-  headers.push(NOSNIFF);
+  headers["x-content-type-options"] = NOSNIFF;
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
 }
 
@@ -222,7 +228,7 @@ async function respond(decision) {
 // the origin may have stored the entry, and a retry with that key is stored at most once.
 function emergency(status, code, key) {
   const problem = { type: `urn:harbour:problem:${code}`, title: "Service unavailable", status, code };
-  const headers = { "content-type": "application/problem+json", "retry-after": "1", [NOSNIFF[0]]: NOSNIFF[1] };
+  const headers = { "content-type": "application/problem+json", "retry-after": "1", "x-content-type-options": NOSNIFF };
   if (key !== undefined) {
     problem.idempotency_key = key;
     headers["idempotency-key"] = key;

@@ -114,7 +114,8 @@ test("a submission is consulted, forwarded signed to its region's primary, and i
   assert.equal(calls.length, 1);
   const eu = policy.regions.findIndex((r) => r.id === "eu");
   assert.equal(calls[0].url, `${origins(eu)[0]}/v1/submissions`);
-  const headers = new Map(calls[0].init.headers);
+  // Headers reads the forward's headers in any form fetch takes (an object, pairs).
+  const headers = new Headers(calls[0].init.headers);
   assert.equal(headers.get("idempotency-key"), sent.headers.get("idempotency-key"));
   assert.match(headers.get("x-harbour-signature"), /^t=\d+,r=eu,v1=[0-9a-f]{64}$/);
   const forwarded = JSON.parse(calls[0].init.body);

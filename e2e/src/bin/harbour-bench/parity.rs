@@ -2,6 +2,8 @@
 //! (status, problem code, field errors, headers, receipt region) and store the same rows, so the
 //! comparison measures two implementations of one job.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use harbour_e2e::http::{raw, Response};
@@ -26,6 +28,9 @@ struct Case {
     key: bool,
     /// Send the `Harbour-Notice` of the contestant's form description.
     notice: bool,
+    /// Sent again under the key (and so the work) of the earlier case of this name: the
+    /// isolate's memory of solutions answers it.
+    again: Option<&'static str>,
 }
 
 fn entry(tag: &str, country: &str, extra: &str) -> String {
@@ -45,6 +50,7 @@ fn json(body: String) -> Case {
         solve: true,
         key: true,
         notice: true,
+        again: None,
     }
 }
 
@@ -66,6 +72,7 @@ fn cases(tag: &str) -> Vec<Case> {
     let mut cases = routing_cases(tag);
     cases.extend(refusal_cases(tag));
     cases.extend(accepted_cases(tag));
+    cases.extend(replay_cases(tag));
     cases
 }
 
@@ -245,10 +252,61 @@ fn accepted_cases(tag: &str) -> Vec<Case> {
     ]
 }
 
+/// Earlier cases sent again with the same key and work: an accepted entry's receipt again (a
+/// bot's decoy too), another body under an accepted key, and refused entries (not remembered)
+/// sent again corrected.
+fn replay_cases(tag: &str) -> Vec<Case> {
+    let again = |name, case: Case| Case {
+        again: Some(name),
+        ..case
+    };
+    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","website":"http://spam""#);
+    vec![
+        named(
+            "valid, EU, sent again",
+            again("valid, EU", from("IT", json(entry(tag, "IT", "")))),
+        ),
+        named(
+            "valid, EU, another body under its key",
+            again(
+                "valid, EU",
+                from("IT", json(entry(&format!("{tag}-other"), "IT", ""))),
+            ),
+        ),
+        named(
+            "honeypot, sent again",
+            again("honeypot", from("IT", json(honeypot))),
+        ),
+        named(
+            "no notice, sent again with it",
+            again(
+                "no notice",
+                from("IT", json(entry(&format!("{tag}-renotice"), "IT", ""))),
+            ),
+        ),
+        named(
+            "declared move, sent again confirmed",
+            again(
+                "declared move unconfirmed",
+                from(
+                    "US",
+                    json(entry(
+                        &format!("{tag}-move"),
+                        "CN",
+                        r#","confirm_region":"cn""#,
+                    )),
+                ),
+            ),
+        ),
+    ]
+}
+
 fn send(port: u16, tag: &str, case: &Case, client: &str) -> Response {
     let key = format!(
         "parity-{tag}-case-{}",
-        case.name.replace([' ', ',', '/'], "-")
+        case.again
+            .unwrap_or(case.name)
+            .replace([' ', ',', '/'], "-")
     );
     let mut head = format!(
         "{} {} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\naccept-encoding: identity\r\ncf-connecting-ip: {client}\r\n",
@@ -352,15 +410,41 @@ impl Tally {
     }
 }
 
+/// The receipt id of an answer, if it has one.
+fn receipt_id(response: &Response) -> Option<String> {
+    let body: Value = serde_json::from_str(&response.body).ok()?;
+    body["receipt"]["id"].as_str().map(str::to_owned)
+}
+
+/// One contestant's answers so far: the receipt id each case got, by case name.
+#[derive(Default)]
+struct Sent(HashMap<&'static str, Option<String>>);
+
+impl Sent {
+    /// `case`'s answer as compared; a case sent again also says whether its receipt is the one
+    /// the first sending got.
+    fn view(&mut self, case: &Case, response: &Response) -> Value {
+        let mut view = view(response);
+        let receipt = receipt_id(response);
+        if let Some(first) = case.again {
+            let first = self.0.get(first).cloned().flatten();
+            view["same_receipt"] = Value::Bool(receipt.is_some() && receipt == first);
+        }
+        self.0.insert(case.name, receipt);
+        view
+    }
+}
+
 /// Sends every case to harbour and to the peer; whether they all agreed.
 pub fn check(bench: &Bench) -> bool {
     let mut tally = Tally::default();
     let (harbour_cases, peer_cases) = (cases("harbour"), cases("peer"));
+    let (mut harbour_sent, mut peer_sent) = (Sent::default(), Sent::default());
     for (i, (hc, pc)) in harbour_cases.iter().zip(&peer_cases).enumerate() {
         // A client of its own per case: the per-client limit is a case of its own below.
         let client = format!("198.51.100.{}", 10 + i);
-        let h = view(&send(bench.harbour_port, "harbour", hc, &client));
-        let p = view(&send(bench.peer_port, "peer", pc, &client));
+        let h = harbour_sent.view(hc, &send(bench.harbour_port, "harbour", hc, &client));
+        let p = peer_sent.view(pc, &send(bench.peer_port, "peer", pc, &client));
         if h == p {
             tally.agreed += 1;
         } else {
@@ -369,8 +453,15 @@ pub fn check(bench: &Bench) -> bool {
     }
     tally.compare(
         "form description",
-        description(bench.harbour_port),
-        description(bench.peer_port),
+        description(bench.harbour_port, None, "de"),
+        description(bench.peer_port, None, "de"),
+    );
+    // From a country the residency rule places: where declaring each country stores an entry,
+    // and which of them ask the visitor to confirm.
+    tally.compare(
+        "form description from the US",
+        description(bench.harbour_port, Some("US"), "fr"),
+        description(bench.peer_port, Some("US"), "fr"),
     );
     tally.compare(
         "per-client limit",
@@ -395,10 +486,14 @@ pub fn check(bench: &Bench) -> bool {
     tally.differences.is_empty()
 }
 
-/// The form description: the same, challenge token aside (each hands out its own), but for the
-/// lengths of the token's parts.
-fn description(port: u16) -> (Value, Option<Vec<usize>>) {
-    let request = format!("GET {FORM}?lang=de HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+/// The form description in `lang` for a visitor in `country`: the same, challenge token aside
+/// (each hands out its own), but for the lengths of the token's parts.
+fn description(port: u16, country: Option<&str>, lang: &str) -> (Value, Option<Vec<usize>>) {
+    let cf = country.map_or(String::new(), |c| {
+        format!("x-bench-cf: {{\"country\":\"{c}\"}}\r\n")
+    });
+    let request =
+        format!("GET {FORM}?lang={lang} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{cf}\r\n");
     let mut d = raw(port, request.as_bytes()).unwrap().json();
     let token = d["challenge"]["token"].take();
     let parts = token

@@ -55,7 +55,8 @@ pub struct Bench {
     /// The plain-JS peer (bench/peer.js) doing harbour's job.
     pub peer_port: u16,
     pub baseline_port: u16,
-    /// Another build of the worker (`HARBOUR_BENCH_OTHER`), served beside harbour.
+    /// Another build of the worker, or another version of the peer (`HARBOUR_BENCH_OTHER`),
+    /// served beside harbour.
     pub other_port: Option<u16>,
     pub workerd: Process,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
@@ -106,18 +107,24 @@ fn start_origins(dir: &Path) -> Origins {
 }
 
 /// HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
-/// build/worker: copied into `dir/other` and served as a third worker of the same workerd, so a
-/// change is measured against its predecessor in the same run rather than in two runs on a
-/// shared machine.
-fn other_build(dir: &Path) -> Option<PathBuf> {
+/// build/worker, or <a .js file>, another version of bench/peer.js: copied into `dir/other` and
+/// served as another worker of the same workerd, so a change is measured against its
+/// predecessor in the same run rather than in two runs on a shared machine.
+fn other_build(dir: &Path) -> Option<Contestant> {
     let from = PathBuf::from(std::env::var_os("HARBOUR_BENCH_OTHER")?);
     let to = dir.join("other");
     std::fs::create_dir_all(&to).unwrap();
+    if from.extension().is_some_and(|e| e == "js") {
+        let copy = to.join("peer.js");
+        std::fs::copy(&from, &copy)
+            .unwrap_or_else(|e| panic!("HARBOUR_BENCH_OTHER: {}: {e}", from.display()));
+        return Some(Contestant::PeerFile(copy));
+    }
     for file in ["shim.mjs", "index.wasm"] {
         std::fs::copy(from.join(file), to.join(file))
             .unwrap_or_else(|e| panic!("HARBOUR_BENCH_OTHER: {}: {e}", from.join(file).display()));
     }
-    Some(to)
+    Some(Contestant::Build(to))
 }
 
 /// A loopback socket whose `request.cf` comes from the load generator's `x-bench-cf` header.
@@ -154,11 +161,15 @@ pub fn start() -> Bench {
         .serve(baseline, socket(baseline_port));
     let other = other_build(&dir).map(|build| (free_port(), build));
     if let Some((port, build)) = &other {
-        let worker = contestant("other", Contestant::Build(build.clone()), &bindings);
+        let worker = contestant("other", build.clone(), &bindings);
         config = config.serve(worker, socket(*port));
     }
     let workerd = serve(&dir, &config, harbour_port);
-    use_challenges(harbour_port, peer_port);
+    use_challenges(
+        harbour_port,
+        peer_port,
+        other.as_ref().map(|(port, _)| *port),
+    );
     Bench {
         dir,
         harbour_port,
@@ -191,14 +202,16 @@ fn serve(dir: &Path, config: &WorkerdConfig, harbour_port: u16) -> Process {
 const FORM: &str = "/api/campaigns/spring-launch";
 
 /// The challenges the load answers: harbour's (also the default for the pass-through and the
-/// origin floor, which check nothing) and the peer's, which hands out challenges of its own and
-/// checks them with its own code.
-fn use_challenges(harbour_port: u16, peer_port: u16) {
+/// origin floor, which check nothing) and the peer's (and the other worker's), which hand out
+/// challenges of their own and check them with their own code.
+fn use_challenges(harbour_port: u16, peer_port: u16, other_port: Option<u16>) {
     let description = harbour_e2e::http::request(harbour_port, "GET", FORM, &[], b"").json();
     crate::mix::use_description(None, &description);
     crate::mix::use_description(Some(harbour_port), &description);
-    let peer_description = harbour_e2e::http::request(peer_port, "GET", FORM, &[], b"").json();
-    crate::mix::use_description(Some(peer_port), &peer_description);
+    for port in std::iter::once(peer_port).chain(other_port) {
+        let description = harbour_e2e::http::request(port, "GET", FORM, &[], b"").json();
+        crate::mix::use_description(Some(port), &description);
+    }
 }
 
 /// A worker that does the whole job, as the bench serves it.
@@ -210,6 +223,8 @@ pub enum Contestant {
     Peer,
     /// Another build of harbour, from this directory.
     Build(PathBuf),
+    /// Another version of the peer, from this file, with bench/policy.json.
+    PeerFile(PathBuf),
 }
 
 /// `contestant` as the worker `name`, with the form key, the rate-limiting bindings and the
@@ -219,19 +234,26 @@ pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, Strin
     let worker = match contestant {
         Contestant::Harbour => Worker::build(name, &root.join("target/bench-worker/worker")),
         Contestant::Build(dir) => Worker::build(name, &dir),
-        Contestant::Peer => Worker::new(
-            name,
-            vec![
-                Module::Es("peer.js".into(), root.join("bench/peer.js")),
-                Module::Json("policy.json".into(), root.join("bench/policy.json")),
-            ],
-        ),
+        Contestant::Peer => peer(name, root.join("bench/peer.js")),
+        Contestant::PeerFile(file) => peer(name, file),
     };
     worker
         .text(FORM_KEY_VAR, FORM_KEY)
         .text(PAGE_ORIGINS_VAR, PAGE_ORIGIN)
         .with_rate_limits()
         .texts(bindings)
+}
+
+/// A version of the peer, as the worker `name`.
+fn peer(name: &str, file: PathBuf) -> Worker {
+    let root = workspace_root();
+    Worker::new(
+        name,
+        vec![
+            Module::Es("peer.js".into(), file),
+            Module::Json("policy.json".into(), root.join("bench/policy.json")),
+        ],
+    )
 }
 
 /// A page on this machine allowed to submit across origins (the parity's CORS cases).
