@@ -344,6 +344,37 @@ mod tests {
     use crate::receipt::is_receipt_id;
     use crate::verify::Verified;
 
+    /// SQLite's own reading of `synchronous` on a connection: 2 is FULL, 1 NORMAL.
+    fn synchronous(connection: &Connection) -> i64 {
+        connection
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_store_and_its_other_connections_sync_as_told_read_back_from_sqlite() {
+        let dir = std::env::temp_dir().join(format!("harbour-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (durability, expected) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let path = dir.join(format!("{durability:?}.sqlite"));
+            let store = Sqlite::open(&path, "eu", durability).unwrap();
+            assert_eq!(
+                synchronous(&store.connection),
+                expected,
+                "{durability:?}: the writer"
+            );
+            for read_only in [true, false] {
+                let other = connect(&path, durability, read_only).unwrap();
+                assert_eq!(
+                    synchronous(&other),
+                    expected,
+                    "{durability:?}, read_only {read_only}"
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn submission(key: &str, fields_sha256: &str) -> Verified {
         Verified {
             campaign: "c1".into(),
