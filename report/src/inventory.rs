@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE};
 use harbour_policy::{Campaign, Policy};
 
 /// Where an element lives.
@@ -164,7 +165,7 @@ pub const ELEMENTS: &[Element] = &[
         places: &[EdgeMemory, Forwarded, OriginStore],
         retention: Retention::WithTheEntry,
         stored: &["submissions.idempotency_key"],
-        forwarded: &["idempotency-key"],
+        forwarded: &[HEADER_IDEMPOTENCY_KEY],
         logged: &[],
     },
     Element {
@@ -248,7 +249,7 @@ pub const ELEMENTS: &[Element] = &[
         places: &[Forwarded],
         retention: Retention::Request,
         stored: &[],
-        forwarded: &["x-harbour-signature", "content-type"],
+        forwarded: &[HEADER_SIGNATURE, "content-type"],
         logged: &[],
     },
     Element {
