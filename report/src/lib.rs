@@ -8,6 +8,7 @@
 //! the code shows something this tool has no words for (a new body member, a new log key), it
 //! refuses to write the report rather than leave it out.
 
+pub mod inventory;
 pub mod names;
 
 use std::fmt::Write as _;
@@ -61,6 +62,7 @@ pub fn render(live_json: &str, candidate_json: Option<&str>) -> Result<String, S
     notices(&mut out, &policy);
     retention(&mut out, &policy);
     draws(&mut out, &policy);
+    inventory::render(&mut out, &policy);
     limits(&mut out, &policy);
     shadow(&mut out, &policy, candidate.as_ref())?;
     Ok(out)
