@@ -964,11 +964,15 @@ fn a_slow_body_cannot_hold_an_in_flight_place(stack: &mut Stack) {
     // The slow connections were there all along: still open, and cut off by the listener
     // (each is after about a second: the minimum body rate).
     let still_open: Vec<u64> = eu.iter().map(|port| open(stack, *port)).collect();
-    wait_until("the listener cutting slow bodies off", Duration::from_secs(10), || {
-        eu.iter()
-            .zip(cut_before)
-            .all(|(port, before)| cut_off(stack, *port) >= before + SLOW_PER_ORIGIN)
-    });
+    wait_until(
+        "the listener cutting slow bodies off",
+        Duration::from_secs(10),
+        || {
+            eu.iter()
+                .zip(cut_before)
+                .all(|(port, before)| cut_off(stack, *port) >= before + SLOW_PER_ORIGIN)
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for thread in slow {
         thread.join().unwrap();
@@ -979,8 +983,14 @@ fn a_slow_body_cannot_hold_an_in_flight_place(stack: &mut Stack) {
     );
     for port in eu {
         let load = stack.load(port);
-        assert_eq!(load["shed"], 0, "an entry found the bound full on :{port}: {load}");
-        assert!(load["max_in_flight_seen"].as_u64().unwrap() <= BOUND, "{load}");
+        assert_eq!(
+            load["shed"], 0,
+            "an entry found the bound full on :{port}: {load}"
+        );
+        assert!(
+            load["max_in_flight_seen"].as_u64().unwrap() <= BOUND,
+            "{load}"
+        );
     }
     let stored = &stack.stored()["eu"];
     for receipt in &receipts {

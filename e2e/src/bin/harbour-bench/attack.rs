@@ -158,10 +158,7 @@ fn report_loads(before: &[(u16, serde_json::Value)], after: &[(u16, serde_json::
     for ((port, was), (_, now)) in before.iter().zip(after) {
         let grew = |path: &[&str]| {
             let at = |v: &serde_json::Value| {
-                path.iter()
-                    .fold(v, |v, key| &v[*key])
-                    .as_u64()
-                    .unwrap_or(0)
+                path.iter().fold(v, |v, key| &v[*key]).as_u64().unwrap_or(0)
             };
             at(now).saturating_sub(at(was))
         };

@@ -211,11 +211,7 @@ impl Usage {
         }
         let total: f64 = self.processes.iter().map(|(_, cpu, _)| cpu).sum();
         println!("    {:24} {:.2}", "total", cores(total));
-        if let Some((name, cpu, _)) = self
-            .processes
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-        {
+        if let Some((name, cpu, _)) = self.processes.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
             println!("  busiest process: {name} at {:.2} cores", cores(*cpu));
         }
         let mut per_row = Vec::new();
@@ -438,7 +434,11 @@ fn report(audit: &Audit, stats: &Stats, cpu: f64) {
         "  valid submissions of clients within their limit {}, stored {}, not stored{} {}",
         audit.valid,
         audit.valid - audit.unstored_after_retries,
-        if audit.retry { " after retrying" } else { " (no retries)" },
+        if audit.retry {
+            " after retrying"
+        } else {
+            " (no retries)"
+        },
         audit.unstored_after_retries
     );
     println!(

@@ -3,8 +3,8 @@
 //! its key names. A count of receipts against a count of rows would let an extra row in one
 //! place cancel a missing one in another; matching cannot.
 
-use std::collections::{BTreeMap, HashMap};
 use harbour_e2e::rows::{RegionStore, StoredRow};
+use std::collections::{BTreeMap, HashMap};
 
 /// What the audit needs of one stored row.
 #[derive(Clone, Debug, PartialEq, Eq)]

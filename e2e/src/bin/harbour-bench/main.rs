@@ -99,7 +99,10 @@ fn main() {
     );
     if !bench.edges.is_empty() {
         let ports: Vec<String> = bench.edges.iter().map(|e| format!(":{}", e.port)).collect();
-        println!("further workerd processes with harbour alone: {}", ports.join(", "));
+        println!(
+            "further workerd processes with harbour alone: {}",
+            ports.join(", ")
+        );
     }
     let ok = if args.iter().any(|a| a == "--cold") {
         cold::measure(&bench, value("--samples").unwrap_or(7.0) as usize);
