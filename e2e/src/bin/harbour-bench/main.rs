@@ -54,6 +54,29 @@ use audit::Rehearsal;
 use compare::{compare, Comparison};
 use mix::Mix;
 
+/// The mix, whether the stores are PostgreSQL, and the attack's `Content-Length`s, from the
+/// command line (`word` reads a flag's value).
+fn options(
+    word: &dyn Fn(&str) -> Option<String>,
+    attack: bool,
+) -> Result<(Mix, bool, Vec<usize>), String> {
+    let default_mix = if attack { "national" } else { "realistic" };
+    let mix = Mix::parse(&word("--mix").unwrap_or(default_mix.into()))
+        .ok_or("--mix: realistic or national")?;
+    let postgres = match word("--store").as_deref() {
+        None | Some("sqlite") => false,
+        Some("postgres") => true,
+        Some(other) => return Err(format!("--store: sqlite or postgres, not {other:?}")),
+    };
+    let lengths = word("--lengths")
+        .unwrap_or("65536,32768".into())
+        .split(',')
+        .map(|l| l.trim().parse::<usize>().ok())
+        .collect::<Option<Vec<_>>>()
+        .ok_or("--lengths: bytes, comma-separated")?;
+    Ok((mix, postgres, lengths))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let word = |flag: &str| {
@@ -64,28 +87,10 @@ fn main() {
     };
     let value = |flag: &str| word(flag).and_then(|v| v.parse::<f64>().ok());
     let attack = args.iter().any(|a| a == "--slow-body");
-    let default_mix = if attack { "national" } else { "realistic" };
-    let Some(mix) = Mix::parse(&word("--mix").unwrap_or(default_mix.into())) else {
-        eprintln!("--mix: realistic or national");
+    let (mix, postgres, lengths) = options(&word, attack).unwrap_or_else(|problem| {
+        eprintln!("{problem}");
         std::process::exit(2);
-    };
-    let postgres = match word("--store").as_deref() {
-        None | Some("sqlite") => false,
-        Some("postgres") => true,
-        Some(other) => {
-            eprintln!("--store: sqlite or postgres, not {other:?}");
-            std::process::exit(2);
-        }
-    };
-    let Some(lengths) = word("--lengths")
-        .unwrap_or("65536,32768".into())
-        .split(',')
-        .map(|l| l.trim().parse::<usize>().ok())
-        .collect::<Option<Vec<_>>>()
-    else {
-        eprintln!("--lengths: bytes, comma-separated");
-        std::process::exit(2);
-    };
+    });
     let bench = workerd::start(workerd::Setup {
         edges: value("--edges").map_or(1, |n| n.max(1.0) as usize),
         postgres,
