@@ -7,6 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harbour_contract::signature::{sha256_hex, Signed, SigningKey};
@@ -618,7 +622,6 @@ fn a_huge_header_is_refused(stack: &Stack) {
 /// answers first, with its own 503 "restarted mid-request" page. One of the two, within the
 /// bound; never silence or a dropped connection.
 fn a_truncated_body_is_refused(stack: &Stack) {
-    use std::io::Write;
     let body = entry("IT");
     let head = format!("POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\ncontent-length: {}\r\n\r\n", body.len() + 50);
     let started = std::time::Instant::now();
@@ -673,7 +676,6 @@ fn path_tricks_find_nothing(stack: &Stack) {
 
 /// A slow body (sent in two parts a second apart) is still read, and the worker keeps serving.
 fn a_slow_body_is_read(stack: &Stack) {
-    use std::io::{Read, Write};
     let body = entry("AU");
     let [(_, key), (_, proof), (_, notice)] = stack.keyed();
     let head = format!("POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"AU\"}}\r\nidempotency-key: {key}\r\nharbour-challenge: {proof}\r\nharbour-notice: {notice}\r\ncontent-length: {}\r\n\r\n", body.len());
@@ -901,6 +903,110 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
     wait_until("breaker log lines", Duration::from_secs(10), || {
         breaker_lines("open") >= 2 && breaker_lines("closed") >= 1
     });
+}
+
+/// Slow bodies cannot hold an origin's in-flight places: with the EU origins' bound at 2 and four
+/// times as many connections against each, every one sending a request head, one byte of a
+/// 16 KiB body and then nothing (opened again as soon as the origin cuts it off), real entries
+/// through the edge are stored, none of them found the bound full, and the slow connections were
+/// in place (open together, cut off by the origin's listener).
+fn a_slow_body_cannot_hold_an_in_flight_place(stack: &mut Stack) {
+    const BOUND: u64 = 2;
+    const SLOW_PER_ORIGIN: u64 = 4 * BOUND;
+    let eu = [stack.origin("eu").primary, stack.origin("eu").secondary];
+    for port in eu {
+        stack.stop_origin(port);
+        stack.start_origin_with(port, &["--max-in-flight", &BOUND.to_string()]);
+    }
+    let cut_off = |stack: &Stack, port: u16| {
+        let connections = &stack.load(port)["connections"];
+        connections["refused_bodies"].as_u64().unwrap() + connections["timed_out"].as_u64().unwrap()
+    };
+    let cut_before = eu.map(|port| cut_off(stack, port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let slow: Vec<_> = eu
+        .iter()
+        .flat_map(|port| std::iter::repeat_n(*port, SLOW_PER_ORIGIN as usize))
+        .map(|port| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let head = "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                            content-type: application/json\r\ncontent-length: 16384\r\n\r\n{";
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        continue;
+                    }
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let mut buffer = [0u8; 512];
+                    // Held until the origin closes it (or the test ends).
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match stream.read(&mut buffer) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let open = |stack: &Stack, port: u16| stack.load(port)["connections"]["open"].as_u64().unwrap();
+    wait_until("the slow connections open", Duration::from_secs(10), || {
+        eu.iter().all(|port| open(stack, *port) >= SLOW_PER_ORIGIN)
+    });
+    let mut receipts = Vec::new();
+    for _ in 0..6 {
+        let reply = stack.submit(Some("IT"), &client(), &entry("IT"), &[]);
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        receipts.push(reply.json()["receipt"]["id"].as_str().unwrap().to_owned());
+    }
+    // The slow connections were there all along: still open, and cut off by the listener
+    // (each is after about a second: the minimum body rate).
+    let still_open: Vec<u64> = eu.iter().map(|port| open(stack, *port)).collect();
+    wait_until(
+        "the listener cutting slow bodies off",
+        Duration::from_secs(10),
+        || {
+            eu.iter()
+                .zip(cut_before)
+                .all(|(port, before)| cut_off(stack, *port) >= before + SLOW_PER_ORIGIN)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    for thread in slow {
+        thread.join().unwrap();
+    }
+    assert!(
+        still_open.iter().all(|n| *n >= SLOW_PER_ORIGIN / 2),
+        "slow connections open after the entries: {still_open:?}"
+    );
+    for port in eu {
+        let load = stack.load(port);
+        assert_eq!(
+            load["shed"], 0,
+            "an entry found the bound full on :{port}: {load}"
+        );
+        assert!(
+            load["max_in_flight_seen"].as_u64().unwrap() <= BOUND,
+            "{load}"
+        );
+    }
+    let stored = &stack.stored()["eu"];
+    for receipt in &receipts {
+        let rows = stored.iter().filter(|r| &r.receipt_id == receipt).count();
+        assert_eq!(rows, 1, "receipt {receipt} stored {rows} times");
+    }
+    for port in eu {
+        stack.stop_origin(port);
+        stack.start_origin(port);
+    }
 }
 
 fn the_page_is_served_with_its_security_headers(stack: &Stack) {
@@ -1310,6 +1416,10 @@ fn main() {
         (
             "full_origins_are_spared_and_the_retry_lands_once",
             full_origins_are_spared_and_the_retry_lands_once,
+        ),
+        (
+            "a_slow_body_cannot_hold_an_in_flight_place",
+            a_slow_body_cannot_hold_an_in_flight_place,
         ),
         ("client_country_headers_change_nothing", |s| {
             client_country_headers_change_nothing(s)

@@ -14,8 +14,8 @@
 //! rows it stored in it (`/v1/count`); every answer must be 201. The median round is printed
 //! with the others. Bounded: a round gives up after 120 s, a read after 10 s.
 //!
-//! `--durability normal` is what the edge benchmark's origins run with (`scripts/bench`), and
-//! the default here; `full` syncs every commit. `--origin` defaults to the `harbour-origin`
+//! `--durability full` (every commit synced) is the default here, as it is the origin's and the
+//! edge benchmark's (`scripts/bench`); `normal` is there to compare. `--origin` defaults to the `harbour-origin`
 //! beside this binary (`cargo build --release -p harbour-origin` builds both).
 
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ fn options() -> Result<Options, String> {
         connections: number("--connections", 16)?,
         rounds: number("--rounds", 3)?,
         rate: value("--rate").map(|_| number("--rate", 0)).transpose()?,
-        durability: value("--durability").unwrap_or_else(|| "normal".into()),
+        durability: value("--durability").unwrap_or_else(|| "full".into()),
         store: value("--store"),
         origin: value("--origin").map_or(beside, PathBuf::from),
     })

@@ -10,7 +10,7 @@ use harbour_policy::Policy;
 use crate::ledger::{match_receipts, Ledger, Matched};
 use crate::load::{Load, Stats};
 use crate::mix::{key_of, plan, Mix};
-use crate::workerd::{cpu_seconds, measure, Bench};
+use crate::workerd::{cpu_seconds, measure, tree_cpu_seconds, Bench};
 
 fn expected_region(policy: &Policy, country: &str) -> String {
     policy
@@ -20,12 +20,15 @@ fn expected_region(policy: &Policy, country: &str) -> String {
 }
 
 /// The rehearsal's run number: its keys are `bench-2-…` (`mix::key_of`).
-const RUN: u32 = 2;
+pub const RUN: u32 = 2;
 
 /// What a rehearsal offers and what its audit expects.
 pub struct Rehearsal {
     pub rate: f64,
     pub duration_s: u64,
+    pub mix: Mix,
+    /// Its keys are `bench-{run}-…`: several rehearsals in one bench run each have their own.
+    pub run: u32,
     /// Clients retry 502/503/504 and no answer with the same key, as the page does.
     pub retry: bool,
     /// The one region whose origins are made to fail: attempts answered 502/503/504 or not at
@@ -33,99 +36,239 @@ pub struct Rehearsal {
     pub faulted: Option<&'static str>,
 }
 
-/// Runs the rehearsal and its audit; whether the audit passed, and the answers.
-pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> (bool, Stats) {
+impl Rehearsal {
+    /// `rate` for `duration_s` of `mix`, without retries or faults.
+    pub fn new(rate: f64, duration_s: u64, mix: Mix) -> Rehearsal {
+        Rehearsal {
+            rate,
+            duration_s,
+            mix,
+            run: RUN,
+            retry: false,
+            faulted: None,
+        }
+    }
+}
+
+/// What a rehearsal came to.
+pub struct Rehearsed {
+    /// Whether its audit passed.
+    pub passed: bool,
+    pub stats: Stats,
+    pub audit: Audit,
+}
+
+/// Runs the rehearsal and its audit.
+pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> Rehearsed {
     let policy = Policy::shipped().unwrap();
-    println!("rehearsal: {:.0} req/s offered for {} s, realistic mix (80 % valid, 10 % invalid, 10 % over-limit clients){}",
-        plan.rate, plan.duration_s,
-        if plan.retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" });
+    let ports = bench.harbour_ports();
+    println!(
+        "rehearsal: {:.0} req/s offered for {} s over {} workerd process{} (round robin), {}; origins on {}{}",
+        plan.rate,
+        plan.duration_s,
+        ports.len(),
+        if ports.len() == 1 { "" } else { "es" },
+        plan.mix.describe(),
+        if bench.postgres.is_some() {
+            "PostgreSQL (a database per region, shared by its two origins)"
+        } else {
+            "SQLite (a file per region, shared by its two origins; synchronous=FULL, the default)"
+        },
+        if plan.retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" }
+    );
+    println!("  load average before: {}", load_average());
     let load = Load {
-        port: bench.harbour_port,
+        ports,
         connections: 256,
         duration: Duration::from_secs(plan.duration_s),
         rate: Some(plan.rate),
-        mix: Mix::Realistic,
-        run: RUN,
+        mix: plan.mix,
+        run: plan.run,
         first: 0,
         retry: plan.retry,
     };
     let before = Usage::of(bench);
     let (stats, cpu) = measure(bench, &load);
     let used = Usage::of(bench).since(&before);
+    println!("  load average after: {}", load_average());
     let ledger = match Ledger::read(&bench.dbs) {
         Ok(ledger) => ledger,
         Err(e) => {
             println!("  audit: the stores cannot be read: {e}");
-            return (false, stats);
+            return Rehearsed {
+                passed: false,
+                stats,
+                audit: Audit::default(),
+            };
         }
     };
     let audit = audit(&policy, &ledger, &stats, plan);
     report(&audit, &stats, cpu);
-    used.report(stats.elapsed.as_secs_f64());
-    (audit.passed(), stats)
+    used.report(stats.elapsed.as_secs_f64(), &audit.rows_by_region);
+    Rehearsed {
+        passed: audit.passed(),
+        stats,
+        audit,
+    }
 }
 
-/// CPU seconds used so far by each part of the rehearsal, so a result can be read on a box
-/// whose cores they share: the workerd process, the reference origins together, and this
-/// process (the load generator, which also solves every challenge).
+/// /proc/loadavg's 1, 5 and 15 minute figures: how busy the shared box was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// CPU seconds used so far by each process of the rehearsal, so a result can be read on a box
+/// whose cores they share: each workerd, each reference origin (with the submissions it
+/// received), the PostgreSQL server with its backends, and this process (the load generator,
+/// which also solves every challenge).
 struct Usage {
-    workerd: f64,
-    origins: f64,
-    load: f64,
+    /// Name, CPU seconds, submissions received (origins only).
+    processes: Vec<(String, f64, Option<u64>)>,
+}
+
+/// An origin's name in the report: `origin <region> :<port>`.
+fn origin_name(region: &str, port: u16) -> String {
+    format!("origin {region} :{port}")
 }
 
 impl Usage {
     fn of(bench: &Bench) -> Usage {
-        let origins = bench.origins.lock().unwrap();
-        Usage {
-            workerd: cpu_seconds(bench.workerd.pid()),
-            origins: origins
-                .iter()
-                .filter_map(|slot| slot.process.as_ref())
-                .map(|p| cpu_seconds(p.pid()))
-                .sum(),
-            load: cpu_seconds(std::process::id()),
+        let mut processes: Vec<(String, f64, Option<u64>)> = bench
+            .workerd_pids()
+            .into_iter()
+            .map(|(name, pid)| (name, cpu_seconds(pid), None))
+            .collect();
+        for slot in bench.origins.lock().unwrap().iter() {
+            let Some(process) = slot.process.as_ref() else {
+                continue;
+            };
+            let received = harbour_e2e::http::raw(
+                slot.launch.ops_port,
+                b"GET /v1/count HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+            )
+            .ok()
+            .and_then(|r| r.json()["received"].as_u64());
+            processes.push((
+                origin_name(&slot.launch.region, slot.launch.port),
+                cpu_seconds(process.pid()),
+                received,
+            ));
         }
+        if let Some(pid) = bench.postgres_pid() {
+            processes.push(("postgres".into(), tree_cpu_seconds(pid), None));
+        }
+        processes.push((
+            "load generator".into(),
+            cpu_seconds(std::process::id()),
+            None,
+        ));
+        Usage { processes }
     }
 
-    /// An origin restarted during the run (the fault modes) counts from its restart only, so the
-    /// origins' figure is then a floor.
+    /// An origin restarted during the run (the fault modes) counts from its restart only, so its
+    /// figure is then a floor.
     fn since(&self, before: &Usage) -> Usage {
+        let earlier = |name: &str| before.processes.iter().find(|(n, _, _)| n == name);
         Usage {
-            workerd: self.workerd - before.workerd,
-            origins: (self.origins - before.origins).max(0.0),
-            load: self.load - before.load,
+            processes: self
+                .processes
+                .iter()
+                .map(|(name, cpu, received)| {
+                    let (cpu_before, received_before) =
+                        earlier(name).map_or((0.0, None), |(_, c, r)| (*c, *r));
+                    (
+                        name.clone(),
+                        (cpu - cpu_before).max(0.0),
+                        received.map(|r| r.saturating_sub(received_before.unwrap_or(0))),
+                    )
+                })
+                .collect(),
         }
     }
 
-    fn report(&self, seconds: f64) {
+    fn report(&self, seconds: f64, rows_by_region: &[(String, u64)]) {
         let cores = |cpu: f64| cpu / seconds.max(1e-9);
         println!(
-            "  CPU by process over the run (cores on average): workerd {:.2}, origins {:.2}, load generator {:.2}, total {:.2} of {} on this box",
-            cores(self.workerd),
-            cores(self.origins),
-            cores(self.load),
-            cores(self.workerd + self.origins + self.load),
+            "  CPU by process over the run (cores on average; {} cores on this box, shared):",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        for (name, cpu, received) in &self.processes {
+            let per = received
+                .filter(|r| *r > 0)
+                .map(|r| {
+                    format!(
+                        "  ({r} submissions received, {:.0} us each)",
+                        cpu * 1e6 / r as f64
+                    )
+                })
+                .unwrap_or_default();
+            println!("    {name:24} {:.2}{per}", cores(*cpu));
+        }
+        let total: f64 = self.processes.iter().map(|(_, cpu, _)| cpu).sum();
+        println!("    {:24} {:.2}", "total", cores(total));
+        if let Some((name, cpu, _)) = self.processes.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            println!("  busiest process: {name} at {:.2} cores", cores(*cpu));
+        }
+        let mut per_row = Vec::new();
+        for (region, rows) in rows_by_region {
+            let prefix = format!("origin {region} :");
+            let cpu: f64 = self
+                .processes
+                .iter()
+                .filter(|(name, _, _)| name.starts_with(&prefix))
+                .map(|(_, cpu, _)| cpu)
+                .sum();
+            if *rows > 0 {
+                per_row.push(format!(
+                    "{region} {:.0} us ({rows} rows, {:.2} cores)",
+                    cpu * 1e6 / *rows as f64,
+                    cores(cpu)
+                ));
+            }
+        }
+        println!(
+            "  origin CPU per stored row, by region (its two origins' CPU / the rows this run stored there; goal <= 60 us): {}",
+            per_row.join(", ")
+        );
+        let stored: u64 = rows_by_region.iter().map(|(_, rows)| rows).sum();
+        if let Some((_, cpu, _)) = self.processes.iter().find(|(n, _, _)| n == "postgres") {
+            if stored > 0 {
+                println!(
+                    "  PostgreSQL CPU per stored row (all regions): {:.0} us",
+                    cpu * 1e6 / stored as f64
+                );
+            }
+        }
     }
 }
 
 /// What the answers and the origins' databases say about a rehearsal.
 #[derive(Debug, Default)]
-struct Audit {
+pub struct Audit {
     retry: bool,
-    submissions: usize,
+    mix: Option<Mix>,
+    run: u32,
+    pub submissions: usize,
     accepted: u64,
-    rows_stored: usize,
+    pub rows_stored: usize,
+    /// Keys of this run stored, by the region whose store holds them.
+    pub rows_by_region: Vec<(String, u64)>,
     /// Rows past the first under one key, in any store.
-    duplicates: u64,
+    pub duplicates: u64,
     /// Rows whose body is not the submission their key names.
     wrong_entry: u64,
-    lost: u64,
-    cross_region: u64,
+    pub lost: u64,
+    pub cross_region: u64,
     not_told_to_retry: u64,
-    unstored_after_retries: u64,
+    /// Valid submissions of clients within their limit.
+    pub valid: u64,
+    /// Of those, the ones whose key is stored nowhere (after retries, if clients retried).
+    pub unstored_after_retries: u64,
     /// Receipts matched to the rows of their keys.
     receipts: Matched,
     /// Attempts answered 502/503/504 or not at all, by the region they were for.
@@ -135,7 +278,7 @@ struct Audit {
 }
 
 impl Audit {
-    fn passed(&self) -> bool {
+    pub fn passed(&self) -> bool {
         self.lost == 0
             && self.cross_region == 0
             && self.duplicates == 0
@@ -147,15 +290,17 @@ impl Audit {
     }
 }
 
-/// The request number of a key of this run.
-fn request_number(key: &str) -> Option<u64> {
-    key.strip_prefix(&format!("bench-{RUN}-"))?.parse().ok()
+/// The request number of a key of run `run`.
+fn request_number(run: u32, key: &str) -> Option<u64> {
+    key.strip_prefix(&format!("bench-{run}-"))?.parse().ok()
 }
 
 fn audit(policy: &Policy, ledger: &Ledger, stats: &Stats, plan: &Rehearsal) -> Audit {
     let mut audit = Audit {
         retry: plan.retry,
-        receipts: match_receipts(&stats.receipts, |n| key_of(RUN, n), ledger),
+        mix: Some(plan.mix),
+        run: plan.run,
+        receipts: match_receipts(&stats.receipts, |n| key_of(plan.run, n), ledger),
         ..Audit::default()
     };
     audit_rows(policy, ledger, &mut audit);
@@ -166,13 +311,16 @@ fn audit(policy: &Policy, ledger: &Ledger, stats: &Stats, plan: &Rehearsal) -> A
 
 /// Every row of this run, by its key: once, in its region, holding its own submission.
 fn audit_rows(policy: &Policy, ledger: &Ledger, audit: &mut Audit) {
+    let mix = audit.mix.unwrap_or(Mix::Realistic);
+    let mut by_region: HashMap<String, u64> = HashMap::new();
     for (key, rows) in ledger.iter() {
-        let Some(n) = request_number(key) else {
+        let Some(n) = request_number(audit.run, key) else {
             continue;
         };
-        let planned = plan(Mix::Realistic, RUN, n);
+        let planned = plan(mix, audit.run, n);
         let expected = expected_region(policy, planned.country);
         for row in rows {
+            *by_region.entry(row.store.clone()).or_default() += 1;
             if row.region != row.store || row.store != expected {
                 audit.cross_region += 1;
             }
@@ -183,6 +331,8 @@ fn audit_rows(policy: &Policy, ledger: &Ledger, audit: &mut Audit) {
         audit.rows_stored += 1;
         audit.duplicates += rows.len() as u64 - 1;
     }
+    audit.rows_by_region = by_region.into_iter().collect();
+    audit.rows_by_region.sort();
 }
 
 /// Each submission's last answer against whether its key was stored.
@@ -193,8 +343,9 @@ fn audit_answers(stats: &Stats, ledger: &Ledger, audit: &mut Audit) {
         last.insert(*n, *status);
     }
     audit.submissions = last.len();
+    let mix = audit.mix.unwrap_or(Mix::Realistic);
     for (n, status) in &last {
-        let planned = plan(Mix::Realistic, RUN, *n);
+        let planned = plan(mix, audit.run, *n);
         let stored = !ledger.rows(&planned.key).is_empty();
         let told_to_retry = matches!(status, 429 | 502..=504);
         if *status == 202 {
@@ -213,8 +364,11 @@ fn audit_answers(stats: &Stats, ledger: &Ledger, audit: &mut Audit) {
             audit.not_told_to_retry += 1;
         }
         let hot_client = planned.ip.starts_with("198.18.");
-        if audit.retry && planned.valid && !hot_client && !stored {
-            audit.unstored_after_retries += 1;
+        if planned.valid && !hot_client {
+            audit.valid += 1;
+            if !stored {
+                audit.unstored_after_retries += 1;
+            }
         }
     }
 }
@@ -223,9 +377,10 @@ fn audit_answers(stats: &Stats, ledger: &Ledger, audit: &mut Audit) {
 /// no other may appear.
 fn audit_trouble(policy: &Policy, stats: &Stats, faulted: Option<&str>, audit: &mut Audit) {
     let mut by_region: HashMap<String, u64> = HashMap::new();
+    let mix = audit.mix.unwrap_or(Mix::Realistic);
     for (n, status) in &stats.per_request {
         if matches!(status, 0 | 502..=504) {
-            let country = plan(Mix::Realistic, RUN, *n).country;
+            let country = plan(mix, audit.run, *n).country;
             *by_region
                 .entry(expected_region(policy, country))
                 .or_default() += 1;
@@ -275,12 +430,17 @@ fn report(audit: &Audit, stats: &Stats, cpu: f64) {
         "  lost {}, cross-region deliveries {}, valid non-202 without retry advice {}",
         audit.lost, audit.cross_region, audit.not_told_to_retry
     );
-    if audit.retry {
-        println!(
-            "  valid submissions (clients within their limit) not stored after retrying: {}",
-            audit.unstored_after_retries
-        );
-    }
+    println!(
+        "  valid submissions of clients within their limit {}, stored {}, not stored{} {}",
+        audit.valid,
+        audit.valid - audit.unstored_after_retries,
+        if audit.retry {
+            " after retrying"
+        } else {
+            " (no retries)"
+        },
+        audit.unstored_after_retries
+    );
     println!(
         "  latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
         stats.percentile_ms(0.5),
@@ -288,7 +448,7 @@ fn report(audit: &Audit, stats: &Stats, cpu: f64) {
         stats.percentile_ms(0.99)
     );
     println!(
-        "  workerd CPU {:.1} us per attempt ({:.2} cores over the run)",
+        "  workerd CPU (all edges) {:.1} us per attempt ({:.2} cores over the run)",
         cpu * 1e6 / stats.answered.max(1) as f64,
         cpu / stats.elapsed.as_secs_f64()
     );
@@ -331,10 +491,8 @@ mod tests {
 
     fn rehearsal(faulted: Option<&'static str>) -> Rehearsal {
         Rehearsal {
-            rate: 1.0,
-            duration_s: 1,
-            retry: false,
             faulted,
+            ..Rehearsal::new(1.0, 1, Mix::Realistic)
         }
     }
 

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::audit::{rehearse, Rehearsal};
+use crate::mix::Mix;
 use crate::workerd::Bench;
 
 /// What an origin reports of its in-flight bound, from its operations listener.
@@ -44,12 +45,11 @@ pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
     };
     let log_before = std::fs::read_to_string(bench.dir.join("workerd.log")).unwrap_or_default();
     let plan = Rehearsal {
-        rate,
-        duration_s,
         retry: true,
-        faulted: None,
+        ..Rehearsal::new(rate, duration_s, Mix::Realistic)
     };
-    let (audited, stats) = rehearse(bench, &plan);
+    let rehearsed = rehearse(bench, &plan);
+    let (audited, stats) = (rehearsed.passed, rehearsed.stats);
     // Let the last log lines reach the file.
     std::thread::sleep(Duration::from_millis(500));
     let log = std::fs::read_to_string(bench.dir.join("workerd.log")).unwrap_or_default();

@@ -30,7 +30,7 @@ fn warm_up(bench: &Bench) {
     workers.extend([bench.peer_port, bench.baseline_port]);
     for (i, port) in workers.into_iter().enumerate() {
         crate::load::run_load(&Load {
-            port,
+            ports: vec![port],
             connections: 32,
             duration: Duration::from_secs(1),
             rate: None,
@@ -107,7 +107,7 @@ fn run_rounds(bench: &Bench, plan: &Comparison) -> Measured {
                     continue;
                 }
                 let load = Load {
-                    port,
+                    ports: vec![port],
                     connections: 32,
                     duration: Duration::from_secs(plan.seconds),
                     rate,

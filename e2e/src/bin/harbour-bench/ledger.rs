@@ -3,10 +3,8 @@
 //! its key names. A count of receipts against a count of rows would let an extra row in one
 //! place cancel a missing one in another; matching cannot.
 
+use harbour_e2e::rows::{RegionStore, StoredRow};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-
-use harbour_e2e::rows::{read_rows, StoredRow};
 
 /// What the audit needs of one stored row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,11 +25,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The rows of every region's SQLite file; an unreadable store is an error.
-    pub fn read(dbs: &[(String, PathBuf)]) -> Result<Ledger, String> {
+    /// The rows of every region's store; an unreadable store is an error.
+    pub fn read(dbs: &[(String, RegionStore)]) -> Result<Ledger, String> {
         let mut ledger = Ledger::default();
         for (region, db) in dbs {
-            for row in read_rows(db)? {
+            for row in db.read_rows()? {
                 ledger.add(region, &row);
             }
         }

@@ -72,7 +72,9 @@ fn outcome_label(status: u16, body: &str) -> String {
 }
 
 pub struct Load {
-    pub port: u16,
+    /// Where to send: connection `c` goes to `ports[c % ports.len()]` (several edges, round
+    /// robin).
+    pub ports: Vec<u16>,
     pub connections: usize,
     pub duration: Duration,
     /// Requests per second across all connections; `None` sends as fast as answers come.
@@ -276,12 +278,13 @@ fn drive(load: &Load, c: usize, next: &AtomicU64, started: Instant) -> Stats {
         scheduled: started + offset.unwrap_or_default(),
         retries: Default::default(),
     };
+    let port = load.ports[c % load.ports.len()];
     let mut connection = Connection {
-        port: load.port,
+        port,
         stream: None,
         buffer: Vec::new(),
     };
-    let challenge = challenge_for(load.port);
+    let challenge = challenge_for(port);
     let mut local = Stats::default();
     while let Some((n, attempt)) = schedule.next_request() {
         let bytes = request_bytes(&plan(load.mix, load.run, n), &challenge);

@@ -8,8 +8,17 @@
 //!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
 //!                                    override rounds, seconds per phase, the fixed rate; or
 //!                                    measure only the cost at maximum rate
-//! harbour-bench --rehearsal [--rate 5000] [--duration 300]
-//!                                    the peak: fixed rate, realistic mix, loss and residency audit
+//! harbour-bench --rehearsal [--rate 5000] [--duration 300] [--mix realistic|national]
+//!               [--edges N] [--store sqlite|postgres]
+//!                                    the peak: fixed rate, a mix (realistic over five regions, or
+//!                                    the national broadcast's, 92 % EU), loss and residency audit,
+//!                                    CPU by process; the load spread round robin over N workerd
+//!                                    processes (default 1); origins on SQLite (default) or on a
+//!                                    throwaway PostgreSQL cluster (a database per region)
+//! harbour-bench --slow-body [--connections 1000] [--lengths 65536,32768] [--rate 1000]
+//!               [--duration 30] [--mix national] [--edges N] [--store sqlite|postgres]
+//!                                    the rehearsal without, then with, slow-body connections held
+//!                                    against the EU origins (see `attack`)
 //! harbour-bench --faults [--rate 1000] [--duration 50]
 //!                                    the same audit while the EU origins are killed and restarted
 //! harbour-bench --backpressure [--max-in-flight 2] [--rate 2000] [--duration 30]
@@ -29,6 +38,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attack;
 mod audit;
 mod backpressure;
 mod cold;
@@ -42,16 +52,49 @@ mod workerd;
 
 use audit::Rehearsal;
 use compare::{compare, Comparison};
+use mix::Mix;
+
+/// The mix, whether the stores are PostgreSQL, and the attack's `Content-Length`s, from the
+/// command line (`word` reads a flag's value).
+fn options(
+    word: &dyn Fn(&str) -> Option<String>,
+    attack: bool,
+) -> Result<(Mix, bool, Vec<usize>), String> {
+    let default_mix = if attack { "national" } else { "realistic" };
+    let mix = Mix::parse(&word("--mix").unwrap_or(default_mix.into()))
+        .ok_or("--mix: realistic or national")?;
+    let postgres = match word("--store").as_deref() {
+        None | Some("sqlite") => false,
+        Some("postgres") => true,
+        Some(other) => return Err(format!("--store: sqlite or postgres, not {other:?}")),
+    };
+    let lengths = word("--lengths")
+        .unwrap_or("65536,32768".into())
+        .split(',')
+        .map(|l| l.trim().parse::<usize>().ok())
+        .collect::<Option<Vec<_>>>()
+        .ok_or("--lengths: bytes, comma-separated")?;
+    Ok((mix, postgres, lengths))
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
+    let word = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<f64>().ok())
+            .cloned()
     };
-    let bench = workerd::start();
+    let value = |flag: &str| word(flag).and_then(|v| v.parse::<f64>().ok());
+    let attack = args.iter().any(|a| a == "--slow-body");
+    let (mix, postgres, lengths) = options(&word, attack).unwrap_or_else(|problem| {
+        eprintln!("{problem}");
+        std::process::exit(2);
+    });
+    let bench = workerd::start(workerd::Setup {
+        edges: value("--edges").map_or(1, |n| n.max(1.0) as usize),
+        postgres,
+    });
     println!(
         "workerd on 127.0.0.1 (harbour :{}, peer :{}, baseline :{}), files in {}",
         bench.harbour_port,
@@ -59,6 +102,13 @@ fn main() {
         bench.baseline_port,
         bench.dir.display()
     );
+    if !bench.edges.is_empty() {
+        let ports: Vec<String> = bench.edges.iter().map(|e| format!(":{}", e.port)).collect();
+        println!(
+            "further workerd processes with harbour alone: {}",
+            ports.join(", ")
+        );
+    }
     let ok = if args.iter().any(|a| a == "--cold") {
         cold::measure(&bench, value("--samples").unwrap_or(7.0) as usize);
         true
@@ -67,12 +117,11 @@ fn main() {
         println!("faults under load: EU origins killed, restarted and stalled");
         let faults = faults::inject_faults(&bench, duration);
         let plan = Rehearsal {
-            rate: value("--rate").unwrap_or(1000.0),
-            duration_s: duration,
             retry: true,
             faulted: Some(faults::FAULTED),
+            ..Rehearsal::new(value("--rate").unwrap_or(1000.0), duration, mix)
         };
-        let (ok, _) = audit::rehearse(&bench, &plan);
+        let ok = audit::rehearse(&bench, &plan).passed;
         faults.join().unwrap();
         ok
     } else if args.iter().any(|a| a == "--backpressure") {
@@ -82,14 +131,24 @@ fn main() {
             value("--rate").unwrap_or(2000.0),
             value("--duration").unwrap_or(30.0) as u64,
         )
+    } else if attack {
+        attack::run(
+            &bench,
+            &attack::Attack {
+                connections: value("--connections").unwrap_or(1000.0) as usize,
+                lengths,
+                rate: value("--rate").unwrap_or(1000.0),
+                duration_s: value("--duration").unwrap_or(30.0) as u64,
+                mix,
+            },
+        )
     } else if args.iter().any(|a| a == "--rehearsal") {
-        let plan = Rehearsal {
-            rate: value("--rate").unwrap_or(5000.0),
-            duration_s: value("--duration").unwrap_or(300.0) as u64,
-            retry: false,
-            faulted: None,
-        };
-        audit::rehearse(&bench, &plan).0
+        let plan = Rehearsal::new(
+            value("--rate").unwrap_or(5000.0),
+            value("--duration").unwrap_or(300.0) as u64,
+            mix,
+        );
+        audit::rehearse(&bench, &plan).passed
     } else {
         let short = args.iter().any(|a| a == "--short");
         let (rounds, seconds, fixed_rate) = if short {
@@ -111,13 +170,8 @@ fn main() {
             cold::measure(&bench, if short { 5 } else { 7 });
         }
         let rehearsed = if short && !args.iter().any(|a| a == "--cost-only") {
-            let plan = Rehearsal {
-                rate: 1000.0,
-                duration_s: 5,
-                retry: false,
-                faulted: None,
-            };
-            audit::rehearse(&bench, &plan).0
+            let plan = Rehearsal::new(1000.0, 5, mix);
+            audit::rehearse(&bench, &plan).passed
         } else {
             true
         };

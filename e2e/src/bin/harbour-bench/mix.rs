@@ -65,13 +65,36 @@ pub fn challenge_for(port: u16) -> Work {
         .clone()
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Mix {
     /// Every request valid, from its own client: the like-for-like cost comparison.
     ValidOnly,
     /// Valid from many clients and countries, 10 % invalid, 10 % from ten clients far over
     /// their limit.
     Realistic,
+    /// The realistic mix's kinds of request from the audience of a national broadcast: 92 % of
+    /// submissions from EU countries (the Netherlands most), so one region's two origins carry
+    /// the peak.
+    National,
+}
+
+impl Mix {
+    /// `--mix` on the command line.
+    pub fn parse(text: &str) -> Option<Mix> {
+        match text {
+            "realistic" => Some(Mix::Realistic),
+            "national" => Some(Mix::National),
+            _ => None,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mix::ValidOnly => "valid only",
+            Mix::Realistic => "realistic mix over five regions (80 % valid, 10 % invalid, 10 % over-limit clients)",
+            Mix::National => "national-broadcast mix: 92 % from EU countries (80 % valid, 10 % invalid, 10 % over-limit clients)",
+        }
+    }
 }
 
 /// The n-th request of a run, deterministic so the audit can recompute what was sent.
@@ -86,8 +109,24 @@ pub struct Planned {
     pub valid: bool,
 }
 
-fn country_for(n: u64) -> &'static str {
-    match (n.wrapping_mul(2_654_435_761) >> 7) % 100 {
+fn country_for(mix: Mix, n: u64) -> &'static str {
+    let percentile = (n.wrapping_mul(2_654_435_761) >> 7) % 100;
+    if mix == Mix::National {
+        return match percentile {
+            0..=39 => "NL",
+            40..=59 => "DE",
+            60..=69 => "BE",
+            70..=79 => "FR",
+            80..=84 => "IT",
+            85..=89 => "ES",
+            90..=91 => "AT",
+            92..=96 => "US",
+            97 => "CN",
+            98 => "RU",
+            _ => "AU",
+        };
+    }
+    match percentile {
         0..=39 => "US",
         40..=49 => "IT",
         50..=56 => "DE",
@@ -104,7 +143,7 @@ pub fn key_of(run: u32, n: u64) -> String {
 }
 
 pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
-    let country = country_for(n);
+    let country = country_for(mix, n);
     let kind = if mix == Mix::ValidOnly { 10 } else { n % 20 };
     let ip = match kind {
         2 | 3 => format!("198.18.0.{}", n % 10),
@@ -153,4 +192,23 @@ pub fn request_bytes(p: &Planned, work: &Work) -> Vec<u8> {
         p.body
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_national_mix_places_at_least_nine_in_ten_in_the_eu() {
+        let policy = harbour_policy::Policy::shipped().unwrap();
+        let in_eu = (0..10_000)
+            .filter(|n| {
+                let country =
+                    harbour_policy::country::Country::parse(plan(Mix::National, 1, *n).country)
+                        .unwrap();
+                policy.region(policy.region_of(country)).id == "eu"
+            })
+            .count();
+        assert!(in_eu >= 9_000, "{in_eu} of 10,000 in the EU");
+    }
 }

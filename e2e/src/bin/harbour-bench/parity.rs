@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use harbour_e2e::http::{raw, Response};
-use harbour_e2e::rows::{read_rows, StoredRow};
+use harbour_e2e::rows::StoredRow;
 
 use crate::mix::challenge_for;
 use crate::workerd::Bench;
@@ -525,7 +525,7 @@ fn limit_statuses(port: u16, tag: &str) -> Vec<u16> {
 fn stored_rows(bench: &Bench, tag: &str) -> Result<Vec<Value>, String> {
     let mut rows = Vec::new();
     for (_, db) in &bench.dbs {
-        for row in read_rows(db)? {
+        for row in db.read_rows()? {
             if row.idempotency_key.starts_with(&format!("parity-{tag}-")) {
                 rows.push(row_view(tag, &row));
             }

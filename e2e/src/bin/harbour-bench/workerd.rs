@@ -1,6 +1,9 @@
 //! The system under test: release reference origins (two per policy region, started with the
-//! harness's origin launcher) and one `workerd serve` running harbour beside the plain-JS peer
-//! and the pass-through baseline, from a config made with the harness's workerd config builder.
+//! harness's origin launcher, at the store's default durability), each region's two sharing one
+//! store (a SQLite file, or a database of a throwaway PostgreSQL cluster), and one `workerd serve`
+//! running harbour beside the plain-JS peer and the pass-through baseline, from a config made
+//! with the harness's workerd config builder; for the rehearsal, more `workerd serve` processes
+//! running harbour alone (the platform runs many isolates; one workerd here saturates one core).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,21 +12,55 @@ use std::time::Duration;
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
 use harbour_core::config::PAGE_ORIGINS_VAR;
 use harbour_e2e::origin::{OriginLaunch, OriginSecrets};
+use harbour_e2e::pg::PgCluster;
 use harbour_e2e::policy::regions;
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
+use harbour_e2e::rows::RegionStore;
 use harbour_e2e::workerd::{serve_command, Module, Socket, Worker, WorkerdConfig};
 
 use crate::load::{run_load, Load, Stats};
 
-/// CPU seconds (user + system) a process has used, from /proc.
-pub fn cpu_seconds(pid: u32) -> f64 {
+/// The fields of /proc/<pid>/stat after the command name (the 3rd field of the file is the
+/// first here); empty when the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    after_name.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Linux's `USER_HZ`: the unit of the times in /proc/<pid>/stat.
+const TICKS_PER_S: f64 = 100.0;
+
+/// The sum of `stat`'s fields at `indices` (after the name), in seconds.
+fn ticks(fields: &[String], indices: &[usize]) -> f64 {
+    indices
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>()
+        / TICKS_PER_S
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    ticks(&stat_fields(pid), &[11, 12])
+}
+
+/// CPU seconds of a process and its children, alive or ended (a server that forks a process per
+/// connection, as PostgreSQL does): its own time, its ended children's (`cutime`, `cstime`) and
+/// its live children's.
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let own = ticks(&stat_fields(pid), &[11, 12, 13, 14]);
+    let children: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .map(stat_fields)
+        .filter(|fields| fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
+        .map(|fields| ticks(&fields, &[11, 12, 13, 14]))
+        .sum();
+    own + children
 }
 
 /// One origin of the bench: how it is started, and its process while it runs.
@@ -43,14 +80,23 @@ impl OriginSlot {
     }
 }
 
-/// The bench measures the edge; SQLite with an fsync per commit (the origin's default) caps one
-/// file near 1,400 rows/s here (`bash scripts/bench --store`), below the rehearsal's rate for one
-/// region. NORMAL still survives an origin crash, which is what the fault runs kill; the origin
-/// logs a warning.
-const ORIGIN_FLAGS: [&str; 2] = ["--durability", "normal"];
+/// How the system under test is laid out.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// `workerd serve` processes running harbour (the first also serves the peer and baseline).
+    pub edges: usize,
+    pub postgres: bool,
+}
+
+/// A `workerd serve` process running harbour alone, beside the first.
+pub struct Edge {
+    pub port: u16,
+    pub workerd: Process,
+}
 
 pub struct Bench {
     pub dir: PathBuf,
+    /// The first workerd's harbour.
     pub harbour_port: u16,
     /// The plain-JS peer (bench/peer.js) doing harbour's job.
     pub peer_port: u16,
@@ -59,26 +105,70 @@ pub struct Bench {
     /// served beside harbour.
     pub other_port: Option<u16>,
     pub workerd: Process,
+    /// The rehearsal's further edges (`Setup::edges` − 1).
+    pub edges: Vec<Edge>,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
-    pub dbs: Vec<(String, PathBuf)>,
+    pub dbs: Vec<(String, RegionStore)>,
     /// The regions' origins and keys, as text bindings every contestant gets.
     pub bindings: Vec<(String, String)>,
+    /// The PostgreSQL cluster the stores are in, if they are; declared last, so it is destroyed
+    /// after the origins have stopped.
+    pub postgres: Option<PgCluster>,
 }
 
-/// What `start_origins` started: the slots, each region's SQLite file, and the text bindings that
+impl Bench {
+    /// Every harbour the load may send to: the first workerd's, then each further edge's.
+    pub fn harbour_ports(&self) -> Vec<u16> {
+        std::iter::once(self.harbour_port)
+            .chain(self.edges.iter().map(|e| e.port))
+            .collect()
+    }
+
+    /// Each workerd process: its name and pid.
+    pub fn workerd_pids(&self) -> Vec<(String, u32)> {
+        std::iter::once(("workerd 1".to_owned(), self.workerd.pid()))
+            .chain(
+                self.edges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("workerd {}", i + 2), e.workerd.pid())),
+            )
+            .collect()
+    }
+
+    /// The PostgreSQL server's (postmaster's) pid, if the stores are in one.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        let cluster = std::fs::read_to_string(self.postgres.as_ref()?.dir.join("cluster")).ok()?;
+        let pid_file = Path::new(cluster.trim()).join("data/postmaster.pid");
+        std::fs::read_to_string(pid_file)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// What `start_origins` started: the slots, each region's store, and the text bindings that
 /// point a worker at them.
 type Origins = (
     Vec<OriginSlot>,
-    Vec<(String, PathBuf)>,
+    Vec<(String, RegionStore)>,
     Vec<(String, String)>,
 );
 
-/// Two origins per region sharing the region's SQLite file, started.
-fn start_origins(dir: &Path) -> Origins {
+/// Two origins per region sharing the region's store (a SQLite file in `dir`, or a database of
+/// `postgres`), started with the store's defaults: SQLite syncs every commit
+/// (`synchronous=FULL`), as a campaign's origins do.
+fn start_origins(dir: &Path, postgres: Option<&PgCluster>) -> Origins {
     let (mut slots, mut dbs, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
     for region in regions() {
         let key = format!("bench-{region}-0123456789abcdefghijklmnopqrstuvwxyz");
-        let db = dir.join(format!("{region}.sqlite"));
+        let db = match postgres {
+            Some(cluster) => RegionStore::Postgres(cluster.database(&region)),
+            None => RegionStore::Sqlite(dir.join(format!("{region}.sqlite"))),
+        };
         let mut urls = Vec::new();
         for _ in 0..2 {
             let mut slot = OriginSlot {
@@ -86,8 +176,8 @@ fn start_origins(dir: &Path) -> Origins {
                     region: region.clone(),
                     port: free_port(),
                     ops_port: free_port(),
-                    store: db.display().to_string(),
-                    extra: ORIGIN_FLAGS.map(str::to_owned).to_vec(),
+                    store: db.argument(),
+                    extra: Vec::new(),
                     secrets: Some(OriginSecrets {
                         key: key.clone(),
                         person_key: format!("{key}-person-key"),
@@ -135,11 +225,19 @@ fn socket(port: u16) -> Socket {
     }
 }
 
-pub fn start() -> Bench {
+pub fn start(setup: Setup) -> Bench {
     let dir = workspace_root().join("target/bench");
+    if dir.join("pg").exists() {
+        // A cluster an interrupted run left behind: stopped and removed before its directory.
+        let _ = std::process::Command::new("bash")
+            .arg(workspace_root().join("scripts/pg"))
+            .args(["destroy", &dir.join("pg").display().to_string()])
+            .status();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (slots, dbs, bindings) = start_origins(&dir);
+    let postgres = setup.postgres.then(|| PgCluster::start(&dir.join("pg")));
+    let (slots, dbs, bindings) = start_origins(&dir, postgres.as_ref());
     let (harbour_port, peer_port, baseline_port) = (free_port(), free_port(), free_port());
     let baseline = Worker::new(
         "baseline",
@@ -164,7 +262,21 @@ pub fn start() -> Bench {
         let worker = contestant("other", build.clone(), &bindings);
         config = config.serve(worker, socket(*port));
     }
-    let workerd = serve(&dir, &config, harbour_port);
+    let workerd = serve(&dir, &config, "workerd", harbour_port);
+    let edges = (2..=setup.edges.max(1))
+        .map(|i| {
+            let port = free_port();
+            let config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
+                .serve(
+                    contestant("harbour", Contestant::Harbour, &bindings),
+                    socket(port),
+                );
+            Edge {
+                port,
+                workerd: serve(&dir, &config, &format!("workerd-{i}"), port),
+            }
+        })
+        .collect();
     use_challenges(
         harbour_port,
         peer_port,
@@ -177,20 +289,23 @@ pub fn start() -> Bench {
         baseline_port,
         other_port: other.map(|(port, _)| port),
         workerd,
+        edges,
         origins: Arc::new(Mutex::new(slots)),
         dbs,
         bindings,
+        postgres,
     }
 }
 
-/// Starts workerd on `config`, its log in `dir`, and waits until harbour answers.
-fn serve(dir: &Path, config: &WorkerdConfig, harbour_port: u16) -> Process {
-    let mut command = serve_command(&config.write("workerd.capnp"));
+/// Starts workerd on `config` (written to `name`.capnp, its log to `name`.log in `dir`) and waits
+/// until harbour on `harbour_port` answers.
+fn serve(dir: &Path, config: &WorkerdConfig, name: &str, harbour_port: u16) -> Process {
+    let mut command = serve_command(&config.write(&format!("{name}.capnp")));
     // For profiling with the V8 inspector (Chrome DevTools or a CDP client).
     if let Some(address) = std::env::var_os("HARBOUR_BENCH_INSPECTOR") {
         command.arg("--inspector-addr").arg(address);
     }
-    let log = std::fs::File::create(dir.join("workerd.log")).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     command.stdout(log.try_clone().unwrap()).stderr(log);
     let workerd = Process::spawn("workerd", &mut command);
     wait_until("workerd", Duration::from_secs(30), || {
@@ -261,10 +376,12 @@ pub const PAGE_ORIGIN: &str = "http://localhost:8787";
 
 pub const FORM_KEY: &str = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
+/// Runs `load`; its answers and the CPU seconds the workerd processes used meanwhile.
 pub fn measure(bench: &Bench, load: &Load) -> (Stats, f64) {
-    let pid = bench.workerd.pid();
-    let before = cpu_seconds(pid);
+    let pids: Vec<u32> = bench.workerd_pids().iter().map(|(_, pid)| *pid).collect();
+    let used = || pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+    let before = used();
     let stats = run_load(load);
-    let cpu = cpu_seconds(pid) - before;
+    let cpu = used() - before;
     (stats, cpu)
 }
