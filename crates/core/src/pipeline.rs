@@ -533,7 +533,7 @@ fn recall(
                 Outcome::KeyReused,
                 "This key was already used for a different entry",
                 "Start a new entry; the key belongs to an earlier, different submission.",
-                None,
+                &[],
             ),
         ),
         Recall::Accepted { receipt, region } => {
@@ -588,7 +588,7 @@ fn config_invalid() -> Answer {
         Outcome::ConfigInvalid,
         "Service misconfigured",
         "This service cannot accept entries right now.",
-        None,
+        &[],
     );
     Answer::new(Phase::Configure, reply)
 }

@@ -10,7 +10,7 @@
 use std::ops::ControlFlow;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use harbour_contract::http::HEADER_IDEMPOTENCY_KEY;
 use harbour_policy::text::{decimal, push_quoted};
@@ -66,33 +66,66 @@ impl Reply {
     }
 }
 
-/// A problem detail answering `outcome`, whose `code` it carries; `extra` members are merged into
-/// the object.
+/// A JSON string literal for `text`, escaped as serde_json escapes it: a member value for
+/// [`problem`]'s `extra`.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    push_quoted(&mut out, text);
+    out
+}
+
+/// A problem detail answering `outcome`, whose `code` it carries; `extra` members (name, value
+/// already written as JSON) are merged into the object. Written by hand rather than through
+/// `serde_json::Value`, whose map and serialiser cost the worker several KB: members in name
+/// order, as a `Value` object writes them.
 pub fn problem(
     status: u16,
     outcome: Outcome,
     title: &str,
     detail: &str,
-    extra: Option<Value>,
+    extra: &[(&'static str, String)],
 ) -> Reply {
     let code = outcome.code().unwrap_or(outcome.name());
-    let mut body = json!({
-        "type": format!("urn:harbour:problem:{code}"),
-        "title": title,
-        "status": status,
-        "code": code,
-        "detail": detail,
-    });
-    if let (Value::Object(target), Some(Value::Object(more))) = (&mut body, extra) {
-        target.extend(more);
+    let mut kind = String::from("urn:harbour:problem:");
+    kind.push_str(code);
+    let status_text = decimal(u64::from(status));
+    let (code, title, detail, kind) = (quoted(code), quoted(title), quoted(detail), quoted(&kind));
+    let mut members: Vec<(&str, &str)> = vec![
+        ("code", &code),
+        ("detail", &detail),
+        ("status", &status_text),
+        ("title", &title),
+        ("type", &kind),
+    ];
+    for (name, value) in extra {
+        match members.iter().position(|(n, _)| *n >= *name) {
+            Some(at) if members.get(at).is_some_and(|(n, _)| n == name) => {
+                if let Some(member) = members.get_mut(at) {
+                    member.1 = value;
+                }
+            }
+            Some(at) => members.insert(at, (name, value)),
+            None => members.push((name, value)),
+        }
     }
+    let mut body = String::with_capacity(256);
+    body.push('{');
+    for (i, (name, value)) in members.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        push_quoted(&mut body, name);
+        body.push(':');
+        body.push_str(value);
+    }
+    body.push('}');
     Reply {
         status,
         headers: vec![
             ("content-type", PROBLEM_JSON.into()),
             ("cache-control", "no-store".into()),
         ],
-        body: body.to_string(),
+        body,
         outcome: Some(outcome),
         delay_ms: 0,
     }
@@ -253,7 +286,10 @@ pub fn busy(outcome: Outcome, key: &str, wait_ms: u64) -> Reply {
         outcome,
         "Lots of entries right now",
         "Your entry was not stored yet. Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-        Some(json!({ "idempotency_key": key, "retry_after_s": seconds })),
+        &[
+            ("idempotency_key", quoted(key)),
+            ("retry_after_s", decimal(seconds)),
+        ],
     )
     .with_header("retry-after", decimal(seconds))
     .with_header(HEADER_IDEMPOTENCY_KEY, key.to_owned())
@@ -262,13 +298,16 @@ pub fn busy(outcome: Outcome, key: &str, wait_ms: u64) -> Reply {
 /// 503 with retry advice and, when there is one, the idempotency key the retry must carry: for an
 /// entry that may or may not have been stored, or was not taken at all.
 pub fn retry_later(outcome: Outcome, title: &str, key: Option<&str>, wait_ms: u64) -> Reply {
-    let extra = key.map(|key| json!({ "idempotency_key": key }));
+    let extra: Vec<(&'static str, String)> = key
+        .map(|key| ("idempotency_key", quoted(key)))
+        .into_iter()
+        .collect();
     let reply = problem(
         503,
         outcome,
         title,
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-        extra,
+        &extra,
     )
     .with_header("retry-after", decimal(retry_after_seconds(wait_ms)));
     match key {
@@ -293,7 +332,10 @@ mod tests {
             Outcome::ValidationFailed,
             "The submission has errors",
             "1 field needs attention",
-            Some(json!({"errors": [{"field": "email", "code": "invalid_email"}]})),
+            &[(
+                "errors",
+                r#"[{"code":"invalid_email","field":"email"}]"#.to_owned(),
+            )],
         );
         assert_eq!(reply.status, 422);
         assert_eq!(reply.header("Content-Type"), Some(PROBLEM_JSON));
@@ -302,6 +344,45 @@ mod tests {
             r#"{"code":"validation_failed","detail":"1 field needs attention","errors":[{"code":"invalid_email","field":"email"}],"status":422,"title":"The submission has errors","type":"urn:harbour:problem:validation_failed"}"#
         );
         assert_eq!(reply.code(), Some("validation_failed"));
+    }
+
+    /// The hand-written body is what a `serde_json::Value` object writes: members in name order
+    /// (extras among them), strings escaped alike.
+    #[test]
+    fn problem_bodies_match_serde_json() {
+        let odd = "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é€😀</script>";
+        for (title, detail) in [("T", "d"), (odd, odd), ("", "")] {
+            let reply = problem(
+                503,
+                Outcome::LocationLimitUnavailable,
+                title,
+                detail,
+                &[
+                    ("retry_after_s", decimal(7)),
+                    ("idempotency_key", quoted(odd)),
+                    ("challenge_url", quoted("/api/campaigns/x")),
+                    ("submit", quoted(odd)),
+                ],
+            );
+            let expected = serde_json::json!({
+                "type": "urn:harbour:problem:location_limit_unavailable",
+                "title": title,
+                "status": 503,
+                "code": "location_limit_unavailable",
+                "detail": detail,
+                "retry_after_s": 7,
+                "idempotency_key": odd,
+                "challenge_url": "/api/campaigns/x",
+                "submit": odd,
+            });
+            assert_eq!(reply.body, expected.to_string());
+        }
+        let bare = problem(404, Outcome::NotFound, "Not found", "no such campaign", &[]);
+        let expected = serde_json::json!({
+            "type": "urn:harbour:problem:not_found", "title": "Not found", "status": 404,
+            "code": "not_found", "detail": "no such campaign",
+        });
+        assert_eq!(bare.body, expected.to_string());
     }
 
     #[test]
@@ -324,7 +405,7 @@ mod tests {
 
     #[test]
     fn cors_headers_only_for_an_allowed_origin() {
-        let plain = Reply::json(200, &json!({}));
+        let plain = Reply::json(200, &serde_json::json!({}));
         assert_eq!(Cors::default().apply(plain.clone()), plain);
         let crossed = Cors(Some("https://a.example".into())).apply(plain);
         assert_eq!(

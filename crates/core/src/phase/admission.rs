@@ -404,7 +404,7 @@ fn refused(refusal: &Refusal) -> Answer {
         Outcome::RateLimited(refusal.layer),
         "Too many submissions",
         &format!("please wait {seconds} s and try again"),
-        Some(serde_json::json!({ "retry_after_s": seconds })),
+        &[("retry_after_s", harbour_policy::text::decimal(seconds))],
     )
     .with_header("retry-after", harbour_policy::text::decimal(seconds))
     .with_header(
@@ -422,7 +422,10 @@ fn unavailable(key: &str) -> crate::reply::Reply {
         Outcome::LocationLimitUnavailable,
         "Your entry could not be taken right now",
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
-        Some(serde_json::json!({ "idempotency_key": key, "retry_after_s": seconds })),
+        &[
+            ("idempotency_key", crate::reply::quoted(key)),
+            ("retry_after_s", harbour_policy::text::decimal(seconds)),
+        ],
     )
     .with_header("retry-after", harbour_policy::text::decimal(seconds))
     .with_header("idempotency-key", key.to_owned())

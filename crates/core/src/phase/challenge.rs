@@ -274,16 +274,12 @@ pub fn challenge(
         ),
         Refusal::Invalid(why) => (403, "Proof of work not accepted", why),
     };
-    let extra = serde_json::json!({ "challenge_url": format!("/api/campaigns/{}", campaign.id) });
+    let mut url = String::from("/api/campaigns/");
+    url.push_str(&campaign.id);
+    let extra = [("challenge_url", crate::reply::quoted(&url))];
     Flow::Break(Answer::new(
         Phase::Challenge,
-        problem(
-            status,
-            Outcome::Challenge(refusal),
-            title,
-            detail,
-            Some(extra),
-        ),
+        problem(status, Outcome::Challenge(refusal), title, detail, &extra),
     ))
 }
 

@@ -12,7 +12,6 @@
 
 use harbour_contract::response::{self, Code};
 use harbour_policy::RegionIndex;
-use serde_json::json;
 
 use crate::attempt::{attempt_budget_ms, Attempt, AttemptResult, DEADLINE_MS};
 use crate::breaker::{transition_line, Breakers, Report, OPEN_MS};
@@ -21,7 +20,7 @@ use crate::context::Context;
 use crate::outcome::Outcome;
 use crate::phase::admission::Admission;
 use crate::phase::validate::invalid_fields;
-use crate::reply::{busy, problem, retry_later, Answer, Flow, Phase, Receipt, Reply};
+use crate::reply::{busy, problem, quoted, retry_later, Answer, Flow, Phase, Receipt, Reply};
 use crate::tickets::Filed;
 
 /// What the visitor is asked to wait when every origin of the region failed.
@@ -154,7 +153,7 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
                 Outcome::AlreadyEntered,
                 "You have already entered",
                 "This campaign takes one entry per person, and we already have yours.",
-                None,
+                &[],
             ),
         ),
         409 => Answer::new(
@@ -164,7 +163,7 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
                 Outcome::OriginConflict,
                 "This key was already used for a different entry",
                 "Start a new entry; the key belongs to an earlier, different submission.",
-                None,
+                &[],
             ),
         ),
         // A value the edge's check let through and only the origin's Unicode fold refuses:
@@ -195,7 +194,7 @@ fn bad_gateway(key: &str, outcome: Outcome) -> Answer {
         outcome,
         "Your entry could not be stored",
         "The storage service did not accept it. Please try again later with the same Idempotency-Key.",
-        Some(json!({ "idempotency_key": key })),
+        &[("idempotency_key", quoted(key))],
     )
     .with_header(
         "retry-after",

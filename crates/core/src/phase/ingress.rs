@@ -22,11 +22,9 @@
 //! `https://cn.campaign.example/api/campaigns/{id}/submissions`; one placed in `cn` sent to
 //! `cn.campaign.example`, or in `eu` to `campaign.example`, goes on.
 
-use serde_json::json;
-
 use crate::config::Config;
 use crate::outcome::Outcome;
-use crate::reply::{problem, Answer, Flow, Phase};
+use crate::reply::{problem, quoted, Answer, Flow, Phase};
 use harbour_policy::RegionIndex;
 
 /// Which of harbour's hostnames a request arrived on.
@@ -88,7 +86,10 @@ pub fn ingress(config: &Config, campaign: &str, arrival: Arrival, region: Region
         Outcome::WrongIngress,
         "Send this entry to its region's address",
         "entries stored in this region are taken at another address; send it there (submit), unchanged",
-        Some(json!({ "region": config.policy.region(region).id, "submit": submit })),
+        &[
+            ("region", quoted(&config.policy.region(region).id)),
+            ("submit", quoted(&submit)),
+        ],
     );
     Flow::Break(Answer::new(Phase::Ingress, reply))
 }

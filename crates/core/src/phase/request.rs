@@ -105,7 +105,7 @@ pub struct Routed<'c> {
 fn not_found(detail: &str) -> Answer {
     Answer::new(
         Phase::Route,
-        problem(404, Outcome::NotFound, "Not found", detail, None),
+        problem(404, Outcome::NotFound, "Not found", detail, &[]),
     )
 }
 
@@ -129,7 +129,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
             Outcome::MethodNotAllowed,
             "Method not allowed",
             &format!("use {allowed}"),
-            None,
+            &[],
         )
         .with_header("allow", allowed);
         return Flow::Break(Answer::new(Phase::Route, reply));
@@ -151,7 +151,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
                 Outcome::OriginNotAllowed,
                 "Cross-origin submission refused",
                 "this page is not allowed to submit to this campaign",
-                None,
+                &[],
             );
             return Flow::Break(Answer::new(Phase::Route, reply));
         }
@@ -330,7 +330,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
                     Outcome::UnsupportedMediaType,
                     "Unsupported content type",
                     "send application/json or application/x-www-form-urlencoded (UTF-8)",
-                    None,
+                    &[],
                 )
                 .with_header(
                     "accept-post",
@@ -347,7 +347,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
                 Outcome::BodyTooLarge,
                 "Submission too large",
                 &format!("a submission is at most {} bytes", policy.max_body_bytes),
-                None,
+                &[],
             ))
         }
         Body::Unread => b"",
@@ -357,7 +357,7 @@ pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>
                 Outcome::BodyIncomplete,
                 "Incomplete submission",
                 "the body ended early; please send it again",
-                None,
+                &[],
             ))
         }
     };

@@ -140,7 +140,7 @@ pub fn classify(
             Outcome::Unplaceable(refusal),
             "Entries cannot be accepted from here",
             "this campaign cannot determine where your entry may be stored",
-            None,
+            &[],
         ),
     };
     Flow::Break(Answer::new(Phase::Classify, reply).counted_as(Outcome::Unplaceable(refusal)))

@@ -12,13 +12,13 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::outcome::Outcome;
 pub use crate::outcome::Unreadable;
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use harbour_policy::country::Country;
 use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue, RESERVED_MEMBERS};
+use harbour_policy::text::push_quoted;
 use harbour_policy::{Campaign, LOCALES};
 
 /// How a submission's body is encoded.
@@ -259,7 +259,7 @@ pub fn validate(campaign: &Campaign, payload: Payload, notice: Option<&str>) -> 
                 Outcome::Unreadable(e.kind()),
                 "Unreadable submission",
                 &e.detail(),
-                None,
+                &[],
             ))
         }
     };
@@ -282,16 +282,27 @@ pub fn validate(campaign: &Campaign, payload: Payload, notice: Option<&str>) -> 
 /// next to each field; a residency conflict on the declared field is answered with it too.
 pub fn invalid_fields(errors: Vec<FieldError>) -> Reply {
     let detail = format!("{} field(s) need attention", errors.len());
-    let errors: Vec<Value> = errors
-        .into_iter()
-        .map(|e| json!({"field": e.field, "code": e.code, "detail": e.detail}))
-        .collect();
+    // Each error's members in name order, as problem's members are.
+    let mut list = String::from("[");
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str("{\"code\":");
+        push_quoted(&mut list, e.code);
+        list.push_str(",\"detail\":");
+        push_quoted(&mut list, &e.detail);
+        list.push_str(",\"field\":");
+        push_quoted(&mut list, &e.field);
+        list.push('}');
+    }
+    list.push(']');
     problem(
         422,
         Outcome::ValidationFailed,
         "The submission has errors",
         &detail,
-        Some(json!({ "errors": errors })),
+        &[("errors", list)],
     )
 }
 
@@ -585,7 +596,7 @@ mod tests {
             panic!("an invalid body was validated")
         };
         assert_eq!(invalid.reply.status, 422);
-        let body: Value = serde_json::from_str(&invalid.reply.body).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&invalid.reply.body).unwrap();
         let fields: Vec<_> = body["errors"]
             .as_array()
             .unwrap()
