@@ -12,12 +12,15 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use harbour_contract::response::busy_body;
+
+use crate::seconds::{Count, Seconds};
 use serde_json::json;
 
 /// Submissions in flight when `--max-in-flight` is not given.
@@ -35,11 +38,15 @@ pub struct InFlight {
 }
 
 /// A submission's place in flight, given back when it is answered (or its handler dropped).
-pub struct Slot(Arc<InFlight>);
+pub struct Slot {
+    of: Arc<InFlight>,
+    /// Submissions in flight just after this one entered.
+    pub level: usize,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::AcqRel);
+        self.of.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -70,7 +77,10 @@ impl InFlight {
             ) {
                 Ok(_) => {
                     self.most.fetch_max(current + 1, Ordering::Relaxed);
-                    return Some(Slot(self.clone()));
+                    return Some(Slot {
+                        of: self.clone(),
+                        level: current + 1,
+                    });
                 }
                 Err(now) => current = now,
             }
@@ -105,15 +115,26 @@ pub fn busy() -> Response {
     response
 }
 
-/// Middleware for the submissions route: runs the handler inside a slot, or answers busy.
+/// Middleware for the submissions route: runs the handler inside a slot, or answers busy; each
+/// second's arrivals, the most in flight and what was shed are counted in `seconds`.
 pub async fn bounded(
-    State(in_flight): State<Arc<InFlight>>,
+    State((in_flight, seconds)): State<(Arc<InFlight>, Arc<Seconds>)>,
     request: Request,
     next: Next,
 ) -> Response {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    seconds.count(Count::Received, now_ms);
     match in_flight.enter() {
-        Some(_slot) => next.run(request).await,
-        None => busy(),
+        Some(slot) => {
+            seconds.in_flight(slot.level, now_ms);
+            next.run(request).await
+        }
+        None => {
+            seconds.count(Count::Shed, now_ms);
+            busy()
+        }
     }
 }
 

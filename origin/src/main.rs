@@ -216,6 +216,7 @@ async fn run(args: Args) -> Result<(), String> {
         rules,
         store,
         in_flight: InFlight::new(args.max_in_flight),
+        seconds: Arc::default(),
     });
     serve(origin, public, ops, tls, shutdown_signal()).await
 }

@@ -1,6 +1,6 @@
 //! The origin's HTTP side: the submissions listener (optionally TLS) that harbour's edge calls,
 //! bounded in the submissions it has in flight (see `in_flight`), and the operations listener
-//! (`/health`, `/v1/count`, `/v1/load`) for the operator's own network.
+//! (`/health`, `/v1/count`, `/v1/load`, `/v1/seconds`) for the operator's own network.
 //!
 //! The submissions listener serves `POST /v1/submissions` and nothing else: how many entries a
 //! region holds is not a stranger's business, so the operations routes live on their own
@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ use harbour_contract::signature::SigningKey;
 
 use crate::in_flight::{bounded, InFlight};
 use crate::person::PersonRules;
+use crate::seconds::{Count, Seconds};
 use crate::store::{Row, Store, Stored};
 use crate::verify::{verify, Received};
 
@@ -47,6 +48,8 @@ pub struct Origin {
     pub store: Store,
     /// Submissions in flight, bounded: past the bound, 503 `origin_busy` before anything is read.
     pub in_flight: Arc<InFlight>,
+    /// What came of the submissions, second by second (`/v1/seconds`).
+    pub seconds: Arc<Seconds>,
 }
 
 fn now_ms() -> u64 {
@@ -90,6 +93,18 @@ fn log(line: serde_json::Value) {
 
 async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Bytes) -> Response {
     origin.received.fetch_add(1, Ordering::Relaxed);
+    let response = handle(&origin, &headers, &body).await;
+    let counted = match response.status().as_u16() {
+        201 => Count::Stored,
+        200 => Count::Replayed,
+        400..=499 => Count::Refused,
+        _ => Count::Failed,
+    };
+    origin.seconds.count(counted, now_ms());
+    response
+}
+
+async fn handle(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
         signature: header(HEADER_SIGNATURE),
@@ -100,7 +115,7 @@ async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Byt
         &origin.key,
         SUBMISSIONS_PATH,
         &received,
-        &body,
+        body,
         now_ms(),
     ) {
         Ok(v) => v,
@@ -185,9 +200,34 @@ async fn load(State(origin): State<Arc<Origin>>) -> Response {
     answer(StatusCode::OK, origin.in_flight.report())
 }
 
+/// `?since=<Unix seconds>`: the seconds from then (at most the last five minutes), each with
+/// what came of its submissions, beside the in-flight bound and what is in flight now.
+async fn seconds(State(origin): State<Arc<Origin>>, uri: Uri) -> Response {
+    let since = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("since="))
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = now_ms();
+    let load = origin.in_flight.report();
+    answer(
+        StatusCode::OK,
+        json!({
+            "region": origin.region,
+            "now_s": now / 1_000,
+            "bound": load["bound"],
+            "in_flight": load["in_flight"],
+            "seconds": origin.seconds.since(since, now),
+        }),
+    )
+}
+
 /// The submissions listener's routes: `POST /v1/submissions` only.
 pub fn submissions_router(origin: Arc<Origin>) -> Router {
-    let bound = axum::middleware::from_fn_with_state(origin.in_flight.clone(), bounded);
+    let state = (origin.in_flight.clone(), origin.seconds.clone());
+    let bound = axum::middleware::from_fn_with_state(state, bounded);
     Router::new()
         .route(SUBMISSIONS_PATH, post(submit).layer(bound))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -199,6 +239,7 @@ pub fn ops_router(origin: Arc<Origin>) -> Router {
     Router::new()
         .route("/v1/count", get(count))
         .route("/v1/load", get(load))
+        .route("/v1/seconds", get(seconds))
         .route("/health", get(health))
         .with_state(origin)
 }
