@@ -11,7 +11,7 @@ use harbour_e2e::origin::{OriginLaunch, OriginSecrets};
 use harbour_e2e::policy::regions;
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
-use harbour_e2e::workerd::{serve_command, Module, Socket, Worker, WorkerdConfig};
+use harbour_e2e::workerd::{Module, Socket, Worker, WorkerdConfig};
 
 use crate::load::{run_load, Load, Stats};
 
@@ -57,6 +57,8 @@ pub struct Bench {
     /// Another build of the worker (`HARBOUR_BENCH_OTHER`), served beside harbour.
     pub other_port: Option<u16>,
     pub workerd: Process,
+    /// The local Analytics Engine recorder's port: harbour's data points (`GET /points`).
+    pub recorder_port: u16,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, PathBuf)>,
     /// The regions' origins and keys, as text bindings every contestant gets.
@@ -133,6 +135,7 @@ pub fn start() -> Bench {
     std::fs::create_dir_all(&dir).unwrap();
     let (slots, dbs, bindings) = start_origins(&dir);
     let (harbour_port, peer_port, baseline_port) = (free_port(), free_port(), free_port());
+    let recorder_port = free_port();
     let baseline = Worker::new(
         "baseline",
         vec![Module::Es(
@@ -142,6 +145,7 @@ pub fn start() -> Bench {
     )
     .texts(&bindings);
     let mut config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
+        .record_analytics(recorder_port)
         .serve(
             contestant("harbour", Contestant::Harbour, &bindings),
             socket(harbour_port),
@@ -165,6 +169,7 @@ pub fn start() -> Bench {
         baseline_port,
         other_port: other.map(|(port, _)| port),
         workerd,
+        recorder_port,
         origins: Arc::new(Mutex::new(slots)),
         dbs,
         bindings,
@@ -173,7 +178,7 @@ pub fn start() -> Bench {
 
 /// Starts workerd on `config`, its log in `dir`, and waits until harbour answers.
 fn serve(dir: &Path, config: &WorkerdConfig, harbour_port: u16) -> Process {
-    let mut command = serve_command(&config.write("workerd.capnp"));
+    let mut command = config.command("workerd.capnp");
     // For profiling with the V8 inspector (Chrome DevTools or a CDP client).
     if let Some(address) = std::env::var_os("HARBOUR_BENCH_INSPECTOR") {
         command.arg("--inspector-addr").arg(address);
@@ -215,9 +220,13 @@ pub enum Contestant {
 /// regions' origins and keys.
 pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, String)]) -> Worker {
     let root = workspace_root();
+    // harbour's builds write their data points to the recorder: the bench's figures include
+    // what writing them costs (an earlier build that writes none ignores the binding).
     let worker = match contestant {
-        Contestant::Harbour => Worker::build(name, &root.join("target/bench-worker/worker")),
-        Contestant::Build(dir) => Worker::build(name, &dir),
+        Contestant::Harbour => {
+            Worker::build(name, &root.join("target/bench-worker/worker")).with_analytics()
+        }
+        Contestant::Build(dir) => Worker::build(name, &dir).with_analytics(),
         Contestant::Peer => Worker::new(
             name,
             vec![
