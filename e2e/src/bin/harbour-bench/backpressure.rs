@@ -48,6 +48,7 @@ pub fn run(bench: &Bench, bound: usize, rate: f64, duration_s: u64) -> bool {
         duration_s,
         retry: true,
         faulted: None,
+        live: None,
     };
     let (audited, stats) = rehearse(bench, &plan);
     // Let the last log lines reach the file.

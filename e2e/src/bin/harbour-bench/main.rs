@@ -8,8 +8,10 @@
 //!   [--rounds N] [--seconds S] [--fixed-rate R] [--cost-only]
 //!                                    override rounds, seconds per phase, the fixed rate; or
 //!                                    measure only the cost at maximum rate
-//! harbour-bench --rehearsal [--rate 5000] [--duration 300]
-//!                                    the peak: fixed rate, realistic mix, loss and residency audit
+//! harbour-bench --rehearsal [--rate 5000] [--duration 300] [--live 127.0.0.1:PORT]
+//!                                    the peak: fixed rate, realistic mix, loss and residency audit,
+//!                                    and its broadcast report (target/bench/broadcast-report.html);
+//!                                    with --live, harbour-live shows it meanwhile
 //! harbour-bench --faults [--rate 1000] [--duration 50]
 //!                                    the same audit while the EU origins are killed and restarted
 //! harbour-bench --backpressure [--max-in-flight 2] [--rate 2000] [--duration 30]
@@ -38,6 +40,7 @@ mod ledger;
 mod load;
 mod mix;
 mod parity;
+mod watch;
 mod workerd;
 
 use audit::Rehearsal;
@@ -51,6 +54,12 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<f64>().ok())
     };
+    // `--live 127.0.0.1:PORT`: harbour-live shows the rehearsal as it runs.
+    let live = args
+        .iter()
+        .position(|a| a == "--live")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let bench = workerd::start();
     println!(
         "workerd on 127.0.0.1 (harbour :{}, peer :{}, baseline :{}), files in {}",
@@ -71,6 +80,7 @@ fn main() {
             duration_s: duration,
             retry: true,
             faulted: Some(faults::FAULTED),
+            live: live.clone(),
         };
         let (ok, _) = audit::rehearse(&bench, &plan);
         faults.join().unwrap();
@@ -88,6 +98,7 @@ fn main() {
             duration_s: value("--duration").unwrap_or(300.0) as u64,
             retry: false,
             faulted: None,
+            live: live.clone(),
         };
         audit::rehearse(&bench, &plan).0
     } else {
@@ -116,6 +127,7 @@ fn main() {
                 duration_s: 5,
                 retry: false,
                 faulted: None,
+                live: None,
             };
             audit::rehearse(&bench, &plan).0
         } else {
