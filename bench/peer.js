@@ -129,7 +129,8 @@ async function setup(env) {
     if (!urls.length) throw new Error(`HARBOUR_ORIGINS_${name} is empty`);
     targets.push({ key: await hmac(env[`HARBOUR_KEY_${name}`]), urls, path: new URL(urls[0]).pathname });
   }
-  return { form: await hmac(env.HARBOUR_FORM_KEY), targets };
+  const pageOrigins = new Set((env.HARBOUR_PAGE_ORIGINS ?? "").split(/[ ,]+/).filter(Boolean));
+  return { form: await hmac(env.HARBOUR_FORM_KEY), targets, pageOrigins };
 }
 
 // GCRA in integer units (ms × burst) counted from the isolate's first request, exact like
@@ -627,7 +628,7 @@ export default {
     const origin = request.headers.get("origin");
     let cors = {};
     if (origin !== null && origin !== url.origin) {
-      if (!campaign.allowed_origins?.includes(origin)) {
+      if (!campaign.allowed_origins?.includes(origin) && !secrets.pageOrigins.has(origin)) {
         return problem(403, "origin_not_allowed", "Cross-origin submission refused", "this page is not allowed to submit to this campaign", {}, {});
       }
       cors = { "access-control-allow-origin": origin, "access-control-expose-headers": RATE_EXPOSED, vary: "origin" };

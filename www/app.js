@@ -8,7 +8,10 @@
 // was refused (a day-old tab). Beside the form it shows the campaign's notice (who collects the
 // entry, why, where it is stored for the country chosen, how long it is kept) and sends the
 // notice's version with the entry; where the chosen country moves the entry to another region, it
-// asks the visitor to confirm that first.
+// asks the visitor to confirm that first. It sends each entry where the description says entries
+// for the country chosen are taken (a region's own hostname, its ingress, or this page's host);
+// told 421 `wrong_ingress`, it sends the same entry once more to the address named, if the
+// description lists it.
 "use strict";
 (() => {
   const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
@@ -32,6 +35,9 @@
   let work = null; // { key, expiresAt, solution: Promise<string> }
   let worker = null;
   let busy = false;
+  // Set once an entry is stored: the button stays off until the visitor edits the form, so the
+  // second click of a double click (or a click on the receipt's button) sends no empty entry.
+  let sent = false;
   let shown = () => {}; // redraws what the status says, in the current language
   let errors = [];
 
@@ -150,6 +156,13 @@
     return choice ? choice.then : null;
   }
   const signalField = () => description.fields.find((f) => f.residency_signal);
+  // Where this entry is sent: the chosen country's region's address, else the description's own.
+  function submitUrl() {
+    const field = signalField();
+    const choice = field ? storageFor(form.elements[field.name].value) : null;
+    return (choice && choice.submit) || description.submit;
+  }
+  const knownUrl = (url) => url === description.submit || description.storage.choices.some((c) => c.then && c.then.submit === url);
   function showStorage() {
     const field = signalField();
     const choice = field ? storageFor(form.elements[field.name].value) : null;
@@ -213,8 +226,8 @@
       else if (f.input === "number") { if (input.value !== "") out[f.name] = Number(input.value); }
       else if (input.value.trim() !== "") out[f.name] = input.value.normalize("NFC");
     }
-    const honeypot = form.elements[description.honeypot];
-    if (honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
+    const honeypot = $("f-hp");
+    if (description.honeypot && honeypot.value) out[description.honeypot] = honeypot.value;
     const field = signalField();
     const choice = field ? storageFor(form.elements[field.name].value) : null;
     if (choice && choice.confirm && $("f-confirm_region").checked) out.confirm_region = choice.region;
@@ -262,16 +275,17 @@
     }
   }
 
-  async function send(body) {
+  async function send(body, url) {
     let outages = 0;
     let refreshed = 0;
+    let moved = false;
     for (;;) {
       let response = null;
       let answer = {};
       try {
         const proof = await solution().catch((error) => { work = null; throw error; });
         say(() => t.sending);
-        response = await fetch(description.submit, {
+        response = await fetch(url, {
           method: "POST",
           headers: {
             "content-type": "application/json", "idempotency-key": key, "harbour-challenge": proof,
@@ -300,6 +314,12 @@
       if (String(answer.code).startsWith("challenge_") && ++refreshed <= MAX_CHALLENGE_RETRIES) {
         // Stale or refused work (a day-old tab): solve a fresh challenge for the same key.
         work = null;
+        continue;
+      }
+      if (code === 421 && answer.code === "wrong_ingress" && !moved && knownUrl(answer.submit)) {
+        // Taken at another address (the network moved since the form loaded): the same entry, once.
+        moved = true;
+        url = answer.submit;
         continue;
       }
       if (code === 429) {
@@ -333,15 +353,16 @@
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (busy || !description) return;
+    if (busy || sent || !description) return; // a stored entry's form sends nothing until edited
     busy = true;
     button.disabled = true;
     clearErrors();
     say(() => t.preparing);
     try {
-      const result = await send(JSON.stringify(values()));
+      const result = await send(JSON.stringify(values()), submitUrl());
       if (result.ok) {
         form.reset();
+        sent = true;
         key = newKey();
         showReceipt(result.answer.receipt);
         freshWork().catch(() => {}); // the next entry's work, ahead of time
@@ -352,8 +373,14 @@
       }
     } finally {
       busy = false;
-      button.disabled = false;
+      button.disabled = sent;
     }
+  });
+
+  form.addEventListener("input", () => {
+    if (!sent) return;
+    sent = false;
+    button.disabled = busy;
   });
 
   // Loads the chosen locale's texts and the description in it; the first load also draws the
@@ -365,11 +392,15 @@
       fieldsBox.replaceChildren(...described.fields.map(renderField), confirmBox());
       const field = described.fields.find((f) => f.residency_signal);
       if (field) form.elements[field.name].addEventListener("change", showStorage);
+      if (described.honeypot) {
+        $("f-hp").name = described.honeypot;
+        $("hp").hidden = false;
+      }
       solve(described.challenge);
     }
     description = described;
     applyTexts();
-    button.disabled = busy;
+    button.disabled = busy || sent;
   }
 
   langSelect.value = locale;

@@ -90,6 +90,16 @@ browserTest("fill and submit: the challenge is solved in a worker, the receipt s
   const [ms, hashes] = await page.locator("#entry").evaluate((f) => [f.dataset.solveMs, f.dataset.solveHashes]);
   assert.ok(Number(hashes) > 0 && ms !== undefined, "solved in the /pow.js worker");
   console.log(`# challenge solved in the page's worker: ${ms} ms, ${hashes} hashes at ${CAMPAIGN.challenge.difficulty_bits} bits (no throttling)`);
+  // However late a double click's second click comes, it sends nothing: the button of a stored
+  // entry stays off until the form is edited.
+  const button = page.getByRole("button", { name: "Enter the draw" });
+  assert.equal(await button.isDisabled(), true, "the button of a stored entry is off");
+  await page.locator("#entry").evaluate((f) => f.requestSubmit());
+  await page.waitForTimeout(300);
+  assert.equal(sent.length, 1, "a submit after the receipt sent nothing");
+  assert.equal(await page.locator("#receipt-id").textContent(), receipt, "the receipt stays");
+  await page.getByLabel("Full name").fill("Grace Hopper");
+  assert.equal(await button.isDisabled(), false, "editing the form starts a new entry");
   await page.context().close();
 });
 

@@ -227,19 +227,21 @@ impl Stack {
         Prepared::for_key(&self.challenge(), key)
     }
 
-    /// A new key and its `Harbour-Challenge` value, as headers.
-    pub fn keyed(&self) -> [(&'static str, String); 2] {
+    /// A new key, its `Harbour-Challenge` value and the notice shown, as headers.
+    pub fn keyed(&self) -> [(&'static str, String); 3] {
         let prepared = self.prepared();
         [
             ("idempotency-key", prepared.key),
             ("harbour-challenge", prepared.proof),
+            ("harbour-notice", prepared.notice),
         ]
     }
 
     /// A submission as the campaign page would send it, from `country` (via the platform's
     /// `request.cf`, which `wrangler dev` takes from `MF-CF-Blob`) and client address `ip`:
-    /// with an idempotency key (a new one unless `extra` has one) and a solved challenge for it
-    /// (unless `extra` has a `harbour-challenge`; an empty one is left out).
+    /// with an idempotency key (a new one unless `extra` has one), a solved challenge for it
+    /// (unless `extra` has a `harbour-challenge`) and the notice the page showed (unless `extra`
+    /// has a `harbour-notice`); an empty one in `extra` is left out.
     pub fn submit(
         &self,
         country: Option<&str>,
@@ -257,9 +259,10 @@ impl Stack {
         }
         let given = |name: &str| extra.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         let key = given("idempotency-key").map_or_else(new_key, str::to_owned);
+        let challenge = self.challenge();
         let proof = match given("harbour-challenge") {
             Some(_) => None,
-            None => Some(self.proof(&key)),
+            None => Some(challenge.solve(&key)),
         };
         if given("idempotency-key").is_none() {
             headers.push(("idempotency-key", &key));
@@ -267,11 +270,12 @@ impl Stack {
         if let Some(proof) = &proof {
             headers.push(("harbour-challenge", proof));
         }
-        headers.extend(
-            extra
-                .iter()
-                .filter(|(n, v)| *n != "harbour-challenge" || !v.is_empty()),
-        );
+        if given("harbour-notice").is_none() {
+            headers.push(("harbour-notice", &challenge.notice));
+        }
+        headers.extend(extra.iter().filter(|(n, v)| {
+            !matches!(*n, "harbour-challenge" | "harbour-notice") || !v.is_empty()
+        }));
         request(self.port, "POST", SUBMIT_PATH, &headers, body.as_bytes())
     }
 

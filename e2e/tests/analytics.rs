@@ -12,7 +12,7 @@ use harbour_contract::points::{BLOB_OUTCOME, BLOB_REGION, BLOB_STATUS, DOUBLE_CO
 use harbour_e2e::http::{request, Response};
 use harbour_e2e::process::{free_port, wait_until};
 use harbour_e2e::project::workspace_root;
-use harbour_e2e::proof::{new_key, proof_from};
+use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
 use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
 use harbour_ops::http::Client;
@@ -25,26 +25,19 @@ const FORM_PATH: &str = "/api/campaigns/spring-launch";
 const COUNTRY: &str = "IT";
 
 fn submit(port: u16, n: u32, ip: &str) -> (Response, String) {
-    let key = new_key();
-    let proof = proof_from(port, &key);
+    let prepared = Prepared::fetch(port, None);
     let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
     let body = format!(
         r#"{{"name":"Visitor {n}","email":"points{n}@example.org","country":"{COUNTRY}","consent":true}}"#
     );
-    let reply = request(
-        port,
-        "POST",
-        SUBMIT_PATH,
-        &[
-            ("content-type", "application/json"),
-            ("x-test-cf", &blob),
-            ("cf-connecting-ip", ip),
-            ("idempotency-key", &key),
-            ("harbour-challenge", &proof),
-        ],
-        body.as_bytes(),
-    );
-    (reply, key)
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("x-test-cf", blob.as_str()),
+        ("cf-connecting-ip", ip),
+    ];
+    headers.extend(prepared.headers());
+    let reply = request(port, "POST", SUBMIT_PATH, &headers, body.as_bytes());
+    (reply, prepared.key.clone())
 }
 
 /// What the recorder holds.

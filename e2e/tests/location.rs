@@ -13,7 +13,7 @@ use harbour_core::phase::admission::CONSULT_TIMEOUT_MS;
 use harbour_e2e::http::{request, Response};
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
-use harbour_e2e::proof::{proof_from, Prepared};
+use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
 use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
 
@@ -69,9 +69,7 @@ impl Edge {
     /// A fresh idempotency key with its solved challenge: the work a visitor does before sending,
     /// done before a test starts its clock.
     fn prepared(&self) -> Prepared {
-        let key = harbour_e2e::proof::new_key();
-        let proof = proof_from(self.port, &key);
-        Prepared { key, proof }
+        Prepared::fetch(self.port, None)
     }
 
     fn send(&self, ip: &str, n: u32, prepared: &Prepared) -> Response {
@@ -79,20 +77,13 @@ impl Edge {
         let body = format!(
             r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{COUNTRY}","consent":true}}"#
         );
-        let (key, proof) = (&prepared.key, &prepared.proof);
-        request(
-            self.port,
-            "POST",
-            SUBMIT_PATH,
-            &[
-                ("content-type", "application/json"),
-                ("x-test-cf", &blob),
-                ("cf-connecting-ip", ip),
-                ("idempotency-key", key),
-                ("harbour-challenge", proof),
-            ],
-            body.as_bytes(),
-        )
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-test-cf", blob.as_str()),
+            ("cf-connecting-ip", ip),
+        ];
+        headers.extend(prepared.headers());
+        request(self.port, "POST", SUBMIT_PATH, &headers, body.as_bytes())
     }
 
     /// The `harbour.location_limit_unavailable` lines written so far.

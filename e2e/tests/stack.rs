@@ -42,7 +42,7 @@ fn page_and_form_description(stack: &Stack) {
         .map(|f| f["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["name", "email", "country", "consent"]);
-    assert_eq!(form.json()["honeypot"], "website");
+    assert_eq!(form.json()["honeypot"], "remarks");
     assert_eq!(form.json()["lang"], "en");
     let challenge = &form.json()["challenge"];
     assert!(challenge["token"]
@@ -224,7 +224,7 @@ fn unreadable_bodies_and_unplaceable_countries_are_refused(stack: &Stack) {
         (r#"{"asn":64500}"#, "country_missing"),
     ] {
         let ip = client();
-        let [(k, key), (c, proof)] = stack.keyed();
+        let [(k, key), (c, proof), (n, notice)] = stack.keyed();
         let reply = request(
             stack.port,
             "POST",
@@ -235,6 +235,7 @@ fn unreadable_bodies_and_unplaceable_countries_are_refused(stack: &Stack) {
                 ("cf-connecting-ip", &ip),
                 (k, &key),
                 (c, &proof),
+                (n, &notice),
             ],
             entry("US").as_bytes(),
         );
@@ -254,7 +255,7 @@ fn refusals_reach_no_origin(stack: &Stack) {
     methods_types_and_campaigns_are_checked(stack);
     unreadable_bodies_and_unplaceable_countries_are_refused(stack);
     // A filled honeypot looks accepted and goes nowhere.
-    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"http://spam.example"}"#, &[]);
+    let bot = stack.submit(Some("IT"), &client(), r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"http://spam.example"}"#, &[]);
     assert_eq!(bot.status, 202);
 
     assert_eq!(
@@ -268,7 +269,7 @@ fn refusals_reach_no_origin(stack: &Stack) {
 fn nth_plus_one_submission_is_limited_per_client(stack: &Stack) {
     let (busy, other) = (client(), client());
     // The work first: solving takes longer than the limit's 12 s per entry allows six to span.
-    let solved: Vec<[(&str, String); 2]> = (0..7).map(|_| stack.keyed()).collect();
+    let solved: Vec<[(&str, String); 3]> = (0..7).map(|_| stack.keyed()).collect();
     let headers = |i: usize| -> Vec<(&str, &str)> {
         solved[i].iter().map(|(n, v)| (*n, v.as_str())).collect()
     };
@@ -471,12 +472,14 @@ fn send_entry(stack: &Stack, headers: &[(&str, &str)], body: &[u8]) -> Response 
     let ip = client();
     let given = headers.iter().find(|(n, _)| *n == "idempotency-key");
     let key = given.map_or_else(new_key, |(_, k)| (*k).to_owned());
-    let proof = stack.proof(&key);
+    let challenge = stack.challenge();
+    let proof = challenge.solve(&key);
     let mut all: Vec<(&str, &str)> = vec![
         ("content-type", "application/json"),
         ("mf-cf-blob", r#"{"country":"IT"}"#),
         ("cf-connecting-ip", &ip),
         ("harbour-challenge", &proof),
+        ("harbour-notice", &challenge.notice),
     ];
     if given.is_none() {
         all.push(("idempotency-key", &key));
@@ -571,8 +574,9 @@ fn injected_line_breaks_add_no_header(stack: &Stack) -> usize {
         // Solved for the key as it reads if the HTTP layer ends the header at the separator.
         let key = format!("injected-key-{}", unique() + 1_000_000_000);
         let proof = stack.proof(&key);
+        let notice = stack.challenge().notice;
         let text = format!(
-            "POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\nharbour-challenge: {proof}\r\nidempotency-key: {key}{separator}x-harbour-region: cn\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"IT\"}}\r\nharbour-notice: {notice}\r\nharbour-challenge: {proof}\r\nidempotency-key: {key}{separator}x-harbour-region: cn\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         let reply = answered_within_bound(stack.port, text.as_bytes(), &format!("{separator:?}"));
@@ -662,8 +666,8 @@ fn path_tricks_find_nothing(stack: &Stack) {
 fn a_slow_body_is_read(stack: &Stack) {
     use std::io::{Read, Write};
     let body = entry("AU");
-    let [(_, key), (_, proof)] = stack.keyed();
-    let head = format!("POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"AU\"}}\r\nidempotency-key: {key}\r\nharbour-challenge: {proof}\r\ncontent-length: {}\r\n\r\n", body.len());
+    let [(_, key), (_, proof), (_, notice)] = stack.keyed();
+    let head = format!("POST {SUBMIT} HTTP/1.1\r\nhost: x\r\nconnection: close\r\naccept-encoding: identity\r\ncontent-type: application/json\r\nmf-cf-blob: {{\"country\":\"AU\"}}\r\nidempotency-key: {key}\r\nharbour-challenge: {proof}\r\nharbour-notice: {notice}\r\ncontent-length: {}\r\n\r\n", body.len());
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", stack.port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -1094,6 +1098,60 @@ fn scripts_submit_sends_a_working_entry(stack: &Stack) {
     );
 }
 
+/// One solved challenge buys one entry: the same request sent again, alone or several at once,
+/// reaches the region's origin once and is answered with the first receipt (or 503
+/// `entry_in_progress` while the first is under way); another body under that key and work is
+/// 409 without reaching any origin.
+fn a_replayed_solution_reaches_the_origin_once(stack: &Stack) {
+    let prepared = stack.prepared();
+    let headers = prepared.headers();
+    let (ip, body) = (client(), entry("DE"));
+    let before = stack.received();
+    let first = stack.submit(Some("DE"), &ip, &body, &headers);
+    assert_eq!(first.status, 202, "{}", first.body);
+    let answers: Vec<Response> = std::thread::scope(|scope| {
+        let sends: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| stack.submit(Some("DE"), &ip, &body, &headers)))
+            .collect();
+        sends.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for answer in answers
+        .iter()
+        .chain([&stack.submit(Some("DE"), &ip, &body, &headers)])
+    {
+        match answer.status {
+            202 => {
+                assert_eq!(answer.body, first.body);
+                assert_eq!(answer.header("idempotent-replayed"), Some("true"));
+            }
+            503 => assert_eq!(
+                answer.json()["code"],
+                "entry_in_progress",
+                "{}",
+                answer.body
+            ),
+            other => panic!("a replay answered {other}: {}", answer.body),
+        }
+    }
+    let other = stack.submit(Some("DE"), &ip, &entry("AT"), &headers);
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert_eq!(other.json()["code"], "idempotency_key_reused");
+    let after = stack.received();
+    for (region, was) in &before {
+        let added = after[region] - was;
+        assert_eq!(
+            added,
+            u64::from(region == "eu"),
+            "POSTs received in {region}"
+        );
+    }
+    let rows = stack.stored()["eu"]
+        .iter()
+        .filter(|r| r.idempotency_key == prepared.key)
+        .count();
+    assert_eq!(rows, 1);
+}
+
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
@@ -1143,6 +1201,9 @@ fn main() {
         }),
         ("same_key_twice_gives_one_row_and_one_receipt", |s| {
             same_key_twice_gives_one_row_and_one_receipt(s)
+        }),
+        ("a_replayed_solution_reaches_the_origin_once", |s| {
+            a_replayed_solution_reaches_the_origin_once(s)
         }),
         ("one_entry_per_person", |s| one_entry_per_person(s)),
         ("origin_refuses_forged_stale_and_misdirected", |s| {

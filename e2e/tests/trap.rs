@@ -15,7 +15,7 @@ use harbour_contract::env::FORM_KEY_VAR;
 use harbour_e2e::http::{request, Response};
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
-use harbour_e2e::proof::{new_key, proof_from, Prepared};
+use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
 use harbour_e2e::rows::StoredRow;
 use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
@@ -138,9 +138,7 @@ impl Edge {
     /// A fresh key (or `key`) with its work done: the solve happens before a test waits on
     /// what the submission does, never inside the wait.
     fn prepared(&self, key: Option<&str>) -> Prepared {
-        let key = key.map_or_else(new_key, str::to_owned);
-        let proof = proof_from(self.port, &key);
-        Prepared { key, proof }
+        Prepared::fetch(self.port, key)
     }
 
     /// Entry `n` from its own client, with the key and work of `prepared`.

@@ -49,8 +49,16 @@ fuzz_target!(|data: &[u8]| {
     let solution = challenge::solution(&issued.token, &challenge::solve(&issued.token, key, 1));
     let country = COUNTRIES[usize::from(selector) % COUNTRIES.len()];
     let declared = COUNTRIES[usize::from(selector >> 3) % COUNTRIES.len()];
-    let body =
-        format!(r#"{{"name":"F","email":"f@example.org","country":"{declared}","consent":true}}"#);
+    // Half confirm storage in the declared country's region, as the page does once asked.
+    let confirm = if selector & 0x40 == 0 {
+        String::new()
+    } else {
+        format!(r#","confirm_region":"{}""#, oracle.region_of(declared))
+    };
+    let body = format!(
+        r#"{{"name":"F","email":"f@example.org","country":"{declared}","consent":true{confirm}}}"#
+    );
+    let notice = config.policy.campaigns[0].notice_header("en");
     let mut pipeline = Pipeline::new(
         Ok(config.clone()),
         Seeds {
@@ -69,9 +77,11 @@ fuzz_target!(|data: &[u8]| {
         idempotency_key: Some(key),
         challenge: Some(&solution),
         origin: None,
+        notice: Some(&notice),
         now_ms: 1_764_000_000_000,
     };
-    let expected = oracle.expected(Some(country), Some(declared));
+    let confirmed = (selector & 0x40 != 0).then(|| oracle.region_of(declared));
+    let expected = oracle.expected(Some(country), Some(declared), confirmed.as_deref());
     let (plan, first_ticket) = match pipeline.request_answered(&facts, LocationResult::Admitted) {
         Verdict::Forward { plan, ticket } => (plan, ticket),
         Verdict::Reply { log, .. } => {

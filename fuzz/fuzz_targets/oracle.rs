@@ -28,6 +28,9 @@ pub struct Oracle {
     /// unknown, tor, missing: the region a doubtful platform signal is routed to, or None to refuse.
     signals: [Option<String>; 3],
     on_conflict: String,
+    /// `confirm` (a declared country moves an entry only with the visitor's `confirm_region`)
+    /// or `platform` (it never moves one).
+    declared_move: String,
     /// The name of the first campaign's field that declares a country.
     pub declared_field: Option<String>,
 }
@@ -74,6 +77,10 @@ impl Oracle {
             rest_of_world: str_at(&json, "/rest_of_world").to_owned(),
             signals: [signal("unknown"), signal("tor"), signal("missing")],
             on_conflict: str_at(&json, "/on_conflict").to_owned(),
+            declared_move: json["declared_move"]
+                .as_str()
+                .unwrap_or("confirm")
+                .to_owned(),
             declared_field,
         }
     }
@@ -105,8 +112,15 @@ impl Oracle {
     }
 
     /// The rule of `on_conflict` over the platform's header and the declared country (an ISO
-    /// code, upper case), as README and the policy's documentation state it.
-    pub fn expected(&self, platform: Option<&str>, declared: Option<&str>) -> Expected {
+    /// code, upper case), as README and the policy's documentation state it; a declared country
+    /// that would move the entry out of the platform's region does so under `declared_move:
+    /// confirm` only when `confirmed` names that region, and is refused otherwise.
+    pub fn expected(
+        &self,
+        platform: Option<&str>,
+        declared: Option<&str>,
+        confirmed: Option<&str>,
+    ) -> Expected {
         let p = match self.platform_region(platform) {
             Ok(region) => region,
             Err(refusal) => return Expected::Refused(refusal),
@@ -118,15 +132,20 @@ impl Oracle {
             return Expected::Region(p);
         }
         let row = &self.rest_of_world;
-        Expected::Region(match self.on_conflict.as_str() {
-            "platform" => p,
-            "stricter" if self.strictness[&d] > self.strictness[&p] => d,
-            "stricter" => p,
-            "refuse" if &p == row => d,
-            "refuse" if &d == row => p,
+        let declared_wins = match self.on_conflict.as_str() {
+            "platform" => false,
+            "stricter" => self.strictness[&d] > self.strictness[&p],
+            "refuse" if &p == row => true,
+            "refuse" if &d == row => false,
             "refuse" => return Expected::Refused("residency_conflict"),
             rule => panic!("unknown conflict rule {rule:?}"),
-        })
+        };
+        match (declared_wins, self.declared_move.as_str()) {
+            (false, _) | (true, "platform") => Expected::Region(p),
+            (true, "confirm") => Expected::Region(d),
+            (true, "confirm") => Expected::Refused("storage_unconfirmed"),
+            (true, rule) => panic!("unknown declared_move {rule:?}"),
+        }
     }
 
     /// The declared country of a body harbour accepted: the signal field's value, trimmed and
@@ -135,15 +154,24 @@ impl Oracle {
         let Some(field) = &self.declared_field else {
             return Ok(None);
         };
-        let value = if content_type.starts_with("application/json") {
-            let json: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-            json.get(field).and_then(Value::as_str).map(str::to_owned)
-        } else {
-            form_value(body, field)
-        };
-        Ok(value
+        Ok(member(content_type, body, field)?
             .map(|v| v.trim().to_ascii_uppercase())
             .filter(|v| is_country(v)))
+    }
+
+    /// The region the visitor confirmed storage in: the body's `confirm_region`, as sent.
+    pub fn confirmed(&self, content_type: &str, body: &[u8]) -> Result<Option<String>, String> {
+        member(content_type, body, "confirm_region")
+    }
+}
+
+/// A string member of a JSON body or a value of a form body.
+fn member(content_type: &str, body: &[u8], name: &str) -> Result<Option<String>, String> {
+    if content_type.starts_with("application/json") {
+        let json: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Ok(json.get(name).and_then(Value::as_str).map(str::to_owned))
+    } else {
+        Ok(form_value(body, name))
     }
 }
 

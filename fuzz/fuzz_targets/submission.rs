@@ -50,6 +50,8 @@ fn candidate_json() -> String {
 
 struct Fixed {
     config: Config,
+    /// The `Harbour-Notice` of the campaign's English notice.
+    notice: String,
     candidate: Policy,
     live: Oracle,
     shadow: Oracle,
@@ -62,7 +64,9 @@ fn fixed() -> &'static Fixed {
         // One bit of work, so the body behind the challenge is reached on most inputs.
         config.policy.campaigns[0].challenge.difficulty_bits = 1;
         let candidate = candidate_json();
+        let notice = config.policy.campaigns[0].notice_header("en");
         Fixed {
+            notice,
             config,
             candidate: Policy::parse(&candidate).unwrap(),
             live: Oracle::from_json(SHIPPED_POLICY),
@@ -130,6 +134,8 @@ fuzz_target!(|data: &[u8]| {
         idempotency_key: Some(key),
         challenge: Some(solution),
         origin: None,
+        // Mostly the notice the page showed; otherwise the arbitrary text.
+        notice: Some(if selector & 0x20 == 0 { &fixed.notice } else { &*head }),
         now_ms,
     };
     let verdict = pipeline.request(&facts);
@@ -150,9 +156,11 @@ fuzz_target!(|data: &[u8]| {
             panic!("harbour accepted a body the oracle cannot read ({e}): {body:?}")
         });
         let declared = declared.as_deref();
+        let confirmed = fixed.live.confirmed(content_type, body).ok().flatten();
+        let confirmed = confirmed.as_deref();
         (
-            fixed.live.expected(Some(platform), declared),
-            fixed.shadow.expected(Some(platform), declared),
+            fixed.live.expected(Some(platform), declared, confirmed),
+            fixed.shadow.expected(Some(platform), declared, confirmed),
         )
     });
     match (pipeline.shadow(&facts, &verdict), &expected) {

@@ -1,27 +1,30 @@
 //! Back-pressure: a bound on the submissions an origin has in flight.
 //!
 //! The real capacity of a region is its origin's, and only the origin knows how full it is, so it
-//! says so: past the bound, a submission is answered at once, before it is read, verified or
-//! stored, with 503 `{"code":"origin_busy","retry_after_ms":250}` and `Retry-After: 1`. The edge
+//! says so: past the bound, a submission is answered at once, before its person digest and its
+//! store, with 503 `{"code":"origin_busy","retry_after_ms":250}` and `Retry-After: 1`. The edge
 //! takes that as "try the region's other origin, and spare this one for a quarter of a second"
 //! (a bound is hit by bursts: an origin that is full now usually is not a moment later); a client
 //! gets whole seconds. Nothing was stored, so a retry with the same idempotency key is stored once.
+//!
+//! A place is taken only by a submission read whole (by the listener, under its deadlines) and
+//! carrying harbour's signature (`verify`), so that a stranger's request, however slowly it
+//! arrives and however many there are, never holds one (see `server`).
 //!
 //! The counts are for operators and the benchmark: the most ever in flight (never above the
 //! bound) and how many were shed.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
 use harbour_contract::response::busy_body;
 
-use crate::seconds::{Count, Seconds};
-use serde_json::json;
+use crate::listener::Reply;
 
 /// Submissions in flight when `--max-in-flight` is not given.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
@@ -99,43 +102,13 @@ impl InFlight {
 }
 
 /// The answer past the bound.
-pub fn busy() -> Response {
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        busy_body(BUSY_RETRY_AFTER_MS),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+pub fn busy() -> Reply {
+    let mut response = Response::new(Full::from(busy_body(BUSY_RETRY_AFTER_MS)));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
     response
-        .headers_mut()
-        .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_S));
-    response
-}
-
-/// Middleware for the submissions route: runs the handler inside a slot, or answers busy; each
-/// second's arrivals, the most in flight and what was shed are counted in `seconds`.
-pub async fn bounded(
-    State((in_flight, seconds)): State<(Arc<InFlight>, Arc<Seconds>)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    seconds.count(Count::Received, now_ms);
-    match in_flight.enter() {
-        Some(slot) => {
-            seconds.in_flight(slot.level, now_ms);
-            next.run(request).await
-        }
-        None => {
-            seconds.count(Count::Shed, now_ms);
-            busy()
-        }
-    }
 }
 
 #[cfg(test)]

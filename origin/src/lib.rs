@@ -17,6 +17,7 @@
 pub mod draw;
 pub mod entries;
 pub mod in_flight;
+pub mod listener;
 pub mod person;
 pub mod receipt;
 pub mod retention;

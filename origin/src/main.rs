@@ -5,18 +5,22 @@
 //! the person key for one entry per person (`HARBOUR_PERSON_KEY_EU`, or `--person-key-env`), and
 //! a PostgreSQL URL with a password (`HARBOUR_STORE`).
 //! `--max-in-flight N` bounds the submissions in flight (default 256); past it, 503
-//! `origin_busy` at once (see `in_flight`).
+//! `origin_busy` at once (see `in_flight`). The listener's limits (connections, deadlines, the
+//! minimum body rate, the body cap) are options too, with the defaults `USAGE` lists (see
+//! `listener`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
 use harbour_contract::env::{key_var, person_key_var};
 use harbour_contract::signature::SigningKey;
 use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT};
+use harbour_origin::listener::Limits;
 use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
@@ -25,9 +29,24 @@ use harbour_policy::Policy;
 
 const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          (--db FILE | --store sqlite:FILE | --store postgres://… | HARBOUR_STORE=…)
-         [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--policy FILE]
+         [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
+         [--policy FILE]
          [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]
-         [--max-in-flight N]";
+         [--max-in-flight N] [--max-connections N] [--handshake-timeout S]
+         [--head-timeout S] [--body-timeout S] [--min-body-rate BYTES] [--idle-timeout S]
+         [--max-body-bytes N]
+--tls-client-ca PEM: only clients with a certificate from these CAs complete a TLS handshake
+  (mTLS: the edge's client certificate; see README, \"Running origins in production\").
+The submissions listener's limits (seconds may have decimals):
+  --max-in-flight N       verified submissions being stored at once; past it 503 origin_busy (256)
+  --max-connections N     open connections; past it new ones wait in the kernel's backlog and
+                          idle ones are closed to make room (512; the operations listener: 64)
+  --handshake-timeout S   a TLS handshake (5)
+  --head-timeout S        a request head, from the connection's start or its first byte (5)
+  --body-timeout S        a request body, from the end of its head (5)
+  --min-body-rate BYTES   bytes a second a body must average after its first second; 0: off (1024)
+  --idle-timeout S        a keep-alive connection without a request (60)
+  --max-body-bytes N      a request body; a larger one is refused with 413 (32768)";
 
 /// Where the store is when neither `--store` nor `--db` is given.
 const STORE_VAR: &str = "HARBOUR_STORE";
@@ -43,16 +62,19 @@ struct Args {
     durability: Durability,
     pool_size: usize,
     max_in_flight: usize,
+    limits: Limits,
     tls: Option<(PathBuf, PathBuf)>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let (mut region, mut listen, mut ops_listen, mut store) = (None, None, None, None);
     let (mut policy, mut key_env, mut person_key_env) = (None, None, None);
-    let (mut tls_cert, mut tls_key) = (None, None);
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut durability = Durability::Full;
     let mut pool_size = DEFAULT_POOL_SIZE;
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    let mut limits = Limits::default();
     let mut args = std::env::args().skip(1);
     let address = |flag: &str, text: String| {
         text.parse::<SocketAddr>()
@@ -73,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
             "--person-key-env" => person_key_env = Some(value()?),
             "--tls-cert" => tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => tls_key = Some(PathBuf::from(value()?)),
+            "--tls-client-ca" => tls_client_ca = Some(PathBuf::from(value()?)),
             "--pool-size" => {
                 pool_size = value()?
                     .parse()
@@ -92,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--max-in-flight: a number of submissions")?
             }
+            limit if LIMIT_FLAGS.contains(&limit) => set_limit(&mut limits, limit, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -108,6 +132,9 @@ fn parse_args() -> Result<Args, String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
+    if tls_client_ca.is_some() && tls.is_none() {
+        return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+    }
     Ok(Args {
         region: region.ok_or("--region is required")?,
         listen: listen.ok_or("--listen is required")?,
@@ -119,8 +146,58 @@ fn parse_args() -> Result<Args, String> {
         durability,
         pool_size,
         max_in_flight,
+        limits,
         tls,
+        tls_client_ca,
     })
+}
+
+const LIMIT_FLAGS: [&str; 7] = [
+    "--max-connections",
+    "--handshake-timeout",
+    "--head-timeout",
+    "--body-timeout",
+    "--min-body-rate",
+    "--idle-timeout",
+    "--max-body-bytes",
+];
+
+/// One of the listener's limits (`LIMIT_FLAGS`) from its command-line value.
+fn set_limit(limits: &mut Limits, flag: &str, text: &str) -> Result<(), String> {
+    let count = || {
+        text.parse::<usize>()
+            .map_err(|_| format!("{flag}: a whole number, not {text:?}"))
+    };
+    // Above 0 and at most a day: a deadline of days would hold nothing off.
+    let seconds = || {
+        text.parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && *s <= 86_400.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or(format!(
+                "{flag}: seconds above 0 and at most 86400, not {text:?}"
+            ))
+    };
+    match flag {
+        // At least one; at most what a semaphore counts.
+        "--max-connections" => {
+            limits.max_connections = Some(count()?)
+                .filter(|n| (1..=u32::MAX as usize).contains(n))
+                .ok_or(format!("{flag}: at least 1 connection"))?
+        }
+        "--handshake-timeout" => limits.handshake_timeout = seconds()?,
+        "--head-timeout" => limits.head_timeout = seconds()?,
+        "--body-timeout" => limits.body_timeout = seconds()?,
+        "--min-body-rate" => limits.min_body_rate = count()? as u64,
+        "--idle-timeout" => limits.idle_timeout = seconds()?,
+        "--max-body-bytes" => {
+            limits.max_body_bytes = Some(count()?)
+                .filter(|n| *n > 0)
+                .ok_or(format!("{flag}: at least 1 byte"))?
+        }
+        _ => return Err(format!("unknown argument {flag:?}")),
+    }
+    Ok(())
 }
 
 fn secret(name: &str) -> Result<SigningKey, String> {
@@ -162,6 +239,11 @@ async fn run(args: Args) -> Result<(), String> {
             .unwrap_or_else(|| key_var(&args.region)),
     )?;
     let policy = load_policy(args.policy.as_ref())?;
+    // A forwarded entry is at most about twice the visitor's body (escaping) plus its envelope.
+    let largest_entry = 2 * policy.max_body_bytes as usize + 1024;
+    if largest_entry > args.limits.max_body_bytes {
+        log_warning(&format!("--max-body-bytes {} is below the {largest_entry} bytes a forwarded entry may reach under the policy's max_body_bytes ({}): such entries would be refused with 413", args.limits.max_body_bytes, policy.max_body_bytes));
+    }
     let rules = PersonRules::from_policy(&policy);
     let person_key = if rules.is_empty() {
         None
@@ -180,7 +262,7 @@ async fn run(args: Args) -> Result<(), String> {
         log_warning("--durability normal: SQLite commits are not synced to disk before the receipt is sent; a power cut can lose entries whose receipts were already given");
     }
     let tls = match &args.tls {
-        Some((cert, key)) => Some(tls_config(cert, key)?),
+        Some((cert, key)) => Some(tls_config(cert, key, args.tls_client_ca.as_deref())?),
         None => None,
     };
     let store = Store::open(&args.store, &args.region, args.durability, args.pool_size).await?;
@@ -202,6 +284,7 @@ async fn run(args: Args) -> Result<(), String> {
             "region": args.region,
             "listen": bound(&public),
             "tls": tls.is_some(),
+            "tls_client_ca": args.tls_client_ca.is_some(),
             "ops_listen": ops.as_ref().map(bound),
             "store": args.store.describe(),
         })
@@ -218,7 +301,7 @@ async fn run(args: Args) -> Result<(), String> {
         in_flight: InFlight::new(args.max_in_flight),
         seconds: Arc::default(),
     });
-    serve(origin, public, ops, tls, shutdown_signal()).await
+    serve(origin, public, ops, tls, args.limits, shutdown_signal()).await
 }
 
 fn log_warning(message: &str) {

@@ -3,7 +3,7 @@
 //!
 //! Each of the last [`KEPT_SECONDS`] seconds (Unix time) has its counts: submissions received,
 //! stored as new rows, replayed (a key already stored), refused (any 4xx), failed (the store did
-//! not answer), shed (turned away past the in-flight bound, unread), and the most in flight
+//! not answer), shed (turned away past the in-flight bound, before the store), and the most in flight
 //! during the second. A ring of seconds behind one lock: a few counter bumps per submission, and
 //! a reader that misses a poll reads the second again, whole, on the next one.
 

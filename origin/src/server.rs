@@ -1,41 +1,41 @@
 //! The origin's HTTP side: the submissions listener (optionally TLS) that harbour's edge calls,
-//! bounded in the submissions it has in flight (see `in_flight`), and the operations listener
-//! (`/health`, `/v1/count`, `/v1/load`, `/v1/seconds`) for the operator's own network.
+//! and the operations listener (`/health`, `/v1/count`, `/v1/load`, `/v1/seconds`) for the
+//! operator's own network. Both run on `listener`, whose rules bound what a connection may hold.
 //!
 //! The submissions listener serves `POST /v1/submissions` and nothing else: how many entries a
 //! region holds is not a stranger's business, so the operations routes live on their own
 //! listener, which an operator binds to loopback or a private network.
+//!
+//! A submission's order: read whole (the listener, under its deadlines), then its signature
+//! checked (`verify`: 401 for a bad MAC whatever else is wrong), and only then a place in flight
+//! (`in_flight`: 503 `origin_busy` past the bound), the person digest and the store. A stranger's
+//! request, however slowly it arrives, never holds a place a signed submission needs.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use axum_server::tls_rustls::RustlsConfig;
-use axum_server::Handle;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, SUBMISSIONS_PATH};
 use harbour_contract::response::{code_body, receipt_body, Code};
 use harbour_contract::signature::SigningKey;
 
-use crate::in_flight::{bounded, InFlight};
+use crate::in_flight::{busy, InFlight};
+use crate::listener::{Gauges, Limits, Listener, Reply, OPS_MAX_CONNECTIONS};
 use crate::person::PersonRules;
 use crate::seconds::{Count, Seconds};
 use crate::store::{Row, Store, Stored};
-use crate::verify::{verify, Received};
+use crate::verify::{verify, Received, Verified};
 
 /// What a 503 asks the caller to wait, in seconds; the edge tries the region's next origin first.
 const RETRY_AFTER_S: &str = "2";
-/// Submission bodies are a few hundred bytes; the edge caps them far below this.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Origin {
     pub region: String,
@@ -46,7 +46,8 @@ pub struct Origin {
     pub person_key: Option<SigningKey>,
     pub rules: PersonRules,
     pub store: Store,
-    /// Submissions in flight, bounded: past the bound, 503 `origin_busy` before anything is read.
+    /// Submissions in flight, bounded: past the bound, 503 `origin_busy` once read and verified,
+    /// before the person digest and the store.
     pub in_flight: Arc<InFlight>,
     /// What came of the submissions, second by second (`/v1/seconds`).
     pub seconds: Arc<Seconds>,
@@ -59,27 +60,32 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
-/// An answer of the contract's (see `harbour_contract::response`): its status and JSON body.
-fn contract_answer(status: u16, body: String) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+/// A JSON answer.
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
+fn answer(status: StatusCode, body: serde_json::Value) -> Reply {
+    reply(status, body.to_string())
+}
+
+/// An answer of the contract's (see `harbour_contract::response`): its status and JSON body.
+fn contract_answer(status: u16, body: String) -> Reply {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(status, body)
+}
+
 /// An answer that carries only its code.
-fn refused(code: Code) -> Response {
+fn refused(code: Code) -> Reply {
     contract_answer(code.status(), code_body(code))
 }
 
-fn unavailable() -> Response {
+fn unavailable() -> Reply {
     let mut response = refused(Code::StorageUnavailable);
     response
         .headers_mut()
@@ -87,24 +93,32 @@ fn unavailable() -> Response {
     response
 }
 
+fn not_found() -> Reply {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// A known path asked with another method.
+fn method_not_allowed(allow: &'static str) -> Reply {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 fn log(line: serde_json::Value) {
     eprintln!("{line}");
 }
 
-async fn submit(State(origin): State<Arc<Origin>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A submission, read whole: verified, then in flight (bounded), then stored; what came of it is
+/// counted in its second (`seconds`).
+async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
     origin.received.fetch_add(1, Ordering::Relaxed);
-    let response = handle(&origin, &headers, &body).await;
-    let counted = match response.status().as_u16() {
-        201 => Count::Stored,
-        200 => Count::Replayed,
-        400..=499 => Count::Refused,
-        _ => Count::Failed,
-    };
-    origin.seconds.count(counted, now_ms());
-    response
-}
-
-async fn handle(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Response {
+    let arrived_ms = now_ms();
+    origin.seconds.count(Count::Received, arrived_ms);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
         signature: header(HEADER_SIGNATURE),
@@ -121,9 +135,29 @@ async fn handle(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(v) => v,
         Err(code) => {
             log(json!({"msg": "origin.refused", "region": origin.region, "code": code.as_str()}));
+            origin.seconds.count(Count::Refused, arrived_ms);
             return refused(code);
         }
     };
+    // Whole and signed by harbour: only now does it take a place in flight.
+    let Some(slot) = origin.in_flight.enter() else {
+        origin.seconds.count(Count::Shed, arrived_ms);
+        return busy();
+    };
+    origin.seconds.in_flight(slot.level, arrived_ms);
+    let reply = store(origin, &verified).await;
+    let counted = match reply.status().as_u16() {
+        201 => Count::Stored,
+        200 => Count::Replayed,
+        400..=499 => Count::Refused,
+        _ => Count::Failed,
+    };
+    origin.seconds.count(counted, now_ms());
+    reply
+}
+
+/// A verified submission, in flight: its person digest, then the store.
+async fn store(origin: &Origin, verified: &Verified) -> Reply {
     let fields = verified
         .payload
         .get("fields")
@@ -143,7 +177,7 @@ async fn handle(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Response {
     let stored = origin
         .store
         .store(Row {
-            submission: &verified,
+            submission: verified,
             person: person.as_deref(),
             now_ms: now_ms(),
         })
@@ -162,7 +196,7 @@ async fn handle(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 /// 200 while the store answers, 503 when it does not (a load balancer can drain this origin).
-async fn health(State(origin): State<Arc<Origin>>) -> Response {
+async fn health(origin: &Origin) -> Reply {
     match origin.store.ping().await {
         Ok(()) => answer(
             StatusCode::OK,
@@ -181,7 +215,7 @@ async fn health(State(origin): State<Arc<Origin>>) -> Response {
     }
 }
 
-async fn count(State(origin): State<Arc<Origin>>) -> Response {
+async fn count(origin: &Origin) -> Reply {
     match origin.store.count().await {
         Ok(count) => answer(
             StatusCode::OK,
@@ -195,16 +229,18 @@ async fn count(State(origin): State<Arc<Origin>>) -> Response {
     }
 }
 
-/// The in-flight bound, what is in flight, the most ever in flight and how many were shed.
-async fn load(State(origin): State<Arc<Origin>>) -> Response {
-    answer(StatusCode::OK, origin.in_flight.report())
+/// The in-flight bound, what is in flight, the most ever in flight and how many were shed; and
+/// the submissions listener's connections (`listener::Gauges`).
+fn load(origin: &Origin, connections: &Gauges) -> Reply {
+    let mut report = origin.in_flight.report();
+    report["connections"] = connections.report();
+    answer(StatusCode::OK, report)
 }
 
 /// `?since=<Unix seconds>`: the seconds from then (at most the last five minutes), each with
 /// what came of its submissions, beside the in-flight bound and what is in flight now.
-async fn seconds(State(origin): State<Arc<Origin>>, uri: Uri) -> Response {
-    let since = uri
-        .query()
+fn seconds(origin: &Origin, query: Option<&str>) -> Reply {
+    let since = query
         .unwrap_or_default()
         .split('&')
         .find_map(|pair| pair.strip_prefix("since="))
@@ -224,95 +260,128 @@ async fn seconds(State(origin): State<Arc<Origin>>, uri: Uri) -> Response {
     )
 }
 
-/// The submissions listener's routes: `POST /v1/submissions` only.
-pub fn submissions_router(origin: Arc<Origin>) -> Router {
-    let state = (origin.in_flight.clone(), origin.seconds.clone());
-    let bound = axum::middleware::from_fn_with_state(state, bounded);
-    Router::new()
-        .route(SUBMISSIONS_PATH, post(submit).layer(bound))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(origin)
+/// The submissions listener's one route: `POST /v1/submissions`.
+pub async fn submissions(origin: &Origin, request: Request<Bytes>) -> Reply {
+    if request.uri().path() != SUBMISSIONS_PATH {
+        return not_found();
+    }
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    submit(origin, request.headers(), request.body()).await
 }
 
 /// The operations listener's routes.
-pub fn ops_router(origin: Arc<Origin>) -> Router {
-    Router::new()
-        .route("/v1/count", get(count))
-        .route("/v1/load", get(load))
-        .route("/v1/seconds", get(seconds))
-        .route("/health", get(health))
-        .with_state(origin)
+pub async fn operations(origin: &Origin, connections: &Gauges, request: Request<Bytes>) -> Reply {
+    let path = request.uri().path();
+    if !matches!(path, "/health" | "/v1/count" | "/v1/load" | "/v1/seconds") {
+        return not_found();
+    }
+    if request.method() != Method::GET {
+        return method_not_allowed("GET");
+    }
+    match path {
+        "/health" => health(origin).await,
+        "/v1/count" => count(origin).await,
+        "/v1/seconds" => seconds(origin, request.uri().query()),
+        _ => load(origin, connections),
+    }
 }
 
-/// The TLS configuration from PEM files: the certificate chain (leaf first) and its private key.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
+/// The TLS configuration from PEM files: the certificate chain (leaf first) and its private key;
+/// with `client_ca`, only clients presenting a certificate issued by one of its certificates
+/// complete a handshake (mTLS: the edge's client certificate, see README).
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "--tls-cert {}: no certificate in it",
-            cert.display()
-        ));
-    }
+    let certificates = |flag: &str, path: &Path| {
+        let chain = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{flag} {}: no certificate in it", path.display()));
+        }
+        Ok(chain)
+    };
+    let chain = certificates("--tls-cert", cert)?;
     let private_key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates("--tls-client-ca", path)? {
+                roots
+                    .add(ca)
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, private_key)
         .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Serves both listeners until `shutdown` completes, then lets requests under way finish (up to
-/// 5 s).
+/// `listener::SHUTDOWN_GRACE`, 5 s). `limits` are the submissions listener's; the operations
+/// listener has the same deadlines and a cap of its own.
 pub async fn serve(
     origin: Arc<Origin>,
     public: TcpListener,
     ops: Option<TcpListener>,
-    tls: Option<RustlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let handle = Handle::new();
-    public.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let app = submissions_router(origin.clone()).into_make_service();
-    let public = match tls {
-        Some(tls) => tokio::spawn(
-            axum_server::from_tcp_rustls(public, tls)
-                .handle(handle.clone())
-                .serve(app),
-        ),
-        None => tokio::spawn(
-            axum_server::from_tcp(public)
-                .handle(handle.clone())
-                .serve(app),
-        ),
+    let ops_limits = Limits {
+        max_connections: OPS_MAX_CONNECTIONS,
+        ..limits.clone()
     };
-    let ops = match ops {
-        Some(listener) => {
-            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let app = ops_router(origin).into_make_service();
-            Some(tokio::spawn(
-                axum_server::from_tcp(listener)
-                    .handle(handle.clone())
-                    .serve(app),
-            ))
-        }
-        None => None,
-    };
+    let public = Listener::new(public, tls, limits).map_err(|e| e.to_string())?;
+    let ops = ops
+        .map(|listener| Listener::new(listener, None, ops_limits))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let connections = public.gauges();
+    let public = tokio::spawn(public.serve(
+        {
+            let origin = origin.clone();
+            move |request| {
+                let origin = origin.clone();
+                async move { submissions(&origin, request).await }
+            }
+        },
+        stopping.clone(),
+    ));
+    let ops = ops.map(|listener| {
+        tokio::spawn(listener.serve(
+            move |request| {
+                let (origin, connections) = (origin.clone(), connections.clone());
+                async move { operations(&origin, &connections, request).await }
+            },
+            stopping,
+        ))
+    });
     shutdown.await;
-    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = stop.send(true);
     for server in std::iter::once(public).chain(ops) {
-        server
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        server.await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -101,3 +101,90 @@ fn a_missing_certificate_is_a_clear_error_at_start() {
         "{stderr}"
     );
 }
+
+/// `--tls-client-ca`: a client presenting a certificate issued by that CA (the edge's, in
+/// production) is served; one without a certificate, or with one from another CA, does not get
+/// past the handshake, and nothing is stored.
+#[test]
+fn only_clients_with_a_certificate_from_the_client_ca_complete_a_handshake() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = temp_dir("mtls");
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (edge_ca, other_ca) = (ca("edge CA"), ca("someone else's CA"));
+    let client = |issuer: &CertifiedIssuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["edge".to_owned()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (cert.der().clone(), key.serialize_der())
+    };
+    let paths = [
+        ("cert.pem", server.cert.pem()),
+        ("key.pem", server.signing_key.serialize_pem()),
+        ("client-ca.pem", edge_ca.pem()),
+    ]
+    .map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    });
+    let origin = Origin::start(
+        &sqlite_store(&dir),
+        &[
+            "--tls-cert",
+            &paths[0],
+            "--tls-key",
+            &paths[1],
+            "--tls-client-ca",
+            &paths[2],
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.cert.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let with_cert = |issuer| {
+        let (cert, key) = client(issuer);
+        builder
+            .clone()
+            .with_client_auth_cert(vec![cert], key.try_into().unwrap())
+            .unwrap()
+    };
+    let send = |config: rustls::ClientConfig, key: &str| {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", origin.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let entry = Entry::new(key, &format!("{key}@example.org"));
+        entry.send_on(&mut rustls::StreamOwned::new(connection, tcp))
+    };
+    let edge = send(with_cert(&edge_ca), "mtls-edge-0123456789abcdef").unwrap();
+    assert_eq!(edge.status, 201, "{}", edge.body);
+    let anonymous = send(
+        builder.clone().with_no_client_auth(),
+        "mtls-anon-0123456789",
+    );
+    assert!(anonymous.is_err(), "{anonymous:?}");
+    let stranger = send(with_cert(&other_ca), "mtls-other-0123456789");
+    assert!(stranger.is_err(), "{stranger:?}");
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 1);
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["received"], 1);
+    assert!(
+        origin.log_text().contains("\"tls_client_ca\":true"),
+        "{}",
+        origin.log_text()
+    );
+}

@@ -20,6 +20,7 @@ use harbour_core::journal::{Journal, LogRecord, SUMMARY_WINDOW_MS};
 use harbour_core::outcome::Outcome;
 use harbour_core::phase::admission::LocationResult;
 use harbour_core::phase::challenge;
+use harbour_core::phase::ingress::submit_url;
 use harbour_core::phase::request::{Body, Facts};
 use harbour_core::phase::residency::{
     moved_by_declared, place, Basis, PlatformCountry, Residency, Unplaceable,
@@ -29,6 +30,7 @@ use harbour_core::reply::Phase;
 use harbour_core::shadow::{Comparison, View};
 use harbour_policy::country::Country;
 use harbour_policy::field::FieldKind;
+use harbour_policy::ingress::KeptInRegionBy;
 use harbour_policy::notice::DrawScope;
 use harbour_policy::quota::Quota;
 use harbour_policy::{
@@ -53,6 +55,7 @@ pub fn render(live_json: &str, candidate_json: Option<&str>) -> Result<String, S
     conflicts(&mut out, &policy)?;
     doubtful_signals(&mut out, &policy)?;
     failover(&mut out, &policy);
+    where_processing_happens(&mut out, &policy);
     what_leaves_the_edge(&mut out, live_json, &policy)?;
     what_is_logged(&mut out)?;
     notices(&mut out, &policy);
@@ -491,15 +494,130 @@ fn failover(out: &mut String, policy: &Policy) {
     );
 }
 
+/// What keeps a region's ingress in the region, as the zone must have it.
+fn product(kept: KeptInRegionBy, region: &str) -> String {
+    match kept {
+        KeptInRegionBy::RegionalServices => format!(
+            "Regional Services set to this region (`{region}`) on that hostname, a Workers custom \
+             domain"
+        ),
+        KeptInRegionBy::ChinaNetwork => "the China Network (Cloudflare's network in mainland \
+             China, run with a partner there; it needs an ICP filing)"
+            .into(),
+    }
+}
+
+fn where_processing_happens(out: &mut String, policy: &Policy) {
+    let with_ingress: Vec<String> = policy
+        .regions
+        .iter()
+        .filter(|r| r.ingress.is_some())
+        .map(|r| format!("`{}`", r.id))
+        .collect();
+    let _ = write!(
+        out,
+        "## Where processing happens\n\n\
+         An entry is stored only in its region (above). Before that, it is read and decided at \
+         the edge: in a Cloudflare location (a data centre of the platform) that the visitor's \
+         connection reaches. Unless its region takes entries on a hostname of its own, that is \
+         whichever location serves the visitor. Cloudflare chooses it, usually near the visitor \
+         but not always in the visitor's country or region. **For a visitor in mainland China it \
+         is a location outside mainland China**, unless the hostname's zone is on Cloudflare's \
+         China Network.\n\n\
+         A region keeps this processing inside it with an **ingress**: a hostname of its own, \
+         named in the policy, whose zone has Regional Services set to the region (the EU, Russia \
+         and Australia are among the processing regions Cloudflare offers; mainland China is not) \
+         or, for mainland China, is on the China Network. The edge \
+         then takes that region's entries on that hostname only: sent anywhere else, they are \
+         refused (421 `wrong_ingress`, naming the hostname) right after they are placed, before \
+         any limit is counted or anything is sent on; and it takes no other region's entries \
+         there. The campaign page asks the edge, for the country the visitor chooses, where to \
+         send the entry. This report is made from the policy and cannot see a zone's settings: \
+         where the table says a zone must have a product, the deployment must see to it. Regions \
+         with an ingress in this policy: {}.\n\n\
+         The campaign page and its form description are served on the campaign's main hostname, \
+         in whichever location serves the visitor, like any website: the visitor's address and \
+         the country the platform sees reach that location, the form's contents do not.\n\n\
+         | Region | Ingress in this policy | Where entries are read and decided (the edge) | The per-visitor count of the location | Where entries are stored (the origins) | The platform's logs of the requests |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+        join_and(&with_ingress)
+    );
+    let china = Country::parse("CN");
+    for region in &policy.regions {
+        let (ingress, edge) = match &region.ingress {
+            Some(ingress) => (
+                format!(
+                    "`{}` (`{}`)",
+                    ingress.host,
+                    ingress.kept_in_region_by.as_str()
+                ),
+                format!(
+                    "only Cloudflare locations in the region: its entries are taken on `{}` \
+                     alone, whose zone must have {}",
+                    ingress.host,
+                    product(ingress.kept_in_region_by, &region.id)
+                ),
+            ),
+            None if china.is_some_and(|cn| region.countries.contains(&cn)) => (
+                "none".into(),
+                "any Cloudflare location, whichever serves the visitor: **for a visitor in \
+                 mainland China, a location outside mainland China**"
+                    .into(),
+            ),
+            None => (
+                "none".into(),
+                "any Cloudflare location, whichever serves the visitor: possibly outside the \
+                 region"
+                    .into(),
+            ),
+        };
+        let operator = region
+            .operator
+            .as_ref()
+            .map_or(String::new(), |o| format!(", run by {o}"));
+        let _ = writeln!(
+            out,
+            "| `{id}` | {ingress} | {edge} | the same location as the edge (a keyed digest of the \
+             address, never the address) | in the region, on its own origins \
+             (`{origins}`){operator} | where the account's log region says (below) |",
+            id = region.id,
+            origins = origins_var(&region.id),
+        );
+    }
+    out.push_str(
+        "\nThe platform's logs: Cloudflare keeps its records of an account's requests (analytics, \
+         and Workers Logs or Logpush where the account turns them on) in the account's log region \
+         (Customer Metadata Boundary), the US or the EU, when one is set, and otherwise in its \
+         core data centres anywhere. Only for a region inside the EU (or the US) can they stay in \
+         the region that way. harbour's `wrangler.toml` turns none of them on. `wrangler tail` \
+         streams each request live to whoever runs it on the account: see what the platform \
+         sees, below.\n\n",
+    );
+}
+
 fn what_leaves_the_edge(out: &mut String, live_json: &str, policy: &Policy) -> Result<(), String> {
     out.push_str(
         "## What leaves the edge\n\n\
-         An accepted entry is sent to one origin of its region as one signed HTTPS request. \
-         Nothing else about the visitor leaves the edge: not their IP address (used at the edge \
-         only, to count per-visitor limits, in memory and in the platform's rate-limiting \
-         service of the same location; see the limits below), not their browser's headers or cookies, \
-         not the form's hidden anti-bot fields. What follows is read from a sample entry run \
-         through the edge's own code.\n\n",
+         **In the Cloudflare location** (see above), in the memory of the isolate that runs \
+         harbour, the whole request is read: the form's fields, the visitor's address \
+         (`CF-Connecting-IP`) and the country the platform sees. The address serves one purpose \
+         there, the per-visitor limits: it is counted in the isolate's memory, and the \
+         location's rate-limiting service counts a keyed digest of it (HMAC-SHA256 under the \
+         edge's form key, 128 bits of it, with the campaign's id beside it): the service never \
+         sees the address, and without the key the digest cannot be turned back into one. \
+         harbour stores neither.\n\n\
+         **From the location**, an accepted entry is sent to one origin of its region as one \
+         signed HTTPS request, exactly what the tables below list (read from a sample entry run \
+         through the edge's own code). harbour sends nothing else about the visitor anywhere: \
+         not their address, not their browser's headers or cookies, not the form's hidden \
+         anti-bot fields.\n\n\
+         **What the platform sees.** Every request reaches the location with its headers (the \
+         visitor's address among them) and the platform's `cf` object about the connection \
+         (country, city, network and more), as for any site on Cloudflare. `wrangler tail`, the \
+         platform's live log stream, shows each request's URL, headers and `cf` object beside \
+         harbour's log lines to whoever runs it on the account (it blanks cookies and headers \
+         whose names look like credentials, not the address). These are the platform's records, \
+         not harbour's; where Cloudflare keeps them is the account's log region (above).\n\n",
     );
     for campaign in &policy.campaigns {
         let (headers, body) = sample_forward(live_json, policy, campaign)?;
@@ -623,7 +741,10 @@ fn what_is_logged(out: &mut String) -> Result<(), String> {
         out,
         "## What is logged\n\n\
          The edge's log lines carry no field value, no address and no idempotency key: only \
-         ids, codes and counts. By default (`HARBOUR_LOG=summary`) outcomes are counted and \
+         ids, codes and counts. They are **pseudonymous**: a decision line carries the request's \
+         id, which is stored with the entry at its origin, so whoever holds both can tie the \
+         line to the entry and the person who made it. Summary lines carry no request id. By \
+         default (`HARBOUR_LOG=summary`) outcomes are counted and \
          written as one summary line per isolate at most every {} s; a line per decision is \
          written only for what an operator must look at (every 5xx, every entry that needed a \
          second origin), or for every decision with `HARBOUR_LOG=decisions`. Besides these, \
@@ -681,8 +802,10 @@ fn limits(out: &mut String, policy: &Policy) {
          Entries beyond a limit are refused with 429 and a time to retry; nothing is stored. \
          The per-visitor limit is counted twice: by each isolate of the edge, in its memory, and \
          by the platform's rate-limiting service in the visitor's edge location, under the key \
-         `<campaign> <address>` (an IPv6 address counts as its /64), which leaves the isolate for \
-         that service only and is not stored with the entry. The whole-campaign and region \
+         `<campaign> <digest>`: the digest is HMAC-SHA256 of the address (an IPv6 address counts \
+         as its /64) under the edge's form key, cut to 128 bits, so the service counts the same \
+         visitor as one key without ever seeing the address; it is not stored with the entry. \
+         The whole-campaign and region \
          budgets are counted per isolate, as a guard; the origins protect their own capacity \
          (see the README).\n\n\
          | Campaign | Per visitor (IP address, or IPv6 /64) | Whole campaign (per isolate) | \
@@ -1004,6 +1127,15 @@ fn sample_forward(
         &issued.token,
         &challenge::solve(&issued.token, key, issued.difficulty_bits),
     );
+    let country = *example_countries(policy)?
+        .last()
+        .ok_or("the policy has no region")?;
+    // Sent where the page would send it: its region's ingress, or the main hostname.
+    let submit = submit_url(&config, &campaign.id, Some(policy.region_of(country)));
+    let url = match submit.strip_prefix('/') {
+        Some(path) => format!("https://campaign.example/{path}"),
+        None => submit,
+    };
     let mut pipeline = Pipeline::new(
         Ok(config),
         Seeds {
@@ -1012,9 +1144,6 @@ fn sample_forward(
             challenges: 3,
         },
     );
-    let country = *example_countries(policy)?
-        .last()
-        .ok_or("the policy has no region")?;
     let mut body = serde_json::Map::new();
     for field in &campaign.fields {
         let value: Value = match field.kind {
@@ -1028,10 +1157,6 @@ fn sample_forward(
         body.insert(field.name.clone(), value);
     }
     let body = Value::Object(body).to_string();
-    let url = format!(
-        "https://campaign.example/api/campaigns/{}/submissions",
-        campaign.id
-    );
     let notice = campaign.notice_header(harbour_policy::LOCALES[0]);
     let facts = Facts {
         method: "POST",
@@ -1159,6 +1284,7 @@ mod tests {
             "`shadow[].region_changes[].candidate`",
             "| `spring-launch` | 5 per 60 s | 20000 per 1 s |",
             "## Candidate policy in shadow",
+            "## Where processing happens",
         ] {
             assert!(report.contains(needle), "missing {needle:?}");
         }
@@ -1199,6 +1325,98 @@ mod tests {
         assert!(shadow.contains("- `AX` Åland Islands: `eu` → `ru`."));
         let broken = render(SHIPPED_POLICY, Some("{}")).unwrap_err();
         assert!(broken.starts_with("policy/candidate.json: "), "{broken}");
+    }
+
+    /// The section of `report` that starts with `title`, up to the next section.
+    fn section<'r>(report: &'r str, title: &str) -> &'r str {
+        let start = report.find(title).unwrap_or_else(|| panic!("no {title}"));
+        let rest = &report[start + title.len()..];
+        &report[start..start + title.len() + rest.find("\n## ").unwrap_or(rest.len())]
+    }
+
+    #[test]
+    fn where_processing_happens_is_a_row_per_region_and_says_china_plainly() {
+        let report = report();
+        let table = section(&report, "## Where processing happens");
+        let policy = Policy::shipped().unwrap();
+        for region in &policy.regions {
+            let rows: Vec<_> = table
+                .lines()
+                .filter(|l| l.starts_with(&format!("| `{}` |", region.id)))
+                .collect();
+            assert_eq!(rows.len(), 1, "{}: {rows:?}", region.id);
+            let cells: Vec<&str> = rows[0].split(" | ").collect();
+            assert_eq!(cells.len(), 6, "{rows:?}");
+            assert_eq!(cells[1], "none", "the shipped policy names no ingress");
+            assert!(cells[2].starts_with("any Cloudflare location"), "{rows:?}");
+            assert!(cells[3].contains("same location as the edge"), "{rows:?}");
+            assert!(cells[4].contains(&origins_var(&region.id)), "{rows:?}");
+            assert!(cells[5].contains("log region"), "{rows:?}");
+        }
+        assert!(table.contains("Regions with an ingress in this policy: none."));
+        let cn = table.lines().find(|l| l.starts_with("| `cn` |")).unwrap();
+        assert!(
+            cn.contains("**for a visitor in mainland China, a location outside mainland China**")
+        );
+        assert!(table.contains(
+            "the US or the EU, when one is set, and otherwise in its core data centres anywhere"
+        ));
+    }
+
+    #[test]
+    fn an_ingress_keeps_its_region_in_the_table_with_what_its_zone_must_have() {
+        let mut policy: Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+        policy["regions"][0]["ingress"] = serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
+        policy["regions"][2]["ingress"] = serde_json::json!({"host": "eu.campaign.example", "kept_in_region_by": "regional_services"});
+        // The rest of the world too, where the sample entry comes from: it is sent to its
+        // ingress, as the page would send it, or the report could not show what is forwarded.
+        policy["regions"][4]["ingress"] = serde_json::json!({"host": "www.campaign.example", "kept_in_region_by": "regional_services"});
+        let report = render(&policy.to_string(), None).unwrap();
+        let table = section(&report, "## Where processing happens");
+        let row = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{id}` |")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(table.contains("Regions with an ingress in this policy: `cn`, `eu` and `global`."));
+        assert!(row("cn").starts_with("| `cn` | `cn.campaign.example` (`china_network`) | only Cloudflare locations in the region: its entries are taken on `cn.campaign.example` alone, whose zone must have the China Network"), "{}", row("cn"));
+        assert!(
+            row("eu").contains("whose zone must have Regional Services set to this region (`eu`)"),
+            "{}",
+            row("eu")
+        );
+        assert!(row("ru").contains("| none | any Cloudflare location"));
+        assert!(report.contains("`signals.platform_country`"));
+    }
+
+    #[test]
+    fn regression_the_report_claims_no_anonymity_and_no_address_kept_from_the_platform() {
+        let report = report();
+        assert!(
+            !report.contains("not their IP address"),
+            "the platform sees it"
+        );
+        assert!(
+            !report.replace("pseudonymous", "").contains("anonymous"),
+            "log lines carry request ids, which the stored entry carries too"
+        );
+        assert!(
+            !report.contains("`<campaign> <address>`"),
+            "the binding's key is a digest"
+        );
+        let logged = section(&report, "## What is logged");
+        assert!(logged.contains("**pseudonymous**"));
+        let leaves = section(&report, "## What leaves the edge");
+        for needle in [
+            "`wrangler tail`",
+            "`cf` object",
+            "keyed digest",
+            "`CF-Connecting-IP`",
+        ] {
+            assert!(leaves.contains(needle), "{needle}");
+        }
     }
 
     #[test]

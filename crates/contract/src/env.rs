@@ -5,6 +5,9 @@
 //! - `HARBOUR_KEY_R`: the region's signing secret (the edge signs, the region's origins verify);
 //! - `HARBOUR_PERSON_KEY_R`: the key of the one-entry-per-person digest (origins only; the edge
 //!   never holds it);
+//! - `HARBOUR_INGRESS_R`: where the region's ingress (the policy's hostname for its submissions)
+//!   answers on this machine, e.g. `http://cn.localhost:8787` (the edge, local stacks and tests
+//!   only: a deployment serves the policy's own hostname);
 //!
 //! per campaign `C` (its id upper-cased, `-` as `_`):
 //!
@@ -27,6 +30,10 @@ pub fn origins_var(region_id: &str) -> String {
 
 pub fn key_var(region_id: &str) -> String {
     format!("HARBOUR_KEY_{}", suffix(region_id))
+}
+
+pub fn ingress_var(region_id: &str) -> String {
+    format!("HARBOUR_INGRESS_{}", suffix(region_id))
 }
 
 pub fn person_key_var(region_id: &str) -> String {
@@ -53,6 +60,10 @@ mod tests {
         assert_eq!(
             draw_key_var("spring-launch"),
             "HARBOUR_DRAW_KEY_SPRING_LAUNCH"
+        );
+        assert_eq!(
+            ingress_var("rest-of-world"),
+            "HARBOUR_INGRESS_REST_OF_WORLD"
         );
     }
 }

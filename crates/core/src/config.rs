@@ -10,7 +10,17 @@
 //! hands out (see `challenge`), at least 32 bytes and never a region's signing secret (a
 //! challenge MAC must never be something an origin would take for a signature, nor the reverse).
 //!
-//! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`).
+//! And optionally `HARBOUR_LOG`: `summary` (the default) or `decisions` (see `journal`), and
+//! `HARBOUR_PAGE_ORIGINS`: pages of this environment, beside each campaign's `allowed_origins`,
+//! that may submit across origins (space- or comma-separated `scheme://host[:port]`; plain http
+//! only on loopback), e.g. a developer's page on `http://localhost:8787`.
+//!
+//! A region whose policy names an ingress (`harbour_policy::ingress`) is served on
+//! `https://{its host}`. `HARBOUR_INGRESS_R` moves that to an address on this machine, for a local
+//! stack and tests (`http://cn.localhost:8787`: browsers and curl take every `*.localhost` name
+//! for this machine): anything else is refused, so no variable can move a deployed ingress
+//! somewhere the policy (and the residency report made from it) does not say, and a variable for
+//! a region whose policy names no ingress is refused too.
 //!
 //! Assembly reports every missing or malformed entry at once. In an isolate a failed assembly
 //! answers every request with 500 `config_invalid` and forwards nothing.
@@ -22,10 +32,10 @@
 //! region's signatures), and, once any origin is off this machine, the secrets `local_env` hands
 //! out (they are in harbour's own source, so anyone can sign with them).
 
-use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_contract::env::{ingress_var, key_var, origins_var, FORM_KEY_VAR};
 use harbour_contract::http::SUBMISSIONS_PATH;
 use harbour_contract::signature::{SigningKey, MIN_KEY_BYTES};
-use harbour_policy::{Issue, Policy, PolicyError, RegionIndex};
+use harbour_policy::{Issue, Policy, PolicyError, Region, RegionIndex};
 
 /// How much the edge logs (`HARBOUR_LOG`); see `journal`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +74,50 @@ pub struct Origin {
 pub struct RegionSetup {
     pub origins: Vec<Origin>,
     pub key: SigningKey,
+    /// Where the region's ingress answers, if its policy names one.
+    pub ingress: Option<Site>,
+}
+
+/// Where a region's ingress answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// `scheme://host[:port]`: what the URLs it serves start with.
+    pub base: String,
+    /// Its host, lower case, without the port: what a request's host is compared with.
+    pub host: String,
+}
+
+impl Site {
+    /// The policy's hostname, as deployed.
+    fn deployed(host: &str) -> Site {
+        Site {
+            base: format!("https://{host}"),
+            host: host.to_owned(),
+        }
+    }
+
+    /// `http(s)://host[:port]` on this machine (`localhost`, a name under it, 127.0.0.0/8 or
+    /// `[::1]`), for a local stack; `None` for anything else.
+    fn simulated(value: &str) -> Option<Site> {
+        let value = value.trim().trim_end_matches('/');
+        let authority = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))?;
+        if authority.is_empty()
+            || !authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            return None;
+        }
+        let host_port = origin_host(value)?;
+        let host = host_port[..host_port.rfind(':')?].to_owned();
+        let local = host.ends_with(".localhost") || is_loopback(&host_port);
+        local.then(|| Site {
+            base: value.to_ascii_lowercase(),
+            host,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +128,37 @@ pub struct Config {
     /// Keys the challenges' MACs (`HARBOUR_FORM_KEY`).
     pub form_key: SigningKey,
     pub log: LogMode,
+    /// This environment's pages allowed to submit to every campaign (`HARBOUR_PAGE_ORIGINS`).
+    pub page_origins: Vec<String>,
+}
+
+/// The variable naming this environment's own campaign pages.
+pub const PAGE_ORIGINS_VAR: &str = "HARBOUR_PAGE_ORIGINS";
+
+/// `HARBOUR_PAGE_ORIGINS`, checked: web origins, plain http only on loopback.
+fn page_origins(env: &dyn Fn(&str) -> Option<String>, issues: &mut Vec<Issue>) -> Vec<String> {
+    let mut origins = Vec::new();
+    for origin in env(PAGE_ORIGINS_VAR)
+        .unwrap_or_default()
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+    {
+        let problem = match harbour_policy::web_origin(origin) {
+            None => Some("is not a scheme://host[:port] origin without a path"),
+            Some(("http", _)) if !origin_host(origin).is_some_and(|h| is_loopback(&h)) => Some(
+                "uses http://, allowed only for a page on this machine (loopback); use https://",
+            ),
+            Some(_) => None,
+        };
+        match problem {
+            Some(problem) => issues.push(Issue {
+                path: PAGE_ORIGINS_VAR.into(),
+                message: format!("{origin:?} {problem}"),
+            }),
+            None => origins.push(origin.to_owned()),
+        }
+    }
+    origins
 }
 
 /// Splits `scheme://host[:port][/base]` into the endpoint URL and its path.
@@ -192,6 +277,49 @@ fn form_key(
     Some(key)
 }
 
+/// Where `region`'s ingress answers (see the module's rules): the policy's hostname, or the
+/// address `HARBOUR_INGRESS_R` simulates it on; `sites_seen` holds the simulated hosts earlier
+/// regions took, with their variable.
+fn ingress_site(
+    index: RegionIndex,
+    region: &Region,
+    env: &dyn Fn(&str) -> Option<String>,
+    sites_seen: &mut Vec<(String, String)>,
+    issues: &mut Vec<Issue>,
+) -> Option<Site> {
+    let name = ingress_var(&region.id);
+    let value = env(&name).filter(|v| !v.trim().is_empty());
+    let entry = format!("regions[{}].ingress", index.get());
+    let mut fail = |message: String| {
+        issues.push(Issue {
+            path: name.clone(),
+            message,
+        })
+    };
+    let (policy, value) = match (&region.ingress, value) {
+        (None, None) => return None,
+        (Some(policy), None) => return Some(Site::deployed(&policy.host)),
+        (None, Some(_)) => {
+            fail(format!("the policy names no ingress for region {:?} ({entry}); this variable only moves one to this machine: remove it", region.id));
+            return None;
+        }
+        (Some(policy), Some(value)) => (policy, value),
+    };
+    let Some(site) = Site::simulated(&value) else {
+        fail(format!("{value:?} is not an address on this machine (http://{}.localhost:8787); this variable only simulates {entry}.host ({}) locally, and a deployment serves the policy's hostname", region.id, policy.host));
+        return None;
+    };
+    if let Some((_, other)) = sites_seen.iter().find(|(host, _)| *host == site.host) {
+        fail(format!(
+            "{} is also {other}'s host; each region's ingress needs a host of its own",
+            site.host
+        ));
+        return None;
+    }
+    sites_seen.push((site.host.clone(), name.clone()));
+    Some(site)
+}
+
 /// The secrets that are `local_env`'s published ones, each an issue: the configuration has an
 /// origin off this machine, which must not trust a key anyone can read.
 fn published_secrets(
@@ -247,7 +375,9 @@ impl Config {
         // Origin hosts and secrets already taken, with the variable that took them.
         let mut hosts_seen: Vec<(String, String)> = Vec::new();
         let mut secrets_seen: Vec<(String, String)> = Vec::new();
+        let mut sites_seen: Vec<(String, String)> = Vec::new();
         for (index, region) in policy.region_indices().zip(&policy.regions) {
+            let ingress = ingress_site(index, region, env, &mut sites_seen, &mut issues);
             let origins_name = origins_var(&region.id);
             let mut origins = Vec::new();
             for base in env(&origins_name)
@@ -319,10 +449,15 @@ impl Config {
                 });
             }
             if let Some(key) = key {
-                regions.push(RegionSetup { origins, key });
+                regions.push(RegionSetup {
+                    origins,
+                    key,
+                    ingress,
+                });
             }
         }
         let form_key = form_key(env, &secrets_seen, &mut issues);
+        let page_origins = page_origins(env, &mut issues);
         if !hosts_seen.iter().all(|(host, _)| is_loopback(host)) {
             published_secrets(&policy, env, &mut issues);
         }
@@ -343,13 +478,15 @@ impl Config {
                 regions,
                 form_key,
                 log,
+                page_origins,
             }),
             _ => Err(ConfigError(issues)),
         }
     }
 
     /// The environment of a local stack: every region of `policy_json` on two origins at
-    /// 127.0.0.1 (`base_port + i` primary, `base_port + 100 + i` secondary) with fixed keys.
+    /// 127.0.0.1 (`base_port + i` primary, `base_port + 100 + i` secondary) with fixed keys, and
+    /// the page of `wrangler dev` (port 8787) allowed to submit.
     /// For tests, benches and tools; a deployment reads its own environment.
     pub fn local_env(
         policy_json: &str,
@@ -367,6 +504,11 @@ impl Config {
             env.push((key_var(&region.id), published_secret(&region.id)));
         }
         env.push((FORM_KEY_VAR.to_owned(), published_secret("form")));
+        // The page `wrangler dev` serves, by either name.
+        env.push((
+            PAGE_ORIGINS_VAR.to_owned(),
+            "http://localhost:8787 http://127.0.0.1:8787".to_owned(),
+        ));
         Ok(env)
     }
 
@@ -376,6 +518,11 @@ impl Config {
         Config::assemble(policy_json, &|name| {
             env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
         })
+    }
+
+    /// Where `region`'s ingress answers, if it has one.
+    pub fn ingress(&self, region: RegionIndex) -> Option<&Site> {
+        self.regions.get(region.get())?.ingress.as_ref()
     }
 
     pub fn origins(&self, region: RegionIndex) -> &[Origin] {
@@ -555,6 +702,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn page_origins_are_web_origins_and_plain_http_only_on_loopback() {
+        let mut env = local_env();
+        env.insert(
+            PAGE_ORIGINS_VAR.into(),
+            "http://localhost:8787, https://staging.campaign.example http://127.0.0.1:8787".into(),
+        );
+        let config = Config::assemble(SHIPPED_POLICY, &|name| env.get(name).cloned()).unwrap();
+        assert_eq!(
+            config.page_origins,
+            [
+                "http://localhost:8787",
+                "https://staging.campaign.example",
+                "http://127.0.0.1:8787"
+            ]
+        );
+        assert_eq!(
+            issues_with(&[(PAGE_ORIGINS_VAR, "http://campaign.example https://a.example/page")]),
+            [
+                "HARBOUR_PAGE_ORIGINS: \"http://campaign.example\" uses http://, allowed only for a page on this machine (loopback); use https://",
+                "HARBOUR_PAGE_ORIGINS: \"https://a.example/page\" is not a scheme://host[:port] origin without a path"
+            ]
+        );
+        assert!(issues_with(&[]).is_empty(), "unset: no page origins");
+    }
+
+    #[test]
     fn a_fully_qualified_host_is_the_same_host() {
         let found = issues_with(&[
             ("HARBOUR_ORIGINS_CN", "https://store.example./in"),
@@ -631,6 +804,117 @@ pub(crate) mod tests {
         assert!(
             issues_with(&[(FORM_KEY_VAR, "another-form-secret-0123456789abcdefgh")]).is_empty()
         );
+    }
+
+    /// The shipped policy with an ingress for `cn` (China Network) and `eu` (Regional Services).
+    pub fn ingress_policy() -> String {
+        let mut raw: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+        raw["regions"][0]["ingress"] = serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
+        raw["regions"][2]["ingress"] = serde_json::json!({"host": "eu.campaign.example", "kept_in_region_by": "regional_services"});
+        raw.to_string()
+    }
+
+    fn ingress_config(changes: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        let mut env = deployed_env();
+        for (name, value) in changes {
+            env.insert((*name).into(), (*value).into());
+        }
+        Config::assemble(&ingress_policy(), &|name| env.get(name).cloned())
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn an_ingress_answers_on_the_policys_hostname() {
+        let config = ingress_config(&[]).unwrap();
+        let site = |id: &str| {
+            config
+                .ingress(config.policy.region_index(id).unwrap())
+                .cloned()
+        };
+        assert_eq!(
+            site("cn"),
+            Some(Site {
+                base: "https://cn.campaign.example".into(),
+                host: "cn.campaign.example".into()
+            })
+        );
+        assert_eq!(
+            site("eu").map(|s| s.base),
+            Some("https://eu.campaign.example".into())
+        );
+        assert_eq!(site("ru"), None);
+        // The shipped policy names none.
+        let shipped = local_config();
+        assert!(shipped
+            .policy
+            .region_indices()
+            .all(|r| shipped.ingress(r).is_none()));
+    }
+
+    #[test]
+    fn an_ingress_is_simulated_only_on_this_machine() {
+        for (value, base, host) in [
+            (
+                "http://cn.localhost:8787",
+                "http://cn.localhost:8787",
+                "cn.localhost",
+            ),
+            (
+                "http://CN.Localhost:8787/",
+                "http://cn.localhost:8787",
+                "cn.localhost",
+            ),
+            (
+                "http://127.0.0.2:8787",
+                "http://127.0.0.2:8787",
+                "127.0.0.2",
+            ),
+            ("https://localhost", "https://localhost", "localhost"),
+            ("http://[::1]:9000", "http://[::1]:9000", "[::1]"),
+        ] {
+            let config = ingress_config(&[("HARBOUR_INGRESS_CN", value)]).unwrap();
+            let cn = config.policy.region_index("cn").unwrap();
+            assert_eq!(
+                config.ingress(cn),
+                Some(&Site {
+                    base: base.into(),
+                    host: host.into()
+                }),
+                "{value}"
+            );
+        }
+        for value in [
+            "https://cn.staging.example",
+            "http://localhost.example",
+            "http://cn.localhost:8787/api",
+            "cn.localhost:8787",
+            "http://10.0.0.1",
+        ] {
+            let found = ingress_config(&[("HARBOUR_INGRESS_CN", value)]).unwrap_err();
+            assert_eq!(found.len(), 1, "{value}: {found:?}");
+            assert!(
+                found[0].starts_with(&format!("HARBOUR_INGRESS_CN: {value:?} is not an address on this machine (http://cn.localhost:8787); this variable only simulates regions[0].ingress.host (cn.campaign.example) locally")),
+                "{found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ingress_variable_needs_the_policys_ingress_and_a_host_of_its_own() {
+        assert_eq!(
+            ingress_config(&[("HARBOUR_INGRESS_RU", "http://ru.localhost:8787")]).unwrap_err(),
+            ["HARBOUR_INGRESS_RU: the policy names no ingress for region \"ru\" (regions[1].ingress); this variable only moves one to this machine: remove it"]
+        );
+        assert_eq!(
+            ingress_config(&[
+                ("HARBOUR_INGRESS_CN", "http://x.localhost:8787"),
+                ("HARBOUR_INGRESS_EU", "http://X.localhost:9999")
+            ])
+            .unwrap_err(),
+            ["HARBOUR_INGRESS_EU: x.localhost is also HARBOUR_INGRESS_CN's host; each region's ingress needs a host of its own"]
+        );
+        // An empty variable is no variable.
+        assert!(ingress_config(&[("HARBOUR_INGRESS_RU", " ")]).is_ok());
     }
 
     #[test]

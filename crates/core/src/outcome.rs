@@ -26,6 +26,8 @@ pub enum Outcome {
     KeyReused,
     /// No region could be chosen (403, or 422 on the country field for a conflict).
     Unplaceable(Unplaceable),
+    /// Placed in a region taken on another hostname (421, see `phase::ingress`).
+    WrongIngress,
     /// Every origin of the region is shedding load: answered without calling one.
     RegionBusy,
     RateLimited(Layer),
@@ -76,6 +78,7 @@ impl Outcome {
             Outcome::InProgress => "entry_in_progress",
             Outcome::KeyReused => "key_reused",
             Outcome::Unplaceable(refusal) => refusal.code(),
+            Outcome::WrongIngress => "wrong_ingress",
             Outcome::RegionBusy => "region_busy",
             Outcome::RateLimited(layer) => match layer {
                 Layer::Client => "rate_limited_client",

@@ -1,7 +1,8 @@
 //! The request pipeline: named phases over plain data, composed into one verdict.
 //!
 //! ```text
-//! route → request_check → challenge → validate → classify → shed → admit   (Pipeline::request)
+//! route → request_check → challenge → validate → classify → ingress → shed → admit
+//!                                                                          (Pipeline::request)
 //!   … the shell consults the location's rate-limiting binding …
 //! settle → screen → plan                                                      (Pipeline::after_consult)
 //!   … the shell sends the plan to an origin …
@@ -45,6 +46,7 @@ use crate::phase::admission::{
 };
 use crate::phase::challenge::challenge;
 use crate::phase::forward::{self, Learning, Onward, Ticket};
+use crate::phase::ingress::{ingress, Arrival};
 use crate::phase::plan::{plan, ForwardPlan};
 use crate::phase::request::{request_check, route, Facts};
 use crate::phase::residency::{classify, Residency};
@@ -297,6 +299,12 @@ impl Pipeline {
         let (declared, confirmed) = (submission.declared_country(), submission.confirmed_region());
         let residency = classify(&config.policy, campaign, facts.country, declared, confirmed)?;
         ctx.region = Some(residency.region);
+        ingress(
+            config,
+            &campaign.id,
+            Arrival::of(config, facts.url),
+            residency.region,
+        )?;
         shed(&self.breakers, residency.region, now_ms, || {
             Entry::new(&campaign.id, &submission, key).key
         })?;
@@ -543,6 +551,12 @@ fn recall(
         ),
         Recall::Accepted { receipt, region } => {
             ctx.region = Some(region);
+            // Even a receipt from memory is given only where its region is taken.
+            let campaign = ctx
+                .campaign
+                .and_then(|c| config.policy.campaigns.get(c.get()));
+            let id = campaign.map_or("", |c| c.id.as_str());
+            ingress(config, id, Arrival::of(config, facts.url), region)?;
             let receipt = Receipt {
                 id: receipt,
                 region_id: &config.policy.region(region).id,

@@ -109,6 +109,8 @@ pub enum Phase {
     Challenge,
     Validate,
     Classify,
+    /// The hostname a submission arrived on takes its region's submissions (`phase::ingress`).
+    Ingress,
     /// Every origin of the region is shedding load (`breaker`).
     Shed,
     Admit,
@@ -127,6 +129,7 @@ impl Phase {
             Phase::Challenge => "challenge",
             Phase::Validate => "validate",
             Phase::Classify => "classify",
+            Phase::Ingress => "ingress",
             Phase::Shed => "shed",
             Phase::Admit => "admit",
             Phase::Screen => "screen",

@@ -8,6 +8,8 @@
 //! that, for both policies: an outcome (a refusal code of one of those phases, or [`PLACED`]) and
 //! the region. It does not cover
 //! - routing (method, CORS origins): the live policy's route chose the campaign;
+//! - the hostname a submission arrived on (`phase::ingress`): which hostname takes a region is
+//!   the live configuration's, and a placed submission counts as placed whatever it answered;
 //! - admission: the candidate's limits would need state of their own, and charging the live
 //!   limiters with a second policy's quotas would change live answers (state made under one
 //!   quota means nothing under another);
@@ -68,9 +70,14 @@ impl<'p> View<'p> {
                 region: None,
                 outcome: Some(outcome),
             }),
-            Phase::Shed | Phase::Admit | Phase::Screen | Phase::Plan | Phase::Forward => {
-                Some(placed)
-            }
+            // Where a placed submission is taken (the ingress) is the configuration's matter, as
+            // routing is; the comparison ends at placing it.
+            Phase::Ingress
+            | Phase::Shed
+            | Phase::Admit
+            | Phase::Screen
+            | Phase::Plan
+            | Phase::Forward => Some(placed),
         }
     }
 }

@@ -403,7 +403,7 @@ fn cors_allows_listed_origins_and_refuses_others() {
 fn a_filled_honeypot_is_answered_like_success_and_not_forwarded() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let body =
-        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"x"}"#;
     let r = reply(admitted(
         &mut pipeline,
         &facts(
@@ -1115,7 +1115,7 @@ fn a_held_request_is_shed_and_given_back_if_its_region_filled_up_meanwhile() {
 fn a_bots_resend_gets_the_same_decoy_again_as_a_visitors_resend_gets_its_receipt() {
     let mut pipeline = Pipeline::new(Ok(config()), SEEDS);
     let bot =
-        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"website":"x"}"#;
+        r#"{"name":"Bot","email":"bot@example.org","country":"IT","consent":true,"remarks":"x"}"#;
     let sent = facts(
         "POST",
         Some("application/json"),
@@ -1174,4 +1174,158 @@ fn after_a_503_that_stored_nothing_the_same_key_and_work_go_through_again() {
         },
     );
     assert!(matches!(retry, Verdict::Forward { .. }), "{retry:?}");
+}
+
+/// `config()` with an ingress for `cn` (China Network) and `eu` (Regional Services).
+fn ingress_config() -> Config {
+    let mut policy: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    policy["regions"][0]["ingress"] =
+        serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
+    policy["regions"][2]["ingress"] = serde_json::json!({"host": "eu.campaign.example", "kept_in_region_by": "regional_services"});
+    let mut config = Config::local(&policy.to_string(), 7000).unwrap();
+    for campaign in &mut config.policy.campaigns {
+        campaign.challenge.difficulty_bits = 4;
+    }
+    config
+}
+
+/// An entry from `country` (the platform's and the declared one) sent to `host`.
+fn sent_to(host: &str, country: &'static str, ip: &'static str) -> Facts<'static> {
+    let url: &'static str = Box::leak(
+        format!("https://{host}/api/campaigns/spring-launch/submissions").into_boxed_str(),
+    );
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"name":"Ada","email":"{ip}@example.org","country":"{country}","consent":true}}"#
+        )
+        .into_boxed_str(),
+    );
+    Facts {
+        url,
+        ..facts(
+            "POST",
+            Some("application/json"),
+            Body::Bytes(body.as_bytes()),
+            Some(country),
+            ip,
+        )
+    }
+}
+
+#[test]
+fn a_region_with_an_ingress_is_processed_there_and_refused_everywhere_else() {
+    let mut pipeline = Pipeline::new(Ok(ingress_config()), SEEDS);
+    let cn_submit = "https://cn.campaign.example/api/campaigns/spring-launch/submissions";
+    let eu_submit = "https://eu.campaign.example/api/campaigns/spring-launch/submissions";
+    let own_submit = "/api/campaigns/spring-launch/submissions";
+    // (host, country) → refused naming this URL, or forwarded to this origin port (cn 7000,
+    // ru 7001, eu 7002).
+    let table = [
+        ("cn.campaign.example", "CN", Ok(7000)),
+        ("eu.campaign.example", "IT", Ok(7002)),
+        ("campaign.example", "RU", Ok(7001)),
+        ("campaign.example", "CN", Err(cn_submit)),
+        ("campaign.example", "IT", Err(eu_submit)),
+        ("cn.campaign.example", "IT", Err(eu_submit)),
+        ("eu.campaign.example", "CN", Err(cn_submit)),
+        ("cn.campaign.example", "RU", Err(own_submit)),
+        ("eu.campaign.example", "AU", Err(own_submit)),
+    ];
+    for (i, (host, country, expected)) in table.into_iter().enumerate() {
+        let ip: &'static str = Box::leak(format!("192.0.2.{}", 100 + i).into_boxed_str());
+        let verdict = admitted(&mut pipeline, &sent_to(host, country, ip));
+        match (verdict, expected) {
+            (Verdict::Forward { plan, .. }, Ok(port)) => {
+                assert!(
+                    plan.first
+                        .url
+                        .starts_with(&format!("http://127.0.0.1:{port}/")),
+                    "{host} {country}: {}",
+                    plan.first.url
+                )
+            }
+            (Verdict::Reply { reply, log }, Err(submit)) => {
+                assert_eq!(
+                    (reply.status, code(&reply).as_str()),
+                    (421, "wrong_ingress")
+                );
+                let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                assert_eq!(body["submit"], submit, "{host} {country}");
+                assert_eq!(
+                    (log.phase.as_str(), log.outcome.name()),
+                    ("ingress", "wrong_ingress")
+                );
+            }
+            (verdict, expected) => panic!("{host} {country}: {verdict:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_misdirected_entry_is_refused_before_any_limit_is_charged_or_the_location_asked() {
+    let mut pipeline = Pipeline::new(Ok(ingress_config()), SEEDS);
+    // Far more than the per-client limit (5 per minute), all from one address, all to the main
+    // hostname for China: each refused at the ingress phase, none consulting the binding
+    // (`reply` panics on a consult).
+    for _ in 0..12 {
+        let refused = reply(pipeline.request(&sent_to("campaign.example", "CN", "192.0.2.130")));
+        assert_eq!(
+            (refused.status, code(&refused).as_str()),
+            (421, "wrong_ingress")
+        );
+    }
+    // The same address then sends its entries to China's ingress, with its whole limit left.
+    for n in 0..5 {
+        let verdict = admitted(
+            &mut pipeline,
+            &sent_to("cn.campaign.example", "CN", "192.0.2.130"),
+        );
+        assert!(
+            matches!(verdict, Verdict::Forward { .. }),
+            "entry {n}: {verdict:?}"
+        );
+    }
+    let over = reply(admitted(
+        &mut pipeline,
+        &sent_to("cn.campaign.example", "CN", "192.0.2.130"),
+    ));
+    assert_eq!((over.status, code(&over).as_str()), (429, "rate_limited"));
+}
+
+#[test]
+fn a_receipt_from_memory_is_given_only_on_its_regions_ingress() {
+    let mut pipeline = Pipeline::new(Ok(ingress_config()), SEEDS);
+    let sent = sent_to("cn.campaign.example", "CN", "192.0.2.140");
+    let Verdict::Forward { ticket, .. } = admitted(&mut pipeline, &sent) else {
+        panic!("not forwarded")
+    };
+    let stored = AttemptResult::Answered {
+        status: 201,
+        body: r#"{"receipt":{"id":"cn-0123456789abcdef","region":"cn"}}"#,
+    };
+    let Next::Done { reply: first, .. } = pipeline.after_attempt(ticket, stored, NOW + 1) else {
+        panic!("not done")
+    };
+    assert_eq!(first.status, 202);
+    // The same entry, key and work sent again to the main hostname: refused, not answered.
+    let elsewhere = Facts {
+        url: "https://campaign.example/api/campaigns/spring-launch/submissions",
+        now_ms: NOW + 2,
+        ..sent
+    };
+    let refused = reply(admitted(&mut pipeline, &elsewhere));
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (421, "wrong_ingress")
+    );
+    // On China's ingress, the receipt again.
+    let again = reply(admitted(
+        &mut pipeline,
+        &Facts {
+            now_ms: NOW + 3,
+            ..sent
+        },
+    ));
+    assert_eq!(again.status, 202);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
 }

@@ -5,8 +5,10 @@
 //! from `residency` expects of the rule. Origins answer at random (no answer, full, another 503,
 //! stored), which opens and closes their breakers: no attempt goes to an origin whose breaker is
 //! open, and a submission is answered 503 `region_busy` without an attempt exactly when every
-//! origin of its region is open. Then a walk over every code the platform can report, against
-//! the shipped policy.
+//! origin of its region is open. Some regions take their submissions on an ingress hostname of
+//! their own: a submission goes on only on the hostname its region is taken on (its ingress, or
+//! any other host for a region without one), and is refused 421 anywhere else, before any origin
+//! is planned. Then a walk over every code the platform can report, against the shipped policy.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +41,8 @@ struct Spec {
     /// Per signal (unknown, tor, missing): None refuses, Some(r) routes to region r.
     signals: [Option<usize>; 3],
     origins_per_region: Vec<usize>,
+    /// Whether each region takes its submissions on an ingress (`r{i}.ingress.test`).
+    ingress: Vec<bool>,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -53,14 +57,16 @@ fn spec() -> impl Strategy<Value = Spec> {
                 proptest::option::of(0..n),
             ],
             proptest::collection::vec(1usize..4, n),
+            proptest::collection::vec(any::<bool>(), n),
         )
             .prop_map(
-                |(strictness, listed, rest_of_world, signals, origins_per_region)| Spec {
+                |(strictness, listed, rest_of_world, signals, origins_per_region, ingress)| Spec {
                     strictness,
                     listed,
                     rest_of_world,
                     signals,
                     origins_per_region,
+                    ingress,
                 },
             )
     })
@@ -87,7 +93,11 @@ fn policy_json(spec: &Spec, rule: OnConflict) -> String {
                 .map(|(c, _)| (*c, all[*c].as_str_static()))
                 .collect();
             codes.sort();
-            json!({"id": format!("r{r}"), "name": format!("Region {r}"), "strictness": strictness, "countries": codes.iter().map(|(_, c)| *c).collect::<Vec<_>>()})
+            let mut region = json!({"id": format!("r{r}"), "name": format!("Region {r}"), "strictness": strictness, "countries": codes.iter().map(|(_, c)| *c).collect::<Vec<_>>()});
+            if spec.ingress[r] {
+                region["ingress"] = json!({"host": format!("r{r}.ingress.test"), "kept_in_region_by": "regional_services"});
+            }
+            region
         })
         .collect();
     let action = |a: Option<usize>| a.map_or("refuse".to_owned(), |r| format!("region:r{r}"));
@@ -211,10 +221,26 @@ fn platform_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// One request: platform country, declared country, ms since the previous request, and how
-/// each origin attempt is answered.
-/// Whether the visitor confirmed storage in the declared country's region.
-type Request = (String, Option<usize>, bool, u64, Vec<Answer>);
+/// One request: platform country, declared country, whether the visitor confirmed storage in the
+/// declared country's region, the hostname it is sent to (`None`: the main one, `Some(r)`:
+/// `r{r}.ingress.test`, an ingress only if region r has one), ms since the previous request, and
+/// how each origin attempt is answered.
+type Request = (String, Option<usize>, bool, Option<usize>, u64, Vec<Answer>);
+
+/// The oracle's verdict once the hostname is known: a placed submission goes on only on the
+/// hostname its region is taken on, and is refused 421 anywhere else.
+fn expected_on(spec: &Spec, expected: Expected, sent_to: Option<usize>) -> Expected {
+    let Expected::Region(region) = expected else {
+        return expected;
+    };
+    let arrived = sent_to.filter(|r| spec.ingress.get(*r) == Some(&true));
+    let taken_on = spec.ingress[region].then_some(region);
+    if arrived == taken_on {
+        expected
+    } else {
+        Expected::Refused(421)
+    }
+}
 
 /// Runs `requests` through a pipeline over `spec` under `rule` and checks every verdict and
 /// every failover against the oracle and the breaker model.
@@ -239,7 +265,9 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
     );
     let mut now = 1_000_000u64;
     let notice = config.policy.campaigns[0].notice_header("en");
-    for (i, (platform, declared, confirm, gap, answers)) in requests.into_iter().enumerate() {
+    for (i, (platform, declared, confirm, sent_to, gap, answers)) in
+        requests.into_iter().enumerate()
+    {
         now += gap;
         let key = format!("residency-key-{i:010}");
         let solution = challenge::solution(
@@ -258,9 +286,13 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             ),
             None => format!(r#"{{"email":"v{i}@example.org"}}"#),
         };
+        let url = match sent_to {
+            Some(r) => format!("https://r{r}.ingress.test/api/campaigns/c/submissions"),
+            None => "https://edge.test/api/campaigns/c/submissions".to_owned(),
+        };
         let facts = Facts {
             method: "POST",
-            url: "https://edge.test/api/campaigns/c/submissions",
+            url: &url,
             content_type: Some("application/json"),
             body: Body::Bytes(body.as_bytes()),
             country: (!platform.is_empty()).then_some(platform.as_str()),
@@ -272,6 +304,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
             now_ms: now,
         };
         let expected = expected_region(spec, rule, &platform, declared, confirm);
+        let expected = expected_on(spec, expected, sent_to);
         match pipeline.request_answered(&facts, LocationResult::Admitted) {
             Verdict::Forward { plan, ticket } => {
                 let Expected::Region(region) = expected else {
@@ -400,6 +433,7 @@ fn requests() -> impl Strategy<Value = Vec<Request>> {
             platform_value(),
             proptest::option::of(0usize..COUNTRIES),
             any::<bool>(),
+            proptest::option::of(0usize..6),
             0u64..1_500,
             proptest::collection::vec(answer(), 4),
         ),

@@ -55,6 +55,8 @@ pub fn rust_source(live: &Policy, candidate: Option<&Policy>) -> String {
     let mut out = String::from(
         "use harbour_policy::code::{countries, quota, region_index, text, texts};\n\
          use harbour_policy::field::{Field, FieldKind};\n\
+         #[allow(unused_imports)]\n\
+         use harbour_policy::ingress::{Ingress, KeptInRegionBy};\n\
          use harbour_policy::notice::{Draw, DrawScope, Notice};\n\
          use harbour_policy::*;\n\n",
     );
@@ -122,7 +124,18 @@ fn region(out: &mut String, r: &Region) {
     option_quota(out, r.budget);
     let _ = write!(out, ", name: text({:?}), names: vec![", r.name);
     locale_texts(out, &r.names);
-    let _ = writeln!(out, "], operator: {} }},", option_text(&r.operator));
+    let _ = write!(out, "], operator: {}, ingress: ", option_text(&r.operator));
+    match &r.ingress {
+        Some(ingress) => {
+            let _ = write!(
+                out,
+                "Some(Ingress {{ host: text({:?}), kept_in_region_by: KeptInRegionBy::{:?} }})",
+                ingress.host, ingress.kept_in_region_by
+            );
+        }
+        None => out.push_str("None"),
+    }
+    out.push_str(" },\n");
 }
 
 fn quota_call(q: Quota) -> String {
@@ -267,6 +280,7 @@ mod tests {
         // the code is made from must carry those parts too. Checked on the text the build writes.
         let mut raw: serde_json::Value = serde_json::from_str(crate::SHIPPED_POLICY).unwrap();
         raw["signals"]["tor"] = "region:global".into();
+        raw["regions"][0]["ingress"] = serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
         raw["campaigns"][0]["surge_windows"] = serde_json::json!([{
             "id": "kickoff", "start": "2026-03-14T20:15:00Z", "end": "2026-03-14T20:45:00Z",
             "per_client": {"burst": 2, "window_ms": 60000},
@@ -283,6 +297,11 @@ mod tests {
             "{code}"
         );
         assert!(code.contains("difficulty_bits: Some(22)"), "{code}");
+        assert!(
+            code.contains("ingress: Some(Ingress { host: text(\"cn.campaign.example\"), kept_in_region_by: KeptInRegionBy::ChinaNetwork })"),
+            "{code}"
+        );
+        assert!(code.contains("operator: None, ingress: None },"), "{code}");
         assert!(code.contains("pub fn candidate() -> Option<Policy> {\n    Some("));
     }
 }

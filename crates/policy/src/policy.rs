@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::country::Country;
 use crate::field::{Field, FieldKind, Options, RESERVED_MEMBERS};
+use crate::ingress::{host_problem, Ingress, KeptInRegionBy};
 use crate::notice::{self, Covered, Draw, DrawScope, Notice, MAX_RETENTION_DAYS, MAX_WINNERS};
 use crate::quota::{Quota, LOCATION_PERIODS_S};
 
@@ -59,6 +60,9 @@ pub struct Region {
     pub countries: Vec<Country>,
     /// Admissions per isolate that protect this region's origin capacity.
     pub budget: Option<Quota>,
+    /// The hostname that alone takes this region's submissions, if the region has one (see
+    /// `ingress`).
+    pub ingress: Option<Ingress>,
 }
 
 /// What to do with a request whose country signal cannot place it.
@@ -553,6 +557,14 @@ struct RawRegion {
     #[serde(default)]
     countries: Vec<String>,
     budget: Option<RawQuota>,
+    ingress: Option<RawIngress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    host: String,
+    kept_in_region_by: String,
 }
 
 #[derive(Deserialize)]
@@ -672,6 +684,42 @@ struct RawField {
 }
 
 // ---- checking --------------------------------------------------------------------------------
+
+/// `(scheme, host[:port])` of a web origin (`http` or `https`, no path, query or fragment).
+pub fn web_origin(origin: &str) -> Option<(&'static str, &str)> {
+    let (scheme, host) = match origin.strip_prefix("https://") {
+        Some(host) => ("https", host),
+        None => ("http", origin.strip_prefix("http://")?),
+    };
+    let ok =
+        !host.is_empty() && !host.contains(['/', '?', '#']) && !host.contains(char::is_whitespace);
+    ok.then_some((scheme, host))
+}
+
+/// Words of a name that autofill (browsers' heuristics, password managers' identities) reads as
+/// something it can fill: a whole word of the name (split at `_`, `-`, `.`), or any part of it
+/// for the longer ones.
+const AUTOFILL_WORDS: &[&str] = &[
+    "name", "first", "last", "given", "family", "middle", "nick", "mail", "tel", "fax", "zip",
+    "city", "town", "state", "org", "job", "title", "age", "sex", "user", "pass", "pin", "card",
+    "cc", "cvc", "cvv", "iban", "url", "web", "site", "www", "home", "otp", "code", "bday",
+];
+const AUTOFILL_PARTS: &[&str] = &[
+    "email", "phone", "mobile", "address", "street", "postal", "postcode", "country", "region",
+    "province", "company", "organi", "birth", "login", "password", "username", "website",
+    "homepage", "surname", "account", "gender",
+];
+
+/// The autofill word in `name`, if it has one (see `AUTOFILL_WORDS`).
+fn autofilled(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let whole = lower
+        .split(['_', '-', '.'])
+        .find_map(|word| AUTOFILL_WORDS.iter().find(|w| **w == word));
+    whole
+        .or_else(|| AUTOFILL_PARTS.iter().find(|part| lower.contains(**part)))
+        .copied()
+}
 
 /// Field and campaign ids appear in URLs, JSON keys and logs: keep them plain.
 fn is_plain_id(id: &str) -> bool {
@@ -904,6 +952,22 @@ impl Checker {
                 .budget
                 .and_then(|q| self.quota(&format!("{path}.budget"), q));
             let names = self.translations(&format!("{path}.names"), r.names);
+            let ingress = r
+                .ingress
+                .and_then(|raw| self.ingress(&format!("{path}.ingress"), raw, &countries));
+            if let Some((host, other)) = ingress.as_ref().and_then(|i| {
+                let other = regions.iter().find(|o: &&Region| {
+                    o.ingress
+                        .as_ref()
+                        .is_some_and(|theirs| theirs.host == i.host)
+                })?;
+                Some((&i.host, &other.id))
+            }) {
+                self.fail(
+                    format!("{path}.ingress.host"),
+                    format!("{host:?} is also region {other:?}'s ingress; each region needs a hostname of its own"),
+                );
+            }
             if r.name.trim().is_empty() {
                 self.fail(
                     format!("{path}.name"),
@@ -918,6 +982,7 @@ impl Checker {
                 strictness: r.strictness,
                 countries,
                 budget,
+                ingress,
             });
         }
         (regions, by_country)
@@ -942,6 +1007,39 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// A region's ingress: a plain hostname and a product that can keep it in the region (the
+    /// China Network only for a region that takes mainland China).
+    fn ingress(&mut self, path: &str, raw: RawIngress, countries: &[Country]) -> Option<Ingress> {
+        if let Some(problem) = host_problem(&raw.host) {
+            self.fail(format!("{path}.host"), problem);
+            return None;
+        }
+        let Some(kept_in_region_by) = KeptInRegionBy::parse(&raw.kept_in_region_by) else {
+            self.fail(
+                format!("{path}.kept_in_region_by"),
+                format!(
+                    "{:?} must be \"regional_services\" or \"china_network\"",
+                    raw.kept_in_region_by
+                ),
+            );
+            return None;
+        };
+        let china = Country::parse("CN");
+        if kept_in_region_by == KeptInRegionBy::ChinaNetwork
+            && !china.is_some_and(|cn| countries.contains(&cn))
+        {
+            self.fail(
+                format!("{path}.kept_in_region_by"),
+                "the China Network serves from mainland China only; this region does not list CN",
+            );
+            return None;
+        }
+        Some(Ingress {
+            host: raw.host,
+            kept_in_region_by,
+        })
     }
 
     fn policy(&mut self, raw: RawPolicy) -> Option<Policy> {
@@ -1058,18 +1156,15 @@ impl Checker {
             );
         }
         for (j, origin) in c.allowed_origins.iter().enumerate() {
-            let host = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            let ok = host.is_some_and(|h| {
-                !h.is_empty() && !h.contains(['/', '?', '#']) && !h.contains(char::is_whitespace)
-            });
-            if !ok {
-                self.fail(
-                    format!("{path}.allowed_origins[{j}]"),
-                    format!("{origin:?} must be a scheme://host[:port] origin without a path"),
-                );
-            }
+            let problem = match web_origin(origin) {
+                None => "must be a scheme://host[:port] origin without a path",
+                Some(("http", _)) => "is plain http: a campaign page is served over https; a page on a developer's machine belongs in the local environment's HARBOUR_PAGE_ORIGINS, never in the policy every environment ships",
+                Some(_) => continue,
+            };
+            self.fail(
+                format!("{path}.allowed_origins[{j}]"),
+                format!("{origin:?} {problem}"),
+            );
         }
         let per_client =
             self.per_client_quota(&format!("{path}.limits.per_client"), c.limits.per_client);
@@ -1112,6 +1207,11 @@ impl Checker {
                 self.fail(
                     format!("{path}.honeypot"),
                     format!("{honeypot:?} must be a plain name that is not a real field"),
+                );
+            } else if let Some(word) = autofilled(honeypot) {
+                self.fail(
+                    format!("{path}.honeypot"),
+                    format!("{honeypot:?} names what browsers and password managers fill in by themselves ({word:?}): an autofilled honeypot turns a real entry into a decoy; choose a name no form asks for, such as \"remarks\""),
                 );
             }
         }
@@ -1618,6 +1718,7 @@ mod tests {
                 p["campaigns"][0]["fields"][2]["residency_signal"] = false.into();
             }), "campaigns[0].fields[0].residency_signal: string fields cannot be a residency signal"),
             ("honeypot shadows a field", Box::new(|p| p["campaigns"][0]["honeypot"] = "email".into()), "campaigns[0].honeypot: \"email\" must be a plain name that is not a real field"),
+            ("autofilled honeypot", Box::new(|p| p["campaigns"][0]["honeypot"] = "website".into()), "campaigns[0].honeypot: \"website\" names what browsers and password managers fill in by themselves (\"website\"): an autofilled honeypot turns a real entry into a decoy; choose a name no form asks for, such as \"remarks\""),
             // (fields[3], not the email field the campaign's one_entry_per names)
             ("duplicate field", Box::new(|p| {
                 p["campaigns"][0]["fields"][3]["name"] = "name".into();
@@ -1632,6 +1733,7 @@ mod tests {
             ("typo in texts", Box::new(|p| p["campaigns"][0]["texts"]["de"]["titel"] = "x".into()), "campaigns[0].texts.de.titel: unknown key: title, intro, labels or notice"),
             ("label of no field", Box::new(|p| p["campaigns"][0]["texts"]["de"]["labels"]["phone"] = "Telefon".into()), "campaigns[0].texts.de.labels.phone: no such field"),
             ("path in CORS origin", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://a.example/page"])), "campaigns[0].allowed_origins[0]: \"https://a.example/page\" must be a scheme://host[:port] origin without a path"),
+            ("a developer's page in the policy", Box::new(|p| p["campaigns"][0]["allowed_origins"] = serde_json::json!(["http://localhost:8787"])), "campaigns[0].allowed_origins[0]: \"http://localhost:8787\" is plain http: a campaign page is served over https; a page on a developer's machine belongs in the local environment's HARBOUR_PAGE_ORIGINS, never in the policy every environment ships"),
             ("tiny body cap", Box::new(|p| p["max_body_bytes"] = 10.into()), "max_body_bytes: 10 is outside 256..=1048576 bytes"),
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
             ("one entry per unknown field", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["emial"])), "campaigns[0].one_entry_per[0]: \"emial\" is not a field of this campaign"),
@@ -1850,6 +1952,66 @@ mod tests {
     }
 
     #[test]
+    fn a_region_may_name_its_ingress_and_each_problem_names_the_entry() {
+        let ingress =
+            |host: &str, kept: &str| serde_json::json!({"host": host, "kept_in_region_by": kept});
+        let mut raw = shipped_json();
+        raw["regions"][0]["ingress"] = ingress("cn.campaign.example", "china_network");
+        raw["regions"][2]["ingress"] = ingress("eu.campaign.example", "regional_services");
+        let policy = Policy::parse(&raw.to_string()).unwrap();
+        assert_eq!(
+            policy.regions[0].ingress,
+            Some(Ingress {
+                host: "cn.campaign.example".into(),
+                kept_in_region_by: KeptInRegionBy::ChinaNetwork
+            })
+        );
+        assert_eq!(
+            policy.regions[2]
+                .ingress
+                .as_ref()
+                .map(|i| i.kept_in_region_by),
+            Some(KeptInRegionBy::RegionalServices)
+        );
+        assert_eq!(policy.regions[1].ingress, None);
+        // The shipped policy names none: its zones are placeholders, and an ingress is a promise
+        // about a zone's settings.
+        assert!(Policy::shipped()
+            .unwrap()
+            .regions
+            .iter()
+            .all(|r| r.ingress.is_none()));
+
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let table: Vec<(Edit, &str)> = vec![
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("EU.campaign.example", "regional_services")),
+             "regions[2].ingress.host: \"EU.campaign.example\" is not a hostname: lower-case labels of a-z 0-9 - joined by dots (cn.campaign.example), without a scheme, port or path"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("https://eu.campaign.example", "regional_services")),
+             "regions[2].ingress.host: \"https://eu.campaign.example\" is not a hostname: lower-case labels of a-z 0-9 - joined by dots (cn.campaign.example), without a scheme, port or path"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("eu.localhost", "regional_services")),
+             "regions[2].ingress.host: \"eu.localhost\" is this machine; the policy names the deployed hostname (HARBOUR_INGRESS_<REGION> simulates it locally)"),
+            (Box::new(move |p| p["regions"][2]["ingress"] = ingress("eu.campaign.example", "regional-services")),
+             "regions[2].ingress.kept_in_region_by: \"regional-services\" must be \"regional_services\" or \"china_network\""),
+            (Box::new(move |p| p["regions"][1]["ingress"] = ingress("ru.campaign.example", "china_network")),
+             "regions[1].ingress.kept_in_region_by: the China Network serves from mainland China only; this region does not list CN"),
+            (Box::new(move |p| {
+                p["regions"][0]["ingress"] = ingress("in.campaign.example", "china_network");
+                p["regions"][3]["ingress"] = ingress("in.campaign.example", "regional_services");
+            }), "regions[3].ingress.host: \"in.campaign.example\" is also region \"cn\"'s ingress; each region needs a hostname of its own"),
+            (Box::new(|p| p["regions"][0]["ingress"] = serde_json::json!({"host": "cn.campaign.example"})),
+             "line 1 column"),
+        ];
+        for (edit, expected) in table {
+            let found = problems(edit);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(
+                found[0].starts_with(expected),
+                "{found:?} is not {expected:?}"
+            );
+        }
+    }
+
+    #[test]
     fn all_problems_are_reported_together() {
         let found = problems(|p| {
             p["rest_of_world"] = "mars".into();
@@ -1987,5 +2149,23 @@ mod tests {
             .len(),
             0
         );
+    }
+
+    #[test]
+    fn honeypot_names_that_autofill_fills_are_named() {
+        for (name, word) in [
+            ("website", "website"),
+            ("url", "url"),
+            ("home_page", "home"),
+            ("company", "company"),
+            ("contact-email", "email"),
+            ("fax", "fax"),
+            ("billingAddress", "address"),
+        ] {
+            assert_eq!(autofilled(name), Some(word), "{name}");
+        }
+        for name in ["remarks", "comment", "hp_check", "message", "page_note"] {
+            assert_eq!(autofilled(name), None, "{name}");
+        }
     }
 }

@@ -121,6 +121,15 @@ fn production_vars_name_every_region_over_https_and_pass_the_config_checks() {
             region.id
         );
     }
+    // No developer's page may submit to production.
+    assert!(
+        assembled
+            .page_origins
+            .iter()
+            .all(|o| o.starts_with("https://")),
+        "{:?}",
+        assembled.page_origins
+    );
     // The published test secrets work locally and are refused in production.
     assert!(assemble_with(top, &published_secret).is_ok());
     let refused = assemble_with(production, &published_secret).unwrap_err();
@@ -322,4 +331,144 @@ fn the_bench_policy_is_the_shipped_one_with_cheap_challenges() {
     strip(&mut bench, true);
     strip(&mut shipped, false);
     assert_eq!(bench, shipped);
+}
+
+fn headers_file() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../www/_headers")).unwrap()
+}
+
+/// What a production deployment of `policy` lacks for its regions' ingress, one line each: each
+/// ingress is one of production's Workers custom domains (Regional Services applies to a custom
+/// domain alone, https://developers.cloudflare.com/data-localization/how-to/workers/), no
+/// `HARBOUR_INGRESS_*` var (production serves the policy's hostnames, which the residency report
+/// states), the page's CSP lets it send entries there, and the page's own hostnames (production's
+/// other routes) are allowed origins of every campaign, since the page sends to an ingress across
+/// origins. Nothing for a policy without an ingress.
+fn ingress_problems(policy: &Policy, production: &toml::Table, headers: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ingress: Vec<(&str, &str)> = policy
+        .regions
+        .iter()
+        .filter_map(|r| Some((r.id.as_str(), r.ingress.as_ref()?.host.as_str())))
+        .collect();
+    if ingress.is_empty() {
+        return problems;
+    }
+    let routes = production
+        .get("routes")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let pattern = |route: &toml::Value| {
+        route
+            .get("pattern")
+            .and_then(|p| p.as_str())
+            .map(str::to_owned)
+    };
+    let custom_domain =
+        |route: &toml::Value| route.get("custom_domain").and_then(|c| c.as_bool()) == Some(true);
+    let connect_src: Vec<&str> = headers
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Content-Security-Policy:"))
+        .flat_map(|csp| csp.split(';'))
+        .filter_map(|d| d.trim().strip_prefix("connect-src "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for (region, host) in &ingress {
+        if !routes
+            .iter()
+            .any(|r| pattern(r).as_deref() == Some(host) && custom_domain(r))
+        {
+            problems.push(format!("{region}: production has no route {{ pattern = \"{host}\", custom_domain = true }}"));
+        }
+        let var = harbour_contract::env::ingress_var(region);
+        if production.get("vars").and_then(|v| v.get(&var)).is_some() {
+            problems.push(format!(
+                "{region}: production sets {var}; it serves the policy's {host}"
+            ));
+        }
+        if !connect_src.contains(&format!("https://{host}").as_str()) {
+            problems.push(format!(
+                "{region}: www/_headers' connect-src lacks https://{host}"
+            ));
+        }
+    }
+    let pages = routes.iter().filter_map(pattern).filter_map(|p| {
+        let host = p.split('/').next().unwrap_or_default().to_owned();
+        (!ingress.iter().any(|(_, h)| *h == host)).then_some(host)
+    });
+    for page in pages {
+        for campaign in &policy.campaigns {
+            if !campaign
+                .allowed_origins
+                .contains(&format!("https://{page}"))
+            {
+                problems.push(format!(
+                    "{}: allowed_origins lacks https://{page}, the page's own origin",
+                    campaign.id
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn production_serves_each_ingress_of_the_policy_as_a_custom_domain_the_page_may_reach() {
+    let config = wrangler();
+    let production = config["env"]["production"].as_table().unwrap();
+    let shipped = Policy::shipped().unwrap();
+    assert_eq!(
+        ingress_problems(&shipped, production, &headers_file()),
+        Vec::<String>::new()
+    );
+    // A policy with an ingress for China and the EU, against today's files: every gap named.
+    let mut raw: serde_json::Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    raw["regions"][0]["ingress"] =
+        serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
+    raw["regions"][2]["ingress"] = serde_json::json!({"host": "eu.campaign.example", "kept_in_region_by": "regional_services"});
+    let policy = Policy::parse(&raw.to_string()).unwrap();
+    assert_eq!(
+        ingress_problems(&policy, production, &headers_file()),
+        [
+            "cn: production has no route { pattern = \"cn.campaign.example\", custom_domain = true }",
+            "cn: www/_headers' connect-src lacks https://cn.campaign.example",
+            "eu: production has no route { pattern = \"eu.campaign.example\", custom_domain = true }",
+            "eu: www/_headers' connect-src lacks https://eu.campaign.example",
+            "spring-launch: allowed_origins lacks https://campaign.example, the page's own origin",
+        ]
+    );
+    // The files a deployment with those ingresses has.
+    let mut deployed = production.clone();
+    let routes: toml::Value = toml::from_str::<toml::Table>(
+        r#"routes = [
+            { pattern = "campaign.example/*", zone_name = "campaign.example" },
+            { pattern = "cn.campaign.example", custom_domain = true },
+            { pattern = "eu.campaign.example", custom_domain = true },
+        ]"#,
+    )
+    .unwrap()["routes"]
+        .clone();
+    deployed.insert("routes".into(), routes);
+    let headers = headers_file().replace(
+        "connect-src 'self'",
+        "connect-src 'self' https://cn.campaign.example https://eu.campaign.example",
+    );
+    let mut allowing = raw.clone();
+    allowing["campaigns"][0]["allowed_origins"] = serde_json::json!(["https://campaign.example"]);
+    let allowing = Policy::parse(&allowing.to_string()).unwrap();
+    assert_eq!(
+        ingress_problems(&allowing, &deployed, &headers),
+        Vec::<String>::new()
+    );
+    // A var that would move an ingress in production is named.
+    let mut moved = deployed.clone();
+    moved["vars"].as_table_mut().unwrap().insert(
+        "HARBOUR_INGRESS_CN".into(),
+        "http://cn.localhost:8787".into(),
+    );
+    assert_eq!(
+        ingress_problems(&allowing, &moved, &headers),
+        ["cn: production sets HARBOUR_INGRESS_CN; it serves the policy's cn.campaign.example"]
+    );
 }

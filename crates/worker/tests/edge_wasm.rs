@@ -638,3 +638,119 @@ fn a_missing_rate_limiting_binding_is_a_config_error_that_names_it() {
     let names: Vec<String> = serde_json::from_str(&expected_variables()).unwrap();
     assert!(names.contains(&"HARBOUR_RL_5_PER_60S".to_owned()));
 }
+
+/// The shell configured with a policy whose `cn` and `eu` take their submissions on an ingress,
+/// `cn`'s simulated on this machine as `http://cn.localhost:8787` (what `scripts/run` does),
+/// `eu`'s on the policy's own hostname.
+fn configure_with_ingress(extra: &'static [(&'static str, &'static str)]) -> Value {
+    let mut policy: Value = serde_json::from_str(SHIPPED_POLICY).unwrap();
+    policy["regions"][0]["ingress"] =
+        serde_json::json!({"host": "cn.campaign.example", "kept_in_region_by": "china_network"});
+    policy["regions"][2]["ingress"] = serde_json::json!({"host": "eu.campaign.example", "kept_in_region_by": "regional_services"});
+    let with_ingress = move |name: &str| {
+        let simulated = [
+            ("HARBOUR_INGRESS_CN", "http://cn.localhost:8787"),
+            ("HARBOUR_LOG", "decisions"),
+        ];
+        match extra.iter().chain(&simulated).find(|(n, _)| *n == name) {
+            Some((_, value)) => Some((*value).to_owned()),
+            None => lookup(name),
+        }
+    };
+    parse_decision(&configure_policies(
+        &policy.to_string(),
+        None,
+        &with_ingress,
+        &|_| true,
+        &[5; 24],
+    ))
+}
+
+#[wasm_bindgen_test]
+fn a_region_is_processed_only_on_its_ingress_and_the_description_says_which() {
+    let answer = configure_with_ingress(&[]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let cn_entry: &[u8] = br#"{"name":"Li","email":"li@example.cn","country":"CN","consent":true}"#;
+    let post = |url: &str, origin: Option<&str>, key: &str| {
+        parse_decision(&decide(
+            "POST",
+            url,
+            Some("application/json".into()),
+            BODY_BYTES,
+            cn_entry,
+            Some("CN".into()),
+            Some("192.0.2.70".into()),
+            Some(key.into()),
+            Some(solution_for(key)),
+            origin.map(String::from),
+            NOW,
+        ))
+    };
+    let at_cn = "http://cn.localhost:8787/api/campaigns/spring-launch/submissions";
+    // On the main hostname: refused, naming China's ingress, with a log line that says why.
+    let refused = post(
+        "http://127.0.0.1:8787/api/campaigns/spring-launch/submissions",
+        None,
+        &format!("{KEY}-main"),
+    );
+    assert_eq!(refused["reply"]["status"], 421);
+    let body: Value = serde_json::from_str(refused["reply"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["code"], "wrong_ingress");
+    assert_eq!(body["submit"], at_cn);
+    let log: Value = serde_json::from_str(refused["reply"]["log"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&log["phase"], &log["outcome"]),
+        (&"ingress".into(), &"wrong_ingress".into())
+    );
+    // On China's ingress, from the page on the main hostname (an allowed origin): on to the
+    // location's binding, then to China's origin, with the page's CORS headers.
+    let key = format!("{KEY}-cn");
+    let decision = post(at_cn, Some("http://127.0.0.1:8787"), &key);
+    let hold = decision["consult"]["hold"].as_f64().unwrap();
+    let forward = parse_decision(&consulted(hold, LOCATION_ADMITTED, NOW + 1.0));
+    assert_eq!(
+        forward["forward"]["url"],
+        "http://127.0.0.1:9000/v1/submissions"
+    );
+    // The form description for a visitor in China sends entries there.
+    let form = parse_decision(&decide(
+        "GET",
+        "http://127.0.0.1:8787/api/campaigns/spring-launch",
+        None,
+        BODY_UNREAD,
+        b"",
+        Some("CN".into()),
+        None,
+        None,
+        None,
+        None,
+        NOW,
+    ));
+    let described: Value = serde_json::from_str(form["reply"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(described["submit"], at_cn);
+    let eu = described["storage"]["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["region"] == "eu")
+        .unwrap();
+    assert_eq!(eu["then"]["refused"], "residency_conflict");
+    setup();
+}
+
+#[wasm_bindgen_test]
+fn an_ingress_variable_the_policy_does_not_back_is_a_config_error_that_names_it() {
+    let answer = configure_with_ingress(&[("HARBOUR_INGRESS_RU", "http://ru.localhost:8787")]);
+    assert_eq!(answer["ok"], false);
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("HARBOUR_INGRESS_RU: the policy names no ingress for region \"ru\""),
+        "{error}"
+    );
+    let moved = configure_with_ingress(&[("HARBOUR_INGRESS_CN", "https://cn.elsewhere.example")]);
+    assert!(
+        moved["error"].as_str().unwrap().contains("HARBOUR_INGRESS_CN: \"https://cn.elsewhere.example\" is not an address on this machine"),
+        "{moved}"
+    );
+    setup();
+}

@@ -3,7 +3,11 @@
 //! - `route`: which endpoint and campaign the URL names (404 for anything else, whatever the
 //!   method), whether the method fits the endpoint (405 with `Allow`), the form description for
 //!   `GET`, and the CORS decision: a same-origin request needs none, a cross-origin one must come
-//!   from one of the campaign's allowed origins (403), and a preflight is answered here (204).
+//!   from one of the campaign's allowed origins or from one of harbour's own ingress hostnames
+//!   (a page served there sends another region's entries to that region's ingress), or it is
+//!   refused (403); a preflight is answered here (204). The campaign page's own origin on the
+//!   main hostname is one of the campaign's allowed origins wherever a region has an ingress,
+//!   since that page sends the region's entries across origins to the ingress.
 //! - `request_check`: what the body is and whether it fits: JSON or form encoding in UTF-8 (415),
 //!   at most the policy's body cap (413, decided before the shell buffers more than the cap), and
 //!   complete (400).
@@ -13,10 +17,11 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::phase::challenge;
+use crate::phase::ingress::submit_url;
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
 use harbour_policy::{utc, Campaign, CampaignIndex, Policy, RegionIndex, LOCALES};
 
-use crate::phase::residency::{choices, PlatformCountry};
+use crate::phase::residency::{choices, place, PlatformCountry};
 pub use crate::phase::validate::{Encoding, Payload};
 
 /// The request as the platform delivered it; every field is as read, unchecked.
@@ -139,9 +144,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
     let cors = match facts.origin {
         None => Cors(None),
         Some(origin) if origin == origin_of(facts.url) => Cors(None),
-        Some(origin) if campaign.allowed_origins.iter().any(|a| a == origin) => {
-            Cors(Some(origin.to_owned()))
-        }
+        Some(origin) if allowed_origin(config, campaign, origin) => Cors(Some(origin.to_owned())),
         Some(_) => {
             let reply = problem(
                 403,
@@ -177,6 +180,17 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
     })
 }
 
+/// Whether a page at `origin` may send entries across origins: one of the campaign's allowed
+/// origins, or one of harbour's own ingress hostnames.
+fn allowed_origin(config: &Config, campaign: &Campaign, origin: &str) -> bool {
+    campaign.allowed_origins.iter().any(|a| a == origin)
+        || config.page_origins.iter().any(|a| a == origin)
+        || config
+            .regions
+            .iter()
+            .any(|r| r.ingress.as_ref().is_some_and(|site| site.base == origin))
+}
+
 /// The value of `name` in a URL's query, if it has one made of plain characters (a locale tag).
 fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
     let query = url.split_once('?')?.1;
@@ -197,8 +211,9 @@ fn query_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
 /// validator cannot disagree: the campaign's texts and field labels in `locale` (one of
 /// [`LOCALES`], English for anything else or for what the policy does not translate), its notice
 /// (with the version the entry sends back), where an entry is stored for each country the
-/// visitor may choose (worked out by the residency rule itself, for this visitor's `platform`
-/// country), and a challenge to solve.
+/// visitor may choose and where it is sent (worked out by the residency rule itself, for this
+/// visitor's `platform` country: `submit` for an entry that declares no country, each choice's
+/// own `submit` otherwise; see `ingress`), and a challenge to solve.
 pub fn form_description(
     config: &Config,
     campaign: &Campaign,
@@ -239,6 +254,7 @@ pub fn form_description(
         .or(campaign.intro.as_ref());
     let issued = challenge::issue(&config.form_key, campaign, now_ms, salt);
     let notice = &campaign.notice;
+    let placed = place(&config.policy, platform, None).ok().map(|r| r.region);
     serde_json::json!({
         "id": campaign.id,
         "lang": locale,
@@ -246,7 +262,7 @@ pub fn form_description(
         "intro": intro,
         "fields": fields,
         "honeypot": campaign.honeypot,
-        "submit": format!("/api/campaigns/{}/submissions", campaign.id),
+        "submit": submit_url(config, &campaign.id, placed),
         "notice": {
             "controller": notice.controller,
             "contact": notice.contact,
@@ -256,7 +272,7 @@ pub fn form_description(
             "ends": utc::format_ms(campaign.ends_ms),
             "version": campaign.notice_version(locale),
         },
-        "storage": storage(&config.policy, locale, platform),
+        "storage": storage(config, &campaign.id, locale, platform),
         "challenge": {
             "token": issued.token,
             "difficulty_bits": issued.difficulty_bits,
@@ -266,9 +282,10 @@ pub fn form_description(
 }
 
 /// Where an entry is stored for each country the visitor may declare: per region, its countries
-/// and what declaring one does (`{"region", "name", "confirm"}`, or `{"refused": code}`), and
-/// the region every country no region lists falls to.
-fn storage(policy: &Policy, locale: &str, platform: PlatformCountry) -> Value {
+/// and what declaring one does (`{"region", "name", "confirm", "submit"}`, or
+/// `{"refused": code}`), and the region every country no region lists falls to.
+fn storage(config: &Config, campaign: &str, locale: &str, platform: PlatformCountry) -> Value {
+    let policy = &config.policy;
     let name = |index: RegionIndex| {
         let region = policy.region(index);
         let translated = region.names.iter().find(|(l, _)| *l == locale);
@@ -286,6 +303,7 @@ fn storage(policy: &Policy, locale: &str, platform: PlatformCountry) -> Value {
             let outcome = match choice? {
                 Ok((stored, confirm)) => serde_json::json!({
                     "region": policy.region(stored).id, "name": name(stored), "confirm": confirm,
+                    "submit": submit_url(config, campaign, Some(stored)),
                 }),
                 Err(refusal) => serde_json::json!({ "refused": refusal.code() }),
             };
@@ -629,6 +647,109 @@ mod tests {
             german["fields"][0]["label"],
             campaign.fields[0].label.as_str()
         );
+    }
+
+    fn ingress_config() -> Config {
+        let mut config = Config::local(&crate::config::tests::ingress_policy(), 9100).unwrap();
+        config.policy.campaigns[0].challenge.difficulty_bits = 4;
+        config
+    }
+
+    #[test]
+    fn the_form_description_says_where_each_choice_is_sent() {
+        let config = ingress_config();
+        let campaign = config.policy.campaign("spring-launch").unwrap();
+        let described = |platform: &str| {
+            let platform = PlatformCountry::read(Some(platform));
+            form_description(&config, campaign, "en", platform, 5, 9)
+        };
+        let (cn, eu, own) = (
+            "https://cn.campaign.example/api/campaigns/spring-launch/submissions",
+            "https://eu.campaign.example/api/campaigns/spring-launch/submissions",
+            "/api/campaigns/spring-launch/submissions",
+        );
+        // An entry without a declared country goes where the platform's country places it.
+        for (platform, submit) in [
+            ("CN", cn),
+            ("IT", eu),
+            ("US", own),
+            ("RU", own),
+            ("T1", own),
+        ] {
+            assert_eq!(described(platform)["submit"], submit, "{platform}");
+        }
+        // Each choice names where an entry declaring it is sent: the region it is stored in.
+        let choice = |description: &Value, region: &str| {
+            let choices = description["storage"]["choices"].as_array().unwrap();
+            let found = choices.iter().find(|c| c["region"] == region).unwrap();
+            found["then"].clone()
+        };
+        let from_us = described("US");
+        assert_eq!(choice(&from_us, "cn")["submit"], cn);
+        assert_eq!(choice(&from_us, "eu")["submit"], eu);
+        assert_eq!(
+            choice(&from_us, "au")["submit"],
+            "/api/campaigns/spring-launch/submissions"
+        );
+        // From China, declaring the US keeps the entry in China: sent to China's ingress.
+        let from_cn = described("CN");
+        assert_eq!(choice(&from_cn, "global")["region"], "cn");
+        assert_eq!(choice(&from_cn, "global")["submit"], cn);
+        assert_eq!(choice(&from_cn, "eu")["refused"], "residency_conflict");
+        assert_eq!(choice(&from_cn, "eu").get("submit"), None);
+        // Without an ingress, every entry is sent to the page's own host, as before.
+        let plain = local_config();
+        let campaign = plain.policy.campaign("spring-launch").unwrap();
+        let description = form_description(
+            &plain,
+            campaign,
+            "en",
+            PlatformCountry::read(Some("CN")),
+            5,
+            9,
+        );
+        assert_eq!(description["submit"], own);
+        assert_eq!(choice(&description, "cn")["submit"], own);
+    }
+
+    #[test]
+    fn an_ingress_takes_pages_from_the_campaigns_origins_and_harbours_own_hostnames() {
+        let config = ingress_config();
+        let at_cn = "https://cn.campaign.example/api/campaigns/spring-launch/submissions";
+        for (origin, allowed) in [
+            (Some("https://cn.campaign.example"), Some(None)),
+            (None, Some(None)),
+            (
+                Some("https://eu.campaign.example"),
+                Some(Some("https://eu.campaign.example")),
+            ),
+            (
+                Some("http://localhost:8787"),
+                Some(Some("http://localhost:8787")),
+            ),
+            (Some("https://evil.example"), None),
+            (Some("http://eu.campaign.example"), None),
+        ] {
+            let f = Facts {
+                origin,
+                ..facts("POST", at_cn)
+            };
+            match (route(&config, &f, 0), allowed) {
+                (Flow::Continue(routed), Some(cors)) => {
+                    assert_eq!(routed.cors, Cors(cors.map(String::from)), "{origin:?}")
+                }
+                (Flow::Break(answer), None) => {
+                    assert_eq!(answer.outcome, Outcome::OriginNotAllowed, "{origin:?}")
+                }
+                (_, allowed) => panic!("{origin:?}: expected {allowed:?}"),
+            }
+        }
+        // Without an ingress, another region's hostname is just another origin.
+        let f = Facts {
+            origin: Some("https://eu.campaign.example"),
+            ..facts("POST", URL)
+        };
+        assert!(matches!(route(&local_config(), &f, 0), Flow::Break(_)));
     }
 
     #[test]

@@ -64,9 +64,9 @@ mod tests {
         // No timing: the proof of work (`challenge`) replaced the form token and its minimum fill
         // time, so a form autofilled at once or sent from a day-old tab is judged like any other.
         assert_eq!(bot_sign(&submission(&format!("{{{ENTRY}}}"))), None);
-        let blank = submission(&format!(r#"{{{ENTRY},"website":" "}}"#));
+        let blank = submission(&format!(r#"{{{ENTRY},"remarks":" "}}"#));
         assert_eq!(bot_sign(&blank), None);
-        let honeypot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
+        let honeypot = submission(&format!(r#"{{{ENTRY},"remarks":"x"}}"#));
         assert_eq!(bot_sign(&honeypot), Some(Outcome::Honeypot));
         // The old form token is no longer a key the body may carry.
         let campaign = local_config().policy.campaigns[0].clone();
@@ -86,7 +86,7 @@ mod tests {
             key: "h-0123456789abcdef0123456789abcdef",
             entropy: 0xabc,
         };
-        let bot = submission(&format!(r#"{{{ENTRY},"website":"x"}}"#));
+        let bot = submission(&format!(r#"{{{ENTRY},"remarks":"x"}}"#));
         let Flow::Break(answer) = screen(&bot, decoy) else {
             panic!("a bot went on")
         };

@@ -556,10 +556,10 @@ mod tests {
 
     #[test]
     fn honeypot_is_noted_and_dropped() {
-        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":"http://spam"}"#).unwrap();
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"remarks":"http://spam"}"#).unwrap();
         assert!(s.honeypot_filled());
-        assert!(s.fields().iter().all(|(name, _)| name != "website"));
-        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"website":""}"#)
+        assert!(s.fields().iter().all(|(name, _)| name != "remarks"));
+        let s = json(r#"{"name":"A","email":"a@b.co","country":"US","consent":true,"remarks":""}"#)
             .unwrap();
         assert!(!s.honeypot_filled());
     }

@@ -3,13 +3,32 @@
 
 const PATH: &str = "/api/campaigns/spring-launch/submissions";
 
-/// The challenge every request's work answers (token, difficulty), per port, from each
-/// contestant's own form description (the default, `None`, is harbour's: the pass-through and the
-/// origin floor check nothing). The bench policy makes a challenge good for a day and 4 bits hard.
-type Challenges = std::collections::HashMap<Option<u16>, (String, u8)>;
+/// What every request answers, per port, from each contestant's own form description (the
+/// default, `None`, is harbour's: the pass-through and the origin floor check nothing): the
+/// challenge (token, difficulty) and the notice shown (`Harbour-Notice`), if the description
+/// carries one. The bench policy makes a challenge good for a day and 4 bits hard.
+#[derive(Clone, Debug)]
+pub struct Work {
+    pub token: String,
+    pub bits: u8,
+    pub notice: Option<String>,
+}
+
+impl Work {
+    /// The `Harbour-Challenge` value for `key`.
+    pub fn proof(&self, key: &str) -> String {
+        harbour_core::phase::challenge::solution(
+            &self.token,
+            &harbour_core::phase::challenge::solve(&self.token, key, self.bits),
+        )
+    }
+}
+
+type Challenges = std::collections::HashMap<Option<u16>, Work>;
 static CHALLENGES: std::sync::Mutex<Option<Challenges>> = std::sync::Mutex::new(None);
 
-pub fn use_challenge(port: Option<u16>, challenge: &serde_json::Value) {
+pub fn use_description(port: Option<u16>, description: &serde_json::Value) {
+    let challenge = &description["challenge"];
     let token = challenge["token"].as_str().expect("a challenge").to_owned();
     let bits = challenge["difficulty_bits"]
         .as_u64()
@@ -18,21 +37,31 @@ pub fn use_challenge(port: Option<u16>, challenge: &serde_json::Value) {
         bits <= 8,
         "the bench worker asks {bits} bits: built with the shipped policy?"
     );
+    let notice = description["notice"]["version"]
+        .is_string()
+        .then(|| harbour_e2e::proof::notice_of(description));
     CHALLENGES
         .lock()
         .unwrap()
         .get_or_insert_with(Default::default)
-        .insert(port, (token, bits));
+        .insert(
+            port,
+            Work {
+                token,
+                bits,
+                notice,
+            },
+        );
 }
 
-/// The challenge requests to `port` answer.
-pub fn challenge_for(port: u16) -> (String, u8) {
+/// The work requests to `port` answer.
+pub fn challenge_for(port: u16) -> Work {
     let challenges = CHALLENGES.lock().unwrap();
-    let challenges = challenges.as_ref().expect("use_challenge first");
+    let challenges = challenges.as_ref().expect("use_description first");
     challenges
         .get(&Some(port))
         .or_else(|| challenges.get(&None))
-        .expect("use_challenge first")
+        .expect("use_description first")
         .clone()
 }
 
@@ -106,15 +135,17 @@ pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
     }
 }
 
-/// The request, with the work for its key done as the page does it.
-pub fn request_bytes(p: &Planned, (token, bits): &(String, u8)) -> Vec<u8> {
-    let proof = harbour_core::phase::challenge::solution(
-        token,
-        &harbour_core::phase::challenge::solve(token, &p.key, *bits),
-    );
+/// The request, with the work for its key done and the notice sent as the page does it.
+pub fn request_bytes(p: &Planned, work: &Work) -> Vec<u8> {
+    let proof = work.proof(&p.key);
+    let notice = work
+        .notice
+        .as_ref()
+        .map(|n| format!("harbour-notice: {n}\r\n"))
+        .unwrap_or_default();
     format!(
         "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept-encoding: identity\r\n\
-         idempotency-key: {}\r\nharbour-challenge: {proof}\r\ncf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
+         idempotency-key: {}\r\nharbour-challenge: {proof}\r\n{notice}cf-connecting-ip: {}\r\nx-bench-cf: {{\"country\":\"{}\"}}\r\ncontent-length: {}\r\n\r\n{}",
         p.key,
         p.ip,
         p.country,

@@ -24,6 +24,8 @@ struct Case {
     solve: bool,
     /// Send an `Idempotency-Key` (the contestant's own, suffixed by the case's name).
     key: bool,
+    /// Send the `Harbour-Notice` of the contestant's form description.
+    notice: bool,
 }
 
 fn entry(tag: &str, country: &str, extra: &str) -> String {
@@ -42,6 +44,7 @@ fn json(body: String) -> Case {
         body,
         solve: true,
         key: true,
+        notice: true,
     }
 }
 
@@ -172,6 +175,34 @@ fn refusal_cases(tag: &str) -> Vec<Case> {
         ),
         named("tor", from("T1", it())),
         named("unknown country", from("XX", it())),
+        named(
+            "no notice",
+            from(
+                "IT",
+                Case {
+                    notice: false,
+                    ..it()
+                },
+            ),
+        ),
+        named(
+            "another notice",
+            from(
+                "IT",
+                with(
+                    Case {
+                        notice: false,
+                        ..it()
+                    },
+                    "harbour-notice",
+                    "en.00000000000000000000000000000000",
+                ),
+            ),
+        ),
+        named(
+            "declared move unconfirmed",
+            from("US", json(entry(&format!("{tag}-move"), "CN", ""))),
+        ),
     ]
 }
 
@@ -186,7 +217,7 @@ fn accepted_cases(tag: &str) -> Vec<Case> {
             "name=Form+{tag}&email=form-{tag}%40example.org&country=de&consent=on"
         ))
     };
-    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","website":"http://spam""#);
+    let honeypot = entry(&format!("{tag}-bot"), "IT", r#","remarks":"http://spam""#);
     let page = from("AU", json(entry(&format!("{tag}-page"), "AU", "")));
     vec![
         named("valid, EU", from("IT", json(entry(tag, "IT", "")))),
@@ -195,8 +226,15 @@ fn accepted_cases(tag: &str) -> Vec<Case> {
             from("US", json(entry(&format!("{tag}-us"), "US", ""))),
         ),
         named(
-            "declared law wins",
-            from("US", json(entry(&format!("{tag}-cn"), "CN", ""))),
+            "declared move confirmed",
+            from(
+                "US",
+                json(entry(
+                    &format!("{tag}-cn"),
+                    "CN",
+                    r#","confirm_region":"cn""#,
+                )),
+            ),
         ),
         named("form encoded", from("DE", form)),
         named("honeypot", from("IT", json(honeypot))),
@@ -222,13 +260,12 @@ fn send(port: u16, tag: &str, case: &Case, client: &str) -> Response {
     if case.key {
         head.push_str(&format!("idempotency-key: {key}\r\n"));
     }
+    let work = challenge_for(port);
     if case.solve {
-        let (token, bits) = challenge_for(port);
-        let nonce = harbour_core::phase::challenge::solve(&token, &key, bits);
-        head.push_str(&format!(
-            "harbour-challenge: {}\r\n",
-            harbour_core::phase::challenge::solution(&token, &nonce)
-        ));
+        head.push_str(&format!("harbour-challenge: {}\r\n", work.proof(&key)));
+    }
+    if let Some(notice) = work.notice.as_ref().filter(|_| case.notice) {
+        head.push_str(&format!("harbour-notice: {notice}\r\n"));
     }
     if case.method != "GET" {
         head.push_str(&format!("content-length: {}\r\n", case.body.len()));

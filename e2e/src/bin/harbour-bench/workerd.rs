@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_core::config::PAGE_ORIGINS_VAR;
 use harbour_e2e::origin::{OriginLaunch, OriginSecrets};
 use harbour_e2e::policy::regions;
 use harbour_e2e::process::{free_port, wait_until, Process};
@@ -199,10 +200,10 @@ const FORM: &str = "/api/campaigns/spring-launch";
 /// checks them with its own code.
 fn use_challenges(harbour_port: u16, peer_port: u16) {
     let description = harbour_e2e::http::request(harbour_port, "GET", FORM, &[], b"").json();
-    crate::mix::use_challenge(None, &description["challenge"]);
-    crate::mix::use_challenge(Some(harbour_port), &description["challenge"]);
+    crate::mix::use_description(None, &description);
+    crate::mix::use_description(Some(harbour_port), &description);
     let peer_description = harbour_e2e::http::request(peer_port, "GET", FORM, &[], b"").json();
-    crate::mix::use_challenge(Some(peer_port), &peer_description["challenge"]);
+    crate::mix::use_description(Some(peer_port), &peer_description);
 }
 
 /// A worker that does the whole job, as the bench serves it.
@@ -237,9 +238,13 @@ pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, Strin
     };
     worker
         .text(FORM_KEY_VAR, FORM_KEY)
+        .text(PAGE_ORIGINS_VAR, PAGE_ORIGIN)
         .with_rate_limits()
         .texts(bindings)
 }
+
+/// A page on this machine allowed to submit across origins (the parity's CORS cases).
+pub const PAGE_ORIGIN: &str = "http://localhost:8787";
 
 pub const FORM_KEY: &str = "bench-form-key-0123456789abcdefghijklmnopqrstuvwxyz";
 
