@@ -11,6 +11,10 @@ const HarbourCharts = (() => {
   const charts = new Map(); // chart id -> { plot, labels }
 
   const utc = (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC");
+  // Ticks on whole seconds: the figures are per second.
+  const SECOND_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600];
+  // 24-hour UTC clock time, as the rest of harbour writes times.
+  const clock = (seconds) => new Date(seconds * 1000).toISOString().slice(11, 19);
   const whole = (n) => Math.round(n).toLocaleString("en-GB");
 
   function element(tag, attributes = {}, text) {
@@ -45,9 +49,13 @@ const HarbourCharts = (() => {
     return box;
   }
 
+  // The canvas is hidden from assistive technology; the chart's label says what its axes are.
+  const described = (spec) => `${spec.title}: ${spec.unit} (vertical axis) against time in UTC (horizontal axis). ${spec.summary}`;
+
   function plot(root, id, spec, x) {
     const box = section(root, id, spec.title);
     box.querySelector(".summary").textContent = spec.summary;
+    box.querySelector(".plot").setAttribute("aria-label", described(spec));
     const labels = spec.series.map((s) => s.label).join("\n");
     const data = [x, ...spec.series.map((s) => s.values)];
     const known = charts.get(id);
@@ -67,7 +75,7 @@ const HarbourCharts = (() => {
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: (_u, min, max) => [0, Math.max(1, max * 1.1)] } },
       axes: [
-        { label: "time (UTC)", stroke: "#222", grid: { stroke: "#e3e3e3" } },
+        { label: "time (UTC)", stroke: "#222", grid: { stroke: "#e3e3e3" }, values: (_u, ticks) => ticks.map(clock), incrs: SECOND_STEPS },
         { label: spec.unit, stroke: "#222", grid: { stroke: "#e3e3e3" }, size: 60 },
       ],
       series: [

@@ -19,6 +19,9 @@ use crate::page::{CHARTS_JS, LIVE_CSP, LIVE_HTML, LIVE_JS, STYLE_CSS, UPLOT_CSS,
 
 /// The minutes the page shows.
 pub const SHOWN_SECONDS: u64 = 600;
+/// Seconds at the end the page leaves out: an isolate hands a second's data points over with its
+/// first decision after the second is over, so the last second or two are not yet whole.
+pub const SETTLING_SECONDS: u64 = 2;
 /// How often the recording file is written.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
 
@@ -51,7 +54,10 @@ fn route(collector: &Mutex<Collector>, target: &str) -> Page {
         "/data" => {
             let collector = collector.lock().unwrap_or_else(|e| e.into_inner());
             let data = json!({
-                "series": collector.recording.series(Some(SHOWN_SECONDS)),
+                "series": collector.recording.series(
+                    Some(SHOWN_SECONDS),
+                    Some(now_s().saturating_sub(SETTLING_SECONDS)),
+                ),
                 "problems": collector.problems,
             });
             Page::ok("application/json", data.to_string())

@@ -81,7 +81,7 @@ fn utc(seconds: u64) -> String {
 
 /// The broadcast report: one HTML file, nothing to load.
 pub fn report(recording: &Recording) -> String {
-    let series = recording.series(None);
+    let series = recording.series(None, None);
     let x = series["x"].as_array().cloned().unwrap_or_default();
     let span = match (
         x.first().and_then(Value::as_u64),

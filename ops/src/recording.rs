@@ -145,13 +145,16 @@ impl Recording {
         origin.into_iter().chain(edge).max()
     }
 
-    /// The charts' data for the seconds in `[from, to]` (every second, all recorded by
-    /// default), as `charts.js` reads it.
-    pub fn series(&self, last: Option<u64>) -> Value {
-        let (Some(first), Some(end)) = (self.first_second(), self.last_second()) else {
-            return json!({"title": self.title, "x": [], "edge_source": self.edge_source,
-                          "regions": [], "origins": [], "audit": self.audit});
+    /// The charts' data, every second, as `charts.js` reads it: all recorded by default; the
+    /// `last` seconds only, and none after `until`, when given.
+    pub fn series(&self, last: Option<u64>, until: Option<u64>) -> Value {
+        let (Some(first), Some(recorded)) = (self.first_second(), self.last_second()) else {
+            return self.no_series();
         };
+        let end = until.map_or(recorded, |until| recorded.min(until));
+        if end < first {
+            return self.no_series();
+        }
         let start = last.map_or(first, |n| end.saturating_sub(n).max(first));
         let x: Vec<u64> = (start..=end).collect();
         let mut regions: Vec<Value> = self
@@ -172,6 +175,11 @@ impl Recording {
             "breakers": self.breaker_series(&x),
             "audit": self.audit,
         })
+    }
+
+    fn no_series(&self) -> Value {
+        json!({"title": self.title, "x": [], "edge_source": self.edge_source,
+               "regions": [], "origins": [], "audit": self.audit})
     }
 
     fn has_edge_region(&self, x: &[u64], region: &str) -> bool {
@@ -351,7 +359,7 @@ mod tests {
                 row(102, "eu", "breaker_opened", 1.0),
             ],
         );
-        let series = recording.series(None);
+        let series = recording.series(None, None);
         assert_eq!(series["x"], json!([100, 101, 102]));
         let eu = &series["regions"][0];
         assert_eq!(eu["stored"], json!([3, 6, null]));
@@ -367,7 +375,10 @@ mod tests {
         // A recording survives being written and read back.
         let text = serde_json::to_string(&recording).unwrap();
         let back: Recording = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.series(None), series);
-        assert_eq!(recording.series(Some(1))["x"], json!([101, 102]));
+        assert_eq!(back.series(None, None), series);
+        assert_eq!(recording.series(Some(1), None)["x"], json!([101, 102]));
+        // Seconds not yet over at the edge are left out of the live view.
+        assert_eq!(recording.series(Some(1), Some(101))["x"], json!([100, 101]));
+        assert_eq!(recording.series(None, Some(99))["x"], json!([]));
     }
 }
