@@ -3,7 +3,8 @@
 // serve, reference origins, a realistic mix) runs with the live view on 127.0.0.1; the page must
 // show each region's entries as they come, then the rehearsal's report must carry the same
 // charts and its audit. axe-core finds no violation in either; screenshots go to
-// target/test-artifacts/. Run by scripts/test after the builds it needs (see below).
+// target/test-artifacts/. scripts/test builds what it runs (harbour-bench, harbour-live, the
+// bench's worker build) before the browser tier.
 import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
