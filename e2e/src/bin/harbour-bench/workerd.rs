@@ -110,7 +110,9 @@ fn start_origins(dir: &Path) -> Origins {
 /// HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
 /// build/worker: copied into `dir/other` and served as a third worker of the same workerd, so a
 /// change is measured against its predecessor in the same run rather than in two runs on a
-/// shared machine.
+/// shared machine. With HARBOUR_BENCH_OTHER_ANALYTICS=off it is served without the Analytics
+/// Engine binding (harbour then counts and writes no data points): given harbour's own build,
+/// that measures what the data points cost.
 fn other_build(dir: &Path) -> Option<PathBuf> {
     let from = PathBuf::from(std::env::var_os("HARBOUR_BENCH_OTHER")?);
     let to = dir.join("other");
@@ -158,7 +160,12 @@ pub fn start() -> Bench {
         .serve(baseline, socket(baseline_port));
     let other = other_build(&dir).map(|build| (free_port(), build));
     if let Some((port, build)) = &other {
-        let worker = contestant("other", Contestant::Build(build.clone()), &bindings);
+        let analytics = std::env::var("HARBOUR_BENCH_OTHER_ANALYTICS").as_deref() != Ok("off");
+        let build = Contestant::Build {
+            dir: build.clone(),
+            analytics,
+        };
+        let worker = contestant("other", build, &bindings);
         config = config.serve(worker, socket(*port));
     }
     let workerd = serve(&dir, &config, harbour_port);
@@ -213,8 +220,8 @@ pub enum Contestant {
     Harbour,
     /// bench/peer.js with bench/policy.json as a JSON module.
     Peer,
-    /// Another build of harbour, from this directory.
-    Build(PathBuf),
+    /// Another build of harbour, from `dir`; with the Analytics Engine binding or without.
+    Build { dir: PathBuf, analytics: bool },
 }
 
 /// `contestant` as the worker `name`, with the form key, the rate-limiting bindings and the
@@ -227,7 +234,14 @@ pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, Strin
         Contestant::Harbour => {
             Worker::build(name, &root.join("target/bench-worker/worker")).with_analytics()
         }
-        Contestant::Build(dir) => Worker::build(name, &dir).with_analytics(),
+        Contestant::Build {
+            dir,
+            analytics: true,
+        } => Worker::build(name, &dir).with_analytics(),
+        Contestant::Build {
+            dir,
+            analytics: false,
+        } => Worker::build(name, &dir),
         Contestant::Peer => Worker::new(
             name,
             vec![
