@@ -25,7 +25,11 @@ fn number(value: &Value) -> f64 {
     }
 }
 
-/// An origin's seconds from `since_s` on.
+/// Seconds an origin keeps (`origin/src/seconds.rs`): none before them is filled in.
+const ORIGIN_KEPT_SECONDS: u64 = 300;
+
+/// An origin's seconds from `since_s` up to its own clock's, every one of them: a second it
+/// leaves out had nothing happen (zero counts), so an idle origin still draws its line at 0.
 pub fn origin_seconds(
     client: &Client,
     origin: &Origin,
@@ -38,9 +42,13 @@ pub fn origin_seconds(
             origin.ops, answer.status
         ));
     }
-    let report = answer.json()?;
+    Ok(read_seconds(&answer.json()?, since_s))
+}
+
+/// `/v1/seconds`' answer as every second from `since_s` to its `now_s`.
+fn read_seconds(report: &Value, since_s: u64) -> Vec<(u64, OriginSecond)> {
     let seconds = report["seconds"].as_array().cloned().unwrap_or_default();
-    Ok(seconds
+    let mut read: std::collections::BTreeMap<u64, OriginSecond> = seconds
         .iter()
         .map(|s| {
             let n = |name: &str| number(&s[name]) as u64;
@@ -56,7 +64,14 @@ pub fn origin_seconds(
                 },
             )
         })
-        .collect())
+        .collect();
+    if let Some(now_s) = report["now_s"].as_u64() {
+        let first = since_s.max(now_s.saturating_sub(ORIGIN_KEPT_SECONDS - 1));
+        for second in first..=now_s {
+            read.entry(second).or_default();
+        }
+    }
+    read.into_iter().collect()
 }
 
 /// The edge's rows for the seconds from `since_s` on, of `campaign` (all campaigns if `None`).
@@ -215,6 +230,20 @@ mod tests {
             assert!(sql.contains(wanted), "{wanted} not in {sql}");
         }
         assert!(ae_query("harbour_broadcast", Some("x' OR '1'='1"), 0).is_err());
+    }
+
+    #[test]
+    fn an_origins_quiet_seconds_read_as_zero() {
+        let report = json!({"now_s": 1_800_000_003u64, "seconds": [
+            {"second": 1_800_000_001u64, "stored": 4, "in_flight_max": 2}
+        ]});
+        let read = read_seconds(&report, 1_800_000_000);
+        let seconds: Vec<u64> = read.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seconds, (1_800_000_000..=1_800_000_003).collect::<Vec<_>>());
+        assert_eq!(read[1].1.stored, 4);
+        assert_eq!(read[0].1, OriginSecond::default());
+        // From an old `since`, only what the origin keeps.
+        assert_eq!(read_seconds(&report, 0).len(), 300);
     }
 
     #[test]
