@@ -210,7 +210,7 @@
     document.title = $("title").textContent = description.title;
     $("intro").textContent = description.intro || "";
     for (const f of description.fields) {
-      form.querySelector(`label[for="f-${f.name}"]`).textContent = f.label + (f.required ? "" : " " + t.optional);
+      form.querySelector(`label[for="f-${f.name}"]`).textContent = f.label + (f.required || f.type === "bool" ? "" : " " + t.optional); // a box is optional unless required
       if (f.input === "select") fillOptions(form.elements[f.name], f);
     }
     applyNotice();

@@ -60,6 +60,9 @@ fn main() {
         println!("cargo::error=a policy that passed its checks does not parse");
         return;
     };
+    for warning in live_policy.warnings() {
+        println!("cargo::warning={live_name}: {warning}");
+    }
     let source = code::rust_source(&live_policy, candidate_policy.as_ref());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let candidate_json = candidate_text.unwrap_or_default();

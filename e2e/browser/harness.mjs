@@ -139,7 +139,7 @@ export function rows(region) {
   const script = [
     "import json, sqlite3, sys",
     "db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)",
-    "cols = ['receipt_id', 'region', 'campaign', 'idempotency_key', 'platform_country', 'declared_country']",
+    "cols = ['receipt_id', 'region', 'campaign', 'idempotency_key', 'platform_country', 'declared_country', 'notice_locale', 'notice_version', 'payload']",
     "print(json.dumps([dict(zip(cols, r)) for r in db.execute('SELECT ' + ', '.join(cols) + ' FROM submissions ORDER BY seq')]))",
   ].join("\n");
   return JSON.parse(execFileSync("python3", ["-c", script, origins[region].db], { encoding: "utf8" }));

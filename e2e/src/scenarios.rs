@@ -33,6 +33,15 @@ pub fn entry(country: &str) -> String {
     )
 }
 
+/// An entry declaring `country` whose visitor confirmed that it is stored in `region` (the
+/// description's storage choice, which a declared move out of the connecting region needs).
+pub fn confirmed_entry(country: &str, region: &str) -> String {
+    let n = unique();
+    format!(
+        r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{country}","consent":true,"confirm_region":"{region}"}}"#
+    )
+}
+
 pub fn counts(stack: &Stack) -> Vec<(String, usize)> {
     let stored = stack.stored();
     stack

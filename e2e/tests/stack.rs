@@ -17,7 +17,7 @@ use harbour_e2e::proof::{new_key, Prepared};
 use harbour_e2e::proxy::Blackhole;
 use harbour_e2e::runner::{chosen, run, Scenario};
 use harbour_e2e::scenarios::{
-    a_lost_answer_after_commit_gives_the_first_receipt, client, counts,
+    a_lost_answer_after_commit_gives_the_first_receipt, client, confirmed_entry, counts,
     each_country_lands_in_its_region_only, entry, one_entry_per_person,
     same_key_twice_gives_one_row_and_one_receipt, unique,
 };
@@ -41,7 +41,7 @@ fn page_and_form_description(stack: &Stack) {
         .iter()
         .map(|f| f["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["name", "email", "country", "consent"]);
+    assert_eq!(names, ["name", "email", "country", "consent", "marketing"]);
     assert_eq!(form.json()["honeypot"], "remarks");
     assert_eq!(form.json()["lang"], "en");
     let challenge = &form.json()["challenge"];
@@ -72,11 +72,20 @@ fn a_conflict_between_two_laws_is_refused_and_stored_nowhere(stack: &Stack) {
     assert_eq!(counts(stack), stored, "a conflict was stored");
 }
 
-/// Platform US (rest of the world), declared CN: the region with a law wins, the row is in CN
-/// and nowhere else, and both signals are kept with the basis that placed it.
+/// Platform US (rest of the world), declared CN: the region with a law wins once the visitor
+/// confirms where the entry is stored (unconfirmed, it is a field error and stored nowhere); the
+/// row is in CN and nowhere else, and both signals are kept with the basis that placed it.
 fn a_law_beats_the_rest_of_the_world_and_both_signals_are_kept(stack: &Stack) {
     let before = counts(stack);
-    let reply = stack.submit(Some("US"), &client(), &entry("CN"), &[]);
+    let unconfirmed = stack.submit(Some("US"), &client(), &entry("CN"), &[]);
+    assert_eq!(unconfirmed.status, 422, "{}", unconfirmed.body);
+    assert_eq!(unconfirmed.json()["errors"][0]["field"], "country");
+    assert_eq!(
+        unconfirmed.json()["errors"][0]["code"],
+        "storage_unconfirmed"
+    );
+    assert_eq!(counts(stack), before, "an unconfirmed move was stored");
+    let reply = stack.submit(Some("US"), &client(), &confirmed_entry("CN", "cn"), &[]);
     assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(reply.json()["receipt"]["region"], "cn");
     let after = counts(stack);
@@ -800,12 +809,17 @@ fn the_location_refuses_what_the_isolate_alone_would_admit_and_a_slash_64_is_one
 
 /// Origins that say they are full: the edge fails over in region, then answers 503 with the key
 /// without calling them while both breakers are open; once they take entries again, the retry
-/// with the same key is stored once.
+/// with the same key is stored once. The full origins ask to be spared for 3 s (250 ms by
+/// default), so that the second request meets open breakers however loaded the machine is.
 fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
+    const SPARE_MS: u64 = 3_000;
     let ru = (stack.origin("ru").primary, stack.origin("ru").secondary);
     for port in [ru.0, ru.1] {
         stack.stop_origin(port);
-        stack.start_origin_with(port, &["--max-in-flight", "0"]);
+        stack.start_origin_with(
+            port,
+            &["--max-in-flight", "0", "--spare-ms", &SPARE_MS.to_string()],
+        );
     }
     let others_before: BTreeMap<_, _> = stack
         .received()
@@ -813,7 +827,7 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
         .filter(|(r, _)| *r != "ru")
         .collect();
     let key = format!("busy-key-{:016}", unique());
-    // The work, done before the timed part: a breaker is open for a quarter of a second only.
+    // The work, done before the timed part.
     let proof = stack.proof(&key);
     let body = entry("RU");
     let ip = client();
@@ -825,7 +839,8 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
     );
     assert_eq!(busy.status, 503, "{}", busy.body);
     assert_eq!(busy.json()["code"], "origins_busy");
-    assert_eq!(busy.header("retry-after"), Some("1"));
+    // The wait the origins asked for, in whole seconds.
+    assert_eq!(busy.header("retry-after"), Some("3"));
     assert_eq!(busy.header("idempotency-key"), Some(key.as_str()));
     let shed = |stack: &Stack| [ru.0, ru.1].map(|port| stack.load(port)["shed"].as_u64().unwrap());
     assert_eq!(shed(stack), [1, 1], "both origins were tried, in region");
@@ -846,7 +861,7 @@ fn full_origins_are_spared_and_the_retry_lands_once(stack: &mut Stack) {
         stack.stop_origin(port);
         stack.start_origin(port);
     }
-    std::thread::sleep(Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(SPARE_MS + 100));
     let stored = stack.submit(
         Some("RU"),
         &ip,
@@ -1152,6 +1167,106 @@ fn a_replayed_solution_reaches_the_origin_once(stack: &Stack) {
     assert_eq!(rows, 1);
 }
 
+/// Issue 23, against the real stack: after an entry from `adaX…@example.org` (and `josé…@`,
+/// `…@bücher-laden.example`), each other spelling of the same address is 409
+/// `already_entered` (the origin's fold) or, with an invisible character, 422 at the edge
+/// without reaching any origin. An address only the origin's fold refuses (no Punycode) is the
+/// field's 422 too. Each person has one row, its domain in ASCII.
+fn another_spelling_of_an_address_is_one_person(stack: &Stack) {
+    // Zero-padded: no other scenario's address holds `{n}@`.
+    let n = format!("{:08}", unique());
+    let (ada, jose, buecher) = (
+        format!("adaX{n}@example.org"),
+        format!("jos\u{E9}{n}@example.org"),
+        format!("ada{n}@bücher-laden.example"),
+    );
+    let body = |email: &str| {
+        serde_json::json!({"name": "Ada", "email": email, "country": "FR", "consent": true})
+            .to_string()
+    };
+    let submit = |email: &str| {
+        let key = format!("spelling-{:016}", unique());
+        stack.submit(
+            Some("FR"),
+            &client(),
+            &body(email),
+            &[("idempotency-key", &key)],
+        )
+    };
+    for email in [&ada, &jose, &buecher] {
+        let first = submit(email);
+        assert_eq!(first.status, 202, "{email}: {}", first.body);
+    }
+    let before = stack.received();
+    let same_person = [
+        ("case", format!("ADAx{n}@Example.ORG")),
+        ("fullwidth letters", format!("ａｄａX{n}@example.org")),
+        ("NFD after NFC", format!("jose\u{301}{n}@example.org")),
+        (
+            "A-label after U-label",
+            format!("ada{n}@xn--bcher-laden-thb.example"),
+        ),
+        (
+            "fullwidth domain",
+            format!("adaX{n}@ｅｘａｍｐｌｅ．ｏｒｇ"),
+        ),
+    ];
+    for (what, email) in &same_person {
+        let reply = submit(email);
+        assert_eq!(reply.status, 409, "{what}: {}", reply.body);
+        expect_problem(&reply, 409, "already_entered");
+    }
+    let invisible = [
+        ("soft hyphen", format!("ada\u{AD}X{n}@example.org")),
+        ("variation selector", format!("adaX\u{FE0F}{n}@example.org")),
+        (
+            "combining grapheme joiner",
+            format!("ada\u{34F}X{n}@example.org"),
+        ),
+    ];
+    let only_the_fold_refuses = format!("ada{n}@xn--zz.example");
+    for (what, email, code) in invisible
+        .iter()
+        .map(|(what, email)| (*what, email, "invalid_characters"))
+        .chain([("no Punycode", &only_the_fold_refuses, "invalid_email")])
+    {
+        let reply = submit(email);
+        expect_problem(&reply, 422, "validation_failed");
+        let error = &reply.json()["errors"][0];
+        assert_eq!(
+            (error["field"].as_str(), error["code"].as_str()),
+            (Some("email"), Some(code)),
+            "{what}: {}",
+            reply.body
+        );
+    }
+    // The 409s and the one only the fold refuses reached the origin; the invisible ones not.
+    let after = stack.received();
+    for (region, was) in &before {
+        let expected = if region == "eu" {
+            same_person.len() + 1
+        } else {
+            0
+        };
+        assert_eq!(
+            after[region] - was,
+            expected as u64,
+            "POSTs received in {region}"
+        );
+    }
+    let stored: Vec<String> = stack.stored()["eu"]
+        .iter()
+        .filter_map(|r| r.payload["fields"]["email"].as_str())
+        .filter(|email| email.contains(&format!("{n}@")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        stored,
+        [ada, jose, format!("ada{n}@xn--bcher-laden-thb.example")],
+        "one row per person, the domain in its ASCII form"
+    );
+}
+
 fn main() {
     let scenarios: Vec<Scenario> = vec![
         ("page_and_form_description", |s| {
@@ -1206,6 +1321,9 @@ fn main() {
             a_replayed_solution_reaches_the_origin_once(s)
         }),
         ("one_entry_per_person", |s| one_entry_per_person(s)),
+        ("another_spelling_of_an_address_is_one_person", |s| {
+            another_spelling_of_an_address_is_one_person(s)
+        }),
         ("origin_refuses_forged_stale_and_misdirected", |s| {
             origin_refuses_forged_stale_and_misdirected(s)
         }),

@@ -142,7 +142,7 @@ impl Oracle {
         };
         match (declared_wins, self.declared_move.as_str()) {
             (false, _) | (true, "platform") => Expected::Region(p),
-            (true, "confirm") => Expected::Region(d),
+            (true, "confirm") if confirmed == Some(d.as_str()) => Expected::Region(d),
             (true, "confirm") => Expected::Refused("storage_unconfirmed"),
             (true, rule) => panic!("unknown declared_move {rule:?}"),
         }

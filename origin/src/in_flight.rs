@@ -30,11 +30,13 @@ use crate::listener::Reply;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// What a busy answer asks a client to wait (`Retry-After`, whole seconds).
 pub const BUSY_RETRY_AFTER_S: u64 = 1;
-/// What a busy answer asks the edge to spare this origin for.
-pub const BUSY_RETRY_AFTER_MS: u64 = 250;
+/// What a busy answer asks the edge to spare this origin for, when `--spare-ms` is not given.
+pub const DEFAULT_SPARE_MS: u64 = 250;
 
 pub struct InFlight {
     bound: usize,
+    /// How long a busy answer asks the edge to spare this origin (`retry_after_ms`).
+    spare_ms: u64,
     now: AtomicUsize,
     most: AtomicUsize,
     shed: AtomicU64,
@@ -54,9 +56,10 @@ impl Drop for Slot {
 }
 
 impl InFlight {
-    pub fn new(bound: usize) -> Arc<InFlight> {
+    pub fn new(bound: usize, spare_ms: u64) -> Arc<InFlight> {
         Arc::new(InFlight {
             bound,
+            spare_ms,
             now: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
@@ -99,11 +102,15 @@ impl InFlight {
             "shed": self.shed.load(Ordering::Relaxed),
         })
     }
+
+    /// The answer past the bound.
+    pub fn busy(&self) -> Reply {
+        busy(self.spare_ms)
+    }
 }
 
-/// The answer past the bound.
-pub fn busy() -> Reply {
-    let mut response = Response::new(Full::from(busy_body(BUSY_RETRY_AFTER_MS)));
+fn busy(spare_ms: u64) -> Reply {
+    let mut response = Response::new(Full::from(busy_body(spare_ms)));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -117,7 +124,7 @@ mod tests {
 
     #[test]
     fn the_bound_holds_and_slots_come_back() {
-        let in_flight = InFlight::new(2);
+        let in_flight = InFlight::new(2, DEFAULT_SPARE_MS);
         let a = in_flight.enter().unwrap();
         let b = in_flight.enter().unwrap();
         assert!(in_flight.enter().is_none());
@@ -130,12 +137,12 @@ mod tests {
         assert_eq!(report["max_in_flight_seen"], 2);
         assert_eq!(report["shed"], 2);
         // A bound of 0 sheds everything (an origin taken out of rotation).
-        assert!(InFlight::new(0).enter().is_none());
+        assert!(InFlight::new(0, DEFAULT_SPARE_MS).enter().is_none());
     }
 
     #[test]
     fn concurrent_entries_never_pass_the_bound() {
-        let in_flight = InFlight::new(3);
+        let in_flight = InFlight::new(3, DEFAULT_SPARE_MS);
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let in_flight = in_flight.clone();

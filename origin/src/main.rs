@@ -19,7 +19,7 @@ use serde_json::json;
 
 use harbour_contract::env::{key_var, person_key_var};
 use harbour_contract::signature::SigningKey;
-use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT};
+use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPARE_MS};
 use harbour_origin::listener::Limits;
 use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
@@ -32,13 +32,14 @@ const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          [--ops-listen ADDR:PORT] [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
          [--policy FILE]
          [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]
-         [--max-in-flight N] [--max-connections N] [--handshake-timeout S]
+         [--max-in-flight N] [--spare-ms N] [--max-connections N] [--handshake-timeout S]
          [--head-timeout S] [--body-timeout S] [--min-body-rate BYTES] [--idle-timeout S]
          [--max-body-bytes N]
 --tls-client-ca PEM: only clients with a certificate from these CAs complete a TLS handshake
   (mTLS: the edge's client certificate; see README, \"Running origins in production\").
 The submissions listener's limits (seconds may have decimals):
   --max-in-flight N       verified submissions being stored at once; past it 503 origin_busy (256)
+  --spare-ms N            how long a busy answer asks the edge to spare this origin (250)
   --max-connections N     open connections; past it new ones wait in the kernel's backlog and
                           idle ones are closed to make room (512; the operations listener: 64)
   --handshake-timeout S   a TLS handshake (5)
@@ -62,6 +63,7 @@ struct Args {
     durability: Durability,
     pool_size: usize,
     max_in_flight: usize,
+    spare_ms: u64,
     limits: Limits,
     tls: Option<(PathBuf, PathBuf)>,
     tls_client_ca: Option<PathBuf>,
@@ -74,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
     let mut durability = Durability::Full;
     let mut pool_size = DEFAULT_POOL_SIZE;
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    let mut spare_ms = DEFAULT_SPARE_MS;
     let mut limits = Limits::default();
     let mut args = std::env::args().skip(1);
     let address = |flag: &str, text: String| {
@@ -115,6 +118,11 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--max-in-flight: a number of submissions")?
             }
+            "--spare-ms" => {
+                spare_ms = value()?
+                    .parse()
+                    .map_err(|_| "--spare-ms: a number of milliseconds")?
+            }
             limit if LIMIT_FLAGS.contains(&limit) => set_limit(&mut limits, limit, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -146,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
         durability,
         pool_size,
         max_in_flight,
+        spare_ms,
         limits,
         tls,
         tls_client_ca,
@@ -298,7 +307,7 @@ async fn run(args: Args) -> Result<(), String> {
         person_key,
         rules,
         store,
-        in_flight: InFlight::new(args.max_in_flight),
+        in_flight: InFlight::new(args.max_in_flight, args.spare_ms),
         seconds: Arc::default(),
     });
     serve(origin, public, ops, tls, args.limits, shutdown_signal()).await

@@ -24,10 +24,10 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use harbour_contract::http::{HEADER_IDEMPOTENCY_KEY, HEADER_SIGNATURE, SUBMISSIONS_PATH};
-use harbour_contract::response::{code_body, receipt_body, Code};
+use harbour_contract::response::{code_body, field_body, receipt_body, Code};
 use harbour_contract::signature::SigningKey;
 
-use crate::in_flight::{busy, InFlight};
+use crate::in_flight::InFlight;
 use crate::listener::{Gauges, Limits, Listener, Reply, OPS_MAX_CONNECTIONS};
 use crate::person::PersonRules;
 use crate::seconds::{Count, Seconds};
@@ -124,7 +124,7 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
         signature: header(HEADER_SIGNATURE),
         idempotency_key: header(HEADER_IDEMPOTENCY_KEY),
     };
-    let verified = match verify(
+    let mut verified = match verify(
         &origin.region,
         &origin.key,
         SUBMISSIONS_PATH,
@@ -142,10 +142,10 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
     // Whole and signed by harbour: only now does it take a place in flight.
     let Some(slot) = origin.in_flight.enter() else {
         origin.seconds.count(Count::Shed, arrived_ms);
-        return busy();
+        return origin.in_flight.busy();
     };
     origin.seconds.in_flight(slot.level, arrived_ms);
-    let reply = store(origin, &verified).await;
+    let reply = store(origin, &mut verified).await;
     let counted = match reply.status().as_u16() {
         201 => Count::Stored,
         200 => Count::Replayed,
@@ -157,7 +157,7 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
 }
 
 /// A verified submission, in flight: its person digest, then the store.
-async fn store(origin: &Origin, verified: &Verified) -> Reply {
+async fn store(origin: &Origin, verified: &mut Verified) -> Reply {
     let fields = verified
         .payload
         .get("fields")
@@ -168,12 +168,23 @@ async fn store(origin: &Origin, verified: &Verified) -> Reply {
     {
         Ok(person) => person,
         Err(code) => {
-            // The edge validates required fields first: this is a policy the edge and this
-            // origin disagree on. Refused, so no entry slips past the rule.
             log(json!({"msg": "origin.refused", "region": origin.region, "code": code.as_str()}));
+            // A value the edge's check let through and the fold refuses (the edge has no
+            // Unicode data for it): named, so the edge asks the visitor to correct that field.
+            if let Some(field) = (code == Code::InvalidIdentifyingField)
+                .then(|| origin.rules.refused_field(&verified.campaign, fields))
+                .flatten()
+            {
+                return contract_answer(code.status(), field_body(code, field));
+            }
+            // Otherwise a policy the edge and this origin disagree on (the edge validates
+            // required fields first). Refused, so no entry slips past the rule.
             return refused(code);
         }
     };
+    if let Some(fields) = verified.payload.get_mut("fields") {
+        origin.rules.store_addresses(&verified.campaign, fields);
+    }
     let stored = origin
         .store
         .store(Row {

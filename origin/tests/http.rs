@@ -171,6 +171,68 @@ fn one_entry_per_person_postgres() {
     one_entry_per_person(&fresh_pg_database("person"));
 }
 
+/// Issue 23: after `adaX@example.org` (and `josé@…`, `bücher-laden.…`), each of these was
+/// stored as a new entry. Now each is the same person (409) or no address at all (422).
+fn another_spelling_of_an_address_is_the_same_person(store: &str) {
+    let origin = Origin::start(store, &[]);
+    let firsts = [
+        "adaX@example.org",
+        "jos\u{E9}@example.org",
+        "ada@bücher-laden.example",
+    ];
+    for (n, email) in firsts.into_iter().enumerate() {
+        let reply = origin.submit(&Entry::new(
+            &format!("spelling-first-{n}-0123456789"),
+            email,
+        ));
+        assert_eq!(reply.status, 201, "{email}: {}", reply.body);
+    }
+    let variants = [
+        ("case", "ADAx@example.org", 409),
+        ("fullwidth letters", "ａｄａX@example.org", 409),
+        ("NFD after NFC", "jose\u{301}@example.org", 409),
+        ("soft hyphen", "ada\u{AD}X@example.org", 422),
+        ("variation selector", "adaX\u{FE0F}@example.org", 422),
+        ("combining grapheme joiner", "ada\u{34F}X@example.org", 422),
+        (
+            "A-label after U-label",
+            "ada@xn--bcher-laden-thb.example",
+            409,
+        ),
+        ("fullwidth domain", "adaX@ｅｘａｍｐｌｅ.ｏｒｇ", 409),
+    ];
+    for (n, (what, email, status)) in variants.into_iter().enumerate() {
+        let reply = origin.submit(&Entry::new(&format!("spelling-{n}-0123456789"), email));
+        let (code, field) = if status == 409 {
+            ("already_entered", None)
+        } else {
+            ("invalid_identifying_field", Some("email"))
+        };
+        assert_eq!(
+            (
+                reply.status,
+                reply.json()["code"].as_str(),
+                reply.json()["field"].as_str()
+            ),
+            (status, Some(code), field),
+            "{what}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 3);
+}
+
+#[test]
+fn another_spelling_of_an_address_is_the_same_person_sqlite() {
+    another_spelling_of_an_address_is_the_same_person(&sqlite());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+fn another_spelling_of_an_address_is_the_same_person_postgres() {
+    another_spelling_of_an_address_is_the_same_person(&fresh_pg_database("spelling"));
+}
+
 /// Two origins on one database (a region's primary and secondary), the same submissions sent
 /// to both at once: one row each, and both answers carry that row's receipt.
 fn two_origins_on_one_database_store_once(store: &str) {

@@ -8,9 +8,10 @@
 //! | 409 | `{"code":"already_entered"}` | another key holds this person's entry in the campaign |
 //! | 503 | `{"code":"origin_busy","retry_after_ms":N}` | full, stored nothing: spare this origin for N ms |
 //! | 503 | `{"code":"storage_unavailable"}` | the store cannot answer: try the region's next origin |
+//! | 422 | `{"code":"invalid_identifying_field","field":NAME}` | the field's value identifies no one |
 //! | 400, 401, 421 | `{"code":...}` | refused (see [`Code`]) |
 //!
-//! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`]) through
+//! The edge reads only what it needs ([`code`], [`receipt`], [`busy_interval_ms`], [`field`]) through
 //! [`ResponseJson`], which parses like serde_json's `Value` without its tree in the worker.
 
 use harbour_policy::text::{push_quoted, push_u64};
@@ -40,12 +41,16 @@ pub enum Code {
     MissingFields,
     /// 400: a campaign takes one entry per person and this origin has no person key.
     NoPersonKey,
-    /// 400: a field that identifies a person is missing or unusable.
+    /// 400: a field that identifies a person is missing or of the wrong type.
     MissingIdentifyingField,
+    /// 422: a field that identifies a person has a value no person can be told by (an invisible
+    /// character, not an address; see `harbour_policy::identity`). The edge refuses what it can
+    /// tell without Unicode's data; the origin's fold refuses the rest, naming the field.
+    InvalidIdentifyingField,
 }
 
 impl Code {
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::OriginBusy,
         Code::StorageUnavailable,
         Code::AlreadyEntered,
@@ -58,6 +63,7 @@ impl Code {
         Code::MissingFields,
         Code::NoPersonKey,
         Code::MissingIdentifyingField,
+        Code::InvalidIdentifyingField,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -74,6 +80,7 @@ impl Code {
             Code::MissingFields => "missing_fields",
             Code::NoPersonKey => "no_person_key",
             Code::MissingIdentifyingField => "missing_identifying_field",
+            Code::InvalidIdentifyingField => "invalid_identifying_field",
         }
     }
 
@@ -89,6 +96,7 @@ impl Code {
             | Code::MissingFields
             | Code::NoPersonKey
             | Code::MissingIdentifyingField => 400,
+            Code::InvalidIdentifyingField => 422,
         }
     }
 
@@ -131,6 +139,16 @@ pub fn code_body(code: Code) -> String {
     out
 }
 
+/// The body of an answer about one field (`invalid_identifying_field`).
+pub fn field_body(code: Code, field: &str) -> String {
+    let mut out = String::from("{\"code\":");
+    push_quoted(&mut out, code.as_str());
+    out.push_str(",\"field\":");
+    push_quoted(&mut out, field);
+    out.push('}');
+    out
+}
+
 /// The body of a busy answer: spare this origin for `retry_after_ms`.
 pub fn busy_body(retry_after_ms: u64) -> String {
     let mut out = String::from("{\"code\":");
@@ -144,6 +162,14 @@ pub fn busy_body(retry_after_ms: u64) -> String {
 /// The `code` of an origin's answer, if it has a known one.
 pub fn code(body: &str) -> Option<Code> {
     Code::parse(ResponseJson::read(body)?.get("code")?.as_str()?)
+}
+
+/// The `field` an origin's answer names, if any.
+pub fn field(body: &str) -> Option<String> {
+    ResponseJson::read(body)?
+        .get("field")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The receipt id an origin's answer gives, if the answer holds one of `region`: an answer that
@@ -285,6 +311,19 @@ mod tests {
             assert_eq!(self::code(&code_body(code)), Some(code));
         }
         assert_eq!(Code::parse("teapot"), None);
+    }
+
+    #[test]
+    fn an_answer_about_a_field_names_it() {
+        let body = field_body(Code::InvalidIdentifyingField, "e\"mail");
+        assert_eq!(
+            body,
+            r#"{"code":"invalid_identifying_field","field":"e\"mail"}"#
+        );
+        assert_eq!(code(&body), Some(Code::InvalidIdentifyingField));
+        assert_eq!(field(&body).as_deref(), Some("e\"mail"));
+        assert_eq!(field(&code_body(Code::AlreadyEntered)), None);
+        assert_eq!(field(r#"{"field":7}"#), None);
     }
 
     #[test]

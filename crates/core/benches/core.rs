@@ -30,6 +30,10 @@ const NOW: u64 = 1_764_000_000_000;
 
 const BODY: &[u8] =
     br#"{"name":"Ada Lovelace","email":"ada.lovelace@example.org","country":"IT","consent":true}"#;
+/// A name and an address that need Unicode's tables: NFKC and case folding, UTS 46.
+const UNICODE_BODY: &[u8] =
+    r#"{"name":"Zoë Lovelace","email":"ｊｏｓé.lovelace@Bücher-Laden.example","country":"IT","consent":true}"#
+        .as_bytes();
 
 fn config() -> Config {
     Config::local(SHIPPED_POLICY, 7000).unwrap()
@@ -85,6 +89,15 @@ fn phases(c: &mut Criterion) {
             check(
                 &campaign,
                 parse_body(Encoding::Json, black_box(BODY)).unwrap(),
+            )
+            .unwrap()
+        })
+    });
+    c.bench_function("validate, Unicode name and address (parse + check)", |b| {
+        b.iter(|| {
+            check(
+                &campaign,
+                parse_body(Encoding::Json, black_box(UNICODE_BODY)).unwrap(),
             )
             .unwrap()
         })

@@ -241,7 +241,7 @@ fn field(out: &mut String, f: &Field) {
         out,
         "Field {{ name: text({:?}), label: text({:?}), kind: FieldKind::{:?}, required: {}, \
          max_length: {}, values: texts(&{:?}), min: {:?}, max: {:?}, must_be_true: {}, \
-         residency_signal: {}, marketing_consent: {} }},",
+         residency_signal: {}, marketing_consent: {}, identifying: {}, provider_rules: {} }},",
         f.name,
         f.label,
         f.kind,
@@ -252,7 +252,9 @@ fn field(out: &mut String, f: &Field) {
         f.max,
         f.must_be_true,
         f.residency_signal,
-        f.marketing_consent
+        f.marketing_consent,
+        f.identifying,
+        f.provider_rules
     );
 }
 

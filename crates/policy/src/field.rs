@@ -12,13 +12,14 @@
 use serde_json::{json, Value};
 
 use crate::country::Country;
+use crate::identity;
 
 /// A field type, named in the policy by `FieldKind::name` (`"email"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldKind {
     /// Free text.
     String,
-    /// An email address; the domain is lower-cased.
+    /// An email address; the domain's ASCII letters are lower-cased (see `identity`).
     Email,
     /// One of the field's `values`.
     Enum,
@@ -166,13 +167,17 @@ impl FieldKind {
                     return Err(wrong_type());
                 };
                 let text = clean_text(field, &text)?;
-                normalise_email(&text).map(CleanValue::Text).ok_or_else(|| {
-                    error(
-                        name,
-                        "invalid_email",
-                        "enter an address like name@example.com",
-                    )
-                })
+                // The shape the origin's fold checks first (`identity`): what this refuses, the
+                // origin refuses too.
+                identity::address(&text)
+                    .map(CleanValue::Text)
+                    .ok_or_else(|| {
+                        error(
+                            name,
+                            "invalid_email",
+                            "enter an address like name@example.com",
+                        )
+                    })
             }
             FieldKind::Enum => {
                 let RawValue::Text(text) = value else {
@@ -273,6 +278,11 @@ pub struct Field {
     pub residency_signal: bool,
     /// Agreeing to be contacted (marketing): never required (see `notice`).
     pub marketing_consent: bool,
+    /// Named in the campaign's `one_entry_per`: its value identifies a person.
+    pub identifying: bool,
+    /// For an identifying email field: sub-addresses and gmail's dots do not tell people apart
+    /// (see `identity`). Off unless the policy says so.
+    pub provider_rules: bool,
 }
 
 impl Field {
@@ -383,12 +393,30 @@ pub fn error(field: &str, code: &'static str, detail: impl Into<String>) -> Fiel
     }
 }
 
-/// Trims, refuses control and invisible formatting characters (which have no place in a form
-/// field and are a favourite of log and header injection), and enforces the length in
-/// characters rather than bytes, so a name in Chinese has the same room as one in Latin script.
+/// The error for a value the origin refused as identifying no one (`invalid_identifying_field`):
+/// what only the origin's fold can tell (`identity`), said as the edge says its own refusals.
+pub fn identifies_no_one(field: &Field) -> FieldError {
+    match field.kind {
+        FieldKind::Email => error(
+            &field.name,
+            "invalid_email",
+            "enter an address like name@example.com (this one has no valid domain or has symbols no address uses)",
+        ),
+        _ => error(
+            &field.name,
+            "invalid_characters",
+            "remove symbols that cannot tell people apart",
+        ),
+    }
+}
+
+/// Trims, refuses control and invisible characters (`identity::is_invisible`: they have no
+/// place in a form field, hide one spelling inside another and are a favourite of log and
+/// header injection), and enforces the length in characters rather than bytes, so a name in
+/// Chinese has the same room as one in Latin script.
 fn clean_text(field: &Field, text: &str) -> Result<String, FieldError> {
     let text = text.trim();
-    if text.chars().any(is_forbidden_char) {
+    if identity::first_invisible(text).is_some() {
         return Err(error(
             &field.name,
             "invalid_characters",
@@ -404,50 +432,6 @@ fn clean_text(field: &Field, text: &str) -> Result<String, FieldError> {
         ));
     }
     Ok(text.to_owned())
-}
-
-fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}' // zero-width and direction marks
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}')
-}
-
-/// A pragmatic check of the address shape (RFC 5321 sizes, a dotted domain of letters, digits
-/// and hyphens, IDN in its A-label form or as Unicode letters). The domain is lower-cased; the
-/// local part is left as typed since some mail systems treat it case-sensitively.
-fn normalise_email(text: &str) -> Option<String> {
-    let (local, domain) = text.rsplit_once('@')?;
-    if local.is_empty() || local.len() > 64 || domain.len() > 253 || text.len() > 254 {
-        return None;
-    }
-    // Non-ASCII is allowed as is (RFC 6531); Unicode tables to classify it would cost wasm size.
-    let local_ok = local
-        .chars()
-        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
-        && !local.chars().any(is_forbidden_char)
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..");
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_whitespace())
-                })
-        })
-        && labels.last().is_some_and(|tld| {
-            tld.chars().count() >= 2 && !tld.chars().all(|c| c.is_ascii_digit())
-        });
-    (local_ok && domain_ok).then(|| format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
 /// Any JSON value, as the submission parser reads a field (without serde_json's `Value` tree).
@@ -538,6 +522,8 @@ mod tests {
             must_be_true: kind == FieldKind::Bool,
             residency_signal: false,
             marketing_consent: false,
+            identifying: false,
+            provider_rules: false,
         }
     }
 
@@ -653,31 +639,54 @@ mod tests {
     }
 
     #[test]
-    fn email_shapes() {
-        for good in [
-            "a@b.co",
-            "first.last+tag@sub.example.com",
-            "x@xn--bcher-kva.example",
-            "用户@例子.中国",
-        ] {
-            assert!(normalise_email(good).is_some(), "{good}");
+    fn invisible_characters_are_refused_in_every_text_field() {
+        for kind in [FieldKind::String, FieldKind::Email] {
+            for value in [
+                "a\u{AD}@b.co",
+                "a\u{FE0F}@b.co",
+                "a\u{34F}@b.co",
+                "a\u{600}@b.co",
+            ] {
+                let got = field(kind).check(text(value)).map_err(|e| e.code);
+                assert_eq!(got, Err("invalid_characters"), "{kind:?} {value:?}");
+            }
         }
-        for bad in [
-            "",
-            "a",
-            "a@",
-            "@b.co",
-            "a@b",
-            "a@b.",
-            "a@.b.co",
-            "a..b@c.co",
-            "a b@c.co",
-            "a@b_c.co",
-            "a@-b.co",
-            "a@b.123",
-            "a@@b.co",
-        ] {
-            assert!(normalise_email(bad).is_none(), "{bad}");
-        }
+    }
+
+    #[test]
+    fn an_address_is_forwarded_as_typed_with_its_domain_lower_cased() {
+        let email = Field {
+            max_length: 254,
+            ..field(FieldKind::Email)
+        };
+        let forwarded = |value: &str| email.check(text(value)).map_err(|e| e.code);
+        assert_eq!(
+            forwarded(" ｊｏｓé@Bücher.EXAMPLE "),
+            Ok(Some(CleanValue::Text("ｊｏｓé@bücher.example".into())))
+        );
+        assert_eq!(forwarded("a@b_c.example"), Err("invalid_email"));
+        assert_eq!(forwarded("a＠b.co"), Err("invalid_email"));
+    }
+
+    /// The edge refuses in an identifying text what it refuses in any text; what else cannot
+    /// identify anyone (private use, unassigned) only the origin's fold can tell, and refuses.
+    #[test]
+    fn an_identifying_text_is_checked_as_any_text() {
+        let name = Field {
+            identifying: true,
+            ..field(FieldKind::String)
+        };
+        assert_eq!(
+            name.check(text("Ada")),
+            Ok(Some(CleanValue::Text("Ada".into())))
+        );
+        assert_eq!(
+            name.check(text("Ada\u{200D}")).map_err(|e| e.code),
+            Err("invalid_characters")
+        );
+        assert_eq!(
+            name.check(text("\u{E000}")),
+            Ok(Some(CleanValue::Text("\u{E000}".into())))
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod code;
 pub mod country;
 pub mod field;
+pub mod identity;
 pub mod ingress;
 pub mod notice;
 mod policy;

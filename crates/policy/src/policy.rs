@@ -410,6 +410,33 @@ impl Policy {
         Policy::parse(SHIPPED_POLICY)
     }
 
+    /// Choices that pass the checks but have a consequence a deployer must know before shipping:
+    /// the build prints each as a warning, and the residency report says it in its first lines.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.on_conflict == OnConflict::Stricter {
+            let mut ranked: Vec<&Region> = self.regions.iter().collect();
+            ranked.sort_by_key(|r| std::cmp::Reverse(r.strictness));
+            let example = match ranked.as_slice() {
+                [strictest, next, ..] => format!(
+                    " (a visitor connecting from `{}` who declares a country of `{}` is stored in `{}`)",
+                    next.id, strictest.id, strictest.id
+                ),
+                _ => String::new(),
+            };
+            let how = match self.declared_move {
+                DeclaredMove::Confirm => "once the visitor confirms it on the page",
+                DeclaredMove::Platform => "unless declared_move keeps the platform's region",
+            };
+            warnings.push(format!(
+                "on_conflict: \"stricter\" stores an entry in the stricter region of the country the \
+                 visitor declares, under that region's law{example}, {how}: a choice in a form \
+                 moves personal data into another jurisdiction"
+            ));
+        }
+        warnings
+    }
+
     /// A policy from parts that passed the checks (the code `code::rust_source` writes, which
     /// the worker compiles in); the country index is derived from the regions.
     pub fn assembled(
@@ -681,6 +708,9 @@ struct RawField {
     residency_signal: bool,
     /// `"marketing"`: agreeing to be contacted, which can never be required.
     consent: Option<String>,
+    /// An identifying email field: sub-addresses and gmail's dots do not tell people apart.
+    #[serde(default)]
+    provider_rules: bool,
 }
 
 // ---- checking --------------------------------------------------------------------------------
@@ -1175,26 +1205,8 @@ impl Checker {
             FailMode::default(),
         );
         let surge_windows = self.surge_windows(path, c.surge_windows, on_location_unavailable);
-        let mut fields: Vec<Field> = Vec::new();
         let names: Vec<String> = c.fields.iter().map(|f| f.name.clone()).collect();
-        if c.fields.is_empty() {
-            self.fail(
-                format!("{path}.fields"),
-                "a campaign needs at least one field",
-            );
-        }
-        for (j, f) in c.fields.into_iter().enumerate() {
-            let fpath = format!("{path}.fields[{j}]");
-            if fields.iter().any(|other| other.name == f.name) {
-                self.fail(
-                    format!("{fpath}.name"),
-                    format!("duplicate field {:?}", f.name),
-                );
-            }
-            if let Some(field) = self.field(&fpath, f) {
-                fields.push(field);
-            }
-        }
+        let fields = self.fields(path, c.fields, &c.one_entry_per);
         let signals = fields.iter().filter(|f| f.residency_signal).count();
         if signals > 1 {
             self.fail(
@@ -1256,6 +1268,55 @@ impl Checker {
         };
         campaign.notice_versions = notice_versions(&campaign);
         Some(campaign)
+    }
+
+    /// The campaign's fields, each checked, and marked when `one_entry_per` names it.
+    fn fields(&mut self, path: &str, raw: Vec<RawField>, one_entry_per: &[String]) -> Vec<Field> {
+        let mut fields: Vec<Field> = Vec::new();
+        if raw.is_empty() {
+            self.fail(
+                format!("{path}.fields"),
+                "a campaign needs at least one field",
+            );
+        }
+        for (j, f) in raw.into_iter().enumerate() {
+            let fpath = format!("{path}.fields[{j}]");
+            if fields.iter().any(|other| other.name == f.name) {
+                self.fail(
+                    format!("{fpath}.name"),
+                    format!("duplicate field {:?}", f.name),
+                );
+            }
+            let Some(mut field) = self.field(&fpath, f) else {
+                continue;
+            };
+            field.identifying = one_entry_per.contains(&field.name);
+            if field.provider_rules {
+                self.provider_rules(&fpath, &field);
+            }
+            fields.push(field);
+        }
+        fields
+    }
+
+    /// Provider rules change only who counts as the same person: an email field that
+    /// `one_entry_per` names.
+    fn provider_rules(&mut self, fpath: &str, field: &Field) {
+        let path = format!("{fpath}.provider_rules");
+        if field.kind != FieldKind::Email {
+            self.fail(
+                path,
+                format!("{} fields take no provider_rules", field.kind.name()),
+            );
+        } else if !field.identifying {
+            self.fail(
+                path,
+                format!(
+                    "{:?} is not in the campaign's one_entry_per: provider rules only decide who is the same person",
+                    field.name
+                ),
+            );
+        }
     }
 
     /// The notice: every part present, the link an https URL.
@@ -1606,6 +1667,9 @@ impl Checker {
             must_be_true: f.must_be_true,
             residency_signal: f.residency_signal,
             marketing_consent,
+            // Set with the campaign's `one_entry_per` (`fields`).
+            identifying: false,
+            provider_rules: f.provider_rules,
         })
     }
 }
@@ -1625,6 +1689,25 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn only_a_stricter_conflict_rule_warns_and_the_warning_names_the_move() {
+        assert_eq!(Policy::shipped().unwrap().warnings(), Vec::<String>::new());
+        let mut stricter = shipped_json();
+        stricter["on_conflict"] = "stricter".into();
+        let warnings = Policy::parse(&stricter.to_string()).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("declares a country of `cn` is stored in `cn`"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[0].contains("once the visitor confirms it"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]
@@ -1694,6 +1777,19 @@ mod tests {
     }
 
     #[test]
+    fn one_entry_per_marks_its_fields_and_provider_rules_are_off_unless_set() {
+        let policy = Policy::shipped().unwrap();
+        let field = |policy: &Policy, name: &str| policy.campaigns[0].field(name).cloned().unwrap();
+        assert!(field(&policy, "email").identifying);
+        assert!(!field(&policy, "name").identifying);
+        assert!(!field(&policy, "email").provider_rules);
+        let mut raw = shipped_json();
+        raw["campaigns"][0]["fields"][1]["provider_rules"] = true.into();
+        let policy = Policy::parse(&raw.to_string()).unwrap();
+        assert!(field(&policy, "email").provider_rules);
+    }
+
+    #[test]
     fn bad_policies_name_the_bad_entry() {
         type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
         let table: Vec<(&str, Edit, &str)> = vec![
@@ -1738,6 +1834,11 @@ mod tests {
             ("zero max length", Box::new(|p| p["campaigns"][0]["fields"][0]["max_length"] = 0.into()), "campaigns[0].fields[0].max_length: 0 is outside 1..=10000"),
             ("one entry per unknown field", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["emial"])), "campaigns[0].one_entry_per[0]: \"emial\" is not a field of this campaign"),
             ("one entry per a field twice", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["email", "email"])), "campaigns[0].one_entry_per[1]: \"email\" is listed twice"),
+            ("provider rules on a text", Box::new(|p| p["campaigns"][0]["fields"][0]["provider_rules"] = true.into()), "campaigns[0].fields[0].provider_rules: string fields take no provider_rules"),
+            ("provider rules on an address that identifies no one", Box::new(|p| {
+                p["campaigns"][0]["fields"][1]["provider_rules"] = true.into();
+                p["campaigns"][0]["one_entry_per"] = serde_json::json!([]);
+            }), "campaigns[0].fields[1].provider_rules: \"email\" is not in the campaign's one_entry_per: provider rules only decide who is the same person"),
             ("one entry per a bool", Box::new(|p| p["campaigns"][0]["one_entry_per"] = serde_json::json!(["consent"])), "campaigns[0].one_entry_per[0]: \"consent\" is a bool field, which cannot tell people apart"),
             ("one entry per an optional field", Box::new(|p| {
                 p["campaigns"][0]["fields"][0]["required"] = false.into();

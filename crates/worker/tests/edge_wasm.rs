@@ -651,6 +651,8 @@ fn configure_with_ingress(extra: &'static [(&'static str, &'static str)]) -> Val
         let simulated = [
             ("HARBOUR_INGRESS_CN", "http://cn.localhost:8787"),
             ("HARBOUR_LOG", "decisions"),
+            // The page on the main hostname, as wrangler.toml allows it for `wrangler dev`.
+            ("HARBOUR_PAGE_ORIGINS", "http://127.0.0.1:8787"),
         ];
         match extra.iter().chain(&simulated).find(|(n, _)| *n == name) {
             Some((_, value)) => Some((*value).to_owned()),

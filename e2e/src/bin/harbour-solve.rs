@@ -4,9 +4,11 @@
 //! harbour-solve KEY < description.json
 //! ```
 //!
-//! reads a form description (`GET /api/campaigns/{id}`) on standard input and prints the
-//! `Harbour-Challenge` value for the idempotency key `KEY`: the challenge's token and a nonce
-//! whose work covers that key (see `harbour_core::phase::challenge`). Send it with `Idempotency-Key: KEY`.
+//! reads a form description (`GET /api/campaigns/{id}`) on standard input and prints two lines:
+//! the `Harbour-Challenge` value for the idempotency key `KEY` (the challenge's token and a nonce
+//! whose work covers that key, see `harbour_core::phase::challenge`), then the `Harbour-Notice`
+//! value of the description's notice (`{lang}.{version}`), which says the sender showed it. Send
+//! both with `Idempotency-Key: KEY`.
 
 use std::io::Read;
 
@@ -33,9 +35,15 @@ fn main() {
     ) else {
         fail("the description has no challenge (token, difficulty_bits)");
     };
+    let (Some(lang), Some(version)) = (
+        description["lang"].as_str(),
+        description["notice"]["version"].as_str(),
+    ) else {
+        fail("the description has no notice (lang, notice.version)");
+    };
     let nonce = harbour_core::phase::challenge::solve(token, &key, bits);
     println!(
-        "{}",
+        "{}\n{lang}.{version}",
         harbour_core::phase::challenge::solution(token, &nonce)
     );
 }

@@ -22,11 +22,14 @@ fn person_digest(region: &Region, args: &Args) -> Result<String, String> {
             "campaign {campaign} has no one_entry_per: the region keeps no person digest for it, so its entries cannot be found by person"
         ));
     };
-    let flags: Vec<String> = identifying.iter().map(|(n, _)| format!("--{n}")).collect();
+    let flags: Vec<String> = identifying
+        .iter()
+        .map(|f| format!("--{}", f.name))
+        .collect();
     if let Some((name, _)) = args
         .identifying
         .iter()
-        .find(|(name, _)| !identifying.iter().any(|(n, _)| n == name))
+        .find(|(name, _)| !identifying.iter().any(|f| &f.name == name))
     {
         return Err(format!(
             "--{name} is not an identifying field of campaign {campaign} ({})",
@@ -34,7 +37,8 @@ fn person_digest(region: &Region, args: &Args) -> Result<String, String> {
         ));
     }
     let mut fields = Map::new();
-    for (name, kind) in identifying {
+    for field in identifying {
+        let (name, kind) = (&field.name, field.kind);
         let Some((_, text)) = args.identifying.iter().find(|(n, _)| n == name) else {
             return Err(format!(
                 "campaign {campaign} identifies a person by {}: give each",
@@ -59,9 +63,10 @@ fn person_digest(region: &Region, args: &Args) -> Result<String, String> {
     match rules.digest(Some(&key), campaign, &Value::Object(fields)) {
         Ok(Some(digest)) => Ok(digest),
         Ok(None) => Err(format!("campaign {campaign} has no one_entry_per")),
-        Err(_) => Err(format!(
-            "the values given for {} identify no one (empty?)",
-            flags.join(", ")
+        Err(code) => Err(format!(
+            "the values given for {} identify no one ({}: empty, not an address, or an invisible character)",
+            flags.join(", "),
+            code.as_str()
         )),
     }
 }

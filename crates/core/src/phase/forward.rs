@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::outcome::Outcome;
 use crate::phase::admission::Admission;
+use crate::phase::validate::invalid_fields;
 use crate::reply::{busy, problem, retry_later, Answer, Flow, Phase, Receipt, Reply};
 use crate::tickets::Filed;
 
@@ -171,6 +172,24 @@ fn final_answer(config: &Config, ticket: &Ticket, result: AttemptResult) -> Answ
                 None,
             ),
         ),
+        // A value the edge's check let through and only the origin's Unicode fold refuses:
+        // the visitor corrects the field it names (one of the campaign's, or this is no answer
+        // to show).
+        422 if response::code(body) == Some(Code::InvalidIdentifyingField) => {
+            let campaign = ticket
+                .ctx
+                .campaign
+                .and_then(|c| config.policy.campaigns.get(c.get()));
+            let field = response::field(body)
+                .and_then(|name| campaign?.fields.iter().find(|f| f.name == name));
+            match field {
+                Some(field) => Answer::new(
+                    Phase::Forward,
+                    invalid_fields(vec![harbour_policy::field::identifies_no_one(field)]),
+                ),
+                None => bad_gateway(key, Outcome::OriginRefused),
+            }
+        }
         _ => bad_gateway(key, Outcome::OriginRefused),
     }
 }
@@ -233,6 +252,59 @@ mod tests {
             assert_eq!(
                 outcome(body),
                 (409, "idempotency_key_reused".to_owned(), "origin_conflict"),
+                "{body}"
+            );
+        }
+    }
+
+    /// What only the origin's fold refuses reaches the visitor as the field's error, as the
+    /// edge's own check would say it; an answer naming no field of the campaign is no answer.
+    #[test]
+    fn an_origins_refusal_of_an_identifying_value_is_the_fields_error() {
+        let config = crate::config::tests::local_config();
+        let mut routed = ticket(1_000);
+        routed.ctx.campaign = config.policy.find_campaign("spring-launch").map(|(i, _)| i);
+        let answer = |ticket: &Ticket, body: &str| {
+            let answer = final_answer(
+                &config,
+                ticket,
+                AttemptResult::Answered { status: 422, body },
+            );
+            let problem: Value = serde_json::from_str(&answer.reply.body).unwrap();
+            (answer.reply.status, problem)
+        };
+        let (status, problem) = answer(
+            &routed,
+            r#"{"code":"invalid_identifying_field","field":"email"}"#,
+        );
+        assert_eq!(status, 422);
+        assert_eq!(problem["code"], "validation_failed");
+        assert_eq!(problem["errors"][0]["field"], "email");
+        assert_eq!(problem["errors"][0]["code"], "invalid_email");
+        let (status, problem) = answer(
+            &routed,
+            r#"{"code":"invalid_identifying_field","field":"name"}"#,
+        );
+        assert_eq!(
+            (status, &problem["errors"][0]["code"]),
+            (422, &Value::from("invalid_characters"))
+        );
+        for (ticket, body) in [
+            (
+                &routed,
+                r#"{"code":"invalid_identifying_field","field":"nope"}"#,
+            ),
+            (&routed, r#"{"code":"invalid_identifying_field"}"#),
+            (&routed, r#"{"code":"malformed_body"}"#),
+            (
+                &ticket(1_000),
+                r#"{"code":"invalid_identifying_field","field":"email"}"#,
+            ),
+        ] {
+            let (status, problem) = answer(ticket, body);
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (502, Some("origin_error")),
                 "{body}"
             );
         }

@@ -494,6 +494,69 @@ mod tests {
         }
     }
 
+    /// Issue 23: spellings of one address that were stored as new entries. Those with an
+    /// invisible character are refused here (422); the others go on as typed (the domain's
+    /// ASCII letters lower-cased), and the origin's digest (the same `identity`, with its fold)
+    /// makes them the person they are (409).
+    #[test]
+    fn another_spelling_of_an_address_is_refused_or_forwarded_as_typed() {
+        let with_email = |email: &str| {
+            let body = serde_json::json!({"name": "Ada", "email": email, "country": "IT", "consent": true});
+            json(&body.to_string()).map(|s| s.fields()[1].1.clone())
+        };
+        for (what, email) in [
+            ("soft hyphen", "ada\u{AD}X@example.org"),
+            ("variation selector", "adaX\u{FE0F}@example.org"),
+            ("combining grapheme joiner", "ada\u{34F}X@example.org"),
+            (
+                "zero width joiner in the domain",
+                "adaX@exa\u{200D}mple.org",
+            ),
+        ] {
+            assert_eq!(
+                with_email(email),
+                Err(vec![("email".into(), "invalid_characters")]),
+                "{what}"
+            );
+        }
+        for (what, email, forwarded) in [
+            ("case", "ADAx@Example.ORG", "ADAx@example.org"),
+            (
+                "fullwidth letters",
+                "ａｄａX@example.org",
+                "ａｄａX@example.org",
+            ),
+            (
+                "fullwidth domain",
+                "adaX@ｅｘａｍｐｌｅ．ｏｒｇ",
+                "adaX@ｅｘａｍｐｌｅ．ｏｒｇ",
+            ),
+            (
+                "U-label",
+                "ada@Bücher-Laden.example",
+                "ada@bücher-laden.example",
+            ),
+            (
+                "A-label",
+                "ada@XN--bcher-laden-thb.example",
+                "ada@xn--bcher-laden-thb.example",
+            ),
+            ("NFD", "jose\u{301}@example.org", "jose\u{301}@example.org"),
+        ] {
+            assert_eq!(
+                with_email(email),
+                Ok(CleanValue::Text(forwarded.into())),
+                "{what}"
+            );
+        }
+        // Every text field, not only the address.
+        let body = r#"{"name":"Ada\u00ad","email":"a@b.co","country":"IT","consent":true}"#;
+        assert_eq!(
+            json(body).unwrap_err(),
+            vec![("name".into(), "invalid_characters")]
+        );
+    }
+
     #[test]
     fn the_phase_answers_400_for_an_unreadable_body_and_422_with_every_field_error() {
         let campaign = campaign();
