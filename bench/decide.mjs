@@ -76,12 +76,13 @@ const fieldsOf = (answer) => {
   const lines = answer.split("\n");
   return lines.slice(Number(lines[0]) + 1);
 };
-// A reply's body: after kind, status, the headers, the log line, the summary line and the delay.
+// A reply's body: after kind, status, the headers, the log line, the summary line, the data
+// points and the delay.
 const bodyOf = (answer) => {
   const [kind, , count] = fieldsOf(answer);
   if (kind !== "reply") throw new Error(`not a reply: ${answer}`);
   let at = -1;
-  for (let i = 0; i < Number(answer.split("\n")[0]) + 7 + 2 * Number(count); i++) at = answer.indexOf("\n", at + 1);
+  for (let i = 0; i < Number(answer.split("\n")[0]) + 8 + 2 * Number(count); i++) at = answer.indexOf("\n", at + 1);
   return answer.slice(at + 1);
 };
 

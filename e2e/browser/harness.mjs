@@ -1,24 +1,16 @@
-// The browser tests' stack and fixture: reference origins with their SQLite files and the built
-// worker under `wrangler dev`, all on 127.0.0.1 and stopped when the tests end, and Debian's
-// chromium driven by playwright-core.
-//
-// Pages exist only through `browserTest`: the browser is not exported, and every context the
-// fixture makes is watched for uncaught errors (`weberror`), console errors (`console` of type
-// error or assert, which includes what Chromium logs for a failed load) and CSP violations (the
-// `securitypolicyviolation` event, reported from an init script). A test fails on any of them it
-// did not declare with `expectProblem`, and fails if a problem it declared never happened.
-// Playwright passes a dedicated worker's uncaught errors and console calls on to its page, so the
-// solver's worker is watched too; init scripts do not run in workers, so a CSP refusal there is
-// seen through the error it throws (importScripts, eval), not as an event.
-import { test, before, after } from "node:test";
-import assert from "node:assert/strict";
+// The campaign page's browser tests' stack and fixture: reference origins with their SQLite files
+// and the built worker under `wrangler dev`, all on 127.0.0.1 and stopped when the tests end, and
+// the watched browser (watch.mjs): pages exist only through `browserTest`, and every page is
+// watched for uncaught errors, console errors and CSP violations. Its sessions can also `visit`
+// the campaign page from a country.
+import { before, after } from "node:test";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, readFileSync, writeFileSync, createWriteStream } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { Session, browserTest as watchedTest, launchBrowser, closeBrowser } from "./watch.mjs";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 // What the deployed worker runs with, so what the worker under test runs with.
@@ -57,7 +49,6 @@ export const origins = {};
 let worker;
 /** The worker's URL, once the stack is up. */
 export let base;
-let browser;
 
 function anyFreePort() {
   return new Promise((resolve, reject) => {
@@ -191,65 +182,17 @@ before(async () => {
     { cwd: work, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" } });
   base = `http://127.0.0.1:${port}`;
   await waitFor("wrangler dev", async () => (await fetch(`${base}/api/campaigns/spring-launch`)).ok, 120_000);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  await launchBrowser();
 });
 
 after(async () => {
-  await browser?.close();
+  await closeBrowser();
   await stopProcess(worker);
   for (const port of [...running.keys()]) await stopOrigin(port);
 });
 
-// Reports each CSP violation of a page to the test (init scripts and bindings are the
-// browser's, not the page's, so the page's own CSP does not stop them).
-const CSP_WATCH = `addEventListener("securitypolicyviolation", (e) => {
-  globalThis.__harbourCspViolation?.({ directive: e.violatedDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber, sample: e.sample });
-}, true);`;
-
-let clientNumber = 0;
-
-/** What a test may do with the browser: every page it gets is watched. */
-class Session {
-  constructor() {
-    this.contexts = [];
-    this.problems = []; // one line per uncaught error, console error or CSP violation
-    this.expected = []; // { kind, pattern, why, seen }
-  }
-
-  /**
-   * Declares a problem the test causes on purpose: `kind` is "uncaught", "console" or "csp",
-   * `pattern` a RegExp the problem's line must match, `why` the reason. The test fails if it
-   * never happens.
-   */
-  expectProblem(kind, pattern, why) {
-    assert.ok(["uncaught", "console", "csp"].includes(kind), `unknown kind ${kind}`);
-    assert.ok(pattern instanceof RegExp && why, "a pattern and a reason");
-    this.expected.push({ kind, pattern, why, seen: 0 });
-  }
-
-  /** A fresh browser context, watched. `options` go to browser.newContext. */
-  async context({ country, ...options } = {}) {
-    const context = await browser.newContext({
-      ...options,
-      // The platform's signals, as wrangler dev takes them: request.cf and the client address.
-      extraHTTPHeaders: { "mf-cf-blob": JSON.stringify({ country }), "cf-connecting-ip": `203.0.113.${++clientNumber}`, ...options.extraHTTPHeaders },
-    });
-    this.contexts.push(context);
-    const note = (kind, text) => this.problems.push({ kind, text });
-    context.on("weberror", (e) => note("uncaught", `uncaught ${e.error().message} (at ${e.page()?.url()})`));
-    context.on("console", (m) => {
-      if (m.type() === "error" || m.type() === "assert") note("console", `console ${m.type()}: ${m.text()} (at ${m.location().url})`);
-    });
-    await context.exposeBinding("__harbourCspViolation", (_source, v) =>
-      note("csp", `csp violation of ${v.directive}: blocked ${v.blocked || "inline"} (at ${v.source}:${v.line}) ${v.sample ?? ""}`));
-    await context.addInitScript(CSP_WATCH);
-    return context;
-  }
-
+/** A session that also visits the campaign page. */
+class CampaignSession extends Session {
   /** A watched page in a context of its own, on the campaign page, from `country`. */
   async visit(country, { query = "", locale = "en-US" } = {}) {
     const context = await this.context({ country, viewport: { width: 390, height: 844 }, locale });
@@ -259,47 +202,9 @@ class Session {
     await page.locator("#submit:not([disabled])").waitFor();
     return page;
   }
-
-  async close() {
-    for (const context of this.contexts) await context.close().catch(() => {});
-  }
-
-  /** Matches each problem to an expectation; what is left over fails the test. */
-  verdict() {
-    const unexpected = [];
-    for (const problem of this.problems) {
-      const matched = this.expected.filter((e) => e.kind === problem.kind && e.pattern.test(problem.text));
-      for (const e of matched) e.seen++;
-      if (!matched.length) unexpected.push(`${problem.kind}: ${problem.text}`);
-    }
-    const missing = this.expected.filter((e) => !e.seen).map((e) => `${e.kind} ${e.pattern} (${e.why})`);
-    return { unexpected, missing };
-  }
 }
 
-/**
- * A browser test: `fn(session)` gets pages only through `session`; after it, every context is
- * closed and the test fails on any uncaught error, console error or CSP violation it did not
- * expect, or on an expected one that did not happen.
- */
+/** A browser test of the campaign page: its session can `visit` (see watch.mjs). */
 export function browserTest(name, fn) {
-  test(name, async (t) => {
-    const session = new Session();
-    let failure;
-    try {
-      await fn(session, t);
-    } catch (error) {
-      failure = error;
-    } finally {
-      await session.close();
-    }
-    const { unexpected, missing } = session.verdict();
-    if (failure) {
-      // The page's own errors are often why a wait timed out: say them with the failure.
-      if (unexpected.length) failure.message += `\npage problems:\n  ${unexpected.join("\n  ")}`;
-      throw failure;
-    }
-    assert.deepEqual(unexpected, [], "uncaught errors, console errors or CSP violations the test did not expect");
-    assert.deepEqual(missing, [], "problems the test expected that did not happen");
-  });
+  watchedTest(name, fn, () => new CampaignSession());
 }

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import {
   browserTest, root, artifacts, REGIONS, CAMPAIGN, FORM_KEY, origins, base, count, counts, rows, startOrigin, stopOrigin,
 } from "./harness.mjs";
+import { axe } from "./watch.mjs";
 
 const LOCALES = ["en", "zh-CN", "ru", "it", "de", "fr"];
 const localeTexts = (locale) => JSON.parse(readFileSync(join(root, "www", "locales", `${locale}.json`), "utf8"));
@@ -405,19 +406,6 @@ browserTest("each locale renders its own texts and the policy's labels (screensh
   assert.deepEqual(locales, ["it.json"], "a locale file is loaded only when chosen");
   await page.context().close();
 });
-
-// axe-core, from node_modules (package-lock.json pins it), in the real page.
-const AXE = readFileSync(join(root, "node_modules", "axe-core", "axe.min.js"), "utf8");
-async function axe(page, state) {
-  // The page at rest: the button's fade back from its busy state (0.15 s) is not its colour.
-  await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished)));
-  // Evaluated through the browser's debugging protocol, which the page's CSP does not govern (a
-  // script tag would need the CSP switched off, and the CSP watch with it).
-  if (!(await page.evaluate(() => "axe" in window))) await page.evaluate(AXE);
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
-  const found = result.violations.map((v) => `${v.id} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-  assert.deepEqual(found, [], `axe violations in ${state}`);
-}
 
 browserTest("axe-core: no violations in the empty form, the error state and the receipt, in each locale", async (s) => {
   expectRefused(s, 422, "422 for the empty form, to see the error state");

@@ -1,12 +1,19 @@
 //! The one writer of `workerd serve` configurations, for the e2e tests and the bench: workers
-//! (a build directory's `shim.mjs` and `index.wasm`, or plain modules), their text bindings and
-//! the location's rate-limiting bindings, each behind a loopback socket, all with the
-//! `compatibility_date` of `wrangler.toml`. capnp `embed` paths are relative to the config file,
-//! which this writes beside the paths it makes relative.
+//! (a build directory's `shim.mjs` and `index.wasm`, or plain modules), their text bindings, the
+//! location's rate-limiting bindings and the Analytics Engine dataset, each behind a loopback
+//! socket, all with the `compatibility_date` of `wrangler.toml`. capnp `embed` paths are relative
+//! to the config file, which this writes beside the paths it makes relative.
+//!
+//! The dataset is workerd's own `analyticsEngine` binding (it needs `--experimental`, which the
+//! configuration's `command` adds), forwarding every data point to `bench/recorder.js`, which
+//! keeps them and serves them on a loopback port of its own: the same `writeDataPoint` calls the
+//! platform takes, where the live view and the rehearsal's report read them.
 
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use harbour_contract::points::ANALYTICS_BINDING;
 
 use crate::http::responds;
 use crate::policy::location_limits;
@@ -21,6 +28,9 @@ const SIMULATED_RATE_LIMIT: &str =
 const RATE_LIMIT_MODULE: &str = "harbour-test:ratelimit";
 /// Every worker's outbound fetches go through this service.
 const OUTBOUND: &str = "loopback";
+/// The local stand-in for Analytics Engine: its service and module.
+const RECORDER: &str = "recorder";
+const RECORDER_MODULE: &str = "bench/recorder.js";
 
 /// One module of a worker.
 #[derive(Clone, Debug)]
@@ -37,6 +47,7 @@ pub struct Worker {
     modules: Vec<Module>,
     texts: Vec<(String, String)>,
     rate_limits: bool,
+    analytics: bool,
 }
 
 impl Worker {
@@ -47,6 +58,7 @@ impl Worker {
             modules,
             texts: Vec::new(),
             rate_limits: false,
+            analytics: false,
         }
     }
 
@@ -77,6 +89,13 @@ impl Worker {
         self.rate_limits = true;
         self
     }
+
+    /// The Analytics Engine dataset (`HARBOUR_ANALYTICS`), recorded by the configuration's
+    /// recorder (`WorkerdConfig::record_analytics`).
+    pub fn with_analytics(mut self) -> Worker {
+        self.analytics = true;
+        self
+    }
 }
 
 /// Where a worker listens: a loopback port, and the request header workerd reads `request.cf`
@@ -93,6 +112,8 @@ pub struct WorkerdConfig {
     allow: Vec<String>,
     served: Vec<(Worker, Socket)>,
     rate_limit_module: PathBuf,
+    /// The recorder's loopback port, when data points are recorded.
+    recorder: Option<u16>,
 }
 
 impl WorkerdConfig {
@@ -104,7 +125,26 @@ impl WorkerdConfig {
             allow: allow.iter().map(|a| (*a).to_owned()).collect(),
             served: Vec::new(),
             rate_limit_module: workspace_root().join(SIMULATED_RATE_LIMIT),
+            recorder: None,
         }
+    }
+
+    /// Records the data points of the workers `with_analytics`, served on `port` (`GET
+    /// /points?since_s=`).
+    pub fn record_analytics(mut self, port: u16) -> WorkerdConfig {
+        self.recorder = Some(port);
+        self
+    }
+
+    /// `workerd serve` on this configuration, written to `file`: with `--experimental` when it
+    /// records data points (workerd keeps its Analytics Engine binding behind the flag), so that
+    /// every worker beside the recorder runs under the same flags.
+    pub fn command(&self, file: &str) -> Command {
+        let mut command = serve_command(&self.write(file));
+        if self.recorder.is_some() {
+            command.arg("--experimental");
+        }
+        command
     }
 
     /// Serves `worker` on `socket`.
@@ -131,6 +171,11 @@ impl WorkerdConfig {
                 worker.name
             ));
         }
+        if self.recorder.is_some() {
+            text.push_str(&format!(
+                "    (name = \"{RECORDER}\", worker = .{RECORDER}),\n"
+            ));
+        }
         let allow: Vec<String> = self.allow.iter().map(|a| format!("\"{a}\"")).collect();
         text.push_str(&format!(
             "    (name = \"{OUTBOUND}\", network = (allow = [{}])),\n  ],\n  sockets = [\n",
@@ -138,6 +183,13 @@ impl WorkerdConfig {
         ));
         for (worker, socket) in &self.served {
             text.push_str(&socket_line(&worker.name, socket));
+        }
+        if let Some(port) = self.recorder {
+            let socket = Socket {
+                port,
+                cf_header: None,
+            };
+            text.push_str(&socket_line(RECORDER, &socket));
         }
         text.push_str("  ],\n");
         if self.served.iter().any(|(w, _)| w.rate_limits) {
@@ -149,6 +201,16 @@ impl WorkerdConfig {
         text.push_str(");\n");
         for (worker, _) in &self.served {
             text.push_str(&self.worker_text(worker, &date));
+        }
+        if self.recorder.is_some() {
+            let recorder = Worker::new(
+                RECORDER,
+                vec![Module::Es(
+                    "recorder.js".into(),
+                    workspace_root().join(RECORDER_MODULE),
+                )],
+            );
+            text.push_str(&self.worker_text(&recorder, &date));
         }
         text
     }
@@ -175,6 +237,16 @@ impl WorkerdConfig {
         if worker.rate_limits {
             text.push_str(&rate_limit_bindings());
         }
+        if worker.analytics {
+            assert!(
+                self.recorder.is_some(),
+                "{} has the Analytics Engine binding but the configuration records none (record_analytics)",
+                worker.name
+            );
+            text.push_str(&format!(
+                "    (name = \"{ANALYTICS_BINDING}\", analyticsEngine = \"{RECORDER}\"),\n"
+            ));
+        }
         text.push_str(&format!("  ],\n  globalOutbound = \"{OUTBOUND}\",\n);\n"));
         text
     }
@@ -196,7 +268,7 @@ impl WorkerdConfig {
     /// Writes it to `file` and starts `workerd serve` on it, output appended to `log`, waiting
     /// (up to 30 s) until the worker on `ready_port` answers its form description.
     pub fn start(&self, file: &str, log: &Path, ready_port: u16) -> Process {
-        let mut command = serve_command(&self.write(file));
+        let mut command = self.command(file);
         let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         command
             .stdout(log.try_clone().expect("a second handle"))
@@ -300,14 +372,22 @@ mod tests {
             vec![Module::Es("peer.js".into(), root.join("bench/peer.js"))],
         )
         .text("HARBOUR_FORM_KEY", "k")
-        .with_rate_limits();
+        .with_rate_limits()
+        .with_analytics();
         let socket = Socket {
             port: 1234,
             cf_header: Some("x-test-cf"),
         };
-        let text = WorkerdConfig::new(&root.join("target/bench"), &["local"])
+        let config = WorkerdConfig::new(&root.join("target/bench"), &["local"])
             .serve(worker, socket)
-            .text();
+            .record_analytics(4321);
+        let text = config.text();
+        let args: Vec<_> = config
+            .command("test.capnp")
+            .get_args()
+            .map(|a| a.to_owned())
+            .collect();
+        assert!(args.iter().any(|a| a == "--experimental"), "{args:?}");
         for wanted in [
             "(name = \"peer\", worker = .peer)",
             "address = \"127.0.0.1:1234\", http = (cfBlobHeader = \"x-test-cf\")",
@@ -316,6 +396,9 @@ mod tests {
             "(name = \"HARBOUR_FORM_KEY\", text = \"k\")",
             "HARBOUR_RL_5_PER_60S",
             "extensions = [",
+            "(name = \"HARBOUR_ANALYTICS\", analyticsEngine = \"recorder\")",
+            "(name = \"recorder\", address = \"127.0.0.1:4321\"",
+            "esModule = embed \"../../bench/recorder.js\"",
         ] {
             assert!(text.contains(wanted), "{wanted} not in\n{text}");
         }

@@ -15,8 +15,9 @@
 //!     (`REQUEST_FLOW`) under `FLOW_MOST_LINES` and over `FLOW_LEAST_LINES`;
 //! (c) only `PLATFORM_CRATE` names the platform crates, and only its manifest lists them; the
 //!     pure crates (`CLOCK_FREE`) never read a clock;
-//! (d) the origin's dependencies name neither harbour-core nor harbour-worker, and no `.rs`
-//!     file in the repository has a `#[path]` attribute;
+//! (d) neither the origin's nor the operations tools' dependencies name harbour-core or
+//!     harbour-worker (they speak to the edge through the contract only), and no `.rs` file in
+//!     the repository has a `#[path]` attribute;
 //! (e) harbour-core's layers, as the table `CORE_LAYERS` says, and only `CORE_TOP` imports
 //!     `CORE_TOP`; a module the table names must exist;
 //! (f) each of `ONE_SPELLING` is a string literal exactly once in the non-test code of the
@@ -49,6 +50,8 @@ const CORE_LAYERS: &[(&str, &[&str])] = &[
     ("phase", &["pipeline", "journal", "shadow"]),
     // Read once per isolate, before any request.
     ("config", &["pipeline", "journal", "shadow", "phase"]),
+    // The isolate's data points count finished decisions: below the log that writes them.
+    ("points", &["phase", "pipeline", "journal", "shadow"]),
     // The vocabulary and the state the phases use, below every phase.
     ("outcome", &["phase"]),
     ("reply", &["phase"]),
@@ -69,6 +72,8 @@ const PLATFORM_CRATE: &str = "harbour-worker";
 const CLOCK_FREE: &[&str] = &["harbour-policy", "harbour-contract", "harbour-core"];
 
 const ORIGIN: &str = "harbour-origin";
+/// What a campaign team runs: the readiness check, the live view, the broadcast report.
+const OPS: &str = "harbour-ops";
 const NOT_FOR_THE_ORIGIN: &[&str] = &["harbour-core", "harbour-worker"];
 
 /// The contract's names that must have one spelling in the product.
@@ -1090,14 +1095,17 @@ fn only_the_worker_crate_names_the_platform_and_the_pure_crates_read_no_clock() 
 }
 
 #[test]
-fn the_origin_depends_on_neither_core_nor_worker_and_no_file_has_a_path_attribute() {
+fn the_origin_and_the_ops_tools_depend_on_neither_core_nor_worker_and_no_file_has_a_path_attribute()
+{
     let ws = workspace();
     let mut found = Vec::new();
-    for (table, listed, package) in dependencies(&krate(ORIGIN).manifest) {
-        let normal = table == "dependencies"
-            || (table.starts_with("target.") && table.ends_with(".dependencies"));
-        if normal && NOT_FOR_THE_ORIGIN.contains(&package.as_str()) {
-            found.push(format!("{ORIGIN}'s Cargo.toml lists {listed} in [{table}]"));
+    for name in [ORIGIN, OPS] {
+        for (table, listed, package) in dependencies(&krate(name).manifest) {
+            let normal = table == "dependencies"
+                || (table.starts_with("target.") && table.ends_with(".dependencies"));
+            if normal && NOT_FOR_THE_ORIGIN.contains(&package.as_str()) {
+                found.push(format!("{name}'s Cargo.toml lists {listed} in [{table}]"));
+            }
         }
     }
     for at in &ws.path_attributes {

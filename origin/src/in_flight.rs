@@ -43,11 +43,15 @@ pub struct InFlight {
 }
 
 /// A submission's place in flight, given back when it is answered (or its handler dropped).
-pub struct Slot(Arc<InFlight>);
+pub struct Slot {
+    of: Arc<InFlight>,
+    /// Submissions in flight just after this one entered.
+    pub level: usize,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::AcqRel);
+        self.of.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -79,7 +83,10 @@ impl InFlight {
             ) {
                 Ok(_) => {
                     self.most.fetch_max(current + 1, Ordering::Relaxed);
-                    return Some(Slot(self.clone()));
+                    return Some(Slot {
+                        of: self.clone(),
+                        level: current + 1,
+                    });
                 }
                 Err(now) => current = now,
             }

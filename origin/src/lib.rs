@@ -11,7 +11,8 @@
 //! Each row keeps the record of consent (the notice's locale and version). The origin deletes
 //! its region's expired entries itself (`retention`); what else is done with a region's entries
 //! (access, erasure, withdrawal of marketing consent, export, draws) is `harbour-entries`, run in
-//! the region against its store (`entries`, over `store::records` and `draw`).
+//! the region against its store (`entries`, over `store::records` and `draw`). What it did second
+//! by second is on its operations listener (`seconds`), for the live view of a broadcast.
 
 pub mod draw;
 pub mod entries;
@@ -20,6 +21,7 @@ pub mod listener;
 pub mod person;
 pub mod receipt;
 pub mod retention;
+pub mod seconds;
 pub mod server;
 pub mod store;
 pub mod verify;

@@ -308,6 +308,7 @@ async fn run(args: Args) -> Result<(), String> {
         rules,
         store,
         in_flight: InFlight::new(args.max_in_flight, args.spare_ms),
+        seconds: Arc::default(),
     });
     serve(origin, public, ops, tls, args.limits, shutdown_signal()).await
 }

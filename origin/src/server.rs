@@ -1,6 +1,6 @@
 //! The origin's HTTP side: the submissions listener (optionally TLS) that harbour's edge calls,
-//! and the operations listener (`/health`, `/v1/count`, `/v1/load`) for the operator's own
-//! network. Both run on `listener`, whose rules bound what a connection may hold.
+//! and the operations listener (`/health`, `/v1/count`, `/v1/load`, `/v1/seconds`) for the
+//! operator's own network. Both run on `listener`, whose rules bound what a connection may hold.
 //!
 //! The submissions listener serves `POST /v1/submissions` and nothing else: how many entries a
 //! region holds is not a stranger's business, so the operations routes live on their own
@@ -30,8 +30,9 @@ use harbour_contract::signature::SigningKey;
 use crate::in_flight::InFlight;
 use crate::listener::{Gauges, Limits, Listener, Reply, OPS_MAX_CONNECTIONS};
 use crate::person::PersonRules;
+use crate::seconds::{Count, Seconds};
 use crate::store::{Row, Store, Stored};
-use crate::verify::{verify, Received};
+use crate::verify::{verify, Received, Verified};
 
 /// What a 503 asks the caller to wait, in seconds; the edge tries the region's next origin first.
 const RETRY_AFTER_S: &str = "2";
@@ -48,6 +49,8 @@ pub struct Origin {
     /// Submissions in flight, bounded: past the bound, 503 `origin_busy` once read and verified,
     /// before the person digest and the store.
     pub in_flight: Arc<InFlight>,
+    /// What came of the submissions, second by second (`/v1/seconds`).
+    pub seconds: Arc<Seconds>,
 }
 
 fn now_ms() -> u64 {
@@ -110,9 +113,12 @@ fn log(line: serde_json::Value) {
     eprintln!("{line}");
 }
 
-/// A submission, read whole: verified, then in flight (bounded), then stored.
+/// A submission, read whole: verified, then in flight (bounded), then stored; what came of it is
+/// counted in its second (`seconds`).
 async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
     origin.received.fetch_add(1, Ordering::Relaxed);
+    let arrived_ms = now_ms();
+    origin.seconds.count(Count::Received, arrived_ms);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let received = Received {
         signature: header(HEADER_SIGNATURE),
@@ -129,13 +135,29 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
         Ok(v) => v,
         Err(code) => {
             log(json!({"msg": "origin.refused", "region": origin.region, "code": code.as_str()}));
+            origin.seconds.count(Count::Refused, arrived_ms);
             return refused(code);
         }
     };
     // Whole and signed by harbour: only now does it take a place in flight.
-    let Some(_slot) = origin.in_flight.enter() else {
+    let Some(slot) = origin.in_flight.enter() else {
+        origin.seconds.count(Count::Shed, arrived_ms);
         return origin.in_flight.busy();
     };
+    origin.seconds.in_flight(slot.level, arrived_ms);
+    let reply = store(origin, &mut verified).await;
+    let counted = match reply.status().as_u16() {
+        201 => Count::Stored,
+        200 => Count::Replayed,
+        400..=499 => Count::Refused,
+        _ => Count::Failed,
+    };
+    origin.seconds.count(counted, now_ms());
+    reply
+}
+
+/// A verified submission, in flight: its person digest, then the store.
+async fn store(origin: &Origin, verified: &mut Verified) -> Reply {
     let fields = verified
         .payload
         .get("fields")
@@ -166,7 +188,7 @@ async fn submit(origin: &Origin, headers: &HeaderMap, body: &[u8]) -> Reply {
     let stored = origin
         .store
         .store(Row {
-            submission: &verified,
+            submission: verified,
             person: person.as_deref(),
             now_ms: now_ms(),
         })
@@ -226,6 +248,29 @@ fn load(origin: &Origin, connections: &Gauges) -> Reply {
     answer(StatusCode::OK, report)
 }
 
+/// `?since=<Unix seconds>`: the seconds from then (at most the last five minutes), each with
+/// what came of its submissions, beside the in-flight bound and what is in flight now.
+fn seconds(origin: &Origin, query: Option<&str>) -> Reply {
+    let since = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("since="))
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    let now = now_ms();
+    let load = origin.in_flight.report();
+    answer(
+        StatusCode::OK,
+        json!({
+            "region": origin.region,
+            "now_s": now / 1_000,
+            "bound": load["bound"],
+            "in_flight": load["in_flight"],
+            "seconds": origin.seconds.since(since, now),
+        }),
+    )
+}
+
 /// The submissions listener's one route: `POST /v1/submissions`.
 pub async fn submissions(origin: &Origin, request: Request<Bytes>) -> Reply {
     if request.uri().path() != SUBMISSIONS_PATH {
@@ -240,7 +285,7 @@ pub async fn submissions(origin: &Origin, request: Request<Bytes>) -> Reply {
 /// The operations listener's routes.
 pub async fn operations(origin: &Origin, connections: &Gauges, request: Request<Bytes>) -> Reply {
     let path = request.uri().path();
-    if !matches!(path, "/health" | "/v1/count" | "/v1/load") {
+    if !matches!(path, "/health" | "/v1/count" | "/v1/load" | "/v1/seconds") {
         return not_found();
     }
     if request.method() != Method::GET {
@@ -249,6 +294,7 @@ pub async fn operations(origin: &Origin, connections: &Gauges, request: Request<
     match path {
         "/health" => health(origin).await,
         "/v1/count" => count(origin).await,
+        "/v1/seconds" => seconds(origin, request.uri().query()),
         _ => load(origin, connections),
     }
 }

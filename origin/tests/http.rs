@@ -322,3 +322,62 @@ fn a_policy_with_one_entry_per_person_needs_the_person_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_operations_listener_counts_each_second_what_came_of_its_submissions() {
+    // A bound of 0 sheds every submission: the in-flight side of the counts, at once.
+    let full = Origin::start(&sqlite(), &["--max-in-flight", "0"]);
+    assert_eq!(
+        Entry::new("shed-key-0123456789abcdef", "s@example.org")
+            .send(full.port)
+            .status,
+        503
+    );
+    let shed = get(full.ops_port, "/v1/seconds?since=0").json();
+    let total = |report: &serde_json::Value, what: &str| -> u64 {
+        report["seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[what].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((total(&shed, "received"), total(&shed, "shed")), (1, 1));
+    assert_eq!(shed["bound"], 0);
+
+    let origin = Origin::start(&sqlite(), &[]);
+    let started_s = common::now_ms() / 1_000;
+    let entry = Entry::new("seconds-key-0123456789abcdef", "sec@example.org");
+    assert_eq!(origin.submit(&entry).status, 201);
+    assert_eq!(origin.submit(&entry).status, 200);
+    let reused = Entry::new("seconds-key-0123456789abcdef", "other@example.org");
+    assert_eq!(origin.submit(&reused).status, 409);
+    let report = get(origin.ops_port, &format!("/v1/seconds?since={started_s}")).json();
+    assert_eq!(report["region"], "eu");
+    assert!(report["now_s"].as_u64().unwrap() >= started_s);
+    for (what, expected) in [
+        ("received", 3),
+        ("stored", 1),
+        ("replayed", 1),
+        ("refused", 1),
+        ("failed", 0),
+        ("shed", 0),
+    ] {
+        assert_eq!(total(&report, what), expected, "{what}: {report}");
+    }
+    let most = report["seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["in_flight_max"].as_u64().unwrap())
+        .max();
+    assert_eq!(most, Some(1));
+    // Seconds before `since` are left out; the rows are the authority, and they agree.
+    let later = get(
+        origin.ops_port,
+        &format!("/v1/seconds?since={}", started_s + 3_600),
+    )
+    .json();
+    assert_eq!(later["seconds"], serde_json::json!([]));
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 1);
+}

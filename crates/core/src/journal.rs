@@ -12,9 +12,14 @@
 //! With a candidate policy (see `shadow`), the summary also counts, per campaign, the submissions
 //! the candidate was evaluated on and the (live → candidate) region and outcome pairs that
 //! differed, in either log mode.
+//!
+//! With the Analytics Engine binding, every decision is also counted in the isolate's data points
+//! (see `points`), which go to the shell with the decision that makes them due, as the summary
+//! does.
 
 use crate::config::LogMode;
 use crate::outcome::Outcome;
+use crate::points::{Counted, Points};
 use crate::reply::Phase;
 use crate::shadow::Comparison;
 use harbour_policy::text::{push_quoted, push_u64};
@@ -86,11 +91,13 @@ struct ShadowRow {
     outcomes: Vec<(&'static str, &'static str, u64)>,
 }
 
-/// The lines one decision produces: its own, and a summary when one is due.
+/// The lines one decision produces: its own, a summary when one is due, and the data points
+/// that are due (a JSON array, see `points`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Lines {
     pub decision: Option<String>,
     pub summary: Option<String>,
+    pub points: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +106,8 @@ pub struct Journal {
     window_start_ms: Option<u64>,
     rows: Vec<Row>,
     shadow: Vec<ShadowRow>,
+    /// Counted only where the Analytics Engine binding is there to take them.
+    points: Option<Points>,
 }
 
 impl Journal {
@@ -109,6 +118,33 @@ impl Journal {
         }
     }
 
+    /// The same journal, counting data points too.
+    pub fn with_points(mut self) -> Journal {
+        self.points = Some(Points::default());
+        self
+    }
+
+    /// Counts a breaker of `region` opening, in the data points.
+    pub fn opened(&mut self, region: &str, now_ms: u64) {
+        if let Some(points) = &mut self.points {
+            points.opened(region, now_ms);
+        }
+    }
+
+    /// The data points due after a decision at `now_ms`, the decision counted first.
+    fn points(&mut self, record: &LogRecord, now_ms: u64) -> Option<String> {
+        let points = self.points.as_mut()?;
+        let counted = Counted {
+            campaign: record.campaign.as_deref(),
+            region: record.region.as_deref(),
+            outcome: record.outcome,
+            status: record.status,
+            latency_ms: now_ms.saturating_sub(record.received_ms),
+        };
+        points.record(counted, now_ms);
+        points.due(now_ms)
+    }
+
     /// Whether a decision gets a line of its own.
     pub fn stands_alone(&self, record: &LogRecord) -> bool {
         self.mode == LogMode::Decisions
@@ -117,10 +153,12 @@ impl Journal {
     }
 
     pub fn record(&mut self, record: &LogRecord, now_ms: u64) -> Lines {
+        let points = self.points(record, now_ms);
         if self.stands_alone(record) {
             return Lines {
                 decision: Some(record.to_json(now_ms)),
                 summary: self.due(now_ms, false),
+                points,
             };
         }
         let latency = now_ms.saturating_sub(record.received_ms);
@@ -150,6 +188,7 @@ impl Journal {
         Lines {
             decision: None,
             summary: self.due(now_ms, self.rows.len() >= MAX_SUMMARY_ROWS),
+            points,
         }
     }
 
@@ -438,6 +477,35 @@ mod tests {
                 "a fresh window starts without shadow counts"
             );
         }
+    }
+
+    #[test]
+    fn data_points_count_every_decision_only_where_the_binding_takes_them() {
+        let mut plain = Journal::new(LogMode::Summary);
+        let mut counting = Journal::new(LogMode::Summary).with_points();
+        for journal in [&mut plain, &mut counting] {
+            // A failover stands alone in the log; it is an entry all the same.
+            journal.record(&record(Outcome::Stored, 202, 2, 1_000), 1_040);
+            journal.record(&record(Outcome::Stored, 202, 1, 1_000), 1_010);
+            journal.opened("eu", 1_020);
+        }
+        let later = record(Outcome::ValidationFailed, 422, 0, 2_500);
+        assert_eq!(plain.record(&later, 2_500).points, None);
+        let points: Value =
+            serde_json::from_str(&counting.record(&later, 2_500).points.unwrap()).unwrap();
+        let counts: Vec<(String, u64)> = points
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let outcome = p["blobs"][2].as_str().unwrap().to_owned();
+                (outcome, p["doubles"][1].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [("stored".to_owned(), 2), ("breaker_opened".to_owned(), 1)]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`phase`]: one module per phase, in order;
 //! - [`context`]: what a request carries through the phases, and how it ends;
 //! - [`outcome`], [`reply`], [`journal`]: how it ends, what the visitor is sent, what is logged;
+//!   [`points`]: what is counted for Workers Analytics Engine, per second;
 //! - the isolate's state: [`limit`] (GCRA), [`breaker`] (per origin), [`tickets`] (requests
 //!   awaiting the platform), [`replays`] (solutions seen lately and what they bought);
 //! - [`config`] (the policy and the environment), [`entry`] (the entry as forwarded and keyed),
@@ -22,6 +23,7 @@ pub mod limit;
 pub mod outcome;
 pub mod phase;
 pub mod pipeline;
+pub mod points;
 pub mod replays;
 pub mod reply;
 pub mod shadow;

@@ -31,7 +31,7 @@
 use std::ops::ControlFlow;
 
 use harbour_policy::text::push_hex_u64;
-use harbour_policy::Policy;
+use harbour_policy::{Policy, RegionIndex};
 
 use crate::attempt::{Attempt, AttemptResult, DEADLINE_MS};
 use crate::breaker::Breakers;
@@ -150,6 +150,8 @@ pub struct Pipeline {
     latest_ms: u64,
     /// Log lines of state changes (breakers, an unavailable binding), for the shell to write.
     notes: Vec<String>,
+    /// The regions whose breakers opened since the shell last asked, one entry per opening.
+    openings: Vec<RegionIndex>,
     /// How long a stored entry's forward takes here, smoothed: what a bot's decoy waits.
     forward_ms: u64,
 }
@@ -184,6 +186,7 @@ impl Pipeline {
             },
             latest_ms: 0,
             notes: Vec::new(),
+            openings: Vec::new(),
             forward_ms: FIRST_FORWARD_MS,
         }
     }
@@ -228,6 +231,15 @@ impl Pipeline {
     /// The log lines state changes produced since the last call.
     pub fn take_notes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notes)
+    }
+
+    /// The ids of the regions whose breakers opened since the last call, one per opening.
+    pub fn take_openings(&mut self) -> Vec<String> {
+        let policy = self.config.as_ref().ok().map(|c| &c.policy);
+        std::mem::take(&mut self.openings)
+            .into_iter()
+            .filter_map(|region| Some(policy?.regions.get(region.get())?.id.clone()))
+            .collect()
     }
 
     /// `now_ms`, never behind the latest time seen.
@@ -420,6 +432,7 @@ impl Pipeline {
             breakers: &mut self.breakers,
             admission: &mut self.admission,
             notes: &mut self.notes,
+            openings: &mut self.openings,
         };
         match forward::after_attempt(config, state, &ticket, result, now_ms) {
             ControlFlow::Continue(Onward { origin, attempt }) => {

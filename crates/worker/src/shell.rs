@@ -23,6 +23,7 @@ use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_contract::points::ANALYTICS_BINDING;
 use harbour_core::attempt::AttemptResult;
 use harbour_core::config::{Config, ConfigError};
 use harbour_core::context::Finished;
@@ -65,12 +66,18 @@ pub fn configure(env: &JsValue, random: &[u8]) -> String {
     let property = |name: &str| js_sys::Reflect::get(env, &JsValue::from_str(name)).ok();
     // Vars and secrets are both plain string properties of `env`.
     let lookup = |name: &str| -> Option<String> { property(name)?.as_string() };
-    // A rate-limiting binding is an object with a `limit` method.
+    // A binding is an object with its kind's method: `limit` for a rate-limiting binding,
+    // `writeDataPoint` for the Analytics Engine dataset.
     let bound = |name: &str| {
+        let method = if name == ANALYTICS_BINDING {
+            "writeDataPoint"
+        } else {
+            "limit"
+        };
         property(name)
             .filter(JsValue::is_object)
-            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
-            .is_some_and(|limit| limit.is_function())
+            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str(method)).ok())
+            .is_some_and(|method| method.is_function())
     };
     configure_with(&lookup, &bound, random)
 }
@@ -108,8 +115,9 @@ fn seeds(random: &[u8]) -> Seeds {
     }
 }
 
-/// `configure` with the environment as plain lookups (strings, and whether a binding is there),
-/// for tests.
+/// `configure` with the environment as plain lookups (strings, and whether a binding is there:
+/// each rate-limiting binding, and [`ANALYTICS_BINDING`], without which no data points are
+/// counted), for tests.
 pub fn configure_with(
     lookup: &dyn Fn(&str) -> Option<String>,
     bound: &dyn Fn(&str) -> bool,
@@ -166,7 +174,12 @@ fn configure_parsed(
         Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
         Err(error) => json!({ "ok": false, "error": error.to_string() }),
     };
-    let journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
+    let mut journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
+    // Data points only where the binding takes them: wrangler dev's does nothing, and without
+    // one (tests, a deployment without the dataset) counting them would be work for nothing.
+    if bound(ANALYTICS_BINDING) {
+        journal = journal.with_points();
+    }
     let mut pipeline = Pipeline::new(config, seeds(random));
     match candidate {
         Some(Ok(candidate)) => pipeline = pipeline.with_candidate(candidate),
@@ -262,7 +275,7 @@ pub fn consulted(hold: f64, answer: u8, now_ms: f64) -> String {
             return finished_text(shell, finished, now_ms, &[]);
         };
         let verdict = shell.pipeline.after_consult(held, answer, now_ms);
-        let notes = shell.pipeline.take_notes();
+        let notes = take_notes(shell, now_ms);
         verdict_text(shell, verdict, now_ms, &notes)
     })
 }
@@ -293,6 +306,15 @@ fn verdict_text(shell: &mut Shell, verdict: Verdict, now_ms: u64, notes: &[Strin
     }
 }
 
+/// The pipeline's notes for the log; the breaker openings among them are counted in the data
+/// points too.
+fn take_notes(shell: &mut Shell, now_ms: u64) -> Vec<String> {
+    for region in shell.pipeline.take_openings() {
+        shell.journal.opened(&region, now_ms);
+    }
+    shell.pipeline.take_notes()
+}
+
 /// A finished request as a `reply`, its log record through the journal.
 fn finished_text(shell: &mut Shell, finished: Finished, now_ms: u64, notes: &[String]) -> String {
     let lines = shell.journal.record(&finished.log, now_ms);
@@ -319,7 +341,7 @@ pub fn conclude(ticket: f64, status: u16, body: &[u8], now_ms: f64) -> String {
             return finished_text(shell, finished, now_ms, &[]);
         };
         let next = shell.pipeline.after_attempt(ticket, result, now_ms);
-        let notes = shell.pipeline.take_notes();
+        let notes = take_notes(shell, now_ms);
         match next {
             Next::Retry { attempt, ticket } => {
                 let id = shell.tickets.file(ticket, now_ms);
@@ -361,7 +383,7 @@ fn with_shell(now_ms: u64, work: impl FnOnce(&mut Shell) -> String) -> String {
         let Finished { reply, log } = unconfigured(now_ms);
         let lines = Lines {
             decision: Some(log.to_json(now_ms)),
-            summary: None,
+            ..Lines::default()
         };
         reply_text(&reply, lines, &[])
     })

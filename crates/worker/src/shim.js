@@ -15,6 +15,8 @@ const imports = {
 // wire: begin
 // Generated from crates/worker/src/wire.rs (`js_protocol`); a test there keeps it current.
 const ABSENT = "\0";
+// The Analytics Engine binding a reply's `points` are written to.
+const ANALYTICS_BINDING = "HARBOUR_ANALYTICS";
 const BODY_UNREAD = 0;
 const BODY_BYTES = 1;
 const BODY_TOO_LARGE = 2;
@@ -39,7 +41,7 @@ function requestFacts(request, headers) {
 }
 // Each answer's fields, in the order the shell writes them.
 const READERS = {
-  reply: (a) => ({ status: a.number(), headers: a.headers(), log: a.field(), summary: a.field(), delayMs: a.number(), body: a.body() }),
+  reply: (a) => ({ status: a.number(), headers: a.headers(), log: a.field(), summary: a.field(), points: a.field(), delayMs: a.number(), body: a.body() }),
   consult: (a) => ({ hold: a.number(), binding: a.field(), key: a.field(), timeoutMs: a.number() }),
   forward: (a) => ({ key: a.field(), url: a.field(), timeoutMs: a.number(), ticket: a.number(), headers: a.headers(), body: a.body() }),
   retry: (a) => ({ url: a.field(), timeoutMs: a.number(), ticket: a.number() }),
@@ -214,11 +216,24 @@ class Decision {
 // Every API answer: a browser never reads one as anything but its declared type.
 const NOSNIFF = "nosniff";
 
-async function respond(decision) {
+// The data points Rust made due (a JSON array of `writeDataPoint` arguments, at most 25), written
+// as given; the platform sends them on after the response. Rust counts none without the binding.
+// Analytics never costs a visitor their answer: a refused write is logged, not thrown.
+function writePoints(env, points) {
+  try {
+    const dataset = env[ANALYTICS_BINDING];
+    for (const point of JSON.parse(points)) dataset.writeDataPoint(point);
+  } catch (error) {
+    console.error(JSON.stringify({ msg: "harbour.points_unwritten", error: String(error) }));
+  }
+}
+
+async function respond(decision, env) {
   if (decision.kind !== "reply") throw new Error(`malformed decision: ${decision.kind}`);
-  const { status, headers, log, summary, delayMs, body } = decision.fields;
+  const { status, headers, log, summary, points, delayMs, body } = decision.fields;
   if (log !== "") console.log(log);
   if (summary !== "") console.log(summary);
+  if (points !== "") writePoints(env, points);
   if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
   headers["x-content-type-options"] = NOSNIFF;
   return new Response(status === 204 || body === "" ? null : body, { status, headers });
@@ -261,7 +276,7 @@ async function handle(request, env, forward) {
     if (generation !== heldIn) return emergency(503, "edge_restarting", undefined);
     decision = new Decision(harbour.consulted(hold, outcome, Date.now()));
   }
-  if (decision.kind !== "forward") return respond(decision);
+  if (decision.kind !== "forward") return respond(decision, env);
   let { url, timeoutMs, ticket } = decision.fields;
   forward.key = decision.fields.key;
   // The headers and body of the first attempt serve every attempt.
@@ -277,7 +292,7 @@ async function handle(request, env, forward) {
         ? harbour.conclude(ticket, status, reply, Date.now())
         : harbour.orphaned(forward.key, Date.now()),
     );
-    if (decision.kind !== "retry") return respond(decision);
+    if (decision.kind !== "retry") return respond(decision, env);
     ({ url, timeoutMs, ticket } = decision.fields);
   }
 }

@@ -12,6 +12,7 @@
 //! tables by reading their output back with [`parse_decision`], which follows the same tables.
 //! Plain text over plain data, so it is tested natively.
 
+use harbour_contract::points::ANALYTICS_BINDING;
 use harbour_core::attempt::Attempt;
 use harbour_core::journal::Lines;
 use harbour_core::reply::Reply;
@@ -81,8 +82,10 @@ pub struct DecisionKind {
 
 /// Every decision `decide`, `consulted`, `conclude` and `orphaned` give.
 pub const DECISIONS: [DecisionKind; 4] = [
-    // The visitor's reply, its decision's log line (or an empty line), a summary (or one), and
-    // how long to wait before sending it (0 but for a bot's decoy).
+    // The visitor's reply, its decision's log line (or an empty line), a summary (or one), the
+    // data points due for the Analytics Engine binding (a JSON array of `writeDataPoint`
+    // arguments, or an empty line), and how long to wait before sending it (0 but for a bot's
+    // decoy).
     DecisionKind {
         kind: "reply",
         fields: &[
@@ -90,6 +93,7 @@ pub const DECISIONS: [DecisionKind; 4] = [
             ("headers", Field::Headers),
             ("log", Field::Text),
             ("summary", Field::Text),
+            ("points", Field::Text),
             ("delayMs", Field::Number),
             ("body", Field::Body),
         ],
@@ -214,12 +218,14 @@ impl Wire {
 pub fn reply_text(reply: &Reply, lines: Lines, notes: &[String]) -> String {
     let log = lines.decision.unwrap_or_default();
     let summary = lines.summary.unwrap_or_default();
-    let capacity = 128 + log.len() + summary.len() + reply.body.len();
+    let points = lines.points.unwrap_or_default();
+    let capacity = 128 + log.len() + summary.len() + points.len() + reply.body.len();
     let mut out = Wire::new(notes, "reply", capacity);
     out.number(u64::from(reply.status));
     out.headers(&reply.headers);
     out.text(&log);
     out.text(&summary);
+    out.text(&points);
     out.number(reply.delay_ms);
     out.end_with_body(&reply.body)
 }
@@ -231,6 +237,9 @@ pub fn js_protocol() -> String {
         "// Generated from crates/worker/src/wire.rs (`js_protocol`); a test there keeps it current.\n",
     );
     js.push_str(&format!("const ABSENT = {:?};\n", ABSENT));
+    js.push_str(&format!(
+        "// The Analytics Engine binding a reply's `points` are written to.\nconst ANALYTICS_BINDING = {ANALYTICS_BINDING:?};\n"
+    ));
     for (name, value) in CODES {
         js.push_str(&format!("const {name} = {value};\n"));
     }
@@ -368,13 +377,15 @@ mod tests {
         let lines = Lines {
             decision: Some("{\"log\":1}".into()),
             summary: None,
+            points: Some("[{\"blobs\":[\"a\"]}]".into()),
         };
         let notes = ["{\"note\":1}".to_owned(), "{\"note\":2}".to_owned()];
         let answer = parse_decision(&reply_text(&reply, lines, &notes));
         assert_eq!(
             answer,
             json!({"reply": {"status": 400, "headers": [["x-a", "one two"], ["x-b", "three"]],
-                             "log": "{\"log\":1}", "summary": "", "delayMs": 0, "body": "{\"a\":\n1}"},
+                             "log": "{\"log\":1}", "summary": "", "points": "[{\"blobs\":[\"a\"]}]",
+                             "delayMs": 0, "body": "{\"a\":\n1}"},
                    "notes": "{\"note\":1}\n{\"note\":2}"})
         );
     }

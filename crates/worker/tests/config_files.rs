@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
+use harbour_contract::points::{ANALYTICS_BINDING, DATASET};
 use harbour_core::config::Config;
 use harbour_core::phase::admission::location_limits;
 use harbour_policy::{Policy, SHIPPED_POLICY};
@@ -241,6 +242,49 @@ fn wrangler_declares_exactly_the_rate_limiting_bindings_the_policy_needs() {
         count,
         "each binding of each environment counts in a namespace of its own"
     );
+}
+
+/// `(binding, dataset)` of each `[[analytics_engine_datasets]]` of one environment.
+fn datasets(environment: &toml::Table) -> Vec<(String, String)> {
+    let declared = environment
+        .get("analytics_engine_datasets")
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
+    declared
+        .iter()
+        .map(|d| {
+            (
+                d["binding"].as_str().unwrap().to_owned(),
+                d["dataset"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_environment_writes_data_points_to_a_dataset_of_its_own_and_production_to_the_live_views() {
+    let config = wrangler();
+    let production = config["env"]["production"].as_table().unwrap();
+    // Bindings are not inherited by environments: production declares its own.
+    let top = datasets(&config);
+    let prod = datasets(production);
+    assert_eq!(top.len(), 1, "top level: {top:?}");
+    assert_eq!(prod, [(ANALYTICS_BINDING.to_owned(), DATASET.to_owned())]);
+    assert_eq!(top[0].0, ANALYTICS_BINDING);
+    assert_ne!(
+        top[0].1, DATASET,
+        "test traffic must not mix with a broadcast's"
+    );
+    for (_, dataset) in top.iter().chain(&prod) {
+        // The SQL API reads the dataset as a table: a plain name.
+        assert!(
+            dataset
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{dataset}"
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use harbour_contract::response::{self, Code};
 use harbour_policy::RegionIndex;
 
 use crate::attempt::{attempt_budget_ms, Attempt, AttemptResult, DEADLINE_MS};
-use crate::breaker::{transition_line, Breakers, Report, OPEN_MS};
+use crate::breaker::{transition_line, Breakers, Report, Transition, OPEN_MS};
 use crate::config::Config;
 use crate::context::Context;
 use crate::outcome::Outcome;
@@ -52,6 +52,8 @@ pub struct Learning<'a> {
     pub admission: &'a mut Admission,
     /// Log lines of state changes (a breaker opening or closing).
     pub notes: &'a mut Vec<String>,
+    /// The regions whose breakers opened, one entry per opening (counted in the data points).
+    pub openings: &'a mut Vec<RegionIndex>,
 }
 
 /// The next attempt of a forward: the origin's position in the region's list, and where and how
@@ -78,6 +80,9 @@ pub fn after_attempt(
         state
             .notes
             .push(transition_line(region_id, ticket.origin, transition));
+        if let Transition::Opened { .. } = transition {
+            state.openings.push(region);
+        }
     }
     if !result.is_retryable() {
         return Flow::Break(final_answer(config, ticket, result));

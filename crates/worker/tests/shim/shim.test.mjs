@@ -29,7 +29,8 @@ globalThis.fetch = async (url, init) => {
   return answer(url, init);
 };
 
-// The rate-limiting binding: what `limit` resolves to (or throws) is up to each test.
+// The bindings: what the rate-limiting binding's `limit` resolves to (or throws) is up to each
+// test; the Analytics Engine dataset records what is written to it.
 let limit = async () => ({ success: true });
 const env = { HARBOUR_LOG: "decisions", HARBOUR_FORM_KEY: "form-secret-0123456789abcdefghijklmnop" };
 policy.regions.forEach((region, i) => {
@@ -37,6 +38,10 @@ policy.regions.forEach((region, i) => {
   env[`HARBOUR_KEY_${suffix(region.id)}`] = `${region.id}-secret-0123456789abcdefghijklmnop`;
 });
 env.HARBOUR_RL_5_PER_60S = { limit: (options) => limit(options) };
+// The Analytics Engine dataset: every data point written, as given.
+const written = [];
+let writeDataPoint = (point) => written.push(point);
+env.HARBOUR_ANALYTICS = { writeDataPoint: (point) => writeDataPoint(point) };
 
 // What the worker logs (its decision lines are JSON).
 const logged = [];
@@ -186,4 +191,62 @@ test("a refused request is answered by the module's reply, headers and body as w
   assert.equal(response.headers.get("accept-post"), "application/json, application/x-www-form-urlencoded");
   assert.equal((await response.json()).code, "unsupported_media_type");
   assert.equal(response.headers.get("x-content-type-options"), "nosniff");
+});
+
+// A second's data points are written once it is over, with the next decision: wait for the next
+// whole second, then ask for a form description.
+async function nextSecond() {
+  await new Promise((resolve) => setTimeout(resolve, 1_050 - (Date.now() % 1_000)));
+  return worker.fetch(request(DESCRIBE), env);
+}
+
+test("each second's outcomes go to the Analytics Engine binding as data points that name no person", async () => {
+  calls.length = 0;
+  limit = async () => ({ success: true });
+  answer = receipt("eu");
+  await nextSecond();
+  written.length = 0;
+  const email = "points-1@example.org";
+  const ip = "192.0.2.77";
+  const stored = await worker.fetch(await submission(email, { ip }), env);
+  assert.equal(stored.status, 202);
+  const refused = await worker.fetch(
+    request(SUBMIT, { method: "POST", body: "{}", headers: { "content-type": "text/plain" } }),
+    env,
+  );
+  assert.equal(refused.status, 415);
+  assert.equal((await nextSecond()).status, 200);
+  const byOutcome = Object.fromEntries(written.map((p) => [p.blobs[2], p]));
+  const point = byOutcome.stored;
+  assert.ok(point, `a point for the stored entry: ${JSON.stringify(written)}`);
+  assert.deepEqual(point.indexes, [campaign.id]);
+  assert.deepEqual(point.blobs, [campaign.id, "eu", "stored", "202"]);
+  assert.equal(point.doubles[1], 1, "one entry");
+  assert.ok(Math.abs(point.doubles[0] - Date.now() / 1000) < 5, "the second it covers");
+  assert.deepEqual(byOutcome.unsupported_media_type.blobs, [campaign.id, "", "unsupported_media_type", "415"]);
+  assert.ok(!byOutcome.ok, "form descriptions are not entries");
+  const text = JSON.stringify(written);
+  for (const secret of [email, ip, stored.headers.get("idempotency-key")]) {
+    assert.ok(!text.includes(secret), `${secret} in a data point`);
+  }
+});
+
+test("a data point the binding refuses costs no visitor their answer", async () => {
+  const errors = [];
+  const error = console.error;
+  console.error = (line) => errors.push(String(line));
+  writeDataPoint = () => { throw new TypeError("writeDataPoint(): too many blobs"); };
+  try {
+    const refused = await worker.fetch(
+      request(SUBMIT, { method: "POST", body: "{}", headers: { "content-type": "text/plain" } }),
+      env,
+    );
+    assert.equal(refused.status, 415);
+    const next = await nextSecond();
+    assert.equal(next.status, 200);
+    assert.ok(errors.some((l) => l.includes('"msg":"harbour.points_unwritten"')), errors.join("\n"));
+  } finally {
+    console.error = error;
+    writeDataPoint = (point) => written.push(point);
+  }
 });

@@ -1,5 +1,6 @@
 //! The rehearsal: a realistic mix at a fixed rate, then an audit against the origins' own
-//! databases (nothing lost, stored twice or delivered outside its region).
+//! databases (nothing lost, stored twice or delivered outside its region), and its broadcast
+//! report (`watch`): the charts of the live view and the audit, in one HTML file.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use harbour_policy::Policy;
 use crate::ledger::{match_receipts, Ledger, Matched};
 use crate::load::{Load, Stats};
 use crate::mix::{key_of, plan, Mix};
+use crate::watch::Watch;
 use crate::workerd::{cpu_seconds, measure, tree_cpu_seconds, Bench};
 
 fn expected_region(policy: &Policy, country: &str) -> String {
@@ -34,6 +36,8 @@ pub struct Rehearsal {
     /// The one region whose origins are made to fail: attempts answered 502/503/504 or not at
     /// all may be for it alone. `None`: not checked.
     pub faulted: Option<&'static str>,
+    /// Where `harbour-live` serves the live view meanwhile (`127.0.0.1:PORT`), if anywhere.
+    pub live: Option<String>,
 }
 
 impl Rehearsal {
@@ -46,6 +50,7 @@ impl Rehearsal {
             run: RUN,
             retry: false,
             faulted: None,
+            live: None,
         }
     }
 }
@@ -77,6 +82,18 @@ pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> Rehearsed {
         if plan.retry { "; clients retry 502/503/504 and no-answer with the same key, as the page does" } else { "" }
     );
     println!("  load average before: {}", load_average());
+    let title = format!(
+        "Rehearsal: {:.0} submissions a second offered for {} s, {}{}",
+        plan.rate,
+        plan.duration_s,
+        plan.mix.describe(),
+        if plan.retry {
+            ", clients retrying as the page does"
+        } else {
+            ""
+        }
+    );
+    let watch = Watch::start(bench, &title, plan.live.as_deref(), plan.duration_s);
     let load = Load {
         ports,
         connections: 256,
@@ -95,6 +112,15 @@ pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> Rehearsed {
         Ok(ledger) => ledger,
         Err(e) => {
             println!("  audit: the stores cannot be read: {e}");
+            let unread = harbour_ops::recording::Audit {
+                passed: false,
+                figures: vec![("the stores".into(), format!("cannot be read: {e}"))],
+                answers: Vec::new(),
+            };
+            println!(
+                "  broadcast report: {}",
+                watch.finish(bench, unread).display()
+            );
             return Rehearsed {
                 passed: false,
                 stats,
@@ -105,6 +131,8 @@ pub fn rehearse(bench: &Bench, plan: &Rehearsal) -> Rehearsed {
     let audit = audit(&policy, &ledger, &stats, plan);
     report(&audit, &stats, cpu);
     used.report(stats.elapsed.as_secs_f64(), &audit.rows_by_region);
+    let path = watch.finish(bench, audit.for_report(&stats, cpu));
+    println!("  broadcast report: {}", path.display());
     Rehearsed {
         passed: audit.passed(),
         stats,
@@ -287,6 +315,72 @@ impl Audit {
             && self.receipts.passed()
             && self.trouble_elsewhere == 0
             && (!self.retry || self.unstored_after_retries == 0)
+    }
+}
+
+impl Audit {
+    /// The audit as the broadcast report shows it.
+    fn for_report(&self, stats: &Stats, cpu: f64) -> harbour_ops::recording::Audit {
+        let m = &self.receipts;
+        let mut figures: Vec<(String, String)> = [
+            ("submissions sent", self.submissions.to_string()),
+            ("attempts sent (retries included)", stats.sent.to_string()),
+            ("attempts answered", stats.answered.to_string()),
+            ("receipts given (202)", self.accepted.to_string()),
+            (
+                "entries stored (one row per key)",
+                self.rows_stored.to_string(),
+            ),
+            (
+                "receipts matched to their entry's row",
+                format!("{} of {}", m.matched, m.receipts),
+            ),
+            (
+                "lost (answered 202, or valid and unanswered, and not stored)",
+                self.lost.to_string(),
+            ),
+            ("stored outside their region", self.cross_region.to_string()),
+            (
+                "stored twice (rows past the first under one key)",
+                self.duplicates.to_string(),
+            ),
+            (
+                "valid, refused without retry advice",
+                self.not_told_to_retry.to_string(),
+            ),
+            (
+                "time to answer, p50 / p99 (load generator)",
+                format!(
+                    "{:.1} ms / {:.1} ms",
+                    stats.percentile_ms(0.5),
+                    stats.percentile_ms(0.99)
+                ),
+            ),
+            (
+                "edge CPU per attempt (workerd)",
+                format!("{:.0} µs", cpu * 1e6 / stats.answered.max(1) as f64),
+            ),
+        ]
+        .into_iter()
+        .map(|(what, figure)| (what.to_owned(), figure))
+        .collect();
+        if self.retry {
+            figures.push((
+                "valid and not stored after retrying".into(),
+                self.unstored_after_retries.to_string(),
+            ));
+        }
+        let mut answers: Vec<(String, u64)> = stats
+            .outcomes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        answers.sort();
+        harbour_ops::recording::Audit {
+            passed: self.passed(),
+            figures,
+            answers,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harbour_e2e::process::{free_port, Process};
-use harbour_e2e::workerd::{serve_command, Socket, WorkerdConfig};
+use harbour_e2e::workerd::{Socket, WorkerdConfig};
 
 use crate::workerd::{contestant, Bench, Contestant};
 
@@ -18,10 +18,11 @@ fn once(bench: &Bench, which: Contestant) -> f64 {
         port,
         cf_header: None,
     };
-    let path = WorkerdConfig::new(&bench.dir, &["local"])
+    // Every contestant beside the same recorder, whether it writes data points or not.
+    let mut command = WorkerdConfig::new(&bench.dir, &["local"])
         .serve(worker, socket)
-        .write(&format!("cold-{which:?}.capnp"));
-    let mut command = serve_command(&path);
+        .record_analytics(free_port())
+        .command(&format!("cold-{which:?}.capnp"));
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let probe = "GET /api/campaigns/spring-launch HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     let started = Instant::now();

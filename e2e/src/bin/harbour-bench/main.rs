@@ -9,12 +9,14 @@
 //!                                    override rounds, seconds per phase, the fixed rate; or
 //!                                    measure only the cost at maximum rate
 //! harbour-bench --rehearsal [--rate 5000] [--duration 300] [--mix realistic|national]
-//!               [--edges N] [--store sqlite|postgres]
+//!               [--edges N] [--store sqlite|postgres] [--live 127.0.0.1:PORT]
 //!                                    the peak: fixed rate, a mix (realistic over five regions, or
 //!                                    the national broadcast's, 92 % EU), loss and residency audit,
 //!                                    CPU by process; the load spread round robin over N workerd
 //!                                    processes (default 1); origins on SQLite (default) or on a
-//!                                    throwaway PostgreSQL cluster (a database per region)
+//!                                    throwaway PostgreSQL cluster (a database per region); and its
+//!                                    broadcast report (target/bench/broadcast-report.html); with
+//!                                    --live, harbour-live shows it meanwhile
 //! harbour-bench --slow-body [--connections 1000] [--lengths 65536,32768] [--rate 1000]
 //!               [--duration 30] [--mix national] [--edges N] [--store sqlite|postgres]
 //!                                    the rehearsal without, then with, slow-body connections held
@@ -48,6 +50,7 @@ mod ledger;
 mod load;
 mod mix;
 mod parity;
+mod watch;
 mod workerd;
 
 use audit::Rehearsal;
@@ -85,6 +88,8 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    // `--live 127.0.0.1:PORT`: harbour-live shows the rehearsal as it runs.
+    let live = word("--live");
     let value = |flag: &str| word(flag).and_then(|v| v.parse::<f64>().ok());
     let attack = args.iter().any(|a| a == "--slow-body");
     let (mix, postgres, lengths) = options(&word, attack).unwrap_or_else(|problem| {
@@ -119,6 +124,7 @@ fn main() {
         let plan = Rehearsal {
             retry: true,
             faulted: Some(faults::FAULTED),
+            live: live.clone(),
             ..Rehearsal::new(value("--rate").unwrap_or(1000.0), duration, mix)
         };
         let ok = audit::rehearse(&bench, &plan).passed;
@@ -143,11 +149,14 @@ fn main() {
             },
         )
     } else if args.iter().any(|a| a == "--rehearsal") {
-        let plan = Rehearsal::new(
-            value("--rate").unwrap_or(5000.0),
-            value("--duration").unwrap_or(300.0) as u64,
-            mix,
-        );
+        let plan = Rehearsal {
+            live: live.clone(),
+            ..Rehearsal::new(
+                value("--rate").unwrap_or(5000.0),
+                value("--duration").unwrap_or(300.0) as u64,
+                mix,
+            )
+        };
         audit::rehearse(&bench, &plan).passed
     } else {
         let short = args.iter().any(|a| a == "--short");

@@ -17,7 +17,7 @@ use harbour_e2e::policy::regions;
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
 use harbour_e2e::rows::RegionStore;
-use harbour_e2e::workerd::{serve_command, Module, Socket, Worker, WorkerdConfig};
+use harbour_e2e::workerd::{Module, Socket, Worker, WorkerdConfig};
 
 use crate::load::{run_load, Load, Stats};
 
@@ -107,6 +107,8 @@ pub struct Bench {
     pub workerd: Process,
     /// The rehearsal's further edges (`Setup::edges` − 1).
     pub edges: Vec<Edge>,
+    /// The local Analytics Engine recorder's port: harbour's data points (`GET /points`).
+    pub recorder_port: u16,
     pub origins: Arc<Mutex<Vec<OriginSlot>>>,
     pub dbs: Vec<(String, RegionStore)>,
     /// The regions' origins and keys, as text bindings every contestant gets.
@@ -199,7 +201,10 @@ fn start_origins(dir: &Path, postgres: Option<&PgCluster>) -> Origins {
 /// HARBOUR_BENCH_OTHER=<dir with shim.mjs and index.wasm>, e.g. an earlier commit's
 /// build/worker, or <a .js file>, another version of bench/peer.js: copied into `dir/other` and
 /// served as another worker of the same workerd, so a change is measured against its
-/// predecessor in the same run rather than in two runs on a shared machine.
+/// predecessor in the same run rather than in two runs on a shared machine. With
+/// HARBOUR_BENCH_OTHER_ANALYTICS=off a build is served without the Analytics Engine binding
+/// (harbour then counts and writes no data points): given harbour's own build, that measures
+/// what the data points cost.
 fn other_build(dir: &Path) -> Option<Contestant> {
     let from = PathBuf::from(std::env::var_os("HARBOUR_BENCH_OTHER")?);
     let to = dir.join("other");
@@ -214,7 +219,8 @@ fn other_build(dir: &Path) -> Option<Contestant> {
         std::fs::copy(from.join(file), to.join(file))
             .unwrap_or_else(|e| panic!("HARBOUR_BENCH_OTHER: {}: {e}", from.join(file).display()));
     }
-    Some(Contestant::Build(to))
+    let analytics = std::env::var("HARBOUR_BENCH_OTHER_ANALYTICS").as_deref() != Ok("off");
+    Some(Contestant::Build { dir: to, analytics })
 }
 
 /// A loopback socket whose `request.cf` comes from the load generator's `x-bench-cf` header.
@@ -239,6 +245,7 @@ pub fn start(setup: Setup) -> Bench {
     let postgres = setup.postgres.then(|| PgCluster::start(&dir.join("pg")));
     let (slots, dbs, bindings) = start_origins(&dir, postgres.as_ref());
     let (harbour_port, peer_port, baseline_port) = (free_port(), free_port(), free_port());
+    let recorder_port = free_port();
     let baseline = Worker::new(
         "baseline",
         vec![Module::Es(
@@ -248,6 +255,7 @@ pub fn start(setup: Setup) -> Bench {
     )
     .texts(&bindings);
     let mut config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
+        .record_analytics(recorder_port)
         .serve(
             contestant("harbour", Contestant::Harbour, &bindings),
             socket(harbour_port),
@@ -266,11 +274,14 @@ pub fn start(setup: Setup) -> Bench {
     let edges = (2..=setup.edges.max(1))
         .map(|i| {
             let port = free_port();
+            // The same build without the Analytics Engine binding: the recorder listens in the
+            // first workerd only, so the live view's edge figures are the first edge's.
+            let harbour = Contestant::Build {
+                dir: workspace_root().join("target/bench-worker/worker"),
+                analytics: false,
+            };
             let config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
-                .serve(
-                    contestant("harbour", Contestant::Harbour, &bindings),
-                    socket(port),
-                );
+                .serve(contestant("harbour", harbour, &bindings), socket(port));
             Edge {
                 port,
                 workerd: serve(&dir, &config, &format!("workerd-{i}"), port),
@@ -290,6 +301,7 @@ pub fn start(setup: Setup) -> Bench {
         other_port: other.map(|(port, _)| port),
         workerd,
         edges,
+        recorder_port,
         origins: Arc::new(Mutex::new(slots)),
         dbs,
         bindings,
@@ -300,7 +312,7 @@ pub fn start(setup: Setup) -> Bench {
 /// Starts workerd on `config` (written to `name`.capnp, its log to `name`.log in `dir`) and waits
 /// until harbour on `harbour_port` answers.
 fn serve(dir: &Path, config: &WorkerdConfig, name: &str, harbour_port: u16) -> Process {
-    let mut command = serve_command(&config.write(&format!("{name}.capnp")));
+    let mut command = config.command(&format!("{name}.capnp"));
     // For profiling with the V8 inspector (Chrome DevTools or a CDP client).
     if let Some(address) = std::env::var_os("HARBOUR_BENCH_INSPECTOR") {
         command.arg("--inspector-addr").arg(address);
@@ -336,8 +348,8 @@ pub enum Contestant {
     Harbour,
     /// bench/peer.js with bench/policy.json as a JSON module.
     Peer,
-    /// Another build of harbour, from this directory.
-    Build(PathBuf),
+    /// Another build of harbour, from `dir`; with the Analytics Engine binding or without.
+    Build { dir: PathBuf, analytics: bool },
     /// Another version of the peer, from this file, with bench/policy.json.
     PeerFile(PathBuf),
 }
@@ -346,9 +358,20 @@ pub enum Contestant {
 /// regions' origins and keys.
 pub fn contestant(name: &str, contestant: Contestant, bindings: &[(String, String)]) -> Worker {
     let root = workspace_root();
+    // harbour's builds write their data points to the recorder: the bench's figures include
+    // what writing them costs (an earlier build that writes none ignores the binding).
     let worker = match contestant {
-        Contestant::Harbour => Worker::build(name, &root.join("target/bench-worker/worker")),
-        Contestant::Build(dir) => Worker::build(name, &dir),
+        Contestant::Harbour => {
+            Worker::build(name, &root.join("target/bench-worker/worker")).with_analytics()
+        }
+        Contestant::Build {
+            dir,
+            analytics: true,
+        } => Worker::build(name, &dir).with_analytics(),
+        Contestant::Build {
+            dir,
+            analytics: false,
+        } => Worker::build(name, &dir),
         Contestant::Peer => peer(name, root.join("bench/peer.js")),
         Contestant::PeerFile(file) => peer(name, file),
     };
