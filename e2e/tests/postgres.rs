@@ -136,7 +136,7 @@ fn send_until_stored(stack: &Stack, planned: &Planned, outage: &Outage) -> Outco
         }
         assert_eq!(reply.status, 503, "{}", reply.body);
         assert!(reply.header("retry-after").is_some(), "{reply:?}");
-        assert_eq!(reply.json()["idempotency_key"], key);
+        assert_eq!(reply.json()["idempotency_key"], key, "{reply:?}");
         if outage.down.load(Ordering::Relaxed) {
             outage.refused_while_down.fetch_add(1, Ordering::Relaxed);
         }
