@@ -17,6 +17,29 @@ pub const PERSON_KEY: &str = "origin-test-eu-person-key-0123456789abcdef";
 /// Where the Postgres variants create their databases (`bash scripts/test` sets it).
 pub const PG_ADMIN_VAR: &str = "HARBOUR_TEST_PG_ADMIN";
 
+/// Waits (20 s at most) until the origin `child` answers 200 on its ops listener's `/health`;
+/// panics with its log (`log`) if it exits or never answers.
+pub fn wait_until_healthy(child: &mut Child, ops_port: u16, log: &Path) {
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = try_request(ops_port, "GET", "/health", &[], b"") {
+            if r.status == 200 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("origin exited with {status}: {}", log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "origin did not start: {}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -88,23 +111,7 @@ impl Origin {
     /// Waits (20 s at most) until the ops listener answers; panics with the log if the origin
     /// exits or never answers.
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = try_request(self.ops_port, "GET", "/health", &[], b"") {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("origin exited with {status}: {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "origin did not start: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_healthy(&mut self.child, self.ops_port, &self.log);
     }
 
     pub fn log_text(&self) -> String {

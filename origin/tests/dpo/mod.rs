@@ -6,12 +6,12 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::common::{
-    exchange, free_port, fresh_pg_database, now_ms, temp_dir, try_request, Entry, Response,
+    exchange, free_port, fresh_pg_database, now_ms, temp_dir, wait_until_healthy, Entry, Response,
 };
 
 /// The signing key of region `r` in these tests.
@@ -114,23 +114,7 @@ impl RegionOrigin {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = try_request(self.ops_port, "GET", "/health", &[], b"") {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("origin exited with {status}: {}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "origin did not start: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_healthy(&mut self.child, self.ops_port, &self.log);
     }
 
     pub fn log_text(&self) -> String {
