@@ -9,10 +9,10 @@ import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { browserTest, launchBrowser, closeBrowser, axe } from "./watch.mjs";
+import { sleep, anyFreePort } from "./shared.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const artifacts = join(root, "target", "test-artifacts");
@@ -22,7 +22,6 @@ const POLICY = JSON.parse(readFileSync(join(root, "policy", "harbour.json"), "ut
 const RATE = 150;
 const SECONDS = 12;
 const bench = join(root, "target", "debug", "harbour-bench");
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // A bound on a wait that does not keep the test process alive once the wait is over.
 const giveUpAfter = (ms) => new Promise((resolve) => setTimeout(resolve, ms).unref());
 
@@ -31,23 +30,12 @@ let output = "";
 let finished;
 let live;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
 before(async () => {
   for (const built of [bench, join(root, "target", "debug", "harbour-live"), join(root, "target", "bench-worker", "worker", "index.wasm")]) {
     assert.ok(existsSync(built), `${built} is missing: scripts/test builds it before this tier`);
   }
   mkdirSync(artifacts, { recursive: true });
-  live = `127.0.0.1:${await freePort()}`;
+  live = `127.0.0.1:${await anyFreePort()}`;
   rehearsal = spawn(bench, ["--rehearsal", "--rate", String(RATE), "--duration", String(SECONDS), "--live", live], {
     cwd: root,
     detached: true,

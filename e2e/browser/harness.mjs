@@ -7,10 +7,10 @@ import { before, after } from "node:test";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, readFileSync, writeFileSync, createWriteStream } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Session, browserTest as watchedTest, launchBrowser, closeBrowser } from "./watch.mjs";
+import { sleep, anyFreePort } from "./shared.mjs";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 // What the deployed worker runs with, so what the worker under test runs with.
@@ -43,23 +43,12 @@ const envSuffix = (region) => region.toUpperCase().replaceAll("-", "_");
 const originsVar = (region) => `HARBOUR_ORIGINS_${envSuffix(region)}`;
 const keyVar = (region) => `HARBOUR_KEY_${envSuffix(region)}`;
 const personKeyVar = (region) => `HARBOUR_PERSON_KEY_${envSuffix(region)}`;
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 const running = new Map(); // port -> child process
 export const origins = {};
 let worker;
 /** The worker's URL, once the stack is up. */
 export let base;
-
-function anyFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
 
 // Ports are picked before the servers start, and the system may hand a just-closed one out
 // again: never give the same one twice.
