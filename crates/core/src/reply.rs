@@ -10,7 +10,6 @@
 use std::ops::ControlFlow;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use harbour_contract::http::HEADER_IDEMPOTENCY_KEY;
 use harbour_policy::text::{decimal, push_quoted};
@@ -35,14 +34,15 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: &Value) -> Reply {
+    /// A JSON answer; `body` is already written as JSON.
+    pub fn json(status: u16, body: String) -> Reply {
         Reply {
             status,
             headers: vec![
                 ("content-type", JSON.into()),
                 ("cache-control", "no-store".into()),
             ],
-            body: body.to_string(),
+            body,
             outcome: None,
             delay_ms: 0,
         }
@@ -324,6 +324,7 @@ pub fn retry_after_seconds(wait_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn problem_body_snapshot() {
@@ -405,7 +406,7 @@ mod tests {
 
     #[test]
     fn cors_headers_only_for_an_allowed_origin() {
-        let plain = Reply::json(200, &serde_json::json!({}));
+        let plain = Reply::json(200, "{}".into());
         assert_eq!(Cors::default().apply(plain.clone()), plain);
         let crossed = Cors(Some("https://a.example".into())).apply(plain);
         assert_eq!(

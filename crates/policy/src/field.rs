@@ -9,10 +9,9 @@
 //! Every failure has a stable machine code (`required`, `invalid_email`, `too_long`, ...), which
 //! is what the campaign page shows next to the field.
 
-use serde_json::{json, Value};
-
 use crate::country::Country;
 use crate::identity;
+use crate::text::JsonObject;
 
 /// A field type, named in the policy by `FieldKind::name` (`"email"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,50 +295,44 @@ impl Field {
     }
 
     /// What the page needs to draw this field, straight from the policy, so the form and the
-    /// validator cannot disagree.
-    pub fn describe(&self) -> Value {
+    /// validator cannot disagree: a JSON object, with `label` in the page's language.
+    pub fn describe(&self, label: &str) -> String {
         let spec = self.kind.spec();
-        let mut out = json!({
-            "name": self.name,
-            "label": self.label,
-            "type": self.kind.name(),
-            "input": spec.input,
-            "required": self.required,
-        });
-        let mut set = |key: &str, value: Value| {
-            if let Value::Object(map) = &mut out {
-                map.insert(key.to_owned(), value);
-            }
-        };
+        let mut out = JsonObject::new();
+        out.str("name", &self.name)
+            .str("label", label)
+            .str("type", self.kind.name())
+            .str("input", spec.input)
+            .bool("required", self.required);
         if spec.length {
-            set("max_length", json!(self.max_length));
+            out.u64("max_length", u64::from(self.max_length));
         }
         if let Some(autocomplete) = spec.autocomplete {
-            set("autocomplete", json!(autocomplete));
+            out.str("autocomplete", autocomplete);
         }
         match spec.options {
             Options::None => {}
-            Options::Listed => set("values", json!(self.values)),
+            Options::Listed => {
+                out.strs("values", self.values.iter().map(String::as_str));
+            }
             Options::Countries => {
-                let codes: Vec<&str> = Country::all().map(|c| c.as_str_static()).collect();
-                set("values", json!(codes));
-                set("value_names", json!("region"));
+                out.strs("values", Country::all().map(|c| c.as_str_static()))
+                    .str("value_names", "region");
             }
         }
         if spec.range {
-            set("min", json!(self.min));
-            set("max", json!(self.max));
+            out.opt_i64("min", self.min).opt_i64("max", self.max);
         }
         if self.must_be_true {
-            set("must_be_true", json!(true));
+            out.bool("must_be_true", true);
         }
         if self.marketing_consent {
-            set("consent", json!("marketing"));
+            out.str("consent", "marketing");
         }
         if self.residency_signal {
-            set("residency_signal", json!(true));
+            out.bool("residency_signal", true);
         }
-        out
+        out.finish()
     }
 }
 
@@ -492,6 +485,7 @@ impl<'de> serde::Deserialize<'de> for RawValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn kind_names_round_trip_and_an_unknown_one_lists_them_all() {
@@ -607,12 +601,15 @@ mod tests {
 
     #[test]
     fn descriptions_come_from_the_spec() {
-        let email = field(FieldKind::Email).describe();
+        let describe =
+            |kind| -> Value { serde_json::from_str(&field(kind).describe("Label")).unwrap() };
+        let email = describe(FieldKind::Email);
+        assert_eq!(email["label"], "Label");
         assert_eq!(email["input"], "email");
         assert_eq!(email["autocomplete"], "email");
         assert_eq!(email["max_length"], 8);
         assert!(email.get("values").is_none());
-        let country = field(FieldKind::Country).describe();
+        let country = describe(FieldKind::Country);
         assert_eq!(country["input"], "select");
         assert_eq!(country["value_names"], "region");
         assert_eq!(
@@ -620,13 +617,13 @@ mod tests {
             Some(250),
             "ISO and XK"
         );
-        let integer = field(FieldKind::Integer).describe();
+        let integer = describe(FieldKind::Integer);
         assert_eq!(
             (integer["min"].clone(), integer["max"].clone()),
             (json!(1), json!(9))
         );
         assert!(integer.get("max_length").is_none());
-        let consent = field(FieldKind::Bool).describe();
+        let consent = describe(FieldKind::Bool);
         assert_eq!(consent["input"], "checkbox");
         assert_eq!(consent["must_be_true"], true);
         for kind in FieldKind::ALL {

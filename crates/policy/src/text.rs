@@ -97,6 +97,133 @@ pub fn push_hex_u64(out: &mut String, n: u64, width: u32) {
     push_ascii(out, &buffer[..width]);
 }
 
+/// `n` in decimal, appended, with a sign when negative.
+pub fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
+/// A JSON array of strings, appended.
+pub fn push_strings<'a>(out: &mut String, values: impl IntoIterator<Item = &'a str>) {
+    out.push('[');
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_quoted(out, value);
+    }
+    out.push(']');
+}
+
+/// A JSON object written member by member as it is built: what the page reads (the form
+/// description) without a `serde_json::Value` tree, whose map and serialiser cost the worker
+/// several KB. Members keep the order they are written in; names are not checked for repeats.
+pub struct JsonObject {
+    out: String,
+    empty: bool,
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        JsonObject::new()
+    }
+}
+
+impl JsonObject {
+    pub fn new() -> JsonObject {
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        JsonObject { out, empty: true }
+    }
+
+    /// Starts member `name`; its value is written next.
+    fn member(&mut self, name: &str) -> &mut String {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        push_quoted(&mut self.out, name);
+        self.out.push(':');
+        &mut self.out
+    }
+
+    pub fn str(&mut self, name: &str, value: &str) -> &mut JsonObject {
+        push_quoted(self.member(name), value);
+        self
+    }
+
+    /// A string, or `null` for none.
+    pub fn opt_str(&mut self, name: &str, value: Option<&str>) -> &mut JsonObject {
+        match value {
+            Some(value) => self.str(name, value),
+            None => self.raw(name, "null"),
+        }
+    }
+
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut JsonObject {
+        self.raw(name, if value { "true" } else { "false" })
+    }
+
+    pub fn u64(&mut self, name: &str, value: u64) -> &mut JsonObject {
+        push_u64(self.member(name), value);
+        self
+    }
+
+    /// An integer, or `null` for none.
+    pub fn opt_i64(&mut self, name: &str, value: Option<i64>) -> &mut JsonObject {
+        match value {
+            Some(value) => {
+                push_i64(self.member(name), value);
+                self
+            }
+            None => self.raw(name, "null"),
+        }
+    }
+
+    /// A value already written as JSON.
+    pub fn raw(&mut self, name: &str, json: &str) -> &mut JsonObject {
+        self.member(name).push_str(json);
+        self
+    }
+
+    /// An array of strings.
+    pub fn strs<'a>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> &mut JsonObject {
+        push_strings(self.member(name), values);
+        self
+    }
+
+    /// An array of values already written as JSON.
+    pub fn raws<'a>(
+        &mut self,
+        name: &str,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> &mut JsonObject {
+        let out = self.member(name);
+        out.push('[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(value);
+        }
+        out.push(']');
+        self
+    }
+
+    /// The object's text, closed.
+    pub fn finish(&mut self) -> String {
+        let mut out = std::mem::take(&mut self.out);
+        out.push('}');
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +257,32 @@ mod tests {
         push_hex(&mut hex, &long);
         let expected: String = long.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, expected);
+    }
+
+    #[test]
+    fn objects_read_back_as_what_was_written() {
+        let inner = JsonObject::new().str("a", "x\"y").finish();
+        let written = JsonObject::new()
+            .str("s", "Zoë \\ \u{7}")
+            .opt_str("none", None)
+            .opt_str("some", Some("v"))
+            .bool("t", true)
+            .bool("f", false)
+            .u64("n", u64::MAX)
+            .opt_i64("neg", Some(i64::MIN))
+            .opt_i64("unset", None)
+            .strs("list", ["a", "b"])
+            .strs("empty", [])
+            .raws("objects", [inner.as_str(), "{}"])
+            .finish();
+        let expected = serde_json::json!({
+            "s": "Zoë \\ \u{7}", "none": null, "some": "v", "t": true, "f": false,
+            "n": u64::MAX, "neg": i64::MIN, "unset": null, "list": ["a", "b"], "empty": [],
+            "objects": [{"a": "x\"y"}, {}],
+        });
+        let read: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(read, expected);
+        assert_eq!(JsonObject::new().finish(), "{}");
     }
 
     #[cfg(not(target_arch = "wasm32"))]

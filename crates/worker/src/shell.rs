@@ -19,7 +19,6 @@
 
 use std::cell::RefCell;
 
-use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use harbour_contract::env::{key_var, origins_var, FORM_KEY_VAR};
@@ -35,6 +34,7 @@ use harbour_core::pipeline::{
     unconfigured, Expired, Held, Next, Pipeline, Seeds, Verdict, MAX_HELD,
 };
 use harbour_core::tickets::{TicketBook, MAX_FILED};
+use harbour_policy::text::{push_strings, JsonObject};
 use harbour_policy::{Issue, Policy, PolicyError};
 
 use crate::wire::{
@@ -170,9 +170,12 @@ fn configure_parsed(
             Err(ConfigError(issues))
         }
     };
-    let mut answer = match &config {
-        Ok(config) => json!({ "ok": true, "max_body_bytes": config.policy.max_body_bytes }),
-        Err(error) => json!({ "ok": false, "error": error.to_string() }),
+    let mut answer = JsonObject::new();
+    match &config {
+        Ok(config) => answer
+            .bool("ok", true)
+            .u64("max_body_bytes", u64::from(config.policy.max_body_bytes)),
+        Err(error) => answer.bool("ok", false).str("error", &error.to_string()),
     };
     let mut journal = Journal::new(config.as_ref().map(|c| c.log).unwrap_or_default());
     // Data points only where the binding takes them: wrangler dev's does nothing, and without
@@ -183,7 +186,9 @@ fn configure_parsed(
     let mut pipeline = Pipeline::new(config, seeds(random));
     match candidate {
         Some(Ok(candidate)) => pipeline = pipeline.with_candidate(candidate),
-        Some(Err(error)) => answer["candidate_error"] = error.to_string().into(),
+        Some(Err(error)) => {
+            answer.str("candidate_error", &error.to_string());
+        }
         None => {}
     }
     let shell = Shell {
@@ -193,7 +198,7 @@ fn configure_parsed(
         journal,
     };
     SHELL.with(|cell| *cell.borrow_mut() = Some(shell));
-    answer.to_string()
+    answer.finish()
 }
 
 /// Names of the environment entries `configure` reads, for operators and the README: each
@@ -210,7 +215,9 @@ pub fn expected_variables() -> String {
         .chain(location_limits(&policy).iter().map(|l| l.binding_name()))
         .collect();
     names.push(FORM_KEY_VAR.to_owned());
-    json!(names).to_string()
+    let mut list = String::new();
+    push_strings(&mut list, names.iter().map(String::as_str));
+    list
 }
 
 /// Decides a request from what the shim read of it: `request` is its text facts joined as

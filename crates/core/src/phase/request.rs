@@ -12,13 +12,12 @@
 //!   at most the policy's body cap (413, decided before the shell buffers more than the cap), and
 //!   complete (400).
 
-use serde_json::Value;
-
 use crate::config::Config;
 use crate::outcome::Outcome;
 use crate::phase::challenge;
 use crate::phase::ingress::submit_url;
 use crate::reply::{problem, Answer, Cors, Flow, Phase, Reply};
+use harbour_policy::text::JsonObject;
 use harbour_policy::{utc, Campaign, CampaignIndex, Policy, RegionIndex, LOCALES};
 
 use crate::phase::residency::{choices, place, PlatformCountry};
@@ -139,7 +138,7 @@ pub fn route<'c>(config: &'c Config, facts: &Facts, salt: u128) -> Flow<Routed<'
         let platform = PlatformCountry::read(facts.country);
         let description = form_description(config, campaign, locale, platform, facts.now_ms, salt);
         // Not shared by caches: each carries a challenge of its own.
-        return Flow::Break(Answer::new(Phase::Route, Reply::json(200, &description)));
+        return Flow::Break(Answer::new(Phase::Route, Reply::json(200, description)));
     }
     let cors = match facts.origin {
         None => Cors(None),
@@ -221,7 +220,7 @@ pub fn form_description(
     platform: PlatformCountry,
     now_ms: u64,
     salt: u128,
-) -> Value {
+) -> String {
     let locale = LOCALES
         .iter()
         .find(|l| l.eq_ignore_ascii_case(locale))
@@ -235,16 +234,10 @@ pub fn form_description(
             .find(|(n, _)| n == name)
             .map(|(_, l)| l.as_str())
     };
-    let fields: Vec<Value> = campaign
+    let fields: Vec<String> = campaign
         .fields
         .iter()
-        .map(|f| {
-            let mut described = f.describe();
-            if let Some(label) = label(&f.name) {
-                described["label"] = Value::from(label);
-            }
-            described
-        })
+        .map(|f| f.describe(label(&f.name).unwrap_or(&f.label)))
         .collect();
     let title = texts
         .and_then(|t| t.title.as_ref())
@@ -255,67 +248,70 @@ pub fn form_description(
     let issued = challenge::issue(&config.form_key, campaign, now_ms, salt);
     let notice = &campaign.notice;
     let placed = place(&config.policy, platform, None).ok().map(|r| r.region);
-    serde_json::json!({
-        "id": campaign.id,
-        "lang": locale,
-        "title": title,
-        "intro": intro,
-        "fields": fields,
-        "honeypot": campaign.honeypot,
-        "submit": submit_url(config, &campaign.id, placed),
-        "notice": {
-            "controller": notice.controller,
-            "contact": notice.contact,
-            "purpose": notice.purpose(locale),
-            "link": notice.link,
-            "retention_days": campaign.retention_days,
-            "ends": utc::format_ms(campaign.ends_ms),
-            "version": campaign.notice_version(locale),
-        },
-        "storage": storage(config, &campaign.id, locale, platform),
-        "challenge": {
-            "token": issued.token,
-            "difficulty_bits": issued.difficulty_bits,
-            "expires_in_ms": issued.valid_ms,
-        },
-    })
+    let notice = JsonObject::new()
+        .str("controller", &notice.controller)
+        .str("contact", &notice.contact)
+        .str("purpose", notice.purpose(locale))
+        .str("link", &notice.link)
+        .u64("retention_days", u64::from(campaign.retention_days))
+        .str("ends", &utc::format_ms(campaign.ends_ms))
+        .str("version", campaign.notice_version(locale))
+        .finish();
+    let challenge = JsonObject::new()
+        .str("token", &issued.token)
+        .u64("difficulty_bits", u64::from(issued.difficulty_bits))
+        .u64("expires_in_ms", issued.valid_ms)
+        .finish();
+    JsonObject::new()
+        .str("id", &campaign.id)
+        .str("lang", locale)
+        .str("title", title)
+        .opt_str("intro", intro.map(String::as_str))
+        .raws("fields", fields.iter().map(String::as_str))
+        .opt_str("honeypot", campaign.honeypot.as_deref())
+        .str("submit", &submit_url(config, &campaign.id, placed))
+        .raw("notice", &notice)
+        .raw("storage", &storage(config, &campaign.id, locale, platform))
+        .raw("challenge", &challenge)
+        .finish()
 }
 
 /// Where an entry is stored for each country the visitor may declare: per region, its countries
 /// and what declaring one does (`{"region", "name", "confirm", "submit"}`, or
 /// `{"refused": code}`), and the region every country no region lists falls to.
-fn storage(config: &Config, campaign: &str, locale: &str, platform: PlatformCountry) -> Value {
+fn storage(config: &Config, campaign: &str, locale: &str, platform: PlatformCountry) -> String {
     let policy = &config.policy;
     let name = |index: RegionIndex| {
         let region = policy.region(index);
         let translated = region.names.iter().find(|(l, _)| *l == locale);
         translated.map_or(region.name.as_str(), |(_, n)| n.as_str())
     };
-    let choices: Vec<Value> = choices(policy, platform)
+    let choices: Vec<String> = choices(policy, platform)
         .into_iter()
         .filter_map(|(region, choice)| {
-            let countries: Vec<&str> = policy
-                .region(region)
-                .countries
-                .iter()
-                .map(|c| c.as_str_static())
-                .collect();
             let outcome = match choice? {
-                Ok((stored, confirm)) => serde_json::json!({
-                    "region": policy.region(stored).id, "name": name(stored), "confirm": confirm,
-                    "submit": submit_url(config, campaign, Some(stored)),
-                }),
-                Err(refusal) => serde_json::json!({ "refused": refusal.code() }),
+                Ok((stored, confirm)) => JsonObject::new()
+                    .str("region", &policy.region(stored).id)
+                    .str("name", name(stored))
+                    .bool("confirm", confirm)
+                    .str("submit", &submit_url(config, campaign, Some(stored)))
+                    .finish(),
+                Err(refusal) => JsonObject::new().str("refused", refusal.code()).finish(),
             };
-            Some(serde_json::json!({
-                "region": policy.region(region).id, "countries": countries, "then": outcome,
-            }))
+            let countries = policy.region(region).countries.iter();
+            Some(
+                JsonObject::new()
+                    .str("region", &policy.region(region).id)
+                    .strs("countries", countries.map(|c| c.as_str_static()))
+                    .raw("then", &outcome)
+                    .finish(),
+            )
         })
         .collect();
-    serde_json::json!({
-        "choices": choices,
-        "rest_of_world": policy.region(policy.rest_of_world).id,
-    })
+    JsonObject::new()
+        .raws("choices", choices.iter().map(String::as_str))
+        .str("rest_of_world", &policy.region(policy.rest_of_world).id)
+        .finish()
 }
 
 pub fn request_check<'f>(policy: &Policy, facts: &Facts<'f>) -> Flow<Payload<'f>> {
@@ -381,6 +377,20 @@ fn media_type(content_type: Option<&str>) -> Option<(String, bool)> {
 mod tests {
     use super::*;
     use crate::config::tests::local_config;
+    use serde_json::Value;
+
+    /// The form description as the page reads it.
+    fn described(
+        config: &Config,
+        campaign: &Campaign,
+        locale: &str,
+        platform: PlatformCountry,
+        now_ms: u64,
+        salt: u128,
+    ) -> Value {
+        let text = form_description(config, campaign, locale, platform, now_ms, salt);
+        serde_json::from_str(&text).unwrap()
+    }
 
     const URL: &str = "https://campaign.example/api/campaigns/spring-launch/submissions";
 
@@ -507,7 +517,7 @@ mod tests {
     fn the_form_description_draws_every_field_and_carries_a_challenge() {
         let config = local_config();
         let campaign = config.policy.campaign("spring-launch").unwrap();
-        let description = form_description(
+        let description = described(
             &config,
             campaign,
             "en",
@@ -536,7 +546,7 @@ mod tests {
             campaign.challenge.valid_ms
         );
         // Each description has a challenge of its own.
-        let other = form_description(
+        let other = described(
             &config,
             campaign,
             "en",
@@ -562,7 +572,7 @@ mod tests {
         );
         assert_eq!(query_param(&url("?lang=%3Cb%3E"), "lang"), None);
         assert_eq!(query_param(&url(""), "lang"), None);
-        let english = form_description(
+        let english = described(
             &config,
             campaign,
             "en",
@@ -573,7 +583,7 @@ mod tests {
         assert_eq!(english["lang"], "en");
         assert_eq!(english["title"], campaign.title.as_str());
         for locale in &LOCALES[1..] {
-            let described = form_description(
+            let described = described(
                 &config,
                 campaign,
                 locale,
@@ -603,7 +613,7 @@ mod tests {
         }
         // Case-insensitive; an unknown locale is English; a missing label falls back.
         assert_eq!(
-            form_description(
+            described(
                 &config,
                 campaign,
                 "ZH-cn",
@@ -614,7 +624,7 @@ mod tests {
             "zh-CN"
         );
         assert_eq!(
-            form_description(
+            described(
                 &config,
                 campaign,
                 "pt",
@@ -633,7 +643,7 @@ mod tests {
                 labels: vec![("email".into(), "E-Mail".into())],
             },
         )];
-        let german = form_description(
+        let german = described(
             &config,
             &partial,
             "de",
@@ -659,9 +669,9 @@ mod tests {
     fn the_form_description_says_where_each_choice_is_sent() {
         let config = ingress_config();
         let campaign = config.policy.campaign("spring-launch").unwrap();
-        let described = |platform: &str| {
+        let described_for = |platform: &str| {
             let platform = PlatformCountry::read(Some(platform));
-            form_description(&config, campaign, "en", platform, 5, 9)
+            described(&config, campaign, "en", platform, 5, 9)
         };
         let (cn, eu, own) = (
             "https://cn.campaign.example/api/campaigns/spring-launch/submissions",
@@ -676,7 +686,7 @@ mod tests {
             ("RU", own),
             ("T1", own),
         ] {
-            assert_eq!(described(platform)["submit"], submit, "{platform}");
+            assert_eq!(described_for(platform)["submit"], submit, "{platform}");
         }
         // Each choice names where an entry declaring it is sent: the region it is stored in.
         let choice = |description: &Value, region: &str| {
@@ -684,7 +694,7 @@ mod tests {
             let found = choices.iter().find(|c| c["region"] == region).unwrap();
             found["then"].clone()
         };
-        let from_us = described("US");
+        let from_us = described_for("US");
         assert_eq!(choice(&from_us, "cn")["submit"], cn);
         assert_eq!(choice(&from_us, "eu")["submit"], eu);
         assert_eq!(
@@ -692,7 +702,7 @@ mod tests {
             "/api/campaigns/spring-launch/submissions"
         );
         // From China, declaring the US keeps the entry in China: sent to China's ingress.
-        let from_cn = described("CN");
+        let from_cn = described_for("CN");
         assert_eq!(choice(&from_cn, "global")["region"], "cn");
         assert_eq!(choice(&from_cn, "global")["submit"], cn);
         assert_eq!(choice(&from_cn, "eu")["refused"], "residency_conflict");
@@ -700,7 +710,7 @@ mod tests {
         // Without an ingress, every entry is sent to the page's own host, as before.
         let plain = local_config();
         let campaign = plain.policy.campaign("spring-launch").unwrap();
-        let description = form_description(
+        let description = described(
             &plain,
             campaign,
             "en",
