@@ -13,11 +13,16 @@
 //! - **Head**: a request's head must be complete within `head_timeout` of the connection's start
 //!   (after TLS), or of its first byte on a kept-alive connection.
 //! - **Body**: a request is read whole before any route sees it, so a route (and the in-flight
-//!   bound behind it) only ever handles complete requests. A `Content-Length` above
-//!   `max_body_bytes` is answered 413 before a byte of the body is read; the body must arrive
-//!   within `body_timeout` of the end of the head and, after `BODY_GRACE`, at `min_body_rate`
-//!   bytes a second on average (a trickle is cut off long before the deadline). A body cut off is
-//!   answered 408 and its connection closed.
+//!   bound behind it) only ever handles complete requests. The body must arrive within
+//!   `body_timeout` of the end of the head and, after `BODY_GRACE`, at `min_body_rate` bytes a
+//!   second on average (a trickle is cut off long before the deadline); a body cut off is
+//!   answered 408 and its connection closed. A body over `max_body_bytes` (declared or found) is
+//!   never kept: what the client goes on sending is read and thrown away under the same deadline
+//!   and rate, up to `DISCARD_LIMIT` bytes, and then answered 413 and its connection closed. So
+//!   the client can read its 413 rather than risk a reset of a connection closed on unread bytes
+//!   (RFC 9112 §9.6), and one that sends refused bodies in a loop holds a connection for as long as
+//!   it sends, not for one round trip each (the loop would be a flood of new connections). A
+//!   client that asked to `Expect: 100-continue` is answered 413 at once: it sends nothing more.
 //! - **Handling**: no connection deadline runs while a route handles a complete request; the
 //!   route's own bounds apply (the in-flight bound, the store's timeouts).
 //! - **Idle**: after an answer, a connection with no new request for `idle_timeout` is closed, as
@@ -37,7 +42,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, EXPECT};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -74,6 +79,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// entry forwarded from it is at most twice that (a `%01` in a form becomes `\u0001` in JSON) plus
 /// its envelope: 32 KiB holds any of them with room to spare.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024;
+/// The most of a body over the cap that is read and thrown away before its 413 (see the module's
+/// rules): eight times the default cap.
+pub const DISCARD_LIMIT: u64 = 256 * 1024;
 /// The start of a body that the rate check leaves alone (one slow round trip).
 pub const BODY_GRACE: Duration = Duration::from_secs(1);
 /// How long requests under way may take to finish once shutdown begins.
@@ -194,7 +202,7 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The answer, which also closes the connection: the rest of the body is never read.
+    /// The answer, which also closes the connection: nothing more of the body is read.
     pub fn reply(self) -> Reply {
         let (status, code) = match self {
             Refused::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -210,13 +218,21 @@ impl Refused {
     }
 }
 
-/// Reads a body whole under `limits` (see the module's rules).
-pub async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, Refused> {
+/// Reads a body whole under `limits` (see the module's rules). `continue_expected`: the client
+/// waits for `100 Continue` before it sends the body, which reading it would send.
+pub async fn read_body(
+    mut body: Incoming,
+    limits: &Limits,
+    continue_expected: bool,
+) -> Result<Bytes, Refused> {
     let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
+    let start = Instant::now();
     if body.size_hint().lower() > max {
+        if !continue_expected {
+            discard(body, limits, start, 0).await;
+        }
         return Err(Refused::TooLarge);
     }
-    let start = Instant::now();
     let mut received = 0u64;
     // One frame (the usual case: the body came with its head) is kept as it is; more are joined.
     let (mut first, mut joined): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
@@ -233,6 +249,7 @@ pub async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, Ref
         };
         received += data.len() as u64;
         if received > max {
+            discard(body, limits, start, received).await;
             return Err(Refused::TooLarge);
         }
         match first.take() {
@@ -245,6 +262,22 @@ pub async fn read_body(mut body: Incoming, limits: &Limits) -> Result<Bytes, Ref
         }
     }
     Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
+/// Reads the rest of a body over the cap, `received` bytes of it in, and throws it away: until it
+/// ends, breaks, falls behind the body deadline or minimum rate, or passes `DISCARD_LIMIT`.
+async fn discard(mut body: Incoming, limits: &Limits, start: Instant, mut received: u64) {
+    while !body.is_end_stream() && received <= DISCARD_LIMIT {
+        let deadline = limits.body_deadline(start, received);
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The deadline a connection runs against, set by where it is in its request cycle.
@@ -586,7 +619,11 @@ where
                 (watch.clone(), limits.clone(), gauges.clone(), route.clone());
             async move {
                 let (parts, body) = request.into_parts();
-                let reply = match read_body(body, &limits).await {
+                let continue_expected = parts
+                    .headers
+                    .get(EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                let reply = match read_body(body, &limits, continue_expected).await {
                     Ok(body) => route(Request::from_parts(parts, body)).await,
                     Err(refused) => {
                         gauges.refused_bodies.fetch_add(1, Ordering::Relaxed);

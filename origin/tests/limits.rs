@@ -208,16 +208,73 @@ fn a_body_below_the_minimum_rate_is_cut_off_before_the_deadline() {
     assert_eq!(load(&origin)["connections"]["refused_bodies"], 1);
 }
 
-/// The issue's `Content-Length: 65536` is over the cap (32 KiB by default): refused before a byte
-/// of the body is read.
+/// A `Content-Length` over the cap (32 KiB by default) is refused and never held in flight; what
+/// a trickling client sends is thrown away until the minimum rate cuts it off (about a second,
+/// though the body deadline is two minutes), and it is then answered 413.
 #[test]
-fn a_body_over_the_cap_is_refused_before_it_is_read() {
+fn a_body_over_the_cap_is_refused_and_its_trickle_cut_off() {
     let origin = start("too-large", &["--body-timeout", "120"]);
+    let started = Instant::now();
     let mut stream = slow_body(origin.port, 65_536);
-    let (answer, _) = until_closed(&mut stream, Instant::now());
+    let (answer, took) = until_closed(&mut stream, started);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
     assert!(answer.contains("body_too_large"), "{answer:?}");
+    // Held while it trickles (the minimum rate is judged after the first second), not answered
+    // at once: a client that loops on refused bodies pays for each in time, not a round trip.
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(15)).contains(&took),
+        "held {took:?}"
+    );
     assert_eq!(load(&origin)["max_in_flight_seen"], 0);
+    assert_eq!(load(&origin)["connections"]["refused_bodies"], 1);
+}
+
+/// A client that sends the whole of a body over the cap reads its 413, each time: the origin
+/// reads the rest and throws it away (quickly: it came at once) before it answers and closes.
+/// Nothing is held in flight.
+#[test]
+fn a_client_that_sends_a_body_over_the_cap_whole_reads_its_413() {
+    let origin = start("too-large-whole", &[]);
+    for round in 0..5 {
+        let mut stream = connect(origin.port);
+        // Larger than the cap and than what the kernel buffers for an unread socket.
+        let body = vec![b' '; 192 * 1024];
+        let head = format!(
+            "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let (answer, _) = until_closed(&mut stream, Instant::now());
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "round {round}: {answer:?}"
+        );
+    }
+    assert_eq!(load(&origin)["connections"]["refused_bodies"], 5);
+    assert_eq!(load(&origin)["max_in_flight_seen"], 0);
+}
+
+/// A client that waits for `100 Continue` before sending a body over the cap is answered 413 at
+/// once, without the go-ahead (with no rate check and a two-minute body deadline, waiting for
+/// its body would hold it past `PATIENCE`).
+#[test]
+fn a_body_over_the_cap_waiting_for_continue_is_refused_at_once() {
+    let origin = start(
+        "too-large-continue",
+        &["--body-timeout", "120", "--min-body-rate", "0"],
+    );
+    let mut stream = connect(origin.port);
+    let head =
+        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                expect: 100-continue\r\ncontent-length: 65536\r\n\r\n";
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).unwrap();
+    let (answer, took) = until_closed(&mut stream, started);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert!(took < PATIENCE, "waited {took:?}");
 }
 
 /// Four connections that never send a head fill a cap of four; a fifth is not refused but waits
