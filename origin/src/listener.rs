@@ -5,8 +5,12 @@
 //!
 //! - **Connections**: a listener holds at most `max_connections`. At the cap it stops accepting,
 //!   so new connections wait in the kernel's listen backlog rather than being refused (a burst of
-//!   the edge's own connections is served a moment later, not failed over), and it closes its idle
-//!   keep-alive connections to make room (checked every `DRAIN_EVERY` while at the cap). Every
+//!   the edge's own connections is served a moment later, not failed over), and it makes room
+//!   (checked every `DRAIN_EVERY` while at the cap): it closes each connection whose request has
+//!   been on its way (head or body) for `INCOMPLETE_AT_CAP`, and each keep-alive connection idle
+//!   for `IDLE_AT_CAP`. The edge sends a request in one go, so one still arriving after that is
+//!   a stranger's or a broken client's; and a connection the edge is using is idle for moments
+//!   only, so strangers holding the cap make room before the edge's connections do. Every
 //!   connection that is not handling a request runs against a deadline below, so a place is
 //!   always given back within a bounded time.
 //! - **TLS**: the handshake must finish within `handshake_timeout` of the accept.
@@ -35,7 +39,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -86,8 +90,14 @@ pub const DISCARD_LIMIT: u64 = 256 * 1024;
 pub const BODY_GRACE: Duration = Duration::from_secs(1);
 /// How long requests under way may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// While at the cap, how often idle connections are asked to make room.
+/// While at the cap, how often connections are asked to make room.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// At the cap, a request still arriving after this makes room: several round trips of a slow
+/// link, and far more than a request sent in one go takes.
+pub const INCOMPLETE_AT_CAP: Duration = Duration::from_millis(250);
+/// At the cap, a keep-alive connection idle this long makes room: longer than a busy edge
+/// leaves its connections idle between requests, so its connections outlast a stranger's.
+pub const IDLE_AT_CAP: Duration = Duration::from_secs(1);
 /// The longest request head (request line and headers): hyper's buffer, whose floor is 8 KiB.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A failed accept (out of file descriptors, say) is retried after this, not in a tight loop.
@@ -286,13 +296,21 @@ struct Watch {
     /// Microseconds after `born` at which the connection is cut; `NEVER` while a route handles
     /// a request.
     deadline_us: AtomicU64,
-    /// Answered, and no byte of a next request yet.
-    idle: AtomicBool,
+    /// Where the connection is in its request cycle: `INCOMPLETE`, `HANDLING` or `IDLE`.
+    stage: AtomicU8,
+    /// Microseconds after `born` at which the current stage began.
+    stage_since_us: AtomicU64,
     head_timeout: Duration,
     idle_timeout: Duration,
 }
 
 const NEVER: u64 = u64::MAX;
+/// A request's head or body is on its way (also a new connection before its first byte).
+const INCOMPLETE: u8 = 0;
+/// A route handles a complete request.
+const HANDLING: u8 = 1;
+/// Answered, and no byte of a next request yet.
+const IDLE: u8 = 2;
 
 impl Watch {
     /// A new connection: its first head is due within the head timeout.
@@ -300,7 +318,8 @@ impl Watch {
         let watch = Watch {
             born: Instant::now(),
             deadline_us: AtomicU64::new(NEVER),
-            idle: AtomicBool::new(false),
+            stage: AtomicU8::new(INCOMPLETE),
+            stage_since_us: AtomicU64::new(0),
             head_timeout: limits.head_timeout,
             idle_timeout: limits.idle_timeout,
         };
@@ -314,27 +333,51 @@ impl Watch {
             .store(u64::try_from(at).unwrap_or(NEVER - 1), Ordering::Relaxed);
     }
 
+    fn enter(&self, stage: u8) {
+        let now = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(NEVER - 1);
+        self.stage_since_us.store(now, Ordering::Relaxed);
+        self.stage.store(stage, Ordering::Relaxed);
+    }
+
     /// Bytes came in: on an idle connection, the first of a new head.
     fn arrived(&self) {
-        if self.idle.load(Ordering::Relaxed) {
-            self.idle.store(false, Ordering::Relaxed);
+        if self.is_idle() {
+            self.enter(INCOMPLETE);
             self.due_in(self.head_timeout);
         }
     }
 
-    /// A head is complete: the route's own bounds apply until it answers.
+    /// A head is complete and its body is on its way: the body's own deadlines apply
+    /// (`read_body`), no connection deadline.
+    fn reading_body(&self) {
+        self.enter(INCOMPLETE);
+        self.deadline_us.store(NEVER, Ordering::Relaxed);
+    }
+
+    /// The request is complete: the route's own bounds apply until it answers.
     fn handling(&self) {
-        self.idle.store(false, Ordering::Relaxed);
+        self.enter(HANDLING);
         self.deadline_us.store(NEVER, Ordering::Relaxed);
     }
 
     fn answered(&self) {
         self.due_in(self.idle_timeout);
-        self.idle.store(true, Ordering::Relaxed);
+        self.enter(IDLE);
     }
 
     fn is_idle(&self) -> bool {
-        self.idle.load(Ordering::Relaxed)
+        self.stage.load(Ordering::Relaxed) == IDLE
+    }
+
+    /// Whether, at the cap, this connection makes room (see the module's rules).
+    fn makes_room(&self) -> bool {
+        let since = Duration::from_micros(self.stage_since_us.load(Ordering::Relaxed));
+        let in_stage = self.born.elapsed().saturating_sub(since);
+        match self.stage.load(Ordering::Relaxed) {
+            INCOMPLETE => in_stage >= INCOMPLETE_AT_CAP,
+            IDLE => in_stage >= IDLE_AT_CAP,
+            _ => false,
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -460,7 +503,7 @@ struct Shared {
     gauges: Arc<Gauges>,
     tls: Option<TlsAcceptor>,
     http: http1::Builder,
-    /// Rings while the listener is at its cap: idle connections close.
+    /// Rings while the listener is at its cap: connections that make room close.
     drain: Notify,
 }
 
@@ -547,8 +590,8 @@ impl Listener {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await;
     }
 
-    /// A place for one more connection; at the cap, idle connections are asked to make room
-    /// until one is free.
+    /// A place for one more connection; at the cap, connections are asked to make room until
+    /// one is free.
     async fn slot(&self) -> Option<OwnedSemaphorePermit> {
         loop {
             match self.slots.clone().try_acquire_owned() {
@@ -570,11 +613,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Resolves when the listener is at its cap while this connection is idle.
+/// Resolves when the listener is at its cap while this connection is one that makes room.
 async fn drained(watch: &Watch, drain: &Notify) {
     loop {
         drain.notified().await;
-        if watch.is_idle() {
+        if watch.makes_room() {
             return;
         }
     }
@@ -614,7 +657,7 @@ where
     let service = {
         let (watch, limits, gauges) = (watch.clone(), shared.limits.clone(), shared.gauges.clone());
         service_fn(move |request: Request<Incoming>| {
-            watch.handling();
+            watch.reading_body();
             let (watch, limits, gauges, route) =
                 (watch.clone(), limits.clone(), gauges.clone(), route.clone());
             async move {
@@ -624,7 +667,10 @@ where
                     .get(EXPECT)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let reply = match read_body(body, &limits, continue_expected).await {
-                    Ok(body) => route(Request::from_parts(parts, body)).await,
+                    Ok(body) => {
+                        watch.handling();
+                        route(Request::from_parts(parts, body)).await
+                    }
                     Err(refused) => {
                         gauges.refused_bodies.fetch_add(1, Ordering::Relaxed);
                         refused.reply()
@@ -702,8 +748,14 @@ mod tests {
             got.is_some_and(|got| got >= want && got < want + Duration::from_secs(1))
         };
         assert!(near(due(&watch), Duration::from_secs(3)), "the first head");
+        watch.reading_body();
+        assert_eq!(watch.deadline(), None, "the body's own deadlines apply");
         watch.handling();
         assert_eq!(watch.deadline(), None, "a route has the request");
+        assert!(
+            !watch.makes_room(),
+            "a request being handled never makes room"
+        );
         watch.answered();
         assert!(watch.is_idle());
         assert!(near(due(&watch), Duration::from_secs(60)), "idle");
@@ -714,5 +766,23 @@ mod tests {
         let before = watch.deadline();
         watch.arrived();
         assert_eq!(watch.deadline(), before);
+    }
+
+    #[test]
+    fn at_the_cap_a_request_still_arriving_makes_room_sooner_than_an_idle_connection() {
+        let watch = Watch::new(&Limits::default());
+        assert!(!watch.makes_room(), "a new connection has its moment");
+        std::thread::sleep(INCOMPLETE_AT_CAP + Duration::from_millis(50));
+        assert!(watch.makes_room(), "no head after INCOMPLETE_AT_CAP");
+        watch.reading_body();
+        assert!(!watch.makes_room(), "a body just begun");
+        watch.handling();
+        watch.answered();
+        std::thread::sleep(INCOMPLETE_AT_CAP + Duration::from_millis(50));
+        assert!(!watch.makes_room(), "idle, but not for IDLE_AT_CAP");
+        std::thread::sleep(IDLE_AT_CAP);
+        assert!(watch.makes_room(), "idle for IDLE_AT_CAP");
+        watch.arrived();
+        assert!(!watch.makes_room(), "a next request begun");
     }
 }
