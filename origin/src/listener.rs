@@ -165,8 +165,8 @@ pub struct Gauges {
 impl Gauges {
     /// `{"cap","accepted","open","max_open_seen","timed_out","drained","refused_bodies"}`:
     /// connections accepted so far, open now, the most ever open, cut by a deadline (handshake,
-    /// head, body, idle), idle ones closed to make room at the cap, and bodies refused (too
-    /// large, too slow, broken).
+    /// head, body, idle), closed to make room at the cap (see the module's rules), and bodies
+    /// refused (too large, too slow, broken).
     pub fn report(&self) -> serde_json::Value {
         json!({
             "cap": self.cap,

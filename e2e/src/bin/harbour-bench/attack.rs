@@ -163,7 +163,7 @@ fn report_loads(before: &[(u16, serde_json::Value)], after: &[(u16, serde_json::
             at(now).saturating_sub(at(was))
         };
         println!(
-            "  EU origin :{port}: connections accepted {}, cut by a deadline {}, bodies refused {}, idle closed at the cap {}, most open {} (cap {}); in flight at most {} (bound {}), shed {}",
+            "  EU origin :{port}: connections accepted {}, cut by a deadline {}, bodies refused {}, closed at the cap to make room {}, most open {} (cap {}); in flight at most {} (bound {}), shed {}",
             grew(&["connections", "accepted"]),
             grew(&["connections", "timed_out"]),
             grew(&["connections", "refused_bodies"]),
