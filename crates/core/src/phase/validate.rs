@@ -8,10 +8,10 @@
 //!
 //! A [`Submission`] can only be made here, so every later phase sees checked input only.
 
+use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use crate::outcome::Outcome;
 pub use crate::outcome::Unreadable;
@@ -87,9 +87,16 @@ pub fn parse_body(encoding: Encoding, bytes: &[u8]) -> Result<Vec<(String, RawVa
 }
 
 fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
-    match serde_json::from_str::<FlatObject>(text) {
-        Ok(FlatObject(pairs)) => Ok(pairs),
-        Err(e) if e.to_string().starts_with(TOO_MANY_KEYS) => Err(BodyError::TooManyKeys),
+    // What `serde_json::from_str` does, with the seed saying whether it stopped at `MAX_KEYS`
+    // (asking the error's text would bring serde_json's error messages into the worker).
+    let too_many = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = FlatObject(&too_many)
+        .deserialize(&mut deserializer)
+        .and_then(|pairs| deserializer.end().map(|()| pairs));
+    match parsed {
+        Ok(pairs) => Ok(pairs),
+        Err(_) if too_many.get() => Err(BodyError::TooManyKeys),
         Err(e) => Err(BodyError::Malformed(match e.classify() {
             serde_json::error::Category::Data => "the body must be one JSON object".into(),
             _ => format!(
@@ -104,14 +111,17 @@ fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
 const TOO_MANY_KEYS: &str = "too many keys";
 const NOT_AN_OBJECT: &str = "not an object";
 
-/// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible.
-struct FlatObject(Vec<(String, RawValue)>);
+/// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible; the cell turns
+/// true when it stops at `MAX_KEYS`.
+struct FlatObject<'a>(&'a Cell<bool>);
 
-impl<'de> Deserialize<'de> for FlatObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = FlatObject;
+impl<'de> DeserializeSeed<'de> for FlatObject<'_> {
+    type Value = Vec<(String, RawValue)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        struct ObjectVisitor<'a>(&'a Cell<bool>);
+        impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+            type Value = Vec<(String, RawValue)>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -119,39 +129,40 @@ impl<'de> Deserialize<'de> for FlatObject {
             // `deserialize_map`: those describe the value (`Unexpected`), and describing a
             // float brings float formatting into the worker (about 6 KB gzip) for a message
             // nobody reads: the answer is "the body must be one JSON object" either way.
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<FlatObject, E> {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<FlatObject, E> {
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<FlatObject, E> {
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<FlatObject, E> {
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<FlatObject, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_unit<E: de::Error>(self) -> Result<FlatObject, E> {
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Err(E::custom(NOT_AN_OBJECT))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<FlatObject, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
                 Err(de::Error::custom(NOT_AN_OBJECT))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatObject, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut pairs = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, RawValue>()? {
                     if pairs.len() == MAX_KEYS {
+                        self.0.set(true);
                         return Err(de::Error::custom(TOO_MANY_KEYS));
                     }
                     pairs.push((key, value));
                 }
-                Ok(FlatObject(pairs))
+                Ok(pairs)
             }
         }
-        deserializer.deserialize_any(ObjectVisitor)
+        deserializer.deserialize_any(ObjectVisitor(self.0))
     }
 }
 
