@@ -87,75 +87,97 @@ pub fn parse_body(encoding: Encoding, bytes: &[u8]) -> Result<Vec<(String, RawVa
 }
 
 fn parse_json(text: &str) -> Result<Vec<(String, RawValue)>, BodyError> {
-    // What `serde_json::from_str` does, with the seed saying whether it stopped at `MAX_KEYS`
-    // (asking the error's text would bring serde_json's error messages into the worker).
-    let too_many = Cell::new(false);
+    // What `serde_json::from_str` does, with the seed saying what it refused. The seed reads
+    // past what it refuses instead of failing with an error of its own: serde_json makes any
+    // such error from its text (a search for " at line "), which would bring that code and
+    // serde_json's error messages into the worker.
+    let refused = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = FlatObject(&too_many)
+    let parsed = FlatObject(&refused)
         .deserialize(&mut deserializer)
         .and_then(|pairs| deserializer.end().map(|()| pairs));
-    match parsed {
-        Ok(pairs) => Ok(pairs),
-        Err(_) if too_many.get() => Err(BodyError::TooManyKeys),
-        Err(e) => Err(BodyError::Malformed(match e.classify() {
-            serde_json::error::Category::Data => "the body must be one JSON object".into(),
-            _ => format!(
+    match (parsed, refused.get()) {
+        (_, Some(Refusal::TooManyKeys)) => Err(BodyError::TooManyKeys),
+        (_, Some(Refusal::NotAnObject)) => Err(not_an_object()),
+        (Ok(pairs), None) => Ok(pairs),
+        (Err(e), None) => Err(match e.classify() {
+            serde_json::error::Category::Data => not_an_object(),
+            _ => BodyError::Malformed(format!(
                 "the body is not valid JSON (line {} column {})",
                 e.line(),
                 e.column()
-            ),
-        })),
+            )),
+        }),
     }
 }
 
-const TOO_MANY_KEYS: &str = "too many keys";
-const NOT_AN_OBJECT: &str = "not an object";
+fn not_an_object() -> BodyError {
+    BodyError::Malformed("the body must be one JSON object".into())
+}
 
-/// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible; the cell turns
-/// true when it stops at `MAX_KEYS`.
-struct FlatObject<'a>(&'a Cell<bool>);
+/// What the top-level parser refused, read past rather than failed on (see `parse_json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    NotAnObject,
+    TooManyKeys,
+}
+
+/// A top-level JSON object kept as ordered pairs, so duplicate keys stay visible; anything else,
+/// or an object past `MAX_KEYS`, is read to its end and named in the cell.
+struct FlatObject<'a>(&'a Cell<Option<Refusal>>);
 
 impl<'de> DeserializeSeed<'de> for FlatObject<'_> {
     type Value = Vec<(String, RawValue)>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        struct ObjectVisitor<'a>(&'a Cell<bool>);
+        struct ObjectVisitor<'a>(&'a Cell<Option<Refusal>>);
+        impl ObjectVisitor<'_> {
+            fn refuse<E>(&self, refusal: Refusal) -> Result<Vec<(String, RawValue)>, E> {
+                self.0.set(Some(refusal));
+                Ok(Vec::new())
+            }
+        }
         impl<'de> Visitor<'de> for ObjectVisitor<'_> {
             type Value = Vec<(String, RawValue)>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            // Every other JSON type is refused here rather than by serde's default visits or
-            // `deserialize_map`: those describe the value (`Unexpected`), and describing a
-            // float brings float formatting into the worker (about 6 KB gzip) for a message
-            // nobody reads: the answer is "the body must be one JSON object" either way.
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            // Every JSON type is taken here: serde's default visits would describe a refused
+            // value (`Unexpected`), and describing a float brings float formatting into the
+            // worker (about 6 KB gzip) for a message nobody reads.
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Err(E::custom(NOT_AN_OBJECT))
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                self.refuse(Refusal::NotAnObject)
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-                Err(de::Error::custom(NOT_AN_OBJECT))
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                self.0.set(Some(Refusal::NotAnObject));
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Vec::new())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut pairs = Vec::new();
                 while let Some((key, value)) = map.next_entry::<String, RawValue>()? {
                     if pairs.len() == MAX_KEYS {
-                        self.0.set(true);
-                        return Err(de::Error::custom(TOO_MANY_KEYS));
+                        self.0.set(Some(Refusal::TooManyKeys));
+                        while map
+                            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                            .is_some()
+                        {}
+                        return Ok(Vec::new());
                     }
                     pairs.push((key, value));
                 }
