@@ -35,6 +35,7 @@
 use harbour_contract::env::{ingress_var, key_var, origins_var, FORM_KEY_VAR};
 use harbour_contract::http::SUBMISSIONS_PATH;
 use harbour_contract::signature::{SigningKey, MIN_KEY_BYTES};
+use harbour_policy::text::quoted;
 use harbour_policy::{Issue, Policy, PolicyError, Region, RegionIndex};
 
 /// How much the edge logs (`HARBOUR_LOG`); see `journal`.
@@ -153,7 +154,7 @@ fn page_origins(env: &dyn Fn(&str) -> Option<String>, issues: &mut Vec<Issue>) -
         match problem {
             Some(problem) => issues.push(Issue {
                 path: PAGE_ORIGINS_VAR.into(),
-                message: format!("{origin:?} {problem}"),
+                message: format!("{} {problem}", quoted(origin)),
             }),
             None => origins.push(origin.to_owned()),
         }
@@ -237,7 +238,8 @@ fn host_issue(
 ) -> Option<String> {
     if base.starts_with("http://") && !is_loopback(host) {
         return Some(format!(
-            "{base:?} uses http://, allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://"
+            "{} uses http://, allowed only for loopback addresses (127.0.0.0/8, ::1, localhost); use https://",
+            quoted(base)
         ));
     }
     let (_, other) = hosts_seen
@@ -300,13 +302,13 @@ fn ingress_site(
         (None, None) => return None,
         (Some(policy), None) => return Some(Site::deployed(&policy.host)),
         (None, Some(_)) => {
-            fail(format!("the policy names no ingress for region {:?} ({entry}); this variable only moves one to this machine: remove it", region.id));
+            fail(format!("the policy names no ingress for region {} ({entry}); this variable only moves one to this machine: remove it", quoted(&region.id)));
             return None;
         }
         (Some(policy), Some(value)) => (policy, value),
     };
     let Some(site) = Site::simulated(&value) else {
-        fail(format!("{value:?} is not an address on this machine (http://{}.localhost:8787); this variable only simulates {entry}.host ({}) locally, and a deployment serves the policy's hostname", region.id, policy.host));
+        fail(format!("{} is not an address on this machine (http://{}.localhost:8787); this variable only simulates {entry}.host ({}) locally, and a deployment serves the policy's hostname", quoted(&value), region.id, policy.host));
         return None;
     };
     if let Some((_, other)) = sites_seen.iter().find(|(host, _)| *host == site.host) {
@@ -404,7 +406,7 @@ impl Config {
                     }
                     None => issues.push(Issue {
                         path: origins_name.clone(),
-                        message: format!("{base:?} is not an http(s) base URL"),
+                        message: format!("{} is not an http(s) base URL", quoted(base)),
                     }),
                 }
             }
@@ -413,15 +415,15 @@ impl Config {
                 issues.push(Issue {
                     path: origins_name.clone(),
                     message: format!(
-                        "the origins of region {:?} must share one base path (the signature covers it)",
-                        region.id
+                        "the origins of region {} must share one base path (the signature covers it)",
+                        quoted(&region.id)
                     ),
                 });
             }
             if origins.is_empty() {
                 issues.push(Issue {
                     path: origins_name,
-                    message: format!("region {:?} has no origin", region.id),
+                    message: format!("region {} has no origin", quoted(&region.id)),
                 });
             }
             let key_name = key_var(&region.id);
@@ -433,7 +435,7 @@ impl Config {
                 match secrets_seen.iter().find(|(seen, _)| *seen == secret) {
                     // Names the other variable, never the secret.
                     Some((_, other)) => issues.push(Issue {
-                        message: format!("region {:?} has the same signing secret as {other}; each region needs its own, or one region's origin accepts another's signatures", region.id),
+                        message: format!("region {} has the same signing secret as {other}; each region needs its own, or one region's origin accepts another's signatures", quoted(&region.id)),
                         path: key_name.clone(),
                     }),
                     None => secrets_seen.push((secret, key_name.clone())),
@@ -443,8 +445,8 @@ impl Config {
                 issues.push(Issue {
                     path: key_name,
                     message: format!(
-                        "region {:?} needs a signing secret of at least {MIN_KEY_BYTES} bytes",
-                        region.id
+                        "region {} needs a signing secret of at least {MIN_KEY_BYTES} bytes",
+                        quoted(&region.id)
                     ),
                 });
             }
@@ -466,8 +468,8 @@ impl Config {
             issues.push(Issue {
                 path: LogMode::VARIABLE.into(),
                 message: format!(
-                    "{:?} is not a log mode (summary or decisions)",
-                    log_value.unwrap_or_default()
+                    "{} is not a log mode (summary or decisions)",
+                    quoted(&log_value.unwrap_or_default())
                 ),
             });
             LogMode::default()

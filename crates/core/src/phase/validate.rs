@@ -18,7 +18,7 @@ pub use crate::outcome::Unreadable;
 use crate::reply::{problem, Answer, Flow, Phase, Reply};
 use harbour_policy::country::Country;
 use harbour_policy::field::{truncate, CleanValue, FieldError, RawValue, RESERVED_MEMBERS};
-use harbour_policy::text::push_quoted;
+use harbour_policy::text::{push_quoted, quoted};
 use harbour_policy::{Campaign, LOCALES};
 
 /// How a submission's body is encoded.
@@ -66,7 +66,9 @@ impl BodyError {
         match self {
             BodyError::InvalidUtf8 => "the body is not valid UTF-8".into(),
             BodyError::Malformed(why) => why.clone(),
-            BodyError::DuplicateKey(key) => format!("the key {key:?} appears more than once"),
+            BodyError::DuplicateKey(key) => {
+                format!("the key {} appears more than once", quoted(key))
+            }
             BodyError::TooManyKeys => format!("a submission has at most {MAX_KEYS} keys"),
         }
     }
