@@ -154,19 +154,20 @@ fn configure_parsed(
     bound: &dyn Fn(&str) -> bool,
     random: &[u8],
 ) -> String {
+    // The bindings are checked before the policy moves into the config, so that a config error
+    // names them too without a copy of the policy.
+    let missing = live
+        .as_ref()
+        .map(|policy| missing_bindings(policy, bound))
+        .unwrap_or_default();
     let config = match live
-        .clone()
         .map_err(ConfigError::from)
         .and_then(|policy| Config::for_policy(policy, lookup))
     {
-        Ok(config) => match missing_bindings(&config.policy, bound) {
-            missing if missing.is_empty() => Ok(config),
-            missing => Err(ConfigError(missing)),
-        },
+        Ok(config) if missing.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError(missing)),
         Err(ConfigError(mut issues)) => {
-            if let Ok(policy) = &live {
-                issues.extend(missing_bindings(policy, bound));
-            }
+            issues.extend(missing);
             Err(ConfigError(issues))
         }
     };
