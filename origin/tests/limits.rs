@@ -1,7 +1,8 @@
 //! The listener's limits against a real origin process: slow bodies hold no place in flight and
 //! are cut off at the body deadline (sooner when they trickle below the minimum rate), a body
-//! over the cap is refused before it is read, the connection cap holds (a connection past it
-//! waits and is then served; idle ones make room), idle keep-alive connections close after their
+//! over the cap is refused and never kept (what follows is read and thrown away, under the same
+//! rate), the connection cap holds (a connection past it waits and is then served; requests
+//! still arriving make room first, then idle ones), idle keep-alive connections close after their
 //! timeout, and a TLS handshake that does not finish is cut off.
 //!
 //! Every wait is bounded; timing assertions leave wide margins (a loaded 2-core machine), and
@@ -372,7 +373,8 @@ fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
 }
 
 /// At the cap, idle keep-alive connections are closed to make room: with a cap of two and both
-/// held idle (idle timeout 120 s), a third connection is served at once.
+/// held idle (idle timeout 120 s), a third connection is served once they have been idle for
+/// `IDLE_AT_CAP` (a second), long before their idle timeout.
 #[test]
 fn idle_connections_make_room_at_the_cap() {
     let origin = start(
