@@ -52,8 +52,16 @@ struct Outage {
     /// Set once the database is back: nothing waits for `down` after that.
     over: AtomicBool,
     refused_while_down: AtomicUsize,
+    /// Answers from `wrangler dev`'s own proxy, not from harbour: it reloaded its worker while a
+    /// POST was under way and does not retry those (see `DEV_PROXY_RESTARTED`).
+    dev_proxy_restarts: AtomicUsize,
     outcomes: Mutex<Vec<Outcome>>,
 }
+
+/// How `wrangler dev`'s proxy answers a POST that was under way when it reloaded the worker (it
+/// retries only GET and HEAD itself). Not harbour's answer: the client sends again with its key,
+/// as after any lost answer, and the audit below still requires one row per key.
+const DEV_PROXY_RESTARTED: &str = "Your worker restarted mid-request.";
 
 /// Every submission, solved first (on every core): a solve takes seconds on a loaded machine,
 /// and inside the retry loop it would decide how many attempts meet the outage.
@@ -136,6 +144,12 @@ fn send_until_stored(stack: &Stack, planned: &Planned, outage: &Outage) -> Outco
         }
         assert_eq!(reply.status, 503, "{}", reply.body);
         assert!(reply.header("retry-after").is_some(), "{reply:?}");
+        if reply.body.starts_with(DEV_PROXY_RESTARTED) {
+            outage.dev_proxy_restarts.fetch_add(1, Ordering::Relaxed);
+            eprintln!("  wrangler dev reloaded its worker with {key} under way; sending it again");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
         assert_eq!(reply.json()["idempotency_key"], key, "{reply:?}");
         if outage.down.load(Ordering::Relaxed) {
             outage.refused_while_down.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +205,8 @@ fn database_outage(stack: &mut Stack, cluster: &PgServer) {
         );
     }
     let refused = outage.refused_while_down.load(Ordering::Relaxed);
+    let restarts = outage.dev_proxy_restarts.load(Ordering::Relaxed);
+    eprintln!("  answers from wrangler dev's proxy reloading its worker: {restarts}");
     check_every_submission_landed_once(stack, outage.outcomes.into_inner().unwrap(), refused);
 }
 
