@@ -449,8 +449,12 @@ impl Listener {
         let mut http = http1::Builder::new();
         // Ours are the deadlines (`Watch`): hyper's own head timeout would also cut idle
         // keep-alive connections at the head's (shorter) limit.
+        // Half-close: while a route handles a request, hyper does not read ahead to notice the
+        // peer closing. That read took a fresh buffer for every request (the request still
+        // held the old one); the route finishes anyway, as the writer stores what it was given.
         http.keep_alive(true)
             .header_read_timeout(None)
+            .half_close(true)
             .max_buf_size(MAX_HEAD_BYTES);
         let gauges = Arc::new(Gauges {
             cap: limits.max_connections,
