@@ -19,7 +19,8 @@
 //!   bytes a second on average (a trickle is cut off long before the deadline). A body cut off is
 //!   answered 408 and its connection closed.
 //! - **Handling**: no connection deadline runs while a route handles a complete request; the
-//!   route's own bounds apply (the in-flight bound, the store's timeouts).
+//!   route's own bounds apply (the in-flight bound, the store's timeouts). The connection is not
+//!   read meanwhile, so a peer that half-closes after its request still gets the answer.
 //! - **Idle**: after an answer, a connection with no new request for `idle_timeout` is closed, as
 //!   is one whose peer does not read its answer within that time.
 //! - **Shutdown**: when told to stop, a listener stops accepting (its socket closes, so what waits
