@@ -28,7 +28,8 @@
 //!   it sends, not for one round trip each (the loop would be a flood of new connections). A
 //!   client that asked to `Expect: 100-continue` is answered 413 at once: it sends nothing more.
 //! - **Handling**: no connection deadline runs while a route handles a complete request; the
-//!   route's own bounds apply (the in-flight bound, the store's timeouts).
+//!   route's own bounds apply (the in-flight bound, the store's timeouts). The connection is not
+//!   read meanwhile, so a peer that half-closes after its request still gets the answer.
 //! - **Idle**: after an answer, a connection with no new request for `idle_timeout` is closed, as
 //!   is one whose peer does not read its answer within that time.
 //! - **Shutdown**: when told to stop, a listener stops accepting (its socket closes, so what waits
@@ -525,8 +526,12 @@ impl Listener {
         let mut http = http1::Builder::new();
         // Ours are the deadlines (`Watch`): hyper's own head timeout would also cut idle
         // keep-alive connections at the head's (shorter) limit.
+        // Half-close: while a route handles a request, hyper does not read ahead to notice the
+        // peer closing. That read took a fresh buffer for every request (the request still
+        // held the old one); the route finishes anyway, as the writer stores what it was given.
         http.keep_alive(true)
             .header_read_timeout(None)
+            .half_close(true)
             .max_buf_size(MAX_HEAD_BYTES);
         let gauges = Arc::new(Gauges {
             cap: limits.max_connections,

@@ -240,11 +240,20 @@ async fn count(origin: &Origin) -> Reply {
     }
 }
 
-/// The in-flight bound, what is in flight, the most ever in flight and how many were shed; and
-/// the submissions listener's connections (`listener::Gauges`).
+/// The in-flight bound, what is in flight, the most ever in flight and how many were shed; the
+/// submissions listener's connections (`listener::Gauges`); and the store's batching (rows per
+/// commit is what a synced commit's cost is shared by).
 fn load(origin: &Origin, connections: &Gauges) -> Reply {
     let mut report = origin.in_flight.report();
     report["connections"] = connections.report();
+    let batches = origin.store.batch_stats();
+    report["store"] = json!({
+        "batches": batches.batches,
+        "commits": batches.commits,
+        "submissions": batches.submissions,
+        "failed_batches": batches.failed_batches,
+        "largest_batch": batches.largest_batch,
+    });
     answer(StatusCode::OK, report)
 }
 

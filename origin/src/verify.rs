@@ -6,7 +6,8 @@
 use harbour_contract::entry::ReceivedEntry;
 use harbour_contract::http::METHOD;
 use harbour_contract::response::Code;
-use harbour_contract::signature::{sha256_hex, SignatureHeader, Signed, SigningKey};
+use harbour_contract::signature::{hex, sha256_hex, SignatureHeader, Signed, SigningKey};
+use sha2::{Digest, Sha256};
 
 /// How far a submission's timestamp may be from the origin's clock (RFC 9421 style replay
 /// window; harbour's retries stay well within it).
@@ -70,7 +71,7 @@ pub fn verify(
         return Err(Code::WrongRegion);
     }
     Ok(Verified {
-        fields_sha256: sha256_hex(entry.fields.to_string().as_bytes()),
+        fields_sha256: json_sha256_hex(&entry.fields),
         campaign: entry.campaign,
         idempotency_key: idempotency_key.to_owned(),
         platform_country: entry.platform_country,
@@ -80,9 +81,47 @@ pub fn verify(
     })
 }
 
+/// The SHA-256 of a value's compact JSON text (what `to_string` writes), hashed as it is
+/// written rather than gathered into a string first.
+fn json_sha256_hex(value: &serde_json::Value) -> String {
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    // Writing to memory only fails if serialization does, which a `Value` never does; the
+    // text's digest stays the fallback so the answer is the same either way.
+    match serde_json::to_writer(&mut hashing, value) {
+        Ok(()) => hex(&hashing.0.finalize()),
+        Err(_) => sha256_hex(value.to_string().as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_digest_is_that_of_their_json_text() {
+        let values = [
+            serde_json::json!({}),
+            serde_json::json!({"email": "ada@example.org", "name": "Zoë \"Z\" \u{1}\n", "n": 12}),
+            serde_json::json!({"b": [1, 2.5, null, true], "a": {"x": "ｆｕｌｌ", "y": "😀"}}),
+        ];
+        for value in values {
+            assert_eq!(
+                json_sha256_hex(&value),
+                sha256_hex(value.to_string().as_bytes()),
+                "{value}"
+            );
+        }
+    }
 
     const KEY: &[u8] = b"eu-secret-0123456789abcdefghijklmnop";
     const PATH: &str = "/v1/submissions";

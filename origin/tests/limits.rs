@@ -3,7 +3,8 @@
 //! over the cap is refused and never kept (what follows is read and thrown away, under the same
 //! rate), the connection cap holds (a connection past it waits and is then served; requests
 //! still arriving make room first, then idle ones), idle keep-alive connections close after their
-//! timeout, and a TLS handshake that does not finish is cut off.
+//! timeout, a TLS handshake that does not finish is cut off, and a sender that half-closes after
+//! its request still gets its answer.
 //!
 //! Every wait is bounded; timing assertions leave wide margins (a loaded 2-core machine), and
 //! what they prove is also checked through the origin's own counts (`/v1/load`).
@@ -518,6 +519,31 @@ fn a_large_body_in_pieces_is_read_whole() {
         stream.write_all(piece).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
+    let (answer, _) = until_closed(&mut stream, Instant::now());
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+    assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 1);
+}
+
+/// A sender that half-closes its side once the request is written still gets its answer: the
+/// listener does not read ahead while a route handles a request (hyper's half-close), so the
+/// end of the sender's stream is not taken for a dropped connection.
+#[test]
+fn a_sender_that_half_closes_after_its_request_is_answered() {
+    let origin = start("half-close", &[]);
+    let entry = Entry::new("half-close-key-0123456789abcdef", "half@example.org");
+    let body = entry.body();
+    let mut stream = connect(origin.port);
+    let mut request = format!(
+        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in entry.headers(&body) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
     let (answer, _) = until_closed(&mut stream, Instant::now());
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
     assert_eq!(get(origin.ops_port, "/v1/count").json()["count"], 1);

@@ -12,7 +12,10 @@
 //! built before the clock starts, so the load generator's own work is not in the origin's way more
 //! than it must be. CPU per row is the origin's user + system time over the measured phase ÷ the
 //! rows it stored in it (`/v1/count`); every answer must be 201. The median round is printed
-//! with the others. Bounded: a round gives up after 120 s, a read after 10 s.
+//! with the others. Each round also prints the store's commits in the measured phase
+//! (`/v1/load`): rows per commit, and CPU per commit. A synced commit costs the same whatever
+//! it holds, and at a paced rate how many rows it holds varies from run to run, so two builds
+//! compare by both. Bounded: a round gives up after 120 s, a read after 10 s.
 //!
 //! `--durability full` (every commit synced) is the default here, as it is the origin's and the
 //! edge benchmark's (`scripts/bench`); `normal` is there to compare. `--origin` defaults to the `harbour-origin`
@@ -314,6 +317,10 @@ struct Round {
     per_row: f64,
     by_thread: BTreeMap<String, f64>,
     rate: f64,
+    /// Commits in the measured phase.
+    commits: u64,
+    /// µs of origin CPU per commit.
+    per_commit: f64,
 }
 
 fn round(o: &Options, index: usize) -> Result<Round, String> {
@@ -331,13 +338,16 @@ fn round(o: &Options, index: usize) -> Result<Round, String> {
     send(origin.port, warm, o.connections, None)?;
     let requests: Vec<Vec<u8>> = (0..o.rows).map(|n| request(&key, &run, n)).collect();
     let count = |port| get(port, "/v1/count").map(|v| v["count"].as_u64().unwrap_or(0));
+    let commits = |port| get(port, "/v1/load").map(|v| v["store"]["commits"].as_u64().unwrap_or(0));
     let pid = origin.child.id();
+    let commits_before = commits(origin.ops_port)?;
     let (rows_before, (cpu_before, threads_before)) = (count(origin.ops_port)?, cpu_seconds(pid)?);
     let started = Instant::now();
     send(origin.port, requests, o.connections, o.rate)?;
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu_after, threads_after) = cpu_seconds(pid)?;
     let stored = count(origin.ops_port)? - rows_before;
+    let commits = commits(origin.ops_port)?.saturating_sub(commits_before);
     drop(origin);
     let _ = std::fs::remove_dir_all(&dir);
     if stored != o.rows as u64 {
@@ -355,6 +365,8 @@ fn round(o: &Options, index: usize) -> Result<Round, String> {
         per_row: per_row(cpu_after - cpu_before),
         by_thread,
         rate: stored as f64 / elapsed,
+        commits,
+        per_commit: (cpu_after - cpu_before) * 1e6 / commits.max(1) as f64,
     })
 }
 
@@ -384,10 +396,12 @@ fn main() {
                     .map(|(name, us)| format!("{name} {us:.1}"))
                     .collect();
                 println!(
-                    "  round {index}: {:.1} µs CPU per row ({}), {:.0} rows/s",
+                    "  round {index}: {:.1} µs CPU per row ({}), {:.0} rows/s, {:.1} rows per commit, {:.0} µs CPU per commit",
                     r.per_row,
                     threads.join(", "),
-                    r.rate
+                    r.rate,
+                    o.rows as f64 / r.commits.max(1) as f64,
+                    r.per_commit
                 );
                 results.push(r.per_row);
             }
