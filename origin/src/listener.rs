@@ -62,12 +62,16 @@ use tokio_rustls::TlsAcceptor;
 /// An answer: status, headers and a body already in memory.
 pub type Reply = Response<Full<Bytes>>;
 
-/// Connections a listener holds when `--max-connections` is not given: twice the default
-/// in-flight bound, room for the edge's connections beside whatever strangers hold, and well
-/// inside the usual 1,024 open files a process may have.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Connections a listener holds when `--max-connections` is not given: room for the edge's
+/// connections (a few hundred at a peak) beside a thousand or more of a stranger's, so that an
+/// attack of that size never makes the edge's new connections wait at the cap (a few KB each
+/// while idle; `open_files` makes the process's open-file limit fit them).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The operations listener's cap: an operator's probes and scrapers.
 pub const OPS_MAX_CONNECTIONS: usize = 64;
+/// Open files the process needs besides its connections: the store's files or its database
+/// connections, the TLS material, logs.
+pub const FILES_BESIDE_CONNECTIONS: u64 = 64;
 /// The edge sends each request at once and gives a whole attempt 3 s: a handshake, head or body
 /// slower than a few seconds is one the edge has already given up on.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,6 +145,44 @@ impl Limits {
         let earned = Duration::from_micros(received.saturating_mul(1_000_000) / self.min_body_rate);
         hard.min(later(start, BODY_GRACE.saturating_add(earned)))
     }
+}
+
+/// The submissions listener's connection cap for a process that may open `open_files` files:
+/// `max_connections` when it fits beside the operations listener and `FILES_BESIDE_CONNECTIONS`.
+/// A cap given on the command line (`given`) that does not fit is an error; the default is
+/// lowered to what fits, with a warning saying so.
+pub fn fit_connections(
+    max_connections: usize,
+    given: bool,
+    open_files: u64,
+) -> Result<(usize, Option<String>), String> {
+    let beside = OPS_MAX_CONNECTIONS as u64 + FILES_BESIDE_CONNECTIONS;
+    let fits = usize::try_from(open_files.saturating_sub(beside)).unwrap_or(usize::MAX);
+    if max_connections <= fits {
+        return Ok((max_connections, None));
+    }
+    let needed = max_connections as u64 + beside;
+    let raise = "raise the open-file limit (LimitNOFILE= in a systemd unit, ulimit -n in a shell)";
+    if given {
+        return Err(format!(
+            "--max-connections {max_connections} needs about {needed} open files, and this process may open {open_files}: {raise} or give a lower --max-connections"
+        ));
+    }
+    if fits < OPS_MAX_CONNECTIONS {
+        return Err(format!(
+            "this process may open {open_files} files, too few for a listener beside the operations one: {raise}"
+        ));
+    }
+    let warning = format!(
+        "connections capped at {fits}, not {max_connections}: this process may open {open_files} files; {raise} for the full cap"
+    );
+    Ok((fits, Some(warning)))
+}
+
+/// The open-file limit raised as far as the system allows (the soft limit to the hard one), and
+/// what it is then; `None` where it cannot be read.
+pub fn open_files() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
 /// `time` after `start`, at most a year (the command line allows a day): adding never panics,
@@ -789,5 +831,26 @@ mod tests {
         assert!(watch.makes_room(), "idle for IDLE_AT_CAP");
         watch.arrived();
         assert!(!watch.makes_room(), "a next request begun");
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        let beside = OPS_MAX_CONNECTIONS + FILES_BESIDE_CONNECTIONS as usize;
+        assert_eq!(fit_connections(4096, false, 20_000), Ok((4096, None)));
+        assert_eq!(
+            fit_connections(4096, true, 4096 + beside as u64),
+            Ok((4096, None))
+        );
+        // The default lowered to what fits under a unit's usual 1,024, with a warning.
+        let (cap, warning) = fit_connections(4096, false, 1024).unwrap();
+        assert_eq!(cap, 1024 - beside);
+        assert!(warning.unwrap().contains("LimitNOFILE="));
+        // A cap given on the command line is never lowered behind the operator's back.
+        let refused = fit_connections(4096, true, 1024).unwrap_err();
+        assert!(
+            refused.contains("--max-connections 4096 needs about"),
+            "{refused}"
+        );
+        assert!(fit_connections(4096, false, 100).is_err());
     }
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 use harbour_contract::env::{key_var, person_key_var};
 use harbour_contract::signature::SigningKey;
 use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPARE_MS};
-use harbour_origin::listener::Limits;
+use harbour_origin::listener::{fit_connections, open_files, Limits};
 use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
@@ -41,7 +41,8 @@ The submissions listener's limits (seconds may have decimals):
   --max-in-flight N       verified submissions being stored at once; past it 503 origin_busy (256)
   --spare-ms N            how long a busy answer asks the edge to spare this origin (250)
   --max-connections N     open connections; past it new ones wait in the kernel's backlog and
-                          idle ones are closed to make room (512; the operations listener: 64)
+                          requests still arriving, then idle connections, make room (4096,
+                          within the open-file limit; the operations listener: 64)
   --handshake-timeout S   a TLS handshake (5)
   --head-timeout S        a request head, from the connection's start or its first byte (5)
   --body-timeout S        a request body, from the end of its head (5)
@@ -65,6 +66,8 @@ struct Args {
     max_in_flight: usize,
     spare_ms: u64,
     limits: Limits,
+    /// `--max-connections` was given (see `listener::fit_connections`).
+    connections_given: bool,
     tls: Option<(PathBuf, PathBuf)>,
     tls_client_ca: Option<PathBuf>,
 }
@@ -78,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     let mut spare_ms = DEFAULT_SPARE_MS;
     let mut limits = Limits::default();
+    let mut connections_given = false;
     let mut args = std::env::args().skip(1);
     let address = |flag: &str, text: String| {
         text.parse::<SocketAddr>()
@@ -123,7 +127,10 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--spare-ms: a number of milliseconds")?
             }
-            limit if LIMIT_FLAGS.contains(&limit) => set_limit(&mut limits, limit, &value()?)?,
+            limit if LIMIT_FLAGS.contains(&limit) => {
+                connections_given |= limit == "--max-connections";
+                set_limit(&mut limits, limit, &value()?)?
+            }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -156,6 +163,7 @@ fn parse_args() -> Result<Args, String> {
         max_in_flight,
         spare_ms,
         limits,
+        connections_given,
         tls,
         tls_client_ca,
     })
@@ -318,13 +326,32 @@ fn log_warning(message: &str) {
 }
 
 fn main() {
-    let args = match parse_args() {
+    let mut args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             std::process::exit(2);
         }
     };
+    // Every connection is an open file: the limit raised as far as allowed, the cap fitted to it.
+    if let Some(open_files) = open_files() {
+        match fit_connections(
+            args.limits.max_connections,
+            args.connections_given,
+            open_files,
+        ) {
+            Ok((cap, warning)) => {
+                args.limits.max_connections = cap;
+                if let Some(warning) = warning {
+                    log_warning(&warning);
+                }
+            }
+            Err(message) => {
+                eprintln!("harbour-origin: {message}");
+                std::process::exit(2);
+            }
+        }
+    }
     // One thread for HTTP, MACs and JSON: an origin's work per submission is a few tens of µs,
     // and the SQLite writer, the checkpointer and the blocking pool are threads of their own.
     // Against two worker threads it saved 20-40 µs of CPU per stored row (cross-thread wake-ups

@@ -373,6 +373,42 @@ fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
     assert!(load(&origin)["connections"]["timed_out"].as_u64() >= Some(1));
 }
 
+/// Every connection is an open file. Under a limit of 256 the default cap (4,096) is lowered to
+/// what fits, with a warning that says how to raise the limit; a cap given on the command line
+/// that does not fit is refused at start, saying why.
+#[test]
+fn the_connection_cap_fits_the_open_file_limit_or_the_origin_says_why() {
+    let store = sqlite_store(&temp_dir("open-files"));
+    let mut lowered = Origin::spawn_with_open_files(256, &store, &[]);
+    lowered.wait_ready();
+    assert_eq!(load(&lowered)["connections"]["cap"], 128);
+    assert!(
+        lowered
+            .log_text()
+            .contains("connections capped at 128, not 4096"),
+        "{}",
+        lowered.log_text()
+    );
+    let store = sqlite_store(&temp_dir("open-files-given"));
+    let mut refused = Origin::spawn_with_open_files(256, &store, &["--max-connections", "4096"]);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = refused.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        refused
+            .log_text()
+            .contains("--max-connections 4096 needs about 4224 open files"),
+        "{}",
+        refused.log_text()
+    );
+}
+
 /// At the cap, idle keep-alive connections are closed to make room: with a cap of two and both
 /// held idle (idle timeout 120 s), a third connection is served once they have been idle for
 /// `IDLE_AT_CAP` (a second), long before their idle timeout.

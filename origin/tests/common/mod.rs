@@ -66,7 +66,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 pub struct Origin {
-    child: Child,
+    pub child: Child,
     pub port: u16,
     pub ops_port: u16,
     pub log: PathBuf,
@@ -83,9 +83,28 @@ impl Origin {
 
     /// Starts the origin without waiting for it: several can then start at once.
     pub fn spawn(store: &str, extra: &[&str]) -> Origin {
+        Origin::spawn_from(
+            Command::new(env!("CARGO_BIN_EXE_harbour-origin")),
+            store,
+            extra,
+        )
+    }
+
+    /// `spawn` in a process that may open at most `open_files` files (soft and hard limit).
+    pub fn spawn_with_open_files(open_files: u32, store: &str, extra: &[&str]) -> Origin {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_harbour-origin"),
+        ]);
+        Origin::spawn_from(command, store, extra)
+    }
+
+    fn spawn_from(mut command: Command, store: &str, extra: &[&str]) -> Origin {
         let (port, ops_port) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("harbour-origin-test-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_harbour-origin"))
+        let child = command
             .args(["--region", REGION, "--listen", &format!("127.0.0.1:{port}")])
             .args([
                 "--ops-listen",
