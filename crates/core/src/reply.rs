@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 use harbour_contract::http::HEADER_IDEMPOTENCY_KEY;
-use harbour_policy::text::{decimal, push_quoted};
+use harbour_policy::text::{decimal, push_quoted, quoted};
 
 use crate::outcome::Outcome;
 
@@ -64,14 +64,6 @@ impl Reply {
     pub fn code(&self) -> Option<&'static str> {
         self.outcome.and_then(Outcome::code)
     }
-}
-
-/// A JSON string literal for `text`, escaped as serde_json escapes it: a member value for
-/// [`problem`]'s `extra`.
-pub fn quoted(text: &str) -> String {
-    let mut out = String::new();
-    push_quoted(&mut out, text);
-    out
 }
 
 /// A problem detail answering `outcome`, whose `code` it carries; `extra` members (name, value

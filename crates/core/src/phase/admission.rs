@@ -423,7 +423,7 @@ fn unavailable(key: &str) -> crate::reply::Reply {
         "Your entry could not be taken right now",
         "Please try again shortly with the same Idempotency-Key; it will not be stored twice.",
         &[
-            ("idempotency_key", crate::reply::quoted(key)),
+            ("idempotency_key", harbour_policy::text::quoted(key)),
             ("retry_after_s", harbour_policy::text::decimal(seconds)),
         ],
     )

@@ -276,7 +276,7 @@ pub fn challenge(
     };
     let mut url = String::from("/api/campaigns/");
     url.push_str(&campaign.id);
-    let extra = [("challenge_url", crate::reply::quoted(&url))];
+    let extra = [("challenge_url", harbour_policy::text::quoted(&url))];
     Flow::Break(Answer::new(
         Phase::Challenge,
         problem(status, Outcome::Challenge(refusal), title, detail, &extra),

@@ -20,8 +20,9 @@ use crate::context::Context;
 use crate::outcome::Outcome;
 use crate::phase::admission::Admission;
 use crate::phase::validate::invalid_fields;
-use crate::reply::{busy, problem, quoted, retry_later, Answer, Flow, Phase, Receipt, Reply};
+use crate::reply::{busy, problem, retry_later, Answer, Flow, Phase, Receipt, Reply};
 use crate::tickets::Filed;
+use harbour_policy::text::quoted;
 
 /// What the visitor is asked to wait when every origin of the region failed.
 pub const ORIGINS_UNAVAILABLE_RETRY_MS: u64 = 5_000;

@@ -24,7 +24,8 @@
 
 use crate::config::Config;
 use crate::outcome::Outcome;
-use crate::reply::{problem, quoted, Answer, Flow, Phase};
+use crate::reply::{problem, Answer, Flow, Phase};
+use harbour_policy::text::quoted;
 use harbour_policy::RegionIndex;
 
 /// Which of harbour's hostnames a request arrived on.
