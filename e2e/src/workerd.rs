@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use harbour_contract::points::ANALYTICS_BINDING;
 
-use crate::http::responds;
+use crate::http::{request, responds, Response};
 use crate::policy::location_limits;
 use crate::process::{wait_until, Process};
 use crate::project::{compatibility_date, workspace_root};
+use crate::proof::Prepared;
 
 /// The module `wrangler dev` itself simulates the rate-limiting binding with (from wrangler's
 /// miniflare): workerd has no such binding, so the harness wraps this one.
@@ -96,6 +97,29 @@ impl Worker {
         self.analytics = true;
         self
     }
+}
+
+/// The request header the tests' sockets have workerd read `request.cf` from.
+pub const TEST_CF_HEADER: &str = "x-test-cf";
+
+/// Sends a JSON `body` to `path` of the worker on `port` (a socket reading `TEST_CF_HEADER`) as
+/// a visitor in `country` at `ip`, with `prepared`'s key, proof of work and notice.
+pub fn submit_as(
+    port: u16,
+    path: &str,
+    country: &str,
+    ip: &str,
+    prepared: &Prepared,
+    body: &str,
+) -> Response {
+    let blob = format!("{{\"country\":\"{country}\"}}");
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        (TEST_CF_HEADER, blob.as_str()),
+        ("cf-connecting-ip", ip),
+    ];
+    headers.extend(prepared.headers());
+    request(port, "POST", path, &headers, body.as_bytes())
 }
 
 /// Where a worker listens: a loopback port, and the request header workerd reads `request.cf`

@@ -14,7 +14,7 @@ use harbour_e2e::process::{free_port, wait_until};
 use harbour_e2e::project::workspace_root;
 use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
-use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
+use harbour_e2e::workerd::{submit_as, Socket, Worker, WorkerdConfig, TEST_CF_HEADER};
 use harbour_ops::http::Client;
 use harbour_ops::sources::edge_rows;
 use harbour_ops::target::Edge;
@@ -26,17 +26,10 @@ const COUNTRY: &str = "IT";
 
 fn submit(port: u16, n: u32, ip: &str) -> (Response, String) {
     let prepared = Prepared::fetch(port, None);
-    let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
     let body = format!(
         r#"{{"name":"Visitor {n}","email":"points{n}@example.org","country":"{COUNTRY}","consent":true}}"#
     );
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("x-test-cf", blob.as_str()),
-        ("cf-connecting-ip", ip),
-    ];
-    headers.extend(prepared.headers());
-    let reply = request(port, "POST", SUBMIT_PATH, &headers, body.as_bytes());
+    let reply = submit_as(port, SUBMIT_PATH, COUNTRY, ip, &prepared, &body);
     (reply, prepared.key.clone())
 }
 
@@ -81,7 +74,7 @@ fn the_workers_data_points_reach_the_binding_and_the_live_views_reader() {
         .texts(&origin.bindings(None));
     let socket = Socket {
         port,
-        cf_header: Some("x-test-cf"),
+        cf_header: Some(TEST_CF_HEADER),
     };
     let _workerd = WorkerdConfig::new(&dir, &["local"])
         .serve(worker, socket)

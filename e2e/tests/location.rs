@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use harbour_contract::env::FORM_KEY_VAR;
 use harbour_core::phase::admission::CONSULT_TIMEOUT_MS;
-use harbour_e2e::http::{request, Response};
+use harbour_e2e::http::Response;
 use harbour_e2e::process::{free_port, wait_until, Process};
 use harbour_e2e::project::workspace_root;
 use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
-use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
+use harbour_e2e::workerd::{submit_as, Socket, Worker, WorkerdConfig, TEST_CF_HEADER};
 
 const SUBMIT_PATH: &str = "/api/campaigns/spring-launch/submissions";
 const COUNTRY: &str = "IT";
@@ -52,7 +52,7 @@ impl Edge {
             .texts(&origin.bindings(None));
         let socket = Socket {
             port,
-            cf_header: Some("x-test-cf"),
+            cf_header: Some(TEST_CF_HEADER),
         };
         let workerd = WorkerdConfig::new(&dir, &["local"])
             .serve(worker, socket)
@@ -73,17 +73,10 @@ impl Edge {
     }
 
     fn send(&self, ip: &str, n: u32, prepared: &Prepared) -> Response {
-        let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
         let body = format!(
             r#"{{"name":"Visitor {n}","email":"visitor{n}@example.org","country":"{COUNTRY}","consent":true}}"#
         );
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-test-cf", blob.as_str()),
-            ("cf-connecting-ip", ip),
-        ];
-        headers.extend(prepared.headers());
-        request(self.port, "POST", SUBMIT_PATH, &headers, body.as_bytes())
+        submit_as(self.port, SUBMIT_PATH, COUNTRY, ip, prepared, &body)
     }
 
     /// The `harbour.location_limit_unavailable` lines written so far.

@@ -18,7 +18,7 @@ use harbour_e2e::project::workspace_root;
 use harbour_e2e::proof::Prepared;
 use harbour_e2e::region::RegionOrigin;
 use harbour_e2e::rows::StoredRow;
-use harbour_e2e::workerd::{Socket, Worker, WorkerdConfig};
+use harbour_e2e::workerd::{submit_as, Socket, Worker, WorkerdConfig, TEST_CF_HEADER};
 
 const TRAP_PATH: &str = "/api/__test_trap";
 const FORM_PATH: &str = "/api/campaigns/spring-launch";
@@ -121,7 +121,7 @@ impl Edge {
             .texts(&origin.bindings(Some(gate.as_ref().map_or(origin.port, |g| g.port))));
         let socket = Socket {
             port,
-            cf_header: Some("x-test-cf"),
+            cf_header: Some(TEST_CF_HEADER),
         };
         let workerd = WorkerdConfig::new(&dir, &["local"])
             .serve(worker, socket)
@@ -143,21 +143,8 @@ impl Edge {
 
     /// Entry `n` from its own client, with the key and work of `prepared`.
     fn submit(&self, n: u32, prepared: &Prepared) -> Response {
-        let blob = format!("{{\"country\":\"{COUNTRY}\"}}");
         let ip = format!("198.51.100.{n}");
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("x-test-cf", blob.as_str()),
-            ("cf-connecting-ip", ip.as_str()),
-        ];
-        headers.extend(prepared.headers());
-        request(
-            self.port,
-            "POST",
-            SUBMIT_PATH,
-            &headers,
-            entry(n).as_bytes(),
-        )
+        submit_as(self.port, SUBMIT_PATH, COUNTRY, &ip, prepared, &entry(n))
     }
 
     /// Entry `n` with a fresh key, its work done just before.
