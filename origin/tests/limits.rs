@@ -533,6 +533,19 @@ fn sigterm_finishes_requests_under_way_then_exits() {
     assert!(terminated.elapsed() < PATIENCE);
 }
 
+/// The head of a signed submission of `body`, with `extra` header lines.
+fn signed_head(entry: &Entry, body: &str, extra: &str) -> String {
+    let mut head = format!(
+        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}content-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in entry.headers(body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// A signed submission of 20 KB (under the 32 KiB cap) arriving in pieces, well above the
 /// minimum rate: read whole across its frames and stored.
 #[test]
@@ -542,14 +555,7 @@ fn a_large_body_in_pieces_is_read_whole() {
     entry.fields["note"] = "x".repeat(20_000).into();
     let body = entry.body();
     let mut stream = connect(origin.port);
-    let mut head = format!(
-        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in entry.headers(&body) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
+    let head = signed_head(&entry, &body, "connection: close\r\n");
     stream.write_all(head.as_bytes()).unwrap();
     for piece in body.as_bytes().chunks(4096) {
         stream.write_all(piece).unwrap();
@@ -569,14 +575,7 @@ fn a_sender_that_half_closes_after_its_request_is_answered() {
     let entry = Entry::new("half-close-key-0123456789abcdef", "half@example.org");
     let body = entry.body();
     let mut stream = connect(origin.port);
-    let mut request = format!(
-        "POST /v1/submissions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in entry.headers(&body) {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
+    let mut request = signed_head(&entry, &body, "");
     request.push_str(&body);
     stream.write_all(request.as_bytes()).unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
