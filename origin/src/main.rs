@@ -23,6 +23,7 @@ use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPARE_M
 use harbour_origin::listener::{fit_connections, open_files, Limits};
 use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
+use harbour_origin::store::batch::COMMIT_WINDOW;
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
 use harbour_origin::store::{Durability, Location, Store};
 use harbour_policy::Policy;
@@ -34,7 +35,7 @@ const USAGE: &str = "usage: harbour-origin --region ID --listen ADDR:PORT
          [--key-env VAR] [--person-key-env VAR] [--pool-size N] [--durability full|normal]
          [--max-in-flight N] [--spare-ms N] [--max-connections N] [--handshake-timeout S]
          [--head-timeout S] [--body-timeout S] [--min-body-rate BYTES] [--idle-timeout S]
-         [--max-body-bytes N]
+         [--max-body-bytes N] [--commit-window S]
 --tls-client-ca PEM: only clients with a certificate from these CAs complete a TLS handshake
   (mTLS: the edge's client certificate; see README, \"Running origins in production\").
 The submissions listener's limits (seconds may have decimals):
@@ -48,7 +49,9 @@ The submissions listener's limits (seconds may have decimals):
   --body-timeout S        a request body, from the end of its head (5)
   --min-body-rate BYTES   bytes a second a body must average after its first second; 0: off (1024)
   --idle-timeout S        a keep-alive connection without a request (60)
-  --max-body-bytes N      a request body; a larger one is refused with 413 (32768)";
+  --max-body-bytes N      a request body; a larger one is refused with 413 (32768)
+--commit-window S: while submissions come at least this often, each waits at most this
+  long for others to share its commit (one synced write for several); 0: never (0.002)";
 
 /// Where the store is when neither `--store` nor `--db` is given.
 const STORE_VAR: &str = "HARBOUR_STORE";
@@ -62,6 +65,7 @@ struct Args {
     key_env: Option<String>,
     person_key_env: Option<String>,
     durability: Durability,
+    commit_window: Duration,
     pool_size: usize,
     max_in_flight: usize,
     spare_ms: u64,
@@ -77,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut policy, mut key_env, mut person_key_env) = (None, None, None);
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut durability = Durability::Full;
+    let mut commit_window = COMMIT_WINDOW;
     let mut pool_size = DEFAULT_POOL_SIZE;
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     let mut spare_ms = DEFAULT_SPARE_MS;
@@ -116,6 +121,18 @@ fn parse_args() -> Result<Args, String> {
                     "normal" => Durability::Normal,
                     other => return Err(format!("--durability: {other:?} is not full or normal")),
                 }
+            }
+            "--commit-window" => {
+                let text = value()?;
+                // At most a second: a longer wait would only hold visitors' answers back.
+                commit_window = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| (0.0..=1.0).contains(s))
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or(format!(
+                        "--commit-window: seconds from 0 to 1, not {text:?}"
+                    ))?
             }
             "--max-in-flight" => {
                 max_in_flight = value()?
@@ -159,6 +176,7 @@ fn parse_args() -> Result<Args, String> {
         key_env,
         person_key_env,
         durability,
+        commit_window,
         pool_size,
         max_in_flight,
         spare_ms,
@@ -282,7 +300,14 @@ async fn run(args: Args) -> Result<(), String> {
         Some((cert, key)) => Some(tls_config(cert, key, args.tls_client_ca.as_deref())?),
         None => None,
     };
-    let store = Store::open(&args.store, &args.region, args.durability, args.pool_size).await?;
+    let store = Store::open(
+        &args.store,
+        &args.region,
+        args.durability,
+        args.commit_window,
+        args.pool_size,
+    )
+    .await?;
     let bind = |address: SocketAddr| {
         std::net::TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
     };

@@ -2,7 +2,7 @@
 //! the way the edge sends them, its CPU time read from `/proc/<pid>/stat`.
 //!
 //! `origin-bench [--rows N] [--connections C] [--rate R] [--rounds R] [--durability normal|full]
-//!               [--store URL] [--origin PATH]`
+//!               [--commit-window S] [--store URL] [--origin PATH]`
 //!
 //! Each round starts a fresh origin (a new SQLite file in a temporary directory, or `--store`),
 //! warms it with 500 submissions, then sends N more (default 20,000) over C keep-alive
@@ -15,7 +15,8 @@
 //! with the others. Each round also prints the store's commits in the measured phase
 //! (`/v1/load`): rows per commit, and CPU per commit. A synced commit costs the same whatever
 //! it holds, and at a paced rate how many rows it holds varies from run to run, so two builds
-//! compare by both. Bounded: a round gives up after 120 s, a read after 10 s.
+//! compare by both. It prints the answers' p50 and p99 too, from when each request was due (or
+//! written, at full speed), so a build that saves CPU by holding answers back shows it. Bounded: a round gives up after 120 s, a read after 10 s.
 //!
 //! `--durability full` (every commit synced) is the default here, as it is the origin's and the
 //! edge benchmark's (`scripts/bench`); `normal` is there to compare. `--origin` defaults to the `harbour-origin`
@@ -47,6 +48,8 @@ struct Options {
     /// Submissions per second offered over all connections; `None`: as fast as answered.
     rate: Option<usize>,
     durability: String,
+    /// `--commit-window` for the origin, when given.
+    commit_window: Option<String>,
     store: Option<String>,
     origin: PathBuf,
 }
@@ -76,6 +79,7 @@ fn options() -> Result<Options, String> {
         rounds: number("--rounds", 3)?,
         rate: value("--rate").map(|_| number("--rate", 0)).transpose()?,
         durability: value("--durability").unwrap_or_else(|| "full".into()),
+        commit_window: value("--commit-window"),
         store: value("--store"),
         origin: value("--origin").map_or(beside, PathBuf::from),
     })
@@ -169,13 +173,15 @@ fn answer(reader: &mut BufReader<TcpStream>) -> Result<u16, String> {
 }
 
 /// Sends `requests` over `connections` keep-alive connections; every answer must be 201.
-/// Each connection paced to `rate / connections` a second when `rate` is given.
+/// Each connection paced to `rate / connections` a second when `rate` is given. The time each
+/// answer took, sorted: from when its request was due (paced) or written (full speed), so a
+/// request held back by a slow answer before it counts its wait.
 fn send(
     port: u16,
     requests: Vec<Vec<u8>>,
     connections: usize,
     rate: Option<usize>,
-) -> Result<(), String> {
+) -> Result<Vec<Duration>, String> {
     let started = Instant::now();
     let deadline = started + ROUND_LIMIT;
     let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
@@ -189,7 +195,7 @@ fn send(
         .map(|(c, share)| {
             // Connections start spread over one interval, not all at once.
             let offset = interval.map(|i| i.mul_f64(c as f64 / connections as f64));
-            std::thread::spawn(move || -> Result<(), String> {
+            std::thread::spawn(move || -> Result<Vec<Duration>, String> {
                 let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
                 stream
                     .set_read_timeout(Some(READ_TIMEOUT))
@@ -197,28 +203,42 @@ fn send(
                 stream.set_nodelay(true).map_err(|e| e.to_string())?;
                 let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
                 let mut reader = BufReader::new(stream);
+                let mut latencies = Vec::with_capacity(share.len());
                 for (i, r) in share.into_iter().enumerate() {
                     if Instant::now() > deadline {
                         return Err("the round took over 120 s".into());
                     }
-                    if let (Some(interval), Some(offset)) = (interval, offset) {
-                        let due = started + offset + interval.saturating_mul(i as u32);
-                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                    }
+                    let due = match (interval, offset) {
+                        (Some(interval), Some(offset)) => {
+                            let due = started + offset + interval.saturating_mul(i as u32);
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            due
+                        }
+                        _ => Instant::now(),
+                    };
                     writer.write_all(&r).map_err(|e| e.to_string())?;
                     let status = answer(&mut reader)?;
+                    latencies.push(due.elapsed());
                     if status != 201 {
                         return Err(format!("answered {status}, not 201"));
                     }
                 }
-                Ok(())
+                Ok(latencies)
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for thread in threads {
-        thread.join().map_err(|_| "a sender panicked")??;
+        latencies.extend(thread.join().map_err(|_| "a sender panicked")??);
     }
-    Ok(())
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// The `q` quantile of sorted `latencies`, in ms.
+fn quantile_ms(latencies: &[Duration], q: f64) -> f64 {
+    let index = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+    latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// User + system CPU seconds from a `/proc/.../stat` text: (command name, seconds).
@@ -290,6 +310,7 @@ fn start(o: &Options, dir: &std::path::Path) -> Result<Running, String> {
         .args(["--region", REGION, "--listen", &format!("127.0.0.1:{port}")])
         .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
         .args(["--store", &store, "--durability", &o.durability])
+        .args(o.commit_window.iter().flat_map(|w| ["--commit-window", w]))
         .env("HARBOUR_KEY_EU", KEY)
         .env("HARBOUR_PERSON_KEY_EU", PERSON_KEY)
         .stdout(Stdio::null())
@@ -321,6 +342,9 @@ struct Round {
     commits: u64,
     /// µs of origin CPU per commit.
     per_commit: f64,
+    /// Answer times in the measured phase, ms.
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 fn round(o: &Options, index: usize) -> Result<Round, String> {
@@ -343,7 +367,7 @@ fn round(o: &Options, index: usize) -> Result<Round, String> {
     let commits_before = commits(origin.ops_port)?;
     let (rows_before, (cpu_before, threads_before)) = (count(origin.ops_port)?, cpu_seconds(pid)?);
     let started = Instant::now();
-    send(origin.port, requests, o.connections, o.rate)?;
+    let latencies = send(origin.port, requests, o.connections, o.rate)?;
     let elapsed = started.elapsed().as_secs_f64();
     let (cpu_after, threads_after) = cpu_seconds(pid)?;
     let stored = count(origin.ops_port)? - rows_before;
@@ -367,6 +391,8 @@ fn round(o: &Options, index: usize) -> Result<Round, String> {
         rate: stored as f64 / elapsed,
         commits,
         per_commit: (cpu_after - cpu_before) * 1e6 / commits.max(1) as f64,
+        p50_ms: quantile_ms(&latencies, 0.5),
+        p99_ms: quantile_ms(&latencies, 0.99),
     })
 }
 
@@ -396,12 +422,14 @@ fn main() {
                     .map(|(name, us)| format!("{name} {us:.1}"))
                     .collect();
                 println!(
-                    "  round {index}: {:.1} µs CPU per row ({}), {:.0} rows/s, {:.1} rows per commit, {:.0} µs CPU per commit",
+                    "  round {index}: {:.1} µs CPU per row ({}), {:.0} rows/s, {:.1} rows per commit, {:.0} µs CPU per commit, answers p50 {:.2} ms p99 {:.2} ms",
                     r.per_row,
                     threads.join(", "),
                     r.rate,
                     o.rows as f64 / r.commits.max(1) as f64,
-                    r.per_commit
+                    r.per_commit,
+                    r.p50_ms,
+                    r.p99_ms
                 );
                 results.push(r.per_row);
             }

@@ -2,7 +2,7 @@
 //! PostgreSQL, side by side in one run, through the origin's own `Store` (the code a submission
 //! goes through after its signature is checked).
 //!
-//! `store-bench [--rows N] [--callers C] [--seconds S] [--postgres URL]`
+//! `store-bench [--rows N] [--callers C] [--seconds S] [--commit-window S] [--postgres URL]`
 //!
 //! For each store: C concurrent callers store distinct submissions until N rows or S seconds
 //! (saturation: rows/s, and p50/p99 of a store call including its wait for the store), then the
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harbour_contract::signature::sha256_hex;
-use harbour_origin::store::batch::Limits;
+use harbour_origin::store::batch::{Limits, COMMIT_WINDOW};
 use harbour_origin::store::postgres::Postgres;
 use harbour_origin::store::{Durability, Location, Row, Store, Stored};
 use harbour_origin::verify::Verified;
@@ -39,6 +39,8 @@ struct Options {
     rows: usize,
     callers: usize,
     seconds: u64,
+    /// SQLite's `--commit-window` (seconds): `COMMIT_WINDOW` unless given.
+    commit_window: Duration,
     postgres: Option<String>,
 }
 
@@ -59,6 +61,9 @@ fn options() -> Options {
         rows: number("--rows", 20_000),
         callers: number("--callers", 16),
         seconds: number("--seconds", 20) as u64,
+        commit_window: value("--commit-window").map_or(COMMIT_WINDOW, |v| {
+            Duration::from_secs_f64(v.parse().expect("--commit-window: seconds"))
+        }),
         postgres: value("--postgres"),
     }
 }
@@ -212,9 +217,15 @@ fn caller_counts(o: &Options) -> Vec<usize> {
 }
 
 async fn open(location: &Location, durability: Durability, o: &Options) -> Store {
-    Store::open(location, "eu", durability, o.callers.max(GOAL_CALLERS))
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", location.describe()))
+    Store::open(
+        location,
+        "eu",
+        durability,
+        o.commit_window,
+        o.callers.max(GOAL_CALLERS),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}: {e}", location.describe()))
 }
 
 fn main() {

@@ -32,12 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
+use super::batch::{Answer, BatchStats, Gauges, Limits, Pacing, Prepared, FULL_ENOUGH};
 use super::row::{Durability, Row, Stored, Unavailable};
 use super::sqlite::{self, Sqlite};
 
@@ -80,6 +80,7 @@ pub struct CheckpointStats {
 struct Job {
     row: Prepared,
     answer: oneshot::Sender<Answer>,
+    queued_at: Instant,
 }
 
 #[derive(Default)]
@@ -156,7 +157,6 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn({
                 let gauges = gauges.clone();
-                let max_batch = limits.max_batch.max(1);
                 let runtime = tokio::runtime::Handle::try_current().ok();
                 move || {
                     write(
@@ -164,7 +164,7 @@ impl SqliteStore {
                         &queue,
                         &committed,
                         &gauges,
-                        max_batch,
+                        limits,
                         runtime.as_ref(),
                     )
                 }
@@ -190,6 +190,7 @@ impl SqliteStore {
         let job = Job {
             row: Prepared::new(&row, &self.shared.region)?,
             answer,
+            queued_at: Instant::now(),
         };
         let gauges = &self.shared.gauges;
         gauges.queued();
@@ -274,25 +275,43 @@ impl SqliteStore {
 }
 
 /// The writer thread: takes the first waiting submission and every one behind it (up to
-/// `max_batch`), stores them in one transaction, answers them (on `runtime`, the one the store
-/// was opened on, if any), and again until every handle is gone (its end ends the
-/// checkpointer's too).
+/// `max_batch`); when others are due soon, holds a small batch open while they come, until the
+/// first has waited `commit_window` at most (`Pacing`); stores them in one transaction, answers
+/// them (on `runtime`, the one the store was opened on, if any), and again until every handle
+/// is gone (its end ends the checkpointer's too).
 fn write(
     mut sqlite: Sqlite,
     queue: &Receiver<Job>,
     committed: &SyncSender<()>,
     gauges: &Gauges,
-    max_batch: usize,
+    limits: Limits,
     runtime: Option<&tokio::runtime::Handle>,
 ) {
+    let max_batch = limits.max_batch.max(1);
+    let mut pacing = Pacing::default();
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
+        let opened = first.queued_at;
+        pacing.arrived(first.queued_at);
         batch.push(first);
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        take_waiting(queue, &mut batch, &mut pacing, max_batch);
+        let full_enough = FULL_ENOUGH.min(max_batch);
+        if batch.len() < full_enough && pacing.hold(limits.commit_window) {
+            let (until, taken) = (opened + limits.commit_window, batch.len());
+            while batch.len() < full_enough {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Sleeps, not waits on the queue: callers queue without waking this thread.
+                std::thread::sleep(pacing.step().min(left));
+                let before = batch.len();
+                take_waiting(queue, &mut batch, &mut pacing, max_batch);
+                if batch.len() == before {
+                    break;
+                }
             }
+            pacing.held(batch.len() - taken);
         }
         gauges.took(batch.len());
         let size = batch.len();
@@ -326,6 +345,24 @@ fn write(
                 runtime.spawn(async move { deliver() });
             }
             None => deliver(),
+        }
+    }
+}
+
+/// Moves what waits in `queue` into `batch`, up to `max_batch`.
+fn take_waiting(
+    queue: &Receiver<Job>,
+    batch: &mut Vec<Job>,
+    pacing: &mut Pacing,
+    max_batch: usize,
+) {
+    while batch.len() < max_batch {
+        match queue.try_recv() {
+            Ok(job) => {
+                pacing.arrived(job.queued_at);
+                batch.push(job);
+            }
+            Err(_) => break,
         }
     }
 }
@@ -608,6 +645,47 @@ mod tests {
         CREATE TRIGGER poison AFTER INSERT ON submissions WHEN NEW.idempotency_key = 'poison'
         BEGIN INSERT INTO poison_child VALUES (1); END;";
 
+    /// Submissions 10 ms apart, each alone in the queue when it comes (a commit takes less), share
+    /// commits once the writer knows they come that often: the first commits alone (no gap is
+    /// known yet), the next ones wait for each other within the window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submissions_that_come_often_wait_for_each_other_within_the_window() {
+        let path = temp_file("held");
+        let window = Duration::from_millis(500);
+        let store = open(
+            &path,
+            Limits {
+                commit_window: window,
+                ..Limits::default()
+            },
+        );
+        let keys = ["h0", "h1", "h2", "h3", "h4", "h5"];
+        let started = Instant::now();
+        let mut puts = Vec::new();
+        for key in keys {
+            let store = store.clone();
+            puts.push(tokio::spawn(async move {
+                put(&store, &entry(key, key, Some(key))).await
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for put in puts {
+            assert!(matches!(put.await.unwrap(), Ok(Stored::New(_))));
+        }
+        let stats = store.stats();
+        assert_eq!((stats.submissions, store.count().await.unwrap()), (6, 6));
+        // One commit each would be 6 (and a batch of 1): what a writer that never waits does
+        // while its commits take under 10 ms.
+        assert!(
+            stats.commits <= 3 && stats.largest_batch >= 3,
+            "rows did not share commits: {stats:?}"
+        );
+        assert!(
+            started.elapsed() < window * 2,
+            "a hold outlasted its window"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_commit_answers_its_whole_batch_unavailable_and_stores_nothing() {
         let path = temp_file("failed-commit");
@@ -717,6 +795,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
+                ..Limits::default()
             },
         );
         let lock = WriteLock::take(&path);

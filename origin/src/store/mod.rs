@@ -25,6 +25,8 @@ pub mod records;
 pub mod row;
 pub mod sqlite;
 
+use std::time::Duration;
+
 use batch::{BatchStats, Limits};
 use group_commit::SqliteStore;
 
@@ -42,23 +44,31 @@ pub enum Store {
 
 impl Store {
     /// Opens the store and creates or migrates its schema.
-    /// `durability` is SQLite's; `pool_size` is PostgreSQL's connections per process.
+    /// `durability` is SQLite's; `pool_size` is PostgreSQL's connections per process;
+    /// `commit_window` is both stores' (`batch::COMMIT_WINDOW`).
     pub async fn open(
         location: &Location,
         region: &str,
         durability: Durability,
+        commit_window: Duration,
         pool_size: usize,
     ) -> Result<Store, String> {
         match location {
             Location::Sqlite(path) => {
-                SqliteStore::open(path, region, durability, Limits::default())
+                let limits = Limits {
+                    commit_window,
+                    ..Limits::default()
+                };
+                SqliteStore::open(path, region, durability, limits)
                     .map(Store::Sqlite)
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))
             }
-            Location::Postgres(url) => postgres::Postgres::connect_with(url, region, pool_size)
-                .await
-                .map(Store::Postgres)
-                .map_err(|e| format!("cannot use {}: {e}", location.describe())),
+            Location::Postgres(url) => {
+                postgres::Postgres::connect_with(url, region, pool_size, commit_window)
+                    .await
+                    .map(Store::Postgres)
+                    .map_err(|e| format!("cannot use {}: {e}", location.describe()))
+            }
         }
     }
 

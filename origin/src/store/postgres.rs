@@ -20,14 +20,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
-use super::batch::{Answer, BatchStats, Gauges, Limits, Prepared};
+use super::batch::{
+    Answer, BatchStats, Gauges, Limits, Pacing, Prepared, COMMIT_WINDOW, FULL_ENOUGH,
+};
 use super::row::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
 
@@ -86,6 +88,28 @@ struct Database {
 struct Job {
     row: Prepared,
     answer: oneshot::Sender<Answer>,
+    queued_at: Instant,
+}
+
+/// The queue the batchers take from, in turn, with what they know of its arrivals.
+struct Queue {
+    jobs: mpsc::Receiver<Job>,
+    pacing: Pacing,
+}
+
+impl Queue {
+    /// Moves what waits into `batch`, up to `max_batch`.
+    fn take_waiting(&mut self, batch: &mut Vec<Job>, max_batch: usize) {
+        while batch.len() < max_batch {
+            match self.jobs.try_recv() {
+                Ok(job) => {
+                    self.pacing.arrived(job.queued_at);
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// The error and its causes: tokio-postgres says only "db error", the server's message is its
@@ -106,16 +130,21 @@ pub(in crate::store) fn unavailable(error: impl std::error::Error) -> Unavailabl
 impl Postgres {
     /// Connects (at least once, so a wrong URL fails at start) and creates or migrates the schema.
     pub async fn connect(url: &str, region: &str) -> Result<Postgres, String> {
-        Postgres::connect_with(url, region, DEFAULT_POOL_SIZE).await
+        Postgres::connect_with(url, region, DEFAULT_POOL_SIZE, COMMIT_WINDOW).await
     }
 
     pub async fn connect_with(
         url: &str,
         region: &str,
         pool_size: usize,
+        commit_window: Duration,
     ) -> Result<Postgres, String> {
         let batchers = BATCHERS.min(pool_size.max(1));
-        Postgres::connect_batching(url, region, pool_size, batchers, Limits::default()).await
+        let limits = Limits {
+            commit_window,
+            ..Limits::default()
+        };
+        Postgres::connect_batching(url, region, pool_size, batchers, limits).await
     }
 
     /// With `batchers` tasks and `limits` of one's own (the benchmark's one-row batches, tests).
@@ -156,14 +185,17 @@ impl Postgres {
         });
         database.migrate().await.map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(limits.queue.max(1));
-        let queue = Arc::new(Mutex::new(queue));
+        let queue = Arc::new(Mutex::new(Queue {
+            jobs: queue,
+            pacing: Pacing::default(),
+        }));
         let gauges = Arc::new(Gauges::default());
         for _ in 0..batchers.max(1) {
             tokio::spawn(batcher(
                 database.clone(),
                 queue.clone(),
                 gauges.clone(),
-                limits.max_batch.max(1),
+                limits,
             ));
         }
         Ok(Postgres {
@@ -179,6 +211,7 @@ impl Postgres {
         let job = Job {
             row: Prepared::new(&row, &self.database.region)?,
             answer,
+            queued_at: Instant::now(),
         };
         self.gauges.queued();
         if let Err(refused) = self.jobs.try_send(job) {
@@ -443,28 +476,44 @@ pub(in crate::store) async fn migrate(
 }
 
 /// A batcher task: takes the first waiting submission and every one behind it (up to
-/// `max_batch`), stores them with one statement, answers each, and again until the queue
-/// closes.
+/// `max_batch`); when others are due soon, holds a small batch open while they come, until the
+/// first has waited `commit_window` at most (`Pacing`, as SQLite's writer does); stores them
+/// with one statement, answers each, and again until the queue closes.
 async fn batcher(
     database: Arc<Database>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    queue: Arc<Mutex<Queue>>,
     gauges: Arc<Gauges>,
-    max_batch: usize,
+    limits: Limits,
 ) {
+    let max_batch = limits.max_batch.max(1);
+    let full_enough = FULL_ENOUGH.min(max_batch);
     loop {
         let mut batch = Vec::new();
         {
             // One batcher gathers at a time; the others store meanwhile.
             let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
+            let Some(first) = queue.jobs.recv().await else {
                 return;
             };
+            let opened = first.queued_at;
+            queue.pacing.arrived(first.queued_at);
             batch.push(first);
-            while batch.len() < max_batch {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            queue.take_waiting(&mut batch, max_batch);
+            if batch.len() < full_enough && queue.pacing.hold(limits.commit_window) {
+                let (until, taken) = (opened + limits.commit_window, batch.len());
+                while batch.len() < full_enough {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(queue.pacing.step().min(left)).await;
+                    let before = batch.len();
+                    queue.take_waiting(&mut batch, max_batch);
+                    if batch.len() == before {
+                        break;
+                    }
                 }
+                queue.pacing.held(batch.len() - taken);
             }
         }
         gauges.took(batch.len());
@@ -747,6 +796,46 @@ mod tests {
         assert_eq!(store.count().await.unwrap(), 3);
     }
 
+    /// As SQLite's writer: submissions 10 ms apart, each alone in the queue when it comes, share
+    /// batches once the batcher knows they come that often.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
+    async fn submissions_that_come_often_wait_for_each_other_within_the_window() {
+        let url = fresh_database("held").await;
+        let window = Duration::from_millis(500);
+        let store = one_batcher(
+            &url,
+            Limits {
+                commit_window: window,
+                ..Limits::default()
+            },
+        )
+        .await;
+        let keys = ["h0", "h1", "h2", "h3", "h4", "h5"];
+        let started = Instant::now();
+        let mut puts = Vec::new();
+        for key in keys {
+            let store = store.clone();
+            puts.push(tokio::spawn(async move {
+                put(&store, &entry(key, key, Some(key))).await
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for put in puts {
+            assert!(matches!(put.await.unwrap(), Ok(Stored::New(_))));
+        }
+        let stats = store.stats();
+        assert_eq!((stats.submissions, store.count().await.unwrap()), (6, 6));
+        assert!(
+            stats.commits <= 3 && stats.largest_batch >= 3,
+            "rows did not share commits: {stats:?}"
+        );
+        assert!(
+            started.elapsed() < window * 2,
+            "a hold outlasted its window"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn concurrent_callers_share_commits() {
@@ -787,6 +876,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
+                ..Limits::default()
             },
         )
         .await;
