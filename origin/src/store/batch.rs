@@ -172,11 +172,14 @@ pub const FULL_ENOUGH: usize = 8;
 /// A hold's shortest step: about what a sleep's wake-up is late by anyway (Linux's timer slack).
 const SHORTEST_STEP: Duration = Duration::from_micros(50);
 
-/// When and how long a writer holds a batch open (`COMMIT_WINDOW`), going by a moving average of
-/// the gaps between arrivals (each new gap weighs 1/8):
+/// When and how long a writer holds a batch open (`COMMIT_WINDOW`), going by moving averages of
+/// the gaps between arrivals and of commits' durations (`CommitTime`):
 ///
 /// - only when another submission is due within the window, and only until the batch holds
 ///   `FULL_ENOUGH`;
+/// - never when `FULL_ENOUGH` arrive while a commit is under way: batches then fill by
+///   themselves, and callers that each wait for their answer before sending again (a benchmark's
+///   closed loop) would only be slowed;
 /// - in steps of two average gaps, for as long as each step brings someone: callers that
 ///   arrived together (answered by one commit, sending again at once) are all in after a step,
 ///   and the batch commits then, not at the window's end;
@@ -206,9 +209,16 @@ impl Pacing {
         self.last = Some(self.last.map_or(at, |last| last.max(at)));
     }
 
-    /// Whether to hold the next batch open for up to `window`. Counts a skipped batch.
-    pub fn hold(&mut self, window: Duration) -> bool {
-        if window.is_zero() || self.gap.is_none_or(|gap| gap > window) {
+    /// Whether to hold the next batch open for up to `window`, commits taking `commit` on
+    /// average. Counts a skipped batch.
+    pub fn hold(&mut self, window: Duration, commit: Option<Duration>) -> bool {
+        let Some(gap) = self.gap.filter(|gap| !window.is_zero() && *gap <= window) else {
+            return false;
+        };
+        let fills_by_itself = commit.is_some_and(|commit| {
+            commit >= gap.saturating_mul(u32::try_from(FULL_ENOUGH).unwrap_or(u32::MAX))
+        });
+        if fills_by_itself {
             return false;
         }
         if self.skip > 0 {
@@ -236,6 +246,36 @@ impl Pacing {
     }
 }
 
+/// A moving average of how long commits take (each new one weighs 1/8), shared by a store's
+/// batchers.
+#[derive(Debug, Default)]
+pub struct CommitTime {
+    /// Nanoseconds; 0 before the first commit.
+    average_ns: AtomicU64,
+}
+
+impl CommitTime {
+    pub fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Batchers that finish together may each update from the same old value: one of their
+        // durations is then left out, which an average of many does not notice.
+        let average = self.average_ns.load(Ordering::Relaxed);
+        let next = if average == 0 {
+            took
+        } else {
+            average - average / 8 + took / 8
+        };
+        self.average_ns.store(next.max(1), Ordering::Relaxed);
+    }
+
+    pub fn average(&self) -> Option<Duration> {
+        match self.average_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,19 +293,42 @@ mod tests {
     #[test]
     fn holds_only_when_another_is_due_within_the_window() {
         let mut pacing = Pacing::default();
-        assert!(!pacing.hold(WINDOW), "no gap known before two arrivals");
+        assert!(
+            !pacing.hold(WINDOW, None),
+            "no gap known before two arrivals"
+        );
         pacing.arrived(Instant::now());
-        assert!(!pacing.hold(WINDOW), "no gap known after one arrival");
+        assert!(!pacing.hold(WINDOW, None), "no gap known after one arrival");
 
         let mut often = Pacing::default();
         arrive(&mut often, Instant::now(), Duration::from_micros(500), 20);
-        assert!(often.hold(WINDOW));
-        assert!(!often.hold(Duration::ZERO), "a zero window never holds");
+        assert!(often.hold(WINDOW, None));
+        assert!(
+            !often.hold(Duration::ZERO, None),
+            "a zero window never holds"
+        );
         assert_eq!(often.step(), Duration::from_millis(1), "two average gaps");
 
         let mut seldom = Pacing::default();
         arrive(&mut seldom, Instant::now(), Duration::from_millis(5), 20);
-        assert!(!seldom.hold(WINDOW));
+        assert!(!seldom.hold(WINDOW, None));
+    }
+
+    #[test]
+    fn never_holds_when_a_commit_brings_enough_by_itself() {
+        let mut pacing = Pacing::default();
+        // 4,000 a second: 8 come in 2 ms.
+        arrive(&mut pacing, Instant::now(), Duration::from_micros(250), 20);
+        assert!(pacing.hold(WINDOW, Some(Duration::from_micros(300))));
+        assert!(pacing.hold(WINDOW, Some(Duration::from_micros(1900))));
+        assert!(!pacing.hold(WINDOW, Some(Duration::from_millis(2))));
+
+        let commits = CommitTime::default();
+        assert_eq!(commits.average(), None);
+        commits.record(Duration::from_millis(2));
+        assert_eq!(commits.average(), Some(Duration::from_millis(2)));
+        commits.record(Duration::from_millis(10));
+        assert_eq!(commits.average(), Some(Duration::from_millis(3)));
     }
 
     #[test]
@@ -283,7 +346,7 @@ mod tests {
         let until_next_hold = |pacing: &mut Pacing| {
             pacing.held(0);
             let mut skipped = 0;
-            while !pacing.hold(WINDOW) {
+            while !pacing.hold(WINDOW, None) {
                 skipped += 1;
                 assert!(skipped <= MOST_SKIPPED, "never holds again");
             }
@@ -293,7 +356,7 @@ mod tests {
         assert_eq!(skipped, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
         // A hold that caught someone starts the doubling over.
         pacing.held(3);
-        assert!(pacing.hold(WINDOW));
+        assert!(pacing.hold(WINDOW, None));
         assert_eq!(until_next_hold(&mut pacing), 1);
     }
 
@@ -302,9 +365,9 @@ mod tests {
         let mut pacing = Pacing::default();
         let start = Instant::now();
         let quiet = arrive(&mut pacing, start, Duration::from_secs(3600), 2);
-        assert!(!pacing.hold(WINDOW));
+        assert!(!pacing.hold(WINDOW, None));
         let mut arrivals = 0;
-        while !pacing.hold(WINDOW) {
+        while !pacing.hold(WINDOW, None) {
             pacing.arrived(quiet + Duration::from_micros(250) * arrivals);
             arrivals += 1;
             assert!(

@@ -11,8 +11,11 @@
 //!   `Unavailable` and stores nothing of it; the edge retries with the same key;
 //! - inside a batch, rows are stored in arrival order, each against the rows before it
 //!   (`sqlite::Sqlite::store_batch`): a conflict or a refused row affects only itself;
-//! - batches form by themselves: while one commits, the next waits in the queue; no timer holds a
-//!   submission back when the writer is idle.
+//! - batches form by themselves: while one commits, the next waits in the queue; and while
+//!   submissions come at least every `commit_window` (2 ms), a batch of fewer than
+//!   `batch::FULL_ENOUGH` is held open up to that long while others keep coming (`Pacing`), so a
+//!   synced commit, whose CPU is the same for one row or eight, is shared at paced rates too. A
+//!   submission waits at most `commit_window` for that; `--commit-window 0` never holds.
 //!
 //! Several processes may share the file: each has its own writer, and SQLite's write lock
 //! (WAL, a busy handler polling every 100 µs for up to `sqlite::LOCK_WAIT`) orders their
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::batch::{Answer, BatchStats, Gauges, Limits, Pacing, Prepared, FULL_ENOUGH};
+use super::batch::{Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepared, FULL_ENOUGH};
 use super::row::{Durability, Row, Stored, Unavailable};
 use super::sqlite::{self, Sqlite};
 
@@ -289,6 +292,7 @@ fn write(
 ) {
     let max_batch = limits.max_batch.max(1);
     let mut pacing = Pacing::default();
+    let commits = CommitTime::default();
     while let Ok(first) = queue.recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
         let opened = first.queued_at;
@@ -296,7 +300,7 @@ fn write(
         batch.push(first);
         take_waiting(queue, &mut batch, &mut pacing, max_batch);
         let full_enough = FULL_ENOUGH.min(max_batch);
-        if batch.len() < full_enough && pacing.hold(limits.commit_window) {
+        if batch.len() < full_enough && pacing.hold(limits.commit_window, commits.average()) {
             let (until, taken) = (opened + limits.commit_window, batch.len());
             while batch.len() < full_enough {
                 let left = until.saturating_duration_since(Instant::now());
@@ -317,8 +321,10 @@ fn write(
         let size = batch.len();
         let (rows, answers): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
+        let started = Instant::now();
         let outcome = sqlite.store_batch(&rows);
         if outcome.is_ok() {
+            commits.record(started.elapsed());
             // Full: a signal is already pending, which covers this commit too.
             let _ = committed.try_send(());
             gauges.committed(size);

@@ -19,6 +19,7 @@
 //! `Unavailable` and retried.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::batch::{
-    Answer, BatchStats, Gauges, Limits, Pacing, Prepared, COMMIT_WINDOW, FULL_ENOUGH,
+    Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepared, COMMIT_WINDOW, FULL_ENOUGH,
 };
 use super::row::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_id, MAX_ID_TRIES};
@@ -95,6 +96,12 @@ struct Job {
 struct Queue {
     jobs: mpsc::Receiver<Job>,
     pacing: Pacing,
+    /// Outside the lock: a batcher records its commit without waiting for the one that gathers.
+    commits: Arc<CommitTime>,
+    /// Batches being stored now. A batch is held open only while none is: the server commits
+    /// concurrent batches together anyway, and a hold (under this lock) keeps every other
+    /// batcher from taking work.
+    storing: Arc<AtomicUsize>,
 }
 
 impl Queue {
@@ -185,15 +192,22 @@ impl Postgres {
         });
         database.migrate().await.map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(limits.queue.max(1));
+        let (commits, storing) = (
+            Arc::new(CommitTime::default()),
+            Arc::new(AtomicUsize::new(0)),
+        );
         let queue = Arc::new(Mutex::new(Queue {
             jobs: queue,
             pacing: Pacing::default(),
+            commits: commits.clone(),
+            storing: storing.clone(),
         }));
         let gauges = Arc::new(Gauges::default());
         for _ in 0..batchers.max(1) {
             tokio::spawn(batcher(
                 database.clone(),
                 queue.clone(),
+                (commits.clone(), storing.clone()),
                 gauges.clone(),
                 limits,
             ));
@@ -476,12 +490,14 @@ pub(in crate::store) async fn migrate(
 }
 
 /// A batcher task: takes the first waiting submission and every one behind it (up to
-/// `max_batch`); when others are due soon, holds a small batch open while they come, until the
-/// first has waited `commit_window` at most (`Pacing`, as SQLite's writer does); stores them
+/// `max_batch`); when others are due soon and no other batch is being stored, holds a small batch
+/// open while they come (each within a step of the one before), until the first has waited
+/// `commit_window` at most (`Pacing`, as SQLite's writer does); stores them
 /// with one statement, answers each, and again until the queue closes.
 async fn batcher(
     database: Arc<Database>,
     queue: Arc<Mutex<Queue>>,
+    (commits, storing): (Arc<CommitTime>, Arc<AtomicUsize>),
     gauges: Arc<Gauges>,
     limits: Limits,
 ) {
@@ -499,19 +515,26 @@ async fn batcher(
             queue.pacing.arrived(first.queued_at);
             batch.push(first);
             queue.take_waiting(&mut batch, max_batch);
-            if batch.len() < full_enough && queue.pacing.hold(limits.commit_window) {
+            let commit = queue.commits.average();
+            if batch.len() < full_enough
+                && queue.storing.load(Ordering::SeqCst) == 0
+                && queue.pacing.hold(limits.commit_window, commit)
+            {
                 let (until, taken) = (opened + limits.commit_window, batch.len());
                 while batch.len() < full_enough {
                     let left = until.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
                     }
-                    tokio::time::sleep(queue.pacing.step().min(left)).await;
-                    let before = batch.len();
-                    queue.take_waiting(&mut batch, max_batch);
-                    if batch.len() == before {
+                    // Woken by the next arrival, not a timer: tokio's timers tick in whole
+                    // milliseconds, and callers that come back together are in at once.
+                    let step = queue.pacing.step().min(left);
+                    let Ok(Some(job)) = tokio::time::timeout(step, queue.jobs.recv()).await else {
                         break;
-                    }
+                    };
+                    queue.pacing.arrived(job.queued_at);
+                    batch.push(job);
+                    queue.take_waiting(&mut batch, max_batch);
                 }
                 queue.pacing.held(batch.len() - taken);
             }
@@ -520,8 +543,13 @@ async fn batcher(
         let size = batch.len();
         let (rows, answers): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
-        match database.store_batch(&rows).await {
+        let started = Instant::now();
+        storing.fetch_add(1, Ordering::SeqCst);
+        let outcome = database.store_batch(&rows).await;
+        storing.fetch_sub(1, Ordering::SeqCst);
+        match outcome {
             Ok(stored) => {
+                commits.record(started.elapsed());
                 gauges.committed(size);
                 // A caller that has gone away (its request dropped) just misses its answer.
                 for (answer, stored) in answers.into_iter().zip(stored) {
