@@ -18,15 +18,16 @@
 //!   (after TLS), or of its first byte on a kept-alive connection.
 //! - **Body**: a request is read whole before any route sees it, so a route (and the in-flight
 //!   bound behind it) only ever handles complete requests. The body must arrive within
-//!   `body_timeout` of the end of the head and, after `BODY_GRACE`, at `min_body_rate` bytes a
-//!   second on average (a trickle is cut off long before the deadline); a body cut off is
-//!   answered 408 and its connection closed. A body over `max_body_bytes` (declared or found) is
-//!   never kept: what the client goes on sending is read and thrown away under the same deadline
-//!   and rate, up to `DISCARD_LIMIT` bytes, and then answered 413 and its connection closed. So
-//!   the client can read its 413 rather than risk a reset of a connection closed on unread bytes
-//!   (RFC 9112 §9.6), and one that sends refused bodies in a loop holds a connection for as long as
-//!   it sends, not for one round trip each (the loop would be a flood of new connections). A
-//!   client that asked to `Expect: 100-continue` is answered 413 at once: it sends nothing more.
+//!   `body_timeout` of the end of the head and, after its grace (`BODY_GRACE` and a random part
+//!   of `GRACE_SPREAD`), at `min_body_rate` bytes a second on average (a trickle is cut off long
+//!   before the deadline); a body cut off is answered 408 and its connection closed. A body over
+//!   `max_body_bytes` (declared or found) is never kept: what the client goes on sending is read
+//!   and thrown away under the same deadline and rate, up to `DISCARD_LIMIT` bytes, and then
+//!   answered 413 and its connection closed. So the client can read its 413 rather than risk a
+//!   reset of a connection closed on unread bytes (RFC 9112 §9.6), and one that sends refused
+//!   bodies in a loop holds a connection for as long as it sends, not for one round trip each
+//!   (the loop would be a flood of new connections). A client that asked to
+//!   `Expect: 100-continue` is answered 413 at once: it sends nothing more.
 //! - **Handling**: no connection deadline runs while a route handles a complete request; the
 //!   route's own bounds apply (the in-flight bound, the store's timeouts). The connection is not
 //!   read meanwhile, so a peer that half-closes after its request still gets the answer.
@@ -36,8 +37,10 @@
 //!   in the backlog is refused), closes idle connections, and lets requests under way finish, for
 //!   up to `SHUTDOWN_GRACE`.
 
+use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -91,8 +94,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024;
 /// The most of a body over the cap that is read and thrown away before its 413 (see the module's
 /// rules): eight times the default cap.
 pub const DISCARD_LIMIT: u64 = 256 * 1024;
-/// The start of a body that the rate check leaves alone (one slow round trip).
+/// The start of a body that the rate check leaves alone (one slow round trip), at least.
 pub const BODY_GRACE: Duration = Duration::from_secs(1);
+/// Each body's grace is longer by a random part of this: connections opened together and cut by
+/// the rate check together would come back together, and each wave of their reconnections
+/// queues the edge's requests behind it on the runtime thread. Spread out, they do not
+/// (`bash scripts/bench --slow-body`, quiet machine, p99 with over-cap heads: 46–75 ms before
+/// the spread, 17–30 ms with it; see README).
+pub const GRACE_SPREAD: Duration = Duration::from_millis(500);
 /// How long requests under way may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// While at the cap, how often connections are asked to make room.
@@ -136,15 +145,24 @@ impl Default for Limits {
 
 impl Limits {
     /// When a body begun at `start`, `received` bytes of it in, must have shown its next byte:
-    /// the body deadline, or sooner if it is behind the minimum rate.
-    pub fn body_deadline(&self, start: Instant, received: u64) -> Instant {
+    /// the body deadline, or sooner if it is behind the minimum rate after `grace` (`grace()`).
+    pub fn body_deadline(&self, start: Instant, grace: Duration, received: u64) -> Instant {
         let hard = later(start, self.body_timeout);
         if self.min_body_rate == 0 {
             return hard;
         }
         let earned = Duration::from_micros(received.saturating_mul(1_000_000) / self.min_body_rate);
-        hard.min(later(start, BODY_GRACE.saturating_add(earned)))
+        hard.min(later(start, grace.saturating_add(earned)))
     }
+}
+
+/// A body's grace before the rate check: `BODY_GRACE` and a random part of `GRACE_SPREAD`.
+pub fn grace() -> Duration {
+    // Each `RandomState` has keys of its own (random per thread, then counted up), so hashing
+    // nothing with a new one gives fresh bits without a system call. Not secret: only spread.
+    let bits = RandomState::new().hash_one(());
+    let fraction = (bits >> 11) as f64 / (1u64 << 53) as f64;
+    BODY_GRACE.saturating_add(GRACE_SPREAD.mul_f64(fraction))
 }
 
 /// The submissions listener's connection cap for a process that may open `open_files` files:
@@ -279,10 +297,10 @@ pub async fn read_body(
     continue_expected: bool,
 ) -> Result<Bytes, Refused> {
     let max = u64::try_from(limits.max_body_bytes).unwrap_or(u64::MAX);
-    let start = Instant::now();
+    let (start, grace) = (Instant::now(), grace());
     if body.size_hint().lower() > max {
         if !continue_expected {
-            discard(body, limits, start, 0).await;
+            discard(body, limits, (start, grace), 0).await;
         }
         return Err(Refused::TooLarge);
     }
@@ -290,7 +308,7 @@ pub async fn read_body(
     // One frame (the usual case: the body came with its head) is kept as it is; more are joined.
     let (mut first, mut joined): (Option<Bytes>, Vec<u8>) = (None, Vec::new());
     while !body.is_end_stream() {
-        let deadline = limits.body_deadline(start, received);
+        let deadline = limits.body_deadline(start, grace, received);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(Refused::TooSlow),
             Ok(None) => break,
@@ -302,7 +320,7 @@ pub async fn read_body(
         };
         received += data.len() as u64;
         if received > max {
-            discard(body, limits, start, received).await;
+            discard(body, limits, (start, grace), received).await;
             return Err(Refused::TooLarge);
         }
         match first.take() {
@@ -318,10 +336,16 @@ pub async fn read_body(
 }
 
 /// Reads the rest of a body over the cap, `received` bytes of it in, and throws it away: until it
-/// ends, breaks, falls behind the body deadline or minimum rate, or passes `DISCARD_LIMIT`.
-async fn discard(mut body: Incoming, limits: &Limits, start: Instant, mut received: u64) {
+/// ends, breaks, falls behind the body deadline or minimum rate (after the body's `grace`), or
+/// passes `DISCARD_LIMIT`.
+async fn discard(
+    mut body: Incoming,
+    limits: &Limits,
+    (start, grace): (Instant, Duration),
+    mut received: u64,
+) {
     while !body.is_end_stream() && received <= DISCARD_LIMIT {
-        let deadline = limits.body_deadline(start, received);
+        let deadline = limits.body_deadline(start, grace, received);
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
@@ -759,17 +783,17 @@ mod tests {
             min_body_rate: 1000,
             ..Limits::default()
         };
-        let start = Instant::now();
+        let (start, grace) = (Instant::now(), BODY_GRACE + Duration::from_millis(300));
         // Nothing yet: the grace only.
-        assert_eq!(limits.body_deadline(start, 0), start + BODY_GRACE);
+        assert_eq!(limits.body_deadline(start, grace, 0), start + grace);
         // 500 bytes buy half a second more.
         assert_eq!(
-            limits.body_deadline(start, 500),
-            start + BODY_GRACE + Duration::from_millis(500)
+            limits.body_deadline(start, grace, 500),
+            start + grace + Duration::from_millis(500)
         );
         // Never past the body deadline, however fast it came.
         assert_eq!(
-            limits.body_deadline(start, 1_000_000),
+            limits.body_deadline(start, grace, 1_000_000),
             start + Duration::from_secs(10)
         );
         let no_rate = Limits {
@@ -777,9 +801,25 @@ mod tests {
             ..limits
         };
         assert_eq!(
-            no_rate.body_deadline(start, 0),
+            no_rate.body_deadline(start, grace, 0),
             start + Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn bodies_get_graces_spread_over_the_spread() {
+        let graces: Vec<Duration> = (0..1000).map(|_| grace()).collect();
+        assert!(graces
+            .iter()
+            .all(|g| *g >= BODY_GRACE && *g < BODY_GRACE + GRACE_SPREAD));
+        // Spread, not bunched: each fifth of the spread gets a share (200 expected in each).
+        let mut fifths = [0u32; 5];
+        for g in &graces {
+            let fifth = (g.saturating_sub(BODY_GRACE).as_secs_f64() / GRACE_SPREAD.as_secs_f64()
+                * 5.0) as usize;
+            fifths[fifth.min(4)] += 1;
+        }
+        assert!(fifths.iter().all(|n| *n >= 100), "{fifths:?}");
     }
 
     #[test]
