@@ -47,7 +47,7 @@ The submissions listener's limits (seconds may have decimals):
   --handshake-timeout S   a TLS handshake (5)
   --head-timeout S        a request head, from the connection's start or its first byte (5)
   --body-timeout S        a request body, from the end of its head (5)
-  --min-body-rate BYTES   bytes a second a body must average after its grace (1-1.5 s); 0: off (1024)
+  --min-body-rate BYTES   bytes a second a body must average past its grace (1-1.5 s); 0: off (1024)
   --idle-timeout S        a keep-alive connection without a request (60)
   --max-body-bytes N      a request body; a larger one is refused with 413 (32768)
 --commit-window S: while submissions come at least this often, each waits at most this
