@@ -123,16 +123,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--commit-window" => {
-                let text = value()?;
                 // At most a second: a longer wait would only hold visitors' answers back.
-                commit_window = text
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| (0.0..=1.0).contains(s))
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .ok_or(format!(
-                        "--commit-window: seconds from 0 to 1, not {text:?}"
-                    ))?
+                commit_window = parse_seconds(
+                    "--commit-window",
+                    &value()?,
+                    |s| (0.0..=1.0).contains(&s),
+                    "seconds from 0 to 1",
+                )?
             }
             "--max-in-flight" => {
                 max_in_flight = value()?
@@ -197,6 +194,21 @@ const LIMIT_FLAGS: [&str; 7] = [
     "--max-body-bytes",
 ];
 
+/// `text` as seconds (decimals allowed) that `allowed` accepts; else an error naming `flag` and
+/// what it takes (`wanted`).
+fn parse_seconds(
+    flag: &str,
+    text: &str,
+    allowed: impl Fn(f64) -> bool,
+    wanted: &str,
+) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| allowed(*s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or(format!("{flag}: {wanted}, not {text:?}"))
+}
+
 /// One of the listener's limits (`LIMIT_FLAGS`) from its command-line value.
 fn set_limit(limits: &mut Limits, flag: &str, text: &str) -> Result<(), String> {
     let count = || {
@@ -205,13 +217,12 @@ fn set_limit(limits: &mut Limits, flag: &str, text: &str) -> Result<(), String> 
     };
     // Above 0 and at most a day: a deadline of days would hold nothing off.
     let seconds = || {
-        text.parse::<f64>()
-            .ok()
-            .filter(|s| *s > 0.0 && *s <= 86_400.0)
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or(format!(
-                "{flag}: seconds above 0 and at most 86400, not {text:?}"
-            ))
+        parse_seconds(
+            flag,
+            text,
+            |s| s > 0.0 && s <= 86_400.0,
+            "seconds above 0 and at most 86400",
+        )
     };
     match flag {
         // At least one; at most what a semaphore counts.

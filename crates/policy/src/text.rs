@@ -107,12 +107,21 @@ pub fn push_i64(out: &mut String, n: i64) {
 
 /// A JSON array of strings, appended.
 pub fn push_strings<'a>(out: &mut String, values: impl IntoIterator<Item = &'a str>) {
+    push_array(out, values, push_quoted);
+}
+
+/// A JSON array, appended: each of `values` written by `write`.
+fn push_array<'a>(
+    out: &mut String,
+    values: impl IntoIterator<Item = &'a str>,
+    write: impl Fn(&mut String, &str),
+) {
     out.push('[');
     for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_quoted(out, value);
+        write(out, value);
     }
     out.push(']');
 }
@@ -204,15 +213,7 @@ impl JsonObject {
         name: &str,
         values: impl IntoIterator<Item = &'a str>,
     ) -> &mut JsonObject {
-        let out = self.member(name);
-        out.push('[');
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(value);
-        }
-        out.push(']');
+        push_array(self.member(name), values, |out, value| out.push_str(value));
         self
     }
 

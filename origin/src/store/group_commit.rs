@@ -291,6 +291,7 @@ fn write(
     runtime: Option<&tokio::runtime::Handle>,
 ) {
     let max_batch = limits.max_batch.max(1);
+    let full_enough = FULL_ENOUGH.min(max_batch);
     let mut pacing = Pacing::default();
     let commits = CommitTime::default();
     while let Ok(first) = queue.recv() {
@@ -299,7 +300,6 @@ fn write(
         pacing.arrived(first.queued_at);
         batch.push(first);
         take_waiting(queue, &mut batch, &mut pacing, max_batch);
-        let full_enough = FULL_ENOUGH.min(max_batch);
         if batch.len() < full_enough && pacing.hold(limits.commit_window, commits.average()) {
             let (until, taken) = (opened + limits.commit_window, batch.len());
             while batch.len() < full_enough {

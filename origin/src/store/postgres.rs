@@ -96,12 +96,17 @@ struct Job {
 struct Queue {
     jobs: mpsc::Receiver<Job>,
     pacing: Pacing,
-    /// Outside the lock: a batcher records its commit without waiting for the one that gathers.
-    commits: Arc<CommitTime>,
+}
+
+/// What the batchers share outside the queue's lock: a batcher records its commit without
+/// waiting for the one that gathers.
+#[derive(Default)]
+struct Underway {
     /// Batches being stored now. A batch is held open only while none is: the server commits
-    /// concurrent batches together anyway, and a hold (under this lock) keeps every other
+    /// concurrent batches together anyway, and a hold (under the queue's lock) keeps every other
     /// batcher from taking work.
-    storing: Arc<AtomicUsize>,
+    batches: AtomicUsize,
+    commit_time: CommitTime,
 }
 
 impl Queue {
@@ -192,22 +197,17 @@ impl Postgres {
         });
         database.migrate().await.map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(limits.queue.max(1));
-        let (commits, storing) = (
-            Arc::new(CommitTime::default()),
-            Arc::new(AtomicUsize::new(0)),
-        );
         let queue = Arc::new(Mutex::new(Queue {
             jobs: queue,
             pacing: Pacing::default(),
-            commits: commits.clone(),
-            storing: storing.clone(),
         }));
+        let underway = Arc::new(Underway::default());
         let gauges = Arc::new(Gauges::default());
         for _ in 0..batchers.max(1) {
             tokio::spawn(batcher(
                 database.clone(),
                 queue.clone(),
-                (commits.clone(), storing.clone()),
+                underway.clone(),
                 gauges.clone(),
                 limits,
             ));
@@ -497,7 +497,7 @@ pub(in crate::store) async fn migrate(
 async fn batcher(
     database: Arc<Database>,
     queue: Arc<Mutex<Queue>>,
-    (commits, storing): (Arc<CommitTime>, Arc<AtomicUsize>),
+    underway: Arc<Underway>,
     gauges: Arc<Gauges>,
     limits: Limits,
 ) {
@@ -515,10 +515,11 @@ async fn batcher(
             queue.pacing.arrived(first.queued_at);
             batch.push(first);
             queue.take_waiting(&mut batch, max_batch);
-            let commit = queue.commits.average();
             if batch.len() < full_enough
-                && queue.storing.load(Ordering::SeqCst) == 0
-                && queue.pacing.hold(limits.commit_window, commit)
+                && underway.batches.load(Ordering::SeqCst) == 0
+                && queue
+                    .pacing
+                    .hold(limits.commit_window, underway.commit_time.average())
             {
                 let (until, taken) = (opened + limits.commit_window, batch.len());
                 while batch.len() < full_enough {
@@ -544,12 +545,12 @@ async fn batcher(
         let (rows, answers): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
         let started = Instant::now();
-        storing.fetch_add(1, Ordering::SeqCst);
+        underway.batches.fetch_add(1, Ordering::SeqCst);
         let outcome = database.store_batch(&rows).await;
-        storing.fetch_sub(1, Ordering::SeqCst);
+        underway.batches.fetch_sub(1, Ordering::SeqCst);
         match outcome {
             Ok(stored) => {
-                commits.record(started.elapsed());
+                underway.commit_time.record(started.elapsed());
                 gauges.committed(size);
                 // A caller that has gone away (its request dropped) just misses its answer.
                 for (answer, stored) in answers.into_iter().zip(stored) {
