@@ -2,11 +2,13 @@
 //! sending a submission's request head with a `Content-Length` and one byte of body, then nothing,
 //! and opened again as soon as the origin closes it, while real submissions flow through the edge.
 //!
-//! One bench run measures the same load without the attack and then under it, once per length:
+//! One bench run measures the same load under the attack once per length, each attack phase
+//! between two phases without it:
 //! the 65,536 bytes (above the origin's body cap, so refused 413 at the head and the
 //! attacker reconnects at once) and the cap itself (32,768 bytes, the longest body the origin
 //! waits for: a connection is held until the minimum-rate check cuts it off). Each phase has keys
-//! of its own (`Rehearsal::run`) and its own audit; the summary compares their p99s.
+//! of its own (`Rehearsal::run`) and its own audit; the summary compares each attack phase's p99
+//! with those of the phases without it just before and after.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +26,8 @@ pub struct Attack {
     pub connections: usize,
     /// The `Content-Length` each attack phase declares, in order.
     pub lengths: Vec<usize>,
+    /// Times the attack phases run, each round every length once.
+    pub rounds: usize,
     pub rate: f64,
     pub duration_s: u64,
     pub mix: Mix,
@@ -213,9 +217,16 @@ fn phase(bench: &Bench, plan: &Rehearsal, attack: Option<(usize, usize)>) -> Reh
 }
 
 /// Runs the phases and prints their comparison; whether every phase's audit passed.
+///
+/// A run without the attack comes before each attack phase and after the last, so each attack is
+/// compared with the load just before and just after it: phases leave the stores fuller and the
+/// edges' heaps larger, so a later phase may be slower with no attack at all. A p99 of a phase
+/// rests on a few pauses (a collector's pause in an edge stalls every request it holds), so with
+/// `rounds` above 1 the summary gives each length's median ratio too.
 pub fn run(bench: &Bench, attack: &Attack) -> bool {
-    let mut phases: Vec<(String, Rehearsed)> = Vec::new();
-    let runs = std::iter::once(None).chain(attack.lengths.iter().map(|l| Some(*l)));
+    let mut phases: Vec<(String, Option<usize>, Rehearsed)> = Vec::new();
+    let attacks = (0..attack.rounds.max(1)).flat_map(|_| attack.lengths.iter());
+    let runs = std::iter::once(None).chain(attacks.flat_map(|l| [Some(*l), None]));
     for (i, length) in runs.enumerate() {
         let plan = Rehearsal {
             run: FIRST_RUN + i as u32,
@@ -223,10 +234,10 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
         };
         let rehearsed = phase(bench, &plan, length.map(|l| (attack.connections, l)));
         let name = match length {
-            None => "without the attack".to_owned(),
-            Some(l) => format!("{} slow connections, {l} bytes", attack.connections),
+            None => format!("{}. without the attack", i + 1),
+            Some(l) => format!("{}. {} slow connections, {l} bytes", i + 1, attack.connections),
         };
-        phases.push((name, rehearsed));
+        phases.push((name, length, rehearsed));
     }
     println!(
         "slow-body attack summary ({:.0} req/s offered for {} s each, {}):",
@@ -238,7 +249,7 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
         "  {:40} {:>9} {:>13} {:>11} {:>5} {:>9} {:>9}",
         "phase", "sent", "valid", "stored", "lost", "p50 ms", "p99 ms"
     );
-    for (name, r) in &phases {
+    for (name, _, r) in &phases {
         println!(
             "  {name:40} {:>9} {:>13} {:>11} {:>5} {:>9.1} {:>9.1}",
             r.stats.sent,
@@ -249,13 +260,50 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
             r.stats.percentile_ms(0.99)
         );
     }
-    let baseline = phases[0].1.stats.percentile_ms(0.99);
-    for (name, r) in phases.iter().skip(1) {
+    let p99 = |i: usize| phases[i].2.stats.percentile_ms(0.99);
+    // Attack phases sit at odd places, each between two runs without it.
+    let mut ratios: Vec<(usize, f64)> = Vec::new();
+    for i in (1..phases.len()).step_by(2) {
+        let (before, after) = (p99(i - 1), p99(i + 1));
+        let around = (before + after) / 2.0;
+        let ratio = p99(i) / around;
+        if let Some(length) = phases[i].1 {
+            ratios.push((length, ratio));
+        }
         println!(
-            "  {name}: p99 {:.2}x the run without the attack (goal <= 2); valid submissions not stored {} (goal 0)",
-            r.stats.percentile_ms(0.99) / baseline,
-            r.audit.unstored_after_retries
+            "  {}: p99 {ratio:.2}x the runs without the attack around it (their mean, {around:.1} ms; goal <= 2), {:.2}x the one before, {:.2}x the one after; valid submissions not stored {} (goal 0)",
+            phases[i].0,
+            p99(i) / before,
+            p99(i) / after,
+            phases[i].2.audit.unstored_after_retries
         );
     }
-    phases.iter().all(|(_, r)| r.passed)
+    if attack.rounds > 1 {
+        for length in &attack.lengths {
+            let mut of_length: Vec<f64> = ratios
+                .iter()
+                .filter(|(l, _)| l == length)
+                .map(|(_, r)| *r)
+                .collect();
+            of_length.sort_by(f64::total_cmp);
+            let listed: Vec<String> = of_length.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "  {} slow connections, {length} bytes: median p99 ratio {:.2}x over {} rounds (goal <= 2; each: {})",
+                attack.connections,
+                median(&of_length),
+                of_length.len(),
+                listed.join(", ")
+            );
+        }
+    }
+    phases.iter().all(|(_, _, r)| r.passed)
+}
+
+/// The median of sorted `values` (0 when empty).
+fn median(values: &[f64]) -> f64 {
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }

@@ -18,9 +18,9 @@
 //!                                    broadcast report (target/bench/broadcast-report.html); with
 //!                                    --live, harbour-live shows it meanwhile
 //! harbour-bench --slow-body [--connections 1000] [--lengths 65536,32768] [--rate 1000]
-//!               [--duration 30] [--mix national] [--edges N] [--store sqlite|postgres]
-//!                                    the rehearsal without, then with, slow-body connections held
-//!                                    against the EU origins (see `attack`)
+//!               [--duration 30] [--rounds 1] [--mix national] [--edges N] [--store sqlite|postgres]
+//!                                    the rehearsal with slow-body connections held against the
+//!                                    EU origins, each attack between two runs without (`attack`)
 //! harbour-bench --faults [--rate 1000] [--duration 50]
 //!                                    the same audit while the EU origins are killed and restarted
 //! harbour-bench --backpressure [--max-in-flight 2] [--rate 2000] [--duration 30]
@@ -143,6 +143,7 @@ fn main() {
             &attack::Attack {
                 connections: value("--connections").unwrap_or(1000.0) as usize,
                 lengths,
+                rounds: value("--rounds").unwrap_or(1.0).max(1.0) as usize,
                 rate: value("--rate").unwrap_or(1000.0),
                 duration_s: value("--duration").unwrap_or(30.0) as u64,
                 mix,
