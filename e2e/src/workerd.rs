@@ -219,10 +219,7 @@ impl WorkerdConfig {
         // For diagnosis, V8 flags for every isolate (`HARBOUR_BENCH_V8_FLAGS="--trace-gc"` logs
         // each collection and its pause to the workerd log).
         if let Ok(flags) = std::env::var("HARBOUR_BENCH_V8_FLAGS") {
-            let quoted: Vec<String> = flags
-                .split_whitespace()
-                .map(|f| format!("{f:?}"))
-                .collect();
+            let quoted: Vec<String> = flags.split_whitespace().map(|f| format!("{f:?}")).collect();
             text.push_str(&format!("  v8Flags = [{}],\n", quoted.join(", ")));
         }
         if self.served.iter().any(|(w, _)| w.rate_limits) {

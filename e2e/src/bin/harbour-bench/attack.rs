@@ -235,7 +235,11 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
         let rehearsed = phase(bench, &plan, length.map(|l| (attack.connections, l)));
         let name = match length {
             None => format!("{}. without the attack", i + 1),
-            Some(l) => format!("{}. {} slow connections, {l} bytes", i + 1, attack.connections),
+            Some(l) => format!(
+                "{}. {} slow connections, {l} bytes",
+                i + 1,
+                attack.connections
+            ),
         };
         phases.push((name, length, rehearsed));
     }
