@@ -257,18 +257,23 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
     // A key and its solved work per request (the challenge is not what this test is about, and
     // one solution buys one entry).
     let issued = challenge::issue(&config.form_key, &config.policy.campaigns[0], 1_000_000, 1);
-    let mut model = Model(
-        spec.origins_per_region
+    let mut model = Model {
+        breakers: spec
+            .origins_per_region
             .iter()
             .map(|n| vec![None; *n])
             .collect(),
-    );
+        latest: 0,
+    };
     let mut now = 1_000_000u64;
     let notice = config.policy.campaigns[0].notice_header("en");
     for (i, (platform, declared, confirm, sent_to, gap, answers)) in
         requests.into_iter().enumerate()
     {
         now += gap;
+        // Requests are spaced by `gap` from the previous request, not from its last attempt: a
+        // request may come "before" an answer the pipeline has already seen.
+        let seen = model.at(now);
         let key = format!("residency-key-{i:010}");
         let solution = challenge::solution(
             &issued.token,
@@ -338,7 +343,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
                 prop_assert_eq!(ticket.region.get(), region);
                 prop_assert_eq!(region_of_url(&plan.first.url), region);
                 // The first origin whose breaker lets it be called.
-                prop_assert_eq!(Some(ticket.origin), model.first_callable(region, 0, now));
+                prop_assert_eq!(Some(ticket.origin), model.first_callable(region, 0, seen));
                 follow_attempts(&mut pipeline, &mut model, &ticket, region, i, now, answers)?;
             }
             Verdict::Reply { reply, .. } => match expected {
@@ -354,7 +359,7 @@ fn check_rule(spec: &Spec, rule: OnConflict, requests: Vec<Request>) -> Result<(
                     // Only while every origin of the region is open, and without an attempt.
                     prop_assert_eq!(reply.status, 503, "{}", reply.body);
                     prop_assert_eq!(reply.code(), Some("region_busy"));
-                    prop_assert_eq!(model.first_callable(region, 0, now), None);
+                    prop_assert_eq!(model.first_callable(region, 0, seen), None);
                 }
             },
             Verdict::Consult { .. } => prop_assert!(false, "the binding was answered"),
@@ -379,6 +384,7 @@ fn follow_attempts(
     let mut t = now;
     loop {
         t += 10;
+        let seen = model.at(t);
         let origin = ticket.origin;
         let given = answers.next().unwrap_or(Answer::Stored);
         let receipt = format!(r#"{{"receipt":{{"id":"r{region}-{i}","region":"r{region}"}}}}"#);
@@ -397,7 +403,7 @@ fn follow_attempts(
                 body: &receipt,
             },
         };
-        model.record(region, origin, given, t);
+        model.record(region, origin, given, seen);
         match pipeline.after_attempt(ticket.clone(), result, t) {
             Next::Retry {
                 attempt,
@@ -408,7 +414,7 @@ fn follow_attempts(
                 prop_assert!(!matches!(given, Answer::Stored));
                 prop_assert_eq!(
                     Some(next.origin),
-                    model.first_callable(region, origin + 1, t)
+                    model.first_callable(region, origin + 1, seen)
                 );
                 ticket = next;
             }
@@ -417,7 +423,7 @@ fn follow_attempts(
                     Answer::Stored => prop_assert_eq!(reply.status, 202),
                     _ => {
                         prop_assert_eq!(reply.status, 503);
-                        prop_assert_eq!(model.first_callable(region, origin + 1, t), None);
+                        prop_assert_eq!(model.first_callable(region, origin + 1, seen), None);
                         prop_assert!(reply.header("retry-after").is_some());
                     }
                 }
@@ -462,19 +468,30 @@ fn answer() -> impl Strategy<Value = Answer> {
 /// An independent model of the breakers: per origin, `None` closed or `Some(until)` open until
 /// then (afterwards half-open: the next call is the trial). Attempts here are answered before
 /// the next request, so a trial never stays pending.
-struct Model(Vec<Vec<Option<u64>>>);
+struct Model {
+    breakers: Vec<Vec<Option<u64>>>,
+    /// The latest time given: the pipeline never lets its clock step back (a request whose time
+    /// is before an earlier attempt's answer is taken at the later time), and neither does this.
+    latest: u64,
+}
 
 impl Model {
+    /// `now`, or the latest time given if that is later.
+    fn at(&mut self, now: u64) -> u64 {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
     fn callable(&self, region: usize, origin: usize, now: u64) -> bool {
-        self.0[region][origin].is_none_or(|until| until <= now)
+        self.breakers[region][origin].is_none_or(|until| until <= now)
     }
 
     fn first_callable(&self, region: usize, from: usize, now: u64) -> Option<usize> {
-        (from..self.0[region].len()).find(|&o| self.callable(region, o, now))
+        (from..self.breakers[region].len()).find(|&o| self.callable(region, o, now))
     }
 
     fn record(&mut self, region: usize, origin: usize, answer: Answer, now: u64) {
-        let state = &mut self.0[region][origin];
+        let state = &mut self.breakers[region][origin];
         *state = match (*state, answer) {
             (_, Answer::Busy) => Some(now + OPEN_MS),
             (Some(_), Answer::Silent) => Some(now + OPEN_MS),
