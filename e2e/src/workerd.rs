@@ -138,6 +138,8 @@ pub struct WorkerdConfig {
     rate_limit_module: PathBuf,
     /// The recorder's loopback port, when data points are recorded.
     recorder: Option<u16>,
+    /// V8 flags for every isolate (workerd's `v8Flags`), for diagnosis.
+    v8_flags: Vec<String>,
 }
 
 impl WorkerdConfig {
@@ -150,7 +152,14 @@ impl WorkerdConfig {
             served: Vec::new(),
             rate_limit_module: workspace_root().join(SIMULATED_RATE_LIMIT),
             recorder: None,
+            v8_flags: Vec::new(),
         }
+    }
+
+    /// Passes `flags` to V8 in every isolate (`--trace-gc` logs each collection and its pause).
+    pub fn v8_flags(mut self, flags: Vec<String>) -> WorkerdConfig {
+        self.v8_flags = flags;
+        self
     }
 
     /// Records the data points of the workers `with_analytics`, served on `port` (`GET
@@ -216,10 +225,8 @@ impl WorkerdConfig {
             text.push_str(&socket_line(RECORDER, &socket));
         }
         text.push_str("  ],\n");
-        // For diagnosis, V8 flags for every isolate (`HARBOUR_BENCH_V8_FLAGS="--trace-gc"` logs
-        // each collection and its pause to the workerd log).
-        if let Ok(flags) = std::env::var("HARBOUR_BENCH_V8_FLAGS") {
-            let quoted: Vec<String> = flags.split_whitespace().map(|f| format!("{f:?}")).collect();
+        if !self.v8_flags.is_empty() {
+            let quoted: Vec<String> = self.v8_flags.iter().map(|f| format!("{f:?}")).collect();
             text.push_str(&format!("  v8Flags = [{}],\n", quoted.join(", ")));
         }
         if self.served.iter().any(|(w, _)| w.rate_limits) {

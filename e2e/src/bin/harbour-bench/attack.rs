@@ -4,8 +4,8 @@
 //!
 //! One bench run measures the same load under the attack once per length, each attack phase
 //! between two phases without it:
-//! the 65,536 bytes (above the origin's body cap, so refused 413 at the head and the
-//! attacker reconnects at once) and the cap itself (32,768 bytes, the longest body the origin
+//! 65,536 bytes (over the origin's body cap: read and thrown away until the minimum-rate check
+//! cuts it off, then 413) and the cap itself (32,768 bytes, the longest body the origin
 //! waits for: a connection is held until the minimum-rate check cuts it off). Each phase has keys
 //! of its own (`Rehearsal::run`) and its own audit; the summary compares each attack phase's p99
 //! with those of the phases without it just before and after.
@@ -26,7 +26,7 @@ pub struct Attack {
     pub connections: usize,
     /// The `Content-Length` each attack phase declares, in order.
     pub lengths: Vec<usize>,
-    /// Times the attack phases run, each round every length once.
+    /// Rounds of attack phases, each every length once.
     pub rounds: usize,
     pub rate: f64,
     pub duration_s: u64,
@@ -218,14 +218,14 @@ fn phase(bench: &Bench, plan: &Rehearsal, attack: Option<(usize, usize)>) -> Reh
 
 /// Runs the phases and prints their comparison; whether every phase's audit passed.
 ///
-/// A run without the attack comes before each attack phase and after the last, so each attack is
-/// compared with the load just before and just after it: phases leave the stores fuller and the
+/// A phase without the attack comes before each attack phase and after the last, so each attack
+/// is compared with the load just before and just after it: phases leave the stores fuller and the
 /// edges' heaps larger, so a later phase may be slower with no attack at all. A p99 of a phase
 /// rests on a few pauses (a collector's pause in an edge stalls every request it holds), so with
 /// `rounds` above 1 the summary gives each length's median ratio too.
 pub fn run(bench: &Bench, attack: &Attack) -> bool {
     let mut phases: Vec<(String, Option<usize>, Rehearsed)> = Vec::new();
-    let attacks = (0..attack.rounds.max(1)).flat_map(|_| attack.lengths.iter());
+    let attacks = (0..attack.rounds).flat_map(|_| attack.lengths.iter());
     let runs = std::iter::once(None).chain(attacks.flat_map(|l| [Some(*l), None]));
     for (i, length) in runs.enumerate() {
         let plan = Rehearsal {
@@ -265,7 +265,7 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
         );
     }
     let p99 = |i: usize| phases[i].2.stats.percentile_ms(0.99);
-    // Attack phases sit at odd places, each between two runs without it.
+    // Attack phases sit at odd places, each between two phases without it.
     let mut ratios: Vec<(usize, f64)> = Vec::new();
     for i in (1..phases.len()).step_by(2) {
         let (before, after) = (p99(i - 1), p99(i + 1));
@@ -275,7 +275,7 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
             ratios.push((length, ratio));
         }
         println!(
-            "  {}: p99 {ratio:.2}x the runs without the attack around it (their mean, {around:.1} ms; goal <= 2), {:.2}x the one before, {:.2}x the one after; valid submissions not stored {} (goal 0)",
+            "  {}: p99 {ratio:.2}x the phases without the attack around it (their mean, {around:.1} ms; goal <= 2), {:.2}x the one before, {:.2}x the one after; valid submissions not stored {} (goal 0)",
             phases[i].0,
             p99(i) / before,
             p99(i) / after,
@@ -283,7 +283,10 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
         );
     }
     if attack.rounds > 1 {
-        for length in &attack.lengths {
+        let mut lengths = attack.lengths.clone();
+        lengths.sort_unstable();
+        lengths.dedup();
+        for length in &lengths {
             let mut of_length: Vec<f64> = ratios
                 .iter()
                 .filter(|(l, _)| l == length)
@@ -292,7 +295,7 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
             of_length.sort_by(f64::total_cmp);
             let listed: Vec<String> = of_length.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "  {} slow connections, {length} bytes: median p99 ratio {:.2}x over {} rounds (goal <= 2; each: {})",
+                "  {} slow connections, {length} bytes: median p99 ratio {:.2}x over {} phases (goal <= 2; each: {})",
                 attack.connections,
                 median(&of_length),
                 of_length.len(),

@@ -265,27 +265,33 @@ impl Connection {
     }
 }
 
-/// What one connection's thread does: send until its schedule ends; its counts.
 /// `HARBOUR_BENCH_SLOW_MS=N`: every answer later than N ms (from when it was due) is logged with
 /// the wall-clock time it came and the edge it came from, to find when a tail happens and where.
 fn slow_answer_bound() -> Option<Duration> {
     static BOUND: OnceLock<Option<Duration>> = OnceLock::new();
     *BOUND.get_or_init(|| {
-        let ms: u64 = std::env::var("HARBOUR_BENCH_SLOW_MS").ok()?.parse().ok()?;
-        Some(Duration::from_millis(ms))
+        let value = std::env::var("HARBOUR_BENCH_SLOW_MS").ok()?;
+        match value.parse::<u64>() {
+            Ok(ms) => Some(Duration::from_millis(ms)),
+            Err(_) => {
+                eprintln!("HARBOUR_BENCH_SLOW_MS={value:?} is not a whole number of ms: ignored");
+                None
+            }
+        }
     })
 }
 
-fn log_slow_answer(n: u64, port: u16, took: Duration) {
+fn log_slow_answer(n: u64, port: u16, late: Duration) {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     eprintln!(
         "slow answer: request {n}, edge :{port}, {} us after it was due, at {now_ms} ms since the epoch",
-        took.as_micros()
+        late.as_micros()
     );
 }
 
+/// What one connection's thread does: send until its schedule ends; its counts.
 fn drive(load: &Load, c: usize, next: &AtomicU64, started: Instant) -> Stats {
     let interval = load
         .rate
@@ -312,14 +318,15 @@ fn drive(load: &Load, c: usize, next: &AtomicU64, started: Instant) -> Stats {
         let from = schedule.due_time(attempt);
         local.sent += 1;
         let answer = connection.send(&bytes);
-        if slow_answer_bound().is_some_and(|bound| from.elapsed() > bound) {
-            log_slow_answer(n, port, from.elapsed());
-        }
+        let late = from.elapsed();
         let status = answer.as_ref().map_or(0, |(status, _, _)| *status);
         if load.retry && matches!(status, 0 | 502..=504) && attempt < MAX_ATTEMPTS {
             schedule.retry_later(n, attempt, answer.as_ref().and_then(|(_, hint, _)| *hint));
         }
         local.record(n, answer, from);
+        if slow_answer_bound().is_some_and(|bound| late > bound) {
+            log_slow_answer(n, port, late);
+        }
     }
     local
 }

@@ -223,6 +223,14 @@ fn other_build(dir: &Path) -> Option<Contestant> {
     Some(Contestant::Build { dir: to, analytics })
 }
 
+/// `HARBOUR_BENCH_V8_FLAGS="--trace-gc ..."`: V8 flags for the bench's workerds, for diagnosis
+/// (`--trace-gc` logs each collection and its pause to `target/bench/workerd*.log`).
+fn v8_flags() -> Vec<String> {
+    std::env::var("HARBOUR_BENCH_V8_FLAGS")
+        .map(|flags| flags.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// A loopback socket whose `request.cf` comes from the load generator's `x-bench-cf` header.
 fn socket(port: u16) -> Socket {
     Socket {
@@ -255,6 +263,7 @@ pub fn start(setup: Setup) -> Bench {
     )
     .texts(&bindings);
     let mut config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
+        .v8_flags(v8_flags())
         .record_analytics(recorder_port)
         .serve(
             contestant("harbour", Contestant::Harbour, &bindings),
@@ -281,6 +290,7 @@ pub fn start(setup: Setup) -> Bench {
                 analytics: false,
             };
             let config = WorkerdConfig::new(&dir, &["public", "private", "local", "network"])
+                .v8_flags(v8_flags())
                 .serve(contestant("harbour", harbour, &bindings), socket(port));
             Edge {
                 port,
