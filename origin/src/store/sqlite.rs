@@ -266,9 +266,12 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     if version >= SCHEMA_VERSION {
         return tx.commit();
     }
+    // `seq` without AUTOINCREMENT: it is the row's key inside this file and nothing else (no
+    // answer, export or cursor names it), so a deleted row's number may come back, and SQLite
+    // need not write its counter's page in every commit. Files made with it keep it.
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS submissions (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             receipt_id TEXT NOT NULL UNIQUE,
             region TEXT NOT NULL,
             campaign TEXT NOT NULL,
