@@ -915,11 +915,12 @@ mod tests {
         assert_eq!(stats.failures, 0, "{stats:?}");
         // The 1,600 rows' commits write about 18 MB of WAL frames, all of it in the file if
         // nothing restarts the log before the writer's backstop (16,384 pages); restarted past
-        // 64 pages, it grows only by what commits during a checkpoint round (2-3 MB here).
+        // 64 pages, it grows only by what commits during a checkpoint round: 2-3 MB alone, up to
+        // 7 MB measured in an optimised build beside the other tests, whose writer is faster.
         let wal = std::fs::metadata(path.with_extension("sqlite-wal"))
             .unwrap()
             .len();
-        assert!(wal < 6 * 1024 * 1024, "WAL of {wal} bytes: {stats:?}");
+        assert!(wal < 10 * 1024 * 1024, "WAL of {wal} bytes: {stats:?}");
         assert_eq!(store.count().await.unwrap(), 1600);
     }
 }

@@ -55,12 +55,21 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "harbour-origin-{name}-{}-{}",
+/// A name part no other call in any test process makes: the process, the time and a count (tests
+/// of one binary run on threads, and two may start in the same millisecond).
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}_{}_{}",
         std::process::id(),
-        now_ms()
-    ));
+        now_ms() % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harbour-origin-{name}-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -347,11 +356,7 @@ pub fn fresh_pg_database(name: &str) -> String {
     let admin = std::env::var(PG_ADMIN_VAR).unwrap_or_else(|_| {
         panic!("{PG_ADMIN_VAR} is not set: the Postgres tier of bash scripts/test sets it")
     });
-    let database = format!(
-        "t_{name}_{}_{}",
-        std::process::id(),
-        now_ms() % 1_000_000_000
-    );
+    let database = format!("t_{name}_{}", unique());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
