@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::{rehearse, Rehearsal, Rehearsed};
+use crate::compare::median;
 use crate::mix::Mix;
 use crate::workerd::Bench;
 
@@ -297,20 +298,11 @@ pub fn run(bench: &Bench, attack: &Attack) -> bool {
             println!(
                 "  {} slow connections, {length} bytes: median p99 ratio {:.2}x over {} phases (goal <= 2; each: {})",
                 attack.connections,
-                median(&of_length),
+                median(&mut of_length),
                 of_length.len(),
                 listed.join(", ")
             );
         }
     }
     phases.iter().all(|(_, _, r)| r.passed)
-}
-
-/// The median of sorted `values` (0 when empty).
-fn median(values: &[f64]) -> f64 {
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }

@@ -12,7 +12,7 @@ use crate::workerd::{measure, Bench};
 
 /// The middle value; for an even count, the mean of the two middle ones (with two rounds, the
 /// upper one alone would be the worse round).
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let mid = values.len() / 2;
     if values.len() % 2 == 0 {
