@@ -16,7 +16,8 @@
 //! (`/v1/load`): rows per commit, and CPU per commit. A synced commit costs the same whatever
 //! it holds, and at a paced rate how many rows it holds varies from run to run, so two builds
 //! compare by both. It prints the answers' p50 and p99 too, from when each request was due (or
-//! written, at full speed), so a build that saves CPU by holding answers back shows it. Bounded: a round gives up after 120 s, a read after 10 s.
+//! written, at full speed), so a build that saves CPU by holding answers back shows it. Bounded: a round gives up after 120 s (a paced one after twice its rows' time at
+//! the rate, if longer), a read after 10 s.
 //!
 //! `--durability full` (every commit synced) is the default here, as it is the origin's and the
 //! edge benchmark's (`scripts/bench`); `normal` is there to compare. `--origin` defaults to the `harbour-origin`
@@ -98,14 +99,14 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-/// One submission as the edge forwards it: the request's bytes, ready to write.
-fn request(key: &SigningKey, run: &str, n: usize) -> Vec<u8> {
+/// One submission as the edge forwards it, signed at `timestamp_ms`: the request's bytes, ready
+/// to write.
+fn request(key: &SigningKey, run: &str, n: usize, timestamp_ms: u64) -> Vec<u8> {
     let email = format!("bench-{run}-{n}@example.org");
     let fields = serde_json::json!({
         "consent": true, "country": "IT", "email": email, "name": format!("Bench Visitor {n}"),
     })
     .to_string();
-    let timestamp_ms = now_ms();
     let request_id = format!("r-{run}-{n}");
     let body = EntryBody {
         campaign: "spring-launch",
@@ -182,8 +183,13 @@ fn send(
     connections: usize,
     rate: Option<usize>,
 ) -> Result<Vec<Duration>, String> {
+    // A paced round is given twice the time its rows take at the rate, and never less than
+    // `ROUND_LIMIT`: a long run (five minutes of a broadcast's peak) is bounded too.
+    let limit = rate.map_or(ROUND_LIMIT, |r| {
+        ROUND_LIMIT.max(Duration::from_secs_f64(2.0 * requests.len() as f64 / r.max(1) as f64))
+    });
     let started = Instant::now();
-    let deadline = started + ROUND_LIMIT;
+    let deadline = started + limit;
     let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
     let mut shares: Vec<Vec<Vec<u8>>> = (0..connections).map(|_| Vec::new()).collect();
     for (i, r) in requests.into_iter().enumerate() {
@@ -206,7 +212,7 @@ fn send(
                 let mut latencies = Vec::with_capacity(share.len());
                 for (i, r) in share.into_iter().enumerate() {
                     if Instant::now() > deadline {
-                        return Err("the round took over 120 s".into());
+                        return Err(format!("the round took over {} s", limit.as_secs()));
                     }
                     let due = match (interval, offset) {
                         (Some(interval), Some(offset)) => {
@@ -357,10 +363,20 @@ fn round(o: &Options, index: usize) -> Result<Round, String> {
     let key = SigningKey::new(KEY.as_bytes()).ok_or("the key is too short")?;
     let run = format!("{}-{}-{index}", std::process::id(), now_ms());
     let warm = (0..WARM_ROWS)
-        .map(|n| request(&key, &format!("{run}w"), n))
+        .map(|n| request(&key, &format!("{run}w"), n, now_ms()))
         .collect();
     send(origin.port, warm, o.connections, None)?;
-    let requests: Vec<Vec<u8>> = (0..o.rows).map(|n| request(&key, &run, n)).collect();
+    // Signed for about when each is due, as the edge signs at forwarding: a paced run longer
+    // than the origin's signature window (`MAX_SKEW_MS`, five minutes) stays within it.
+    let built = now_ms();
+    let due_ms = |n: usize| {
+        o.rate.map_or(0, |r| {
+            u64::try_from(n.saturating_mul(1000) / r.max(1)).unwrap_or(u64::MAX)
+        })
+    };
+    let requests: Vec<Vec<u8>> = (0..o.rows)
+        .map(|n| request(&key, &run, n, built.saturating_add(due_ms(n))))
+        .collect();
     let count = |port| get(port, "/v1/count").map(|v| v["count"].as_u64().unwrap_or(0));
     let commits = |port| get(port, "/v1/load").map(|v| v["store"]["commits"].as_u64().unwrap_or(0));
     let pid = origin.child.id();
