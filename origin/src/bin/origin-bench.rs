@@ -186,7 +186,9 @@ fn send(
     // A paced round is given twice the time its rows take at the rate, and never less than
     // `ROUND_LIMIT`: a long run (five minutes of a broadcast's peak) is bounded too.
     let limit = rate.map_or(ROUND_LIMIT, |r| {
-        ROUND_LIMIT.max(Duration::from_secs_f64(2.0 * requests.len() as f64 / r.max(1) as f64))
+        ROUND_LIMIT.max(Duration::from_secs_f64(
+            2.0 * requests.len() as f64 / r.max(1) as f64,
+        ))
     });
     let started = Instant::now();
     let deadline = started + limit;
