@@ -27,9 +27,13 @@
 //! a checkpointer thread, so a batch's commit never waits for one: after commits it checkpoints
 //! what it can without blocking anyone (PASSIVE), and once the WAL holds `WAL_PAGES` pages it
 //! restarts the log (RESTART: writers wait for the few frames left), so the WAL file stays
-//! bounded and is overwritten in place, never grown, under sustained load. The writer's own
-//! automatic checkpoint stays on, at a higher mark, should the checkpointer fall behind.
+//! bounded and is overwritten in place, never grown, under sustained load. Its rounds come
+//! closer together when commits fill the log faster (`next_pause`; the writer's WAL hook counts
+//! the pages its commits write). The writer's own checkpoint (that hook, in place of SQLite's
+//! automatic one) stays on, at a higher mark, should the checkpointer fall behind.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -44,19 +48,22 @@ use super::batch::{Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepa
 use super::row::{Durability, Row, Stored, Unavailable};
 use super::sqlite::{self, Sqlite};
 
-/// WAL pages (4 KiB) at which the checkpointer restarts the log: 16 MiB, a few seconds of
-/// peak load, so a page many commits touched is copied into the database once.
+/// WAL pages (4 KiB) at which the checkpointer restarts the log: 16 MiB, about a second of
+/// commits at 1,000 rows a second (a row writes 3–4 pages) and a quarter second at 5,000, so a
+/// page many commits touched is copied into the database once a round.
 pub const WAL_PAGES: u32 = 4096;
 /// The writer's own automatic checkpoint (pages): a backstop, four times the checkpointer's mark.
 const WRITER_CHECKPOINT_PAGES: u32 = 4 * WAL_PAGES;
-/// Least time between two checkpoints: commits accumulate, and a page many commits touched is
-/// copied (and the file synced) once per round. A second costs at most a second of commits' WAL
-/// beyond `WAL_PAGES`; at 20 ms the checkpointer cost about 30 µs of CPU per stored row at
-/// 700 rows/s (`origin-bench --rate 700 --durability full`), at 1 s about 2 µs.
+/// The pause between two checkpoints while the log stays under `WAL_PAGES` in it (and the
+/// longest): commits accumulate, and a page many commits touched is copied (and the file synced)
+/// once per round. At 20 ms the checkpointer cost about 30 µs of CPU per stored row at 700
+/// rows/s (`origin-bench --rate 700 --durability full`), at 1 s about 2 µs.
 const CHECKPOINT_PAUSE: Duration = Duration::from_secs(1);
+/// Least pause when commits fill the log faster than `CHECKPOINT_PAUSE` empties it.
+const SHORTEST_CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 
-/// When the checkpointer works: past how many WAL pages it restarts the log, and the least time
-/// between two of its rounds.
+/// When the checkpointer works: past how many WAL pages it restarts the log, and the longest
+/// pause between two of its rounds.
 #[derive(Clone, Copy, Debug)]
 struct Checkpointing {
     wal_pages: u32,
@@ -91,6 +98,40 @@ struct CheckpointGauges {
     wal_restarts: AtomicU64,
     unfinished: AtomicU64,
     failures: AtomicU64,
+    /// WAL pages the writer's commits have written, over every restart of the log: how fast
+    /// commits fill it, whoever empties it.
+    pages_written: AtomicU64,
+}
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread's connection (`wal_committed`).
+    static WAL_PAGES_AFTER_COMMIT: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// The writer connection's WAL hook, in place of SQLite's automatic checkpoint: notes the
+/// pages now in the WAL for the writer (`count_pages_written`), and past
+/// `WRITER_CHECKPOINT_PAGES` checkpoints them as the automatic checkpoint would (PASSIVE; its
+/// failure is left to the next commit, as SQLite's own hook leaves it).
+fn wal_committed(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES_AFTER_COMMIT.with(|after| after.set(Some(i64::from(pages))));
+    if pages >= c_int::try_from(WRITER_CHECKPOINT_PAGES).unwrap_or(c_int::MAX) {
+        let _ = wal.checkpoint();
+    }
+    Ok(())
+}
+
+/// After a commit on the writer's thread: adds the pages it wrote to `pages_written`. `last` is
+/// the WAL's pages after the previous commit; fewer now means the log was restarted in between,
+/// and everything in it is new.
+fn count_pages_written(last: &mut i64, gauges: &CheckpointGauges) {
+    let Some(now) = WAL_PAGES_AFTER_COMMIT.with(Cell::take) else {
+        return;
+    };
+    let written = if now >= *last { now - *last } else { now };
+    *last = now;
+    gauges
+        .pages_written
+        .fetch_add(u64::try_from(written).unwrap_or(0), Ordering::Relaxed);
 }
 
 /// A SQLite store: the handle to this process's writer thread and read connection.
@@ -133,9 +174,7 @@ impl SqliteStore {
         checkpointing: Checkpointing,
     ) -> Result<SqliteStore, String> {
         let sqlite = sqlite.map_err(|e| e.to_string())?;
-        sqlite
-            .set_auto_checkpoint(WRITER_CHECKPOINT_PAGES.max(checkpointing.wal_pages))
-            .map_err(|e| e.to_string())?;
+        sqlite.set_wal_hook(wal_committed);
         // Opened after the writer's migration, so the file and its WAL mode exist.
         let reader =
             sqlite::connect(path, durability, true).map_err(|e| format!("read connection: {e}"))?;
@@ -160,6 +199,7 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn({
                 let gauges = gauges.clone();
+                let checkpoints = checkpoints.clone();
                 let runtime = tokio::runtime::Handle::try_current().ok();
                 move || {
                     write(
@@ -167,6 +207,7 @@ impl SqliteStore {
                         &queue,
                         &committed,
                         &gauges,
+                        &checkpoints,
                         limits,
                         runtime.as_ref(),
                     )
@@ -287,9 +328,11 @@ fn write(
     queue: &Receiver<Job>,
     committed: &SyncSender<()>,
     gauges: &Gauges,
+    checkpoints: &CheckpointGauges,
     limits: Limits,
     runtime: Option<&tokio::runtime::Handle>,
 ) {
+    let mut wal_pages = 0;
     let max_batch = limits.max_batch.max(1);
     let full_enough = FULL_ENOUGH.min(max_batch);
     let mut pacing = Pacing::default();
@@ -323,6 +366,7 @@ fn write(
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
         let started = Instant::now();
         let outcome = sqlite.store_batch(&rows);
+        count_pages_written(&mut wal_pages, checkpoints);
         if outcome.is_ok() {
             commits.record(started.elapsed());
             // Full: a signal is already pending, which covers this commit too.
@@ -383,7 +427,12 @@ fn checkpoint(
     checkpointing: Checkpointing,
 ) {
     let wal_pages = i64::from(checkpointing.wal_pages);
+    let mut pause = checkpointing.pause;
+    let mut written_before = gauges.pages_written.load(Ordering::Relaxed);
     while commits.recv().is_ok() {
+        let written = gauges.pages_written.load(Ordering::Relaxed);
+        let written_since = written.saturating_sub(written_before);
+        written_before = written;
         let outcome = wal_checkpoint(connection, "PASSIVE").and_then(|log_pages| {
             if log_pages < wal_pages {
                 return Ok(false);
@@ -404,8 +453,33 @@ fn checkpoint(
                 gauges.failures.fetch_add(1, Ordering::SeqCst);
             }
         }
-        std::thread::sleep(checkpointing.pause);
+        pause = next_pause(
+            pause,
+            i64::try_from(written_since).unwrap_or(i64::MAX),
+            wal_pages,
+            checkpointing.pause,
+        );
+        std::thread::sleep(pause);
     }
+}
+
+/// The pause before the next round, from the last one (`pause`) and the pages commits wrote into
+/// the WAL meanwhile (`written`): long enough that the next round finds about twice `wal_pages`
+/// (so it restarts the log, which stays under the writer's own mark), between
+/// `SHORTEST_CHECKPOINT_PAUSE` and `longest`, and at most twice the last. At a steady rate of
+/// commits that is one restart a round. Without it, a rate that fills the log faster than
+/// `longest` empties it (past 4,000 rows a second here) makes the log reach the writer's own
+/// mark, whose checkpoint then copies it inside a commit: a 50–80 ms commit every second at 5,000
+/// rows a second.
+fn next_pause(pause: Duration, written: i64, wal_pages: i64, longest: Duration) -> Duration {
+    let shortest = SHORTEST_CHECKPOINT_PAUSE.min(longest);
+    let target = (wal_pages * 2) as f64;
+    let next = if written > 0 {
+        pause.mul_f64((target / written as f64).min(2.0))
+    } else {
+        pause.saturating_mul(2)
+    };
+    next.clamp(shortest, longest)
 }
 
 /// Runs a checkpoint; the pages in the WAL. A checkpoint that could not finish (another
@@ -877,6 +951,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn checkpoint_rounds_come_as_often_as_the_log_fills() {
+        let longest = CHECKPOINT_PAUSE;
+        let w = i64::from(WAL_PAGES);
+        // Under the mark, the pause stays (or grows back to) the longest.
+        assert_eq!(next_pause(longest, w / 2, w, longest), longest);
+        assert_eq!(
+            next_pause(Duration::from_millis(200), 0, w, longest),
+            Duration::from_millis(400)
+        );
+        // 18,000 pages a second (5,000 rows a second here): from a second's pause the rounds
+        // settle where each finds twice the mark, which stays under the writer's own.
+        let rate = 18_000.0;
+        let mut pause = longest;
+        for _ in 0..8 {
+            let found = (rate * pause.as_secs_f64()) as i64;
+            pause = next_pause(pause, found, w, longest);
+        }
+        let found = (rate * pause.as_secs_f64()) as i64;
+        assert!(
+            (2 * w - 64..=2 * w + 64).contains(&found),
+            "{found} pages a round"
+        );
+        assert!(found < i64::from(WRITER_CHECKPOINT_PAGES));
+        // Never shorter than the shortest, nor longer than the longest.
+        assert_eq!(
+            next_pause(SHORTEST_CHECKPOINT_PAUSE, 100 * w, w, longest),
+            SHORTEST_CHECKPOINT_PAUSE
+        );
+        assert_eq!(next_pause(longest, 1, w, longest), longest);
+        // A test's short pause is the shortest too: the rounds keep to it.
+        let short = Duration::from_millis(20);
+        assert_eq!(next_pause(short, 100 * w, w, short), short);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_checkpointer_keeps_the_wal_bounded() {
         let path = temp_file("wal");
@@ -922,5 +1031,17 @@ mod tests {
             .len();
         assert!(wal < 10 * 1024 * 1024, "WAL of {wal} bytes: {stats:?}");
         assert_eq!(store.count().await.unwrap(), 1600);
+        // The writer's WAL hook counted what the commits wrote, across the restarts: at least a
+        // page a row (rows of one batch share pages; 2,574 measured), and no more than the
+        // 16,384 the backstop would have let the log reach plus a little.
+        let written = store
+            .shared
+            .checkpoints
+            .pages_written
+            .load(Ordering::Relaxed);
+        assert!(
+            (1600..20_000).contains(&written),
+            "{written} pages written: {stats:?}"
+        );
     }
 }

@@ -121,11 +121,13 @@ impl Sqlite {
         Ok(answers)
     }
 
-    /// Pages in the WAL after which a commit on this connection checkpoints (SQLite's default
-    /// is 1000); 0 never.
-    pub fn set_auto_checkpoint(&self, pages: u32) -> rusqlite::Result<()> {
-        self.connection
-            .pragma_update(None, "wal_autocheckpoint", pages)
+    /// Calls `hook` after each commit on this connection with the pages then in the WAL,
+    /// instead of SQLite's automatic checkpoint (which is such a hook itself).
+    pub fn set_wal_hook(
+        &self,
+        hook: fn(&rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>,
+    ) {
+        self.connection.wal_hook(Some(hook));
     }
 
     pub fn ping(&self) -> rusqlite::Result<()> {
