@@ -16,8 +16,9 @@
 //! (`/v1/load`): rows per commit, and CPU per commit. A synced commit costs the same whatever
 //! it holds, and at a paced rate how many rows it holds varies from run to run, so two builds
 //! compare by both. It prints the answers' p50 and p99 too, from when each request was due (or
-//! written, at full speed), so a build that saves CPU by holding answers back shows it. Bounded: a round gives up after 120 s (a paced one after twice its rows' time at
-//! the rate, if longer), a read after 10 s.
+//! written, at full speed), so a build that saves CPU by holding answers back shows it.
+//! Bounded: a round gives up after 120 s (a paced one after twice its rows' time at the rate, if
+//! longer), a read after 10 s.
 //!
 //! `--durability full` (every commit synced) is the default here, as it is the origin's and the
 //! edge benchmark's (`scripts/bench`); `normal` is there to compare. `--origin` defaults to the `harbour-origin`

@@ -332,7 +332,7 @@ fn write(
     limits: Limits,
     runtime: Option<&tokio::runtime::Handle>,
 ) {
-    let mut wal_pages = 0;
+    let mut log_pages_after_commit = 0;
     let max_batch = limits.max_batch.max(1);
     let full_enough = FULL_ENOUGH.min(max_batch);
     let mut pacing = Pacing::default();
@@ -366,7 +366,7 @@ fn write(
             batch.into_iter().map(|job| (job.row, job.answer)).unzip();
         let started = Instant::now();
         let outcome = sqlite.store_batch(&rows);
-        count_pages_written(&mut wal_pages, checkpoints);
+        count_pages_written(&mut log_pages_after_commit, checkpoints);
         if outcome.is_ok() {
             commits.record(started.elapsed());
             // Full: a signal is already pending, which covers this commit too.
@@ -455,8 +455,8 @@ fn checkpoint(
         }
         pause = next_pause(
             pause,
-            i64::try_from(written_since).unwrap_or(i64::MAX),
-            wal_pages,
+            written_since,
+            u64::from(checkpointing.wal_pages),
             checkpointing.pause,
         );
         std::thread::sleep(pause);
@@ -471,7 +471,7 @@ fn checkpoint(
 /// `longest` empties it (past 4,000 rows a second here) makes the log reach the writer's own
 /// mark, whose checkpoint then copies it inside a commit: a 50–80 ms commit every second at 5,000
 /// rows a second.
-fn next_pause(pause: Duration, written: i64, wal_pages: i64, longest: Duration) -> Duration {
+fn next_pause(pause: Duration, written: u64, wal_pages: u64, longest: Duration) -> Duration {
     let shortest = SHORTEST_CHECKPOINT_PAUSE.min(longest);
     let target = (wal_pages * 2) as f64;
     let next = if written > 0 {
@@ -954,7 +954,7 @@ mod tests {
     #[test]
     fn checkpoint_rounds_come_as_often_as_the_log_fills() {
         let longest = CHECKPOINT_PAUSE;
-        let w = i64::from(WAL_PAGES);
+        let w = u64::from(WAL_PAGES);
         // Under the mark, the pause stays (or grows back to) the longest.
         assert_eq!(next_pause(longest, w / 2, w, longest), longest);
         assert_eq!(
@@ -966,15 +966,15 @@ mod tests {
         let rate = 18_000.0;
         let mut pause = longest;
         for _ in 0..8 {
-            let found = (rate * pause.as_secs_f64()) as i64;
+            let found = (rate * pause.as_secs_f64()) as u64;
             pause = next_pause(pause, found, w, longest);
         }
-        let found = (rate * pause.as_secs_f64()) as i64;
+        let found = (rate * pause.as_secs_f64()) as u64;
         assert!(
             (2 * w - 64..=2 * w + 64).contains(&found),
             "{found} pages a round"
         );
-        assert!(found < i64::from(WRITER_CHECKPOINT_PAGES));
+        assert!(found < u64::from(WRITER_CHECKPOINT_PAGES));
         // Never shorter than the shortest, nor longer than the longest.
         assert_eq!(
             next_pause(SHORTEST_CHECKPOINT_PAUSE, 100 * w, w, longest),
@@ -1022,7 +1022,7 @@ mod tests {
         let stats = store.checkpoint_stats();
         assert!(stats.wal_restarts > 0, "{stats:?}");
         assert_eq!(stats.failures, 0, "{stats:?}");
-        // The 1,600 rows' commits write about 18 MB of WAL frames, all of it in the file if
+        // The 1,600 rows' commits write about 10 MB of WAL frames (below), all of it in the file if
         // nothing restarts the log before the writer's backstop (16,384 pages); restarted past
         // 64 pages, it grows only by what commits during a checkpoint round: 2-3 MB alone, up to
         // 7 MB measured in an optimised build beside the other tests, whose writer is faster.
