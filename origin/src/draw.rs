@@ -2,8 +2,9 @@
 //! winners"). Rules:
 //!
 //! - an entry's **ticket** is `HMAC-SHA256(seed, receipt id)` in lowercase hex, the seed being
-//!   the bytes of its text as published; receipt ids are random, so no one can choose a ticket,
-//!   and before the seed is out no one can compute one;
+//!   the bytes of its text as published; a visitor cannot choose a receipt id (the store derives
+//!   it from the row's number under its own key), and before the seed is out no one can compute
+//!   a ticket;
 //! - tickets rank by value (64 lowercase hex digits compare as numbers); equal tickets, which
 //!   only equal receipt ids would make, rank by receipt id: the order is total;
 //! - **one entry per person**: a person's lowest ticket stands for them; an entry without a

@@ -6,7 +6,8 @@
 //! a body matching its digest. Storage (SQLite embedded, or PostgreSQL shared by the region's
 //! hosts) is idempotent on (campaign, idempotency key): a replay gets the first receipt back; the
 //! same key with different fields is a conflict (409); a campaign with `one_entry_per` takes one
-//! entry per person (409 `already_entered`). Receipt ids are random.
+//! entry per person (409 `already_entered`). Receipt ids are the rows' numbers under a key of the
+//! store (`receipt`): unique, and unreadable without the key.
 //!
 //! Each row keeps the record of consent (the notice's locale and version). The origin deletes
 //! its region's expired entries itself (`retention`); what else is done with a region's entries

@@ -1,40 +1,200 @@
 //! Receipt ids (`harbour_contract::receipt`: `{region}-{16 lowercase hex digits}`, the shape the
-//! edge gives bots too) from the operating system's CSPRNG: an id says nothing about how many
-//! entries exist or which came first. Uniqueness is the store's: the column is unique, and
-//! a collision (one in 2^64 per pair) is retried with a fresh id.
+//! edge gives bots too): the row's number (`seq`) encrypted with FF1 (NIST SP 800-38G
+//! format-preserving encryption, AES-256) under a key the store keeps. An id says nothing about
+//! how many entries exist or which came first to anyone without the key; two rows never share
+//! one (a permutation of distinct numbers), so the store needs no unique index on the ids, which
+//! was a random write per row; and an id leads back to its row through the row's number.
+//!
+//! Numbers are handed out without asking the database: each store opened (a process, usually)
+//! reserves an epoch, a counter that only grows, and numbers its rows `epoch << 32 | n`. A number
+//! is never used twice, even after its row is deleted, and a row that is not stored (a replay, a
+//! refused batch) leaves a gap. Rows stored before (numbers below `NUMBERED_FROM`) keep the random
+//! ids they were given, found through a unique index that holds only them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes::Aes256;
+use fpe::ff1::{BinaryNumeralString, FF1};
 use harbour_contract::receipt;
 
-/// How many fresh ids a store tries before giving up (a collision is already a 2^-64 event).
+pub use harbour_contract::receipt::is_id_of as is_receipt_id;
+
+/// The first number of the first epoch: rows numbered below it got random ids before ids were
+/// derived from numbers.
+pub const NUMBERED_FROM: i64 = 1 << EPOCH_SHIFT;
+const EPOCH_SHIFT: u32 = 32;
+/// The last epoch whose numbers all fit the databases' signed 64-bit integers.
+pub const MAX_EPOCH: u64 = (1 << 31) - 1;
+/// Bytes of a store's key (AES-256).
+pub const KEY_BYTES: usize = 32;
+/// How many ids a store tries for one row before giving up: a row is tried again with a fresh
+/// number only when its insert was skipped and neither its key nor its person was found after
+/// (the row holding them was deleted in between).
 pub const MAX_ID_TRIES: usize = 4;
 
-/// The operating system gave no random bytes: no id can be made (the store is unavailable).
+/// No id can be made: no random bytes for a key, a key of the wrong length, or an epoch's
+/// numbers used up. The store is unavailable.
 #[derive(Debug)]
-pub struct NoRandomness(pub String);
+pub struct NoId(pub String);
 
-pub fn new_id(region: &str) -> Result<String, NoRandomness> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| NoRandomness(format!("no randomness: {e}")))?;
-    Ok(receipt::id(region, u64::from_le_bytes(bytes)))
+/// A new store key from the operating system's CSPRNG.
+pub fn new_key() -> Result<[u8; KEY_BYTES], NoId> {
+    let mut key = [0u8; KEY_BYTES];
+    getrandom::fill(&mut key).map_err(|e| NoId(format!("no randomness for a key: {e}")))?;
+    Ok(key)
 }
 
-pub use harbour_contract::receipt::is_id_of as is_receipt_id;
+/// A store's ids: its key, and the numbers of the epoch it reserved.
+pub struct ReceiptIds {
+    region: String,
+    cipher: FF1<Aes256>,
+    next: AtomicU64,
+    end: u64,
+}
+
+impl ReceiptIds {
+    /// `epoch` must be one no other store of the database was given, from 1 to `MAX_EPOCH`.
+    pub fn new(region: &str, key: &[u8], epoch: u64) -> Result<ReceiptIds, NoId> {
+        let ids = ReceiptIds::reader(region, key)?;
+        if !(1..=MAX_EPOCH).contains(&epoch) {
+            return Err(NoId(format!("receipt epoch {epoch} is out of range")));
+        }
+        let first = epoch << EPOCH_SHIFT;
+        Ok(ReceiptIds {
+            next: AtomicU64::new(first),
+            end: first + (1 << EPOCH_SHIFT),
+            ..ids
+        })
+    }
+
+    /// For reading only: finds rows by id (`seq_of`), numbers nothing.
+    pub fn reader(region: &str, key: &[u8]) -> Result<ReceiptIds, NoId> {
+        if key.len() != KEY_BYTES {
+            return Err(NoId(format!(
+                "the receipt key has {} bytes, not {KEY_BYTES}",
+                key.len()
+            )));
+        }
+        let cipher = FF1::<Aes256>::new(key, 2).map_err(|e| NoId(format!("receipt key: {e}")))?;
+        Ok(ReceiptIds {
+            region: region.to_owned(),
+            cipher,
+            next: AtomicU64::new(0),
+            end: 0,
+        })
+    }
+
+    /// A fresh number and its id.
+    pub fn next(&self) -> Result<(i64, String), NoId> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= self.end {
+            // Four billion rows from one process (or a reader): the next start reserves anew.
+            return Err(NoId(
+                "this store's receipt numbers are used up; restart it".into(),
+            ));
+        }
+        let id = self.id_of(seq)?;
+        Ok((
+            i64::try_from(seq).map_err(|_| NoId("receipt number out of range".into()))?,
+            id,
+        ))
+    }
+
+    fn id_of(&self, seq: u64) -> Result<String, NoId> {
+        let encrypted = self
+            .cipher
+            .encrypt(
+                self.region.as_bytes(),
+                &BinaryNumeralString::from_bytes_le(&seq.to_le_bytes()),
+            )
+            .map_err(|e| NoId(format!("receipt id: {e}")))?;
+        let bytes: [u8; 8] = encrypted
+            .to_bytes_le()
+            .try_into()
+            .map_err(|_| NoId("receipt id: not 64 bits".into()))?;
+        Ok(receipt::id(&self.region, u64::from_le_bytes(bytes)))
+    }
+
+    /// The number of the row that `id` was derived for, if `id` is one of this region's derived
+    /// ids (an id given before ids were derived decrypts to a number below `NUMBERED_FROM`, or
+    /// to another row's: the caller compares the row's stored id).
+    pub fn seq_of(&self, id: &str) -> Option<i64> {
+        if !is_receipt_id(&self.region, id) {
+            return None;
+        }
+        let hex = id.get(self.region.len() + 1..)?;
+        let value = u64::from_str_radix(hex, 16).ok()?;
+        let decrypted = self
+            .cipher
+            .decrypt(
+                self.region.as_bytes(),
+                &BinaryNumeralString::from_bytes_le(&value.to_le_bytes()),
+            )
+            .ok()?;
+        let bytes: [u8; 8] = decrypted.to_bytes_le().try_into().ok()?;
+        i64::try_from(u64::from_le_bytes(bytes))
+            .ok()
+            .filter(|seq| *seq >= NUMBERED_FROM)
+    }
+}
+
+/// The number `id` was derived from under a store's `key`, if it is a derived id (of the region
+/// it names). An id given before ids were derived may decrypt to another row's number: callers
+/// compare the row's stored id.
+pub fn derived_seq(key: &[u8], id: &str) -> Option<i64> {
+    let (region, _) = id.rsplit_once('-')?;
+    ReceiptIds::reader(region, key).ok()?.seq_of(id)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ids_have_the_decoy_shape_and_do_not_repeat() {
-        let ids: Vec<String> = (0..1000).map(|_| new_id("eu").unwrap()).collect();
-        for id in &ids {
+    fn ids_have_the_decoy_shape_do_not_repeat_and_lead_back_to_their_number() {
+        let ids = ReceiptIds::new("eu", &[7; KEY_BYTES], 1).unwrap();
+        let drawn: Vec<(i64, String)> = (0..1000).map(|_| ids.next().unwrap()).collect();
+        for (n, (seq, id)) in drawn.iter().enumerate() {
+            assert_eq!(*seq, NUMBERED_FROM + n as i64);
             assert!(is_receipt_id("eu", id), "{id}");
-            assert_eq!(id.len(), receipt::id("eu", 0).len());
+            assert_eq!(ids.seq_of(id), Some(*seq));
         }
-        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
-        assert!(!is_receipt_id("eu", "eu-0000000001"));
-        assert!(!is_receipt_id("eu", "cn-0123456789abcdef"));
-        assert!(!is_receipt_id("eu", "eu-0123456789ABCDEF"));
+        let distinct: std::collections::BTreeSet<_> = drawn.iter().map(|(_, id)| id).collect();
+        assert_eq!(distinct.len(), drawn.len());
+        // Consecutive numbers give ids with nothing in common a reader could order by.
+        let first_digits: std::collections::BTreeSet<_> =
+            drawn.iter().map(|(_, id)| &id[3..4]).collect();
+        assert_eq!(first_digits.len(), 16);
+        assert_eq!(ids.seq_of("eu-0000000001"), None);
+        assert_eq!(ids.seq_of(&drawn[0].1.replacen("eu", "cn", 1)), None);
+    }
+
+    #[test]
+    fn ids_depend_on_the_key_and_epochs_do_not_overlap() {
+        let a = ReceiptIds::new("eu", &[7; KEY_BYTES], 1).unwrap();
+        let b = ReceiptIds::new("eu", &[8; KEY_BYTES], 1).unwrap();
+        let (seq_a, id_a) = a.next().unwrap();
+        let (seq_b, id_b) = b.next().unwrap();
+        assert_eq!(seq_a, seq_b);
+        assert_ne!(id_a, id_b);
+        // Another key reads the id as some other number, or as none of the derived ones.
+        assert_ne!(b.seq_of(&id_a), Some(seq_a));
+        let second = ReceiptIds::new("eu", &[7; KEY_BYTES], 2).unwrap();
+        assert_eq!(second.next().unwrap().0, 2 * NUMBERED_FROM);
+        let reader = ReceiptIds::reader("eu", &[7; KEY_BYTES]).unwrap();
+        assert_eq!(reader.seq_of(&id_a), Some(seq_a));
+        assert_eq!(derived_seq(&[7; KEY_BYTES], &id_a), Some(seq_a));
+        assert_eq!(derived_seq(&[7; KEY_BYTES], "eu"), None);
+        assert!(reader.next().is_err(), "a reader numbers nothing");
+    }
+
+    #[test]
+    fn bad_keys_and_epochs_are_refused() {
+        assert!(ReceiptIds::reader("eu", &[7; 16]).is_err());
+        assert!(ReceiptIds::new("eu", &[7; KEY_BYTES], 0).is_err());
+        assert!(ReceiptIds::new("eu", &[7; KEY_BYTES], MAX_EPOCH + 1).is_err());
+        let last = ReceiptIds::new("eu", &[7; KEY_BYTES], MAX_EPOCH).unwrap();
+        assert!(last.next().unwrap().0 > 0);
+        assert_ne!(new_key().unwrap(), new_key().unwrap());
     }
 }

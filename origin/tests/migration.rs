@@ -1,7 +1,8 @@
-//! Schema version 1 (the person digest, before the record of consent) migrated to version 2 by
-//! the origin at start, with rows in it, on SQLite and (in the Postgres tier) PostgreSQL: the
-//! notice of entries stored before is copied from their payload into the new columns, old
-//! entries replay their receipts, new ones store their notice, and erasure has its table.
+//! Schema version 1 (the person digest, before the record of consent) migrated to the current
+//! version by the origin at start, with rows in it, on SQLite and (in the Postgres tier)
+//! PostgreSQL: the notice of entries stored before is copied from their payload into the new
+//! columns, old entries replay their receipts and are found by them, new ones store their
+//! notice and get receipt ids derived from their numbers, and erasure has its table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -84,6 +85,9 @@ fn as_version_1(kind: Kind, from: &str, to: &str) {
     }
 }
 
+/// The schema version the origin writes.
+const CURRENT: i64 = 3;
+
 /// The schema version the store records.
 fn version(kind: Kind, store: &str) -> i64 {
     match kind {
@@ -128,7 +132,7 @@ fn migrated_with_rows(kind: Kind) {
     assert_eq!(version(kind, &old), 1);
 
     let origin = RegionOrigin::start("eu", &old, &policy);
-    assert_eq!(version(kind, &old), 2);
+    assert_eq!(version(kind, &old), CURRENT);
     assert_eq!(origin.count(), 2);
     let p = policy.display().to_string();
     let access = |email: &str| -> Value {
@@ -163,12 +167,34 @@ fn migrated_with_rows(kind: Kind) {
     let second = origin.send("spring", fields("Ada L", " ADA@example.org", None), None);
     assert_eq!(second.json()["code"], "already_entered", "{}", second.body);
     // New entries store their notice; erasure has its table.
-    origin.submit(
+    let carol = origin.submit(
         "spring",
         fields("Carol", "carol@example.org", None),
         Some(("fr", "v-fr-1")),
     );
     assert_eq!(access("carol@example.org")["notice"]["locale"], "fr");
+    // A receipt given before the migration (a random id, as far as this store knows) and one
+    // derived from a new row's number each lead to their entry.
+    let by_receipt = |receipt: &str| -> Value {
+        entries(&[
+            "entry",
+            "--region",
+            "eu",
+            "--store",
+            &old,
+            "--policy",
+            &p,
+            "--campaign",
+            "spring",
+            "--receipt",
+            receipt,
+        ])
+        .json()
+    };
+    assert_eq!(by_receipt(&ada)["receipt_id"], ada.as_str());
+    assert_eq!(by_receipt(&ada)["fields"]["email"], "ada@example.org");
+    assert_eq!(by_receipt(&carol)["receipt_id"], carol.as_str());
+    assert_eq!(by_receipt(&carol)["fields"]["email"], "carol@example.org");
     let erased = entries(&[
         "erase",
         "--region",
@@ -186,7 +212,7 @@ fn migrated_with_rows(kind: Kind) {
     drop(origin);
     // Started again, the origin finds the schema current and the rows where they were.
     let again = RegionOrigin::start("eu", &old, &policy);
-    assert_eq!((version(kind, &old), again.count()), (2, 2));
+    assert_eq!((version(kind, &old), again.count()), (CURRENT, 2));
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! Receipt ids: `{region}-{16 lowercase hex digits}`. Origins mint them from a CSPRNG; the edge
-//! mints a bot's decoy the same way (`id`), so a decoy cannot be told from a real receipt and an
-//! id says nothing about how many entries exist or which came first.
+//! Receipt ids: `{region}-{16 lowercase hex digits}`. Origins derive the digits from a row's
+//! number under a key of their store (a keyed permutation: uniformly spread to anyone without
+//! the key); the edge draws a bot's decoy from a CSPRNG (`id`), so a decoy cannot be told from a
+//! real receipt and an id says nothing about how many entries exist or which came first.
 
 use harbour_policy::text::push_hex_u64;
 
-/// A receipt id of `region` from 64 unpredictable bits.
+/// A receipt id of `region` from 64 bits that look random to whoever reads the id.
 pub fn id(region: &str, entropy: u64) -> String {
     let mut id = String::with_capacity(region.len() + 17);
     id.push_str(region);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::row::{Row, Stored, Unavailable};
-use crate::receipt::new_id;
+use crate::receipt::ReceiptIds;
 
 /// Submissions per batch, at most: enough to absorb a burst between two commits, few enough that
 /// one batch's work stays a few milliseconds.
@@ -47,8 +47,9 @@ impl Default for Limits {
     }
 }
 
-/// A row ready for a batch: owned, its payload serialized and its first receipt id drawn, so
-/// the batch (one thread holding SQLite's write lock, or one statement) only binds and executes.
+/// A row ready for a batch: owned, its payload serialized and its number and receipt id drawn,
+/// so the batch (one thread holding SQLite's write lock, or one statement) only binds and
+/// executes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     pub campaign: String,
@@ -63,13 +64,15 @@ pub struct Prepared {
     /// The payload as JSON text.
     pub payload: String,
     pub now_ms: u64,
-    /// The receipt id to try first.
+    /// The row's number and the receipt id derived from it (`receipt`), to try first.
+    pub seq: i64,
     pub id: String,
 }
 
 impl Prepared {
-    pub fn new(row: &Row, region: &str) -> Result<Prepared, Unavailable> {
+    pub fn new(row: &Row, ids: &ReceiptIds) -> Result<Prepared, Unavailable> {
         let s = row.submission;
+        let (seq, id) = ids.next()?;
         Ok(Prepared {
             campaign: s.campaign.clone(),
             idempotency_key: s.idempotency_key.clone(),
@@ -81,7 +84,8 @@ impl Prepared {
             notice_version: s.notice.as_ref().map(|(_, version)| version.clone()),
             payload: s.payload.to_string(),
             now_ms: row.now_ms,
-            id: new_id(region)?,
+            seq,
+            id,
         })
     }
 

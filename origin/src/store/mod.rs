@@ -8,7 +8,8 @@
 //! - the row is committed (durably, see `Durability`) before `store` returns a receipt;
 //! - both commit concurrent submissions together (`batch`): SQLite in one transaction of its
 //!   writer thread (`group_commit`), PostgreSQL in one statement of a batcher task (`postgres`);
-//! - receipt ids are random (`receipt::new_id`), unique, and say nothing about order or count;
+//! - receipt ids are the rows' numbers encrypted under the store's key (`receipt`): unique by
+//!   construction, and they say nothing about order or count;
 //! - each row keeps the notice the visitor was shown (locale and version: the record of
 //!   consent), and, once withdrawn, when marketing consent was withdrawn;
 //! - retention's deletes (`Store::delete_campaign_rows`) and the region's commands (`records`)

@@ -32,7 +32,7 @@ use super::batch::{
     Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepared, COMMIT_WINDOW, FULL_ENOUGH,
 };
 use super::row::{Receipt, Row, Stored, Unavailable};
-use crate::receipt::{new_id, MAX_ID_TRIES};
+use crate::receipt::{new_key, ReceiptIds, MAX_ID_TRIES, NUMBERED_FROM};
 
 /// Connections per origin process, unless `--pool-size` says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 8;
@@ -46,25 +46,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Key of the advisory lock held while the schema is created or migrated ("harbour1").
 const MIGRATION_LOCK: i64 = 0x6861_7262_6f75_7231;
 /// 1: with `person_digest`; 2: with the record of consent (`notice_locale`, `notice_version`),
-/// `marketing_withdrawn_ms` and the `erasures` table.
-const SCHEMA_VERSION: i32 = 2;
+/// `marketing_withdrawn_ms` and the `erasures` table; 3: receipt ids derived from row numbers
+/// (`receipt`), the `receipt_key` table and `receipt_epochs` sequence, and the unique index on
+/// receipt ids kept for the rows numbered before.
+const SCHEMA_VERSION: i32 = 3;
 
 /// A batch in one statement. `n` is the arrival order; rows are taken by key, then arrival.
+/// Rows carry their numbers (`receipt`), so the identity's own sequence is not used.
 const INSERT_BATCH: &str = "INSERT INTO submissions (receipt_id, region, campaign,
         idempotency_key, fields_sha256, person_digest, platform_country, declared_country,
-        payload, stored_at_ms, notice_locale, notice_version)
-    SELECT id, $1, c, k, f, p, pc, dc, pl::jsonb, t, nl, nv
+        payload, stored_at_ms, notice_locale, notice_version, seq)
+    OVERRIDING SYSTEM VALUE
+    SELECT id, $1, c, k, f, p, pc, dc, pl::jsonb, t, nl, nv, s
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[])
-        WITH ORDINALITY AS u(id, c, k, f, p, pc, dc, pl, t, nl, nv, n)
+        $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], $13::int8[])
+        WITH ORDINALITY AS u(id, c, k, f, p, pc, dc, pl, t, nl, nv, s, n)
     ORDER BY c, k, n
     ON CONFLICT DO NOTHING
     RETURNING receipt_id";
-/// One row again, with a fresh receipt id, after its id collided.
+/// One row again, with a fresh number, after its batch skipped it and neither its key nor its
+/// person was found (the row holding them was deleted in between).
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
         fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
-        notice_locale, notice_version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10, $11, $12)
+        notice_locale, notice_version, seq)
+    OVERRIDING SYSTEM VALUE
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ($9::text)::jsonb, $10, $11, $12, $13)
     ON CONFLICT DO NOTHING
     RETURNING receipt_id";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
@@ -84,6 +90,7 @@ pub struct Postgres {
 struct Database {
     pool: Pool,
     region: String,
+    ids: Arc<ReceiptIds>,
 }
 
 struct Job {
@@ -191,11 +198,18 @@ impl Postgres {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| e.to_string())?;
+        let ids = {
+            let mut client = pool.get().await.map_err(|e| e.to_string())?;
+            migrate(&mut client).await.map_err(|e| e.to_string())?;
+            reserve_ids(&client, region)
+                .await
+                .map_err(|e| e.to_string())?
+        };
         let database = Arc::new(Database {
             pool,
             region: region.to_owned(),
+            ids: Arc::new(ids),
         });
-        database.migrate().await.map_err(|e| e.to_string())?;
         let (jobs, queue) = mpsc::channel(limits.queue.max(1));
         let queue = Arc::new(Mutex::new(Queue {
             jobs: queue,
@@ -223,7 +237,7 @@ impl Postgres {
     pub async fn store(&self, row: Row<'_>) -> Result<Stored, Unavailable> {
         let (answer, answered) = oneshot::channel();
         let job = Job {
-            row: Prepared::new(&row, &self.database.region)?,
+            row: Prepared::new(&row, &self.database.ids)?,
             answer,
             queued_at: Instant::now(),
         };
@@ -277,11 +291,6 @@ impl Postgres {
 }
 
 impl Database {
-    async fn migrate(&self) -> Result<(), Unavailable> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        migrate(&mut client).await
-    }
-
     /// Stores `rows` with one statement. `Ok`: it committed; one answer per row, in order.
     /// `Err`: nothing was stored.
     async fn store_batch(&self, rows: &[Prepared]) -> Result<Vec<Answer>, Unavailable> {
@@ -291,6 +300,7 @@ impl Database {
             rows.iter().map(f).collect()
         };
         let stored_at: Vec<i64> = rows.iter().map(Prepared::stored_at_ms).collect();
+        let numbers: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let insert = client
             .prepare_cached(INSERT_BATCH)
             .await
@@ -311,6 +321,7 @@ impl Database {
                     &stored_at,
                     &maybe(|r| r.notice_locale.as_deref()),
                     &maybe(|r| r.notice_version.as_deref()),
+                    &numbers,
                 ],
             )
             .await
@@ -320,7 +331,6 @@ impl Database {
             .collect();
         let mut answers = Vec::with_capacity(rows.len());
         for row in rows {
-            // Taken out, so a second row that drew the same id (2^-64) is not answered with it.
             if inserted.remove(&row.id) {
                 answers.push(Ok(Stored::New(Receipt {
                     id: row.id.clone(),
@@ -336,7 +346,8 @@ impl Database {
     }
 
     /// A row the batch's statement skipped: a replay, a conflict, a second entry, or (neither
-    /// key nor person found) a receipt id collision, retried alone with fresh ids.
+    /// key nor person found: the row holding them was deleted meanwhile) retried alone with a
+    /// fresh number.
     async fn settle(&self, client: &impl GenericClient, row: &Prepared) -> Answer {
         for _ in 1..MAX_ID_TRIES {
             let by_key = client.prepare_cached(BY_KEY).await.map_err(unavailable)?;
@@ -370,7 +381,7 @@ impl Database {
                     return Ok(Stored::AlreadyEntered);
                 }
             }
-            let id = new_id(&self.region)?;
+            let (seq, id) = self.ids.next()?;
             let insert = client.prepare_cached(INSERT).await.map_err(unavailable)?;
             let inserted = client
                 .query_opt(
@@ -388,6 +399,7 @@ impl Database {
                         &row.stored_at_ms(),
                         &row.notice_locale,
                         &row.notice_version,
+                        &seq,
                     ],
                 )
                 .await
@@ -400,7 +412,9 @@ impl Database {
                 }));
             }
         }
-        Err(Unavailable("no free receipt id after several tries".into()))
+        Err(Unavailable(
+            "no row number taken after several tries".into(),
+        ))
     }
 }
 
@@ -417,7 +431,9 @@ pub(in crate::store) async fn migrate(
         "CREATE TABLE IF NOT EXISTS harbour_schema (version INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS submissions (
             seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            receipt_id TEXT NOT NULL UNIQUE,
+            -- Unique by construction (`receipt`); the ids of rows numbered before version 3
+            -- by the index below.
+            receipt_id TEXT NOT NULL,
             region TEXT NOT NULL,
             campaign TEXT NOT NULL,
             idempotency_key TEXT NOT NULL,
@@ -476,7 +492,22 @@ pub(in crate::store) async fn migrate(
             campaign TEXT NOT NULL,
             entries BIGINT NOT NULL
          );
+         ALTER TABLE submissions DROP CONSTRAINT IF EXISTS submissions_receipt_id_key;
+         CREATE TABLE IF NOT EXISTS receipt_key (key BYTEA NOT NULL);
+         CREATE SEQUENCE IF NOT EXISTS receipt_epochs;
          DELETE FROM harbour_schema;",
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.batch_execute(&format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS submissions_random_receipt
+            ON submissions (receipt_id) WHERE seq < {NUMBERED_FROM};"
+    ))
+    .await
+    .map_err(unavailable)?;
+    tx.execute(
+        "INSERT INTO receipt_key (key) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM receipt_key)",
+        &[&new_key()?.as_slice()],
     )
     .await
     .map_err(unavailable)?;
@@ -487,6 +518,25 @@ pub(in crate::store) async fn migrate(
     .await
     .map_err(unavailable)?;
     tx.commit().await.map_err(unavailable)
+}
+
+/// Reserves the next epoch of the database's receipt numbers for this process, with its key.
+async fn reserve_ids(client: &impl GenericClient, region: &str) -> Result<ReceiptIds, Unavailable> {
+    let key: Vec<u8> = client
+        .query_one("SELECT key FROM receipt_key", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    let epoch: i64 = client
+        .query_one("SELECT nextval('receipt_epochs')", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    Ok(ReceiptIds::new(
+        region,
+        &key,
+        u64::try_from(epoch).unwrap_or(0),
+    )?)
 }
 
 /// A batcher task: takes the first waiting submission and every one behind it (up to

@@ -20,8 +20,8 @@ pub enum Stored {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unavailable(pub String);
 
-impl From<crate::receipt::NoRandomness> for Unavailable {
-    fn from(failed: crate::receipt::NoRandomness) -> Unavailable {
+impl From<crate::receipt::NoId> for Unavailable {
+    fn from(failed: crate::receipt::NoId) -> Unavailable {
         Unavailable(failed.0)
     }
 }

@@ -17,6 +17,7 @@
 //! `synchronous=FULL` by default: the commit is on disk before any receipt of its batch is sent.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{
@@ -25,12 +26,14 @@ use rusqlite::{
 
 use super::batch::{Answer, Prepared};
 use super::row::{Durability, Receipt, Row, Stored, Unavailable};
-use crate::receipt::{new_id, MAX_ID_TRIES};
+use crate::receipt::{new_key, ReceiptIds, MAX_ID_TRIES, NUMBERED_FROM};
 
 /// The schema this code writes (`PRAGMA user_version`). 0: a file from before the person
 /// digest; 1: with `person_digest` and its unique index; 2: with the record of consent
-/// (`notice_locale`, `notice_version`), `marketing_withdrawn_ms` and the `erasures` table.
-const SCHEMA_VERSION: i64 = 2;
+/// (`notice_locale`, `notice_version`), `marketing_withdrawn_ms` and the `erasures` table;
+/// 3: receipt ids derived from row numbers (`receipt`), the `receipt_key` table, and the unique
+/// index on receipt ids kept for the rows numbered before.
+const SCHEMA_VERSION: i64 = 3;
 
 /// Columns added after version 0, with their types: a file of any earlier version gets those
 /// it lacks (all nullable, so rows stored before keep their meaning).
@@ -46,11 +49,11 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// Sleep between two tries for a lock: short, as another process holds it for one batch.
 const LOCK_POLL: Duration = Duration::from_micros(100);
 
-// Any uniqueness conflict (key, person, receipt id) skips the row; the lookups below say which.
+// Any uniqueness conflict (key, person, number) skips the row; the lookups below say which.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
         fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
-        notice_locale, notice_version)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        notice_locale, notice_version, seq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
     ON CONFLICT DO NOTHING";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
     WHERE campaign = ?1 AND idempotency_key = ?2";
@@ -65,14 +68,15 @@ impl From<rusqlite::Error> for Unavailable {
 pub struct Sqlite {
     connection: Connection,
     region: String,
+    ids: Arc<ReceiptIds>,
 }
 
 impl Sqlite {
-    pub fn open(path: &Path, region: &str, durability: Durability) -> rusqlite::Result<Sqlite> {
+    pub fn open(path: &Path, region: &str, durability: Durability) -> Result<Sqlite, Unavailable> {
         Sqlite::prepare(Connection::open(path)?, region, durability)
     }
 
-    pub fn in_memory(region: &str) -> rusqlite::Result<Sqlite> {
+    pub fn in_memory(region: &str) -> Result<Sqlite, Unavailable> {
         Sqlite::prepare(Connection::open_in_memory()?, region, Durability::Full)
     }
 
@@ -80,20 +84,27 @@ impl Sqlite {
         mut connection: Connection,
         region: &str,
         durability: Durability,
-    ) -> rusqlite::Result<Sqlite> {
+    ) -> Result<Sqlite, Unavailable> {
         connection.busy_handler(Some(wait_for_lock))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         set_durability(&connection, durability)?;
         migrate(&mut connection)?;
+        let ids = Arc::new(reserve_ids(&mut connection, region)?);
         Ok(Sqlite {
             connection,
             region: region.to_owned(),
+            ids,
         })
+    }
+
+    /// The receipt ids of this connection's epoch, for preparing rows before the writer.
+    pub fn ids(&self) -> Arc<ReceiptIds> {
+        self.ids.clone()
     }
 
     /// One submission in a transaction of its own.
     pub fn store(&mut self, row: &Row) -> Result<Stored, Unavailable> {
-        let prepared = Prepared::new(row, &self.region)?;
+        let prepared = Prepared::new(row, &self.ids)?;
         self.store_batch(std::slice::from_ref(&prepared))?
             .pop()
             .unwrap_or_else(|| Err(Unavailable("sqlite: a batch of one gave no answer".into())))
@@ -107,7 +118,7 @@ impl Sqlite {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(rows.len());
         for row in rows {
-            match store_row(&tx, &self.region, row) {
+            match store_row(&tx, &self.region, &self.ids, row) {
                 Ok(stored) => answers.push(Ok(stored)),
                 // SQLite undid the failed statement only: this row is refused, the others go on.
                 Err(e) if !tx.is_autocommit() => answers.push(Err(e)),
@@ -199,10 +210,16 @@ pub fn count(connection: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// One row of a batch, under the batch's write lock: insert, and only when nothing was inserted
-/// tell a replay, a conflict, a second entry and a receipt id collision apart.
-fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, Unavailable> {
+/// tell a replay, a conflict and a second entry apart; when it was none of them (the row that
+/// held the key or person was deleted meanwhile), try again with a fresh number.
+fn store_row(
+    tx: &Transaction,
+    region: &str,
+    ids: &ReceiptIds,
+    row: &Prepared,
+) -> Result<Stored, Unavailable> {
     let stored_at_ms = row.stored_at_ms();
-    let mut id = row.id.clone();
+    let (mut seq, mut id) = (row.seq, row.id.clone());
     for _ in 0..MAX_ID_TRIES {
         let inserted = tx.prepare_cached(INSERT)?.execute(params![
             id,
@@ -217,6 +234,7 @@ fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, U
             stored_at_ms,
             row.notice_locale,
             row.notice_version,
+            seq,
         ])?;
         if inserted == 1 {
             return Ok(Stored::New(Receipt {
@@ -254,27 +272,19 @@ fn store_row(tx: &Transaction, region: &str, row: &Prepared) -> Result<Stored, U
                 return Ok(Stored::AlreadyEntered);
             }
         }
-        // Neither key nor person: the receipt id collided. Try a fresh one.
-        id = new_id(region)?;
+        (seq, id) = ids.next()?;
     }
-    Err(Unavailable("no free receipt id after several tries".into()))
+    Err(Unavailable(
+        "no row number taken after several tries".into(),
+    ))
 }
 
-/// Creates the tables, or brings a file from an earlier version up to `SCHEMA_VERSION`, under
-/// the write lock so two origins starting at once do it once.
-fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= SCHEMA_VERSION {
-        return tx.commit();
-    }
-    // `seq` without AUTOINCREMENT: it is the row's key inside this file and nothing else (no
-    // answer, export or cursor names it), so a deleted row's number may come back, and SQLite
-    // need not write its counter's page in every commit. Files made with it keep it.
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS submissions (
+/// The submissions table as this version makes it. Receipt ids are not unique by constraint:
+/// derived ones are by construction (`receipt`), and `submissions_random_receipt` keeps the
+/// random ones of rows numbered before unique and findable.
+const SUBMISSIONS: &str = "(
             seq INTEGER PRIMARY KEY,
-            receipt_id TEXT NOT NULL UNIQUE,
+            receipt_id TEXT NOT NULL,
             region TEXT NOT NULL,
             campaign TEXT NOT NULL,
             idempotency_key TEXT NOT NULL,
@@ -288,8 +298,23 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
             notice_version TEXT,
             marketing_withdrawn_ms INTEGER,
             UNIQUE (campaign, idempotency_key)
-        );",
-    )?;
+        )";
+const SUBMISSIONS_COLUMNS: &str = "seq, receipt_id, region, campaign, idempotency_key,
+    fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
+    notice_locale, notice_version, marketing_withdrawn_ms";
+
+/// Creates the tables, or brings a file from an earlier version up to `SCHEMA_VERSION`, under
+/// the write lock so two origins starting at once do it once.
+fn migrate(connection: &mut Connection) -> Result<(), Unavailable> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(tx.commit()?);
+    }
+    // `seq` without AUTOINCREMENT: numbers come from epochs (`receipt`), never reused.
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS submissions {SUBMISSIONS};"
+    ))?;
     for (column, kind) in ADDED_COLUMNS {
         let present: bool = tx.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = ?1",
@@ -301,6 +326,24 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
                 "ALTER TABLE submissions ADD COLUMN {column} {kind};"
             ))?;
         }
+    }
+    // Before version 3 the receipt id column was UNIQUE, and SQLite cannot drop a column's
+    // constraint: copy the rows into a table without it (once; seconds for a million rows).
+    let receipt_constrained: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_index_list('submissions') AS l
+            JOIN pragma_index_info(l.name) AS i
+            WHERE l.origin = 'u' AND i.name = 'receipt_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if receipt_constrained {
+        tx.execute_batch(&format!(
+            "CREATE TABLE submissions_rebuilt {SUBMISSIONS};
+             INSERT INTO submissions_rebuilt ({SUBMISSIONS_COLUMNS})
+                SELECT {SUBMISSIONS_COLUMNS} FROM submissions;
+             DROP TABLE submissions;
+             ALTER TABLE submissions_rebuilt RENAME TO submissions;"
+        ))?;
     }
     // Entries stored before version 2 carry their notice in the payload only: copy it into the
     // columns, so the record of consent reads the same for every row.
@@ -315,6 +358,12 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     tx.execute_batch(&format!(
         "CREATE UNIQUE INDEX IF NOT EXISTS submissions_person
             ON submissions (campaign, person_digest);
+         CREATE UNIQUE INDEX IF NOT EXISTS submissions_random_receipt
+            ON submissions (receipt_id) WHERE seq < {NUMBERED_FROM};
+         CREATE TABLE IF NOT EXISTS receipt_key (
+            key BLOB NOT NULL,
+            last_epoch INTEGER NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS erasures (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             at_ms INTEGER NOT NULL,
@@ -324,7 +373,33 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
          );
          PRAGMA user_version = {SCHEMA_VERSION};"
     ))?;
-    tx.commit()
+    tx.execute(
+        "INSERT INTO receipt_key (key, last_epoch)
+            SELECT ?1, 0 WHERE NOT EXISTS (SELECT 1 FROM receipt_key)",
+        [new_key()?.as_slice()],
+    )?;
+    Ok(tx.commit()?)
+}
+
+/// Reserves the next epoch of the file's receipt numbers for one store, with the file's key.
+fn reserve_ids(connection: &mut Connection, region: &str) -> Result<ReceiptIds, Unavailable> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (key, epoch): (Vec<u8>, i64) = tx.query_row(
+        "UPDATE receipt_key SET last_epoch = last_epoch + 1 RETURNING key, last_epoch",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.commit()?;
+    Ok(ReceiptIds::new(
+        region,
+        &key,
+        u64::try_from(epoch).unwrap_or(0),
+    )?)
+}
+
+/// The file's receipt key, for finding rows by derived id (`receipt::ReceiptIds::reader`).
+pub(in crate::store) fn receipt_key(connection: &Connection) -> Result<Vec<u8>, Unavailable> {
+    Ok(connection.query_row("SELECT key FROM receipt_key", [], |r| r.get(0))?)
 }
 
 /// Deletes at most `at_most` rows of `campaign` in one statement (retention); how many.

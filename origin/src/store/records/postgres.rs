@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::entry::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
+use crate::receipt::{derived_seq, NUMBERED_FROM};
 use crate::store::postgres::{migrate, unavailable};
 use crate::store::Unavailable;
 
@@ -81,12 +82,31 @@ pub(super) async fn by_person(
     rows.iter().map(entry).collect()
 }
 
+/// A derived id leads to its row's number; an id given before ids were derived is found through
+/// the index that holds only those rows.
 pub(super) async fn by_receipt(
     client: &Client,
     campaign: &str,
     receipt_id: &str,
 ) -> Result<Option<StoredEntry>, Unavailable> {
-    let sql = select("campaign = $1 AND receipt_id = $2");
+    let key: Vec<u8> = client
+        .query_one("SELECT key FROM receipt_key", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if let Some(seq) = derived_seq(&key, receipt_id) {
+        let sql = select("seq = $3 AND campaign = $1 AND receipt_id = $2");
+        let row = client
+            .query_opt(&sql, &[&campaign, &receipt_id, &seq])
+            .await
+            .map_err(unavailable)?;
+        if let Some(row) = row {
+            return entry(&row).map(Some);
+        }
+    }
+    let sql = select(&format!(
+        "receipt_id = $2 AND seq < {NUMBERED_FROM} AND campaign = $1"
+    ));
     let row = client
         .query_opt(&sql, &[&campaign, &receipt_id])
         .await

@@ -5,7 +5,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::entry::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
-use crate::store::sqlite::Sqlite;
+use crate::receipt::{derived_seq, NUMBERED_FROM};
+use crate::store::sqlite::{receipt_key, Sqlite};
 use crate::store::{Durability, Unavailable};
 
 pub(super) fn open(path: &Path, region: &str) -> Result<Connection, Unavailable> {
@@ -87,14 +88,26 @@ pub(super) fn by_person(
     )
 }
 
+/// A derived id leads to its row's number; an id given before ids were derived is found through
+/// the index that holds only those rows.
 pub(super) fn by_receipt(
     connection: &Connection,
     campaign: &str,
     receipt_id: &str,
 ) -> Result<Option<StoredEntry>, Unavailable> {
+    if let Some(seq) = derived_seq(&receipt_key(connection)?, receipt_id) {
+        let found = entries(
+            connection,
+            "seq = ?3 AND campaign = ?1 AND receipt_id = ?2",
+            &[&campaign, &receipt_id, &seq],
+        )?;
+        if let Some(entry) = found.into_iter().next() {
+            return Ok(Some(entry));
+        }
+    }
     let found = entries(
         connection,
-        "campaign = ?1 AND receipt_id = ?2",
+        &format!("receipt_id = ?2 AND seq < {NUMBERED_FROM} AND campaign = ?1"),
         &[&campaign, &receipt_id],
     )?;
     Ok(found.into_iter().next())
