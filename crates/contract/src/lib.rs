@@ -6,6 +6,7 @@
 pub mod entry;
 pub mod env;
 pub mod http;
+pub mod key;
 pub mod points;
 pub mod receipt;
 pub mod response;

@@ -128,7 +128,7 @@ fn request(key: &SigningKey, run: &str, n: usize, timestamp_ms: u64) -> Vec<u8> 
         }),
     }
     .write();
-    let idempotency_key = format!("bench-{run}-{n:012}");
+    let idempotency_key = harbour_contract::key::numbered(run, n as u64);
     let signature = key.sign(&Signed {
         method: "POST",
         path: "/v1/submissions",

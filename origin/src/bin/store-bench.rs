@@ -81,7 +81,7 @@ fn submission(run: &str, n: usize) -> Verified {
     });
     Verified {
         campaign: "spring-launch".into(),
-        idempotency_key: format!("bench-{run}-{n:012}"),
+        idempotency_key: harbour_contract::key::numbered(run, n as u64),
         fields_sha256: sha256_hex(fields.to_string().as_bytes()),
         platform_country: "IT".into(),
         declared_country: Some("IT".into()),

@@ -21,7 +21,7 @@ fn expected_region(policy: &Policy, country: &str) -> String {
         .clone()
 }
 
-/// The rehearsal's run number: its keys are `bench-2-…` (`mix::key_of`).
+/// The rehearsal's run number: its keys say `-bench-2-` (`mix::key_of`).
 pub const RUN: u32 = 2;
 
 /// What a rehearsal offers and what its audit expects.
@@ -29,7 +29,7 @@ pub struct Rehearsal {
     pub rate: f64,
     pub duration_s: u64,
     pub mix: Mix,
-    /// Its keys are `bench-{run}-…`: several rehearsals in one bench run each have their own.
+    /// Its keys say `-bench-{run}-`: several rehearsals in one bench run each have their own.
     pub run: u32,
     /// Clients retry 502/503/504 and no answer with the same key, as the page does.
     pub retry: bool,
@@ -386,7 +386,7 @@ impl Audit {
 
 /// The request number of a key of run `run`.
 fn request_number(run: u32, key: &str) -> Option<u64> {
-    key.strip_prefix(&format!("bench-{run}-"))?.parse().ok()
+    harbour_contract::key::number_of(&run.to_string(), key)
 }
 
 fn audit(policy: &Policy, ledger: &Ledger, stats: &Stats, plan: &Rehearsal) -> Audit {

@@ -137,9 +137,10 @@ fn country_for(mix: Mix, n: u64) -> &'static str {
     }
 }
 
-/// The idempotency key of the n-th request of a run: zero-padded, so a run's keys sort by n.
+/// The idempotency key of the n-th request of a run: spread over the key index as the page's
+/// random UUIDs are, its number readable (`harbour_contract::key`).
 pub fn key_of(run: u32, n: u64) -> String {
-    format!("bench-{run}-{n:012}")
+    harbour_contract::key::numbered(&run.to_string(), n)
 }
 
 pub fn plan(mix: Mix, run: u32, n: u64) -> Planned {
