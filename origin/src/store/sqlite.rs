@@ -282,7 +282,7 @@ fn store_row(
 /// The submissions table as this version makes it. Receipt ids are not unique by constraint:
 /// derived ones are by construction (`receipt`), and `submissions_random_receipt` keeps the
 /// random ones of rows numbered before unique and findable.
-const SUBMISSIONS: &str = "(
+const SUBMISSIONS: &str = "CREATE TABLE IF NOT EXISTS submissions (
             seq INTEGER PRIMARY KEY,
             receipt_id TEXT NOT NULL,
             region TEXT NOT NULL,
@@ -312,9 +312,7 @@ fn migrate(connection: &mut Connection) -> Result<(), Unavailable> {
         return Ok(tx.commit()?);
     }
     // `seq` without AUTOINCREMENT: numbers come from epochs (`receipt`), never reused.
-    tx.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS submissions {SUBMISSIONS};"
-    ))?;
+    tx.execute_batch(SUBMISSIONS)?;
     for (column, kind) in ADDED_COLUMNS {
         let present: bool = tx.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('submissions') WHERE name = ?1",
@@ -337,8 +335,10 @@ fn migrate(connection: &mut Connection) -> Result<(), Unavailable> {
         |r| r.get(0),
     )?;
     if receipt_constrained {
+        let rebuilt =
+            SUBMISSIONS.replacen(" IF NOT EXISTS submissions ", " submissions_rebuilt ", 1);
         tx.execute_batch(&format!(
-            "CREATE TABLE submissions_rebuilt {SUBMISSIONS};
+            "{rebuilt};
              INSERT INTO submissions_rebuilt ({SUBMISSIONS_COLUMNS})
                 SELECT {SUBMISSIONS_COLUMNS} FROM submissions;
              DROP TABLE submissions;
