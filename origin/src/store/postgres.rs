@@ -11,12 +11,12 @@
 //! The statement takes its rows ordered by (campaign, key), then arrival: a row whose key or
 //! person an earlier row holds, in the database or in the batch, is skipped, and only for
 //! skipped rows do lookups tell a replay, a conflict and a second entry from the same person
-//! apart (a receipt id collision is retried with a fresh id). The unique constraints decide, so
-//! two hosts storing the same key at once make one row: the second insert waits for the first
-//! to commit and then finds its row. The order keeps two hosts' batches from waiting on each
-//! other's keys in a cycle; rows of one person under different keys sent to two hosts at once
-//! still can, and PostgreSQL then aborts one batch (after `deadlock_timeout`), answered
-//! `Unavailable` and retried.
+//! apart (a row whose key and person are both gone, deleted meanwhile, is retried with a fresh
+//! number). The unique constraints decide, so two hosts storing the same key at once make one
+//! row: the second insert waits for the first to commit and then finds its row. The order keeps
+//! two hosts' batches from waiting on each other's keys in a cycle; rows of one person under
+//! different keys sent to two hosts at once still can, and PostgreSQL then aborts one batch
+//! (after `deadlock_timeout`), answered `Unavailable` and retried.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
