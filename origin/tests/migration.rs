@@ -135,9 +135,10 @@ fn migrated_with_rows(kind: Kind) {
     assert_eq!(version(kind, &old), CURRENT);
     assert_eq!(origin.count(), 2);
     let p = policy.display().to_string();
-    let access = |email: &str| -> Value {
-        let found = entries(&[
-            "access",
+    // `harbour-entries COMMAND` on the migrated store, for campaign spring, with one option.
+    let run = |command: &str, option: &str, value: &str| {
+        entries(&[
+            command,
             "--region",
             "eu",
             "--store",
@@ -146,10 +147,12 @@ fn migrated_with_rows(kind: Kind) {
             &p,
             "--campaign",
             "spring",
-            "--email",
-            email,
+            option,
+            value,
         ])
-        .json();
+    };
+    let access = |email: &str| -> Value {
+        let found = run("access", "--email", email).json();
         found["entries"][0].clone()
     };
     // The record of consent of an entry stored before, from its payload; none where none was.
@@ -175,39 +178,12 @@ fn migrated_with_rows(kind: Kind) {
     assert_eq!(access("carol@example.org")["notice"]["locale"], "fr");
     // A receipt given before the migration (a random id, as far as this store knows) and one
     // derived from a new row's number each lead to their entry.
-    let by_receipt = |receipt: &str| -> Value {
-        entries(&[
-            "entry",
-            "--region",
-            "eu",
-            "--store",
-            &old,
-            "--policy",
-            &p,
-            "--campaign",
-            "spring",
-            "--receipt",
-            receipt,
-        ])
-        .json()
-    };
+    let by_receipt = |receipt: &str| -> Value { run("entry", "--receipt", receipt).json() };
     assert_eq!(by_receipt(&ada)["receipt_id"], ada.as_str());
     assert_eq!(by_receipt(&ada)["fields"]["email"], "ada@example.org");
     assert_eq!(by_receipt(&carol)["receipt_id"], carol.as_str());
     assert_eq!(by_receipt(&carol)["fields"]["email"], "carol@example.org");
-    let erased = entries(&[
-        "erase",
-        "--region",
-        "eu",
-        "--store",
-        &old,
-        "--policy",
-        &p,
-        "--campaign",
-        "spring",
-        "--email",
-        "bob@example.org",
-    ]);
+    let erased = run("erase", "--email", "bob@example.org");
     assert_eq!(erased.json()["erased"], 1);
     drop(origin);
     // Started again, the origin finds the schema current and the rows where they were.
