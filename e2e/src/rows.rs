@@ -42,7 +42,8 @@ pub struct StoredRow {
 const SELECT: &str = "SELECT receipt_id, region, idempotency_key, platform_country, \
                       declared_country, payload FROM submissions ORDER BY seq";
 
-/// The rows of a SQLite store, in the order they were stored.
+/// The rows of a SQLite store, by number (each origin process numbers its rows in its own
+/// range, so this is stored order within one process).
 pub fn read_rows(db: &Path) -> Result<Vec<StoredRow>, String> {
     let fail = |e: &dyn std::fmt::Display| format!("reading {}: {e}", db.display());
     let connection =
@@ -76,7 +77,7 @@ pub fn read_rows(db: &Path) -> Result<Vec<StoredRow>, String> {
     .collect()
 }
 
-/// The rows of a region's PostgreSQL database, in the order they were stored.
+/// The rows of a region's PostgreSQL database, by number (as `read_rows`).
 pub fn read_pg_rows(url: &str) -> Result<Vec<StoredRow>, String> {
     let fail = |e: &dyn std::fmt::Display| format!("reading the PostgreSQL store: {e}");
     let mut client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| fail(&e))?;

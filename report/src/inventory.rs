@@ -180,11 +180,12 @@ pub const ELEMENTS: &[Element] = &[
         logged: &["request_id"],
     },
     Element {
-        what: "the receipt id (the region's id and random digits)",
+        what: "the receipt id (the region's id and the row's number encrypted under the store's \
+               key)",
         purpose: "the visitor's proof of entry; the draw's ticket is made from it",
         places: &[OriginStore],
         retention: Retention::WithTheEntry,
-        stored: &["submissions.receipt_id"],
+        stored: &["submissions.receipt_id", "submissions.receipt_derived"],
         forwarded: &[],
         logged: &[],
     },

@@ -201,7 +201,7 @@ impl Postgres {
         let ids = {
             let mut client = pool.get().await.map_err(|e| e.to_string())?;
             migrate(&mut client).await.map_err(|e| e.to_string())?;
-            reserve_ids(&client, region)
+            reserve_ids(&mut client, region)
                 .await
                 .map_err(|e| e.to_string())?
         };
@@ -520,18 +520,33 @@ pub(in crate::store) async fn migrate(
     tx.commit().await.map_err(unavailable)
 }
 
-/// Reserves the next epoch of the database's receipt numbers for this process, with its key.
-async fn reserve_ids(client: &impl GenericClient, region: &str) -> Result<ReceiptIds, Unavailable> {
-    let key: Vec<u8> = client
+/// Reserves the next epoch of the database's receipt numbers for this process, with its key:
+/// past the sequence and past every stored row's epoch (a database restored from a backup has
+/// an older sequence, but its rows still say how far numbering had come). Under the migration
+/// lock, so two processes starting together take two epochs.
+async fn reserve_ids(
+    client: &mut tokio_postgres::Client,
+    region: &str,
+) -> Result<ReceiptIds, Unavailable> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(unavailable)?;
+    let key: Vec<u8> = tx
         .query_one("SELECT key FROM receipt_key", &[])
         .await
         .map_err(unavailable)?
         .get(0);
-    let epoch: i64 = client
-        .query_one("SELECT nextval('receipt_epochs')", &[])
+    let epoch: i64 = tx
+        .query_one(
+            "SELECT setval('receipt_epochs', greatest(nextval('receipt_epochs'),
+                (SELECT coalesce(max(seq), 0) >> 32 FROM submissions) + 1))",
+            &[],
+        )
         .await
         .map_err(unavailable)?
         .get(0);
+    tx.commit().await.map_err(unavailable)?;
     Ok(ReceiptIds::new(
         region,
         &key,

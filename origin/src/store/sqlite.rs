@@ -52,8 +52,8 @@ const LOCK_POLL: Duration = Duration::from_micros(100);
 // Any uniqueness conflict (key, person, number) skips the row; the lookups below say which.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
         fields_sha256, person_digest, platform_country, declared_country, payload, stored_at_ms,
-        notice_locale, notice_version, seq)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+        notice_locale, notice_version, seq, receipt_derived)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1)
     ON CONFLICT DO NOTHING";
 const BY_KEY: &str = "SELECT receipt_id, fields_sha256, stored_at_ms FROM submissions
     WHERE campaign = ?1 AND idempotency_key = ?2";
@@ -282,6 +282,10 @@ fn store_row(
 /// The submissions table as this version makes it. Receipt ids are not unique by constraint:
 /// derived ones are by construction (`receipt`), and `submissions_random_receipt` keeps the
 /// random ones of rows numbered before unique and findable.
+/// `receipt_derived`: 1 when the receipt id is derived from `seq`, 0 for a random one from before
+/// version 3. It has no default, so an origin of an earlier version still writing the file (a
+/// rolling upgrade of two that share it) cannot insert a row that SQLite numbers itself with a
+/// random id no index holds: that origin answers 503 and the edge tries the other.
 const SUBMISSIONS: &str = "CREATE TABLE IF NOT EXISTS submissions (
             seq INTEGER PRIMARY KEY,
             receipt_id TEXT NOT NULL,
@@ -297,6 +301,7 @@ const SUBMISSIONS: &str = "CREATE TABLE IF NOT EXISTS submissions (
             notice_locale TEXT,
             notice_version TEXT,
             marketing_withdrawn_ms INTEGER,
+            receipt_derived INTEGER NOT NULL,
             UNIQUE (campaign, idempotency_key)
         )";
 const SUBMISSIONS_COLUMNS: &str = "seq, receipt_id, region, campaign, idempotency_key,
@@ -339,8 +344,8 @@ fn migrate(connection: &mut Connection) -> Result<(), Unavailable> {
             SUBMISSIONS.replacen(" IF NOT EXISTS submissions ", " submissions_rebuilt ", 1);
         tx.execute_batch(&format!(
             "{rebuilt};
-             INSERT INTO submissions_rebuilt ({SUBMISSIONS_COLUMNS})
-                SELECT {SUBMISSIONS_COLUMNS} FROM submissions;
+             INSERT INTO submissions_rebuilt ({SUBMISSIONS_COLUMNS}, receipt_derived)
+                SELECT {SUBMISSIONS_COLUMNS}, 0 FROM submissions;
              DROP TABLE submissions;
              ALTER TABLE submissions_rebuilt RENAME TO submissions;"
         ))?;
@@ -381,11 +386,15 @@ fn migrate(connection: &mut Connection) -> Result<(), Unavailable> {
     Ok(tx.commit()?)
 }
 
-/// Reserves the next epoch of the file's receipt numbers for one store, with the file's key.
+/// Reserves the next epoch of the file's receipt numbers for one store, with the file's key:
+/// past the counter and past every stored row's epoch (a file restored from a backup has an
+/// older counter, but its rows still say how far numbering had come).
 fn reserve_ids(connection: &mut Connection, region: &str) -> Result<ReceiptIds, Unavailable> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (key, epoch): (Vec<u8>, i64) = tx.query_row(
-        "UPDATE receipt_key SET last_epoch = last_epoch + 1 RETURNING key, last_epoch",
+        "UPDATE receipt_key SET last_epoch = max(last_epoch,
+                (SELECT ifnull(max(seq), 0) >> 32 FROM submissions)) + 1
+            RETURNING key, last_epoch",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -542,6 +551,71 @@ mod tests {
         // Opening again finds the schema current.
         let s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
         assert_eq!(s.count().unwrap(), 2);
+        // The rebuilt table kept the old row's random id, in the index that holds only those.
+        let indexed: String = s
+            .connection
+            .query_row(
+                "SELECT receipt_id FROM submissions INDEXED BY submissions_random_receipt
+                    WHERE receipt_id = 'eu-0000000001' AND seq < 4294967296",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, "eu-0000000001");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn numbers(connection: &Connection) -> Vec<i64> {
+        let mut statement = connection
+            .prepare("SELECT seq FROM submissions ORDER BY seq")
+            .unwrap();
+        let rows = statement.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn stores_sharing_a_file_number_apart_and_never_again_after_a_restore() {
+        let dir = std::env::temp_dir().join(format!("harbour-epochs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eu.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let (mut a, mut b) = (
+            Sqlite::open(&path, "eu", Durability::Full).unwrap(),
+            Sqlite::open(&path, "eu", Durability::Full).unwrap(),
+        );
+        for n in 0..3 {
+            for (s, who) in [(&mut a, "a"), (&mut b, "b")] {
+                let stored = store(s, &submission(&format!("{who}{n}"), "h"), None, n);
+                assert!(matches!(stored, Stored::New(_)), "{stored:?}");
+            }
+        }
+        let e = NUMBERED_FROM;
+        assert_eq!(
+            numbers(&a.connection),
+            [e, e + 1, e + 2, 2 * e, 2 * e + 1, 2 * e + 2]
+        );
+        // A restored file's counter is older than its rows: the next store numbers past them.
+        a.connection
+            .execute("UPDATE receipt_key SET last_epoch = 0", [])
+            .unwrap();
+        let mut c = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert!(matches!(
+            store(&mut c, &submission("c0", "h"), None, 9),
+            Stored::New(_)
+        ));
+        assert_eq!(numbers(&c.connection).last(), Some(&(3 * e)));
+        // An origin of an earlier version, which lets SQLite number its rows, is refused.
+        let unnumbered = c.connection.execute(
+            "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
+                fields_sha256, platform_country, payload, stored_at_ms)
+             VALUES ('eu-0000000000000002', 'eu', 'c1', 'old', 'h', 'IT', '{}', 1)",
+            [],
+        );
+        assert!(unnumbered
+            .unwrap_err()
+            .to_string()
+            .contains("NOT NULL constraint failed: submissions.receipt_derived"),);
+        assert_eq!(c.count().unwrap(), 7);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
