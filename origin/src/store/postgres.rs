@@ -423,10 +423,7 @@ impl Database {
 pub(in crate::store) async fn migrate(
     client: &mut tokio_postgres::Client,
 ) -> Result<(), Unavailable> {
-    let tx = client.transaction().await.map_err(unavailable)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(unavailable)?;
+    let tx = locked(client).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS harbour_schema (version INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS submissions (
@@ -520,6 +517,28 @@ pub(in crate::store) async fn migrate(
     tx.commit().await.map_err(unavailable)
 }
 
+/// A transaction holding the migration lock until it ends.
+async fn locked(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, Unavailable> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(unavailable)?;
+    Ok(tx)
+}
+
+/// The database's receipt key, for numbering rows or finding them by derived id.
+pub(in crate::store) async fn receipt_key(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<u8>, Unavailable> {
+    Ok(client
+        .query_one("SELECT key FROM receipt_key", &[])
+        .await
+        .map_err(unavailable)?
+        .get(0))
+}
+
 /// Reserves the next epoch of the database's receipt numbers for this process, with its key:
 /// past the sequence and past every stored row's epoch (a database restored from a backup has
 /// an older sequence, but its rows still say how far numbering had come). Under the migration
@@ -528,15 +547,8 @@ async fn reserve_ids(
     client: &mut tokio_postgres::Client,
     region: &str,
 ) -> Result<ReceiptIds, Unavailable> {
-    let tx = client.transaction().await.map_err(unavailable)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(unavailable)?;
-    let key: Vec<u8> = tx
-        .query_one("SELECT key FROM receipt_key", &[])
-        .await
-        .map_err(unavailable)?
-        .get(0);
+    let tx = locked(client).await?;
+    let key = receipt_key(&tx).await?;
     let epoch: i64 = tx
         .query_one(
             "SELECT setval('receipt_epochs', greatest(nextval('receipt_epochs'),

@@ -508,12 +508,18 @@ mod tests {
         assert_eq!(s.count().unwrap(), 2);
     }
 
-    #[test]
-    fn a_file_from_before_the_person_digest_is_migrated() {
-        let dir = std::env::temp_dir().join(format!("harbour-migrate-{}", std::process::id()));
+    /// A directory of this test process's own and a path in it where no file is yet.
+    fn fresh_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("harbour-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("eu.sqlite");
         let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[test]
+    fn a_file_from_before_the_person_digest_is_migrated() {
+        let (dir, path) = fresh_file("migrate");
         {
             let old = Connection::open(&path).unwrap();
             old.execute_batch(
@@ -575,10 +581,7 @@ mod tests {
 
     #[test]
     fn stores_sharing_a_file_number_apart_and_never_again_after_a_restore() {
-        let dir = std::env::temp_dir().join(format!("harbour-epochs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("eu.sqlite");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = fresh_file("epochs");
         let (mut a, mut b) = (
             Sqlite::open(&path, "eu", Durability::Full).unwrap(),
             Sqlite::open(&path, "eu", Durability::Full).unwrap(),

@@ -6,7 +6,7 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use super::entry::{fields_of, to_i64, to_u64, Erased, Erasure, StoredEntry, Visit, COLUMNS};
 use crate::receipt::{derived_seq, NUMBERED_FROM};
-use crate::store::postgres::{migrate, unavailable};
+use crate::store::postgres::{migrate, receipt_key, unavailable};
 use crate::store::Unavailable;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,12 +89,7 @@ pub(super) async fn by_receipt(
     campaign: &str,
     receipt_id: &str,
 ) -> Result<Option<StoredEntry>, Unavailable> {
-    let key: Vec<u8> = client
-        .query_one("SELECT key FROM receipt_key", &[])
-        .await
-        .map_err(unavailable)?
-        .get(0);
-    if let Some(seq) = derived_seq(&key, receipt_id) {
+    if let Some(seq) = derived_seq(&receipt_key(client).await?, receipt_id) {
         let sql = select("seq = $3 AND campaign = $1 AND receipt_id = $2");
         let row = client
             .query_opt(&sql, &[&campaign, &receipt_id, &seq])
