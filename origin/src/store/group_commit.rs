@@ -26,7 +26,8 @@
 //! Checkpoints (copying the WAL into the database file, two syncs) run on a third connection in
 //! a checkpointer thread, so a batch's commit never waits for one: after commits it checkpoints
 //! what it can without blocking anyone (PASSIVE), and once the WAL holds `WAL_PAGES` pages it
-//! restarts the log (RESTART: writers wait for the few frames left), so the WAL file stays
+//! syncs what it copied and copies what came meanwhile (`catch_up`), then restarts the log
+//! (RESTART: writers wait while it copies and syncs the few frames left), so the WAL file stays
 //! bounded and is overwritten in place, never grown, under sustained load. Its rounds come
 //! closer together when commits fill the log faster (`next_pause`; the writer's WAL hook counts
 //! the pages its commits write). The writer's own checkpoint (that hook, in place of SQLite's
@@ -34,6 +35,7 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -65,6 +67,11 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_secs(1);
 /// `store-bench`, keys spread as visitors' are) gave a store call's p99 24–25 ms, at 300 ms 8–18 ms
 /// at the same rows/s. At 5,000 rows/s the rule's pause (about 450 ms) is above either.
 const SHORTEST_CHECKPOINT_PAUSE: Duration = Duration::from_millis(300);
+
+/// PASSIVE passes a round adds at most before its RESTART while commits keep adding to the log.
+const CATCH_UP_PASSES: usize = 4;
+/// Pages commits may add during a round's last pass and sync for it to go on to RESTART.
+const RESTART_TAIL: u64 = 256;
 
 /// When the checkpointer works: past how many WAL pages it restarts the log, and the longest
 /// pause between two of its rounds.
@@ -184,6 +191,8 @@ impl SqliteStore {
             sqlite::connect(path, durability, true).map_err(|e| format!("read connection: {e}"))?;
         let checkpointer = sqlite::connect(path, durability, false)
             .map_err(|e| format!("checkpoint connection: {e}"))?;
+        let database =
+            sqlite::sync_handle(path).map_err(|e| format!("database file for syncs: {e}"))?;
         let maintenance = sqlite::connect(path, durability, false)
             .and_then(|c| c.pragma_update(None, "secure_delete", "ON").map(|()| c))
             .map_err(|e| format!("maintenance connection: {e}"))?;
@@ -196,7 +205,15 @@ impl SqliteStore {
             .name("sqlite-checkpointer".into())
             .spawn({
                 let checkpoints = checkpoints.clone();
-                move || checkpoint(&checkpointer, &commits, &checkpoints, checkpointing)
+                move || {
+                    checkpoint(
+                        &checkpointer,
+                        &database,
+                        &commits,
+                        &checkpoints,
+                        checkpointing,
+                    )
+                }
             })
             .map_err(|e| format!("cannot start the checkpointer thread: {e}"))?;
         let writer = std::thread::Builder::new()
@@ -422,10 +439,12 @@ fn take_waiting(
 }
 
 /// The checkpointer thread: after commits, a PASSIVE checkpoint (copies what no reader still
-/// needs, blocks no one); past `wal_pages` a RESTART one, so the next commit writes the WAL
-/// from its start; then at least `pause` before the next round. Ends when the writer does.
+/// needs, blocks no one); past `wal_pages` a RESTART one after `catch_up`, so the next commit
+/// writes the WAL from its start; then at least `pause` before the next round. Ends when the
+/// writer does.
 fn checkpoint(
     connection: &Connection,
+    database: &File,
     commits: &Receiver<()>,
     gauges: &CheckpointGauges,
     checkpointing: Checkpointing,
@@ -441,6 +460,7 @@ fn checkpoint(
             if log_pages < wal_pages {
                 return Ok(false);
             }
+            catch_up(connection, database, gauges, written)?;
             wal_checkpoint(connection, "RESTART").map(|_| true)
         });
         match outcome {
@@ -465,6 +485,35 @@ fn checkpoint(
         );
         std::thread::sleep(pause);
     }
+}
+
+/// Before a RESTART, which holds the writer while it copies the frames left and syncs the
+/// database: syncs what the passes copied (a PASSIVE pass that commits outrun leaves the
+/// database unsynced) and copies what commits added meanwhile, without holding anyone, until
+/// that is a short tail. `written`: the writer's pages-written count when the first pass began.
+fn catch_up(
+    connection: &Connection,
+    database: &File,
+    gauges: &CheckpointGauges,
+    mut written: u64,
+) -> rusqlite::Result<()> {
+    for pass in 0..=CATCH_UP_PASSES {
+        if pass > 0 {
+            wal_checkpoint(connection, "PASSIVE")?;
+        }
+        database.sync_data().map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                Some(format!("syncing the database file: {e}")),
+            )
+        })?;
+        let now = gauges.pages_written.load(Ordering::Relaxed);
+        if now.saturating_sub(written) <= RESTART_TAIL {
+            break;
+        }
+        written = now;
+    }
+    Ok(())
 }
 
 /// The pause before the next round, from the last one (`pause`) and the pages commits wrote into
@@ -987,6 +1036,25 @@ mod tests {
         // A test's short pause is the shortest too: the rounds keep to it.
         let short = Duration::from_millis(20);
         assert_eq!(next_pause(short, 100 * w, w, short), short);
+    }
+
+    #[test]
+    fn a_file_has_one_sync_handle_however_it_is_named() {
+        let path = temp_file("sync-handle");
+        let other = temp_file("sync-handle-other");
+        let _stores = (
+            open(&path, Limits::default()),
+            open(&other, Limits::default()),
+        );
+        let again = path.parent().unwrap().join(".").join("eu.sqlite");
+        let (first, second) = (
+            sqlite::sync_handle(&path).unwrap(),
+            sqlite::sync_handle(&again).unwrap(),
+        );
+        // The store's checkpointer holds it too: one descriptor, never a second to close.
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(Arc::strong_count(&first) >= 3);
+        assert!(!Arc::ptr_eq(&first, &sqlite::sync_handle(&other).unwrap()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

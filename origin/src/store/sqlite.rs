@@ -16,8 +16,10 @@
 //!
 //! `synchronous=FULL` by default: the commit is on disk before any receipt of its batch is sent.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{
@@ -158,6 +160,25 @@ impl Sqlite {
     pub(super) fn connection(&self) -> &Connection {
         &self.connection
     }
+}
+
+/// A descriptor of the database file at `path` for syncing it (`File::sync_data`) outside
+/// SQLite: the checkpointer flushes what its passes copied before the step that holds the
+/// writer (`group_commit`). One per file per process, shared and never closed: closing any
+/// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+pub fn sync_handle(path: &Path) -> std::io::Result<Arc<File>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
+    let path = path.canonicalize()?;
+    let mut open = OPEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(file) = open.get(&path) {
+        return Ok(file.clone());
+    }
+    let file = Arc::new(File::open(&path)?);
+    open.insert(path, file.clone());
+    Ok(file)
 }
 
 /// A connection to a file `Sqlite::open` has prepared, for reads (`read_only`) or checkpoints.
