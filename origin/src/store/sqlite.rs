@@ -165,7 +165,9 @@ impl Sqlite {
 /// A descriptor of the database file at `path` for syncing it (`File::sync_data`) outside
 /// SQLite: the checkpointer flushes what its passes copied before the step that holds the
 /// writer (`group_commit`). One per file per process, shared and never closed: closing any
-/// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+/// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included. (A
+/// file replaced at the same path while the process runs keeps the old descriptor: that sync
+/// then misses, and the log restart syncs everything itself, as SQLite always does.)
 pub fn sync_handle(path: &Path) -> std::io::Result<Arc<File>> {
     static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
     let path = path.canonicalize()?;
