@@ -16,11 +16,12 @@
 //!
 //! `synchronous=FULL` by default: the commit is on disk before any receipt of its batch is sent.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
@@ -50,6 +51,13 @@ const ADDED_COLUMNS: [(&str, &str); 4] = [
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// Sleep between two tries for a lock: short, as another process holds it for one batch.
 const LOCK_POLL: Duration = Duration::from_micros(100);
+/// How long opening a file waits for the write lock: another origin on the file may be
+/// migrating it, which holds the lock for as long as copying its rows takes (a file from before
+/// version 3 is rebuilt once), and an origin that gave up would not start at all.
+pub const OPEN_LOCK_WAIT: Duration = Duration::from_secs(300);
+/// Sleep between two tries for the lock while opening: another origin's migration takes
+/// seconds, and no visitor waits on this one.
+const OPEN_LOCK_POLL: Duration = Duration::from_millis(10);
 
 // Any uniqueness conflict (key, person, number) skips the row; the lookups below say which.
 const INSERT: &str = "INSERT INTO submissions (receipt_id, region, campaign, idempotency_key,
@@ -87,11 +95,12 @@ impl Sqlite {
         region: &str,
         durability: Durability,
     ) -> Result<Sqlite, Unavailable> {
-        connection.busy_handler(Some(wait_for_lock))?;
+        connection.busy_handler(Some(wait_while_opening))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         set_durability(&connection, durability)?;
         migrate(&mut connection)?;
         let ids = Arc::new(reserve_ids(&mut connection, region)?);
+        connection.busy_handler(Some(wait_for_lock))?;
         Ok(Sqlite {
             connection,
             region: region.to_owned(),
@@ -216,11 +225,48 @@ fn set_durability(connection: &Connection, durability: Durability) -> rusqlite::
 /// writer waiting for another process's batch (a few ms) often sleeps well past its release.
 /// Short sleeps take the lock soon after it is free, for `LOCK_WAIT` in all.
 fn wait_for_lock(tries_before: i32) -> bool {
-    let waited = LOCK_POLL.saturating_mul(u32::try_from(tries_before).unwrap_or(u32::MAX));
-    if waited >= LOCK_WAIT {
+    keep_waiting(tries_before, LOCK_POLL, LOCK_WAIT)
+}
+
+/// The busy handler while a store opens (its migration and epoch): `OPEN_LOCK_WAIT` in all.
+fn wait_while_opening(tries_before: i32) -> bool {
+    let waiting = keep_waiting(tries_before, OPEN_LOCK_POLL, OPEN_LOCK_WAIT);
+    if waiting && tries_before == 100 {
+        // The origin's log line shape (`origin.warning`), as the operator reads it at start.
+        let warning = format!(
+            "waiting for the SQLite file's write lock: another origin may be migrating it \
+             (up to {} s)",
+            OPEN_LOCK_WAIT.as_secs()
+        );
+        eprintln!(
+            "{}",
+            serde_json::json!({"msg": "origin.warning", "warning": warning})
+        );
+    }
+    waiting
+}
+
+thread_local! {
+    /// When this thread's connection first found the lock taken, in the wait now under way.
+    static WAITING_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Sleeps `poll` and says to try again, until `budget` has passed since the first try of this
+/// wait, by the clock: a sleep of 100 µs takes longer, and counting tries made a 5 s wait last
+/// about 9.5 s here.
+fn keep_waiting(tries_before: i32, poll: Duration, budget: Duration) -> bool {
+    let now = Instant::now();
+    let since = WAITING_SINCE.with(|since| match since.get() {
+        Some(since) if tries_before > 0 => since,
+        _ => {
+            since.set(Some(now));
+            now
+        }
+    });
+    if now.duration_since(since) >= budget {
         return false;
     }
-    std::thread::sleep(LOCK_POLL);
+    std::thread::sleep(poll);
     true
 }
 
@@ -484,6 +530,55 @@ mod tests {
                 );
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn opening_waits_out_another_origins_migration() {
+        let dir = std::env::temp_dir().join(format!("harbour-open-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eu.sqlite");
+        drop(Sqlite::open(&path, "eu", Durability::Full).unwrap());
+        // Another origin holds the write lock longer than a batch would wait for it, as a
+        // migration that copies a large file's rows does.
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let other = Connection::open(&path).unwrap();
+                other.execute_batch("BEGIN IMMEDIATE").unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(LOCK_WAIT + Duration::from_millis(500));
+                other.execute_batch("COMMIT").unwrap();
+            }
+        });
+        is_locked.recv().unwrap();
+        let started = std::time::Instant::now();
+        let opened = Sqlite::open(&path, "eu", Durability::Full);
+        let waited = started.elapsed();
+        holder.join().unwrap();
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert!(
+            waited >= LOCK_WAIT,
+            "opened after {waited:?}: the lock was not held"
+        );
+        // Once open, a batch waits `LOCK_WAIT` again (by the clock), not the opening's wait.
+        let mut store = opened.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let refused = store.store(&Row {
+            submission: &submission("k-wait", "h"),
+            person: None,
+            now_ms: 1_000,
+        });
+        assert!(refused.is_err(), "{refused:?}");
+        let waited = started.elapsed();
+        assert!(
+            (LOCK_WAIT..LOCK_WAIT + Duration::from_secs(2)).contains(&waited),
+            "{waited:?}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
