@@ -31,7 +31,8 @@
 //! bounded and is overwritten in place, never grown, under sustained load. Its rounds come
 //! closer together when commits fill the log faster (`next_pause`; the writer's WAL hook counts
 //! the pages its commits write). The writer's own checkpoint (that hook, in place of SQLite's
-//! automatic one) stays on, at a higher mark, should the checkpointer fall behind.
+//! automatic one) stays on, at a higher mark, should the checkpointer fall behind. An I/O error
+//! in a checkpoint stops the process (`stop_if_writes_may_be_lost`), before any log restart.
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -122,11 +123,14 @@ thread_local! {
 /// The writer connection's WAL hook, in place of SQLite's automatic checkpoint: notes the
 /// pages now in the WAL for the writer (`count_pages_written`), and past
 /// `WRITER_CHECKPOINT_PAGES` checkpoints them as the automatic checkpoint would (PASSIVE; its
-/// failure is left to the next commit, as SQLite's own hook leaves it).
+/// failure is left to the next commit, as SQLite's own hook leaves it, unless writes may have
+/// been lost: `stop_if_writes_may_be_lost`).
 fn wal_committed(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
     WAL_PAGES_AFTER_COMMIT.with(|after| after.set(Some(i64::from(pages))));
     if pages >= c_int::try_from(WRITER_CHECKPOINT_PAGES).unwrap_or(c_int::MAX) {
-        let _ = wal.checkpoint();
+        if let Err(error) = wal.checkpoint() {
+            stop_if_writes_may_be_lost(&error);
+        }
     }
     Ok(())
 }
@@ -473,7 +477,8 @@ fn checkpoint(
             {
                 gauges.unfinished.fetch_add(1, Ordering::SeqCst);
             }
-            Err(_) => {
+            Err(error) => {
+                stop_if_writes_may_be_lost(&error);
                 gauges.failures.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -501,12 +506,7 @@ fn catch_up(
         if pass > 0 {
             wal_checkpoint(connection, "PASSIVE")?;
         }
-        database.sync_data().map_err(|e| {
-            rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
-                Some(format!("syncing the database file: {e}")),
-            )
-        })?;
+        database.sync_data().map_err(sync_failed)?;
         let now = gauges.pages_written.load(Ordering::Relaxed);
         if now.saturating_sub(written) <= RESTART_TAIL {
             break;
@@ -514,6 +514,39 @@ fn catch_up(
         written = now;
     }
     Ok(())
+}
+
+/// A failed sync of the database file, as SQLite reports its own.
+fn sync_failed(error: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+        Some(format!("syncing the database file: {error}")),
+    )
+}
+
+/// Whether a checkpoint's error may mean pages copied into the database never reached the disk:
+/// any I/O error. Linux reports a failed write-back once and marks the pages clean, so a later
+/// sync that succeeds proves nothing, and the log restart after it would drop the only copy.
+fn may_have_lost_writes(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, _)
+        if e.code == rusqlite::ErrorCode::SystemIoFailure)
+}
+
+/// Stops the process on such an error (as PostgreSQL does on a failed fsync): the log is not
+/// restarted yet, and at the next start SQLite's recovery copies every frame in it again. The
+/// edge sends the region's submissions to its other origin meanwhile; a batch cut short was
+/// not answered, and its retry with the same key is stored once.
+fn stop_if_writes_may_be_lost(error: &rusqlite::Error) {
+    if may_have_lost_writes(error) {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "msg": "origin.fatal",
+                "error": format!("SQLite checkpoint: {error}; stopping so that recovery copies the log again"),
+            })
+        );
+        std::process::abort();
+    }
 }
 
 /// The pause before the next round, from the last one (`pause`) and the pages commits wrote into
@@ -1036,6 +1069,24 @@ mod tests {
         // A test's short pause is the shortest too: the rounds keep to it.
         let short = Duration::from_millis(20);
         assert_eq!(next_pause(short, 100 * w, w, short), short);
+    }
+
+    #[test]
+    fn only_io_errors_of_a_checkpoint_stop_the_process() {
+        let ours = sync_failed(std::io::Error::from(std::io::ErrorKind::Other));
+        assert!(may_have_lost_writes(&ours), "{ours:?}");
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(!may_have_lost_writes(&busy));
+        // SQLite's own failed write of a checkpoint's page is one too.
+        let write = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_WRITE),
+            None,
+        );
+        assert!(may_have_lost_writes(&write));
+        assert!(!may_have_lost_writes(&rusqlite::Error::QueryReturnedNoRows));
     }
 
     #[test]
