@@ -506,6 +506,10 @@ fn catch_up(
         if pass > 0 {
             wal_checkpoint(connection, "PASSIVE")?;
         }
+        // A pass no commit outran reached the log's end and synced the database itself.
+        if gauges.pages_written.load(Ordering::Relaxed) == written {
+            break;
+        }
         database.sync_data().map_err(sync_failed)?;
         let now = gauges.pages_written.load(Ordering::Relaxed);
         if now.saturating_sub(written) <= RESTART_TAIL {

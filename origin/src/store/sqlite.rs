@@ -535,9 +535,7 @@ mod tests {
 
     #[test]
     fn opening_waits_out_another_origins_migration() {
-        let dir = std::env::temp_dir().join(format!("harbour-open-wait-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("eu.sqlite");
+        let (dir, path) = fresh_file("open-wait");
         drop(Sqlite::open(&path, "eu", Durability::Full).unwrap());
         // Another origin holds the write lock longer than a batch would wait for it, as a
         // migration that copies a large file's rows does.
