@@ -82,8 +82,11 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
+    /// Opens through the WAL-writes VFS (`harbour_wal_writes`), whose WAL file writes a commit's
+    /// frames at once once `coalesce_wal_writes` asks it to.
     pub fn open(path: &Path, region: &str, durability: Durability) -> Result<Sqlite, Unavailable> {
-        Sqlite::prepare(Connection::open(path)?, region, durability)
+        let connection = harbour_wal_writes::open(path, OpenFlags::default())?;
+        Sqlite::prepare(connection, region, durability)
     }
 
     pub fn in_memory(region: &str) -> Result<Sqlite, Unavailable> {
@@ -141,6 +144,14 @@ impl Sqlite {
         // A failed COMMIT leaves the transaction open; dropping `tx` then rolls it back.
         tx.commit()?;
         Ok(answers)
+    }
+
+    /// From now on writes each commit's WAL frames with one write instead of two a frame (the
+    /// group-commit writer's connection, after its migration: without spilling, a transaction's
+    /// pages stay in memory until its commit). `false` when the commits are not synced
+    /// (`Durability::Normal`), which holding needs.
+    pub fn coalesce_wal_writes(&self) -> rusqlite::Result<bool> {
+        harbour_wal_writes::coalesce(&self.connection)
     }
 
     /// Calls `hook` after each commit on this connection with the pages then in the WAL,
@@ -631,6 +642,41 @@ mod tests {
         let path = dir.join("eu.sqlite");
         let _ = std::fs::remove_file(&path);
         (dir, path)
+    }
+
+    #[test]
+    fn a_synced_batch_reaches_the_wal_in_one_write_and_other_connections_see_it() {
+        let (dir, path) = fresh_file("wal-writes");
+        let mut s = Sqlite::open(&path, "eu", Durability::Full).unwrap();
+        assert!(s.coalesce_wal_writes().unwrap());
+        let reader = connect(&path, Durability::Full, true).unwrap();
+        let before = harbour_wal_writes::writes(&s.connection).unwrap();
+        let batches = 20;
+        for b in 0..batches {
+            let rows: Vec<Prepared> = (0..16)
+                .map(|i| {
+                    let v = submission(&format!("k-{b}-{i}"), "h");
+                    let person = format!("p-{b}-{i}");
+                    let row = Row {
+                        submission: &v,
+                        person: Some(&person),
+                        now_ms: 1,
+                    };
+                    Prepared::new(&row, &s.ids).unwrap()
+                })
+                .collect();
+            let answers = s.store_batch(&rows).unwrap();
+            assert!(answers.iter().all(|a| matches!(a, Ok(Stored::New(_)))));
+            assert_eq!(count(&reader).unwrap(), (b + 1) * 16);
+        }
+        let after = harbour_wal_writes::writes(&s.connection).unwrap();
+        // Two writes a frame, several frames a batch; one write a batch.
+        assert!(after.asked - before.asked >= 4 * batches, "{after:?}");
+        assert!(after.made - before.made <= batches + 2, "{after:?}");
+        // Commits that are not synced are not held.
+        let normal = Sqlite::open(&dir.join("normal.sqlite"), "eu", Durability::Normal).unwrap();
+        assert!(!normal.coalesce_wal_writes().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
