@@ -2,16 +2,20 @@
 //!
 //! SQLite writes each WAL frame as two writes, its 24-byte header and its page: a commit of a
 //! batch of submissions is some 40–80 system calls before its sync, each taking the file's lock
-//! and updating its times. Here the frames of a WAL file are held in memory while they follow
-//! each other and written at once before anything else touches the file (its sync above all), so
-//! the same bytes reach the file in the same order before the same sync.
+//! and updating its times. Here a WAL file holds the frames in memory while they follow each
+//! other and writes them at once before anything else reads, syncs or sizes the file, so the
+//! same bytes reach the file in the same order before the same sync.
 //!
-//! Only files SQLite opens as WAL files are wrapped, and they only hold writes once `coalesce`
-//! has been called for their connection; everything else is the system VFS's own. `coalesce`
-//! requires what makes holding safe: `synchronous=FULL` (a commit syncs its frames before it
-//! publishes them to other connections, so nothing held is ever visible to another reader) and
-//! `cache_spill` off (no frames written before the commit that could be left held when a
-//! transaction rolls back and another connection writes the log).
+//! What is held can never be seen by another connection or outlive the write lock: SQLite
+//! publishes a commit's frames through the wal-index (shared memory) with a memory barrier
+//! between the header's two copies, and takes and releases every WAL lock, through the
+//! *database* file. This VFS wraps database files too, and their barrier and lock calls write
+//! what their connection's WAL holds first. So a commit is in the file before other readers can
+//! find it (with or without its sync), and frames a rolled-back transaction spilled are written
+//! (harmlessly, past the log's end) before another writer can take the lock.
+//!
+//! WAL files hold writes only once `coalesce` has been called for their connection; other files
+//! (journals, temporary files) are the system VFS's own.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr::null_mut;
@@ -24,14 +28,24 @@ const VFS_NAME: &CStr = c"harbour-wal-writes";
 
 /// Bytes held at most: past it they are written (a batch of 512 rows writes about 6 MiB).
 const MOST_HELD: usize = 8 << 20;
-/// Bytes the system VFS writes in one call, at most (`unixWrite` masks a length to 17 bits).
-const MOST_WRITTEN_AT_ONCE: usize = 0x1_ffff;
+/// Bytes written in one call: whole pages, under the system VFS's most (`unixWrite` masks a
+/// length to 17 bits).
+const MOST_WRITTEN_AT_ONCE: usize = 31 * 4096;
 
-/// A WAL file: SQLite's part, then ours; the system VFS's file follows in the same allocation.
+/// What every wrapped file starts with: SQLite's part, then the system VFS's file, which
+/// follows the wrapper in the same allocation.
 #[repr(C)]
-struct WalFile {
+struct Wrapped {
     base: sqlite3_file,
     system: *mut sqlite3_file,
+}
+
+/// A WAL file.
+#[repr(C)]
+struct WalFile {
+    file: Wrapped,
+    /// Its connection's database file, which writes what this holds before locks and barriers.
+    db: *mut DbFile,
     coalescing: bool,
     /// Writes SQLite asked for, held ones included.
     asked: u64,
@@ -41,6 +55,25 @@ struct WalFile {
     /// Where `held` starts in the file.
     at: sqlite3_int64,
 }
+
+/// A main database file.
+#[repr(C)]
+struct DbFile {
+    file: Wrapped,
+    /// Its connection's WAL file while open.
+    wal: *mut WalFile,
+}
+
+/// Room before the system's file in each allocation, for either wrapper (a multiple of 8, so the
+/// system's file is aligned).
+const WRAPPER: usize = {
+    let largest = if size_of::<WalFile>() > size_of::<DbFile>() {
+        size_of::<WalFile>()
+    } else {
+        size_of::<DbFile>()
+    };
+    largest.next_multiple_of(16)
+};
 
 /// How many writes a connection's WAL file was asked for, and how many it made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,24 +95,17 @@ pub fn open(path: &std::path::Path, flags: OpenFlags) -> rusqlite::Result<Connec
     Connection::open_with_flags_and_vfs(path, flags, name)
 }
 
-/// Holds `connection`'s WAL writes until they must reach the file, from now on. Turns its
-/// `cache_spill` off first. `false` (and nothing changed) when the connection does not sync its
-/// commits (`synchronous` below FULL), when its WAL is not open, or when it was not opened
-/// through `open`. The connection's `synchronous` must not be lowered afterwards.
-pub fn coalesce(connection: &Connection) -> rusqlite::Result<bool> {
-    let synchronous: i64 = connection.pragma_query_value(None, "synchronous", |r| r.get(0))?;
-    if synchronous < 2 {
-        return Ok(false);
-    }
+/// Holds `connection`'s WAL writes until they must reach the file, from now on. `false` (and
+/// nothing changed) when its WAL is not open or it was not opened through `open`.
+pub fn coalesce(connection: &Connection) -> bool {
     let file = wal_file(connection);
     if file.is_null() {
-        return Ok(false);
+        return false;
     }
-    connection.pragma_update(None, "cache_spill", false)?;
-    // SAFETY: `wal_file` returns only files opened by `open_file`, which are `WalFile`s, and the
-    // connection (borrowed here, used by one thread) is not inside a call into SQLite.
+    // SAFETY: `wal_file` returns only linked `WalFile`s of this connection, which (borrowed
+    // here, on one thread) is not inside a call into SQLite.
     unsafe { (*file).coalescing = true };
-    Ok(true)
+    true
 }
 
 /// The counts of `connection`'s WAL file, if it is one of this VFS's.
@@ -97,7 +123,8 @@ pub fn writes(connection: &Connection) -> Option<Writes> {
     })
 }
 
-/// The connection's open WAL file if this VFS opened it, else null.
+/// The connection's open WAL file if this VFS opened it and linked it to its database file,
+/// else null.
 fn wal_file(connection: &Connection) -> *mut WalFile {
     let mut file: *mut sqlite3_file = null_mut();
     // SAFETY: `handle` is the connection's open `sqlite3*`; SQLITE_FCNTL_JOURNAL_POINTER stores
@@ -115,22 +142,28 @@ fn wal_file(connection: &Connection) -> *mut WalFile {
     }
     // SAFETY: a non-null file from SQLite is a live `sqlite3_file`.
     let methods = unsafe { (*file).pMethods };
-    // Only `WalFile`s carry `METHODS` (a closed journal's methods are null).
-    if !std::ptr::eq(methods, &METHODS) {
+    // Only `WalFile`s carry `WAL_METHODS` (a closed journal's methods are null).
+    if !std::ptr::eq(methods, &WAL_METHODS) {
         return null_mut();
     }
-    file.cast()
+    let wal: *mut WalFile = file.cast();
+    // SAFETY: it is a `WalFile` (its methods say so).
+    if unsafe { (*wal).db.is_null() } {
+        return null_mut();
+    }
+    wal
 }
 
-/// Registers the VFS once (not as the default); its name.
+/// Registers the VFS once (not as the default) over the system's `unix` VFS; its name.
 fn registered() -> Result<&'static str, c_int> {
     static REGISTERED: OnceLock<Result<(), c_int>> = OnceLock::new();
     let outcome = REGISTERED.get_or_init(|| {
-        // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns the default VFS, which lives
-        // as long as the process; ours copies it, points `pAppData` at it, and is leaked, so it
-        // outlives every connection. Registering is thread-safe in SQLite.
+        // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns the `unix` VFS, which lives
+        // as long as the process (its functions other than `xOpen` ignore the VFS they are
+        // given); ours copies it, points `pAppData` at it, and is leaked, so it outlives every
+        // connection. Registering is thread-safe in SQLite.
         unsafe {
-            let system = ffi::sqlite3_vfs_find(std::ptr::null());
+            let system = ffi::sqlite3_vfs_find(c"unix".as_ptr());
             if system.is_null() {
                 return Err(ffi::SQLITE_ERROR);
             }
@@ -138,8 +171,8 @@ fn registered() -> Result<&'static str, c_int> {
             vfs.pNext = null_mut();
             vfs.zName = VFS_NAME.as_ptr();
             vfs.pAppData = system.cast();
-            vfs.szOsFile = c_int::try_from(size_of::<WalFile>()).map_err(|_| ffi::SQLITE_ERROR)?
-                + (*system).szOsFile;
+            vfs.szOsFile =
+                c_int::try_from(WRAPPER).map_err(|_| ffi::SQLITE_ERROR)? + (*system).szOsFile;
             vfs.xOpen = Some(open_file);
             match ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0) {
                 ffi::SQLITE_OK => Ok(()),
@@ -161,42 +194,85 @@ unsafe extern "C" fn open_file(
     out_flags: *mut c_int,
 ) -> c_int {
     // SAFETY: SQLite calls this with the VFS `registered` made, whose `pAppData` is the system
-    // VFS, and with `file` pointing at `szOsFile` bytes: enough for the system's file, or for a
-    // `WalFile` followed by it (`WalFile`'s size keeps the system's file aligned).
+    // VFS, and with `file` pointing at `szOsFile` (zeroed) bytes: room for the system's file, or
+    // for a wrapper and the system's file after `WRAPPER` bytes. A WAL file's `name` is one
+    // `sqlite3_database_file_object` takes: its database file is open (and wrapped) already.
     unsafe {
         let system: *mut sqlite3_vfs = (*vfs).pAppData.cast();
         let Some(system_open) = (*system).xOpen else {
             return ffi::SQLITE_ERROR;
         };
-        if flags & ffi::SQLITE_OPEN_WAL == 0 {
-            return system_open(system, name, file, flags, out_flags);
-        }
-        let wal: *mut WalFile = file.cast();
-        let inner: *mut sqlite3_file = file.cast::<u8>().add(size_of::<WalFile>()).cast();
-        wal.write(WalFile {
+        let inner: *mut sqlite3_file = file.cast::<u8>().add(WRAPPER).cast();
+        let wrapped = Wrapped {
             base: sqlite3_file {
                 pMethods: std::ptr::null(),
             },
             system: inner,
-            coalescing: false,
-            asked: 0,
-            made: 0,
-            held: Vec::new(),
-            at: 0,
-        });
+        };
+        let methods: &'static sqlite3_io_methods = if flags & ffi::SQLITE_OPEN_WAL != 0 {
+            file.cast::<WalFile>().write(WalFile {
+                file: wrapped,
+                db: null_mut(),
+                coalescing: false,
+                asked: 0,
+                made: 0,
+                held: Vec::new(),
+                at: 0,
+            });
+            &WAL_METHODS
+        } else if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            file.cast::<DbFile>().write(DbFile {
+                file: wrapped,
+                wal: null_mut(),
+            });
+            &DB_METHODS
+        } else {
+            return system_open(system, name, file, flags, out_flags);
+        };
         let code = system_open(system, name, inner, flags, out_flags);
-        // SQLite closes a file whose open failed only if it has methods: the system's file then
-        // needs its close, which ours forwards.
-        if !(*inner).pMethods.is_null() {
-            (*wal).base.pMethods = &METHODS;
+        // SQLite closes a file whose open failed only if it has methods: the system's file
+        // then needs its close, which ours forwards.
+        if (*inner).pMethods.is_null() {
+            return code;
+        }
+        (*file).pMethods = methods;
+        if std::ptr::eq(methods, &WAL_METHODS) {
+            let db = ffi::sqlite3_database_file_object(name);
+            if !db.is_null() && std::ptr::eq((*db).pMethods, &DB_METHODS) {
+                let (wal, db) = (file.cast::<WalFile>(), db.cast::<DbFile>());
+                (*wal).db = db;
+                (*db).wal = wal;
+            }
         }
         code
     }
 }
 
-static METHODS: sqlite3_io_methods = sqlite3_io_methods {
+static WAL_METHODS: sqlite3_io_methods = sqlite3_io_methods {
     iVersion: 3,
-    xClose: Some(close),
+    xClose: Some(wal_close),
+    xRead: Some(wal_read),
+    xWrite: Some(wal_write),
+    xTruncate: Some(wal_truncate),
+    xSync: Some(wal_sync),
+    xFileSize: Some(wal_file_size),
+    xLock: Some(lock),
+    xUnlock: Some(unlock),
+    xCheckReservedLock: Some(check_reserved_lock),
+    xFileControl: Some(wal_file_control),
+    xSectorSize: Some(sector_size),
+    xDeviceCharacteristics: Some(device_characteristics),
+    xShmMap: Some(shm_map),
+    xShmLock: Some(shm_lock),
+    xShmBarrier: Some(shm_barrier),
+    xShmUnmap: Some(shm_unmap),
+    xFetch: Some(fetch),
+    xUnfetch: Some(unfetch),
+};
+
+static DB_METHODS: sqlite3_io_methods = sqlite3_io_methods {
+    iVersion: 3,
+    xClose: Some(db_close),
     xRead: Some(read),
     xWrite: Some(write),
     xTruncate: Some(truncate),
@@ -209,37 +285,58 @@ static METHODS: sqlite3_io_methods = sqlite3_io_methods {
     xSectorSize: Some(sector_size),
     xDeviceCharacteristics: Some(device_characteristics),
     xShmMap: Some(shm_map),
-    xShmLock: Some(shm_lock),
-    xShmBarrier: Some(shm_barrier),
+    xShmLock: Some(db_shm_lock),
+    xShmBarrier: Some(db_shm_barrier),
     xShmUnmap: Some(shm_unmap),
     xFetch: Some(fetch),
     xUnfetch: Some(unfetch),
 };
 
-/// The `WalFile` behind a file SQLite calls one of `METHODS` on.
+/// The wrapper behind a file SQLite calls one of our methods on.
 ///
 /// # Safety
-/// `file` carries `METHODS`, so `open_file` made it a `WalFile`; SQLite calls a file's methods
-/// from one thread at a time.
+/// `file` carries `WAL_METHODS` or `DB_METHODS`, so `open_file` made it a `WalFile` or a
+/// `DbFile`, both of which start with a `Wrapped`; SQLite calls a file's methods from one
+/// thread at a time.
+unsafe fn wrapped<'a>(file: *mut sqlite3_file) -> &'a mut Wrapped {
+    // SAFETY: as the function's contract says.
+    unsafe { &mut *file.cast::<Wrapped>() }
+}
+
+/// The `WalFile` behind a file carrying `WAL_METHODS`.
+///
+/// # Safety
+/// As `wrapped`, for `WAL_METHODS`.
 unsafe fn wal<'a>(file: *mut sqlite3_file) -> &'a mut WalFile {
     // SAFETY: as the function's contract says.
     unsafe { &mut *file.cast::<WalFile>() }
 }
 
-impl WalFile {
+/// The `DbFile` behind a file carrying `DB_METHODS`.
+///
+/// # Safety
+/// As `wrapped`, for `DB_METHODS`.
+unsafe fn db<'a>(file: *mut sqlite3_file) -> &'a mut DbFile {
+    // SAFETY: as the function's contract says.
+    unsafe { &mut *file.cast::<DbFile>() }
+}
+
+impl Wrapped {
     /// The system file's methods (its open succeeded: `open_file` gave us methods only then).
     fn system_methods(&self) -> &'static sqlite3_io_methods {
-        // SAFETY: the system's file stays open, with its methods, until our `close`.
+        // SAFETY: the system's file stays open, with its methods, until our close.
         unsafe { &*(*self.system).pMethods }
     }
+}
 
+impl WalFile {
     /// Writes what is held, if anything. Nothing stays held after a failed write: those bytes
     /// belonged to a commit that now fails.
     fn write_held(&mut self) -> c_int {
         if self.held.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let Some(write) = self.system_methods().xWrite else {
+        let Some(write) = self.file.system_methods().xWrite else {
             self.held.clear();
             return ffi::SQLITE_IOERR_WRITE;
         };
@@ -249,7 +346,7 @@ impl WalFile {
             let length = piece.len() as c_int;
             // SAFETY: the system's file is open; `piece` is valid for its length, which is at
             // most what the system VFS writes in one call.
-            code = unsafe { write(self.system, piece.as_ptr().cast(), length, at) };
+            code = unsafe { write(self.file.system, piece.as_ptr().cast(), length, at) };
             self.made += 1;
             if code != ffi::SQLITE_OK {
                 break;
@@ -261,35 +358,101 @@ impl WalFile {
     }
 }
 
-/// Calls the system file's `$method` with `$args` after writing what is held (when `$first` is
-/// `write_held`), or at once.
+impl DbFile {
+    /// Writes what this connection's WAL holds.
+    fn write_wal(&mut self) -> c_int {
+        // SAFETY: `wal` is linked only while that WAL file is open (its close unlinks it), and
+        // both files belong to one connection, used by one thread at a time.
+        match unsafe { self.wal.as_mut() } {
+            Some(wal) => wal.write_held(),
+            None => ffi::SQLITE_OK,
+        }
+    }
+}
+
+/// Calls the system file's `$method` on the wrapped `$file` with `$args`; `$missing` if the
+/// system's file has no such method.
 macro_rules! forward {
-    ($file:ident, $method:ident, $missing:expr $(, $arg:expr)*) => {{
-        match $file.system_methods().$method {
+    ($file:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
+        let file: &Wrapped = $file;
+        match file.system_methods().$method {
             // SAFETY: the system's file is open and these are the arguments SQLite gave us.
-            Some(method) => unsafe { method($file.system $(, $arg)*) },
+            Some(method) => unsafe { method(file.system $(, $arg)*) },
             None => $missing,
         }
     }};
 }
 
-/// Writes what is held, then calls the system file's `$method`; the write's error first.
-macro_rules! after_held {
-    ($file:ident, $method:ident, $missing:expr $(, $arg:expr)*) => {{
-        // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
-        let file = unsafe { wal($file) };
-        match file.write_held() {
-            ffi::SQLITE_OK => forward!(file, $method, $missing $(, $arg)*),
-            code => code,
+/// Defines methods that only call the system file's own.
+macro_rules! plain {
+    ($($name:ident: $method:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $missing:expr;)*) => {$(
+        unsafe extern "C" fn $name(file: *mut sqlite3_file $(, $arg: $ty)*) -> $ret {
+            // SAFETY: SQLite calls our methods only on files `open_file` wrapped.
+            forward!(unsafe { wrapped(file) }, $method, $missing $(, $arg)*)
         }
-    }};
+    )*};
 }
 
-unsafe extern "C" fn close(file: *mut sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
+plain! {
+    read: xRead(data: *mut c_void, amount: c_int, offset: sqlite3_int64) -> c_int
+        = ffi::SQLITE_IOERR_READ;
+    write: xWrite(data: *const c_void, amount: c_int, offset: sqlite3_int64) -> c_int
+        = ffi::SQLITE_IOERR_WRITE;
+    truncate: xTruncate(size: sqlite3_int64) -> c_int = ffi::SQLITE_IOERR_TRUNCATE;
+    sync: xSync(flags: c_int) -> c_int = ffi::SQLITE_IOERR_FSYNC;
+    file_size: xFileSize(size: *mut sqlite3_int64) -> c_int = ffi::SQLITE_IOERR_FSTAT;
+    lock: xLock(level: c_int) -> c_int = ffi::SQLITE_IOERR_LOCK;
+    unlock: xUnlock(level: c_int) -> c_int = ffi::SQLITE_IOERR_UNLOCK;
+    check_reserved_lock: xCheckReservedLock(out: *mut c_int) -> c_int
+        = ffi::SQLITE_IOERR_CHECKRESERVEDLOCK;
+    file_control: xFileControl(op: c_int, arg: *mut c_void) -> c_int = ffi::SQLITE_NOTFOUND;
+    sector_size: xSectorSize() -> c_int = 4096;
+    device_characteristics: xDeviceCharacteristics() -> c_int = 0;
+    shm_map: xShmMap(region: c_int, size: c_int, extend: c_int, out: *mut *mut c_void) -> c_int
+        = ffi::SQLITE_IOERR_SHMMAP;
+    shm_lock: xShmLock(offset: c_int, n: c_int, flags: c_int) -> c_int
+        = ffi::SQLITE_IOERR_SHMLOCK;
+    shm_barrier: xShmBarrier() -> () = ();
+    shm_unmap: xShmUnmap(delete: c_int) -> c_int = ffi::SQLITE_OK;
+    fetch: xFetch(offset: sqlite3_int64, amount: c_int, out: *mut *mut c_void) -> c_int
+        = ffi::SQLITE_IOERR_READ;
+    unfetch: xUnfetch(offset: sqlite3_int64, page: *mut c_void) -> c_int = ffi::SQLITE_OK;
+}
+
+/// Defines WAL methods that write what is held, then call the system file's own (the write's
+/// error first).
+macro_rules! after_held {
+    ($($name:ident: $method:ident($($arg:ident: $ty:ty),*) = $missing:expr;)*) => {$(
+        unsafe extern "C" fn $name(file: *mut sqlite3_file $(, $arg: $ty)*) -> c_int {
+            // SAFETY: SQLite calls `WAL_METHODS` only on files `open_file` made `WalFile`s.
+            let wal = unsafe { wal(file) };
+            match wal.write_held() {
+                ffi::SQLITE_OK => forward!(&wal.file, $method, $missing $(, $arg)*),
+                code => code,
+            }
+        }
+    )*};
+}
+
+after_held! {
+    wal_read: xRead(data: *mut c_void, amount: c_int, offset: sqlite3_int64)
+        = ffi::SQLITE_IOERR_READ;
+    wal_truncate: xTruncate(size: sqlite3_int64) = ffi::SQLITE_IOERR_TRUNCATE;
+    wal_sync: xSync(flags: c_int) = ffi::SQLITE_IOERR_FSYNC;
+    wal_file_size: xFileSize(size: *mut sqlite3_int64) = ffi::SQLITE_IOERR_FSTAT;
+    wal_file_control: xFileControl(op: c_int, arg: *mut c_void) = ffi::SQLITE_NOTFOUND;
+}
+
+unsafe extern "C" fn wal_close(file: *mut sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls `WAL_METHODS` only on files `open_file` made `WalFile`s.
     let wal = unsafe { wal(file) };
     let written = wal.write_held();
-    let closed = forward!(wal, xClose, ffi::SQLITE_OK);
+    // SAFETY: a linked database file is open: SQLite closes a connection's WAL before its
+    // database file, and the database file's close unlinks it otherwise.
+    if let Some(db) = unsafe { wal.db.as_mut() } {
+        db.wal = null_mut();
+    }
+    let closed = forward!(&wal.file, xClose, ffi::SQLITE_OK);
     // SQLite frees the file's memory; the held buffer is ours to free.
     drop(std::mem::take(&mut wal.held));
     if written != ffi::SQLITE_OK {
@@ -299,13 +462,13 @@ unsafe extern "C" fn close(file: *mut sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn write(
+unsafe extern "C" fn wal_write(
     file: *mut sqlite3_file,
     data: *const c_void,
     amount: c_int,
     offset: sqlite3_int64,
 ) -> c_int {
-    // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
+    // SAFETY: SQLite calls `WAL_METHODS` only on files `open_file` made `WalFile`s.
     let wal = unsafe { wal(file) };
     wal.asked += 1;
     let Ok(length) = usize::try_from(amount) else {
@@ -317,11 +480,17 @@ unsafe extern "C" fn write(
             return code;
         }
         wal.made += 1;
-        return forward!(wal, xWrite, ffi::SQLITE_IOERR_WRITE, data, amount, offset);
+        return forward!(
+            &wal.file,
+            xWrite,
+            ffi::SQLITE_IOERR_WRITE,
+            data,
+            amount,
+            offset
+        );
     }
     // SAFETY: SQLite passes `amount` readable bytes at `data`.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), length) };
-    let end = wal.at + wal.held.len() as sqlite3_int64;
     if !wal.held.is_empty() {
         // Rewrites of a frame still held (a page written twice in one commit, or its
         // checksums redone) land in place; the next frame extends the run.
@@ -333,6 +502,7 @@ unsafe extern "C" fn write(
             place.copy_from_slice(bytes);
             return ffi::SQLITE_OK;
         }
+        let end = wal.at + wal.held.len() as sqlite3_int64;
         if offset == end && wal.held.len() + length <= MOST_HELD {
             wal.held.extend_from_slice(bytes);
             return ffi::SQLITE_OK;
@@ -347,123 +517,65 @@ unsafe extern "C" fn write(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn read(
-    file: *mut sqlite3_file,
-    data: *mut c_void,
-    amount: c_int,
-    offset: sqlite3_int64,
-) -> c_int {
-    after_held!(file, xRead, ffi::SQLITE_IOERR_READ, data, amount, offset)
+unsafe extern "C" fn db_close(file: *mut sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls `DB_METHODS` only on files `open_file` made `DbFile`s.
+    let db = unsafe { db(file) };
+    let written = db.write_wal();
+    // SAFETY: a linked WAL file is open (its close unlinks it).
+    if let Some(wal) = unsafe { db.wal.as_mut() } {
+        wal.db = null_mut();
+    }
+    let closed = forward!(&db.file, xClose, ffi::SQLITE_OK);
+    if written != ffi::SQLITE_OK {
+        written
+    } else {
+        closed
+    }
 }
 
-unsafe extern "C" fn truncate(file: *mut sqlite3_file, size: sqlite3_int64) -> c_int {
-    after_held!(file, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
-}
-
-unsafe extern "C" fn sync(file: *mut sqlite3_file, flags: c_int) -> c_int {
-    after_held!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
-}
-
-unsafe extern "C" fn file_size(file: *mut sqlite3_file, size: *mut sqlite3_int64) -> c_int {
-    after_held!(file, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
-}
-
-unsafe extern "C" fn lock(file: *mut sqlite3_file, level: c_int) -> c_int {
-    after_held!(file, xLock, ffi::SQLITE_IOERR_LOCK, level)
-}
-
-unsafe extern "C" fn unlock(file: *mut sqlite3_file, level: c_int) -> c_int {
-    after_held!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
-}
-
-unsafe extern "C" fn check_reserved_lock(file: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    after_held!(
-        file,
-        xCheckReservedLock,
-        ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
-        out
-    )
-}
-
-unsafe extern "C" fn file_control(file: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    after_held!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
-}
-
-unsafe extern "C" fn sector_size(file: *mut sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
-    let wal = unsafe { wal(file) };
-    forward!(wal, xSectorSize, 4096)
-}
-
-unsafe extern "C" fn device_characteristics(file: *mut sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
-    let wal = unsafe { wal(file) };
-    forward!(wal, xDeviceCharacteristics, 0)
-}
-
-unsafe extern "C" fn shm_map(
-    file: *mut sqlite3_file,
-    region: c_int,
-    size: c_int,
-    extend: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    after_held!(
-        file,
-        xShmMap,
-        ffi::SQLITE_IOERR_SHMMAP,
-        region,
-        size,
-        extend,
-        out
-    )
-}
-
-unsafe extern "C" fn shm_lock(
+/// Every WAL lock is taken and released here: what the WAL holds is written first, while this
+/// connection still has whatever lock it is about to give up. A failed write refuses a lock
+/// being taken; a lock being released is released all the same (SQLite ignores the result).
+unsafe extern "C" fn db_shm_lock(
     file: *mut sqlite3_file,
     offset: c_int,
     n: c_int,
     flags: c_int,
 ) -> c_int {
-    after_held!(file, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
-}
-
-unsafe extern "C" fn shm_barrier(file: *mut sqlite3_file) {
-    // SAFETY: SQLite calls `METHODS` only on files `open_file` made `WalFile`s.
-    let wal = unsafe { wal(file) };
-    forward!(wal, xShmBarrier, ())
-}
-
-unsafe extern "C" fn shm_unmap(file: *mut sqlite3_file, delete: c_int) -> c_int {
-    after_held!(file, xShmUnmap, ffi::SQLITE_OK, delete)
-}
-
-unsafe extern "C" fn fetch(
-    file: *mut sqlite3_file,
-    offset: sqlite3_int64,
-    amount: c_int,
-    out: *mut *mut c_void,
-) -> c_int {
-    after_held!(
-        file,
-        xFetch,
-        {
-            // SAFETY: `out` is where SQLite takes the mapped page from; null: "read it instead".
-            unsafe { *out = null_mut() };
-            ffi::SQLITE_OK
-        },
+    // SAFETY: SQLite calls `DB_METHODS` only on files `open_file` made `DbFile`s.
+    let db = unsafe { db(file) };
+    let written = db.write_wal();
+    if written != ffi::SQLITE_OK && flags & ffi::SQLITE_SHM_UNLOCK == 0 {
+        return written;
+    }
+    let locked = forward!(
+        &db.file,
+        xShmLock,
+        ffi::SQLITE_IOERR_SHMLOCK,
         offset,
-        amount,
-        out
-    )
+        n,
+        flags
+    );
+    if written != ffi::SQLITE_OK {
+        written
+    } else {
+        locked
+    }
 }
 
-unsafe extern "C" fn unfetch(
-    file: *mut sqlite3_file,
-    offset: sqlite3_int64,
-    page: *mut c_void,
-) -> c_int {
-    after_held!(file, xUnfetch, ffi::SQLITE_OK, offset, page)
+/// SQLite publishes a commit with this barrier between the wal-index header's two copies: what
+/// the WAL holds is written first. The barrier cannot report an error, and going on would
+/// publish frames the file does not have: the process stops instead.
+unsafe extern "C" fn db_shm_barrier(file: *mut sqlite3_file) {
+    // SAFETY: SQLite calls `DB_METHODS` only on files `open_file` made `DbFile`s.
+    let db = unsafe { db(file) };
+    if db.write_wal() != ffi::SQLITE_OK {
+        eprintln!(
+            "harbour-wal-writes: a WAL write failed before its commit was published; stopping"
+        );
+        std::process::abort();
+    }
+    forward!(&db.file, xShmBarrier, ())
 }
 
 #[cfg(test)]
@@ -534,7 +646,7 @@ mod tests {
     fn a_synced_commit_is_one_write_and_other_connections_see_it() {
         let path = TempFile::new("synced");
         let w = writer(&path.0, "FULL");
-        assert!(coalesce(&w).unwrap());
+        assert!(coalesce(&w));
         let other = Connection::open(&path.0).unwrap();
         let before = writes(&w).unwrap();
         let commits = 60;
@@ -565,14 +677,20 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_does_not_sync_its_commits_holds_nothing() {
+    fn a_commit_without_a_sync_is_written_before_it_is_published() {
         let path = TempFile::new("normal");
         let w = writer(&path.0, "NORMAL");
-        assert!(!coalesce(&w).unwrap());
-        commit(&w, 0, 50, 300);
-        let counts = writes(&w).unwrap();
-        assert!(counts.asked > 0);
-        assert_eq!(counts.asked, counts.made);
+        assert!(coalesce(&w));
+        let other = Connection::open(&path.0).unwrap();
+        let before = writes(&w).unwrap();
+        for n in 0..20 {
+            commit(&w, n * 20, 20, 300);
+            assert_eq!(writes(&w).unwrap().held, 0);
+            assert_eq!(count(&other), (n + 1) * 20);
+        }
+        let after = writes(&w).unwrap();
+        assert!(after.made - before.made <= 20 + 2, "{after:?}");
+        assert_eq!(integrity(&other), "ok");
     }
 
     #[test]
@@ -582,32 +700,57 @@ mod tests {
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY);")
             .unwrap();
-        assert!(!coalesce(&c).unwrap());
+        assert!(!coalesce(&c));
         assert_eq!(writes(&c), None);
     }
 
     #[test]
-    fn a_transaction_past_the_bound_is_written_in_pieces_and_a_rollback_holds_nothing() {
+    fn a_transaction_past_the_bound_is_written_in_pieces() {
         let path = TempFile::new("big");
         let w = writer(&path.0, "FULL");
-        assert!(coalesce(&w).unwrap());
+        assert!(coalesce(&w));
         let other = Connection::open(&path.0).unwrap();
         let before = writes(&w).unwrap();
         // About 12 MiB of pages in one commit.
         commit(&w, 0, 3000, 4000);
         let after = writes(&w).unwrap();
-        assert!(after.made - before.made >= 2);
+        assert!(after.made - before.made >= 2, "{after:?}");
         assert_eq!(count(&other), 3000);
-        // Without spilling, a transaction rolled back wrote (and holds) nothing, so another
-        // connection's commits cannot be overwritten by it later.
-        let tx = w.unchecked_transaction().unwrap();
-        tx.execute("INSERT INTO t (k, v) VALUES (x'01', x'02')", [])
-            .unwrap();
-        drop(tx);
-        assert_eq!(writes(&w).unwrap(), after);
-        commit(&other, 10_000, 100, 300);
-        commit(&w, 20_000, 100, 300);
-        assert_eq!(count(&other), 3200);
         assert_eq!(integrity(&other), "ok");
+    }
+
+    #[test]
+    fn what_a_rolled_back_transaction_spilled_is_written_before_another_writer_can_write() {
+        let path = TempFile::new("spill");
+        let w = writer(&path.0, "FULL");
+        // A cache of 20 pages: a transaction of hundreds of pages spills frames into the WAL
+        // before its commit.
+        w.pragma_update(None, "cache_size", 20).unwrap();
+        assert!(coalesce(&w));
+        commit(&w, 0, 10, 300);
+        let other = Connection::open(&path.0).unwrap();
+        let before = writes(&w).unwrap();
+        let tx = w.unchecked_transaction().unwrap();
+        for i in 0..400u64 {
+            tx.execute(
+                "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                (&(1_000_000 + i).to_be_bytes()[..], vec![1u8; 1000]),
+            )
+            .unwrap();
+        }
+        let spilled = writes(&w).unwrap();
+        assert!(
+            spilled.asked > before.asked && spilled.held > 0,
+            "the transaction spilled frames, some held: {spilled:?}"
+        );
+        drop(tx);
+        // The rollback (which reads pages back) or the release of the write lock wrote them.
+        assert_eq!(writes(&w).unwrap().held, 0);
+        commit(&other, 2_000_000, 200, 300);
+        commit(&w, 3_000_000, 200, 300);
+        assert_eq!(count(&other), 410);
+        assert_eq!(integrity(&other), "ok");
+        drop((w, other));
+        assert_eq!(integrity(&Connection::open(&path.0).unwrap()), "ok");
     }
 }

@@ -189,9 +189,9 @@ impl SqliteStore {
     ) -> Result<SqliteStore, String> {
         let sqlite = sqlite.map_err(|e| e.to_string())?;
         sqlite.set_wal_hook(wal_committed);
-        sqlite
-            .coalesce_wal_writes()
-            .map_err(|e| format!("holding the WAL's writes: {e}"))?;
+        if !sqlite.coalesce_wal_writes() {
+            return Err("the writer's WAL is not open through harbour-wal-writes".into());
+        }
         let ids = sqlite.ids();
         // Opened after the writer's migration, so the file and its WAL mode exist.
         let reader =
