@@ -47,6 +47,9 @@ struct WalFile {
     /// Its connection's database file, which writes what this holds before locks and barriers.
     db: *mut DbFile,
     coalescing: bool,
+    /// A write of held bytes failed during the current write transaction: its commit must not
+    /// be published (`db_shm_barrier`). Cleared when the write lock is released.
+    failed: bool,
     /// Writes SQLite asked for, held ones included.
     asked: u64,
     /// Writes made to the system's file.
@@ -96,8 +99,16 @@ pub fn open(path: &std::path::Path, flags: OpenFlags) -> rusqlite::Result<Connec
 }
 
 /// Holds `connection`'s WAL writes until they must reach the file, from now on. `false` (and
-/// nothing changed) when its WAL is not open or it was not opened through `open`.
+/// nothing changed) when its WAL is not open, it was not opened through `open`, or it locks
+/// the file exclusively (its wal-index is then in its own memory: no barrier or lock call
+/// would write what is held before the next read or sync).
 pub fn coalesce(connection: &Connection) -> bool {
+    let exclusive = connection
+        .pragma_query_value(None, "locking_mode", |r| r.get::<_, String>(0))
+        .map_or(true, |mode| mode.eq_ignore_ascii_case("exclusive"));
+    if exclusive {
+        return false;
+    }
     let file = wal_file(connection);
     if file.is_null() {
         return false;
@@ -214,6 +225,7 @@ unsafe extern "C" fn open_file(
                 file: wrapped,
                 db: null_mut(),
                 coalescing: false,
+                failed: false,
                 asked: 0,
                 made: 0,
                 held: Vec::new(),
@@ -331,13 +343,18 @@ impl Wrapped {
 
 impl WalFile {
     /// Writes what is held, if anything. Nothing stays held after a failed write: those bytes
-    /// belonged to a commit that now fails.
+    /// belonged to a transaction that must now fail. The error is always `SQLITE_IOERR_WRITE`,
+    /// which makes SQLite roll the whole transaction back (the system's `SQLITE_FULL` would undo
+    /// only a statement when it reaches SQLite through a read), and the failure is remembered
+    /// until the write lock is released, in case SQLite ignores it (`walLimitSize` ignores the
+    /// file's size).
     fn write_held(&mut self) -> c_int {
         if self.held.is_empty() {
             return ffi::SQLITE_OK;
         }
         let Some(write) = self.file.system_methods().xWrite else {
             self.held.clear();
+            self.failed = true;
             return ffi::SQLITE_IOERR_WRITE;
         };
         let mut code = ffi::SQLITE_OK;
@@ -354,19 +371,25 @@ impl WalFile {
             at += sqlite3_int64::from(length);
         }
         self.held.clear();
+        if code != ffi::SQLITE_OK {
+            self.failed = true;
+            return ffi::SQLITE_IOERR_WRITE;
+        }
         code
     }
 }
 
 impl DbFile {
-    /// Writes what this connection's WAL holds.
-    fn write_wal(&mut self) -> c_int {
+    /// This connection's WAL file, if open.
+    fn wal(&mut self) -> Option<&mut WalFile> {
         // SAFETY: `wal` is linked only while that WAL file is open (its close unlinks it), and
         // both files belong to one connection, used by one thread at a time.
-        match unsafe { self.wal.as_mut() } {
-            Some(wal) => wal.write_held(),
-            None => ffi::SQLITE_OK,
-        }
+        unsafe { self.wal.as_mut() }
+    }
+
+    /// Writes what this connection's WAL holds.
+    fn write_wal(&mut self) -> c_int {
+        self.wal().map_or(ffi::SQLITE_OK, WalFile::write_held)
     }
 }
 
@@ -556,6 +579,12 @@ unsafe extern "C" fn db_shm_lock(
         n,
         flags
     );
+    // The write lock (SQLite's WAL_WRITE_LOCK, the first) released: the transaction is over.
+    if offset == 0 && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE {
+        if let Some(wal) = db.wal() {
+            wal.failed = false;
+        }
+    }
     if written != ffi::SQLITE_OK {
         written
     } else {
@@ -564,12 +593,14 @@ unsafe extern "C" fn db_shm_lock(
 }
 
 /// SQLite publishes a commit with this barrier between the wal-index header's two copies: what
-/// the WAL holds is written first. The barrier cannot report an error, and going on would
-/// publish frames the file does not have: the process stops instead.
+/// the WAL holds is written first. The barrier cannot report an error, and going on after a
+/// failed write (now, or earlier in this write transaction) would publish frames the file does
+/// not have: the process stops instead.
 unsafe extern "C" fn db_shm_barrier(file: *mut sqlite3_file) {
     // SAFETY: SQLite calls `DB_METHODS` only on files `open_file` made `DbFile`s.
     let db = unsafe { db(file) };
-    if db.write_wal() != ffi::SQLITE_OK {
+    let failed = db.wal().is_some_and(|wal| wal.failed);
+    if failed || db.write_wal() != ffi::SQLITE_OK {
         eprintln!(
             "harbour-wal-writes: a WAL write failed before its commit was published; stopping"
         );
@@ -705,6 +736,18 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_locks_the_file_exclusively_holds_nothing() {
+        let path = TempFile::new("exclusive");
+        let c = open(&path.0, OpenFlags::default()).unwrap();
+        c.pragma_update(None, "locking_mode", "EXCLUSIVE").unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY);")
+            .unwrap();
+        assert!(writes(&c).is_some(), "its WAL is one of this VFS's");
+        assert!(!coalesce(&c));
+    }
+
+    #[test]
     fn a_transaction_past_the_bound_is_written_in_pieces() {
         let path = TempFile::new("big");
         let w = writer(&path.0, "FULL");
@@ -728,6 +771,9 @@ mod tests {
         w.pragma_update(None, "cache_size", 20).unwrap();
         assert!(coalesce(&w));
         commit(&w, 0, 10, 300);
+        // An empty log: the rollback then reads its pages back from the database file, so only
+        // the release of the write lock can write what the spill left held.
+        w.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
         let other = Connection::open(&path.0).unwrap();
         let before = writes(&w).unwrap();
         let tx = w.unchecked_transaction().unwrap();
@@ -744,7 +790,7 @@ mod tests {
             "the transaction spilled frames, some held: {spilled:?}"
         );
         drop(tx);
-        // The rollback (which reads pages back) or the release of the write lock wrote them.
+        // The release of the write lock wrote them.
         assert_eq!(writes(&w).unwrap().held, 0);
         commit(&other, 2_000_000, 200, 300);
         commit(&w, 3_000_000, 200, 300);
