@@ -478,10 +478,15 @@ unsafe extern "C" fn wal_close(file: *mut sqlite3_file) -> c_int {
     let closed = forward!(&wal.file, xClose, ffi::SQLITE_OK);
     // SQLite frees the file's memory; the held buffer is ours to free.
     drop(std::mem::take(&mut wal.held));
-    if written != ffi::SQLITE_OK {
-        written
+    first_failure(written, closed)
+}
+
+/// The first of two results that is an error, or the second.
+fn first_failure(first: c_int, then: c_int) -> c_int {
+    if first != ffi::SQLITE_OK {
+        first
     } else {
-        closed
+        then
     }
 }
 
@@ -544,16 +549,10 @@ unsafe extern "C" fn db_close(file: *mut sqlite3_file) -> c_int {
     // SAFETY: SQLite calls `DB_METHODS` only on files `open_file` made `DbFile`s.
     let db = unsafe { db(file) };
     let written = db.write_wal();
-    // SAFETY: a linked WAL file is open (its close unlinks it).
-    if let Some(wal) = unsafe { db.wal.as_mut() } {
+    if let Some(wal) = db.wal() {
         wal.db = null_mut();
     }
-    let closed = forward!(&db.file, xClose, ffi::SQLITE_OK);
-    if written != ffi::SQLITE_OK {
-        written
-    } else {
-        closed
-    }
+    first_failure(written, forward!(&db.file, xClose, ffi::SQLITE_OK))
 }
 
 /// Every WAL lock is taken and released here: what the WAL holds is written first, while this
@@ -585,11 +584,7 @@ unsafe extern "C" fn db_shm_lock(
             wal.failed = false;
         }
     }
-    if written != ffi::SQLITE_OK {
-        written
-    } else {
-        locked
-    }
+    first_failure(written, locked)
 }
 
 /// SQLite publishes a commit with this barrier between the wal-index header's two copies: what
