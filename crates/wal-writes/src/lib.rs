@@ -67,8 +67,8 @@ struct DbFile {
     wal: *mut WalFile,
 }
 
-/// Room before the system's file in each allocation, for either wrapper (a multiple of 8, so the
-/// system's file is aligned).
+/// Room before the system's file in each allocation, for either wrapper (a multiple of 16, so
+/// the system's file is aligned).
 const WRAPPER: usize = {
     let largest = if size_of::<WalFile>() > size_of::<DbFile>() {
         size_of::<WalFile>()
@@ -352,30 +352,27 @@ impl WalFile {
         if self.held.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let Some(write) = self.file.system_methods().xWrite else {
-            self.held.clear();
-            self.failed = true;
-            return ffi::SQLITE_IOERR_WRITE;
-        };
-        let mut code = ffi::SQLITE_OK;
-        let mut at = self.at;
-        for piece in self.held.chunks(MOST_WRITTEN_AT_ONCE) {
-            let length = piece.len() as c_int;
-            // SAFETY: the system's file is open; `piece` is valid for its length, which is at
-            // most what the system VFS writes in one call.
-            code = unsafe { write(self.file.system, piece.as_ptr().cast(), length, at) };
-            self.made += 1;
-            if code != ffi::SQLITE_OK {
-                break;
+        let mut code = ffi::SQLITE_IOERR_WRITE;
+        if let Some(write) = self.file.system_methods().xWrite {
+            let mut at = self.at;
+            for piece in self.held.chunks(MOST_WRITTEN_AT_ONCE) {
+                let length = piece.len() as c_int;
+                // SAFETY: the system's file is open; `piece` is valid for its length, which is
+                // at most what the system VFS writes in one call.
+                code = unsafe { write(self.file.system, piece.as_ptr().cast(), length, at) };
+                self.made += 1;
+                if code != ffi::SQLITE_OK {
+                    break;
+                }
+                at += sqlite3_int64::from(length);
             }
-            at += sqlite3_int64::from(length);
         }
         self.held.clear();
         if code != ffi::SQLITE_OK {
             self.failed = true;
             return ffi::SQLITE_IOERR_WRITE;
         }
-        code
+        ffi::SQLITE_OK
     }
 }
 
