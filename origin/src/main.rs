@@ -23,7 +23,6 @@ use harbour_origin::in_flight::{InFlight, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SPARE_M
 use harbour_origin::listener::{fit_connections, open_files, Limits};
 use harbour_origin::person::PersonRules;
 use harbour_origin::server::{serve, tls_config, Origin};
-use harbour_origin::store::batch::COMMIT_WINDOW;
 use harbour_origin::store::postgres::DEFAULT_POOL_SIZE;
 use harbour_origin::store::{Durability, Location, Store};
 use harbour_policy::Policy;
@@ -51,7 +50,8 @@ The submissions listener's limits (seconds may have decimals):
   --idle-timeout S        a keep-alive connection without a request (60)
   --max-body-bytes N      a request body; a larger one is refused with 413 (32768)
 --commit-window S: while submissions come at least this often, each waits at most this
-  long for others to share its commit (one synced write for several); 0: never (0.002)";
+  long for others to share its commit (one synced write for several); 0: never
+  (SQLite 0.005, PostgreSQL 0.002)";
 
 /// Where the store is when neither `--store` nor `--db` is given.
 const STORE_VAR: &str = "HARBOUR_STORE";
@@ -65,7 +65,8 @@ struct Args {
     key_env: Option<String>,
     person_key_env: Option<String>,
     durability: Durability,
-    commit_window: Duration,
+    /// `None`: the store's own.
+    commit_window: Option<Duration>,
     pool_size: usize,
     max_in_flight: usize,
     spare_ms: u64,
@@ -81,7 +82,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut policy, mut key_env, mut person_key_env) = (None, None, None);
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut durability = Durability::Full;
-    let mut commit_window = COMMIT_WINDOW;
+    let mut commit_window = None;
     let mut pool_size = DEFAULT_POOL_SIZE;
     let mut max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     let mut spare_ms = DEFAULT_SPARE_MS;
@@ -124,12 +125,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--commit-window" => {
                 // At most a second: a longer wait would only hold visitors' answers back.
-                commit_window = parse_seconds(
+                commit_window = Some(parse_seconds(
                     "--commit-window",
                     &value()?,
                     |s| (0.0..=1.0).contains(&s),
                     "seconds from 0 to 1",
-                )?
+                )?)
             }
             "--max-in-flight" => {
                 max_in_flight = value()?

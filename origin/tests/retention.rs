@@ -11,7 +11,6 @@ mod dpo;
 use std::time::{Duration, Instant};
 
 use harbour_origin::retention::{log_line, sweep, Swept};
-use harbour_origin::store::batch::COMMIT_WINDOW;
 use harbour_origin::store::records::Records;
 use harbour_origin::store::{Durability, Location, Row, Store, Stored};
 use harbour_origin::verify::Verified;
@@ -85,7 +84,7 @@ fn with_a_fake_clock(kind: Kind) {
 
 async fn expired_rows_go_and_only_those(policy: &Policy, location: &Location) {
     let (policy, location) = (policy.clone(), location.clone());
-    let store = Store::open(&location, "eu", Durability::Full, COMMIT_WINDOW, 4)
+    let store = Store::open(&location, "eu", Durability::Full, None, 4)
         .await
         .unwrap();
     for (campaign, rows) in [("old", 7), ("live", 2)] {

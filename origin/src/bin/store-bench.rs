@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harbour_contract::signature::sha256_hex;
-use harbour_origin::store::batch::{Limits, COMMIT_WINDOW};
+use harbour_origin::store::batch::{Limits, POSTGRES_COMMIT_WINDOW};
 use harbour_origin::store::postgres::Postgres;
 use harbour_origin::store::{Durability, Location, Row, Store, Stored};
 use harbour_origin::verify::Verified;
@@ -39,8 +39,8 @@ struct Options {
     rows: usize,
     callers: usize,
     seconds: u64,
-    /// SQLite's `--commit-window` (seconds): `COMMIT_WINDOW` unless given.
-    commit_window: Duration,
+    /// Both stores' `--commit-window` (seconds); each store's own unless given.
+    commit_window: Option<Duration>,
     postgres: Option<String>,
 }
 
@@ -61,9 +61,8 @@ fn options() -> Options {
         rows: number("--rows", 20_000),
         callers: number("--callers", 16),
         seconds: number("--seconds", 20) as u64,
-        commit_window: value("--commit-window").map_or(COMMIT_WINDOW, |v| {
-            Duration::from_secs_f64(v.parse().expect("--commit-window: seconds"))
-        }),
+        commit_window: value("--commit-window")
+            .map(|v| Duration::from_secs_f64(v.parse().expect("--commit-window: seconds"))),
         postgres: value("--postgres"),
     }
 }
@@ -293,7 +292,7 @@ fn main() {
             o.callers.max(GOAL_CALLERS),
             Limits {
                 max_batch: 1,
-                ..Limits::default()
+                ..Limits::with_window(POSTGRES_COMMIT_WINDOW)
             },
         )
         .await

@@ -12,7 +12,7 @@
 //! - inside a batch, rows are stored in arrival order, each against the rows before it
 //!   (`sqlite::Sqlite::store_batch`): a conflict or a refused row affects only itself;
 //! - batches form by themselves: while one commits, the next waits in the queue; and while
-//!   submissions come at least every `commit_window` (2 ms), a batch of fewer than
+//!   submissions come at least every `commit_window` (5 ms), a batch of fewer than
 //!   `batch::FULL_ENOUGH` is held open up to that long while others keep coming (`Pacing`), so a
 //!   synced commit, whose CPU is the same for one row or eight, is shared at paced rates too. A
 //!   submission waits at most `commit_window` for that; `--commit-window 0` never holds.
@@ -597,6 +597,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::store::batch::SQLITE_COMMIT_WINDOW;
     use crate::store::row::Receipt;
     use crate::verify::Verified;
 
@@ -641,7 +642,7 @@ mod tests {
             Ok(sqlite),
             path,
             Durability::Full,
-            Limits::default(),
+            Limits::with_window(SQLITE_COMMIT_WINDOW),
             CHECKPOINTING,
         )
         .unwrap()
@@ -750,7 +751,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_of_one_batch_see_each_other_and_a_conflict_is_only_its_own() {
         let path = temp_file("in-batch");
-        let store = open(&path, Limits::default());
+        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
         let answers = one_batch(
             &store,
             &path,
@@ -780,7 +781,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replays_conflicts_and_second_entries_across_batches() {
         let path = temp_file("across");
-        let store = open(&path, Limits::default());
+        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
         let first = put(&store, &entry("k1", "h1", Some("p1"))).await;
         let Ok(Stored::New(receipt)) = &first else {
             panic!("{first:?}")
@@ -800,7 +801,7 @@ mod tests {
         assert_eq!(store.stats().commits, 4);
         // A store opened again on the file (a restarted origin) answers the same.
         drop(store);
-        let store = open(&path, Limits::default());
+        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
         assert_eq!(
             put(&store, &entry("k1", "h1", None)).await,
             Ok(Stored::Replay(receipt.clone()))
@@ -828,7 +829,7 @@ mod tests {
             &path,
             Limits {
                 commit_window: window,
-                ..Limits::default()
+                ..Limits::with_window(SQLITE_COMMIT_WINDOW)
             },
         );
         let keys = ["h0", "h1", "h2", "h3", "h4", "h5"];
@@ -931,7 +932,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_share_commits() {
         let path = temp_file("concurrent");
-        let store = open(&path, Limits::default());
+        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
         let (callers, each) = (64, 20);
         let tasks: Vec<_> = (0..callers)
             .map(|c| {
@@ -967,7 +968,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
-                ..Limits::default()
+                ..Limits::with_window(SQLITE_COMMIT_WINDOW)
             },
         );
         let lock = WriteLock::take(&path);
@@ -1006,8 +1007,8 @@ mod tests {
         // writers of two origin processes do.
         let path = temp_file("two-writers");
         let stores = [
-            open(&path, Limits::default()),
-            open(&path, Limits::default()),
+            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
+            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
         ];
         let keys = 300;
         let tasks: Vec<_> = (0..16)
@@ -1101,8 +1102,8 @@ mod tests {
         let path = temp_file("sync-handle");
         let other = temp_file("sync-handle-other");
         let _stores = (
-            open(&path, Limits::default()),
-            open(&other, Limits::default()),
+            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
+            open(&other, Limits::with_window(SQLITE_COMMIT_WINDOW)),
         );
         let dir = path.parent().unwrap();
         let again = dir
@@ -1133,7 +1134,7 @@ mod tests {
             sqlite,
             &path,
             Durability::Full,
-            Limits::default(),
+            Limits::with_window(SQLITE_COMMIT_WINDOW),
             checkpointing,
         )
         .unwrap();

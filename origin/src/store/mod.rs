@@ -28,7 +28,7 @@ pub mod sqlite;
 
 use std::time::Duration;
 
-use batch::{BatchStats, Limits};
+use batch::{BatchStats, Limits, POSTGRES_COMMIT_WINDOW, SQLITE_COMMIT_WINDOW};
 use group_commit::SqliteStore;
 
 pub use location::Location;
@@ -46,25 +46,24 @@ pub enum Store {
 impl Store {
     /// Opens the store and creates or migrates its schema.
     /// `durability` is SQLite's; `pool_size` is PostgreSQL's connections per process;
-    /// `commit_window` is both stores' (`batch::COMMIT_WINDOW`).
+    /// `commit_window` is both stores' (`--commit-window`); `None`, each store's own
+    /// (`batch::SQLITE_COMMIT_WINDOW`, `batch::POSTGRES_COMMIT_WINDOW`).
     pub async fn open(
         location: &Location,
         region: &str,
         durability: Durability,
-        commit_window: Duration,
+        commit_window: Option<Duration>,
         pool_size: usize,
     ) -> Result<Store, String> {
         match location {
             Location::Sqlite(path) => {
-                let limits = Limits {
-                    commit_window,
-                    ..Limits::default()
-                };
+                let limits = Limits::with_window(commit_window.unwrap_or(SQLITE_COMMIT_WINDOW));
                 SqliteStore::open(path, region, durability, limits)
                     .map(Store::Sqlite)
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))
             }
             Location::Postgres(url) => {
+                let commit_window = commit_window.unwrap_or(POSTGRES_COMMIT_WINDOW);
                 postgres::Postgres::connect_with(url, region, pool_size, commit_window)
                     .await
                     .map(Store::Postgres)

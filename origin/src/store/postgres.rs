@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::batch::{
-    Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepared, COMMIT_WINDOW, FULL_ENOUGH,
+    Answer, BatchStats, CommitTime, Gauges, Limits, Pacing, Prepared, FULL_ENOUGH,
+    POSTGRES_COMMIT_WINDOW,
 };
 use super::row::{Receipt, Row, Stored, Unavailable};
 use crate::receipt::{new_key, ReceiptIds, MAX_ID_TRIES, NUMBERED_FROM};
@@ -149,7 +150,7 @@ pub(in crate::store) fn unavailable(error: impl std::error::Error) -> Unavailabl
 impl Postgres {
     /// Connects (at least once, so a wrong URL fails at start) and creates or migrates the schema.
     pub async fn connect(url: &str, region: &str) -> Result<Postgres, String> {
-        Postgres::connect_with(url, region, DEFAULT_POOL_SIZE, COMMIT_WINDOW).await
+        Postgres::connect_with(url, region, DEFAULT_POOL_SIZE, POSTGRES_COMMIT_WINDOW).await
     }
 
     pub async fn connect_with(
@@ -159,10 +160,7 @@ impl Postgres {
         commit_window: Duration,
     ) -> Result<Postgres, String> {
         let batchers = BATCHERS.min(pool_size.max(1));
-        let limits = Limits {
-            commit_window,
-            ..Limits::default()
-        };
+        let limits = Limits::with_window(commit_window);
         Postgres::connect_batching(url, region, pool_size, batchers, limits).await
     }
 
@@ -794,7 +792,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn rows_of_one_batch_see_each_other_and_a_conflict_is_only_its_own() {
         let url = fresh_database("in_batch").await;
-        let store = one_batcher(&url, Limits::default()).await;
+        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
         let answers = one_batch(
             &store,
             &url,
@@ -824,7 +822,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn replays_conflicts_and_second_entries_across_batches() {
         let url = fresh_database("across").await;
-        let store = one_batcher(&url, Limits::default()).await;
+        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
         let first = put(&store, &entry("k1", "h1", Some("p1"))).await;
         let Ok(Stored::New(receipt)) = &first else {
             panic!("{first:?}")
@@ -849,7 +847,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn a_failed_commit_answers_its_whole_batch_unavailable_and_stores_nothing() {
         let url = fresh_database("failed_commit").await;
-        let store = one_batcher(&url, Limits::default()).await;
+        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
         // A real failure at commit: a deferred constraint trigger runs when the batch's
         // statement commits, and refuses the transaction for one row.
         sql(&url)
@@ -913,7 +911,7 @@ mod tests {
             &url,
             Limits {
                 commit_window: window,
-                ..Limits::default()
+                ..Limits::with_window(POSTGRES_COMMIT_WINDOW)
             },
         )
         .await;
@@ -982,7 +980,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
-                ..Limits::default()
+                ..Limits::with_window(POSTGRES_COMMIT_WINDOW)
             },
         )
         .await;
