@@ -44,7 +44,7 @@ pub struct Limits {
 
 impl Limits {
     /// `MAX_BATCH` and `QUEUE`, with `commit_window`.
-    pub fn with_window(commit_window: Duration) -> Limits {
+    pub const fn with_window(commit_window: Duration) -> Limits {
         Limits {
             max_batch: MAX_BATCH,
             queue: QUEUE,

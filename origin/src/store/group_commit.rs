@@ -601,6 +601,9 @@ mod tests {
     use crate::store::row::Receipt;
     use crate::verify::Verified;
 
+    /// The origin's own limits for SQLite.
+    const LIMITS: Limits = Limits::with_window(SQLITE_COMMIT_WINDOW);
+
     /// A database path in a fresh directory, removed with it.
     struct TempFile(PathBuf);
 
@@ -638,14 +641,7 @@ mod tests {
     fn open_with(path: &Path, sql: &str) -> SqliteStore {
         let sqlite = Sqlite::open(path, "eu", Durability::Full).unwrap();
         sqlite.connection().execute_batch(sql).unwrap();
-        SqliteStore::start(
-            Ok(sqlite),
-            path,
-            Durability::Full,
-            Limits::with_window(SQLITE_COMMIT_WINDOW),
-            CHECKPOINTING,
-        )
-        .unwrap()
+        SqliteStore::start(Ok(sqlite), path, Durability::Full, LIMITS, CHECKPOINTING).unwrap()
     }
 
     #[derive(Clone)]
@@ -751,7 +747,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_of_one_batch_see_each_other_and_a_conflict_is_only_its_own() {
         let path = temp_file("in-batch");
-        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
+        let store = open(&path, LIMITS);
         let answers = one_batch(
             &store,
             &path,
@@ -781,7 +777,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replays_conflicts_and_second_entries_across_batches() {
         let path = temp_file("across");
-        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
+        let store = open(&path, LIMITS);
         let first = put(&store, &entry("k1", "h1", Some("p1"))).await;
         let Ok(Stored::New(receipt)) = &first else {
             panic!("{first:?}")
@@ -801,7 +797,7 @@ mod tests {
         assert_eq!(store.stats().commits, 4);
         // A store opened again on the file (a restarted origin) answers the same.
         drop(store);
-        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
+        let store = open(&path, LIMITS);
         assert_eq!(
             put(&store, &entry("k1", "h1", None)).await,
             Ok(Stored::Replay(receipt.clone()))
@@ -829,7 +825,7 @@ mod tests {
             &path,
             Limits {
                 commit_window: window,
-                ..Limits::with_window(SQLITE_COMMIT_WINDOW)
+                ..LIMITS
             },
         );
         let keys = ["h0", "h1", "h2", "h3", "h4", "h5"];
@@ -932,7 +928,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_callers_share_commits() {
         let path = temp_file("concurrent");
-        let store = open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW));
+        let store = open(&path, LIMITS);
         let (callers, each) = (64, 20);
         let tasks: Vec<_> = (0..callers)
             .map(|c| {
@@ -968,7 +964,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
-                ..Limits::with_window(SQLITE_COMMIT_WINDOW)
+                ..LIMITS
             },
         );
         let lock = WriteLock::take(&path);
@@ -1006,10 +1002,7 @@ mod tests {
         // Two stores on one file: two connections that take SQLite's write lock in turn, as the
         // writers of two origin processes do.
         let path = temp_file("two-writers");
-        let stores = [
-            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
-            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
-        ];
+        let stores = [open(&path, LIMITS), open(&path, LIMITS)];
         let keys = 300;
         let tasks: Vec<_> = (0..16)
             .map(|caller| {
@@ -1101,10 +1094,7 @@ mod tests {
     fn a_file_has_one_sync_handle_however_it_is_named() {
         let path = temp_file("sync-handle");
         let other = temp_file("sync-handle-other");
-        let _stores = (
-            open(&path, Limits::with_window(SQLITE_COMMIT_WINDOW)),
-            open(&other, Limits::with_window(SQLITE_COMMIT_WINDOW)),
-        );
+        let _stores = (open(&path, LIMITS), open(&other, LIMITS));
         let dir = path.parent().unwrap();
         let again = dir
             .join("..")
@@ -1130,14 +1120,8 @@ mod tests {
             wal_pages: 64,
             pause: Duration::from_millis(20),
         };
-        let store = SqliteStore::start(
-            sqlite,
-            &path,
-            Durability::Full,
-            Limits::with_window(SQLITE_COMMIT_WINDOW),
-            checkpointing,
-        )
-        .unwrap();
+        let store =
+            SqliteStore::start(sqlite, &path, Durability::Full, LIMITS, checkpointing).unwrap();
         let tasks: Vec<_> = (0..16)
             .map(|c| {
                 let store = store.clone();

@@ -670,6 +670,8 @@ mod tests {
     use crate::verify::Verified;
 
     const NEEDS_PG: &str = "HARBOUR_TEST_PG_ADMIN";
+    /// The origin's own limits for PostgreSQL.
+    const LIMITS: Limits = Limits::with_window(POSTGRES_COMMIT_WINDOW);
 
     /// A fresh, empty database on the test server; its URL.
     async fn fresh_database(name: &str) -> String {
@@ -792,7 +794,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn rows_of_one_batch_see_each_other_and_a_conflict_is_only_its_own() {
         let url = fresh_database("in_batch").await;
-        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
+        let store = one_batcher(&url, LIMITS).await;
         let answers = one_batch(
             &store,
             &url,
@@ -822,7 +824,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn replays_conflicts_and_second_entries_across_batches() {
         let url = fresh_database("across").await;
-        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
+        let store = one_batcher(&url, LIMITS).await;
         let first = put(&store, &entry("k1", "h1", Some("p1"))).await;
         let Ok(Stored::New(receipt)) = &first else {
             panic!("{first:?}")
@@ -847,7 +849,7 @@ mod tests {
     #[ignore = "needs PostgreSQL: run by the postgres tier of bash scripts/test"]
     async fn a_failed_commit_answers_its_whole_batch_unavailable_and_stores_nothing() {
         let url = fresh_database("failed_commit").await;
-        let store = one_batcher(&url, Limits::with_window(POSTGRES_COMMIT_WINDOW)).await;
+        let store = one_batcher(&url, LIMITS).await;
         // A real failure at commit: a deferred constraint trigger runs when the batch's
         // statement commits, and refuses the transaction for one row.
         sql(&url)
@@ -911,7 +913,7 @@ mod tests {
             &url,
             Limits {
                 commit_window: window,
-                ..Limits::with_window(POSTGRES_COMMIT_WINDOW)
+                ..LIMITS
             },
         )
         .await;
@@ -980,7 +982,7 @@ mod tests {
             Limits {
                 max_batch: 8,
                 queue: 2,
-                ..Limits::with_window(POSTGRES_COMMIT_WINDOW)
+                ..LIMITS
             },
         )
         .await;
